@@ -1,0 +1,31 @@
+# Module manifest source for QubesFirewall; build.ps1 -Task Package stages it into out/QubesFirewall/.
+@{
+    RootModule           = 'QubesFirewall.PowerShell.dll'
+    ModuleVersion        = '0.1.0'
+    GUID                 = '3f6c9d2e-8a41-4b7e-9c55-2d1e0a7b6f13'
+    Author               = 'QubesFirewall contributors'
+    CompanyName          = 'QubesFirewall'
+    Copyright            = '(c) QubesFirewall contributors. MIT License.'
+    Description          = 'Scripted administration of Qubes OS networking from dom0: firewall rules, port forwarding and qube-to-qube networking, planned, validated and applied idempotently, on an offline Qubes root or through qubesd''s Admin API.'
+    PowerShellVersion    = '7.4'
+    CompatiblePSEditions = @('Core')
+    RequiredAssemblies   = @('QubesFirewall.Engine.dll')
+    FormatsToProcess     = @('QubesFirewall.format.ps1xml')
+    CmdletsToExport      = @(
+        'Get-Qube'
+        'Get-QubeFirewallRule'
+        'Add-QubeFirewallRule'
+        'Remove-QubeFirewallRule'
+        'Sync-QubeFirewall'
+    )
+    FunctionsToExport    = @()
+    AliasesToExport      = @()
+    VariablesToExport    = @()
+    PrivateData          = @{
+        PSData = @{
+            Tags         = @('Qubes', 'QubesOS', 'Firewall', 'nftables', 'PortForwarding', 'Linux')
+            LicenseUri   = 'https://opensource.org/license/mit'
+            ReleaseNotes = 'First release: qubes, firewall rules, QubesDB sync on an offline Qubes root.'
+        }
+    }
+}

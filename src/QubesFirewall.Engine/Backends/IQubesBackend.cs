@@ -1,0 +1,38 @@
+using QubesFirewall.Engine.Formats;
+using QubesFirewall.Engine.Model;
+using QubesFirewall.Engine.Planning;
+
+namespace QubesFirewall.Engine.Backends;
+
+/// <summary>
+/// Where qubes, rules and features live: an offline Qubes root (a directory laid out like dom0's
+/// /var/lib/qubes) or the live dom0 through qubesd's Admin API. Cmdlets and planners see only this.
+/// </summary>
+public interface IQubesBackend : IDisposable
+{
+    /// <summary>Names the backend for messages: "offline root /path" or "qubesd at /var/run/qubesd.sock".</summary>
+    string Description { get; }
+
+    QubesInventory GetInventory();
+
+    /// <summary>The qube's stored rule list, expired rules included (Get leaves them out).</summary>
+    FirewallDocument GetFirewall(string vmName);
+
+    /// <summary>
+    /// Writes an edit planned on <paramref name="snapshot"/>. The offline root re-applies it to the
+    /// file as it is under an exclusive lock (writers serialize, nothing is lost); the live backend
+    /// re-reads and refuses if someone changed the list since the snapshot.
+    /// </summary>
+    FirewallEditOutcome ApplyFirewallEdit(string vmName, FirewallEdit edit, FirewallDocument snapshot);
+
+    /// <summary>
+    /// Makes the qube's network qube enforce its current rules, as qubesd does on reload; returns
+    /// the entries the network qube gets (rendered by the engine).
+    /// </summary>
+    IReadOnlyList<QubesDbEntry> SyncFirewall(string vmName);
+
+    void SetFeature(string vmName, string name, string value);
+
+    /// <summary>Removes a feature; false when it was not there.</summary>
+    bool RemoveFeature(string vmName, string name);
+}

@@ -1,0 +1,145 @@
+using System.Text;
+using QubesFirewall.Engine.Formats;
+using QubesFirewall.Engine.Io;
+using QubesFirewall.Engine.Model;
+using QubesFirewall.Engine.Planning;
+using QubesFirewall.Engine.Validation;
+
+namespace QubesFirewall.Engine.Backends;
+
+/// <summary>
+/// A directory laid out like dom0's /var/lib/qubes (qubes.xml, appvms/&lt;vm&gt;/firewall.xml,
+/// vm-templates/&lt;vm&gt;/...) plus a state folder dom0 never has, standing in for each qube's
+/// QubesDB, /rw/config and power state: <c>qubesfirewall-state/&lt;qube&gt;/</c>.
+/// </summary>
+public sealed class OfflineRoot : IQubesBackend
+{
+    public const string StateFolderName = "qubesfirewall-state";
+
+    private readonly Func<DateTimeOffset> _clock;
+
+    public OfflineRoot(string root, Func<DateTimeOffset>? clock = null)
+    {
+        RootPath = Path.GetFullPath(root);
+        _clock = clock ?? (() => DateTimeOffset.UtcNow);
+        if (!File.Exists(QubesXmlPath))
+            throw new QubesFirewallException("QubesRootNotFound", FailureKind.ObjectNotFound,
+                $"'{RootPath}' is not a Qubes root: it has no qubes.xml. Point -Root or $env:QUBESFW_ROOT at a directory laid out like dom0's /var/lib/qubes (the module ships one in its examples/qubes-root folder).", RootPath);
+    }
+
+    public string RootPath { get; }
+
+    public string QubesXmlPath => Path.Combine(RootPath, "qubes.xml");
+
+    public string StatePath => Path.Combine(RootPath, StateFolderName);
+
+    public string Description => $"offline root {RootPath}";
+
+    public QubesInventory GetInventory()
+    {
+        var inventory = QubesXml.Load(QubesXmlPath);
+        return inventory.WithPowerStates(name => ReadPowerState(name));
+    }
+
+    public Qube GetQube(string vmName) => GetInventory().Find(QubeName.Validate(vmName))
+        ?? throw new QubesFirewallException("QubeNotFound", FailureKind.ObjectNotFound, $"There is no qube named '{RuleGrammar.Printable(vmName)}' in {Description}.", vmName);
+
+    /// <summary>The qube's directory as qubesd lays it out: templates under vm-templates, others under appvms.</summary>
+    public string QubeDirectory(Qube qube) =>
+        Path.Combine(RootPath, qube.Class == QubeClass.TemplateVM ? "vm-templates" : "appvms", qube.Name);
+
+    public string FirewallPath(Qube qube) => Path.Combine(QubeDirectory(qube), "firewall.xml");
+
+    public FirewallDocument GetFirewall(string vmName) => FirewallXml.Load(FirewallPath(GetQube(vmName)));
+
+    public FirewallEditOutcome ApplyFirewallEdit(string vmName, FirewallEdit edit, FirewallDocument snapshot)
+    {
+        var path = FirewallPath(GetQube(vmName));
+        using var _ = FileLock.Acquire(FileLock.PathFor(path));
+        var now = _clock();
+        var current = FirewallXml.Load(path);
+        var visible = current.Rules.Where(r => !r.IsExpiredAt(now)).ToList();
+        var outcome = edit.ApplyTo(visible);
+        var content = FirewallXml.Render(outcome.Rules, now);
+        if (current.FileExists && File.ReadAllText(path) == content) return outcome;
+        if (!current.FileExists && outcome.Removed.Count == 0 && outcome.AlreadyPresent.Count == edit.Insertions.Count && edit.Insertions.Count > 0)
+            return outcome; // every rule already present in the default list: nothing to write
+        AtomicFile.WriteAllText(path, content, FirewallFileMode);
+        return outcome;
+    }
+
+    // qubesd writes firewall.xml with mode 0664.
+    private const UnixFileMode FirewallFileMode = UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.GroupRead | UnixFileMode.GroupWrite | UnixFileMode.OtherRead;
+
+    public IReadOnlyList<QubesDbEntry> SyncFirewall(string vmName)
+    {
+        var inventory = GetInventory();
+        var qube = inventory.Find(QubeName.Validate(vmName)) ?? throw new QubesFirewallException("QubeNotFound", FailureKind.ObjectNotFound, $"There is no qube named '{RuleGrammar.Printable(vmName)}' in {Description}.", vmName);
+        if (qube.NetVM is null)
+            throw new QubesFirewallException("NoNetVM", FailureKind.InvalidOperation, $"'{qube.Name}' has no network qube, so no qube enforces its firewall rules. Set its netvm first.", vmName);
+        var rules = FirewallXml.Load(FirewallPath(qube)).Rules;
+        var entries = QubesDbRenderer.Render(qube.NetVM, qube.IP, qube.IPv6, rules, _clock());
+        var store = new QubesDbStore(Path.Combine(StatePath, qube.NetVM, "qubesdb.txt"));
+        store.Replace(QubesDbRenderer.SubtreesToClear(qube.IP, qube.IPv6), entries);
+        return entries;
+    }
+
+    /// <summary>What the state folder holds as a network qube's QubesDB.</summary>
+    public IReadOnlyList<QubesDbEntry> ReadQubesDb(string vmName) =>
+        new QubesDbStore(Path.Combine(StatePath, vmName, "qubesdb.txt")).Read(vmName);
+
+    public void SetFeature(string vmName, string name, string value)
+    {
+        GetQube(vmName);
+        QubesXml.SetFeature(QubesXmlPath, vmName, name, value);
+    }
+
+    public bool RemoveFeature(string vmName, string name)
+    {
+        GetQube(vmName);
+        return QubesXml.RemoveFeature(QubesXmlPath, vmName, name);
+    }
+
+    private PowerState ReadPowerState(string vmName)
+    {
+        var file = Path.Combine(StatePath, vmName, "power-state");
+        if (!File.Exists(file)) return PowerState.Halted;
+        return Enum.TryParse<PowerState>(File.ReadAllText(file).Trim(), ignoreCase: true, out var state) ? state : PowerState.Unknown;
+    }
+
+    public void Dispose() { }
+
+    public void SetPowerState(string vmName, PowerState state) =>
+        AtomicFile.WriteAllText(Path.Combine(StatePath, vmName, "power-state"), state + "\n");
+}
+
+/// <summary>
+/// A qube's QubesDB in the offline state folder: one "path&lt;TAB&gt;value" line per key, sorted by
+/// path. Replacing a client's entries removes its old subtree first, as qubesd does, so a shorter
+/// rule list leaves no stale keys behind.
+/// </summary>
+internal sealed class QubesDbStore(string path)
+{
+    public IReadOnlyList<QubesDbEntry> Read(string qubeName)
+    {
+        if (!File.Exists(path)) return [];
+        return File.ReadAllLines(path)
+            .Where(l => l.Length > 0)
+            .Select(l => { var tab = l.IndexOf('\t'); return new QubesDbEntry(qubeName, l[..tab], l[(tab + 1)..]) { Rendered = false }; })
+            .ToList();
+    }
+
+    public void Replace(IEnumerable<string> subtreesToClear, IReadOnlyList<QubesDbEntry> entries)
+    {
+        using var _ = FileLock.Acquire(FileLock.PathFor(path));
+        var map = new SortedDictionary<string, string>(StringComparer.Ordinal);
+        foreach (var e in Read("")) map[e.Path] = e.Value;
+        foreach (var prefix in subtreesToClear)
+            foreach (var key in map.Keys.Where(k => k.StartsWith(prefix, StringComparison.Ordinal)).ToList())
+                map.Remove(key);
+        foreach (var e in entries) map[e.Path] = e.Value;
+        var sb = new StringBuilder();
+        foreach (var (k, v) in map) sb.Append(k).Append('\t').Append(v).Append('\n');
+        AtomicFile.WriteAllText(path, sb.ToString());
+    }
+}

@@ -1,0 +1,113 @@
+using System.Globalization;
+
+namespace QubesFirewall.Engine.Model;
+
+/// <summary>
+/// One rule of a qube's Qubes firewall, with the properties qubesd knows. Built through
+/// <see cref="Create"/> (strict, qubesd's validation) or read leniently from a file, in which
+/// case anything an older qubesd let through is listed in <see cref="Problems"/>.
+/// </summary>
+public sealed record FirewallRule
+{
+    public required RuleAction Action { get; init; }
+    public RuleProtocol? Protocol { get; init; }
+    public HostSpec? DstHost { get; init; }
+    public PortRange? DstPorts { get; init; }
+    public int? IcmpType { get; init; }
+    public SpecialTarget? SpecialTarget { get; init; }
+    /// <summary>Unix time at which the rule stops applying; null for none.</summary>
+    public long? Expire { get; init; }
+    public string? Comment { get; init; }
+
+    /// <summary>Properties qubesd does not know, kept from firewall.xml in their order so a write loses nothing.</summary>
+    public IReadOnlyList<KeyValuePair<string, string>> UnknownProperties { get; init; } = [];
+
+    /// <summary>Why this rule (read from a file) would be refused by today's qubesd; empty when valid.</summary>
+    public IReadOnlyList<string> Problems { get; init; } = [];
+
+    /// <summary>
+    /// Raw values kept for a rule read leniently whose value has no typed form (an empty host),
+    /// so the rule is shown and written back exactly as read until the user removes it.
+    /// </summary>
+    internal string? RawDstHost { get; init; }
+
+    public bool IsValid => Problems.Count == 0;
+
+    /// <summary>
+    /// A catch-all matches everything: only an action (plus expire or comment). A new rule goes
+    /// in before the last one, where it can still match.
+    /// </summary>
+    public bool IsCatchAll => Protocol is null && DstHost is null && RawDstHost is null && DstPorts is null && IcmpType is null && SpecialTarget is null;
+
+    public DateTimeOffset? ExpireTime => Expire is { } e ? DateTimeOffset.FromUnixTimeSeconds(e) : null;
+
+    /// <summary>qubesd treats a rule as expired once its time is strictly in the past.</summary>
+    public bool IsExpiredAt(DateTimeOffset now) => Expire is { } e && e < now.ToUnixTimeSeconds();
+
+    /// <summary>
+    /// Builds a rule with qubesd's validation: the value grammars, dstports only with tcp/udp,
+    /// icmptype only with icmp, comment characters. Throws <see cref="QubesFirewallException"/>.
+    /// </summary>
+    public static FirewallRule Create(
+        RuleAction action,
+        RuleProtocol? protocol = null,
+        string? dstHost = null,
+        string? dstPorts = null,
+        int? icmpType = null,
+        SpecialTarget? specialTarget = null,
+        long? expire = null,
+        string? comment = null)
+    {
+        var rule = new FirewallRule
+        {
+            Action = action,
+            Protocol = protocol,
+            DstHost = dstHost is null ? null : HostSpec.Parse(dstHost),
+            DstPorts = dstPorts is null ? null : PortRange.Parse(dstPorts),
+            IcmpType = icmpType,
+            SpecialTarget = specialTarget,
+            Expire = expire,
+            Comment = string.IsNullOrEmpty(comment) ? null : comment,
+        };
+        rule.Validate();
+        return rule;
+    }
+
+    /// <summary>Throws the first reason qubesd would refuse this rule.</summary>
+    public void Validate()
+    {
+        if (Problems.Count > 0)
+            throw QubesFirewallException.Invalid("InvalidFirewallRule", $"Invalid firewall rule '{RuleText.Format(this)}': {Problems[0]}", this);
+        if (DstPorts is { } ports)
+        {
+            if (!ports.IsValid)
+                throw QubesFirewallException.Invalid("InvalidDstPorts", $"Invalid destination ports '{ports}': ports are 0-65535 and the first is not above the last.", this);
+            if (Protocol is not (RuleProtocol.Tcp or RuleProtocol.Udp))
+                throw QubesFirewallException.Invalid("PortsNeedTcpOrUdp", "Destination ports are valid only with protocol tcp or udp.", this);
+        }
+        if (IcmpType is { } icmp)
+        {
+            if (icmp is < 0 or > 255)
+                throw QubesFirewallException.Invalid("InvalidIcmpType", $"Invalid ICMP type {icmp}: use 0-255.", this);
+            if (Protocol != RuleProtocol.Icmp)
+                throw QubesFirewallException.Invalid("IcmpTypeNeedsIcmp", "An ICMP type is valid only with protocol icmp.", this);
+        }
+        if (Expire is < 0)
+            throw QubesFirewallException.Invalid("InvalidExpire", "The expiry time must be a Unix time (seconds since 1970), not negative.", this);
+        if (Comment is { } c) RuleGrammar.ValidateComment(c);
+        foreach (var (name, value) in UnknownProperties)
+        {
+            if (name.Length == 0 || !name.All(ch => char.IsAsciiLetterOrDigit(ch) || ch is '_' or '-'))
+                throw QubesFirewallException.Invalid("InvalidFirewallXml", $"Unknown property name '{RuleGrammar.Printable(name)}' cannot be written.", this);
+            if (value.Any(ch => ch is < ' ' or > '~' or '<' or '>' or '&'))
+                throw QubesFirewallException.Invalid("InvalidFirewallXml", $"Unknown property '{name}' has a value that cannot be written.", this);
+        }
+    }
+
+    /// <summary>The rule in the Admin API / qvm-firewall text form.</summary>
+    public string Text => RuleText.Format(this);
+
+    public override string ToString() => Text;
+
+    public static string FormatExpire(long expire) => expire.ToString(CultureInfo.InvariantCulture);
+}

@@ -1,0 +1,62 @@
+namespace QubesFirewall.Engine.Model;
+
+/// <summary>Every qube of a Qubes system, in qubes.xml order, with the global properties.</summary>
+public sealed class QubesInventory
+{
+    private readonly Dictionary<string, Qube> _byName;
+
+    public QubesInventory(IReadOnlyList<Qube> qubes, IReadOnlyDictionary<string, string> globalProperties,
+        IReadOnlyDictionary<string, string>? labels = null, string? sourcePath = null)
+    {
+        Qubes = qubes;
+        GlobalProperties = globalProperties;
+        Labels = labels ?? new Dictionary<string, string>(StringComparer.Ordinal);
+        SourcePath = sourcePath;
+        _byName = new Dictionary<string, Qube>(StringComparer.Ordinal);
+        foreach (var q in qubes) _byName[q.Name] = q;
+    }
+
+    /// <summary>The qubes in the order qubes.xml lists them (dom0 first when qubes.xml lacks it, as qubesd adds it).</summary>
+    public IReadOnlyList<Qube> Qubes { get; }
+
+    /// <summary>Global properties as stored (default_netvm, default_template, default_dispvm, clockvm, updatevm, ...).</summary>
+    public IReadOnlyDictionary<string, string> GlobalProperties { get; }
+
+    /// <summary>Label name → colour as stored (e.g. red → 0xcc0000).</summary>
+    public IReadOnlyDictionary<string, string> Labels { get; }
+
+    /// <summary>The qubes.xml this came from, when it came from a file.</summary>
+    public string? SourcePath { get; }
+
+    /// <summary>The global default_netvm (null when unset or empty).</summary>
+    public string? DefaultNetVM => GlobalProperties.TryGetValue("default_netvm", out var v) && v.Length > 0 ? v : null;
+
+    /// <summary>The qube with exactly this name (names are case-sensitive), or null.</summary>
+    public Qube? Find(string name) => name is not null && _byName.TryGetValue(name, out var q) ? q : null;
+
+    /// <summary>The qube with this name, or a QubeNotFound error.</summary>
+    public Qube Get(string name) => Find(name) ?? throw new QubesFirewallException("QubeNotFound", FailureKind.ObjectNotFound,
+        $"There is no qube named '{Formats.QubesXml.Printable(name)}'" + (SourcePath is null ? "." : $" in {SourcePath}."), name);
+
+    /// <summary>Qubes whose effective netvm is <paramref name="netVm"/>, in inventory order (qubesd's connected_vms).</summary>
+    public IReadOnlyList<Qube> ClientsOf(string netVm) =>
+        Qubes.Where(q => string.Equals(q.NetVM, netVm, StringComparison.Ordinal)).ToList();
+
+    /// <summary>The network chain upstream of a qube: its netvm, that one's netvm, ... (loops and unknown names stop it).</summary>
+    public IReadOnlyList<Qube> UpstreamOf(string name)
+    {
+        var chain = new List<Qube>();
+        var seen = new HashSet<string>(StringComparer.Ordinal) { name };
+        var current = Find(name);
+        while (current?.NetVM is { } next && seen.Add(next) && Find(next) is { } up)
+        {
+            chain.Add(up);
+            current = up;
+        }
+        return chain;
+    }
+
+    /// <summary>A copy with each qube's <see cref="Qube.State"/> taken from <paramref name="stateOf"/>.</summary>
+    public QubesInventory WithPowerStates(Func<string, PowerState> stateOf) =>
+        new(Qubes.Select(q => q with { State = stateOf(q.Name) }).ToList(), GlobalProperties, Labels, SourcePath);
+}

@@ -1,0 +1,149 @@
+using System.Globalization;
+using System.Net;
+using System.Net.Sockets;
+
+namespace QubesFirewall.Engine.Model;
+
+public enum RuleAction { Accept, Drop }
+
+public enum RuleProtocol { Tcp, Udp, Icmp }
+
+public enum SpecialTarget { Dns }
+
+/// <summary>How qubesd classifies a destination: the key it uses in the text form and QubesDB.</summary>
+public enum HostKind { IPv4, IPv6, Name }
+
+/// <summary>
+/// A destination host or network as qubesd stores it: an address always carries a prefix
+/// (a bare address gets /32 or /128), a name is kept as is.
+/// </summary>
+public sealed record HostSpec(string Value, HostKind Kind, int PrefixLength)
+{
+    /// <summary>The key qubesd uses for this host in the text form and in QubesDB.</summary>
+    public string TextKey => Kind switch { HostKind.IPv4 => "dst4", HostKind.IPv6 => "dst6", _ => "dsthost" };
+
+    public bool IsAddress => Kind != HostKind.Name;
+
+    public override string ToString() => Value;
+
+    public static HostSpec Parse(string value) =>
+        TryParse(value, out var host, out var error) ? host! : throw QubesFirewallException.Invalid("InvalidDstHost", $"Invalid destination host '{Printable(value)}': {error}", value);
+
+    /// <summary>qubesd's DstHost grammar, stricter where qubesd would accept something that can never work.</summary>
+    public static bool TryParse(string? value, out HostSpec? host, out string error)
+    {
+        host = null;
+        error = "";
+        if (string.IsNullOrEmpty(value)) { error = "the host is empty"; return false; }
+        if (value.Count(c => c == '/') > 1) { error = "more than one '/'"; return false; }
+        var slash = value.IndexOf('/');
+        if (slash < 0)
+        {
+            if (TryIPv6(value)) { host = new HostSpec(value + "/128", HostKind.IPv6, 128); return true; }
+            if (TryIPv4(value)) { host = new HostSpec(value + "/32", HostKind.IPv4, 32); return true; }
+            if (value.All(c => c is >= 'a' and <= 'z' or >= '0' and <= '9' or '-' or '.' or '_'))
+            {
+                // qubesd would accept "1.2.3.999" as a host name; it can never resolve, and a failed
+                // lookup makes the firewall qube reject all of the client's traffic.
+                if (!value.Any(c => c is >= 'a' and <= 'z')) { error = "not a valid IPv4 address, and a host name needs a letter"; return false; }
+                if (value.Length > 253) { error = "a host name has at most 253 characters"; return false; }
+                host = new HostSpec(value, HostKind.Name, 0);
+                return true;
+            }
+            error = value.Any(c => c is >= 'A' and <= 'Z')
+                ? "host names are lower case (letters a-z, digits, '-', '.', '_')"
+                : "not an IPv4 or IPv6 address, and not a host name of a-z, 0-9, '-', '.', '_'";
+            return false;
+        }
+        var address = value[..slash];
+        var prefixText = value[(slash + 1)..];
+        if (prefixText.Length == 0 || prefixText.Length > 3 || !prefixText.All(char.IsAsciiDigit)) { error = "bad prefix length"; return false; }
+        var prefix = int.Parse(prefixText, CultureInfo.InvariantCulture);
+        if (TryIPv6(address))
+        {
+            if (prefix > 128) { error = "an IPv6 prefix length is at most 128"; return false; }
+            host = new HostSpec(address + "/" + prefix.ToString(CultureInfo.InvariantCulture), HostKind.IPv6, prefix);
+            return true;
+        }
+        if (TryIPv4(address))
+        {
+            if (prefix > 32) { error = "an IPv4 prefix length is at most 32"; return false; }
+            host = new HostSpec(address + "/" + prefix.ToString(CultureInfo.InvariantCulture), HostKind.IPv4, prefix);
+            return true;
+        }
+        error = $"'{Printable(address)}' is not an IP address";
+        return false;
+    }
+
+    /// <summary>Dotted quad, four decimal octets, no leading zeros (as glibc's inet_pton).</summary>
+    internal static bool TryIPv4(string s)
+    {
+        var parts = s.Split('.');
+        if (parts.Length != 4) return false;
+        foreach (var p in parts)
+        {
+            if (p.Length is 0 or > 3 || !p.All(char.IsAsciiDigit)) return false;
+            if (p.Length > 1 && p[0] == '0') return false;
+            if (int.Parse(p, CultureInfo.InvariantCulture) > 255) return false;
+        }
+        return true;
+    }
+
+    internal static bool TryIPv6(string s)
+    {
+        if (!s.Contains(':') || s.Length > 45) return false;
+        if (!s.All(c => char.IsAsciiHexDigit(c) || c is ':' or '.')) return false;
+        return IPAddress.TryParse(s, out var ip) && ip.AddressFamily == AddressFamily.InterNetworkV6;
+    }
+
+    internal static string Printable(string? s) => RuleGrammar.Printable(s);
+}
+
+/// <summary>A destination port or range, 0-65535, first ≤ last.</summary>
+public readonly record struct PortRange(int First, int Last)
+{
+    public const int MaxPort = 65535;
+
+    public bool IsSinglePort => First == Last;
+
+    /// <summary>As qubesd stores it in firewall.xml: "443" or "8000-8100".</summary>
+    public override string ToString() => IsSinglePort
+        ? First.ToString(CultureInfo.InvariantCulture)
+        : First.ToString(CultureInfo.InvariantCulture) + "-" + Last.ToString(CultureInfo.InvariantCulture);
+
+    /// <summary>As the text form and QubesDB show it: always a range, "443-443".</summary>
+    public string RangeText => First.ToString(CultureInfo.InvariantCulture) + "-" + Last.ToString(CultureInfo.InvariantCulture);
+
+    public bool IsValid => First is >= 0 and <= MaxPort && Last is >= 0 and <= MaxPort && First <= Last;
+
+    public static PortRange Parse(string value) =>
+        TryParse(value, out var range, out var error) ? range : throw QubesFirewallException.Invalid("InvalidDstPorts", $"Invalid destination ports '{HostSpec.Printable(value)}': {error}", value);
+
+    public static bool TryParse(string? value, out PortRange range, out string error) => TryParse(value, strict: true, out range, out error);
+
+    /// <summary>
+    /// "N" or "N-M". Leading zeros are dropped ("080" is 80). Lenient mode accepts values an
+    /// older qubesd let through (65536, reversed range) so such files still load.
+    /// </summary>
+    internal static bool TryParse(string? value, bool strict, out PortRange range, out string error)
+    {
+        range = default;
+        error = "";
+        if (string.IsNullOrEmpty(value)) { error = "empty"; return false; }
+        var parts = value.Split('-');
+        if (parts.Length > 2) { error = "use N or N-M"; return false; }
+        var numbers = new int[2];
+        for (var i = 0; i < parts.Length; i++)
+        {
+            var p = parts[i];
+            if (p.Length == 0 || !p.All(char.IsAsciiDigit)) { error = "use N or N-M with decimal digits"; return false; }
+            var trimmed = p.TrimStart('0');
+            if (trimmed.Length > 6) { error = "ports are 0-65535"; return false; }
+            numbers[i] = trimmed.Length == 0 ? 0 : int.Parse(trimmed, CultureInfo.InvariantCulture);
+        }
+        range = new PortRange(numbers[0], parts.Length == 2 ? numbers[1] : numbers[0]);
+        if (strict && (range.First > MaxPort || range.Last > MaxPort)) { error = "ports are 0-65535"; return false; }
+        if (strict && range.First > range.Last) { error = "the first port of a range must not be above the last"; return false; }
+        return true;
+    }
+}

@@ -1,0 +1,85 @@
+using QubesFirewall.Engine.Model;
+
+namespace QubesFirewall.Engine.Planning;
+
+/// <summary>A rule to insert; without a position it goes in before the final catch-all.</summary>
+public sealed record RuleInsertion(FirewallRule Rule, int? Position = null);
+
+/// <summary>
+/// A rule to remove, identified by its number (0-based, among the rules qubesd shows) and its
+/// exact text: numbers shift when rules expire or someone else edits the list, so a number
+/// whose rule no longer has that text is refused, never guessed.
+/// </summary>
+public sealed record RuleRemoval(int Number, string Text);
+
+/// <summary>
+/// A change to one qube's rule list expressed as operations, so it can be re-applied to the list
+/// as it is at write time (under the offline root's lock) or checked against it (live backend).
+/// </summary>
+public sealed record FirewallEdit(IReadOnlyList<RuleInsertion> Insertions, IReadOnlyList<RuleRemoval> Removals)
+{
+    public static FirewallEdit Insert(IEnumerable<RuleInsertion> insertions) => new(insertions.ToList(), []);
+
+    public static FirewallEdit Remove(IEnumerable<RuleRemoval> removals) => new([], removals.ToList());
+
+    public bool IsEmpty => Insertions.Count == 0 && Removals.Count == 0;
+
+    /// <summary>Index of the final catch-all (the last rule matching everything), or -1.</summary>
+    public static int FinalCatchAllIndex(IReadOnlyList<FirewallRule> rules)
+    {
+        for (var i = rules.Count - 1; i >= 0; i--)
+            if (rules[i].IsCatchAll) return i;
+        return -1;
+    }
+
+    /// <summary>
+    /// Applies the edit to the visible rules (expired ones already left out). Removals first, then
+    /// insertions in order; a rule whose exact text is already in the list is skipped, so running
+    /// the same Add twice changes nothing. Several insertions at one position keep their order.
+    /// </summary>
+    public FirewallEditOutcome ApplyTo(IReadOnlyList<FirewallRule> visibleRules)
+    {
+        var rules = visibleRules.ToList();
+        var removed = new List<RuleRemoval>();
+        foreach (var removal in Removals.OrderByDescending(r => r.Number).DistinctBy(r => r.Number))
+        {
+            if (removal.Number < 0 || removal.Number >= visibleRules.Count)
+                throw new QubesFirewallException("RuleNumberOutOfRange", FailureKind.ObjectNotFound,
+                    $"There is no rule number {removal.Number} (the list has {visibleRules.Count} rules, numbered from 0). Nothing was changed.", removal);
+            var actual = visibleRules[removal.Number].Text;
+            if (!string.Equals(actual, removal.Text, StringComparison.Ordinal))
+                throw new QubesFirewallException("RuleMismatch", FailureKind.InvalidOperation,
+                    $"Rule number {removal.Number} is now '{actual}', not '{removal.Text}': the list changed since it was read (a rule expired or someone else edited it). Nothing was changed; list the rules again and retry.", removal);
+            rules.RemoveAt(removal.Number);
+            removed.Add(removal);
+        }
+
+        var texts = new HashSet<string>(rules.Select(r => r.Text), StringComparer.Ordinal);
+        var skipped = new List<FirewallRule>();
+        var offsets = new Dictionary<int, int>();
+        foreach (var insertion in Insertions)
+        {
+            if (!texts.Add(insertion.Rule.Text)) { skipped.Add(insertion.Rule); continue; }
+            int index;
+            if (insertion.Position is { } position)
+            {
+                if (position < 0 || position > rules.Count)
+                    throw QubesFirewallException.Invalid("PositionOutOfRange",
+                        $"Position {position} is past the end of the list ({rules.Count} rules; use {rules.Count} to append). Nothing was changed.", insertion);
+                offsets.TryGetValue(position, out var offset);
+                index = Math.Min(position + offset, rules.Count);
+                offsets[position] = offset + 1;
+            }
+            else
+            {
+                var catchAll = FinalCatchAllIndex(rules);
+                index = catchAll < 0 ? rules.Count : catchAll;
+            }
+            rules.Insert(index, insertion.Rule);
+        }
+        return new FirewallEditOutcome(rules, removed, skipped);
+    }
+}
+
+/// <summary>The rule list after an edit, and what the edit did.</summary>
+public sealed record FirewallEditOutcome(IReadOnlyList<FirewallRule> Rules, IReadOnlyList<RuleRemoval> Removed, IReadOnlyList<FirewallRule> AlreadyPresent);

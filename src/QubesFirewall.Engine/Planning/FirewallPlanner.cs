@@ -1,0 +1,72 @@
+using QubesFirewall.Engine.Backends;
+using QubesFirewall.Engine.Formats;
+using QubesFirewall.Engine.Model;
+
+namespace QubesFirewall.Engine.Planning;
+
+/// <summary>
+/// One qube's planned rule-list change: the snapshot it was planned on, the edit, and the list
+/// it would produce. Each step describes itself for ShouldProcess / -WhatIf.
+/// </summary>
+public sealed record FirewallChange(string VMName, FirewallDocument Snapshot, FirewallEdit Edit, FirewallEditOutcome Preview, IReadOnlyList<FirewallChangeStep> Steps)
+{
+    /// <summary>The same change limited to the steps the user confirmed.</summary>
+    public FirewallChange Restrict(IReadOnlyCollection<FirewallChangeStep> accepted)
+    {
+        var insertions = Edit.Insertions.Where(i => accepted.Any(s => ReferenceEquals(s.Insertion, i))).ToList();
+        var removals = Edit.Removals.Where(r => accepted.Any(s => ReferenceEquals(s.Removal, r))).ToList();
+        return this with { Edit = new FirewallEdit(insertions, removals), Steps = Steps.Where(accepted.Contains).ToList() };
+    }
+}
+
+/// <summary>One rule added or removed, with the words ShouldProcess shows.</summary>
+public sealed record FirewallChangeStep(string Target, string Action, RuleInsertion? Insertion, RuleRemoval? Removal);
+
+/// <summary>Plans additions and removals on a qube's rule list from one read of it.</summary>
+public static class FirewallPlanner
+{
+    public static FirewallChange PlanInsert(IQubesBackend backend, string vmName, IReadOnlyList<RuleInsertion> insertions, DateTimeOffset now)
+    {
+        foreach (var insertion in insertions) insertion.Rule.Validate();
+        var snapshot = backend.GetFirewall(vmName);
+        var visible = Visible(snapshot, now);
+        var edit = FirewallEdit.Insert(insertions);
+        var preview = edit.ApplyTo(visible);
+        var steps = new List<FirewallChangeStep>();
+        var positions = new Dictionary<FirewallRule, int>(ReferenceEqualityComparer.Instance);
+        for (var i = 0; i < preview.Rules.Count; i++) positions[preview.Rules[i]] = i;
+        var present = new HashSet<FirewallRule>(preview.AlreadyPresent, ReferenceEqualityComparer.Instance);
+        foreach (var insertion in insertions)
+        {
+            var isPresent = present.Contains(insertion.Rule);
+            var index = positions.GetValueOrDefault(insertion.Rule, -1);
+            var action = isPresent
+                ? "Keep firewall rule (already present)"
+                : $"Add firewall rule as number {index}";
+            steps.Add(new FirewallChangeStep($"{vmName}: {insertion.Rule.Text}", action, insertion, null));
+        }
+        return new FirewallChange(vmName, snapshot, edit, preview, steps);
+    }
+
+    public static FirewallChange PlanRemove(IQubesBackend backend, string vmName, IReadOnlyList<(int Number, string? Text)> targets, DateTimeOffset now)
+    {
+        var snapshot = backend.GetFirewall(vmName);
+        var visible = Visible(snapshot, now);
+        // A number alone takes its text from this read, so the write still checks that rule is unchanged.
+        var removals = targets
+            .Select(t => new RuleRemoval(t.Number, t.Text ?? (t.Number >= 0 && t.Number < visible.Count ? visible[t.Number].Text : "")))
+            .ToList();
+        var edit = FirewallEdit.Remove(removals);
+        var preview = edit.ApplyTo(visible);
+        var steps = removals
+            .Select(r => new FirewallChangeStep($"{vmName}: {r.Text}", $"Remove firewall rule number {r.Number}", null, r))
+            .ToList();
+        return new FirewallChange(vmName, snapshot, edit, preview, steps);
+    }
+
+    public static FirewallEditOutcome Apply(IQubesBackend backend, FirewallChange change) =>
+        change.Edit.IsEmpty ? change.Preview : backend.ApplyFirewallEdit(change.VMName, change.Edit, change.Snapshot);
+
+    public static IReadOnlyList<FirewallRule> Visible(FirewallDocument document, DateTimeOffset now) =>
+        document.Rules.Where(r => !r.IsExpiredAt(now)).ToList();
+}

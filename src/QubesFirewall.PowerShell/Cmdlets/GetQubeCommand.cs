@@ -1,0 +1,39 @@
+using System.Management.Automation;
+using QubesFirewall.Engine.Model;
+
+namespace QubesFirewall.PowerShell.Cmdlets;
+
+/// <summary>Lists qubes with their network settings.</summary>
+[Cmdlet(VerbsCommon.Get, "Qube")]
+[OutputType(typeof(Qube))]
+public sealed class GetQubeCommand : QubeCmdlet
+{
+    [Parameter(Position = 0, ValueFromPipeline = true, ValueFromPipelineByPropertyName = true)]
+    [Alias("VMName")]
+    [SupportsWildcards]
+    [ArgumentCompleter(typeof(QubeNameCompleter))]
+    public string[]? Name { get; set; }
+
+    /// <summary>Only qubes whose network qube is this one.</summary>
+    [Parameter]
+    [ArgumentCompleter(typeof(QubeNameCompleter))]
+    public string? NetVM { get; set; }
+
+    protected override void ProcessRecord()
+    {
+        var qubes = Backend.GetInventory().Qubes;
+        var patterns = Name is { Length: > 0 } ? Name : ["*"];
+        foreach (var pattern in patterns)
+        {
+            var wildcard = WildcardPattern.Get(pattern, WildcardOptions.IgnoreCase);
+            var matches = qubes.Where(q => wildcard.IsMatch(q.Name) && (NetVM is null || string.Equals(q.NetVM, NetVM, StringComparison.Ordinal))).ToList();
+            if (matches.Count == 0 && !WildcardPattern.ContainsWildcardCharacters(pattern))
+            {
+                WriteError(ToErrorRecord(new Engine.QubesFirewallException("QubeNotFound", Engine.FailureKind.ObjectNotFound,
+                    NetVM is null ? $"There is no qube named '{RuleGrammar.Printable(pattern)}' in {Backend.Description}." : $"There is no qube named '{RuleGrammar.Printable(pattern)}' whose network qube is '{NetVM}'.", pattern)));
+                continue;
+            }
+            foreach (var qube in matches) WriteObject(qube);
+        }
+    }
+}

@@ -1,0 +1,37 @@
+using System.Management.Automation;
+using QubesFirewall.Engine;
+using QubesFirewall.Engine.Model;
+
+namespace QubesFirewall.PowerShell.Cmdlets;
+
+/// <summary>Lists a qube's firewall rules as qubesd's Get shows them (expired rules left out).</summary>
+[Cmdlet(VerbsCommon.Get, "QubeFirewallRule")]
+[OutputType(typeof(QubeFirewallRule))]
+public sealed class GetQubeFirewallRuleCommand : QubeCmdlet
+{
+    [Parameter(Mandatory = true, Position = 0, ValueFromPipeline = true, ValueFromPipelineByPropertyName = true)]
+    [Alias("Name")]
+    [SupportsWildcards]
+    [ArgumentCompleter(typeof(QubeNameCompleter))]
+    public string[] VMName { get; set; } = [];
+
+    protected override void ProcessRecord()
+    {
+        foreach (var name in VMName)
+        {
+            var targets = Resolve(name);
+            foreach (var qube in targets)
+            {
+                if (!TryEngine(() => Backend.GetFirewall(qube), out var document)) continue;
+                foreach (var rule in QubeFirewallRule.Visible(qube, document.Rules, Now)) WriteObject(rule);
+            }
+        }
+    }
+
+    private IEnumerable<string> Resolve(string name)
+    {
+        if (!WildcardPattern.ContainsWildcardCharacters(name)) return [name];
+        var wildcard = WildcardPattern.Get(name, WildcardOptions.IgnoreCase);
+        return Backend.GetInventory().Qubes.Where(q => q.Class != QubeClass.AdminVM && wildcard.IsMatch(q.Name)).Select(q => q.Name);
+    }
+}

@@ -1,0 +1,35 @@
+using System.Management.Automation;
+using QubesFirewall.Engine.Formats;
+
+namespace QubesFirewall.PowerShell.Cmdlets;
+
+/// <summary>
+/// Makes the qube's network qube enforce its current rules: writes the QubesDB entries qubesd
+/// would write on a reload (offline: into the state folder).
+/// </summary>
+[Cmdlet(VerbsData.Sync, "QubeFirewall", SupportsShouldProcess = true)]
+[OutputType(typeof(QubesDbEntry))]
+public sealed class SyncQubeFirewallCommand : QubeCmdlet
+{
+    [Parameter(Mandatory = true, Position = 0, ValueFromPipeline = true, ValueFromPipelineByPropertyName = true)]
+    [Alias("Name")]
+    [ArgumentCompleter(typeof(QubeNameCompleter))]
+    [ValidateNotNullOrEmpty]
+    public string[] VMName { get; set; } = [];
+
+    [Parameter]
+    public SwitchParameter PassThru { get; set; }
+
+    protected override void ProcessRecord()
+    {
+        foreach (var name in VMName)
+        {
+            if (!TryEngine(() => Backend.GetInventory().Find(name) ?? throw new Engine.QubesFirewallException("QubeNotFound", Engine.FailureKind.ObjectNotFound,
+                    $"There is no qube named '{Engine.Model.RuleGrammar.Printable(name)}' in {Backend.Description}.", name), out var qube)) continue;
+            var netvm = qube.NetVM ?? "(no network qube)";
+            if (!ShouldProcess($"{name} (enforced in {netvm})", "Write firewall entries into the network qube's QubesDB")) continue;
+            if (!TryEngine(() => Backend.SyncFirewall(name), out var entries)) continue;
+            if (PassThru) WriteObject(entries, enumerateCollection: true);
+        }
+    }
+}

@@ -1,0 +1,107 @@
+using System.Management.Automation;
+using QubesFirewall.Engine;
+using QubesFirewall.Engine.Backends;
+
+namespace QubesFirewall.PowerShell;
+
+/// <summary>
+/// What every QubesFirewall cmdlet shares: the -Root parameter, the backend it selects, and the
+/// one place engine failures become ErrorRecords.
+/// </summary>
+public abstract class QubeCmdlet : PSCmdlet
+{
+    private IQubesBackend? _backend;
+
+    /// <summary>An offline Qubes root; wins over $env:QUBESFW_ROOT and the live backend.</summary>
+    [Parameter]
+    [ValidateNotNullOrEmpty]
+    public string? Root { get; set; }
+
+    /// <summary>The backend, opened on first use; nothing can continue without it.</summary>
+    protected IQubesBackend Backend
+    {
+        get
+        {
+            if (_backend is not null) return _backend;
+            try
+            {
+                var root = Root is null ? null : SessionState.Path.GetUnresolvedProviderPathFromPSPath(Root);
+                _backend = BackendSelector.Open(root, name =>
+                    name == BackendSelector.RootVariable && Environment.GetEnvironmentVariable(name) is { Length: > 0 } r
+                        ? SessionState.Path.GetUnresolvedProviderPathFromPSPath(r)
+                        : Environment.GetEnvironmentVariable(name));
+                WriteVerbose($"Using {_backend.Description}.");
+                return _backend;
+            }
+            catch (QubesFirewallException ex)
+            {
+                ThrowTerminatingError(ToErrorRecord(ex));
+                throw; // not reached
+            }
+        }
+    }
+
+    protected DateTimeOffset Now { get; } = DateTimeOffset.UtcNow;
+
+    protected override void EndProcessing() => DisposeBackend();
+
+    protected override void StopProcessing() => DisposeBackend();
+
+    private void DisposeBackend()
+    {
+        _backend?.Dispose();
+        _backend = null;
+    }
+
+    /// <summary>Runs an engine call; a failure tied to this input becomes a non-terminating error.</summary>
+    protected bool TryEngine(Action action)
+    {
+        try
+        {
+            action();
+            return true;
+        }
+        catch (QubesFirewallException ex)
+        {
+            WriteError(ToErrorRecord(ex));
+            return false;
+        }
+    }
+
+    protected bool TryEngine<T>(Func<T> func, out T result)
+    {
+        try
+        {
+            result = func();
+            return true;
+        }
+        catch (QubesFirewallException ex)
+        {
+            WriteError(ToErrorRecord(ex));
+            result = default!;
+            return false;
+        }
+    }
+
+    public static ErrorRecord ToErrorRecord(QubesFirewallException ex) =>
+        new(ex, ex.ErrorId, CategoryOf(ex.Kind), ex.Target)
+        {
+            ErrorDetails = new ErrorDetails(ex.Message),
+        };
+
+    public static ErrorCategory CategoryOf(FailureKind kind) => kind switch
+    {
+        FailureKind.InvalidArgument => ErrorCategory.InvalidArgument,
+        FailureKind.InvalidData => ErrorCategory.InvalidData,
+        FailureKind.ObjectNotFound => ErrorCategory.ObjectNotFound,
+        FailureKind.ResourceExists => ErrorCategory.ResourceExists,
+        FailureKind.ResourceUnavailable => ErrorCategory.ResourceUnavailable,
+        FailureKind.InvalidOperation => ErrorCategory.InvalidOperation,
+        FailureKind.PermissionDenied => ErrorCategory.PermissionDenied,
+        FailureKind.NotImplemented => ErrorCategory.NotImplemented,
+        FailureKind.ConnectionError => ErrorCategory.ConnectionError,
+        FailureKind.WriteError => ErrorCategory.WriteError,
+        FailureKind.ProtocolError => ErrorCategory.ProtocolError,
+        _ => ErrorCategory.NotSpecified,
+    };
+}

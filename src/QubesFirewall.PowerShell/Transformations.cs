@@ -1,0 +1,58 @@
+using System.Globalization;
+using System.Management.Automation;
+using QubesFirewall.Engine;
+
+namespace QubesFirewall.PowerShell;
+
+/// <summary>
+/// Turns an empty string into null, so objects from CSV files (where a missing value is an
+/// empty cell) bind to optional parameters instead of failing the conversion.
+/// </summary>
+[AttributeUsage(AttributeTargets.Property | AttributeTargets.Field)]
+public sealed class EmptyAsNullAttribute : ArgumentTransformationAttribute
+{
+    public override object? Transform(EngineIntrinsics engineIntrinsics, object? inputData)
+    {
+        var value = inputData is PSObject pso ? pso.BaseObject : inputData;
+        return value is string s && string.IsNullOrWhiteSpace(s) ? null : inputData;
+    }
+}
+
+/// <summary>Reads -Expire: a DateTime/DateTimeOffset, a TimeSpan from now, Unix seconds, or "+SECONDS".</summary>
+public static class ExpireArgument
+{
+    public static long? ToUnixTime(object? value, DateTimeOffset now)
+    {
+        value = value is PSObject pso ? pso.BaseObject : value;
+        long result = value switch
+        {
+            null => 0,
+            DateTime dt => new DateTimeOffset(dt.Kind == DateTimeKind.Unspecified ? DateTime.SpecifyKind(dt, DateTimeKind.Local) : dt).ToUnixTimeSeconds(),
+            DateTimeOffset dto => dto.ToUnixTimeSeconds(),
+            TimeSpan span => (now + span).ToUnixTimeSeconds(),
+            int i => i,
+            long l => l,
+            string s => FromString(s.Trim(), now),
+            _ => throw Bad(value.ToString()),
+        };
+        if (value is null) return null;
+        if (result <= now.ToUnixTimeSeconds())
+            throw QubesFirewallException.Invalid("ExpireInPast",
+                $"The expiry time {DateTimeOffset.FromUnixTimeSeconds(Math.Max(0, result)).LocalDateTime:u} is not in the future: the rule would never apply.", value);
+        return result;
+    }
+
+    private static long FromString(string s, DateTimeOffset now)
+    {
+        if (s.StartsWith('+') && s.Length > 1 && s[1..].All(char.IsAsciiDigit) && s.Length <= 13)
+            return now.ToUnixTimeSeconds() + long.Parse(s[1..], CultureInfo.InvariantCulture);
+        if (s.Length is > 0 and <= 12 && s.All(char.IsAsciiDigit))
+            return long.Parse(s, CultureInfo.InvariantCulture);
+        if (DateTimeOffset.TryParse(s, CultureInfo.InvariantCulture, DateTimeStyles.AssumeLocal, out var dto)) return dto.ToUnixTimeSeconds();
+        if (TimeSpan.TryParse(s, CultureInfo.InvariantCulture, out var span)) return (now + span).ToUnixTimeSeconds();
+        throw Bad(s);
+    }
+
+    private static QubesFirewallException Bad(string? s) => QubesFirewallException.Invalid("InvalidExpire",
+        $"Cannot read '{Engine.Model.RuleGrammar.Printable(s)}' as an expiry time: give a DateTime, a TimeSpan from now, Unix seconds or +SECONDS.", s);
+}

@@ -1,0 +1,60 @@
+using QubesFirewall.Engine;
+using QubesFirewall.Engine.Model;
+using QubesFirewall.Engine.Planning;
+
+namespace QubesFirewall.Engine.Tests;
+
+public class FirewallEditTests
+{
+    private static List<FirewallRule> Rules(params string[] lines) => lines.Select(l => RuleText.Parse(l)).ToList();
+
+    private static readonly List<FirewallRule> Work = Rules("action=accept specialtarget=dns", "action=accept proto=icmp", "action=drop");
+
+    [Fact]
+    public void Without_a_position_a_rule_goes_before_the_final_catch_all()
+    {
+        var outcome = FirewallEdit.Insert([new(RuleText.Parse("action=accept dsthost=example.com")), new(RuleText.Parse("action=accept dsthost=example.org"))]).ApplyTo(Work);
+        Assert.Equal(["action=accept specialtarget=dns", "action=accept proto=icmp", "action=accept dsthost=example.com", "action=accept dsthost=example.org", "action=drop"], outcome.Rules.Select(r => r.Text));
+    }
+
+    [Fact]
+    public void Without_a_catch_all_a_rule_is_appended()
+    {
+        var outcome = FirewallEdit.Insert([new(RuleText.Parse("action=drop dsthost=example.com"))]).ApplyTo(Rules("action=accept specialtarget=dns"));
+        Assert.Equal("action=drop dsthost=example.com", outcome.Rules[^1].Text);
+    }
+
+    [Fact]
+    public void Rules_at_one_position_keep_their_order_and_the_length_appends()
+    {
+        var outcome = FirewallEdit.Insert([new(RuleText.Parse("action=drop dsthost=a.example"), 0), new(RuleText.Parse("action=drop dsthost=b.example"), 0), new(RuleText.Parse("action=drop dsthost=c.example"), 3)]).ApplyTo(Work);
+        Assert.Equal(["action=drop dsthost=a.example", "action=drop dsthost=b.example", "action=accept specialtarget=dns", "action=drop dsthost=c.example", "action=accept proto=icmp", "action=drop"], outcome.Rules.Select(r => r.Text));
+        Assert.Equal("action=accept", FirewallEdit.Insert([new(RuleText.Parse("action=accept"), 3)]).ApplyTo(Work).Rules[3].Text);
+    }
+
+    [Fact]
+    public void A_position_past_the_end_is_refused_not_silently_appended()
+    {
+        var ex = Assert.Throws<QubesFirewallException>(() => FirewallEdit.Insert([new(RuleText.Parse("action=accept"), 4)]).ApplyTo(Work));
+        Assert.Equal("PositionOutOfRange", ex.ErrorId);
+    }
+
+    [Fact]
+    public void Adding_a_rule_that_is_already_there_changes_nothing()
+    {
+        var outcome = FirewallEdit.Insert([new(RuleText.Parse("action=accept proto=icmp"))]).ApplyTo(Work);
+        Assert.Equal(Work.Select(r => r.Text), outcome.Rules.Select(r => r.Text));
+        Assert.Single(outcome.AlreadyPresent);
+    }
+
+    [Fact]
+    public void Removal_matches_number_and_text_and_refuses_a_mismatch()
+    {
+        var outcome = FirewallEdit.Remove([new(1, "action=accept proto=icmp"), new(0, "action=accept specialtarget=dns")]).ApplyTo(Work);
+        Assert.Equal(["action=drop"], outcome.Rules.Select(r => r.Text));
+
+        var ex = Assert.Throws<QubesFirewallException>(() => FirewallEdit.Remove([new(1, "action=accept specialtarget=dns")]).ApplyTo(Work));
+        Assert.Equal("RuleMismatch", ex.ErrorId);
+        Assert.Equal("RuleNumberOutOfRange", Assert.Throws<QubesFirewallException>(() => FirewallEdit.Remove([new(3, "action=drop")]).ApplyTo(Work)).ErrorId);
+    }
+}

@@ -1,0 +1,148 @@
+using System.Text;
+using QubesFirewall.Engine;
+using QubesFirewall.Engine.Formats;
+using QubesFirewall.Engine.Model;
+
+namespace QubesFirewall.Engine.Tests;
+
+public class FirewallXmlTests
+{
+    private static readonly DateTimeOffset Now = DateTimeOffset.FromUnixTimeSeconds(1_800_000_000);
+
+    // Written by hand the way qubesd's lxml pretty print lays out a v2 file.
+    private const string QubesdFile =
+        "<?xml version='1.0' encoding='UTF-8'?>\n" +
+        "<firewall version=\"2\">\n" +
+        "  <rules>\n" +
+        "    <rule>\n      <properties>\n" +
+        "        <property name=\"action\">accept</property>\n" +
+        "        <property name=\"specialtarget\">dns</property>\n" +
+        "      </properties>\n    </rule>\n" +
+        "    <rule>\n      <properties>\n" +
+        "        <property name=\"action\">accept</property>\n" +
+        "        <property name=\"comment\">intranet https</property>\n" +
+        "        <property name=\"expire\">1900000000</property>\n" +
+        "        <property name=\"dsthost\">10.1.2.0/24</property>\n" +
+        "        <property name=\"proto\">tcp</property>\n" +
+        "        <property name=\"dstports\">443</property>\n" +
+        "      </properties>\n    </rule>\n" +
+        "    <rule>\n      <properties>\n" +
+        "        <property name=\"action\">accept</property>\n" +
+        "        <property name=\"proto\">icmp</property>\n" +
+        "        <property name=\"icmptype\">8</property>\n" +
+        "      </properties>\n    </rule>\n" +
+        "    <rule>\n      <properties>\n" +
+        "        <property name=\"action\">drop</property>\n" +
+        "      </properties>\n    </rule>\n" +
+        "  </rules>\n" +
+        "</firewall>\n";
+
+    private static FirewallDocument Parse(string xml) => FirewallXml.Parse(new MemoryStream(Encoding.UTF8.GetBytes(xml)), "test.xml");
+
+    [Fact]
+    public void A_file_qubesd_wrote_round_trips_byte_for_byte()
+    {
+        var doc = Parse(QubesdFile);
+        Assert.Equal(4, doc.Rules.Count);
+        Assert.Equal("action=accept expire=1900000000 dst4=10.1.2.0/24 proto=tcp dstports=443-443 comment=intranet https", doc.Rules[1].Text);
+        Assert.Equal(QubesdFile, FirewallXml.Render(doc.Rules, Now));
+    }
+
+    [Fact]
+    public void Writes_properties_in_qubesds_order_and_bare_addresses_with_a_prefix()
+    {
+        var rule = RuleText.Parse("dstports=22 proto=tcp dsthost=10.0.0.1 expire=1900000000 action=accept comment=ssh");
+        var xml = FirewallXml.Render([rule], Now);
+        var order = new[] { "action", "comment", "expire", "dsthost", "proto", "dstports" };
+        var positions = order.Select(n => xml.IndexOf($"name=\"{n}\"", StringComparison.Ordinal)).ToList();
+        Assert.All(positions, p => Assert.True(p > 0));
+        Assert.Equal(positions.OrderBy(p => p), positions);
+        Assert.Contains("<property name=\"dsthost\">10.0.0.1/32</property>", xml);
+        Assert.Contains("<property name=\"dstports\">22</property>", xml);
+    }
+
+    [Fact]
+    public void Unknown_properties_survive_a_round_trip()
+    {
+        var xml = QubesdFile.Replace("<property name=\"action\">drop</property>\n",
+            "<property name=\"action\">drop</property>\n        <property name=\"x-owner\">salt</property>\n");
+        var doc = Parse(xml);
+        Assert.Equal([new KeyValuePair<string, string>("x-owner", "salt")], doc.Rules[3].UnknownProperties);
+        Assert.Contains("<property name=\"x-owner\">salt</property>", FirewallXml.Render(doc.Rules, Now));
+    }
+
+    [Fact]
+    public void Expired_rules_are_kept_on_read_and_dropped_on_write()
+    {
+        var xml = QubesdFile.Replace("1900000000", "1700000000");
+        var doc = Parse(xml);
+        Assert.Equal(4, doc.Rules.Count);
+        Assert.True(doc.Rules[1].IsExpiredAt(Now));
+        var written = Parse(FirewallXml.Render(doc.Rules, Now));
+        Assert.Equal(3, written.Rules.Count);
+        Assert.DoesNotContain(written.Rules, r => r.Comment == "intranet https");
+    }
+
+    [Fact]
+    public void Empty_rule_list_is_written_as_qubesd_does()
+    {
+        Assert.Equal("<?xml version='1.0' encoding='UTF-8'?>\n<firewall version=\"2\">\n  <rules/>\n</firewall>\n", FirewallXml.Render([], Now));
+    }
+
+    [Fact]
+    public void Missing_file_is_the_default_accept_rule()
+    {
+        var doc = FirewallXml.Load(Path.Combine(Path.GetTempPath(), Guid.NewGuid().ToString("N"), "firewall.xml"));
+        Assert.False(doc.FileExists);
+        Assert.Equal("action=accept", Assert.Single(doc.Rules).Text);
+    }
+
+    [Fact]
+    public void Version_1_files_are_converted_as_qubesd_converts_them()
+    {
+        // Qubes 3.x: deny by default, DNS and ICMP allowed, two exceptions.
+        const string v1 = "<QubesFirewallRules policy=\"deny\" dns=\"allow\" icmp=\"allow\" yumProxy=\"allow\">\n" +
+                          "  <rule address=\"192.168.0.0\" netmask=\"24\" proto=\"tcp\" port=\"443\"/>\n" +
+                          "  <rule address=\"qubes-os.org\" port=\"80\" toport=\"81\"/>\n" +
+                          "</QubesFirewallRules>\n";
+        var doc = Parse(v1);
+        Assert.Equal(1, doc.Version);
+        Assert.Equal(
+            ["action=accept specialtarget=dns", "action=accept proto=icmp", "action=accept dst4=192.168.0.0/24 proto=tcp dstports=443-443", "action=accept dsthost=qubes-os.org proto=tcp dstports=80-81"],
+            doc.Rules.Select(r => r.Text));
+
+        var allow = Parse("<firewall policy=\"allow\" dns=\"allow\" icmp=\"deny\"><rule address=\"10.0.0.1\"/></firewall>");
+        Assert.Equal(["action=accept specialtarget=dns", "action=drop proto=icmp", "action=drop dst4=10.0.0.1/32", "action=accept"], allow.Rules.Select(r => r.Text));
+    }
+
+    [Fact]
+    public void Rules_an_older_qubesd_accepted_load_flagged_and_are_never_written()
+    {
+        var xml = QubesdFile.Replace("<property name=\"dstports\">443</property>", "<property name=\"dstports\">65536</property>")
+            .Replace("<property name=\"specialtarget\">dns</property>", "<property name=\"dsthost\"></property>");
+        var doc = Parse(xml);
+        Assert.NotEmpty(doc.Rules[0].Problems);
+        Assert.NotEmpty(doc.Rules[1].Problems);
+        Assert.Empty(doc.Rules[2].Problems);
+        Assert.Equal("action=accept dsthost=", doc.Rules[0].Text);
+        var ex = Assert.Throws<QubesFirewallException>(() => FirewallXml.Render(doc.Rules, Now));
+        Assert.Equal("InvalidFirewallRule", ex.ErrorId);
+        // Without them the list is writable again.
+        Assert.Contains("icmptype", FirewallXml.Render(doc.Rules.Skip(2), Now));
+    }
+
+    [Theory]
+    [InlineData("<firewall version=\"3\"><rules/></firewall>")]
+    [InlineData("<firewall version=\"2\"></firewall>")]
+    [InlineData("<firewall version=\"2\"><rules><rule><properties><property name=\"action\">forward</property></properties></rule></rules></firewall>")]
+    [InlineData("<firewall version=\"2\"><rules><rule><properties><property name=\"proto\">tcp</property></properties></rule></rules></firewall>")]
+    [InlineData("<notfirewall/>")]
+    [InlineData("<firewall version=\"2\"><rules>")]
+    [InlineData("<!DOCTYPE x [<!ENTITY a \"b\">]><firewall version=\"2\"><rules/></firewall>")]
+    public void Unreadable_files_give_a_clear_error(string xml)
+    {
+        var ex = Assert.Throws<QubesFirewallException>(() => Parse(xml));
+        Assert.Equal("InvalidFirewallXml", ex.ErrorId);
+        Assert.Contains("test.xml", ex.Message);
+    }
+}
