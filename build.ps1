@@ -79,7 +79,7 @@ function Invoke-Tests {
     Write-Host '==> xunit (dotnet test)' -ForegroundColor Cyan
     $testArgs = @('test', (Join-Path $Root 'QubesFirewall.slnx'), '-c', $Configuration, '--no-build', '--nologo', '-v', 'quiet')
     if ($TestFilter) { $testArgs += @('--filter', $TestFilter) }
-    $xunitOutput = & dotnet @testArgs 2>&1 | ForEach-Object { "$_" } | Tee-Object -Variable xunitLines
+    & dotnet @testArgs 2>&1 | ForEach-Object { "$_" } | Tee-Object -Variable xunitLines | Out-Host
     $xunitExit = $LASTEXITCODE
     foreach ($line in $xunitLines) {
         if ($line -match 'Failed:\s*(\d+),\s*Passed:\s*(\d+)') { $failed += [int]$Matches[1]; $passed += [int]$Matches[2] }

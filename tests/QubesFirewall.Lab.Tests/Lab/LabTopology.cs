@@ -223,31 +223,44 @@ public sealed class LabTopology : IDisposable
     {
         var node = QubeNode(qube);
         var runs = new List<LabExecResult>();
-        NftApply(qube, LabBaseline.Render(node));
-        var agent = node.RunsFirewallService && _agentEntries.TryGetValue(qube, out var entries) ? entries : null;
-        LabAgentContext? ctx = null;
-        if (agent is not null)
-        {
-            ctx = AgentContext(node, agent);
-            NftApply(qube, LabFirewallAgent.RenderInit(ctx));
-        }
-
+        var entries = node.RunsFirewallService ? _agentEntries.GetValueOrDefault(qube) : null;
+        var ctx = entries is null ? null : AgentContext(node, entries);
+        var firewallHooks = new List<string>();
         if (node.RunsFirewallService)
         {
-            foreach (var hook in ExecutableHooks(qube, "qubes-firewall.d", "*"))
-            {
-                runs.Add(RunPersisted(qube, hook));
-            }
-
+            firewallHooks.AddRange(ExecutableHooks(qube, "qubes-firewall.d", "*"));
             if (IsRwConfigExecutable(qube, "qubes-firewall-user-script"))
             {
-                runs.Add(RunPersisted(qube, "qubes-firewall-user-script"));
+                firewallHooks.Add("qubes-firewall-user-script");
             }
         }
 
-        if (agent is not null)
+        var baseline = LabBaseline.Render(node);
+        if (firewallHooks.Count == 0)
         {
-            LoadAgentClients(node, agent, ctx!);
+            // nothing runs between the agent's init and its per-client chains: one nft transaction does it all
+            if (ctx is null)
+            {
+                NftApply(qube, baseline);
+            }
+            else
+            {
+                LoadAgent(node, entries!, ctx, baseline);
+            }
+        }
+        else
+        {
+            NftApply(qube, baseline);
+            if (ctx is not null)
+            {
+                NftApply(qube, LabFirewallAgent.RenderInit(ctx));
+            }
+
+            runs.AddRange(firewallHooks.Select(h => RunPersisted(qube, h)));
+            if (ctx is not null)
+            {
+                LoadAgentClients(node, entries!, ctx);
+            }
         }
 
         foreach (var hook in ExecutableHooks(qube, "rc.local.d", "*.rc"))
@@ -298,14 +311,34 @@ public sealed class LabTopology : IDisposable
         }
 
         ResetAgents();
-        foreach (var node in _order.Where(n => n.Kind != LabNodeKind.Qube))
-        {
-            NftApply(node.Name, LabBaseline.Render(node));
-        }
+        ReloadAllRulesets();
+    }
 
-        foreach (var node in Qubes)
+    /// <summary>Namespaces are independent: their rulesets load in parallel.</summary>
+    private void ReloadAllRulesets() =>
+        ForEachNode(_order, node =>
         {
-            Reboot(node.Name);
+            if (node.Kind == LabNodeKind.Qube)
+            {
+                Reboot(node.Name);
+            }
+            else
+            {
+                NftApply(node.Name, LabBaseline.Render(node));
+            }
+        });
+
+    /// <summary>Runs an action per node in parallel; a failure surfaces as itself, not wrapped.</summary>
+    private static void ForEachNode(IEnumerable<LabNode> nodes, Action<LabNode> action)
+    {
+        try
+        {
+            Parallel.ForEach(nodes, new ParallelOptions { MaxDegreeOfParallelism = Math.Max(4, Environment.ProcessorCount) }, action);
+        }
+        catch (AggregateException e) when (e.InnerExceptions.Count >= 1)
+        {
+            System.Runtime.ExceptionServices.ExceptionDispatchInfo.Capture(e.InnerExceptions[0]).Throw();
+            throw;
         }
     }
 
@@ -327,9 +360,7 @@ public sealed class LabTopology : IDisposable
         var list = entries.ToList();
         _agentEntries[netQube] = list;
         var ctx = AgentContext(node, list);
-        var init = LabFirewallAgent.RenderInit(ctx);
-        NftApply(netQube, init);
-        return new LabAgentResult(netQube, init, LoadAgentClients(node, list, ctx));
+        return new LabAgentResult(netQube, LabFirewallAgent.RenderInit(ctx), LoadAgent(node, list, ctx, prefix: ""));
     }
 
     /// <summary>A clean stop of the qubes-firewall service: its tables are deleted (traffic then flows unfiltered by it).
@@ -374,7 +405,28 @@ public sealed class LabTopology : IDisposable
             Hosts: Options.Hosts);
     }
 
-    private List<LabAgentClientResult> LoadAgentClients(LabNode node, IReadOnlyList<LabDbEntry> entries, LabAgentContext ctx)
+    /// <summary>The agent's start: init, then every client. Tried as one transaction (after <paramref name="prefix"/>);
+    /// when nft refuses it, done step by step as the agent does, so a client whose rules nft refuses gets the drop fallback.</summary>
+    private List<LabAgentClientResult> LoadAgent(LabNode node, IReadOnlyList<LabDbEntry> entries, LabAgentContext ctx, string prefix)
+    {
+        var init = LabFirewallAgent.RenderInit(ctx);
+        var plan = PlanAgentClients(node, entries, ctx);
+        var all = new StringBuilder(prefix).Append(init);
+        foreach (var c in plan)
+        {
+            all.Append(LabFirewallAgent.RenderCreateChain(c.Address)).Append(c.Script);
+        }
+
+        if (TryNftApply(node.Name, all.ToString()).Success)
+        {
+            return plan;
+        }
+
+        NftApply(node.Name, prefix + init);
+        return LoadAgentClients(node, entries, ctx);
+    }
+
+    private List<LabAgentClientResult> PlanAgentClients(LabNode node, IReadOnlyList<LabDbEntry> entries, LabAgentContext ctx)
     {
         var targets = LabFirewallAgent.Targets(entries);
         var addresses = new List<string>();
@@ -396,40 +448,45 @@ public sealed class LabTopology : IDisposable
         foreach (var addr in addresses)
         {
             var chain = LabFirewallAgent.ChainFor(addr);
-            NftApply(node.Name, LabFirewallAgent.RenderCreateChain(addr));
-            LabAgentClientStatus status;
-            string? message = null;
-            string script;
             if (!targets.Contains(addr))
             {
-                status = LabAgentClientStatus.DefaultAccept;
-                script = LabFirewallAgent.RenderClientRules(addr, LabFirewallAgent.DefaultAcceptRules, ctx);
-            }
-            else
-            {
-                try
-                {
-                    script = LabFirewallAgent.RenderClientRules(addr, LabFirewallAgent.ReadRules(entries, addr), ctx);
-                    status = LabAgentClientStatus.Applied;
-                }
-                catch (LabRuleParseException e)
-                {
-                    status = LabAgentClientStatus.BlockedParseError;
-                    message = e.Message;
-                    script = LabFirewallAgent.RenderBlockAll(addr, ctx);
-                }
+                results.Add(new(addr, chain, LabAgentClientStatus.DefaultAccept, null,
+                    LabFirewallAgent.RenderClientRules(addr, LabFirewallAgent.DefaultAcceptRules, ctx)));
+                continue;
             }
 
-            var applied = TryNftApply(node.Name, script);
-            if (!applied.Success)
+            try
             {
-                status = LabAgentClientStatus.BlockedApplyError;
-                message = applied.StdErr.Trim();
-                script = LabFirewallAgent.RenderBlockAll(addr, ctx);
-                NftApply(node.Name, script);
+                results.Add(new(addr, chain, LabAgentClientStatus.Applied, null,
+                    LabFirewallAgent.RenderClientRules(addr, LabFirewallAgent.ReadRules(entries, addr), ctx)));
+            }
+            catch (LabRuleParseException e)
+            {
+                results.Add(new(addr, chain, LabAgentClientStatus.BlockedParseError, e.Message,
+                    LabFirewallAgent.RenderBlockAll(addr, ctx)));
+            }
+        }
+
+        return results;
+    }
+
+    /// <summary>Per client, as the agent does: create the chain and its jump, load the rules, on failure the drop fallback.</summary>
+    private List<LabAgentClientResult> LoadAgentClients(LabNode node, IReadOnlyList<LabDbEntry> entries, LabAgentContext ctx)
+    {
+        var results = new List<LabAgentClientResult>();
+        foreach (var planned in PlanAgentClients(node, entries, ctx))
+        {
+            NftApply(node.Name, LabFirewallAgent.RenderCreateChain(planned.Address));
+            var applied = TryNftApply(node.Name, planned.Script);
+            if (applied.Success)
+            {
+                results.Add(planned);
+                continue;
             }
 
-            results.Add(new LabAgentClientResult(addr, chain, status, message, script));
+            var fallback = LabFirewallAgent.RenderBlockAll(planned.Address, ctx);
+            NftApply(node.Name, fallback);
+            results.Add(planned with { Status = LabAgentClientStatus.BlockedApplyError, Message = applied.StdErr.Trim(), Script = fallback });
         }
 
         return results;
@@ -597,7 +654,7 @@ public sealed class LabTopology : IDisposable
         LabProcess.Run(["ip", "-batch", "-"], batch.ToString()).EnsureSuccess("creating lab namespaces and links");
 
         // 2. per namespace: addresses, routes, neighbours, sysctls (one bash per namespace)
-        foreach (var n in _order)
+        ForEachNode(_order, n =>
         {
             var script = n.Kind switch
             {
@@ -606,21 +663,11 @@ public sealed class LabTopology : IDisposable
                 _ => QubeScript(n),
             };
             Exec(n.Name, ["bash", "-e", "-c", script], stdin: null).EnsureSuccess($"configuring {n.Name}");
-        }
+        });
 
         // 3. rulesets and agents
         ResetAgents();
-        foreach (var n in _order)
-        {
-            if (n.Kind == LabNodeKind.Qube)
-            {
-                Reboot(n.Name);
-            }
-            else
-            {
-                NftApply(n.Name, LabBaseline.Render(n));
-            }
-        }
+        ReloadAllRulesets();
     }
 
     private const string Preamble =
