@@ -1,4 +1,6 @@
+using System.Diagnostics;
 using QubesFirewall.Lab.Tests.Lab;
+using Xunit.Abstractions;
 
 namespace QubesFirewall.Lab.Tests;
 
@@ -10,12 +12,28 @@ namespace QubesFirewall.Lab.Tests;
 public sealed class LabSelfTests
 {
     private const int Port = 8080;
-    private readonly LabTopology _lab;
 
-    public LabSelfTests(LabTopology lab)
+    /// <summary>Expected-blocked attempts wait this long (a reply inside the namespaces takes milliseconds).</summary>
+    private static readonly TimeSpan Short = TimeSpan.FromMilliseconds(500);
+
+    private readonly LabTopology _lab;
+    private readonly ITestOutputHelper _output;
+
+    public LabSelfTests(LabTopology lab, ITestOutputHelper output)
     {
         _lab = lab;
+        _output = output;
+        var sw = Stopwatch.StartNew();
         _lab.Reset();
+        _output.WriteLine($"lab {_lab.Prefix}: built in {_lab.SetupTime.TotalMilliseconds:F0} ms, reset in {sw.ElapsedMilliseconds} ms");
+    }
+
+    /// <summary>A connection attempt that is expected to fail (short timeout); returns the result for the message.</summary>
+    private LabConnectResult Blocked(LabTopology lab, string from, string host, int port, LabProtocol protocol = LabProtocol.Tcp)
+    {
+        var r = lab.Connect(from, host, port, protocol, Short);
+        Assert.False(r.Connected, $"{from} -> {host}:{port}/{protocol} should be blocked but {r}");
+        return r;
     }
 
     [Fact]
@@ -57,12 +75,11 @@ public sealed class LabSelfTests
     {
         // sys-firewall is sys-net's client: routed, but the forward chain drops anything new toward a vif
         using var server = _lab.StartServer("sys-firewall", Port);
-        var blocked = _lab.Connect("outside", _lab.Ip("sys-firewall"), Port);
-        Assert.False(blocked.Connected, blocked.ToString());
+        Blocked(_lab, "outside", _lab.Ip("sys-firewall"), Port);
 
         // positive control, one hop at a time: sys-net's forward, then sys-firewall's own input
         _lab.NftApply("sys-net", "add rule ip qubes custom-forward iifname \"ens6\" ip daddr 10.137.0.3 tcp dport 8080 accept\n");
-        Assert.False(_lab.Connect("outside", _lab.Ip("sys-firewall"), Port).Connected, "sys-firewall's input still drops it");
+        Blocked(_lab, "outside", _lab.Ip("sys-firewall"), Port); // sys-firewall's own input still drops it
         _lab.NftApply("sys-firewall", "add rule ip qubes custom-input tcp dport 8080 accept\n");
         var open = _lab.Connect("outside", _lab.Ip("sys-firewall"), Port);
         Assert.True(open.Connected, open.ToString());
@@ -74,8 +91,8 @@ public sealed class LabSelfTests
     public void OutsideCannotReachAnAppQubePort_UntilForwardedHopByHop()
     {
         using var server = _lab.StartServer("work", Port);
-        Assert.False(_lab.Connect("outside", _lab.Ip("work"), Port).Connected, "sys-net has no route to sys-firewall's clients");
-        Assert.False(_lab.Connect("outside", "192.168.1.10", Port).Connected, "sys-net's input drops it");
+        Blocked(_lab, "outside", _lab.Ip("work"), Port); // as in Qubes, sys-net has no route to sys-firewall's clients
+        Blocked(_lab, "outside", "192.168.1.10", Port); // sys-net's input drops it
 
         // positive control: the documented manual port forward (DNAT + forward accept per hop, input in the target)
         _lab.NftApply("sys-net", """
@@ -96,14 +113,14 @@ public sealed class LabSelfTests
             }
             add rule ip qubes custom-forward iifgroup 1 ip saddr 192.168.1.50 ip daddr 10.137.0.5 tcp dport 8080 accept
             """);
-        Assert.False(_lab.Connect("outside", "192.168.1.10", Port).Connected, "work's own input chain still drops it");
+        Blocked(_lab, "outside", "192.168.1.10", Port); // work's own input chain still drops it
         _lab.NftApply("work", "add rule ip qubes custom-input ip daddr 10.137.0.5 tcp dport 8080 accept\n");
 
         var open = _lab.Connect("outside", "192.168.1.10", Port);
         Assert.True(open.Connected, open.ToString());
         Assert.Equal("work", open.ServerNode);
         Assert.Equal("192.168.1.50", open.PeerAddress);
-        Assert.False(_lab.Connect("outside2", "192.168.1.10", Port).Connected, "a source the forward does not name");
+        Blocked(_lab, "outside2", "192.168.1.10", Port); // a source the forward does not name
     }
 
     [Fact]
@@ -130,8 +147,7 @@ public sealed class LabSelfTests
     public void AppQubeCannotReachAnotherAppQube_UntilForwardAndInputAllowIt()
     {
         using var server = _lab.StartServer("personal", Port);
-        var blocked = _lab.Connect("work", _lab.Ip("personal"), Port);
-        Assert.False(blocked.Connected, blocked.ToString());
+        Blocked(_lab, "work", _lab.Ip("personal"), Port);
 
         _lab.NftApply("sys-firewall", "add rule ip qubes custom-forward ip saddr 10.137.0.5 ip daddr 10.137.0.6 tcp dport 8080 accept\n");
         _lab.NftApply("personal", "add rule ip qubes custom-input ip saddr 10.137.0.5 tcp dport 8080 accept\n");
@@ -141,7 +157,7 @@ public sealed class LabSelfTests
 
         // the other direction stays closed
         using var back = _lab.StartServer("work", Port);
-        Assert.False(_lab.Connect("personal", _lab.Ip("work"), Port).Connected);
+        Blocked(_lab, "personal", _lab.Ip("work"), Port);
     }
 
     [Fact]
@@ -154,8 +170,7 @@ public sealed class LabSelfTests
         var dropAll = _lab.LoadFirewallAgent("sys-firewall", LabDbEntry.ForClient("10.137.0.5"));
         Assert.Equal(LabAgentClientStatus.Applied, dropAll.For("10.137.0.5").Status);
         Assert.Equal(LabAgentClientStatus.DefaultAccept, dropAll.For("10.137.0.6").Status);
-        var denied = _lab.Connect("work", _lab.Ip("outside"), Port);
-        Assert.False(denied.Connected, denied.ToString());
+        var denied = Blocked(_lab, "work", _lab.Ip("outside"), Port);
         Assert.Contains("No route to host", denied.Error); // rejected with admin-prohibited, not silently dropped
         Assert.True(_lab.Connect("personal", _lab.Ip("outside"), Port).Connected, "another client keeps its default firewall");
 
@@ -167,11 +182,11 @@ public sealed class LabSelfTests
             "action=accept dst4=192.168.1.50/32 proto=tcp dstports=8080-8080"));
         var allowed = _lab.Connect("work", _lab.Ip("outside"), Port);
         Assert.True(allowed.Connected, allowed.ToString());
-        Assert.False(_lab.Connect("work", _lab.Ip("outside2"), Port).Connected, "only the accepted destination is open");
+        Blocked(_lab, "work", _lab.Ip("outside2"), Port); // only the accepted destination is open
 
         // the agent of the next hop enforces the clients it serves (sys-firewall is sys-net's client)
         _lab.LoadFirewallAgent("sys-net", LabDbEntry.ForClient("10.137.0.3", "action=accept dst4=192.168.1.60/32"));
-        Assert.False(_lab.Connect("work", _lab.Ip("outside"), Port).Connected);
+        Blocked(_lab, "work", _lab.Ip("outside"), Port);
         Assert.True(_lab.Connect("personal", _lab.Ip("outside2"), Port).Connected);
     }
 
@@ -187,17 +202,17 @@ public sealed class LabSelfTests
         Assert.True(q.Connected, q.ToString());
         Assert.Equal(LabTopology.LanNode, q.ServerNode);
         Assert.Equal("192.168.1.10", q.PeerAddress);
-        Assert.False(_lab.Connect("work", _lab.Ip("outside"), Port).Connected);
-        Assert.False(_lab.Connect("work", _lab.Ip("outside"), 53, LabProtocol.Udp).Connected, "port 53 elsewhere is not DNS");
+        Blocked(_lab, "work", _lab.Ip("outside"), Port);
+        Blocked(_lab, "work", _lab.Ip("outside"), 53, LabProtocol.Udp); // port 53 elsewhere is not DNS
     }
 
     [Fact]
     public void AgentStandIn_UnparsableEntriesBlockTheClient()
     {
         using var server = _lab.StartServer("outside", Port);
-        var r = _lab.LoadFirewallAgent("sys-firewall", LabDbEntry.ForClient("10.137.0.5", "policy", ["action=forward dst4=192.168.1.50/32"]));
+        var r = _lab.LoadFirewallAgent("sys-firewall", LabDbEntry.ForClient("10.137.0.5", "drop", ["action=forward dst4=192.168.1.50/32"]));
         Assert.Equal(LabAgentClientStatus.BlockedParseError, r.For("10.137.0.5").Status);
-        Assert.False(_lab.Connect("work", _lab.Ip("outside"), Port).Connected);
+        Blocked(_lab, "work", _lab.Ip("outside"), Port);
 
         var r2 = _lab.LoadFirewallAgent("sys-firewall", LabDbEntry.ForClient("10.137.0.5", "action=accept dsthost=nowhere.example"));
         Assert.Equal(LabAgentClientStatus.BlockedParseError, r2.For("10.137.0.5").Status);
@@ -205,8 +220,52 @@ public sealed class LabSelfTests
 
         var r3 = _lab.LoadFirewallAgent("sys-firewall", LabDbEntry.ForClient("10.137.0.5", "action=accept proto=tcp dstports=90-80"));
         Assert.Equal(LabAgentClientStatus.BlockedApplyError, r3.For("10.137.0.5").Status);
-        Assert.False(_lab.Connect("work", _lab.Ip("outside"), Port).Connected);
+        Blocked(_lab, "work", _lab.Ip("outside"), Port);
         Assert.True(_lab.Connect("personal", _lab.Ip("outside"), Port).Connected);
+    }
+
+    [Fact]
+    public void AgentStandIn_TranslatesRulesLikeTheQubesAgent()
+    {
+        var entries = LabDbEntry.ForClient("10.137.0.5",
+            "action=accept dst4=10.137.0.6/32 proto=tcp dstports=80-80",
+            "action=accept dst4=192.168.1.0/24 dstports=1000-2000",
+            "action=accept proto=icmp icmptype=8",
+            "action=accept specialtarget=dns",
+            "action=accept specialtarget=dns proto=tcp dstports=443-443",
+            "action=drop dst4=192.168.1.60/32",
+            "action=accept dsthost=web.lab proto=tcp dstports=443-443");
+        var ctx = new LabAgentContext(["10.139.1.1", "10.139.1.2"], [], ["10.137.0.5"], [], false,
+            new Dictionary<string, IReadOnlyList<string>> { ["web.lab"] = ["192.168.1.50", "2001:db8:1::50"] });
+
+        var text = LabFirewallAgent.RenderClientRules("10.137.0.5", LabFirewallAgent.ReadRules(entries, "10.137.0.5"), ctx);
+        var lines = text.Split('\n').Select(l => l.Trim()).ToList();
+        Assert.Equal(
+            [
+                "ip protocol tcp ip daddr 10.137.0.6/32 tcp dport 80 accept",
+                "ip daddr 192.168.1.0/24 tcp dport 1000-2000 accept",
+                "ip daddr 192.168.1.0/24 udp dport 1000-2000 accept",
+                "ip protocol icmp icmp type 8 accept",
+                "ip daddr @dns-addr tcp dport 53 accept",
+                "ip daddr @dns-addr udp dport 53 accept",
+                // a dns rule on another port is left out, as the agent does
+                "ip daddr 192.168.1.60/32 reject with icmp type admin-prohibited",
+                "ip protocol tcp ip daddr { 192.168.1.50/32 } tcp dport 443 accept",
+                "reject with icmp type admin-prohibited",
+            ],
+            lines.SkipWhile(l => !l.StartsWith("chain qbs-10-137-0-5", StringComparison.Ordinal)).Skip(1).TakeWhile(l => l != "}").ToList());
+        Assert.Contains("add element ip qubes-firewall dns-addr { 10.139.1.1, 10.139.1.2 }", lines);
+        Assert.Equal("qbs-fd09-24ef-4179--a89-5", LabFirewallAgent.ChainFor("fd09:24ef:4179::a89:5"));
+
+        // and nft loads it in the lab, listing the same meaning
+        var r = _lab.LoadFirewallAgent("sys-firewall", entries, ctx.Hosts);
+        Assert.Equal(LabAgentClientStatus.Applied, r.For("10.137.0.5").Status);
+        var listed = _lab.ListRuleset("sys-firewall");
+        Assert.Contains("ip daddr 10.137.0.6 tcp dport 80 accept", listed);
+        Assert.Contains("ip daddr 192.168.1.60 reject with icmp admin-prohibited", listed);
+        Assert.Contains("iifname != \"vif*\" ip saddr { 10.137.0.4, 10.137.0.5, 10.137.0.6, 10.137.0.7 } drop", listed);
+        _lab.Reboot("sys-firewall");
+        Assert.Equal(listed, _lab.ListRuleset("sys-firewall")); // the agent comes back with the same entries and names
     }
 
     [Fact]
@@ -334,14 +393,13 @@ public sealed class LabSelfTests
         var r = lab6.Connect("work", lab6.Ip6("outside"), Port);
         Assert.True(r.Connected, r.ToString());
         Assert.Equal("2001:db8:1::10", r.PeerAddress);
-        Assert.False(lab6.Connect("untrusted", lab6.Ip6("outside"), Port).Connected, "a qube that opted out has no IPv6");
+        Blocked(lab6, "untrusted", lab6.Ip6("outside"), Port); // opted out: no IPv6 address, route or forward
 
         using var inside = lab6.StartServer("work", Port);
-        Assert.False(lab6.Connect("outside", lab6.Ip6("work"), Port).Connected);
+        Blocked(lab6, "outside", lab6.Ip6("work"), Port);
 
         lab6.LoadFirewallAgent("sys-firewall", LabDbEntry.ForClient(lab6.Ip6("work")));
-        var denied = lab6.Connect("work", lab6.Ip6("outside"), Port);
-        Assert.False(denied.Connected, denied.ToString());
+        var denied = Blocked(lab6, "work", lab6.Ip6("outside"), Port);
         Assert.True(lab6.Connect("work", lab6.Ip("outside"), Port).Connected, "IPv4 keeps its own (default) rules");
     }
 }

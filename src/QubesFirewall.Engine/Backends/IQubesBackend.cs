@@ -35,4 +35,25 @@ public interface IQubesBackend : IDisposable
 
     /// <summary>Removes a feature; false when it was not there.</summary>
     bool RemoveFeature(string vmName, string name);
+
+    /// <summary>
+    /// Reads a file of a qube's persistent storage, e.g. <c>/rw/config/rc.local</c>; null when it
+    /// does not exist. Offline: the state folder's copy; live: read through qvm-run.
+    /// </summary>
+    string? ReadQubeFile(string vmName, string path);
+
+    /// <summary>Replaces a file of a qube's persistent storage atomically, with the given mode.</summary>
+    void WriteQubeFile(string vmName, string path, string content, UnixFileMode mode);
+
+    /// <summary>
+    /// Runs a persisted script in the qube now (one <c>nft -f</c> transaction inside it), so a change
+    /// takes effect without a restart. Offline: recorded in the state folder, not run.
+    /// </summary>
+    QubeCommandResult RunQubeScript(string vmName, string path);
+}
+
+/// <summary>What running a script in a qube did.</summary>
+public sealed record QubeCommandResult(string VMName, string Path, int ExitCode, string Output, bool Executed)
+{
+    public bool Succeeded => ExitCode == 0;
 }

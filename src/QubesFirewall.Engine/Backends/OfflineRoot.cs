@@ -109,6 +109,39 @@ public sealed class OfflineRoot : IQubesBackend
 
     public void Dispose() { }
 
+    /// <summary>Where the state folder keeps a qube's copy of a /rw path.</summary>
+    public string QubeFilePath(string vmName, string path)
+    {
+        QubeName.Validate(vmName);
+        if (!path.StartsWith("/rw/", StringComparison.Ordinal) || path.Contains("/../", StringComparison.Ordinal) || path.EndsWith("/..", StringComparison.Ordinal))
+            throw QubesFirewallException.Invalid("InvalidQubePath", $"'{RuleGrammar.Printable(path)}' is not a path under /rw.", path);
+        return Path.Combine(StatePath, vmName, path.TrimStart('/'));
+    }
+
+    public string? ReadQubeFile(string vmName, string path)
+    {
+        var file = QubeFilePath(vmName, path);
+        return File.Exists(file) ? File.ReadAllText(file) : null;
+    }
+
+    public void WriteQubeFile(string vmName, string path, string content, UnixFileMode mode)
+    {
+        GetQube(vmName);
+        var file = QubeFilePath(vmName, path);
+        using var _ = FileLock.Acquire(FileLock.PathFor(file));
+        AtomicFile.WriteAllText(file, content, mode);
+    }
+
+    /// <summary>Offline nothing runs; the call is appended to the qube's applied.log so tests and users can see it.</summary>
+    public QubeCommandResult RunQubeScript(string vmName, string path)
+    {
+        GetQube(vmName);
+        var log = Path.Combine(StatePath, vmName, "applied.log");
+        Directory.CreateDirectory(Path.GetDirectoryName(log)!);
+        File.AppendAllText(log, $"{_clock():O} {path}\n");
+        return new QubeCommandResult(vmName, path, 0, "offline root: recorded, not run", Executed: false);
+    }
+
     public void SetPowerState(string vmName, PowerState state) =>
         AtomicFile.WriteAllText(Path.Combine(StatePath, vmName, "power-state"), state + "\n");
 }

@@ -14,7 +14,7 @@ public sealed record FirewallDocument(IReadOnlyList<FirewallRule> Rules, int Ver
 }
 
 /// <summary>
-/// Reads firewall.xml v1 and v2 leniently and writes v2 exactly as qubesd does (lxml pretty print,
+/// Reads firewall.xml v1 and v2 leniently and writes v2 exactly as qubesd does (lxml pretty print, no declaration,
 /// properties in qubesd's order, expired rules dropped). Properties qubesd does not know are kept.
 /// </summary>
 public static class FirewallXml
@@ -230,7 +230,7 @@ public static class FirewallXml
         var kept = rules.Where(r => !r.IsExpiredAt(now)).ToList();
         foreach (var rule in kept) rule.Validate();
         var sb = new StringBuilder();
-        sb.Append("<?xml version='1.0' encoding='UTF-8'?>\n");
+        // lxml writes no XML declaration for UTF-8 unless asked, and qubesd does not ask.
         sb.Append("<firewall version=\"2\">\n");
         if (kept.Count == 0)
         {

@@ -28,6 +28,7 @@ public sealed class LabTopology : IDisposable
     private readonly List<LabNode> _order = [];
     private readonly List<LabServer> _servers = [];
     private readonly Dictionary<string, List<LabDbEntry>> _agentEntries = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, IReadOnlyDictionary<string, IReadOnlyList<string>>> _agentHosts = new(StringComparer.Ordinal);
     private int _disposed;
 
     static LabTopology()
@@ -349,7 +350,10 @@ public sealed class LabTopology : IDisposable
     /// get the default firewall, accept) and (re)loads its tables the way the agent does. Returns per-client outcomes.
     /// A later <see cref="Reboot"/> loads the same entries again.
     /// </summary>
-    public LabAgentResult LoadFirewallAgent(string netQube, IEnumerable<LabDbEntry> entries)
+    /// <param name="hosts">Name resolution for dsthost= rules in this network qube (default: <see cref="LabTopologyOptions.Hosts"/>);
+    /// kept for later reboots, as the lab's stand-in for the qube's resolver.</param>
+    public LabAgentResult LoadFirewallAgent(string netQube, IEnumerable<LabDbEntry> entries,
+        IReadOnlyDictionary<string, IReadOnlyList<string>>? hosts = null)
     {
         var node = QubeNode(netQube);
         if (!node.RunsFirewallService)
@@ -359,6 +363,15 @@ public sealed class LabTopology : IDisposable
 
         var list = entries.ToList();
         _agentEntries[netQube] = list;
+        if (hosts is null)
+        {
+            _agentHosts.Remove(netQube);
+        }
+        else
+        {
+            _agentHosts[netQube] = hosts;
+        }
+
         var ctx = AgentContext(node, list);
         return new LabAgentResult(netQube, LabFirewallAgent.RenderInit(ctx), LoadAgent(node, list, ctx, prefix: ""));
     }
@@ -384,6 +397,7 @@ public sealed class LabTopology : IDisposable
     private void ResetAgents()
     {
         _agentEntries.Clear();
+        _agentHosts.Clear();
         if (Options.StartFirewallAgents)
         {
             foreach (var node in NetworkQubes.Where(n => n.RunsFirewallService))
@@ -402,7 +416,7 @@ public sealed class LabTopology : IDisposable
             Connected4: node.Clients.Where(c => c.Ip is not null).Select(c => c.Ip!).ToList(),
             Connected6: node.Clients.Where(c => c.Ip6 is not null).Select(c => c.Ip6!).ToList(),
             WithIpv6Table: node.Ipv6Enabled || targets.Any(t => LabFirewallAgent.FamilyOf(t) == 6),
-            Hosts: Options.Hosts);
+            Hosts: _agentHosts.GetValueOrDefault(node.Name) ?? Options.Hosts);
     }
 
     /// <summary>The agent's start: init, then every client. Tried as one transaction (after <paramref name="prefix"/>);
