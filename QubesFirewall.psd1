@@ -17,6 +17,10 @@
         'Add-QubeFirewallRule'
         'Remove-QubeFirewallRule'
         'Sync-QubeFirewall'
+        'Get-QubePortForward'
+        'Add-QubePortForward'
+        'Remove-QubePortForward'
+        'Export-QubeFirewallScript'
     )
     FunctionsToExport    = @()
     AliasesToExport      = @()

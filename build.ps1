@@ -59,7 +59,8 @@ function Invoke-Package {
     if (Test-Path $ModuleOut) { Remove-Item -Recurse -Force $ModuleOut }
     New-Item -ItemType Directory -Force -Path (Join-Path $ModuleOut 'en-US') | Out-Null
     Copy-Item (Join-Path $Root 'QubesFirewall.psd1') $ModuleOut
-    foreach ($file in 'QubesFirewall.PowerShell.dll', 'QubesFirewall.Engine.dll', 'QubesFirewall.format.ps1xml') {
+    # CliWrap runs qvm-run for the live backend; it ships beside the engine.
+    foreach ($file in 'QubesFirewall.PowerShell.dll', 'QubesFirewall.Engine.dll', 'CliWrap.dll', 'QubesFirewall.format.ps1xml') {
         Copy-Item (Join-Path $bin $file) $ModuleOut
     }
     Copy-Item (Join-Path $HelpOut '*') (Join-Path $ModuleOut 'en-US') -Recurse
@@ -90,6 +91,8 @@ function Invoke-Tests {
     Write-Host "==> Pester $PesterVersion" -ForegroundColor Cyan
     Invoke-Native 'restore Pester' { dotnet restore (Join-Path $Root 'tools/TestTools/TestTools.csproj') --packages $Packages -v quiet }
     $pesterChild = Join-Path $Root 'tests/Pester/Invoke-Tests.ps1'
+    # The stand-in qubesd the Pester suite starts to run its tests against the live backend too.
+    $env:QUBESFW_TEST_QUBESD = Join-Path $Root "tools/TestQubesd/bin/$Configuration/net10.0/TestQubesd.dll"
     & (Join-Path $PSHOME 'pwsh') -NoProfile -NonInteractive -File $pesterChild -PesterPath (Join-Path $Packages "pester/$PesterVersion/tools/Pester.psd1") -ModulePath (Join-Path $ModuleOut 'QubesFirewall.psd1') -ResultPath (Join-Path $Out 'testResults.xml')
     $pesterExit = $LASTEXITCODE
     $summary = Join-Path $Out 'pester-summary.txt'

@@ -16,7 +16,10 @@ public sealed class QubeNameCompleter : IArgumentCompleter
         try
         {
             using var backend = BackendSelector.Open(root);
-            names = backend.GetInventory().Qubes.Select(q => q.Name).ToList();
+            // Live: one admin.vm.List, not the whole inventory (one GetAll per qube) at each Tab.
+            names = backend is Engine.AdminApi.AdminApiBackend live
+                ? live.ListQubes().Select(e => e.Name).ToList()
+                : backend.GetInventory().Qubes.Select(q => q.Name).ToList();
         }
         catch (Exception)
         {

@@ -56,3 +56,15 @@ public static class ExpireArgument
     private static QubesFirewallException Bad(string? s) => QubesFirewallException.Invalid("InvalidExpire",
         $"Cannot read '{Engine.Model.RuleGrammar.Printable(s)}' as an expiry time: give a DateTime, a TimeSpan from now, Unix seconds or +SECONDS.", s);
 }
+
+/// <summary>
+/// One line of rule text for -Rule. A type of its own, built only from a string, so PowerShell binds
+/// piped strings here but never turns an arbitrary object into its "@{...}" text: such objects bind
+/// the rule's fields by property name instead (a CSV row with only VMName and Action, say).
+/// </summary>
+public sealed class RuleLine(string text)
+{
+    public string Text { get; } = text ?? "";
+
+    public override string ToString() => Text;
+}

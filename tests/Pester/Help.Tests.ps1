@@ -34,7 +34,8 @@ BeforeDiscovery {
             if ($inCode) {
                 if ($line -match '^```\s*$') {
                     $inCode = $false
-                    [pscustomobject]@{ File = $File.Name; Cmdlet = $File.BaseName; Title = $title; Code = ($code -join "`n") }
+                    # Hashtables: Pester turns their keys into variables ($Title, $Code) in each test.
+                    @{ File = $File.Name; Cmdlet = $File.BaseName; Title = $title; Code = ($code -join "`n") }
                     $title = $null
                 }
                 else { $code += $line }
@@ -122,8 +123,9 @@ Describe 'Examples in docs/cmdlets' {
         $env:QUBESFW_ROOT = $SavedRoot
     }
 
-    Context '<File>' -ForEach ($examples | Group-Object File | ForEach-Object { @{ File = $_.Name; Examples = @($_.Group) } }) {
+    Context '<File>' -ForEach ($examples | Group-Object { $_.File } | ForEach-Object { @{ File = $_.Name; Examples = @($_.Group) } }) {
         It '<Title>' -ForEach $Examples {
+            $Code | Should -Not -BeNullOrEmpty -Because 'each example needs a ```powershell block'
             # A fresh copy of the sample root and an empty working folder for each example.
             $work = Join-Path $TestDrive ([guid]::NewGuid().ToString('N').Substring(0, 12))
             $root = Join-Path $work 'qubes-root'
@@ -141,8 +143,8 @@ Describe 'Examples in docs/cmdlets' {
                 $runspace.Open()
                 $ps = [powershell]::Create($runspace)
                 $null = $ps.AddScript('param($Module, $Location) Import-Module $Module -ErrorAction Stop; Set-Location -LiteralPath $Location').
-                AddArgument($ModulePath).AddArgument($cwd)
-                $ps.Invoke()
+                    AddArgument($ModulePath).AddArgument($cwd)
+                $null = $ps.Invoke()
                 $ps.Commands.Clear()
                 $null = $ps.AddScript("`$ErrorActionPreference = 'Stop'`n" + $Code).AddCommand('Out-String')
                 $failure = $null

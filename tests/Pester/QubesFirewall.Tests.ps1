@@ -10,15 +10,70 @@ BeforeAll {
         $path
     }
 
+    # The stand-in qubesd (tools/TestQubesd): serves a root on a socket the way qubesd serves dom0,
+    # writing its changes back to that root, so the same expectations hold for both backends.
+    function Start-TestQubesd([string] $Root, [string] $Socket, [string] $Log) {
+        $dll = $env:QUBESFW_TEST_QUBESD
+        if (-not $dll -or -not (Test-Path $dll)) {
+            $dll = Get-ChildItem (Join-Path $PSScriptRoot '../../tools/TestQubesd/bin') -Recurse -Filter TestQubesd.dll -ErrorAction SilentlyContinue |
+                Sort-Object LastWriteTime -Descending | Select-Object -First 1 -ExpandProperty FullName
+        }
+        if (-not $dll) { throw 'TestQubesd.dll is not built: run build.ps1 -Task Build first.' }
+        $start = [System.Diagnostics.ProcessStartInfo]::new('dotnet')
+        foreach ($a in @($dll, $Root, $Socket) + $(if ($Log) { '--log', $Log })) { $start.ArgumentList.Add($a) }
+        $start.RedirectStandardInput = $true   # the server stops when its standard input closes
+        $start.RedirectStandardOutput = $true
+        $start.UseShellExecute = $false
+        $process = [System.Diagnostics.Process]::Start($start)
+        $deadline = (Get-Date).AddSeconds(20)
+        while (-not (Test-Path $Socket)) {
+            if ($process.HasExited) { throw "TestQubesd exited with code $($process.ExitCode)" }
+            if ((Get-Date) -gt $deadline) { Stop-Process -Id $process.Id; throw 'TestQubesd did not start within 20 s' }
+            Start-Sleep -Milliseconds 50
+        }
+        $process
+    }
+
+    function Stop-TestQubesd($Process) {
+        if (-not $Process) { return }
+        $Process.StandardInput.Close()
+        if (-not $Process.WaitForExit(5000)) { Stop-Process -Id $Process.Id }
+        $Process.Dispose()
+    }
+
+    # Points the cmdlets at a fresh copy of the sample root, directly (offline) or through the stand-in qubesd (live).
+    function Use-TestBackend([string] $Backend) {
+        $script:root = New-TestRoot
+        $script:server = $null
+        if ($Backend -eq 'live') {
+            $script:socket = Join-Path $TestDrive ('q' + [guid]::NewGuid().ToString('N').Substring(0, 8) + '.sock')
+            $script:callLog = "$($script:socket).log"
+            $script:server = Start-TestQubesd -Root $script:root -Socket $script:socket -Log $script:callLog
+            $env:QUBESFW_ROOT = $null
+            $env:QUBESFW_QUBESD_SOCKET = $script:socket
+        }
+        else {
+            $env:QUBESFW_ROOT = $script:root
+        }
+        $script:root
+    }
+
+    function Reset-TestBackend {
+        Stop-TestQubesd $script:server
+        $script:server = $null
+        $env:QUBESFW_QUBESD_SOCKET = $null
+        $env:QUBESFW_ROOT = $null
+    }
+
     function Get-RootHash([string] $Root) {
         Get-ChildItem $Root -Recurse -File | Where-Object Name -notlike '*.lock' | Sort-Object FullName |
             ForEach-Object { '{0} {1}' -f $_.FullName, (Get-FileHash $_.FullName -Algorithm SHA256).Hash }
     }
 }
 
-Describe 'Get-Qube' {
-    BeforeEach { $env:QUBESFW_ROOT = New-TestRoot }
-    AfterAll { $env:QUBESFW_ROOT = $null }
+Describe 'Get-Qube (<Backend>)' -ForEach @(@{ Backend = 'offline' }, @{ Backend = 'live' }) {
+    BeforeEach { $null = Use-TestBackend $Backend }
+    AfterEach { Reset-TestBackend }
 
     It 'lists the qubes of a default install' {
         $names = (Get-Qube).Name
@@ -58,12 +113,9 @@ Describe 'Get-Qube' {
     }
 }
 
-Describe 'Firewall rules' {
-    BeforeEach {
-        $root = New-TestRoot
-        $env:QUBESFW_ROOT = $root
-    }
-    AfterAll { $env:QUBESFW_ROOT = $null }
+Describe 'Firewall rules (<Backend>)' -ForEach @(@{ Backend = 'offline' }, @{ Backend = 'live' }) {
+    BeforeEach { $root = Use-TestBackend $Backend }
+    AfterEach { Reset-TestBackend }
 
     It 'lists rules numbered from 0 with their text' {
         $rules = Get-QubeFirewallRule work
@@ -193,5 +245,25 @@ personal,Drop,Icmp,203.0.113.7,,8,
     It 'completes qube names' {
         $line = "Get-QubeFirewallRule -VMName untr"
         (TabExpansion2 -inputScript $line -cursorColumn $line.Length).CompletionMatches.CompletionText | Should -Be 'untrusted'
+    }
+}
+
+Describe 'Live backend only' {
+    BeforeEach { $root = Use-TestBackend 'live' }
+    AfterEach { Reset-TestBackend }
+
+    It 'pipes 20 rules into one qube with one Get, one re-read and one Set' {
+        Remove-Item $callLog -ErrorAction SilentlyContinue
+        1..20 | ForEach-Object { "action=accept dst4=10.88.0.$_ proto=tcp dstports=443" } | Add-QubeFirewallRule -VMName work
+        Get-Content $callLog | Should -Be @('admin.vm.firewall.Get work', 'admin.vm.firewall.Get work', 'admin.vm.firewall.Set work')
+        @(Get-QubeFirewallRule work | Where-Object DstHost -like '10.88.0.*').Count | Should -Be 20
+    }
+
+    It 'writes what qubesd writes: firewall.xml in the root, rules in the network qube''s QubesDB on reload' {
+        Add-QubeFirewallRule -VMName untrusted -Rule 'action=drop dst4=198.51.100.0/24'
+        Get-Content (Join-Path $root 'appvms/untrusted/firewall.xml') -Raw | Should -Match '198\.51\.100\.0/24'
+        Sync-QubeFirewall untrusted
+        $ip = (Get-Qube untrusted).IP
+        Get-Content (Join-Path $root 'qubesfirewall-state/sys-firewall/qubesdb.txt') | Should -Contain "/qubes-firewall/$ip/0000`taction=drop dst4=198.51.100.0/24"
     }
 }

@@ -4,14 +4,20 @@ using QubesFirewall.Engine.Model;
 
 namespace QubesFirewall.PowerShell.Tests;
 
-/// <summary>The first cmdlets through a hosted runspace: binding, pipeline, WhatIf, errors.</summary>
-public sealed class FirewallCmdletTests : IDisposable
+/// <summary>
+/// The first cmdlets through a hosted runspace: binding, pipeline, WhatIf, errors. Every test runs
+/// against both backends with the same expectations: <see cref="OfflineFirewallCmdletTests"/> (an
+/// offline root) and <see cref="LiveFirewallCmdletTests"/> (the live backend on the stand-in qubesd
+/// serving the same sample root, which writes its changes back to that root as qubesd does).
+/// </summary>
+public abstract class FirewallCmdletTests : IDisposable
 {
-    private readonly SampleRootCopy _root = new();
+    protected readonly SampleRootCopy _root = new();
 
-    public void Dispose() => _root.Dispose();
+    public virtual void Dispose() => _root.Dispose();
 
-    private PsRun Run(string script) => PowerShellHost.Run(script, _root.Path);
+    /// <summary>Runs a script with this backend selected through the environment.</summary>
+    protected abstract PsRun Run(string script);
 
     [Fact]
     public void Get_Qube_lists_the_sample_with_network_settings()
@@ -153,11 +159,11 @@ public sealed class FirewallCmdletTests : IDisposable
     public void A_piped_rule_whose_number_moved_is_refused_not_guessed()
     {
         var before = _root.Snapshot();
-        var run = PowerShellHost.Run("""
+        var run = Run("""
             $rules = Get-QubeFirewallRule work
             Add-QubeFirewallRule -VMName work -Action Drop -DstHost 192.0.2.1 -Position 0
             $rules | Select-Object -Last 1 | Remove-QubeFirewallRule -Confirm:$false
-            """.Replace("Select-Object -Last 1", "ForEach-Object { $_ } | Where-Object IsCatchAll"), _root.Path);
+            """.Replace("Select-Object -Last 1", "ForEach-Object { $_ } | Where-Object IsCatchAll"));
         Assert.Equal("RuleMismatch,QubesFirewall.PowerShell.Cmdlets.RemoveQubeFirewallRuleCommand", Assert.Single(run.Errors).FullyQualifiedErrorId);
         Assert.Contains("192.0.2.1", File.ReadAllText(_root.FirewallXml("work")));
         Assert.NotEqual(before[_root.FirewallXml("work")], File.ReadAllBytes(_root.FirewallXml("work")));
@@ -190,6 +196,12 @@ public sealed class FirewallCmdletTests : IDisposable
         Assert.Equal(entries.Select(e => $"{e.Path}\t{e.Value}").Order(StringComparer.Ordinal), stored.Where(l => l.StartsWith($"/qubes-firewall/{ip}/", StringComparison.Ordinal) || l.StartsWith($"/qubes-firewall/{ip}\t", StringComparison.Ordinal)));
         Assert.Equal(3, entries.Count);
     }
+}
+
+/// <summary>The cmdlet tests on an offline root, plus what only concerns backend selection.</summary>
+public sealed class OfflineFirewallCmdletTests : FirewallCmdletTests
+{
+    protected override PsRun Run(string script) => PowerShellHost.Run(script, _root.Path);
 
     [Fact]
     public void Without_a_root_or_qubesd_the_error_says_how_to_point_at_one()

@@ -80,11 +80,22 @@ public sealed record PsRun(Collection<PSObject> Output, IReadOnlyList<ErrorRecor
 /// <summary>Runs scripts in a runspace that imported the staged module (formats included).</summary>
 public static class PowerShellHost
 {
-    public static PsRun Run(string script, string? root = null, IDictionary<string, object?>? variables = null)
+    // A runspace's environment variables are the process's: runs that set them (QUBESFW_ROOT,
+    // QUBESFW_QUBESD_SOCKET) must not overlap, whichever test class they come from.
+    private static readonly object EnvironmentGate = new();
+
+    public static PsRun Run(string script, string? root = null, IDictionary<string, object?>? variables = null, IDictionary<string, string>? environment = null)
+    {
+        lock (EnvironmentGate) return RunAlone(script, root, variables, environment);
+    }
+
+    private static PsRun RunAlone(string script, string? root, IDictionary<string, object?>? variables, IDictionary<string, string>? environment)
     {
         var iss = InitialSessionState.CreateDefault2();
         iss.ImportPSModule(Repo.StagedManifest);
         if (root is not null) iss.EnvironmentVariables.Add(new SessionStateVariableEntry("QUBESFW_ROOT", root, ""));
+        // Environment variables are the process's: tests that set them share the "Process environment" collection.
+        foreach (var (name, value) in environment ?? new Dictionary<string, string>()) iss.EnvironmentVariables.Add(new SessionStateVariableEntry(name, value, ""));
         using var runspace = RunspaceFactory.CreateRunspace(iss);
         runspace.Open();
         using var ps = System.Management.Automation.PowerShell.Create(runspace);

@@ -1,8 +1,11 @@
+using QubesFirewall.Engine.AdminApi;
+
 namespace QubesFirewall.Engine.Backends;
 
 /// <summary>
 /// Picks the backend: an explicit root wins, then $env:QUBESFW_ROOT, then qubesd's socket
-/// (the live dom0 backend); otherwise a clear error saying how to point at a root.
+/// ($env:QUBESFW_QUBESD_SOCKET or /var/run/qubesd.sock: the live dom0 backend, <see cref="AdminApiBackend"/>);
+/// otherwise a clear error saying both ways to proceed.
 /// </summary>
 public static class BackendSelector
 {
@@ -19,9 +22,8 @@ public static class BackendSelector
         var socket = environment(SocketVariable);
         if (string.IsNullOrEmpty(socket)) socket = DefaultSocket;
         if (File.Exists(socket))
-            throw new QubesFirewallException("LiveBackendNotAvailable", FailureKind.NotImplemented,
-                $"qubesd's socket is at {socket}, but this version has no live dom0 backend yet. Use -Root <directory> or $env:{RootVariable} to work on an offline Qubes root.", socket);
+            return new AdminApiBackend(new QubesdClient(socket), new QvmRunCommandRunner(environment: environment));
         throw new QubesFirewallException("NoBackend", FailureKind.ResourceUnavailable,
-            $"No Qubes root was given and there is no qubesd socket at {socket}. Pass -Root <directory> or set $env:{RootVariable} to a directory laid out like dom0's /var/lib/qubes; the module ships a sample in its examples/qubes-root folder (copy it first: the cmdlets write to it).", socket);
+            $"No Qubes root was given and there is no qubesd socket at {socket}. In dom0, run where qubesd runs (its socket is {DefaultSocket}; $env:{SocketVariable} names another). Anywhere else, pass -Root <directory> or set $env:{RootVariable} to a directory laid out like dom0's /var/lib/qubes; the module ships a sample in its examples/qubes-root folder (copy it first: the cmdlets write to it).", socket);
     }
 }

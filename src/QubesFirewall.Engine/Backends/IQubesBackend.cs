@@ -50,6 +50,33 @@ public interface IQubesBackend : IDisposable
     /// takes effect without a restart. Offline: recorded in the state folder, not run.
     /// </summary>
     QubeCommandResult RunQubeScript(string vmName, string path);
+
+    /// <summary>
+    /// Starts a halted qube (live: <c>admin.vm.Start</c>, which returns once it runs; offline: its
+    /// power state becomes Running). Hops of a rollout are started only when the user asked for it.
+    /// </summary>
+    void StartQube(string vmName);
+
+    /// <summary>Sets a qube property (live: <c>admin.vm.property.Set</c>, qubesd validates; offline: qubes.xml).</summary>
+    void SetProperty(string vmName, string name, string value);
+
+    /// <summary>Resets a qube property to its default (live: <c>admin.vm.property.Reset</c>; offline: removed from qubes.xml).</summary>
+    void ResetProperty(string vmName, string name);
+
+    /// <summary>
+    /// Runs a generated shell script as root in the qube now (read from standard input by <c>/bin/sh</c>),
+    /// without writing it anywhere: the port-forward scripts of a qube run on their own, never the whole
+    /// hook file they are kept in (the user's lines there may not bear running twice).
+    /// Offline: recorded in the state folder, not run. The default implementation, for backends that
+    /// only run files, keeps the script in <c>/rw/config/qubesfirewall/run-now.sh</c> and runs that file.
+    /// </summary>
+    QubeCommandResult RunQubeShellScript(string vmName, string script, string description)
+    {
+        const string path = "/rw/config/qubesfirewall/run-now.sh";
+        WriteQubeFile(vmName, path, "#!/bin/sh\n# " + description.Replace('\n', ' ') + "\n" + script,
+            UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+        return RunQubeScript(vmName, path);
+    }
 }
 
 /// <summary>What running a script in a qube did.</summary>

@@ -48,7 +48,10 @@ public sealed class OfflineRoot : IQubesBackend
     public string QubeDirectory(Qube qube) =>
         Path.Combine(RootPath, qube.Class == QubeClass.TemplateVM ? "vm-templates" : "appvms", qube.Name);
 
-    public string FirewallPath(Qube qube) => Path.Combine(QubeDirectory(qube), "firewall.xml");
+    /// <summary>dom0 has no Qubes firewall: qubesd keeps rules only for qubes that can have a netvm.</summary>
+    public string FirewallPath(Qube qube) => qube.Class == QubeClass.AdminVM
+        ? throw new QubesFirewallException("NoFirewall", FailureKind.InvalidOperation, $"'{qube.Name}' is dom0, which has no Qubes firewall (it has no network qube).", qube.Name)
+        : Path.Combine(QubeDirectory(qube), "firewall.xml");
 
     public FirewallDocument GetFirewall(string vmName) => FirewallXml.Load(FirewallPath(GetQube(vmName)));
 
@@ -142,8 +145,44 @@ public sealed class OfflineRoot : IQubesBackend
         return new QubeCommandResult(vmName, path, 0, "offline root: recorded, not run", Executed: false);
     }
 
+    /// <summary>
+    /// Offline nothing runs: the script is kept as <c>qubesfirewall-state/&lt;qube&gt;/last-run.sh</c> and the run is
+    /// appended to the qube's applied.log (time, description, SHA-256 of the script), for tests and users to see.
+    /// </summary>
+    public QubeCommandResult RunQubeShellScript(string vmName, string script, string description)
+    {
+        GetQube(vmName);
+        var dir = Path.Combine(StatePath, vmName);
+        Directory.CreateDirectory(dir);
+        AtomicFile.WriteAllText(Path.Combine(dir, "last-run.sh"), script);
+        var hash = Convert.ToHexString(System.Security.Cryptography.SHA256.HashData(Encoding.UTF8.GetBytes(script))).ToLowerInvariant();
+        File.AppendAllText(Path.Combine(dir, "applied.log"), $"{_clock():O} script sha256:{hash} {description.Replace('\n', ' ')}\n");
+        return new QubeCommandResult(vmName, "(standard input)", 0, "offline root: recorded, not run", Executed: false);
+    }
+
     public void SetPowerState(string vmName, PowerState state) =>
         AtomicFile.WriteAllText(Path.Combine(StatePath, vmName, "power-state"), state + "\n");
+
+    /// <summary>Offline a start only records the new power state (qubesfirewall-state/&lt;qube&gt;/power-state).</summary>
+    public void StartQube(string vmName)
+    {
+        var qube = GetQube(vmName);
+        if (qube.Class is QubeClass.AdminVM or QubeClass.RemoteVM)
+            throw new QubesFirewallException("QubeCannotStart", FailureKind.InvalidOperation, $"'{qube.Name}' is an {qube.Class}; it is not started by qubesd.", vmName);
+        if (ReadPowerState(qube.Name) != PowerState.Running) SetPowerState(qube.Name, PowerState.Running);
+    }
+
+    public void SetProperty(string vmName, string name, string value)
+    {
+        GetQube(vmName);
+        QubesXml.SetProperty(QubesXmlPath, vmName, name, value);
+    }
+
+    public void ResetProperty(string vmName, string name)
+    {
+        GetQube(vmName);
+        QubesXml.ResetProperty(QubesXmlPath, vmName, name);
+    }
 }
 
 /// <summary>

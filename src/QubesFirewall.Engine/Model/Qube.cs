@@ -26,6 +26,8 @@ public enum PowerState
     Suspended,
     Dying,
     Crashed,
+    /// <summary>Shutting down (qubesd's "Halting").</summary>
+    Halting,
 }
 
 /// <summary>Where a qube's <see cref="Qube.NetVM"/> comes from.</summary>

@@ -22,7 +22,7 @@ public sealed class QubesInventory
     /// <summary>Global properties as stored (default_netvm, default_template, default_dispvm, clockvm, updatevm, ...).</summary>
     public IReadOnlyDictionary<string, string> GlobalProperties { get; }
 
-    /// <summary>Label name → colour as stored (e.g. red → 0xcc0000).</summary>
+    /// <summary>Label name -> colour as stored (e.g. red -> 0xcc0000).</summary>
     public IReadOnlyDictionary<string, string> Labels { get; }
 
     /// <summary>The qubes.xml this came from, when it came from a file.</summary>

@@ -22,6 +22,7 @@ public sealed class AddQubeFirewallRuleCommand : QubeCmdlet
     private readonly HashSet<string> _refused = new(StringComparer.Ordinal);
 
     [Parameter(Mandatory = true, Position = 0, ValueFromPipelineByPropertyName = true)]
+    [Alias("Name")]
     [ArgumentCompleter(typeof(QubeNameCompleter))]
     [ValidateNotNullOrEmpty]
     public string VMName { get; set; } = "";
@@ -64,7 +65,7 @@ public sealed class AddQubeFirewallRuleCommand : QubeCmdlet
     /// <summary>One rule in the qvm-firewall / Admin API text form.</summary>
     [Parameter(Mandatory = true, Position = 1, ParameterSetName = TextSet, ValueFromPipeline = true)]
     [AllowEmptyString]
-    public string Rule { get; set; } = "";
+    public RuleLine Rule { get; set; } = new("");
 
     /// <summary>0-based index the rule takes, as qvm-firewall's --before; the list's length appends.</summary>
     [Parameter(ValueFromPipelineByPropertyName = true)]
@@ -76,12 +77,13 @@ public sealed class AddQubeFirewallRuleCommand : QubeCmdlet
 
     protected override void ProcessRecord()
     {
-        if (ParameterSetName == TextSet && (string.IsNullOrWhiteSpace(Rule) || Rule.TrimStart().StartsWith('#')))
+        var line = Rule.Text;
+        if (ParameterSetName == TextSet && (string.IsNullOrWhiteSpace(line) || line.TrimStart().StartsWith('#')))
             return; // blank lines and comments in a rules file
         try
         {
             var rule = ParameterSetName == TextSet
-                ? RuleText.Parse(Rule.Trim(), Now)
+                ? RuleText.Parse(line.Trim(), Now)
                 : FirewallRule.Create(Action, Protocol, DstHost, DstPorts, IcmpType, SpecialTarget, ExpireArgument.ToUnixTime(Expire, Now), Comment);
             if (!_pending.TryGetValue(VMName, out var list)) _pending[VMName] = list = [];
             list.Add(new RuleInsertion(rule, Position));

@@ -22,6 +22,8 @@ public sealed class GetQubeFirewallRuleCommand : QubeCmdlet
             var targets = Resolve(name);
             foreach (var qube in targets)
             {
+                // `Get-Qube | Get-QubeFirewallRule` passes dom0 too; it has no firewall to list.
+                if (qube == "dom0") { WriteVerbose("dom0 has no Qubes firewall; skipped."); continue; }
                 if (!TryEngine(() => Backend.GetFirewall(qube), out var document)) continue;
                 foreach (var rule in QubeFirewallRule.Visible(qube, document.Rules, Now)) WriteObject(rule);
             }

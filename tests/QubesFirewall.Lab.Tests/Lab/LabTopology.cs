@@ -329,17 +329,28 @@ public sealed class LabTopology : IDisposable
             }
         });
 
-    /// <summary>Runs an action per node in parallel; a failure surfaces as itself, not wrapped.</summary>
+    /// <summary>Runs an action per node, each on its own thread (the work is waiting on child processes, so the
+    /// thread pool's slow growth would serialize it); the first failure surfaces as itself.</summary>
     private static void ForEachNode(IEnumerable<LabNode> nodes, Action<LabNode> action)
     {
-        try
+        var errors = new System.Collections.Concurrent.ConcurrentQueue<Exception>();
+        var threads = nodes.Select(n => new Thread(() =>
         {
-            Parallel.ForEach(nodes, new ParallelOptions { MaxDegreeOfParallelism = Math.Max(4, Environment.ProcessorCount) }, action);
-        }
-        catch (AggregateException e) when (e.InnerExceptions.Count >= 1)
+            try
+            {
+                action(n);
+            }
+            catch (Exception e)
+            {
+                errors.Enqueue(e);
+            }
+        })
+        { IsBackground = true, Name = "lab-" + n.Name }).ToList();
+        threads.ForEach(t => t.Start());
+        threads.ForEach(t => t.Join());
+        if (errors.TryDequeue(out var first))
         {
-            System.Runtime.ExceptionServices.ExceptionDispatchInfo.Capture(e.InnerExceptions[0]).Throw();
-            throw;
+            System.Runtime.ExceptionServices.ExceptionDispatchInfo.Capture(first).Throw();
         }
     }
 
@@ -679,10 +690,25 @@ public sealed class LabTopology : IDisposable
             Exec(n.Name, ["bash", "-e", "-c", script], stdin: null).EnsureSuccess($"configuring {n.Name}");
         });
 
+        // 2b. wait until the kernel has activated every link: right after many links come up, linkwatch (rate
+        // limited to one run a second) may leave a link with the noop qdisc or not yet "UP" for up to a second, and
+        // the first packets through it vanish (a first connection then needs a SYN retransmit, 1 s).
+        ForEachNode(_order, n =>
+            Exec(n.Name, ["bash", "-c", LinksReadyScript], stdin: null).EnsureSuccess($"waiting for the links of {n.Name}"));
+
         // 3. rulesets and agents
         ResetAgents();
         ReloadAllRulesets();
     }
+
+    private const string LinksReadyScript =
+        "for i in $(seq 250); do\n" +
+        "  if ! ip -o link show | grep -v ': lo:' | grep -qE 'qdisc noop|state (DOWN|LOWERLAYERDOWN|UNKNOWN|DORMANT)'; then exit 0; fi\n" +
+        "  sleep 0.02\n" +
+        "done\n" +
+        "ip -o link show >&2\n" +
+        "echo 'links did not come up within 5 s' >&2\n" +
+        "exit 1\n";
 
     private const string Preamble =
         "for f in /proc/sys/net/ipv6/conf/*/accept_dad; do echo 0 > \"$f\"; done\n" +

@@ -164,8 +164,11 @@ internal static class LabTraffic
                 : $"{kind}6-{suffix}:{port},bind=[{ip}],ipv6only=1,fork,reuseaddr";
         }
 
-        // no -lp: socat derives the SOCAT_* variable names from the program name
-        return ["socat", listen, $"SYSTEM:echo {node} $SOCAT_PEERADDR"];
+        // The reply command first reads the client's line (UDP: the datagram; TCP: EOF, the lab's client sends
+        // nothing): exiting before socat hands over the datagram would race with it (EPIPE loses the reply).
+        // -T5 ends a child whose client neither sends a line nor closes. No -lp: socat derives the SOCAT_*
+        // variable names from the program name.
+        return ["socat", "-T5", listen, $"SYSTEM:read -r line; echo {node} $SOCAT_PEERADDR"];
     }
 
     public static List<string> ClientArgs(string host, int port, LabProtocol protocol, TimeSpan timeout, string? bind)

@@ -1,0 +1,454 @@
+using System.Collections;
+using System.Globalization;
+using System.Text;
+using QubesFirewall.Engine.Backends;
+using QubesFirewall.Engine.Formats;
+using QubesFirewall.Engine.Model;
+using QubesFirewall.Engine.Planning;
+using QubesFirewall.Engine.Validation;
+
+namespace QubesFirewall.Engine.AdminApi;
+
+/// <summary>
+/// The live dom0 backend: every read and write through qubesd's Admin API (never a file behind
+/// qubesd's back), every change inside a qube through qvm-run with fixed commands.
+/// <para>
+/// Calls, per operation: the inventory is <c>admin.vm.List</c> + <c>admin.property.GetAll</c> + one
+/// <c>admin.vm.property.GetAll</c> per qube, read once per backend instance (one cmdlet invocation)
+/// and read again after this backend changed a feature, property or power state; a qube's features,
+/// tags and the label colours are read only when first used (<c>feature.List</c> + one <c>feature.Get</c>
+/// each, <c>tag.List</c>, <c>label.List</c> + <c>label.Get</c> each). A firewall edit is a Get when it is
+/// planned, a Get just before the Set (refused if the list changed since the plan) and the Set.
+/// </para>
+/// </summary>
+public sealed class AdminApiBackend : IQubesBackend
+{
+    private readonly IQubeCommandRunner _runner;
+    private readonly Func<DateTimeOffset> _clock;
+    private QubesInventory? _inventory;
+    private bool? _getAllSupported;
+
+    public AdminApiBackend(QubesdClient client, IQubeCommandRunner? runner = null, Func<DateTimeOffset>? clock = null)
+    {
+        Client = client;
+        _runner = runner ?? new QvmRunCommandRunner();
+        _clock = clock ?? (() => DateTimeOffset.UtcNow);
+    }
+
+    public QubesdClient Client { get; }
+
+    public string Description => $"qubesd at {Client.SocketPath}";
+
+    /// <summary>How long a command inside a qube may run.</summary>
+    public TimeSpan CommandTimeout { get; set; } = TimeSpan.FromMinutes(2);
+
+    // ------------------------------------------------------------------ inventory
+
+    public QubesInventory GetInventory() => _inventory ??= ReadInventory();
+
+    /// <summary>Forgets the cached inventory; the next <see cref="GetInventory"/> reads it again.</summary>
+    public void Invalidate() => _inventory = null;
+
+    private QubesInventory ReadInventory()
+    {
+        var list = ListQubes();
+        var globals = ReadProperties(global: true, "dom0");
+        var globalMap = globals.Values.Where(p => !p.IsDefault).ToDictionary(p => p.Name, p => p.Value, StringComparer.Ordinal);
+        var qubes = list.Select(e => BuildQube(e, ReadProperties(global: false, e.Name))).ToList();
+        return new QubesInventory(qubes, globalMap, new LazyMap(ReadLabels));
+    }
+
+    /// <summary><c>admin.vm.List</c> on dom0: every qube with its class and power state, in qubesd's order.</summary>
+    public IReadOnlyList<QubesdVmListEntry> ListQubes() =>
+        AdminApiReplies.ParseVmList(Client.CallText("admin.vm.List", "dom0"), "admin.vm.List (on dom0)");
+
+    /// <summary><c>admin.vm.List</c> on one qube: its class and current power state.</summary>
+    public QubesdVmListEntry ReadListEntry(string vmName)
+    {
+        var what = QubesdClient.Describe("admin.vm.List", null, vmName);
+        var entries = AdminApiReplies.ParseVmList(Client.CallText("admin.vm.List", QubeName.Validate(vmName)), what);
+        return entries.Count == 1 && entries[0].Name == vmName ? entries[0] : throw AdminApiReplies.Bad(what, "it does not list exactly that qube");
+    }
+
+    /// <summary>
+    /// All properties of a qube (or the global ones) with one <c>GetAll</c>; a qubesd without GetAll
+    /// (R4.0) is asked <c>property.List</c> and then <c>property.Get</c> for each.
+    /// </summary>
+    public IReadOnlyDictionary<string, QubesdProperty> ReadProperties(bool global, string vmName)
+    {
+        var prefix = global ? "admin.property." : "admin.vm.property.";
+        var dest = global ? "dom0" : QubeName.Validate(vmName);
+        if (_getAllSupported != false)
+        {
+            try
+            {
+                var all = AdminApiReplies.ParseGetAll(Client.CallText(prefix + "GetAll", dest), QubesdClient.Describe(prefix + "GetAll", null, dest));
+                _getAllSupported = true;
+                return all;
+            }
+            catch (QubesFirewallException ex) when (_getAllSupported is null && IsUnknownMethod(ex))
+            {
+                _getAllSupported = false;
+            }
+        }
+        var names = AdminApiReplies.ParseNames(Client.CallText(prefix + "List", dest), QubesdClient.Describe(prefix + "List", null, dest));
+        var map = new Dictionary<string, QubesdProperty>(StringComparer.Ordinal);
+        foreach (var name in names)
+            map[name] = AdminApiReplies.ParseProperty(name, Client.CallText(prefix + "Get", dest, name), QubesdClient.Describe(prefix + "Get", name, dest));
+        return map;
+    }
+
+    // qubesd before R4.3 answers an unknown method with nothing; later ones with ProtocolError "no such method".
+    private static bool IsUnknownMethod(QubesFirewallException ex) =>
+        ex.ErrorId == "QubesdEmptyReply" || ex is QubesdException { QubesdClass: "ProtocolError" } q && q.QubesdMessage.Contains("no such method", StringComparison.Ordinal);
+
+    private Qube BuildQube(QubesdVmListEntry entry, IReadOnlyDictionary<string, QubesdProperty> props)
+    {
+        var what = QubesdClient.Describe("admin.vm.property.GetAll", null, entry.Name);
+        var cls = entry.ClassName switch
+        {
+            "AdminVM" => QubeClass.AdminVM,
+            "TemplateVM" => QubeClass.TemplateVM,
+            "StandaloneVM" => QubeClass.StandaloneVM,
+            "DispVM" => QubeClass.DispVM,
+            "RemoteVM" => QubeClass.RemoteVM,
+            _ => QubeClass.AppVM,
+        };
+        var networking = cls is not (QubeClass.AdminVM or QubeClass.RemoteVM);
+        string? Value(string name) => props.TryGetValue(name, out var p) && p.Value.Length > 0 ? p.Value : null;
+
+        string? netvm = null;
+        var source = NetVmSource.None;
+        if (networking && props.TryGetValue("netvm", out var netvmProperty))
+        {
+            netvm = netvmProperty.Value.Length > 0 ? netvmProperty.Value : null;
+            source = netvmProperty.IsDefault ? NetVmSource.Default : netvm is null ? NetVmSource.None : NetVmSource.Explicit;
+        }
+
+        var qid = props.TryGetValue("qid", out var qidProperty) ? AdminApiReplies.ParseInt(qidProperty, what) : 0;
+        return new Qube
+        {
+            Name = entry.Name,
+            Qid = qid,
+            Class = cls,
+            ClassName = entry.ClassName,
+            State = AdminApiReplies.ParsePowerState(entry.State),
+            NetVM = netvm,
+            NetVmSource = source,
+            IP = networking ? Value("ip") : null,
+            IPv6 = networking ? Value("ip6") : null,
+            ProvidesNetwork = networking && props.TryGetValue("provides_network", out var pn) && AdminApiReplies.ParseBool(pn, what),
+            Template = cls is QubeClass.AppVM or QubeClass.DispVM ? Value("template") : null,
+            Label = Value("label"),
+            DispId = props.TryGetValue("dispid", out var dispid) && dispid.Value.Length > 0 ? AdminApiReplies.ParseInt(dispid, what) : null,
+            TemplateForDispVMs = props.TryGetValue("template_for_dispvms", out var tfd) && AdminApiReplies.ParseBool(tfd, what),
+            DefaultDispVM = cls == QubeClass.RemoteVM ? null : Value("default_dispvm"),
+            Features = new LazyMap(() => ReadFeatures(entry.Name)),
+            Properties = props.Values.Where(p => !p.IsDefault).ToDictionary(p => p.Name, p => p.Value, StringComparer.Ordinal),
+            Tags = new LazyList(() => ReadTags(entry.Name)),
+            RelativeDirectory = cls switch
+            {
+                QubeClass.AdminVM or QubeClass.RemoteVM => null,
+                QubeClass.TemplateVM => QubesXml.TemplatesDirectory + "/" + entry.Name,
+                _ => QubesXml.AppVmsDirectory + "/" + entry.Name,
+            },
+        };
+    }
+
+    private Dictionary<string, string> ReadLabels()
+    {
+        var map = new Dictionary<string, string>(StringComparer.Ordinal);
+        foreach (var label in AdminApiReplies.ParseNames(Client.CallText("admin.label.List", "dom0"), "admin.label.List (on dom0)"))
+            map[label] = Client.CallText("admin.label.Get", "dom0", label);
+        return map;
+    }
+
+    /// <summary>The names of a qube's features (<c>admin.vm.feature.List</c>).</summary>
+    public IReadOnlyList<string> ListFeatures(string vmName) =>
+        AdminApiReplies.ParseNames(Client.CallText("admin.vm.feature.List", QubeName.Validate(vmName)), QubesdClient.Describe("admin.vm.feature.List", null, vmName));
+
+    /// <summary>A feature's value (<c>admin.vm.feature.Get</c>); null when the qube does not have it.</summary>
+    public string? GetFeature(string vmName, string name)
+    {
+        QubesXml.ValidateFeatureName(name);
+        try
+        {
+            return Client.CallText("admin.vm.feature.Get", QubeName.Validate(vmName), name);
+        }
+        catch (QubesdException ex) when (ex.ErrorId == "FeatureNotFound")
+        {
+            return null;
+        }
+    }
+
+    private Dictionary<string, string> ReadFeatures(string vmName)
+    {
+        var map = new Dictionary<string, string>(StringComparer.Ordinal);
+        foreach (var name in ListFeatures(vmName))
+            if (GetFeature(vmName, name) is { } value) map[name] = value;
+        return map;
+    }
+
+    private List<string> ReadTags(string vmName) =>
+        AdminApiReplies.ParseNames(Client.CallText("admin.vm.tag.List", vmName), QubesdClient.Describe("admin.vm.tag.List", null, vmName)).ToList();
+
+    // ------------------------------------------------------------------ firewall
+
+    public FirewallDocument GetFirewall(string vmName)
+    {
+        QubeName.Validate(vmName);
+        return AdminApiReplies.ParseFirewall(Client.CallText("admin.vm.firewall.Get", vmName), QubesdClient.Describe("admin.vm.firewall.Get", null, vmName));
+    }
+
+    /// <summary>
+    /// Re-reads the list just before writing; if it is not the list the edit was planned on (someone
+    /// else changed it: qubesd has no lock, and Set replaces the whole list), refuses with
+    /// FirewallChangedSinceRead and writes nothing. Otherwise one Set with the whole new list. The
+    /// moments between this re-read and the Set remain unguarded (qubesd offers no compare-and-set).
+    /// </summary>
+    public FirewallEditOutcome ApplyFirewallEdit(string vmName, FirewallEdit edit, FirewallDocument snapshot)
+    {
+        var now = _clock();
+        var current = GetFirewall(vmName);
+        var planned = FirewallPlanner.Visible(snapshot, now).Select(r => r.Text).ToList();
+        var visible = FirewallPlanner.Visible(current, now);
+        if (!planned.SequenceEqual(visible.Select(r => r.Text), StringComparer.Ordinal))
+            throw new QubesFirewallException("FirewallChangedSinceRead", FailureKind.InvalidOperation,
+                $"The firewall rules of '{vmName}' changed since they were read for this command (someone else edited them, or qubesd reloaded them): {DescribeDifference(planned, visible.Select(r => r.Text).ToList())}. Nothing was changed; run the command again to plan on the current list.", vmName);
+        var outcome = edit.ApplyTo(visible);
+        if (outcome.Rules.Select(r => r.Text).SequenceEqual(visible.Select(r => r.Text), StringComparer.Ordinal))
+            return outcome; // nothing to write (every rule already present)
+        SetFirewall(vmName, outcome.Rules);
+        return outcome;
+    }
+
+    private static string DescribeDifference(IReadOnlyList<string> planned, IReadOnlyList<string> current)
+    {
+        var gone = planned.Except(current, StringComparer.Ordinal).ToList();
+        var added = current.Except(planned, StringComparer.Ordinal).ToList();
+        var parts = new List<string>();
+        if (added.Count > 0) parts.Add($"now also '{added[0]}'" + (added.Count > 1 ? $" and {added.Count - 1} more" : ""));
+        if (gone.Count > 0) parts.Add($"no longer '{gone[0]}'" + (gone.Count > 1 ? $" and {gone.Count - 1} more" : ""));
+        if (parts.Count == 0) parts.Add("the same rules in another order");
+        return $"{planned.Count} rules then, {current.Count} now; " + string.Join("; ", parts);
+    }
+
+    /// <summary>
+    /// <c>admin.vm.firewall.Set</c> with the whole list. Every rule is validated first; a list qubesd
+    /// cannot take (empty, or a request over its 64 KiB limit) is refused before anything is sent.
+    /// </summary>
+    public void SetFirewall(string vmName, IReadOnlyList<FirewallRule> rules)
+    {
+        QubeName.Validate(vmName);
+        if (rules.Count == 0)
+            throw new QubesFirewallException("EmptyRuleList", FailureKind.InvalidOperation,
+                $"The rule list of '{vmName}' would be empty, and qubesd's Admin API cannot set an empty list (admin.vm.firewall.Set requires a payload). Keep at least one rule: 'action=drop' blocks everything, 'action=accept' allows everything. Nothing was changed.", vmName);
+        for (var i = 0; i < rules.Count; i++)
+        {
+            try
+            {
+                rules[i].Validate();
+            }
+            catch (QubesFirewallException ex)
+            {
+                throw new QubesFirewallException(ex.ErrorId, ex.Kind,
+                    $"Rule {i} of '{vmName}' cannot be sent to qubesd, which would refuse the whole list: {ex.Message} Remove or fix that rule first. Nothing was changed.", ex.Target);
+            }
+        }
+        const string method = "admin.vm.firewall.Set";
+        var header = QubesdClient.HeaderBytes(method, null, vmName);
+        var payload = AdminApiReplies.FirewallPayload(rules);
+        if (header + payload.Length > QubesdClient.MaxRequestBytes)
+        {
+            var fit = 0;
+            var size = header;
+            foreach (var rule in rules)
+            {
+                size += Encoding.ASCII.GetByteCount(rule.Text) + 1;
+                if (size > QubesdClient.MaxRequestBytes) break;
+                fit++;
+            }
+            throw new QubesFirewallException("FirewallRequestTooLarge", FailureKind.InvalidOperation,
+                string.Create(CultureInfo.InvariantCulture,
+                    $"The {rules.Count:N0} rules of '{vmName}' make a Set request of {header + payload.Length:N0} bytes, over qubesd's limit of {QubesdClient.MaxRequestBytes:N0} bytes per request: only the first {fit:N0} of these rules would fit. Shorten the list (fewer rules, shorter comments, networks instead of single hosts). Nothing was changed."),
+                vmName);
+        }
+        Client.Call(method, vmName, payload: payload);
+    }
+
+    /// <summary>
+    /// <c>admin.vm.firewall.Reload</c>: qubesd writes the rules into the network qube's QubesDB itself.
+    /// Returns the entries the engine renders for the rule list Get shows (marked rendered, not read back).
+    /// </summary>
+    public IReadOnlyList<QubesDbEntry> SyncFirewall(string vmName)
+    {
+        QubeName.Validate(vmName);
+        var qube = GetInventory().Get(vmName);
+        if (qube.NetVM is null)
+            throw new QubesFirewallException("NoNetVM", FailureKind.InvalidOperation, $"'{qube.Name}' has no network qube, so no qube enforces its firewall rules. Set its netvm first.", vmName);
+        var rules = GetFirewall(vmName).Rules;
+        Client.Call("admin.vm.firewall.Reload", vmName);
+        return QubesDbRenderer.Render(qube.NetVM, qube.IP, qube.IPv6, rules, _clock());
+    }
+
+    // ------------------------------------------------------------------ features, properties, power
+
+    public void SetFeature(string vmName, string name, string value)
+    {
+        QubeName.Validate(vmName);
+        QubesXml.ValidateFeatureName(name);
+        QubesXml.ValidateFeatureValue(name, value);
+        Client.Call("admin.vm.feature.Set", vmName, name, Encoding.ASCII.GetBytes(value));
+        Invalidate();
+    }
+
+    public bool RemoveFeature(string vmName, string name)
+    {
+        QubeName.Validate(vmName);
+        QubesXml.ValidateFeatureName(name);
+        try
+        {
+            Client.Call("admin.vm.feature.Remove", vmName, name);
+            return true;
+        }
+        catch (QubesdException ex) when (ex.ErrorId == "FeatureNotFound")
+        {
+            return false;
+        }
+        finally
+        {
+            Invalidate();
+        }
+    }
+
+    /// <summary><c>admin.vm.property.Set</c> (qubesd checks the value; e.g. netvm repair sets netvm to its current value).</summary>
+    public void SetProperty(string vmName, string name, string value)
+    {
+        QubeName.Validate(vmName);
+        ValidatePropertyName(name);
+        if (value.Any(c => c is < '\x20' or > '\x7E'))
+            throw QubesFirewallException.Invalid("InvalidPropertyValue", $"The value of property '{name}' must be printable ASCII.", value);
+        Client.Call("admin.vm.property.Set", vmName, name, Encoding.ASCII.GetBytes(value));
+        Invalidate();
+    }
+
+    /// <summary><c>admin.vm.property.Reset</c>: back to the default (e.g. netvm follows default_netvm again).</summary>
+    public void ResetProperty(string vmName, string name)
+    {
+        QubeName.Validate(vmName);
+        ValidatePropertyName(name);
+        Client.Call("admin.vm.property.Reset", vmName, name);
+        Invalidate();
+    }
+
+    private static void ValidatePropertyName(string name)
+    {
+        if (name.Length == 0 || !(char.IsAsciiLetter(name[0]) || name[0] == '_') || !name.All(c => char.IsAsciiLetterOrDigit(c) || c == '_'))
+            throw QubesFirewallException.Invalid("InvalidPropertyName", $"'{RuleGrammar.Printable(name)}' is not a valid property name (letters, digits and '_', not starting with a digit).", name);
+    }
+
+    /// <summary><c>admin.vm.Start</c>; returns once qubesd reports the qube started.</summary>
+    public void StartQube(string vmName)
+    {
+        QubeName.Validate(vmName);
+        Client.Call("admin.vm.Start", vmName, timeout: Client.LongTimeout);
+        Invalidate();
+    }
+
+    // ------------------------------------------------------------------ files in qubes
+
+    public string? ReadQubeFile(string vmName, string path)
+    {
+        QubeName.Validate(vmName);
+        var result = _runner.Run(vmName, QubeFileCommands.Read(path), ReadOnlyMemory<byte>.Empty, CommandTimeout);
+        if (result.ExitCode == QubeFileCommands.MissingExitCode) return null;
+        if (result.ExitCode != 0) throw CommandFailed(vmName, $"read {path}", result);
+        return result.OutputText;
+    }
+
+    public void WriteQubeFile(string vmName, string path, string content, UnixFileMode mode)
+    {
+        QubeName.Validate(vmName);
+        var result = _runner.Run(vmName, QubeFileCommands.Write(path, mode), AtomicFileEncoding.GetBytes(content), CommandTimeout);
+        if (result.ExitCode != 0) throw CommandFailed(vmName, $"write {path}", result);
+    }
+
+    public QubeCommandResult RunQubeScript(string vmName, string path)
+    {
+        QubeName.Validate(vmName);
+        var result = _runner.Run(vmName, QubeFileCommands.Run(path), ReadOnlyMemory<byte>.Empty, CommandTimeout);
+        var output = result.OutputText + result.StandardError;
+        if (result.ExitCode != 0 && NotRunning(vmName) is { } state)
+            throw NotRunningError(vmName, state, $"run {path}");
+        return new QubeCommandResult(vmName, path, result.ExitCode, output, Executed: true);
+    }
+
+    /// <summary>
+    /// Runs a generated script as root in the qube: <c>/bin/sh -s</c> reads it from standard input, so it is
+    /// neither written anywhere nor part of any command line. <paramref name="description"/> only names it in errors.
+    /// </summary>
+    public QubeCommandResult RunQubeShellScript(string vmName, string script, string description)
+    {
+        QubeName.Validate(vmName);
+        var result = _runner.Run(vmName, QubeFileCommands.RunStandardInput, AtomicFileEncoding.GetBytes(script), CommandTimeout);
+        if (result.ExitCode != 0 && NotRunning(vmName) is { } state)
+            throw NotRunningError(vmName, state, $"run {description.Replace('\n', ' ')}");
+        return new QubeCommandResult(vmName, "(standard input)", result.ExitCode, result.OutputText + result.StandardError, Executed: true);
+    }
+
+    private static readonly UTF8Encoding AtomicFileEncoding = new(encoderShouldEmitUTF8Identifier: false);
+
+    // qvm-run --no-autostart fails on a qube that is not running; say so instead of "exit code 1".
+    private PowerState? NotRunning(string vmName)
+    {
+        try
+        {
+            var state = AdminApiReplies.ParsePowerState(ReadListEntry(vmName).State);
+            return state == PowerState.Running ? null : state;
+        }
+        catch (QubesFirewallException)
+        {
+            return null;
+        }
+    }
+
+    private static QubesFirewallException NotRunningError(string vmName, PowerState state, string what) =>
+        new("QubeNotRunning", FailureKind.ResourceUnavailable,
+            $"Cannot {what} in '{vmName}': the qube is {state.ToString().ToLowerInvariant()}, not running. Start it first (qvm-start {vmName}, or the cmdlet's -Start switch where it has one).", vmName);
+
+    private QubesFirewallException CommandFailed(string vmName, string what, QubeProcessResult result)
+    {
+        if (NotRunning(vmName) is { } state) return NotRunningError(vmName, state, what);
+        var detail = result.StandardError.Trim();
+        return new QubesFirewallException("QubeCommandFailed", FailureKind.InvalidOperation,
+            $"Cannot {what} in '{vmName}': qvm-run exited with code {result.ExitCode}" + (detail.Length > 0 ? $": {RuleGrammar.Printable(detail)}" : "."), vmName);
+    }
+
+    public void Dispose() { }
+
+    // ------------------------------------------------------------------ lazily read collections
+
+    /// <summary>A read-only map filled on first use (features, label colours: read only when someone looks).</summary>
+    private sealed class LazyMap(Func<Dictionary<string, string>> load) : IReadOnlyDictionary<string, string>
+    {
+        private readonly Lazy<Dictionary<string, string>> _map = new(load, LazyThreadSafetyMode.PublicationOnly);
+        private Dictionary<string, string> Map => _map.Value;
+        public string this[string key] => Map[key];
+        public IEnumerable<string> Keys => Map.Keys;
+        public IEnumerable<string> Values => Map.Values;
+        public int Count => Map.Count;
+        public bool ContainsKey(string key) => Map.ContainsKey(key);
+        public bool TryGetValue(string key, out string value) => Map.TryGetValue(key, out value!);
+        public IEnumerator<KeyValuePair<string, string>> GetEnumerator() => Map.GetEnumerator();
+        IEnumerator IEnumerable.GetEnumerator() => GetEnumerator();
+    }
+
+    private sealed class LazyList(Func<List<string>> load) : IReadOnlyList<string>
+    {
+        private readonly Lazy<List<string>> _list = new(load, LazyThreadSafetyMode.PublicationOnly);
+        public string this[int index] => _list.Value[index];
+        public int Count => _list.Value.Count;
+        public IEnumerator<string> GetEnumerator() => _list.Value.GetEnumerator();
+        IEnumerator IEnumerable.GetEnumerator() => GetEnumerator();
+    }
+}

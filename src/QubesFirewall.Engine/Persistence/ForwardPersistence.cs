@@ -1,0 +1,63 @@
+using System.Text;
+using QubesFirewall.Engine.Model;
+using QubesFirewall.Engine.Planning;
+using QubesFirewall.Engine.Scripts;
+
+namespace QubesFirewall.Engine.Persistence;
+
+/// <summary>Where a qube's generated script is kept so that it runs again when the qube (or its firewall) starts.</summary>
+public static class ForwardPersistence
+{
+    public const string FirewallUserScript = "/rw/config/qubes-firewall-user-script";
+    public const string RcLocal = "/rw/config/rc.local";
+
+    /// <summary>
+    /// The hook file: network qubes that run the qubes-firewall service run
+    /// <c>/rw/config/qubes-firewall-user-script</c> each time that service starts (before it loads the
+    /// clients' rules); every other qube runs <c>/rw/config/rc.local</c> at boot (qubes-misc-post).
+    /// </summary>
+    public static string HookPath(Qube qube) => RunsFirewallService(qube) ? FirewallUserScript : RcLocal;
+
+    /// <summary>Network qubes run qubes-firewall unless its service feature is explicitly off.</summary>
+    public static bool RunsFirewallService(Qube qube) =>
+        qube.ProvidesNetwork && !(qube.Features.TryGetValue("service.qubes-firewall", out var v) && !NetworkChain.IsTrue(v));
+
+    /// <summary>
+    /// The qube whose /rw holds the file: the qube itself, or for a disposable its disposable template
+    /// (a disposable's private volume is a fresh copy of the template's at each start).
+    /// </summary>
+    public static Qube StorageOf(QubesInventory inventory, Qube qube) =>
+        qube.Class == QubeClass.DispVM && qube.Template is { } t && inventory.Find(t) is { } template ? template : qube;
+
+    /// <summary>R4.3's custom-persist service turns off every /rw/config hook of the qube.</summary>
+    public static bool HasCustomPersist(QubesInventory inventory, Qube qube) =>
+        NetworkChain.TemplateChain(inventory, qube).Take(2).Any(q => q.Features.TryGetValue("service.custom-persist", out var v) && NetworkChain.IsTrue(v));
+
+    /// <summary>
+    /// The body of the managed block of one file: the script of the qube that owns the file, or, in a
+    /// disposable template shared by several qubes, one part per qube, each run only in the qube it names
+    /// (<c>qubesdb-read /name</c>). Empty when no forward crosses any of them.
+    /// </summary>
+    public static string BlockBody(QubesInventory inventory, Qube storage, string path, Func<Qube, QubeForwards> forwardsOf)
+    {
+        var owners = inventory.Qubes
+            .Where(q => StorageOf(inventory, q).Name == storage.Name && HookPath(q) == path)
+            .Select(forwardsOf)
+            .Where(s => !s.IsEmpty)
+            .OrderBy(s => s.Qube.Name, StringComparer.Ordinal)
+            .ToList();
+        if (owners.Count == 0) return "";
+        if (owners.Count == 1 && owners[0].Qube.Name == storage.Name) return NftForwardScript.Render(owners[0]);
+        var sb = new StringBuilder();
+        sb.Append("# Kept in ").Append(storage.Name).Append(", the disposable template of ")
+          .Append(string.Join(", ", owners.Select(o => o.Qube.Name))).Append(": every disposable made from it\n");
+        sb.Append("# gets this file, and each part below runs only in the qube it names.\n");
+        foreach (var owner in owners)
+        {
+            sb.Append("if [ \"$(qubesdb-read /name 2>/dev/null)\" = ").Append(ShellQuote.Single(owner.Qube.Name)).Append(" ]; then\n");
+            sb.Append(NftForwardScript.Render(owner));
+            sb.Append("fi\n");
+        }
+        return sb.ToString();
+    }
+}

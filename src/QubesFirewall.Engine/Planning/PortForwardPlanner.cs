@@ -1,0 +1,692 @@
+using System.Globalization;
+using System.Text;
+using QubesFirewall.Engine.Backends;
+using QubesFirewall.Engine.Formats;
+using QubesFirewall.Engine.Model;
+using QubesFirewall.Engine.Persistence;
+using QubesFirewall.Engine.Scripts;
+
+namespace QubesFirewall.Engine.Planning;
+
+/// <summary>How a port forward plan is made.</summary>
+public sealed record PortForwardOptions
+{
+    public DateTimeOffset Now { get; init; } = DateTimeOffset.UtcNow;
+
+    /// <summary>Accept a disposable on the way (its /rw lives in its disposable template, shared with every disposable made from it).</summary>
+    public bool Force { get; init; }
+
+    /// <summary>
+    /// Live backend: the network qubes on the way must be running (their rules are applied now), and a
+    /// halted qube gets its file but nothing is run in it. Offline every run is recorded, nothing checked.
+    /// </summary>
+    public bool RequireRunning { get; init; }
+
+    public static PortForwardOptions For(IQubesBackend backend, DateTimeOffset now, bool force = false) =>
+        new() { Now = now, Force = force, RequireRunning = backend is not OfflineRoot };
+}
+
+public enum PortForwardStepKind { SetFeature, RemoveFeature, WriteFile, RunScript }
+
+/// <summary>One change of a plan, with the words -WhatIf and -Verbose show.</summary>
+public sealed record PortForwardStep
+{
+    public required PortForwardStepKind Kind { get; init; }
+
+    /// <summary>The qube the change is made in (for a file of a disposable: its template).</summary>
+    public required string VMName { get; init; }
+
+    /// <summary>The qube whose rules the step is about (hop or target); for feature steps the target.</summary>
+    public required string ForQube { get; init; }
+
+    public required string Description { get; init; }
+
+    /// <summary>More lines for -WhatIf: the nft commands a run step executes.</summary>
+    public string? Detail { get; init; }
+
+    /// <summary>For file and run steps: the qube whose /rw holds the hook file.</summary>
+    public string? StoredIn { get; init; }
+
+    /// <summary>For file and run steps: how many forwards the qube's script carries after the change.</summary>
+    public int Forwards { get; init; }
+
+    public string? FeatureName { get; init; }
+    public string? FeatureValue { get; init; }
+    public string? Path { get; init; }
+    public string? Content { get; init; }
+    public string? Script { get; init; }
+
+    public override string ToString() => Description;
+}
+
+/// <summary>
+/// An ordered list of changes that adds, updates or removes one port forward: the feature of the
+/// target, then for each qube on the way its hook file (managed block) and a run of its script.
+/// Adding opens from the inside out (target first, the outermost hop last), removing closes from the
+/// outside in (outermost hop first, the declaration last), so a failure half way leaves the port shut at
+/// the edge. Deterministic: the same inventory, files and request give the same plan.
+/// </summary>
+public sealed record PortForwardPlan
+{
+    public required string Operation { get; init; }
+
+    /// <summary>The forward added/updated, or the one removed (null when the removed feature could not be read).</summary>
+    public PortForward? Forward { get; init; }
+
+    /// <summary>For an update: the declaration it replaces.</summary>
+    public PortForward? Previous { get; init; }
+
+    public required string VMName { get; init; }
+
+    public required string FeatureName { get; init; }
+
+    /// <summary>The network qubes of the forward, outermost first (empty when it cannot be resolved).</summary>
+    public IReadOnlyList<string> Hops { get; init; } = [];
+
+    public IReadOnlyList<PortForwardStep> Steps { get; init; } = [];
+
+    public IReadOnlyList<string> Warnings { get; init; } = [];
+
+    /// <summary>The ShouldProcess target: <c>tcp/443 -> work:443 (sys-net -> sys-firewall -> work)</c>.</summary>
+    public required string Target { get; init; }
+
+    /// <summary>True when the port is open to anyone who reaches the first hop (no -AllowFrom).</summary>
+    public bool OpenToEveryone => Forward?.IsOpenToEveryone == true && Operation != "Remove";
+
+    /// <summary>The whole plan for -WhatIf: one line per step, the nft commands indented under run steps.</summary>
+    public string Describe()
+    {
+        var sb = new StringBuilder();
+        sb.Append(Operation).Append(" port forward ").Append(Target).Append(':');
+        var n = 0;
+        foreach (var step in Steps)
+        {
+            sb.Append('\n').Append("  ").Append((++n).ToString(CultureInfo.InvariantCulture)).Append(". ").Append(step.Description);
+            if (step.Detail is { } detail)
+                foreach (var line in detail.TrimEnd('\n').Split('\n')) sb.Append("\n       ").Append(line.Replace("\t", "  ", StringComparison.Ordinal));
+        }
+        return sb.ToString();
+    }
+}
+
+/// <summary>What happened in one qube when a plan was applied.</summary>
+public enum PortForwardHopStatus
+{
+    /// <summary>File written as needed and the script ran in the qube.</summary>
+    Applied,
+    /// <summary>Offline root: the file was written and the run recorded (nothing runs offline).</summary>
+    Recorded,
+    /// <summary>The qube is not running: its file was written; the rules apply when it starts.</summary>
+    Persisted,
+    /// <summary>A step of this qube failed; see Output.</summary>
+    Failed,
+    /// <summary>Not reached: an earlier step failed.</summary>
+    NotReached,
+}
+
+/// <summary>The result for one qube of a port forward change (Add-/Remove-QubePortForward -PassThru).</summary>
+public sealed record PortForwardHopResult
+{
+    /// <summary>The qube whose rules changed.</summary>
+    public required string VMName { get; init; }
+
+    /// <summary><c>hop 1 of 2</c>, <c>target</c>.</summary>
+    public required string Role { get; init; }
+
+    /// <summary>The forward: <c>tcp/443 -> work:443</c>.</summary>
+    public required string Forward { get; init; }
+
+    public required string Operation { get; init; }
+
+    /// <summary>The qube whose /rw holds the file (the disposable template for a disposable).</summary>
+    public required string StoredIn { get; init; }
+
+    public required string Path { get; init; }
+
+    public bool FileChanged { get; init; }
+
+    /// <summary>Whether the script ran (false offline and for halted qubes).</summary>
+    public bool Executed { get; init; }
+
+    public int? ExitCode { get; init; }
+
+    public string? Output { get; init; }
+
+    /// <summary>How many forwards the qube's script now carries.</summary>
+    public int Forwards { get; init; }
+
+    public PortForwardHopStatus Status { get; init; }
+
+    public override string ToString() => $"{VMName} ({Role}): {Status}";
+}
+
+/// <summary>Results per qube, and the failure that stopped the apply (null when all went through).</summary>
+public sealed record PortForwardApplyResult(IReadOnlyList<PortForwardHopResult> Hops, QubesFirewallException? Failure);
+
+/// <summary>The script Export-QubeFirewallScript returns for a qube.</summary>
+public sealed record QubeForwardScript(string VMName, string StoredIn, string Path, string Script, int Forwards);
+
+/// <summary>
+/// Plans port forwards from the declarations in qube features (the only source of truth): resolves
+/// the chain, checks conflicts and hazards, rebuilds the script of every qube on the way from all
+/// declarations that cross it, and lays out the file writes and runs.
+/// </summary>
+public static class PortForwardPlanner
+{
+    // ------------------------------------------------------------------ add
+
+    /// <summary>Plans adding (or updating) a forward; reads the inventory and the hook files of the qubes on the way.</summary>
+    public static PortForwardPlan PlanAdd(IQubesBackend backend, PortForward forward, PortForwardOptions options)
+    {
+        var inventory = backend.GetInventory();
+        return PlanAdd(inventory, forward, options, backend.ReadQubeFile, vm => backend.GetFirewall(vm).Rules);
+    }
+
+    /// <summary>The pure planner: inventory, request, file reader (qube, path -> content or null), firewall reader (for internal forwards' sources; may be null).</summary>
+    public static PortForwardPlan PlanAdd(QubesInventory inventory, PortForward forward, PortForwardOptions options,
+        Func<string, string, string?> readFile, Func<string, IReadOnlyList<FirewallRule>>? readFirewall = null)
+    {
+        var warnings = new List<string>();
+        if (forward.AllowFrom.Any(h => h.Kind == HostKind.IPv6))
+            throw QubesFirewallException.Invalid("Ipv6ForwardNotSupported",
+                $"{forward.Text}: IPv6 sources ({string.Join(", ", forward.AllowFrom.Where(h => h.Kind == HostKind.IPv6).Select(h => h.Value))}) are not supported yet. " +
+                "Port forwards are generated for IPv4, where each network qube translates the address; list IPv4 networks only.", forward);
+        if (forward.Expire is { } expire && expire <= options.Now.ToUnixTimeSeconds())
+            throw QubesFirewallException.Invalid("ExpireInPast", $"{forward.Text}: the expiry time is not in the future, the forward would never match.", forward);
+
+        var chain = NetworkChain.Resolve(inventory, forward, options.RequireRunning);
+        var declarations = PortForwardDeclaration.ReadAll(inventory);
+        var existing = declarations.FirstOrDefault(d => d.VMName == forward.VMName && d.FeatureName == forward.FeatureName);
+        var others = new List<PortForward>();
+        foreach (var d in declarations)
+        {
+            if (ReferenceEquals(d, existing)) continue;
+            if (d.Forward is null) { warnings.Add(IgnoredWarning(d)); continue; }
+            others.Add(d.Forward);
+        }
+
+        // one port per protocol per hop: two forwards of tcp/443 through sys-net cannot both get it
+        foreach (var other in others.Where(o => o.Protocol == forward.Protocol && o.Port == forward.Port))
+        {
+            if (!TryResolve(inventory, other, out var otherChain, out _)) continue;
+            var shared = otherChain!.HopNames.Intersect(chain.HopNames, StringComparer.Ordinal).ToList();
+            if (shared.Count == 0) continue;
+            throw new QubesFirewallException("PortAlreadyForwarded", FailureKind.ResourceExists,
+                $"{forward.ProtocolText}/{forward.Port.ToString(CultureInfo.InvariantCulture)} is already forwarded to '{other.VMName}' through {string.Join(", ", shared)} " +
+                $"({otherChain.Path}{(other.IsExpiredAt(options.Now) ? ", expired" : "")}; feature {other.FeatureName} of {other.VMName}). A network qube can pass one port to one qube only. " +
+                $"Remove that forward first (Remove-QubePortForward -VMName {other.VMName} -Port {other.Port.ToString(CultureInfo.InvariantCulture)} -Protocol {other.Protocol}), " +
+                "or open another port and translate it with -TargetPort. Nothing was changed.", forward);
+        }
+
+        CheckDisposables(inventory, chain, options.Force, warnings);
+        CheckCustomPersist(inventory, chain, warnings);
+        if (forward.Type == ForwardType.External && chain.Hops.Count > 2)
+            warnings.Add($"{forward.Text} crosses {chain.Hops.Count} network qubes ({chain.Path}). Replies leave each of them by its own routing table: " +
+                $"if one of {string.Join(", ", chain.Hops.Skip(1).Take(chain.Hops.Count - 2).Select(h => h.Name))} sends its traffic into a VPN tunnel, the replies go there too and the connection fails. " +
+                "To publish a port through a VPN, forward it from the VPN's own interface with -Type Internal -Interface <tunnel> instead.");
+        if (forward.Type == ForwardType.Internal && forward.Interface is null && readFirewall is not null)
+            CheckSourceFirewalls(inventory, chain, readFirewall, options.Now, warnings);
+        if (options.RequireRunning && chain.Target.State != PowerState.Running)
+            warnings.Add($"'{chain.Target.Name}' is not running: its part is stored in its {ForwardPersistence.HookPath(chain.Target)} and applies when it starts.");
+
+        var after = others.Append(forward).ToList();
+        var previous = existing?.Forward;
+        var operation = existing is null ? "Add" : existing.FeatureValue == forward.FeatureValue ? "Reapply" : "Update";
+
+        // inside out: the target first, the outermost hop last; qubes only the old declaration crossed at the end
+        var order = new List<Qube> { chain.Target };
+        order.AddRange(chain.Hops.Reverse().Select(h => h.Qube));
+        if (previous is not null && TryResolve(inventory, previous, out var previousChain, out _))
+            foreach (var q in new[] { previousChain!.Target }.Concat(previousChain.Hops.Reverse().Select(h => h.Qube)))
+                if (!order.Any(o => o.Name == q.Name)) order.Add(q);
+
+        var steps = new List<PortForwardStep>();
+        if (existing?.FeatureValue != forward.FeatureValue)
+        {
+            steps.Add(new PortForwardStep
+            {
+                Kind = PortForwardStepKind.SetFeature,
+                VMName = forward.VMName,
+                ForQube = forward.VMName,
+                FeatureName = forward.FeatureName,
+                FeatureValue = forward.FeatureValue,
+                Description = $"{forward.VMName}: {(existing is null ? "set" : "change")} feature {forward.FeatureName} = '{forward.FeatureValue}'",
+            });
+        }
+        var layout = ForwardLayout.Build(inventory, after, warnings);
+        steps.AddRange(HopSteps(inventory, layout, order, readFile, options, warnings));
+
+        return new PortForwardPlan
+        {
+            Operation = operation,
+            Forward = forward,
+            Previous = previous,
+            VMName = forward.VMName,
+            FeatureName = forward.FeatureName,
+            Hops = chain.HopNames.ToList(),
+            Steps = steps,
+            Warnings = warnings.Distinct().ToList(),
+            Target = $"{forward.Text} ({chain.Path})",
+        };
+    }
+
+    // ------------------------------------------------------------------ remove
+
+    public static PortForwardPlan PlanRemove(IQubesBackend backend, string vmName, ForwardProtocol protocol, int port, PortForwardOptions options) =>
+        PlanRemove(backend.GetInventory(), vmName, protocol, port, options, backend.ReadQubeFile);
+
+    /// <summary>
+    /// Plans removing the forward of <paramref name="protocol"/>/<paramref name="port"/> declared on
+    /// <paramref name="vmName"/> (also a hand-written feature with a non-canonical name or an unreadable value).
+    /// The qubes on its way get their scripts rebuilt without it; a qube left with no forward loses the
+    /// module's chains, jumps and managed block.
+    /// </summary>
+    public static PortForwardPlan PlanRemove(QubesInventory inventory, string vmName, ForwardProtocol protocol, int port, PortForwardOptions options,
+        Func<string, string, string?> readFile)
+    {
+        var warnings = new List<string>();
+        var target = inventory.Get(Validation.QubeName.Validate(vmName));
+        PortForward.ValidatePort(port);
+        var declarations = PortForwardDeclaration.ReadAll(inventory);
+        var matching = declarations.Where(d => d.VMName == target.Name
+            && PortForwardFeature.TryParseName(d.FeatureName, out var p, out var n, lenient: true) && p == protocol && n == port).ToList();
+        var name = PortForwardFeature.NameFor(protocol, port);
+        if (matching.Count == 0)
+            throw new QubesFirewallException("PortForwardNotFound", FailureKind.ObjectNotFound,
+                $"'{target.Name}' has no port forward {(protocol == ForwardProtocol.Tcp ? "tcp" : "udp")}/{port.ToString(CultureInfo.InvariantCulture)} (no feature {name}). Get-QubePortForward lists the declared ones.", name);
+        var removed = matching.Select(d => d.Forward).FirstOrDefault(f => f is not null);
+        var others = new List<PortForward>();
+        foreach (var d in declarations.Except(matching))
+        {
+            if (d.Forward is null) { warnings.Add(IgnoredWarning(d)); continue; }
+            others.Add(d.Forward);
+        }
+
+        var order = new List<Qube>();
+        var hops = new List<string>();
+        NetworkChain? chain = null;
+        string? why = null;
+        if (removed is not null && TryResolve(inventory, removed, out chain, out why, structuralOnly: true))
+        {
+            // outside in: the outermost hop closes first, the target last
+            order.AddRange(chain!.Hops.Select(h => h.Qube));
+            order.Add(chain.Target);
+            hops.AddRange(chain.HopNames);
+        }
+        else
+        {
+            warnings.Add(removed is null
+                ? $"The declaration {matching[0].FeatureName} of {target.Name} cannot be read, so the network qubes it crossed are unknown: only the feature is removed. Check the scripts of the network qubes (Export-QubeFirewallScript)."
+                : $"The network chain of {removed.Text} cannot be resolved now ({why}); only its declaration is removed. If the qube's netvm changed since the forward was added, the old network qubes still carry its rules until their scripts are rebuilt.");
+            order.Add(target);
+        }
+
+        var layout = ForwardLayout.Build(inventory, others, warnings);
+        var steps = HopSteps(inventory, layout, order, readFile, options, warnings).ToList();
+        foreach (var d in matching)
+        {
+            steps.Add(new PortForwardStep
+            {
+                Kind = PortForwardStepKind.RemoveFeature,
+                VMName = target.Name,
+                ForQube = target.Name,
+                FeatureName = d.FeatureName,
+                Description = $"{target.Name}: remove feature {d.FeatureName} (was '{d.FeatureValue}')",
+            });
+        }
+        var text = removed?.Text ?? $"{(protocol == ForwardProtocol.Tcp ? "tcp" : "udp")}/{port.ToString(CultureInfo.InvariantCulture)} -> {target.Name}";
+        return new PortForwardPlan
+        {
+            Operation = "Remove",
+            Forward = removed,
+            VMName = target.Name,
+            FeatureName = name,
+            Hops = hops,
+            Steps = steps,
+            Warnings = warnings.Distinct().ToList(),
+            Target = hops.Count > 0 ? $"{text} ({string.Join(" -> ", hops.Append(target.Name))})" : text,
+        };
+    }
+
+    // ------------------------------------------------------------------ export / list
+
+    /// <summary>The script the module maintains for a qube (the body of its managed block), or null when no forward crosses it.</summary>
+    public static QubeForwardScript? Export(QubesInventory inventory, string vmName, ICollection<string>? warnings = null)
+    {
+        var qube = inventory.Get(Validation.QubeName.Validate(vmName));
+        var list = new List<string>();
+        var forwards = PortForwardDeclaration.ReadAll(inventory).Where(d => d.Forward is not null).Select(d => d.Forward!).ToList();
+        var layout = ForwardLayout.Build(inventory, forwards, list);
+        foreach (var w in list) warnings?.Add(w);
+        var set = layout.For(qube);
+        if (set.IsEmpty) return null;
+        var storage = ForwardPersistence.StorageOf(inventory, qube);
+        var path = ForwardPersistence.HookPath(qube);
+        return new QubeForwardScript(qube.Name, storage.Name, path, ForwardPersistence.BlockBody(inventory, storage, path, layout.For), set.Count);
+    }
+
+    /// <summary>The declared forwards as Get-QubePortForward shows them (invalid declarations come back with their problem).</summary>
+    public static IReadOnlyList<QubePortForward> List(QubesInventory inventory, DateTimeOffset now, Func<string, bool>? vmFilter = null)
+    {
+        var result = new List<QubePortForward>();
+        foreach (var d in PortForwardDeclaration.ReadAll(inventory))
+        {
+            if (vmFilter is not null && !vmFilter(d.VMName)) continue;
+            if (d.Forward is null)
+            {
+                result.Add(new QubePortForward(d, null, [], false, d.Problem));
+                continue;
+            }
+            var hops = TryResolve(inventory, d.Forward, out var chain, out var why) ? chain!.HopNames.ToList() : [];
+            result.Add(new QubePortForward(d, d.Forward, hops, d.Forward.IsExpiredAt(now), chain is null ? why : null));
+        }
+        return result;
+    }
+
+    // ------------------------------------------------------------------ apply
+
+    /// <summary>
+    /// Applies the steps in order; stops at the first failure (an exception or a script that exits
+    /// non-zero) and reports, per qube, what was done and what was not reached.
+    /// </summary>
+    public static PortForwardApplyResult Apply(IQubesBackend backend, PortForwardPlan plan)
+    {
+        var qubes = plan.Steps.Where(s => s.Kind is PortForwardStepKind.WriteFile or PortForwardStepKind.RunScript)
+            .GroupBy(s => s.ForQube).ToList();
+        var state = new Dictionary<string, PortForwardHopResult>(StringComparer.Ordinal);
+        foreach (var group in qubes)
+        {
+            var first = group.First();
+            state[group.Key] = new PortForwardHopResult
+            {
+                VMName = group.Key,
+                Role = RoleOf(plan, group.Key),
+                Forward = plan.Forward?.Text ?? plan.FeatureName,
+                Operation = plan.Operation,
+                StoredIn = first.StoredIn ?? first.VMName,
+                Path = first.Path ?? "",
+                Forwards = first.Forwards,
+                Status = PortForwardHopStatus.NotReached,
+            };
+        }
+
+        QubesFirewallException? failure = null;
+        var done = new List<string>();
+        foreach (var step in plan.Steps)
+        {
+            try
+            {
+                switch (step.Kind)
+                {
+                    case PortForwardStepKind.SetFeature:
+                        backend.SetFeature(step.VMName, step.FeatureName!, step.FeatureValue!);
+                        break;
+                    case PortForwardStepKind.RemoveFeature:
+                        backend.RemoveFeature(step.VMName, step.FeatureName!);
+                        break;
+                    case PortForwardStepKind.WriteFile:
+                        backend.WriteQubeFile(step.VMName, step.Path!, step.Content!, ManagedBlock.FileMode);
+                        state[step.ForQube] = state[step.ForQube] with { FileChanged = true, Status = PortForwardHopStatus.Persisted };
+                        break;
+                    case PortForwardStepKind.RunScript:
+                        var r = backend.RunQubeShellScript(step.VMName, step.Script!, $"port forwards of {step.VMName}");
+                        var status = !r.Executed ? PortForwardHopStatus.Recorded : r.Succeeded ? PortForwardHopStatus.Applied : PortForwardHopStatus.Failed;
+                        state[step.ForQube] = state[step.ForQube] with { Executed = r.Executed, ExitCode = r.ExitCode, Output = r.Output, Status = status };
+                        if (!r.Succeeded)
+                            throw new QubesFirewallException("PortForwardScriptFailed", FailureKind.InvalidOperation,
+                                $"The port forward script failed in '{step.VMName}' (exit code {r.ExitCode.ToString(CultureInfo.InvariantCulture)}): {r.Output.Trim()}", step.VMName);
+                        break;
+                }
+                done.Add(step.Description);
+            }
+            catch (Exception caught) when (caught is QubesFirewallException or IOException or UnauthorizedAccessException)
+            {
+                var ex = caught as QubesFirewallException
+                    ?? new QubesFirewallException("QubeFileWriteFailed", FailureKind.WriteError, $"{step.VMName}:{step.Path}: {caught.Message}", step.VMName, caught);
+                if (state.TryGetValue(step.ForQube, out var s) && s.Status != PortForwardHopStatus.Failed)
+                    state[step.ForQube] = s with { Status = PortForwardHopStatus.Failed, Output = ex.Message };
+                failure = new QubesFirewallException("PortForwardPartiallyApplied", ex.Kind, PartialMessage(plan, step, ex, done), plan.FeatureName, ex);
+                break;
+            }
+        }
+        return new PortForwardApplyResult(qubes.Select(g => state[g.Key]).ToList(), failure);
+    }
+
+    private static string PartialMessage(PortForwardPlan plan, PortForwardStep failed, QubesFirewallException ex, List<string> done)
+    {
+        var sb = new StringBuilder();
+        sb.Append(plan.Operation).Append(' ').Append(plan.Target).Append(" stopped at \"").Append(failed.Description).Append("\": ").Append(ex.Message);
+        sb.Append(done.Count == 0 ? " Nothing was changed." : " Done before: " + string.Join("; ", done) + ".");
+        var rest = plan.Steps.SkipWhile(s => !ReferenceEquals(s, failed)).Skip(1).Select(s => s.Description).ToList();
+        if (rest.Count > 0) sb.Append(" Not done: ").Append(string.Join("; ", rest)).Append('.');
+        sb.Append(plan.Operation == "Remove"
+            ? " The outer network qubes were handled first, so the port is closed where it was done; run Remove-QubePortForward again to finish."
+            : " The outermost network qube is changed last, so the port is not open from outside yet; run the command again to finish, or Remove-QubePortForward to undo.");
+        return sb.ToString();
+    }
+
+    // ------------------------------------------------------------------ steps per qube
+
+    private static IEnumerable<PortForwardStep> HopSteps(QubesInventory inventory, ForwardLayout layout, IReadOnlyList<Qube> order,
+        Func<string, string, string?> readFile, PortForwardOptions options, List<string> warnings)
+    {
+        var written = new HashSet<string>(StringComparer.Ordinal);
+        foreach (var qube in order)
+        {
+            var set = layout.For(qube);
+            var storage = ForwardPersistence.StorageOf(inventory, qube);
+            var path = ForwardPersistence.HookPath(qube);
+            var role = set.IsEmpty ? "no forward left" : set.Count == 1 ? "1 forward" : $"{set.Count.ToString(CultureInfo.InvariantCulture)} forwards";
+            if (written.Add(storage.Name + "\0" + path))
+            {
+                var current = readFile(storage.Name, path);
+                var body = ForwardPersistence.BlockBody(inventory, storage, path, layout.For);
+                string? content;
+                try
+                {
+                    content = body.Length == 0 ? ManagedBlock.Remove(current) : ManagedBlock.Upsert(current, body);
+                }
+                catch (QubesFirewallException ex) when (ex.ErrorId == "ManagedBlockDamaged")
+                {
+                    throw new QubesFirewallException(ex.ErrorId, ex.Kind, $"{storage.Name}:{path}: {ex.Message}", $"{storage.Name}:{path}");
+                }
+                if (current is not null && path == ForwardPersistence.FirewallUserScript && !ManagedBlock.HasShebang(current) && body.Length > 0)
+                    warnings.Add($"{storage.Name}:{path} has no '#!' first line: the qubes-firewall service executes the file directly and cannot run it. Add '#!/bin/sh' as its first line.");
+                if (content is not null && content != current)
+                {
+                    var what = body.Length == 0 ? "remove the managed block" : current is null ? "create it (#!/bin/sh, mode 0755) with the managed block"
+                        : ManagedBlock.Extract(current) is null ? "add the managed block (mode 0755)" : "replace the managed block (mode 0755)";
+                    yield return new PortForwardStep
+                    {
+                        Kind = PortForwardStepKind.WriteFile,
+                        VMName = storage.Name,
+                        ForQube = qube.Name,
+                        Path = path,
+                        Content = content,
+                        StoredIn = storage.Name,
+                        Forwards = set.Count,
+                        Description = storage.Name == qube.Name
+                            ? $"{qube.Name}: write {path}: {what} ({role})"
+                            : $"{storage.Name}: write {path} for {qube.Name} (a disposable of {storage.Name}): {what} ({role})",
+                    };
+                }
+            }
+            if (options.RequireRunning && qube.State != PowerState.Running)
+            {
+                if (!set.IsEmpty || qube.ProvidesNetwork)
+                    warnings.Add($"'{qube.Name}' is not running: nothing is run in it now; its rules follow its file when it starts.");
+                continue;
+            }
+            var script = NftForwardScript.Render(set);
+            yield return new PortForwardStep
+            {
+                Kind = PortForwardStepKind.RunScript,
+                VMName = qube.Name,
+                ForQube = qube.Name,
+                Path = path,
+                Script = script,
+                StoredIn = storage.Name,
+                Forwards = set.Count,
+                Description = set.IsEmpty
+                    ? $"{qube.Name}: run as root: nft -a list table ip qubes, then one nft -f - transaction removing the qubesfw-* chains and their jumps:"
+                    : $"{qube.Name}: run as root: nft -a list table ip qubes, then one nft -f - transaction for its {role}:",
+                Detail = "delete rule ... handle N  (each earlier jump commented \"qubesfirewall\")\n" + NftForwardScript.Transaction(set),
+            };
+        }
+    }
+
+    private static string RoleOf(PortForwardPlan plan, string qube)
+    {
+        if (qube == plan.VMName) return "target";
+        var i = plan.Hops.ToList().IndexOf(qube);
+        return i >= 0 ? $"hop {(i + 1).ToString(CultureInfo.InvariantCulture)} of {plan.Hops.Count.ToString(CultureInfo.InvariantCulture)}" : "previous hop";
+    }
+
+    // ------------------------------------------------------------------ checks
+
+    private static void CheckDisposables(QubesInventory inventory, NetworkChain chain, bool force, List<string> warnings)
+    {
+        foreach (var qube in chain.Hops.Select(h => h.Qube).Append(chain.Target))
+        {
+            if (qube.Class != QubeClass.DispVM) continue;
+            var storage = ForwardPersistence.StorageOf(inventory, qube);
+            if (storage.Name == qube.Name) continue;
+            var path = ForwardPersistence.HookPath(qube);
+            var siblings = inventory.Qubes.Where(q => q.Class == QubeClass.DispVM && q.Template == storage.Name && q.Name != qube.Name).Select(q => q.Name).ToList();
+            var role = qube.Name == chain.Target.Name ? "the target" : "on the way";
+            var others = siblings.Count == 0
+                ? $"No other disposable of {storage.Name} exists now, but every disposable started from it later gets the file too"
+                : $"The other disposables of {storage.Name} ({string.Join(", ", siblings)}) get the file too, as does every disposable started from it later";
+            var message = $"'{qube.Name}' ({role}) is a disposable of '{storage.Name}': its /rw is a fresh copy of {storage.Name}'s at each start, so its {path} " +
+                $"can only be kept in {storage.Name}. {others}; the part written for {qube.Name} checks the qube's name and runs only there, and {storage.Name} itself must be reachable (started) to change it.";
+            if (!force)
+                throw new QubesFirewallException("DisposableHop", FailureKind.InvalidOperation,
+                    message + " Use -Force to write it there anyway, or make the qube a non-disposable (for sys-firewall: qvm-create --class AppVM). Nothing was changed.", qube.Name);
+            warnings.Add(message);
+        }
+    }
+
+    private static void CheckCustomPersist(QubesInventory inventory, NetworkChain chain, List<string> warnings)
+    {
+        foreach (var qube in chain.Hops.Select(h => h.Qube).Append(chain.Target))
+            if (ForwardPersistence.HasCustomPersist(inventory, qube))
+                warnings.Add($"'{qube.Name}' has the R4.3 custom-persist service on: Qubes does not run the /rw/config hooks there, so its part of the forward is applied now but " +
+                    $"not when it starts again. Make {ForwardPersistence.HookPath(qube)} persistent in it (a custom-persist.* bind for /rw/config) or turn custom-persist off.");
+    }
+
+    /// <summary>For an internal forward: the qubes the network qube serves reach the target only if their own Qubes firewall lets them.</summary>
+    private static void CheckSourceFirewalls(QubesInventory inventory, NetworkChain chain, Func<string, IReadOnlyList<FirewallRule>> readFirewall,
+        DateTimeOffset now, List<string> warnings)
+    {
+        var f = chain.Forward;
+        var netvm = chain.Hops[0].Qube;
+        var destination = chain.Target.IP!;
+        var proto = f.Protocol == ForwardProtocol.Tcp ? RuleProtocol.Tcp : RuleProtocol.Udp;
+        foreach (var client in inventory.ClientsOf(netvm.Name))
+        {
+            if (client.Name == chain.Target.Name || client.IP is null) continue;
+            if (f.AllowFrom.Count > 0 && !f.AllowFrom.Any(n => PortForward.Contains(n, client.IP))) continue;
+            IReadOnlyList<FirewallRule> rules;
+            try { rules = readFirewall(client.Name); }
+            catch (QubesFirewallException) { continue; }
+            var (verdict, number, rule) = FirewallVerdict.Evaluate(rules, proto, destination, f.TargetPort, now);
+            if (verdict == FirewallVerdictKind.Accept) continue;
+            var why = verdict switch
+            {
+                FirewallVerdictKind.Drop when rule is not null => $"its rule {number.ToString(CultureInfo.InvariantCulture)} ({rule.Text}) drops it",
+                FirewallVerdictKind.Drop => "no rule of its list matches, and what matches nothing is dropped",
+                _ => $"its rule {number.ToString(CultureInfo.InvariantCulture)} ({rule!.Text}) names a host that only {netvm.Name} resolves, so this cannot be checked here",
+            };
+            if (verdict == FirewallVerdictKind.Unknown)
+            {
+                warnings.Add($"'{client.Name}' may not be able to use {f.Text}: {why}. Its own Qubes firewall must allow {destination} {f.ProtocolText} port {f.TargetPort.ToString(CultureInfo.InvariantCulture)}.");
+                continue;
+            }
+            warnings.Add($"'{client.Name}' cannot use {f.Text}: after {netvm.Name} translates the address, the connection goes to {destination} {f.ProtocolText} port {f.TargetPort.ToString(CultureInfo.InvariantCulture)}, and {client.Name}'s own Qubes firewall, " +
+                $"enforced in {netvm.Name}, must allow that: {why}. Allow it with: Add-QubeFirewallRule -VMName {client.Name} -Action Accept -Protocol {f.Protocol} -DstHost {destination} -DstPorts {f.TargetPort.ToString(CultureInfo.InvariantCulture)}");
+        }
+    }
+
+    private static string IgnoredWarning(PortForwardDeclaration d) =>
+        $"The feature {d.FeatureName} of {d.VMName} is not a valid port forward and is ignored (nothing is generated for it): {d.Problem} Fix or remove it: Remove-QubePortForward removes it by port.";
+
+    internal static bool TryResolve(QubesInventory inventory, PortForward forward, out NetworkChain? chain, out string? why, bool structuralOnly = false)
+    {
+        try
+        {
+            chain = structuralOnly ? NetworkChain.ResolveStructure(inventory, forward) : NetworkChain.Resolve(inventory, forward);
+            why = null;
+            return true;
+        }
+        catch (QubesFirewallException ex)
+        {
+            chain = null;
+            why = ex.Message;
+            return false;
+        }
+    }
+}
+
+/// <summary>Which forwards cross each qube, built from a set of declarations (those whose chain cannot be resolved are left out, with a warning).</summary>
+public sealed class ForwardLayout
+{
+    private readonly Dictionary<string, List<(NetworkChain, ChainHop)>> _hops = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, List<NetworkChain>> _targets = new(StringComparer.Ordinal);
+
+    public static ForwardLayout Build(QubesInventory inventory, IEnumerable<PortForward> forwards, ICollection<string> warnings)
+    {
+        var layout = new ForwardLayout();
+        foreach (var f in forwards)
+        {
+            if (!PortForwardPlanner.TryResolve(inventory, f, out var chain, out var why))
+            {
+                warnings.Add($"{f.Text} (feature {f.FeatureName} of {f.VMName}) is left out of the generated scripts: {why}");
+                continue;
+            }
+            foreach (var hop in chain!.Hops)
+            {
+                if (!layout._hops.TryGetValue(hop.Name, out var list)) layout._hops[hop.Name] = list = [];
+                list.Add((chain, hop));
+            }
+            if (!layout._targets.TryGetValue(chain.Target.Name, out var targets)) layout._targets[chain.Target.Name] = targets = [];
+            targets.Add(chain);
+        }
+        return layout;
+    }
+
+    public QubeForwards For(Qube qube) => new(qube,
+        _hops.TryGetValue(qube.Name, out var h) ? h : [],
+        _targets.TryGetValue(qube.Name, out var t) ? t : []);
+}
+
+public enum FirewallVerdictKind { Accept, Drop, Unknown }
+
+/// <summary>First-match evaluation of a Qubes firewall rule list for one destination, as the network qube applies it.</summary>
+public static class FirewallVerdict
+{
+    /// <summary>
+    /// The verdict of the first rule matching (protocol, destination address, port), with its number (as
+    /// Get-QubeFirewallRule numbers it) and the rule. A rule naming a host before any match makes the
+    /// verdict Unknown (only the network qube resolves names). Without any match: Drop (the policy).
+    /// </summary>
+    public static (FirewallVerdictKind Verdict, int Number, FirewallRule? Rule) Evaluate(IReadOnlyList<FirewallRule> rules, RuleProtocol protocol, string address, int port, DateTimeOffset now)
+    {
+        var number = -1;
+        foreach (var rule in rules)
+        {
+            if (rule.IsExpiredAt(now)) continue;
+            number++;
+            if (rule.SpecialTarget is not null) continue;
+            if (rule.Protocol is { } p && p != protocol) continue;
+            if (rule.DstPorts is { } ports && (port < ports.First || port > ports.Last)) continue;
+            if (rule.DstHost is { } host)
+            {
+                if (host.Kind == HostKind.Name) return (FirewallVerdictKind.Unknown, number, rule);
+                if (!PortForward.Contains(host, address)) continue;
+            }
+            else if (rule.RawDstHost is not null) continue;
+            return (rule.Action == RuleAction.Accept ? FirewallVerdictKind.Accept : FirewallVerdictKind.Drop, number, rule);
+        }
+        return (FirewallVerdictKind.Drop, number, null);
+    }
+}

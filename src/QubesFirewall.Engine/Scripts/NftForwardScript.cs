@@ -1,0 +1,237 @@
+using System.Globalization;
+using System.Text;
+using QubesFirewall.Engine.Model;
+using QubesFirewall.Engine.Planning;
+
+namespace QubesFirewall.Engine.Scripts;
+
+/// <summary>An nftables address family the generator writes for (table <c>ip qubes</c> or <c>ip6 qubes</c>).</summary>
+public enum NftFamily { Ip, Ip6 }
+
+/// <summary>Everything one qube does for the declared forwards: the hops it is on, the forwards it is the target of.</summary>
+public sealed record QubeForwards(Qube Qube, IReadOnlyList<(NetworkChain Chain, ChainHop Hop)> AsHop, IReadOnlyList<NetworkChain> AsTarget)
+{
+    public bool IsEmpty => AsHop.Count == 0 && AsTarget.Count == 0;
+
+    public int Count => AsHop.Count + AsTarget.Count;
+}
+
+/// <summary>
+/// Generates, for one qube, the script that makes its nftables ruleset carry exactly the declared
+/// forwards that cross it (Qubes R4.2 and later), from scratch each time.
+/// <para>The module owns three chains per family table (<c>ip qubes</c>, later <c>ip6 qubes</c>):</para>
+/// <list type="bullet">
+/// <item><c>qubesfw-dnat</c>: its own base chain, <c>type nat hook prerouting priority dstnat</c>. Not a
+/// jump from Qubes' <c>dnat-dns</c>: qubes-setup-dnat-to-ns deletes and recreates that chain each time
+/// the DNS servers change, which would drop the jump. Rules there match only traffic addressed to this
+/// qube (its Qubes address, or any local address on the outside), so nothing else is translated.</item>
+/// <item><c>qubesfw-forward</c>: jumped to from the user chain <c>custom-forward</c> (first in Qubes'
+/// <c>forward</c>), accepting only connections this qube translated (<c>ct status dnat</c>).</item>
+/// <item><c>qubesfw-input</c>: jumped to from <c>custom-input</c> in the target, accepting the port.</item>
+/// </list>
+/// <para>The script reads the table once (<c>nft -a list table ip qubes</c>) to find the handles of earlier
+/// jumps (rules commented <c>"qubesfirewall"</c> in custom-forward and custom-input), then pipes one
+/// transaction into <c>nft -f -</c>: delete those jumps, declare the three chains, flush them, refill the
+/// ones in use, insert the jumps again at the top of the custom chains and delete the chains not in use.
+/// Either all of it applies or nothing does; run again, it leaves the same ruleset; the user's own rules
+/// in the custom chains are never touched. With nothing left to forward, it removes the chains and the
+/// jumps, giving back the ruleset as it was before the first forward.</para>
+/// </summary>
+public static class NftForwardScript
+{
+    public const string Marker = "qubesfirewall";
+    public const string DnatChain = "qubesfw-dnat";
+    public const string ForwardChain = "qubesfw-forward";
+    public const string InputChain = "qubesfw-input";
+    public const string HeredocDelimiter = "QUBESFW_NFT";
+
+    public static string Table(NftFamily family) => family == NftFamily.Ip ? "ip qubes" : "ip6 qubes";
+
+    private static string AddrKeyword(NftFamily family) => family == NftFamily.Ip ? "ip" : "ip6";
+
+    /// <summary>The families a qube's script covers: IPv4 always (so an empty script still cleans up); IPv6 when a forward needs it.</summary>
+    public static IReadOnlyList<NftFamily> Families(QubeForwards set)
+    {
+        var families = new List<NftFamily> { NftFamily.Ip };
+        if (set.AsHop.Any(h => h.Hop.NextAddress.Contains(':')) || set.AsTarget.Any(t => t.Target.IP?.Contains(':') == true))
+            families.Add(NftFamily.Ip6);
+        return families;
+    }
+
+    /// <summary>The whole script for one qube (shell, runs as root in that qube).</summary>
+    public static string Render(QubeForwards set)
+    {
+        var name = set.Qube.Name;
+        var sb = new StringBuilder(2048);
+        sb.Append("# QubesFirewall port forwards ").Append(set.IsEmpty ? "removed from " : "in ").Append(name);
+        if (set.Qube.IP is { } ip) sb.Append(" (").Append(ip).Append(')');
+        sb.Append(", generated in dom0 from the qubesfirewall.forward.*\n");
+        sb.Append("# qube features. Add-QubePortForward and Remove-QubePortForward rewrite it: do not edit.\n");
+        foreach (var line in Summary(set)) sb.Append("#   ").Append(ShellQuote.CommentText(line)).Append('\n');
+        if (set.IsEmpty) sb.Append("#   (none left: this removes the chains and jumps the module added)\n");
+        sb.Append("# One nft transaction replaces the chains ").Append(DnatChain).Append(", ").Append(ForwardChain).Append(" and ").Append(InputChain).Append('\n');
+        sb.Append("# of table ip qubes and their jumps (commented \"").Append(Marker).Append("\") in custom-forward and custom-input;\n");
+        sb.Append("# nothing else is touched, and running it again changes nothing.\n");
+        sb.Append("(\n");
+        var families = Families(set);
+        foreach (var family in families)
+        {
+            var variable = family == NftFamily.Ip ? "qubesfw_ip" : "qubesfw_ip6";
+            sb.Append("  ").Append(variable).Append("=$(nft -a list table ").Append(Table(family)).Append(") || { echo ")
+              .Append(ShellQuote.Single($"qubesfirewall: cannot read table {Table(family)} in {name}; port forwards not changed")).Append(" >&2; exit 1; }\n");
+        }
+        sb.Append("  {\n");
+        foreach (var family in families)
+        {
+            var variable = family == NftFamily.Ip ? "qubesfw_ip" : "qubesfw_ip6";
+            sb.Append("    printf '%s\\n' \"$").Append(variable).Append("\" | awk -v t=").Append(ShellQuote.Single(Table(family)))
+              .Append(" '$1 == \"chain\" { c = $2 } $1 == \"}\" { c = \"\" } (c == \"custom-forward\" || c == \"custom-input\") && / comment \"")
+              .Append(Marker).Append("\" # handle [0-9]+$/ { print \"delete rule \" t \" \" c \" handle \" $NF }'\n");
+        }
+        sb.Append("    cat <<'").Append(HeredocDelimiter).Append("'\n");
+        sb.Append(Transaction(set));
+        sb.Append(HeredocDelimiter).Append('\n');
+        sb.Append("  } | nft -f - || { echo ")
+          .Append(ShellQuote.Single($"qubesfirewall: nft refused the port forward rules of {name}; the previous rules are unchanged")).Append(" >&2; exit 1; }\n");
+        sb.Append(")\n");
+        return sb.ToString();
+    }
+
+    /// <summary>
+    /// The static part of the transaction (after the deletions of earlier jumps, which the script adds at
+    /// run time from the handles it read): declare, flush, refill, jump, delete unused chains.
+    /// </summary>
+    public static string Transaction(QubeForwards set)
+    {
+        var sb = new StringBuilder(1024);
+        foreach (var family in Families(set))
+        {
+            var table = Table(family);
+            var dnat = set.AsHop.OrderBy(h => h.Chain.Forward, ForwardOrder).SelectMany(h => DnatRules(h.Chain, h.Hop, family)).ToList();
+            var forward = set.AsHop.OrderBy(h => h.Chain.Forward, ForwardOrder).SelectMany(h => ForwardRules(h.Chain, h.Hop, family)).ToList();
+            var input = set.AsTarget.OrderBy(c => c.Forward, ForwardOrder).SelectMany(c => InputRules(c, family)).ToList();
+            sb.Append("table ").Append(table).Append(" {\n");
+            sb.Append("\tchain ").Append(DnatChain).Append(" {\n\t\ttype nat hook prerouting priority dstnat; policy accept;\n\t}\n");
+            sb.Append("\tchain ").Append(ForwardChain).Append(" {\n\t}\n");
+            sb.Append("\tchain ").Append(InputChain).Append(" {\n\t}\n");
+            sb.Append("}\n");
+            foreach (var chain in new[] { DnatChain, ForwardChain, InputChain })
+                sb.Append("flush chain ").Append(table).Append(' ').Append(chain).Append('\n');
+            foreach (var rule in dnat) sb.Append("add rule ").Append(table).Append(' ').Append(DnatChain).Append(' ').Append(rule).Append('\n');
+            foreach (var rule in forward) sb.Append("add rule ").Append(table).Append(' ').Append(ForwardChain).Append(' ').Append(rule).Append('\n');
+            foreach (var rule in input) sb.Append("add rule ").Append(table).Append(' ').Append(InputChain).Append(' ').Append(rule).Append('\n');
+            if (forward.Count > 0)
+                sb.Append("insert rule ").Append(table).Append(" custom-forward jump ").Append(ForwardChain).Append(" comment \"").Append(Marker).Append("\"\n");
+            if (input.Count > 0)
+                sb.Append("insert rule ").Append(table).Append(" custom-input jump ").Append(InputChain).Append(" comment \"").Append(Marker).Append("\"\n");
+            if (dnat.Count == 0) sb.Append("delete chain ").Append(table).Append(' ').Append(DnatChain).Append('\n');
+            if (forward.Count == 0) sb.Append("delete chain ").Append(table).Append(' ').Append(ForwardChain).Append('\n');
+            if (input.Count == 0) sb.Append("delete chain ").Append(table).Append(' ').Append(InputChain).Append('\n');
+        }
+        return sb.ToString();
+    }
+
+    /// <summary>One line per forward for the script's header: role, forward, sources.</summary>
+    public static IEnumerable<string> Summary(QubeForwards set)
+    {
+        foreach (var (chain, hop) in set.AsHop.OrderBy(h => h.Chain.Forward, ForwardOrder))
+            yield return $"hop {hop.Index + 1} of {chain.Hops.Count}: {Describe(chain.Forward)} ({chain.Path})";
+        foreach (var chain in set.AsTarget.OrderBy(c => c.Forward, ForwardOrder))
+            yield return $"target: {Describe(chain.Forward)} ({chain.Path})";
+    }
+
+    /// <summary><c>tcp/443 -> work:8443, external, from 192.168.1.0/24, until 2030-03-17 17:46:40Z (web)</c></summary>
+    public static string Describe(PortForward f)
+    {
+        var sb = new StringBuilder(f.Text);
+        sb.Append(", ").Append(f.Type == ForwardType.External ? "external" : "internal");
+        sb.Append(f.AllowFrom.Count == 0 ? ", from anywhere" : ", from " + string.Join(" ", f.AllowFrom.Select(h => h.Value)));
+        if (f.Interface is { } i) sb.Append(", on ").Append(i);
+        if (f.ExpireTime is { } t) sb.Append(", until ").Append(t.UtcDateTime.ToString("yyyy-MM-dd HH:mm:ss'Z'", CultureInfo.InvariantCulture));
+        if (f.Comment is { } c) sb.Append(" (").Append(c).Append(')');
+        return sb.ToString();
+    }
+
+    // -------------------------------------------------------------------- rules
+
+    /// <summary>Translation at one hop: to the next hop's address, or at the last hop to the target's address and port.</summary>
+    public static IEnumerable<string> DnatRules(NetworkChain chain, ChainHop hop, NftFamily family)
+    {
+        if (!TrySources(chain.Forward, family, out var sources) || !IsFamily(hop.NextAddress, family)) yield break;
+        var f = chain.Forward;
+        var to = hop.NextAddress;
+        if (hop.IsLast && f.TargetPort != f.Port) to += ":" + Port(f.TargetPort);
+        yield return Join(Ingress(hop), Destination(hop, family), sources, $"{f.ProtocolText} dport {Port(f.Port)}", Time(f),
+            $"dnat to {to}", Comment(f));
+    }
+
+    /// <summary>The forward accept at one hop: only what this hop translated, from the allowed sources, on the way in.</summary>
+    public static IEnumerable<string> ForwardRules(NetworkChain chain, ChainHop hop, NftFamily family)
+    {
+        if (!TrySources(chain.Forward, family, out var sources) || !IsFamily(hop.NextAddress, family)) yield break;
+        var f = chain.Forward;
+        var port = hop.IsLast ? f.TargetPort : f.Port;
+        yield return Join(Ingress(hop), sources, $"{AddrKeyword(family)} daddr {hop.NextAddress}", $"{f.ProtocolText} dport {Port(port)}",
+            "ct status dnat", Time(f), "accept", Comment(f));
+    }
+
+    /// <summary>The input accept in the target: the port, from its uplink, from the allowed sources.</summary>
+    public static IEnumerable<string> InputRules(NetworkChain chain, NftFamily family)
+    {
+        var target = chain.Target.IP;
+        if (target is null || !TrySources(chain.Forward, family, out var sources) || !IsFamily(target, family)) yield break;
+        var f = chain.Forward;
+        yield return Join("iifgroup 1", sources, $"{AddrKeyword(family)} daddr {target}", $"{f.ProtocolText} dport {Port(f.TargetPort)}",
+            Time(f), "accept", Comment(f));
+    }
+
+    private static string Ingress(ChainHop hop) => hop.Ingress switch
+    {
+        HopIngressKind.OutsideInterfaces => "iifname != \"vif*\" iifname != \"lo\"",
+        HopIngressKind.NamedInterface => $"iifname \"{PortForward.ValidateInterface(hop.Interface)}\"",
+        HopIngressKind.Uplink => "iifgroup 1",
+        _ => "iifgroup 2",
+    };
+
+    private static string Destination(ChainHop hop, NftFamily family) =>
+        hop.LocalAddress is { } local && IsFamily(local, family) ? $"{AddrKeyword(family)} daddr {local}" : "fib daddr type local";
+
+    /// <summary>
+    /// The source match for a family: empty for "any source"; false when the forward allows sources but
+    /// none of this family (then it must not match at all in this family: no rule, never "any").
+    /// Networks inside another listed network are left out (older nft refuses overlapping set elements).
+    /// </summary>
+    private static bool TrySources(PortForward f, NftFamily family, out string match)
+    {
+        match = "";
+        if (f.AllowFrom.Count == 0) return true;
+        var kind = family == NftFamily.Ip ? HostKind.IPv4 : HostKind.IPv6;
+        var nets = f.AllowFrom.Where(h => h.Kind == kind).ToList();
+        if (nets.Count == 0) return false;
+        var kept = nets.Where(n => !nets.Any(o => !ReferenceEquals(o, n) && o.PrefixLength < n.PrefixLength && PortForward.Contains(o, n.Value[..n.Value.IndexOf('/')])))
+            .Select(n => n.PrefixLength == (kind == HostKind.IPv4 ? 32 : 128) ? n.Value[..n.Value.IndexOf('/')] : n.Value)
+            .ToList();
+        var key = $"{AddrKeyword(family)} saddr";
+        match = kept.Count == 1 ? $"{key} {kept[0]}" : $"{key} {{ {string.Join(", ", kept)} }}";
+        return true;
+    }
+
+    private static string Time(PortForward f) => f.Expire is { } e ? "meta time < " + e.ToString(CultureInfo.InvariantCulture) : "";
+
+    private static string Comment(PortForward f) => $"comment \"{f.ProtocolText}/{Port(f.Port)} to {f.VMName}\"";
+
+    private static bool IsFamily(string address, NftFamily family) => address.Contains(':') == (family == NftFamily.Ip6);
+
+    private static string Join(params string[] parts) => string.Join(" ", parts.Where(p => p.Length > 0));
+
+    private static string Port(int port) => port.ToString(CultureInfo.InvariantCulture);
+
+    /// <summary>Rules in a stable order: port, protocol, target.</summary>
+    public static readonly IComparer<PortForward> ForwardOrder = Comparer<PortForward>.Create((a, b) =>
+    {
+        var c = a.Port.CompareTo(b.Port);
+        if (c != 0) return c;
+        c = a.Protocol.CompareTo(b.Protocol);
+        return c != 0 ? c : string.CompareOrdinal(a.VMName, b.VMName);
+    });
+}

@@ -1,0 +1,139 @@
+using System.Globalization;
+using System.Text;
+using QubesFirewall.Engine.Backends;
+using QubesFirewall.Engine.Model;
+using QubesFirewall.Engine.Planning;
+using QubesFirewall.Lab.Tests.Lab;
+
+namespace QubesFirewall.Lab.Tests;
+
+/// <summary>
+/// Drives the real engine against the lab: an offline Qubes root whose qubes.xml describes the lab's
+/// topology (same names, qids, netvms, so the same addresses), the real planner and Apply on it, then the
+/// files it wrote copied into each qube's /rw/config stand-in and the scripts of its run steps executed
+/// with bash inside the qubes' namespaces. Everything the lab runs is text the engine generated.
+/// </summary>
+public sealed class PortForwardLab : IDisposable
+{
+    private readonly LabTopology _lab;
+
+    public PortForwardLab(LabTopology lab)
+    {
+        _lab = lab;
+        RootPath = Path.Combine(lab.WorkDir, "qubes-root-" + Guid.NewGuid().ToString("N")[..8]);
+        Directory.CreateDirectory(RootPath);
+        File.WriteAllText(Path.Combine(RootPath, "qubes.xml"), QubesXmlFor(lab.Options));
+        Backend = new OfflineRoot(RootPath);
+    }
+
+    public string RootPath { get; }
+
+    public OfflineRoot Backend { get; }
+
+    public DateTimeOffset Now { get; set; } = DateTimeOffset.UtcNow;
+
+    /// <summary>Every script the lab ran, in order (qube, script).</summary>
+    public List<(string Qube, string Script)> Ran { get; } = [];
+
+    public PortForwardPlan Add(PortForward forward)
+    {
+        var plan = PortForwardPlanner.PlanAdd(Backend, forward, PortForwardOptions.For(Backend, Now));
+        Execute(plan);
+        return plan;
+    }
+
+    public PortForwardPlan Remove(string vmName, ForwardProtocol protocol, int port)
+    {
+        var plan = PortForwardPlanner.PlanRemove(Backend, vmName, protocol, port, PortForwardOptions.For(Backend, Now));
+        Execute(plan);
+        return plan;
+    }
+
+    /// <summary>Applies the plan on the offline root, copies the files into the lab, runs each run step's script in its qube.</summary>
+    public void Execute(PortForwardPlan plan)
+    {
+        var result = PortForwardPlanner.Apply(Backend, plan);
+        Assert.Null(result.Failure);
+        foreach (var step in plan.Steps)
+        {
+            switch (step.Kind)
+            {
+                case PortForwardStepKind.WriteFile:
+                    var content = Backend.ReadQubeFile(step.VMName, step.Path!);
+                    Assert.Equal(step.Content, content);
+                    Assert.True((File.GetUnixFileMode(Backend.QubeFilePath(step.VMName, step.Path!)) & UnixFileMode.UserExecute) != 0);
+                    _lab.WriteRwConfig(step.VMName, RelativeToRwConfig(step.Path!), content!, executable: true);
+                    break;
+                case PortForwardStepKind.RunScript:
+                    RunScript(step.VMName, step.Script!).EnsureSuccess($"port forward script in {step.VMName}");
+                    break;
+            }
+        }
+    }
+
+    /// <summary>Runs a generated script with bash in the qube's namespace (from a file: the scripts can be long).</summary>
+    public LabExecResult RunScript(string qube, string script)
+    {
+        Ran.Add((qube, script));
+        var file = Path.Combine(_lab.WorkDir, $"run-{qube}-{Guid.NewGuid():N}.sh");
+        File.WriteAllText(file, script, new UTF8Encoding(false));
+        try
+        {
+            return _lab.Exec(qube, ["bash", file], stdin: null);
+        }
+        finally
+        {
+            File.Delete(file);
+        }
+    }
+
+    /// <summary>Runs a generated script <paramref name="times"/> times in a row in one bash (stops at the first failure).</summary>
+    public LabExecResult RunScriptRepeatedly(string qube, string script, int times)
+    {
+        Ran.Add((qube, script));
+        var file = Path.Combine(_lab.WorkDir, $"run-{qube}-{Guid.NewGuid():N}.sh");
+        File.WriteAllText(file, script, new UTF8Encoding(false));
+        try
+        {
+            return _lab.Exec(qube, ["bash", "-c", $"for i in $(seq {times}); do bash '{file}' || exit 1; done"], stdin: null);
+        }
+        finally
+        {
+            File.Delete(file);
+        }
+    }
+
+    /// <summary>What Export-QubeFirewallScript gives for the qube (null when no forward crosses it).</summary>
+    public string? Export(string qube) => PortForwardPlanner.Export(Backend.GetInventory(), qube)?.Script;
+
+    public static string RelativeToRwConfig(string path)
+    {
+        const string prefix = "/rw/config/";
+        Assert.StartsWith(prefix, path, StringComparison.Ordinal);
+        return path[prefix.Length..];
+    }
+
+    /// <summary>A qubes.xml for the lab's qubes: AppVMs with the lab's qid, netvm and provides_network; default_netvm empty.</summary>
+    public static string QubesXmlFor(LabTopologyOptions options)
+    {
+        var sb = new StringBuilder();
+        sb.Append("<qubes>\n  <labels>\n    <label id=\"label-1\" color=\"0xcc0000\">red</label>\n  </labels>\n");
+        sb.Append("  <properties>\n    <property name=\"default_netvm\"></property>\n  </properties>\n  <domains>\n");
+        sb.Append("    <domain id=\"domain-0\" class=\"AdminVM\">\n      <properties>\n        <property name=\"label\">red</property>\n      </properties>\n      <features/>\n      <tags/>\n    </domain>\n");
+        foreach (var q in options.Qubes)
+        {
+            var qid = q.Qid.ToString(CultureInfo.InvariantCulture);
+            sb.Append($"    <domain id=\"domain-{qid}\" class=\"AppVM\">\n      <properties>\n");
+            sb.Append("        <property name=\"label\">red</property>\n");
+            sb.Append($"        <property name=\"name\">{q.Name}</property>\n");
+            sb.Append($"        <property name=\"qid\">{qid}</property>\n");
+            if (q.ProvidesNetwork) sb.Append("        <property name=\"provides_network\">True</property>\n");
+            sb.Append($"        <property name=\"netvm\">{q.NetVm ?? ""}</property>\n");
+            sb.Append("      </properties>\n      <features/>\n      <tags/>\n    </domain>\n");
+        }
+        sb.Append("  </domains>\n</qubes>\n");
+        return sb.ToString();
+    }
+
+    public void Dispose() => Backend.Dispose();
+}

@@ -1,0 +1,140 @@
+using QubesFirewall.Engine.Model;
+using QubesFirewall.TestQubesd;
+
+namespace QubesFirewall.PowerShell.Tests;
+
+/// <summary>
+/// The cmdlet tests on the live backend: the runspace has $env:QUBESFW_QUBESD_SOCKET pointing at the
+/// stand-in qubesd (serving a copy of the sample root) and no QUBESFW_ROOT. Plus what only the live
+/// backend does: call counts, refusals qubesd sends, a change made by someone else meanwhile.
+/// </summary>
+[System.Runtime.Versioning.UnsupportedOSPlatform("windows")]
+public sealed class LiveFirewallCmdletTests : FirewallCmdletTests
+{
+    private readonly string _socketDir = Path.Combine(Path.GetTempPath(), "qfw-sock-" + Guid.NewGuid().ToString("N")[..10]);
+    private readonly FakeQubesd _server;
+
+    public LiveFirewallCmdletTests()
+    {
+        Directory.CreateDirectory(_socketDir);
+        _server = new FakeQubesd(_root.Path, Path.Combine(_socketDir, "qubesd.sock"));
+    }
+
+    public override void Dispose()
+    {
+        _server.Dispose();
+        Directory.Delete(_socketDir, recursive: true);
+        base.Dispose();
+    }
+
+    protected override PsRun Run(string script) => PowerShellHost.Run(script, environment: new Dictionary<string, string>
+    {
+        ["QUBESFW_ROOT"] = "",
+        ["QUBESFW_QUBESD_SOCKET"] = _server.SocketPath,
+    });
+
+    [Fact]
+    public void The_live_backend_is_the_one_used()
+    {
+        var run = Run("Get-Qube work -Verbose");
+        run.AssertNoErrors();
+        Assert.Contains($"Using qubesd at {_server.SocketPath}.", run.Verbose);
+        Assert.NotEmpty(_server.Calls);
+    }
+
+    [Fact]
+    public void Rules_piped_into_one_add_cost_three_calls_per_qube_whatever_the_count()
+    {
+        var lines = string.Join(", ", Enumerable.Range(1, 20).Select(i => $"'action=accept dst4=10.77.0.{i} proto=tcp dstports=443'"));
+        _server.ClearCalls();
+        var run = Run($"{lines} | Add-QubeFirewallRule -VMName work; {lines} | Add-QubeFirewallRule -VMName personal");
+        run.AssertNoErrors();
+        Assert.Equal(["admin.vm.firewall.Get", "admin.vm.firewall.Get", "admin.vm.firewall.Set"], _server.Calls.Where(c => c.Destination == "work").Select(c => c.Method));
+        Assert.Equal(["admin.vm.firewall.Get", "admin.vm.firewall.Get", "admin.vm.firewall.Set"], _server.Calls.Where(c => c.Destination == "personal").Select(c => c.Method));
+        Assert.Equal(6, _server.Calls.Count);
+        Assert.Equal(20, _server.RuleLines("work").Count(l => l.Contains("10.77.0.", StringComparison.Ordinal)));
+    }
+
+    [Fact]
+    public void Piped_removals_cost_three_calls()
+    {
+        Run("'action=drop dsthost=a.example', 'action=drop dsthost=b.example', 'action=drop dsthost=c.example' | Add-QubeFirewallRule -VMName work").AssertNoErrors();
+        var rules = Run("Get-QubeFirewallRule work").Of<QubeFirewallRule>().Where(r => r.DstHost is "a.example" or "c.example").ToList();
+        _server.ClearCalls();
+        var run = PowerShellHost.Run("$rules | Remove-QubeFirewallRule -Confirm:$false", variables: new Dictionary<string, object?> { ["rules"] = rules },
+            environment: new Dictionary<string, string> { ["QUBESFW_ROOT"] = "", ["QUBESFW_QUBESD_SOCKET"] = _server.SocketPath });
+        run.AssertNoErrors();
+        Assert.Equal(["admin.vm.firewall.Get", "admin.vm.firewall.Get", "admin.vm.firewall.Set"], _server.Calls.Select(c => c.Method));
+    }
+
+    [Fact]
+    public void Get_Qube_reads_the_inventory_once()
+    {
+        _server.ClearCalls();
+        var run = Run("Get-Qube; Get-Qube -Name 'sys-*'");
+        run.AssertNoErrors();
+        var qubes = run.Of<Qube>().Select(q => q.Name).Distinct().Count();
+        // Two invocations: each one admin.vm.List, one admin.property.GetAll, one GetAll per qube.
+        Assert.Equal(2 * (qubes + 2), _server.Calls.Count);
+    }
+
+    [Fact]
+    public void A_change_made_by_someone_else_between_the_plan_and_the_reread_is_refused()
+    {
+        var gets = 0;
+        _server.AfterCall = (server, call) =>
+        {
+            if (call.Method == "admin.vm.firewall.Get" && call.Destination == "work" && ++gets == 1)
+                server.EditRules("work", rules => { rules.Insert(0, RuleText.Parse("action=drop dst4=192.0.2.99")); return rules; });
+        };
+        var run = Run("'action=accept dst4=10.20.0.0/16' | Add-QubeFirewallRule -VMName work");
+        var error = Assert.Single(run.Errors);
+        Assert.Equal("FirewallChangedSinceRead,QubesFirewall.PowerShell.Cmdlets.AddQubeFirewallRuleCommand", error.FullyQualifiedErrorId);
+        Assert.Contains("192.0.2.99", error.ToString());
+        Assert.DoesNotContain(_server.RuleLines("work"), l => l.Contains("10.20.0.0", StringComparison.Ordinal));
+        Assert.Equal(0, _server.CountCalls("admin.vm.firewall.Set"));
+    }
+
+    [Fact]
+    public void A_refusal_from_qubesd_names_its_class()
+    {
+        var before = _root.Snapshot();
+        _server.InjectFault(new Fault(FaultKind.ExceptionReply, "admin.vm.firewall.Set", ExceptionClass: "QubesException", Message: "firewall locked by policy"));
+        var run = Run("Add-QubeFirewallRule -VMName work -Rule 'action=accept dst4=10.20.0.0/16'");
+        var error = Assert.Single(run.Errors);
+        Assert.StartsWith("QubesdError,", error.FullyQualifiedErrorId);
+        Assert.Contains("QubesException: firewall locked by policy", error.ToString());
+        _root.AssertUnchanged(before);
+    }
+
+    [Fact]
+    public void An_empty_reply_is_said_in_plain_words()
+    {
+        _server.InjectFault(new Fault(FaultKind.EmptyReply, "admin.vm.firewall.Set"));
+        var run = Run("Add-QubeFirewallRule -VMName work -Rule 'action=accept dst4=10.20.0.0/16'");
+        var error = Assert.Single(run.Errors);
+        Assert.StartsWith("QubesdEmptyReply,", error.FullyQualifiedErrorId);
+        Assert.Contains("qubesd refused the request without a reason", error.ToString());
+    }
+
+    [Fact]
+    public void Sync_asks_qubesd_to_reload()
+    {
+        _server.ClearCalls();
+        Run("Sync-QubeFirewall work, personal").AssertNoErrors();
+        Assert.Equal(["work", "personal"], _server.Calls.Where(c => c.Method == "admin.vm.firewall.Reload").Select(c => c.Destination));
+    }
+
+    [Fact]
+    public void Qube_names_complete_from_one_list_call()
+    {
+        _server.ClearCalls();
+        var run = Run("""
+            $line = "Get-QubeFirewallRule -VMName sys-f"
+            (TabExpansion2 -inputScript $line -cursorColumn $line.Length).CompletionMatches.CompletionText
+            """);
+        run.AssertNoErrors();
+        Assert.Equal(["sys-firewall"], run.Output.Select(o => o.ToString()));
+        Assert.Equal(["admin.vm.List"], _server.Calls.Select(c => c.Method));
+    }
+}

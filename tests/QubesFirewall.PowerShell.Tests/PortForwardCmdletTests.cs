@@ -1,0 +1,228 @@
+using System.Management.Automation;
+using QubesFirewall.Engine.Model;
+using QubesFirewall.Engine.Planning;
+
+namespace QubesFirewall.PowerShell.Tests;
+
+/// <summary>The port forward cmdlets through a hosted runspace: binding, pipelines, ShouldProcess, prompts, errors.</summary>
+public sealed class PortForwardCmdletTests : IDisposable
+{
+    private readonly SampleRootCopy _root = new();
+
+    public void Dispose() => _root.Dispose();
+
+    // -Root through $PSDefaultParameterValues rather than $env:QUBESFW_ROOT: the environment is the
+    // process's, shared with the test classes that run in parallel with this one.
+    private PsRun Run(string script) => PowerShellHost.Run("$PSDefaultParameterValues = @{ '*-Qube*:Root' = $QubesRoot }\n" + script,
+        root: null, variables: new Dictionary<string, object?> { ["QubesRoot"] = _root.Path });
+
+    private string? StateFile(string qube, string path)
+    {
+        var file = Path.Combine(_root.Path, "qubesfirewall-state", qube, path.TrimStart('/'));
+        return File.Exists(file) ? File.ReadAllText(file) : null;
+    }
+
+    private static string Fqid(string id, string cmdlet) => $"{id},QubesFirewall.PowerShell.Cmdlets.{cmdlet}Command";
+
+    [Fact]
+    public void A_qube_from_Get_Qube_gets_a_forward_and_PassThru_returns_each_hop()
+    {
+        var run = Run("Get-Qube work | Add-QubePortForward -Port 443 -AllowFrom 192.168.1.0/24 -Force -PassThru");
+        run.AssertNoErrors();
+        var hops = run.Of<PortForwardHopResult>().ToList();
+        Assert.Equal(["work", "sys-firewall", "sys-net"], hops.Select(h => h.VMName));
+        Assert.All(hops, h => Assert.Equal(PortForwardHopStatus.Recorded, h.Status));
+        Assert.Equal("default-dvm", hops[1].StoredIn);
+        Assert.Contains(run.Warnings, w => w.Contains("disposable of 'default-dvm'", StringComparison.Ordinal));
+
+        var forward = Assert.Single(Run("Get-QubePortForward").Of<QubePortForward>());
+        Assert.Equal(("work", ForwardProtocol.Tcp, 443, 443, ForwardType.External), (forward.VMName, forward.Protocol!.Value, forward.Port!.Value, forward.TargetPort!.Value, forward.Type!.Value));
+        Assert.Equal(["sys-net", "sys-firewall"], forward.Hops);
+        Assert.Contains("dnat to 10.138.10.201", StateFile("sys-net", "/rw/config/qubes-firewall-user-script"));
+        Assert.Contains("dnat to 10.137.0.11", StateFile("default-dvm", "/rw/config/qubes-firewall-user-script"));
+    }
+
+    [Fact]
+    public void The_plan_is_one_ShouldProcess_that_shows_every_hop_file_and_command()
+    {
+        var before = _root.Snapshot();
+        var whatIf = Run("Add-QubePortForward work 8443 -TargetPort 443 -AllowFrom 203.0.113.0/24 -Force -WhatIf");
+        whatIf.AssertNoErrors();
+        _root.AssertUnchanged(before);
+
+        var run = Run("Add-QubePortForward work 8443 -TargetPort 443 -AllowFrom 203.0.113.0/24 -Force -Verbose -Confirm:$false");
+        run.AssertNoErrors();
+        var plan = Assert.Single(run.Verbose, v => v.StartsWith("Add port forward tcp/8443 -> work:443 (sys-net -> sys-firewall -> work):", StringComparison.Ordinal));
+        Assert.Contains("1. work: set feature qubesfirewall.forward.tcp.8443 = 'target=443 type=external allow=203.0.113.0/24'", plan);
+        Assert.Contains("work: write /rw/config/rc.local", plan);
+        Assert.Contains("default-dvm: write /rw/config/qubes-firewall-user-script for sys-firewall", plan);
+        Assert.Contains("sys-net: run as root: nft -a list table ip qubes, then one nft -f - transaction", plan);
+        Assert.Contains("dnat to 10.137.0.11:443", plan);
+    }
+
+    [Fact]
+    public void Running_the_same_Add_again_writes_nothing()
+    {
+        Run("Add-QubePortForward work 443 -AllowFrom 192.168.1.0/24 -Force").AssertNoErrors();
+        var before = _root.Snapshot().Where(f => !f.Key.EndsWith("applied.log", StringComparison.Ordinal)).ToDictionary();
+        var again = Run("Add-QubePortForward work 443 -AllowFrom 192.168.1.0/24 -Force -Verbose");
+        again.AssertNoErrors();
+        Assert.Contains(again.Verbose, v => v.StartsWith("Reapply port forward", StringComparison.Ordinal));
+        var after = _root.Snapshot().Where(f => !f.Key.EndsWith("applied.log", StringComparison.Ordinal)).ToDictionary();
+        Assert.Equal(before.Keys.Order(), after.Keys.Order());
+        foreach (var (file, bytes) in before) Assert.True(bytes.AsSpan().SequenceEqual(after[file]), $"{file} changed");
+    }
+
+    [Fact]
+    public void A_disposable_on_the_way_needs_Force()
+    {
+        var before = _root.Snapshot();
+        var run = Run("Add-QubePortForward -VMName work -Port 443 -AllowFrom 192.168.1.0/24");
+        var error = Assert.Single(run.Errors);
+        Assert.Equal(Fqid("DisposableHop", "AddQubePortForward"), error.FullyQualifiedErrorId);
+        Assert.Equal(ErrorCategory.InvalidOperation, error.CategoryInfo.Category);
+        Assert.Contains("default-dvm", error.ToString());
+        _root.AssertUnchanged(before);
+    }
+
+    [Fact]
+    public void A_port_open_to_everyone_is_asked_about_unless_Force()
+    {
+        // a root without a disposable on the way, so only the open-port question is left
+        var xml = File.ReadAllText(Path.Combine(_root.Path, "qubes.xml"))
+            .Replace("<domain id=\"domain-7\" class=\"DispVM\">", "<domain id=\"domain-7\" class=\"AppVM\">", StringComparison.Ordinal);
+        File.WriteAllText(Path.Combine(_root.Path, "qubes.xml"), xml);
+        var before = _root.Snapshot();
+        var asked = Run("Add-QubePortForward -VMName work -Port 80");
+        Assert.Contains(asked.Errors, e => e.FullyQualifiedErrorId.StartsWith("HostFunctionNotImplemented", StringComparison.Ordinal));
+        _root.AssertUnchanged(before);
+
+        Run("Add-QubePortForward -VMName work -Port 80 -Force").AssertNoErrors();
+        Run("Add-QubePortForward -VMName work -Port 81 -AllowFrom 10.0.0.0/8").AssertNoErrors(); // with sources: no question
+        Assert.Equal([80, 81], Run("Get-QubePortForward work").Of<QubePortForward>().Select(f => f.Port!.Value).Order());
+    }
+
+    [Theory]
+    [InlineData("Add-QubePortForward -VMName vault -Port 80 -Force", "NoNetVM")]
+    [InlineData("Add-QubePortForward -VMName anon-whonix -Port 80 -Force", "WhonixInChain")]
+    [InlineData("Add-QubePortForward -VMName nosuch -Port 80 -Force", "QubeNotFound")]
+    [InlineData("Add-QubePortForward -VMName work -Port 80 -AllowFrom 192.168.1.5/24 -Force", "InvalidAllowFrom")]
+    [InlineData("Add-QubePortForward -VMName work -Port 80 -AllowFrom 2001:db8::/32 -Force", "Ipv6ForwardNotSupported")]
+    [InlineData("Add-QubePortForward -VMName work -Port 80 -Interface vif3.0 -Force", "InvalidInterface")]
+    [InlineData("Add-QubePortForward -VMName work -Port 80 -Comment 'a=b' -Force", "InvalidComment")]
+    [InlineData("Add-QubePortForward -VMName work -Port 80 -Expire ([datetime]'2001-01-01') -Force", "ExpireInPast")]
+    [InlineData("Remove-QubePortForward -VMName work -Port 80 -Confirm:$false", "PortForwardNotFound")]
+    public void Refusals_are_errors_with_specific_ids_and_change_nothing(string script, string errorId)
+    {
+        var before = _root.Snapshot();
+        var run = Run(script);
+        var error = Assert.Single(run.Errors);
+        Assert.StartsWith(errorId + ",", error.FullyQualifiedErrorId);
+        _root.AssertUnchanged(before);
+    }
+
+    [Theory]
+    [InlineData("Add-QubePortForward -VMName work -Port 0 -Force")]
+    [InlineData("Add-QubePortForward -VMName work -Port 65536 -Force")]
+    [InlineData("Add-QubePortForward -VMName work -Port 80 -Protocol Icmp -Force")]
+    [InlineData("Add-QubePortForward -VMName work -Port 80 -Type Sideways -Force")]
+    public void Out_of_range_values_are_refused_by_binding(string script)
+    {
+        var before = _root.Snapshot();
+        var error = Assert.Single(Run(script).Errors);
+        Assert.Matches("^(ParameterArgumentValidationError|CannotConvertArgumentNoMessage),", error.FullyQualifiedErrorId);
+        _root.AssertUnchanged(before);
+    }
+
+    [Fact]
+    public void A_port_given_as_text_with_leading_zeros_is_normalized()
+    {
+        Run("Add-QubePortForward -VMName work -Port '080' -AllowFrom 10.0.0.0/8 -Force").AssertNoErrors();
+        var f = Assert.Single(Run("Get-QubePortForward").Of<QubePortForward>());
+        Assert.Equal("qubesfirewall.forward.tcp.80", f.FeatureName);
+    }
+
+    [Fact]
+    public void The_same_port_to_another_qube_through_a_shared_hop_is_refused()
+    {
+        Run("Add-QubePortForward work 443 -AllowFrom 10.0.0.0/8 -Force").AssertNoErrors();
+        var run = Run("Add-QubePortForward personal 443 -AllowFrom 10.0.0.0/8 -Force");
+        Assert.Equal(Fqid("PortAlreadyForwarded", "AddQubePortForward"), Assert.Single(run.Errors).FullyQualifiedErrorId);
+        Assert.Equal(ErrorCategory.ResourceExists, run.Errors[0].CategoryInfo.Category);
+    }
+
+    [Fact]
+    public void Get_pipes_into_Remove_which_asks_by_default()
+    {
+        Run("Add-QubePortForward work 443 -AllowFrom 10.0.0.0/8 -Force; Add-QubePortForward work 22 -AllowFrom 10.0.0.0/8 -Force; Add-QubePortForward personal 51820 -Protocol Udp -AllowFrom 10.0.0.0/8 -Force").AssertNoErrors();
+        var asked = Run("Get-QubePortForward work | Remove-QubePortForward");
+        Assert.Contains(asked.Errors, e => e.FullyQualifiedErrorId.StartsWith("HostFunctionNotImplemented", StringComparison.Ordinal));
+        Assert.Equal(3, Run("Get-QubePortForward").Of<QubePortForward>().Count());
+
+        var run = Run("Get-QubePortForward work | Remove-QubePortForward -Confirm:$false -PassThru -Verbose");
+        run.AssertNoErrors();
+        Assert.Equal(2, run.Verbose.Count(v => v.StartsWith("Remove port forward", StringComparison.Ordinal)));
+        var left = Assert.Single(Run("Get-QubePortForward").Of<QubePortForward>());
+        Assert.Equal(("personal", ForwardProtocol.Udp), (left.VMName, left.Protocol!.Value));
+        Assert.Equal("#!/bin/sh\n", StateFile("work", "/rw/config/rc.local"));
+        Assert.Contains("udp/51820 to personal", StateFile("sys-net", "/rw/config/qubes-firewall-user-script"));
+    }
+
+    [Fact]
+    public void Forwards_pipe_back_into_Add_for_another_qube()
+    {
+        Run("Add-QubePortForward work 443 -TargetPort 8443 -AllowFrom 10.0.0.0/8 -Comment 'web' -Force").AssertNoErrors();
+        Run("Get-QubePortForward work | Add-QubePortForward -VMName untrusted -Port 9443 -Force").AssertNoErrors();
+        var copy = Run("Get-QubePortForward untrusted").Of<QubePortForward>().Single();
+        Assert.Equal((9443, 8443, "web"), (copy.Port!.Value, copy.TargetPort!.Value, copy.Comment));
+        Assert.Equal(["10.0.0.0/8"], copy.AllowFrom);
+    }
+
+    [Fact]
+    public void Get_filters_and_reports_unreadable_declarations()
+    {
+        Run("Add-QubePortForward work 443 -AllowFrom 10.0.0.0/8 -Force; Add-QubePortForward personal 53 -Protocol Udp -Type Internal -AllowFrom 10.137.0.11 -Force").AssertNoErrors();
+        Assert.Equal(["work"], Run("Get-QubePortForward -Port 443").Of<QubePortForward>().Select(f => f.VMName));
+        Assert.Equal(["personal"], Run("Get-QubePortForward -Protocol Udp").Of<QubePortForward>().Select(f => f.VMName));
+        Assert.Equal(["personal", "work"], Run("'p*', 'work' | Get-QubePortForward").Of<QubePortForward>().Select(f => f.VMName));
+        Assert.Equal(Fqid("QubeNotFound", "GetQubePortForward"), Assert.Single(Run("Get-QubePortForward nosuch").Errors).FullyQualifiedErrorId);
+
+        var xml = Path.Combine(_root.Path, "qubes.xml");
+        File.WriteAllText(xml, File.ReadAllText(xml).Replace("<feature name=\"qubesfirewall.forward.tcp.443\">target=443", "<feature name=\"qubesfirewall.forward.tcp.443\">target=99999", StringComparison.Ordinal));
+        var run = Run("Get-QubePortForward");
+        Assert.Equal(Fqid("InvalidPortForwardFeature", "GetQubePortForward"), Assert.Single(run.Errors).FullyQualifiedErrorId);
+        Assert.Contains("Remove-QubePortForward -VMName work -Port 443", run.Errors[0].ToString());
+        Assert.Equal(["personal"], run.Of<QubePortForward>().Select(f => f.VMName));
+        Run("Remove-QubePortForward work 443 -Confirm:$false").AssertNoErrors();
+        Assert.Empty(Run("Get-QubePortForward work").Errors);
+    }
+
+    [Fact]
+    public void Export_returns_the_managed_block_of_each_qube()
+    {
+        Run("Add-QubePortForward work 443 -AllowFrom 10.0.0.0/8 -Force").AssertNoErrors();
+        var run = Run("'sys-net', 'work' | Export-QubeFirewallScript");
+        run.AssertNoErrors();
+        var scripts = run.Of<string>().ToList();
+        Assert.Equal(2, scripts.Count);
+        Assert.Equal(Engine.Persistence.ManagedBlock.Extract(StateFile("sys-net", "/rw/config/qubes-firewall-user-script")), scripts[0]);
+        Assert.Equal(Engine.Persistence.ManagedBlock.Extract(StateFile("work", "/rw/config/rc.local")), scripts[1]);
+
+        var none = Run("Export-QubeFirewallScript vault");
+        none.AssertNoErrors();
+        Assert.Empty(none.Output);
+        Assert.Contains("No port forward crosses 'vault'", Assert.Single(none.Warnings));
+    }
+
+    [Fact]
+    public void Remove_completes_the_declared_ports_of_the_qube()
+    {
+        Run("Add-QubePortForward work 443 -AllowFrom 10.0.0.0/8 -Force; Add-QubePortForward work 22 -AllowFrom 10.0.0.0/8 -Force").AssertNoErrors();
+        var run = Run("""
+            $line = "Remove-QubePortForward -Root '$QubesRoot' -VMName work -Port "
+            [System.Management.Automation.CommandCompletion]::CompleteInput($line, $line.Length, $null).CompletionMatches.CompletionText
+            """);
+        run.AssertNoErrors();
+        Assert.Equal(["22", "443"], run.Output.Select(o => o.ToString()));
+    }
+}
