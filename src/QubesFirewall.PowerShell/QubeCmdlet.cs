@@ -43,7 +43,13 @@ public abstract class QubeCmdlet : PSCmdlet
 
     protected DateTimeOffset Now { get; } = DateTimeOffset.UtcNow;
 
-    protected override void EndProcessing() => DisposeBackend();
+    protected override void EndProcessing()
+    {
+        // Live: say how many Admin API calls this invocation made (the cost -Verbose users can check).
+        if (_backend is Engine.AdminApi.AdminApiBackend live)
+            WriteVerbose($"{live.Client.CallCount} Admin API call(s) to {live.Description}.");
+        DisposeBackend();
+    }
 
     protected override void StopProcessing() => DisposeBackend();
 

@@ -58,3 +58,14 @@ public class FirewallEditTests
         Assert.Equal("RuleNumberOutOfRange", Assert.Throws<QubesFirewallException>(() => FirewallEdit.Remove([new(3, "action=drop")]).ApplyTo(Work)).ErrorId);
     }
 }
+
+public class FirewallEditEmptyListTests
+{
+    [Fact]
+    public void Removing_every_rule_is_refused_as_qubesd_cannot_set_an_empty_list()
+    {
+        var rules = new[] { RuleText.Parse("action=accept proto=icmp"), RuleText.Parse("action=drop") };
+        var ex = Assert.Throws<QubesFirewallException>(() => FirewallEdit.Remove([new(0, "action=accept proto=icmp"), new(1, "action=drop")]).ApplyTo(rules));
+        Assert.Equal("EmptyRuleList", ex.ErrorId);
+    }
+}

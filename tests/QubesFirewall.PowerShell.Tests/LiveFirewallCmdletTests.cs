@@ -43,6 +43,14 @@ public sealed class LiveFirewallCmdletTests : FirewallCmdletTests
     }
 
     [Fact]
+    public void Verbose_output_says_how_many_calls_an_invocation_made()
+    {
+        var run = Run("Get-QubeFirewallRule work -Verbose");
+        run.AssertNoErrors();
+        Assert.Contains($"1 Admin API call(s) to qubesd at {_server.SocketPath}.", run.Verbose);
+    }
+
+    [Fact]
     public void Rules_piped_into_one_add_cost_three_calls_per_qube_whatever_the_count()
     {
         var lines = string.Join(", ", Enumerable.Range(1, 20).Select(i => $"'action=accept dst4=10.77.0.{i} proto=tcp dstports=443'"));

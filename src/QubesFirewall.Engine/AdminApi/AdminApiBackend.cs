@@ -197,6 +197,8 @@ public sealed class AdminApiBackend : IQubesBackend
     public FirewallDocument GetFirewall(string vmName)
     {
         QubeName.Validate(vmName);
+        if (vmName == "dom0")
+            throw new QubesFirewallException("NoFirewall", FailureKind.InvalidOperation, "dom0 has no network and no firewall rules (qubesd refuses admin.vm.firewall.* for it).", vmName);
         return AdminApiReplies.ParseFirewall(Client.CallText("admin.vm.firewall.Get", vmName), QubesdClient.Describe("admin.vm.firewall.Get", null, vmName));
     }
 

@@ -77,6 +77,9 @@ public sealed record FirewallEdit(IReadOnlyList<RuleInsertion> Insertions, IRead
             }
             rules.Insert(index, insertion.Rule);
         }
+        if (rules.Count == 0 && visibleRules.Count > 0)
+            throw new QubesFirewallException("EmptyRuleList", FailureKind.InvalidOperation,
+                "This would remove every rule of the qube. qubesd's Admin API cannot set an empty list (and a qube without rules has all its traffic dropped); keep at least a final catch-all such as 'action=drop'. Nothing was changed.", this);
         return new FirewallEditOutcome(rules, removed, skipped);
     }
 }

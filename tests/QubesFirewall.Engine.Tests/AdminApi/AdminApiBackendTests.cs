@@ -144,6 +144,13 @@ public sealed class AdminApiBackendTests : IDisposable
     }
 
     [Fact]
+    public void Dom0_has_no_firewall_and_nothing_is_asked()
+    {
+        Assert.Equal("NoFirewall", Assert.Throws<QubesFirewallException>(() => Backend.GetFirewall("dom0")).ErrorId);
+        Assert.Empty(Server.Calls);
+    }
+
+    [Fact]
     public void Nothing_is_set_when_every_rule_is_already_there()
     {
         var now = DateTimeOffset.UtcNow;
