@@ -59,6 +59,26 @@ public abstract class QubeCmdlet : PSCmdlet
         _backend = null;
     }
 
+    /// <summary>True when the command runs with -WhatIf (given, or through $WhatIfPreference).</summary>
+    protected bool WhatIfRequested =>
+        MyInvocation.BoundParameters.TryGetValue("WhatIf", out var given)
+            ? LanguagePrimitives.IsTrue(given)
+            : LanguagePrimitives.IsTrue(SessionState.PSVariable.GetValue("WhatIfPreference"));
+
+    /// <summary>
+    /// Under -WhatIf, runs <paramref name="apply"/> against the backend's dry run so the user also sees
+    /// every call and every file content it would send (the live backend); the plan's own What-if lines
+    /// are all an offline root has to show.
+    /// </summary>
+    protected void ShowWhatIfDetails(Action apply)
+    {
+        if (!WhatIfRequested) return;
+        using var scope = Backend.BeginDryRun(line =>
+            WriteInformation(new HostInformationMessage { Message = "What if: would send " + line }, ["PSHOST", "WhatIf"]));
+        if (scope is null) return;
+        TryEngine(apply);
+    }
+
     /// <summary>Runs an engine call; a failure tied to this input becomes a non-terminating error.</summary>
     protected bool TryEngine(Action action)
     {

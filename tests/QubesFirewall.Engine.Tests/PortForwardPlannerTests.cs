@@ -259,6 +259,20 @@ public sealed class PortForwardPlannerTests : IDisposable
     }
 
     [Fact]
+    public void A_forward_of_a_qube_that_lost_its_network_can_still_be_removed()
+    {
+        Add(Web());
+        _root.Backend.SetProperty("work", "netvm", "");
+        var listed = Assert.Single(PortForwardPlanner.List(_root.Backend.GetInventory(), _root.Now));
+        Assert.Empty(listed.Hops);
+        Assert.Contains("no network qube", listed.Problem);
+        var plan = Remove("work", ForwardProtocol.Tcp, 443);
+        Assert.Contains(plan.Warnings, w => w.Contains("cannot be resolved now", StringComparison.Ordinal));
+        Assert.Empty(_root.Backend.GetInventory().Get("work").Features);
+        Assert.Equal("#!/bin/sh\n", File("work", ForwardPersistence.RcLocal));
+    }
+
+    [Fact]
     public void A_failure_half_way_stops_and_reports_each_hop()
     {
         // sys-firewall's hook file cannot be written (a directory is in the way)

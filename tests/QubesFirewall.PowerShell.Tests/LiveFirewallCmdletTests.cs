@@ -43,6 +43,21 @@ public sealed class LiveFirewallCmdletTests : FirewallCmdletTests
     }
 
     [Fact]
+    public void WhatIf_lists_every_call_and_payload_it_would_send_and_sends_none()
+    {
+        _server.ClearCalls();
+        var run = Run("'action=drop dsthost=198.51.100.77' | Add-QubeFirewallRule -VMName work -WhatIf; Sync-QubeFirewall work -WhatIf");
+        run.AssertNoErrors();
+        var set = Assert.Single(run.Information, i => i.StartsWith("What if: would send admin.vm.firewall.Set+ dom0 name work with payload:", StringComparison.Ordinal));
+        var payload = set.Split('\n').Skip(1).Where(l => l.Length > 0).ToList();
+        Assert.Contains("action=drop dst4=198.51.100.77/32", payload);
+        Assert.Equal("action=drop", payload[^1]);
+        Assert.Contains(run.Information, i => i == "What if: would send admin.vm.firewall.Reload+ dom0 name work");
+        Assert.DoesNotContain(_server.Calls, c => !c.Method.EndsWith(".Get", StringComparison.Ordinal) && !c.Method.EndsWith(".GetAll", StringComparison.Ordinal) && !c.Method.EndsWith(".List", StringComparison.Ordinal));
+        Assert.DoesNotContain("198.51.100.77", File.ReadAllText(_root.FirewallXml("work")));
+    }
+
+    [Fact]
     public void Verbose_output_says_how_many_calls_an_invocation_made()
     {
         var run = Run("Get-QubeFirewallRule work -Verbose");

@@ -72,6 +72,9 @@ public sealed class SampleRootCopy : IDisposable
 /// <summary>The result of one script run in a hosted runspace.</summary>
 public sealed record PsRun(Collection<PSObject> Output, IReadOnlyList<ErrorRecord> Errors, IReadOnlyList<string> Verbose, IReadOnlyList<string> Warnings)
 {
+    /// <summary>Host messages (Write-Host and the -WhatIf call listing) from the information stream.</summary>
+    public IReadOnlyList<string> Information { get; init; } = [];
+
     public IEnumerable<T> Of<T>() => Output.Select(o => o.BaseObject).OfType<T>();
 
     public void AssertNoErrors() => Assert.True(Errors.Count == 0, string.Join(Environment.NewLine, Errors.Select(e => $"{e.FullyQualifiedErrorId}: {e}")));
@@ -103,6 +106,9 @@ public static class PowerShellHost
         if (root is not null) runspace.SessionStateProxy.SetVariable("QubesRoot", root);
         ps.AddScript(script);
         var output = ps.Invoke();
-        return new PsRun(output, ps.Streams.Error.ToList(), ps.Streams.Verbose.Select(v => v.Message).ToList(), ps.Streams.Warning.Select(w => w.Message).ToList());
+        return new PsRun(output, ps.Streams.Error.ToList(), ps.Streams.Verbose.Select(v => v.Message).ToList(), ps.Streams.Warning.Select(w => w.Message).ToList())
+        {
+            Information = ps.Streams.Information.Select(i => i.MessageData?.ToString() ?? "").ToList(),
+        };
     }
 }

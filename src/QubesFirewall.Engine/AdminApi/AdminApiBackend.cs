@@ -368,9 +368,39 @@ public sealed class AdminApiBackend : IQubesBackend
         return result.OutputText;
     }
 
+    /// <summary>
+    /// -WhatIf on the live system: changing Admin API calls and qvm-run writes and runs are reported
+    /// (with their payload or standard input) instead of sent, until the returned scope ends.
+    /// </summary>
+    public IDisposable BeginDryRun(Action<string> report)
+    {
+        Client.DryRun = report;
+        _dryRun = report;
+        return new DryRunScope(this);
+    }
+
+    private Action<string>? _dryRun;
+
+    private sealed class DryRunScope(AdminApiBackend backend) : IDisposable
+    {
+        public void Dispose()
+        {
+            backend.Client.DryRun = null;
+            backend._dryRun = null;
+        }
+    }
+
+    private bool ReportInsteadOfRunning(string vmName, string command, string? standardInput)
+    {
+        if (_dryRun is not { } report) return false;
+        report($"qvm-run --pass-io --no-gui --no-autostart -u root {vmName} '{command}'" + (standardInput is null ? "" : " with standard input:\n" + standardInput));
+        return true;
+    }
+
     public void WriteQubeFile(string vmName, string path, string content, UnixFileMode mode)
     {
         QubeName.Validate(vmName);
+        if (ReportInsteadOfRunning(vmName, QubeFileCommands.Write(path, mode), content)) return;
         var result = _runner.Run(vmName, QubeFileCommands.Write(path, mode), AtomicFileEncoding.GetBytes(content), CommandTimeout);
         if (result.ExitCode != 0) throw CommandFailed(vmName, $"write {path}", result);
     }
@@ -378,6 +408,7 @@ public sealed class AdminApiBackend : IQubesBackend
     public QubeCommandResult RunQubeScript(string vmName, string path)
     {
         QubeName.Validate(vmName);
+        if (ReportInsteadOfRunning(vmName, QubeFileCommands.Run(path), null)) return new QubeCommandResult(vmName, path, 0, "", Executed: false);
         var result = _runner.Run(vmName, QubeFileCommands.Run(path), ReadOnlyMemory<byte>.Empty, CommandTimeout);
         var output = result.OutputText + result.StandardError;
         if (result.ExitCode != 0 && NotRunning(vmName) is { } state)
@@ -392,6 +423,7 @@ public sealed class AdminApiBackend : IQubesBackend
     public QubeCommandResult RunQubeShellScript(string vmName, string script, string description)
     {
         QubeName.Validate(vmName);
+        if (ReportInsteadOfRunning(vmName, QubeFileCommands.RunStandardInput, script)) return new QubeCommandResult(vmName, "(standard input)", 0, "", Executed: false);
         var result = _runner.Run(vmName, QubeFileCommands.RunStandardInput, AtomicFileEncoding.GetBytes(script), CommandTimeout);
         if (result.ExitCode != 0 && NotRunning(vmName) is { } state)
             throw NotRunningError(vmName, state, $"run {description.Replace('\n', ' ')}");

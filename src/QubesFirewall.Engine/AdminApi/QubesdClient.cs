@@ -90,6 +90,19 @@ public sealed partial class QubesdClient
     public static int HeaderBytes(string method, string? argument, string destination) =>
         Encoding.ASCII.GetByteCount($"{method}+{argument} {Source} name {destination}") + 1;
 
+    /// <summary>
+    /// When set (-WhatIf), calls that change something are reported here with their payload and
+    /// answered with an empty success instead of being sent; calls that only read still go out.
+    /// </summary>
+    public Action<string>? DryRun { get; set; }
+
+    /// <summary>Methods that only read: Get, GetAll, List and the like.</summary>
+    public static bool IsReadOnly(string method)
+    {
+        var verb = method[(method.LastIndexOf('.') + 1)..];
+        return verb is "Get" or "GetAll" or "List" or "GetDefault" or "CurrentState" or "Available";
+    }
+
     /// <summary>Calls a method and returns the content of a success reply; every other reply throws.</summary>
     public byte[] Call(string method, string destination, string? argument = null, ReadOnlySpan<byte> payload = default, TimeSpan? timeout = null)
     {
@@ -98,6 +111,12 @@ public sealed partial class QubesdClient
         if (request.Length > MaxRequestBytes)
             throw new QubesFirewallException("RequestTooLarge", FailureKind.InvalidArgument,
                 $"The {what} request would be {request.Length.ToString("N0", CultureInfo.InvariantCulture)} bytes; qubesd reads at most {MaxRequestBytes.ToString("N0", CultureInfo.InvariantCulture)} bytes per request and drops larger ones. Nothing was sent.", what);
+        if (DryRun is { } report && !IsReadOnly(method))
+        {
+            var header = $"{method}+{argument} {Source} name {destination}";
+            report(payload.IsEmpty ? header : header + " with payload:\n" + Encoding.ASCII.GetString(payload));
+            return [];
+        }
 
         Interlocked.Increment(ref _calls);
         var watch = Stopwatch.StartNew();

@@ -64,6 +64,12 @@ public interface IQubesBackend : IDisposable
     void ResetProperty(string vmName, string name);
 
     /// <summary>
+    /// -WhatIf: until the scope ends, changes are reported (every call and every file content that
+    /// would be sent) instead of made. Null when the backend has nothing more to show than the plan.
+    /// </summary>
+    IDisposable? BeginDryRun(Action<string> report) => null;
+
+    /// <summary>
     /// Runs a generated shell script as root in the qube now (read from standard input by <c>/bin/sh</c>),
     /// without writing it anywhere: the port-forward scripts of a qube run on their own, never the whole
     /// hook file they are kept in (the user's lines there may not bear running twice).

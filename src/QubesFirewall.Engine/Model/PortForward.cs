@@ -362,12 +362,17 @@ public sealed record PortForwardDeclaration(string VMName, string FeatureName, s
 {
     public bool IsValid => Forward is not null;
 
-    /// <summary>Every forward feature of the inventory, in qube order then feature name order.</summary>
-    public static IReadOnlyList<PortForwardDeclaration> ReadAll(QubesInventory inventory)
+    /// <summary>
+    /// Every forward feature of the inventory, in qube order then feature name order. With
+    /// <paramref name="networkedOnly"/>, only qubes that have a network qube (no forward can reach the
+    /// others), which spares the live backend reading the features of templates and offline qubes.
+    /// </summary>
+    public static IReadOnlyList<PortForwardDeclaration> ReadAll(QubesInventory inventory, bool networkedOnly = false)
     {
         var list = new List<PortForwardDeclaration>();
         foreach (var qube in inventory.Qubes)
-            list.AddRange(Read(qube));
+            if (!networkedOnly || qube.NetVM is not null)
+                list.AddRange(Read(qube));
         return list;
     }
 

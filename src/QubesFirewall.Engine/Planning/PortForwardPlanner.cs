@@ -195,7 +195,7 @@ public static class PortForwardPlanner
             throw QubesFirewallException.Invalid("ExpireInPast", $"{forward.Text}: the expiry time is not in the future, the forward would never match.", forward);
 
         var chain = NetworkChain.Resolve(inventory, forward, options.RequireRunning);
-        var declarations = PortForwardDeclaration.ReadAll(inventory);
+        var declarations = PortForwardDeclaration.ReadAll(inventory, networkedOnly: true);
         var existing = declarations.FirstOrDefault(d => d.VMName == forward.VMName && d.FeatureName == forward.FeatureName);
         var others = new List<PortForward>();
         foreach (var d in declarations)
@@ -287,17 +287,19 @@ public static class PortForwardPlanner
         var warnings = new List<string>();
         var target = inventory.Get(Validation.QubeName.Validate(vmName));
         PortForward.ValidatePort(port);
-        var declarations = PortForwardDeclaration.ReadAll(inventory);
-        var matching = declarations.Where(d => d.VMName == target.Name
-            && PortForwardFeature.TryParseName(d.FeatureName, out var p, out var n, lenient: true) && p == protocol && n == port).ToList();
+        var declarations = PortForwardDeclaration.ReadAll(inventory, networkedOnly: true);
+        // the target's own features, even if it has no network any more
+        var matching = PortForwardDeclaration.Read(target)
+            .Where(d => PortForwardFeature.TryParseName(d.FeatureName, out var p, out var n, lenient: true) && p == protocol && n == port).ToList();
         var name = PortForwardFeature.NameFor(protocol, port);
         if (matching.Count == 0)
             throw new QubesFirewallException("PortForwardNotFound", FailureKind.ObjectNotFound,
                 $"'{target.Name}' has no port forward {(protocol == ForwardProtocol.Tcp ? "tcp" : "udp")}/{port.ToString(CultureInfo.InvariantCulture)} (no feature {name}). Get-QubePortForward lists the declared ones.", name);
         var removed = matching.Select(d => d.Forward).FirstOrDefault(f => f is not null);
         var others = new List<PortForward>();
-        foreach (var d in declarations.Except(matching))
+        foreach (var d in declarations)
         {
+            if (d.VMName == target.Name && matching.Any(m => m.FeatureName == d.FeatureName)) continue;
             if (d.Forward is null) { warnings.Add(IgnoredWarning(d)); continue; }
             others.Add(d.Forward);
         }
@@ -355,7 +357,7 @@ public static class PortForwardPlanner
     {
         var qube = inventory.Get(Validation.QubeName.Validate(vmName));
         var list = new List<string>();
-        var forwards = PortForwardDeclaration.ReadAll(inventory).Where(d => d.Forward is not null).Select(d => d.Forward!).ToList();
+        var forwards = PortForwardDeclaration.ReadAll(inventory, networkedOnly: true).Where(d => d.Forward is not null).Select(d => d.Forward!).ToList();
         var layout = ForwardLayout.Build(inventory, forwards, list);
         foreach (var w in list) warnings?.Add(w);
         var set = layout.For(qube);

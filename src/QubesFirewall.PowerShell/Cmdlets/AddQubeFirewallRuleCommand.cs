@@ -107,7 +107,11 @@ public sealed class AddQubeFirewallRuleCommand : QubeCmdlet
             }
             if (!TryEngine(() => FirewallPlanner.PlanInsert(Backend, vmName, insertions, Now), out var change)) continue;
             var accepted = change.Steps.Where(s => ShouldProcess(s.Target, s.Action)).ToList();
-            if (accepted.Count == 0) continue;
+            if (accepted.Count == 0)
+            {
+                ShowWhatIfDetails(() => FirewallPlanner.Apply(Backend, change));
+                continue;
+            }
             if (!TryEngine(() => FirewallPlanner.Apply(Backend, change.Restrict(accepted)), out var outcome)) continue;
             foreach (var skipped in outcome.AlreadyPresent)
                 WriteVerbose($"{vmName}: already present, not added again: {skipped.Text}");

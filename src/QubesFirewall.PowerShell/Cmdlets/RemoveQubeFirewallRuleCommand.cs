@@ -55,7 +55,11 @@ public sealed class RemoveQubeFirewallRuleCommand : QubeCmdlet
         {
             if (!TryEngine(() => FirewallPlanner.PlanRemove(Backend, vmName, targets, Now), out var change)) continue;
             var accepted = change.Steps.Where(s => ShouldProcess(s.Target, s.Action)).ToList();
-            if (accepted.Count == 0) continue;
+            if (accepted.Count == 0)
+            {
+                ShowWhatIfDetails(() => FirewallPlanner.Apply(Backend, change));
+                continue;
+            }
             if (!TryEngine(() => FirewallPlanner.Apply(Backend, change.Restrict(accepted)), out var outcome)) continue;
             if (!PassThru) continue;
             var visible = FirewallPlanner.Visible(change.Snapshot, Now);

@@ -27,7 +27,11 @@ public sealed class SyncQubeFirewallCommand : QubeCmdlet
             if (!TryEngine(() => Backend.GetInventory().Find(name) ?? throw new Engine.QubesFirewallException("QubeNotFound", Engine.FailureKind.ObjectNotFound,
                     $"There is no qube named '{Engine.Model.RuleGrammar.Printable(name)}' in {Backend.Description}.", name), out var qube)) continue;
             var netvm = qube.NetVM ?? "(no network qube)";
-            if (!ShouldProcess($"{name} (enforced in {netvm})", "Write firewall entries into the network qube's QubesDB")) continue;
+            if (!ShouldProcess($"{name} (enforced in {netvm})", "Write firewall entries into the network qube's QubesDB"))
+            {
+                ShowWhatIfDetails(() => Backend.SyncFirewall(name));
+                continue;
+            }
             if (!TryEngine(() => Backend.SyncFirewall(name), out var entries)) continue;
             if (PassThru) WriteObject(entries, enumerateCollection: true);
         }
