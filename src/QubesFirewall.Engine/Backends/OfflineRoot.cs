@@ -183,6 +183,20 @@ public sealed class OfflineRoot : IQubesBackend
         GetQube(vmName);
         QubesXml.ResetProperty(QubesXmlPath, vmName, name);
     }
+
+    /// <summary>
+    /// Offline side of a network re-attach (Repair-QubeNetVm), after netvm was set: what qubesd does
+    /// when it attaches a running qube (it reloads the qube's firewall into the network qube's QubesDB,
+    /// here the state folder's qubesdb.txt), and a line in the qube's applied.log saying so.
+    /// </summary>
+    public void RecordNetworkReattach(string vmName, string netVm, string commands)
+    {
+        GetQube(vmName);
+        SyncFirewall(vmName);
+        var log = Path.Combine(StatePath, vmName, "applied.log");
+        Directory.CreateDirectory(Path.GetDirectoryName(log)!);
+        File.AppendAllText(log, $"{_clock():O} netvm re-attached to {netVm} ({commands.Replace('\n', ' ')}); firewall reloaded into {netVm}\n");
+    }
 }
 
 /// <summary>

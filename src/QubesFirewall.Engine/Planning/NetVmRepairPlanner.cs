@@ -1,0 +1,298 @@
+using QubesFirewall.Engine.Backends;
+using QubesFirewall.Engine.Model;
+using QubesFirewall.Engine.Validation;
+
+namespace QubesFirewall.Engine.Planning;
+
+/// <summary>What Repair-QubeNetVm did for one qube.</summary>
+public enum NetVmRepairAction
+{
+    /// <summary>netvm set to its current value (detach, attach, firewall reload), and reset to the default again for a qube that follows default_netvm.</summary>
+    Reattached,
+    /// <summary>Nothing done, on purpose (a paused qube: qubesd re-attaches it when it is unpaused).</summary>
+    Skipped,
+    /// <summary>A halted network qube started (with -Start) so that its clients can be re-attached.</summary>
+    Started,
+    /// <summary>Refused (its network qube is halted and -Start was not given) or a call failed.</summary>
+    Failed,
+}
+
+/// <summary>What a planned step is.</summary>
+public enum NetVmRepairStepKind { Start, Reattach, Skip, Refuse }
+
+/// <summary>The backend operations a step makes.</summary>
+public enum NetVmRepairCallKind
+{
+    /// <summary><c>admin.vm.property.Set</c> netvm (offline: qubes.xml).</summary>
+    SetNetVm,
+    /// <summary><c>admin.vm.property.Reset</c> netvm (offline: the property removed from qubes.xml).</summary>
+    ResetNetVm,
+    /// <summary><c>admin.vm.Start</c> (offline: the power state in the state folder).</summary>
+    Start,
+}
+
+/// <summary>One backend operation of a step, with the dom0 command that does the same.</summary>
+public sealed record NetVmRepairCall(NetVmRepairCallKind Kind, string VMName, string? Value = null)
+{
+    /// <summary>The equivalent dom0 command line, as -WhatIf and the result show it.</summary>
+    public string Command => Kind switch
+    {
+        NetVmRepairCallKind.SetNetVm => $"qvm-prefs {VMName} netvm {Value}",
+        NetVmRepairCallKind.ResetNetVm => $"qvm-prefs --default {VMName} netvm",
+        _ => $"qvm-start {VMName}",
+    };
+
+    /// <summary>The Admin API call the live backend makes.</summary>
+    public string AdminApiCall => Kind switch
+    {
+        NetVmRepairCallKind.SetNetVm => $"admin.vm.property.Set+netvm {VMName} '{Value}'",
+        NetVmRepairCallKind.ResetNetVm => $"admin.vm.property.Reset+netvm {VMName}",
+        _ => $"admin.vm.Start {VMName}",
+    };
+
+    public override string ToString() => Command;
+}
+
+/// <summary>
+/// One planned step: start a network qube, re-attach a client, or a client left alone (skipped
+/// or refused) with the reason. <see cref="DependsOn"/> names a network qube started by an earlier
+/// step of the same plan: if that start fails, this step fails without a call.
+/// </summary>
+public sealed record NetVmRepairStep(
+    NetVmRepairStepKind Kind,
+    string VMName,
+    string? NetVM,
+    int Depth,
+    IReadOnlyList<NetVmRepairCall> Calls,
+    string Reason,
+    string? DependsOn = null)
+{
+    /// <summary>The words ShouldProcess shows as the target.</summary>
+    public string Target => Kind == NetVmRepairStepKind.Start ? VMName : $"{VMName} (netvm {NetVM})";
+
+    /// <summary>The words ShouldProcess shows as the operation: what it does and the exact calls.</summary>
+    public string Operation => Kind switch
+    {
+        NetVmRepairStepKind.Start => "Start the halted network qube: " + string.Join("; ", Calls.Select(c => c.Command)),
+        _ => "Re-attach to its network qube: " + string.Join("; ", Calls.Select(c => c.Command)),
+    };
+
+    public override string ToString() => $"{Kind} {Target}: {string.Join("; ", Calls.Select(c => c.Command))}";
+}
+
+/// <summary>The ordered steps of a repair: network qubes to start and clients to re-attach, parents first.</summary>
+public sealed record NetVmRepairPlan(IReadOnlyList<NetVmRepairStep> Steps);
+
+/// <summary>One result object per qube, as Repair-QubeNetVm returns them.</summary>
+public sealed record NetVmRepairResult(string VMName, string? NetVM, NetVmRepairAction Action, string Reason, IReadOnlyList<string> Commands)
+{
+    public override string ToString() => $"{VMName}: {Action} ({Reason})";
+}
+
+/// <summary>
+/// Plans and runs what <c>qvm-prefs &lt;qube&gt; netvm &lt;same value&gt;</c> does by hand after a network
+/// qube restarted: for every running client of the given network qubes (or of every network qube),
+/// set netvm to its current value, which makes qubesd detach the qube, attach it again and reload its
+/// firewall in the network qube (core-admin <c>qubes/vm/mix/net.py</c>: the pre-set and set handlers of
+/// netvm fire even when the value does not change). A qube that follows <c>default_netvm</c> gets the
+/// same value set explicitly and is then reset to the default: the reset fires nothing when the
+/// default equals the current value, and the qube follows <c>default_netvm</c> again.
+/// <para>
+/// Order: network qubes before their clients, by chain depth (sys-firewall, one hop from sys-net,
+/// before its own clients; sys-whonix, behind sys-firewall, after it), then in qubes.xml order.
+/// Paused (and suspended) qubes are skipped: qubesd re-attaches a paused qube when it is unpaused.
+/// A running qube cannot be attached to a network qube that is not running (qubesd refuses with
+/// "Cannot dynamically attach to stopped qube"): such clients are refused unless the plan may start
+/// network qubes, which are then started first, in chain order. Planning is pure: the same inventory
+/// (power states included) and request give the same plan.
+/// </para>
+/// </summary>
+public static class NetVmRepairPlanner
+{
+    /// <param name="inventory">The qubes with their power states.</param>
+    /// <param name="netVms">Only clients of these network qubes (their direct clients); null or empty: every network qube.</param>
+    /// <param name="start">Start halted network qubes (and their halted upstream) instead of refusing their clients.</param>
+    public static NetVmRepairPlan Plan(QubesInventory inventory, IReadOnlyCollection<string>? netVms, bool start)
+    {
+        var selected = new HashSet<string>(StringComparer.Ordinal);
+        foreach (var name in netVms ?? [])
+        {
+            QubeName.Validate(name);
+            var qube = inventory.Find(name) ?? throw new QubesFirewallException("QubeNotFound", FailureKind.ObjectNotFound,
+                $"There is no qube named '{RuleGrammar.Printable(name)}'.", name);
+            if (!qube.ProvidesNetwork)
+                throw QubesFirewallException.Invalid("NotANetworkQube",
+                    $"'{name}' does not provide network (provides_network is False): no qube can have it as netvm. Name a network qube such as sys-firewall, or leave -NetVM out to repair the clients of every network qube.", name);
+            selected.Add(qube.Name);
+        }
+
+        var order = new Dictionary<string, int>(StringComparer.Ordinal);
+        for (var i = 0; i < inventory.Qubes.Count; i++) order[inventory.Qubes[i].Name] = i;
+        int Depth(Qube q) => inventory.UpstreamOf(q.Name).Count;
+
+        var steps = new List<NetVmRepairStep>();
+        var starts = new Dictionary<string, NetVmRepairStep?>(StringComparer.Ordinal); // network qube -> its start step (null: cannot start)
+
+        // Plans the start of a halted network qube after its own halted upstream; null when it cannot be started.
+        NetVmRepairStep? PlanStart(Qube netvm)
+        {
+            if (starts.TryGetValue(netvm.Name, out var known)) return known;
+            starts[netvm.Name] = null; // guards against loops (qubes.xml loops are already broken)
+            string? dependsOn = null;
+            if (netvm.NetVM is { } upName && inventory.Find(upName) is { } up && !IsRunning(up))
+            {
+                if (up.State != PowerState.Halted || PlanStart(up) is null) return null;
+                dependsOn = up.Name;
+            }
+            var step = new NetVmRepairStep(NetVmRepairStepKind.Start, netvm.Name, netvm.NetVM, Depth(netvm),
+                [new NetVmRepairCall(NetVmRepairCallKind.Start, netvm.Name)],
+                $"Started the network qube '{netvm.Name}' (it was halted) so that its running clients can be attached to it.", dependsOn);
+            starts[netvm.Name] = step;
+            steps.Add(step);
+            return step;
+        }
+
+        foreach (var client in inventory.Qubes)
+        {
+            if (client.NetVM is not { } netvmName) continue;
+            if (selected.Count > 0 && !selected.Contains(netvmName)) continue;
+            if (client.State is not (PowerState.Running or PowerState.Paused or PowerState.Suspended)) continue;
+            var depth = Depth(client);
+
+            if (client.State != PowerState.Running)
+            {
+                var why = client.State == PowerState.Paused
+                    ? "The qube is paused: qubesd re-attaches it to its network qube when it is unpaused (qvm-unpause)."
+                    : "The qube is suspended: resume it, then run Repair-QubeNetVm again if it has no network.";
+                steps.Add(new NetVmRepairStep(NetVmRepairStepKind.Skip, client.Name, netvmName, depth, [], why));
+                continue;
+            }
+
+            var netvm = inventory.Find(netvmName);
+            if (netvm is null)
+            {
+                steps.Add(new NetVmRepairStep(NetVmRepairStepKind.Refuse, client.Name, netvmName, depth, [],
+                    $"Its network qube '{netvmName}' does not exist."));
+                continue;
+            }
+
+            string? dependsOn = null;
+            if (!IsRunning(netvm))
+            {
+                if (netvm.State == PowerState.Halted && start)
+                {
+                    if (PlanStart(netvm) is null)
+                    {
+                        steps.Add(new NetVmRepairStep(NetVmRepairStepKind.Refuse, client.Name, netvmName, depth, [],
+                            $"Its network qube '{netvmName}' is halted and cannot be started: a qube upstream of it is neither running nor halted ({DescribeUpstream(inventory, netvm)})."));
+                        continue;
+                    }
+                    dependsOn = netvmName;
+                }
+                else
+                {
+                    var why = netvm.State switch
+                    {
+                        PowerState.Halted => $"Its network qube '{netvmName}' is halted, and a running qube cannot be attached to a halted one. Start it first (qvm-start {netvmName}), or run Repair-QubeNetVm with -Start.",
+                        PowerState.Paused => $"Its network qube '{netvmName}' is paused. Unpause it first (qvm-unpause {netvmName}).",
+                        _ => $"Its network qube '{netvmName}' is {StateWord(netvm.State)}, not running. Wait until it runs, or start it (qvm-start {netvmName}).",
+                    };
+                    steps.Add(new NetVmRepairStep(NetVmRepairStepKind.Refuse, client.Name, netvmName, depth, [], why));
+                    continue;
+                }
+            }
+
+            var follower = client.NetVmSource == NetVmSource.Default;
+            List<NetVmRepairCall> calls = [new(NetVmRepairCallKind.SetNetVm, client.Name, netvmName)];
+            if (follower) calls.Add(new(NetVmRepairCallKind.ResetNetVm, client.Name));
+            var reason = $"netvm set to its current value '{netvmName}': qubesd detached the qube, attached it again and reloaded its firewall in {netvmName}"
+                + (follower ? "; then reset to the default, so it follows default_netvm again." : ".");
+            steps.Add(new NetVmRepairStep(NetVmRepairStepKind.Reattach, client.Name, netvmName, depth, calls, reason, dependsOn));
+        }
+
+        // Parents first: chain depth, then qubes.xml order; a start and a client of the same qube
+        // cannot tie (a client is one hop deeper than its network qube).
+        var ordered = steps
+            .OrderBy(s => s.Depth)
+            .ThenBy(s => order.GetValueOrDefault(s.VMName, int.MaxValue))
+            .ToList();
+        return new NetVmRepairPlan(ordered);
+    }
+
+    private static bool IsRunning(Qube q) => q.State == PowerState.Running;
+
+    private static string StateWord(PowerState state) => state switch
+    {
+        PowerState.Unknown => "in an unknown state",
+        _ => state.ToString().ToLowerInvariant(),
+    };
+
+    private static string DescribeUpstream(QubesInventory inventory, Qube netvm) =>
+        string.Join(", ", inventory.UpstreamOf(netvm.Name).Select(q => $"{q.Name} is {StateWord(q.State)}"));
+
+    /// <summary>
+    /// Runs one step against the backend and returns its result. A step whose network qube failed
+    /// to start (named in <paramref name="failedStarts"/>) fails without a call; a failed start is
+    /// added there. Backend failures become a Failed result, never an exception: the rest of the plan goes on.
+    /// </summary>
+    public static NetVmRepairResult Execute(IQubesBackend backend, NetVmRepairStep step, ISet<string> failedStarts)
+    {
+        var commands = step.Calls.Select(c => c.Command).ToList();
+        switch (step.Kind)
+        {
+            case NetVmRepairStepKind.Skip:
+                return new NetVmRepairResult(step.VMName, step.NetVM, NetVmRepairAction.Skipped, step.Reason, []);
+            case NetVmRepairStepKind.Refuse:
+                return new NetVmRepairResult(step.VMName, step.NetVM, NetVmRepairAction.Failed, step.Reason, []);
+        }
+
+        if (step.DependsOn is { } dependency && failedStarts.Contains(dependency))
+        {
+            if (step.Kind == NetVmRepairStepKind.Start) failedStarts.Add(step.VMName);
+            return new NetVmRepairResult(step.VMName, step.NetVM, NetVmRepairAction.Failed,
+                $"Not attempted: the network qube '{dependency}' could not be started (see its result).", []);
+        }
+
+        var done = new List<string>();
+        foreach (var call in step.Calls)
+        {
+            try
+            {
+                switch (call.Kind)
+                {
+                    case NetVmRepairCallKind.Start: backend.StartQube(call.VMName); break;
+                    case NetVmRepairCallKind.SetNetVm: backend.SetProperty(call.VMName, "netvm", call.Value!); break;
+                    case NetVmRepairCallKind.ResetNetVm: backend.ResetProperty(call.VMName, "netvm"); break;
+                }
+                done.Add(call.Command);
+            }
+            catch (QubesFirewallException ex)
+            {
+                if (step.Kind == NetVmRepairStepKind.Start) failedStarts.Add(step.VMName);
+                var reason = call.Kind switch
+                {
+                    NetVmRepairCallKind.Start => $"Could not start '{call.VMName}': {ex.Message}",
+                    NetVmRepairCallKind.ResetNetVm => $"Re-attached, but netvm could not be reset to the default afterwards, so '{call.VMName}' no longer follows default_netvm: {ex.Message} Run 'qvm-prefs --default {call.VMName} netvm'.",
+                    _ => $"Could not re-attach '{call.VMName}' ({call.Command}): {ex.Message}",
+                };
+                return new NetVmRepairResult(step.VMName, step.NetVM, NetVmRepairAction.Failed, reason, done);
+            }
+        }
+
+        if (backend is OfflineRoot offline && step.Kind == NetVmRepairStepKind.Reattach)
+        {
+            try
+            {
+                offline.RecordNetworkReattach(step.VMName, step.NetVM!, string.Join("; ", commands));
+            }
+            catch (QubesFirewallException ex)
+            {
+                return new NetVmRepairResult(step.VMName, step.NetVM, NetVmRepairAction.Failed,
+                    $"netvm set, but the firewall reload into {step.NetVM}'s QubesDB failed: {ex.Message}", done);
+            }
+        }
+
+        return new NetVmRepairResult(step.VMName, step.NetVM,
+            step.Kind == NetVmRepairStepKind.Start ? NetVmRepairAction.Started : NetVmRepairAction.Reattached, step.Reason, commands);
+    }
+}
