@@ -59,6 +59,24 @@ public abstract class QubeCmdlet : PSCmdlet
         _backend = null;
     }
 
+    /// <summary>
+    /// Walks <paramref name="items"/> reporting progress (Write-Progress) when there is more than one:
+    /// operations over many qubes or hops say where they are.
+    /// </summary>
+    protected IEnumerable<T> WithProgress<T>(IReadOnlyCollection<T> items, string activity, Func<T, string> describe)
+    {
+        var id = Math.Abs(activity.GetHashCode() % 10000) + 1;
+        var index = 0;
+        foreach (var item in items)
+        {
+            if (items.Count > 1)
+                WriteProgress(new ProgressRecord(id, activity, $"{describe(item)} ({index + 1} of {items.Count})") { PercentComplete = index * 100 / items.Count });
+            index++;
+            yield return item;
+        }
+        if (items.Count > 1) WriteProgress(new ProgressRecord(id, activity, "Done") { RecordType = ProgressRecordType.Completed });
+    }
+
     /// <summary>True when the command runs with -WhatIf (given, or through $WhatIfPreference).</summary>
     protected bool WhatIfRequested =>
         MyInvocation.BoundParameters.TryGetValue("WhatIf", out var given)

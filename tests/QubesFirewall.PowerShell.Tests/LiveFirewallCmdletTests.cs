@@ -1,3 +1,4 @@
+using System.Management.Automation;
 using QubesFirewall.Engine.Model;
 using QubesFirewall.TestQubesd;
 
@@ -55,6 +56,15 @@ public sealed class LiveFirewallCmdletTests : FirewallCmdletTests
         Assert.Contains(run.Information, i => i == "What if: would send admin.vm.firewall.Reload+ dom0 name work");
         Assert.DoesNotContain(_server.Calls, c => !c.Method.EndsWith(".Get", StringComparison.Ordinal) && !c.Method.EndsWith(".GetAll", StringComparison.Ordinal) && !c.Method.EndsWith(".List", StringComparison.Ordinal));
         Assert.DoesNotContain("198.51.100.77", File.ReadAllText(_root.FirewallXml("work")));
+    }
+
+    [Fact]
+    public void Work_over_several_qubes_reports_progress()
+    {
+        var run = Run("'work', 'personal', 'untrusted' | ForEach-Object { [pscustomobject]@{ VMName = $_; Action = 'Drop'; DstHost = '203.0.113.9' } } | Add-QubeFirewallRule");
+        run.AssertNoErrors();
+        Assert.Equal(["work (1 of 3)", "personal (2 of 3)", "untrusted (3 of 3)"], run.Progress.Where(p => p.RecordType == ProgressRecordType.Processing).Select(p => p.StatusDescription));
+        Assert.Equal(ProgressRecordType.Completed, run.Progress[^1].RecordType);
     }
 
     [Fact]

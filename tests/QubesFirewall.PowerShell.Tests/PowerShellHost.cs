@@ -75,6 +75,9 @@ public sealed record PsRun(Collection<PSObject> Output, IReadOnlyList<ErrorRecor
     /// <summary>Host messages (Write-Host and the -WhatIf call listing) from the information stream.</summary>
     public IReadOnlyList<string> Information { get; init; } = [];
 
+    /// <summary>Write-Progress records (activity: status).</summary>
+    public IReadOnlyList<ProgressRecord> Progress { get; init; } = [];
+
     public IEnumerable<T> Of<T>() => Output.Select(o => o.BaseObject).OfType<T>();
 
     public void AssertNoErrors() => Assert.True(Errors.Count == 0, string.Join(Environment.NewLine, Errors.Select(e => $"{e.FullyQualifiedErrorId}: {e}")));
@@ -109,6 +112,7 @@ public static class PowerShellHost
         return new PsRun(output, ps.Streams.Error.ToList(), ps.Streams.Verbose.Select(v => v.Message).ToList(), ps.Streams.Warning.Select(w => w.Message).ToList())
         {
             Information = ps.Streams.Information.Select(i => i.MessageData?.ToString() ?? "").ToList(),
+            Progress = ps.Streams.Progress.ToList(),
         };
     }
 }

@@ -97,6 +97,14 @@ public sealed class FakeQubesd : IDisposable
 
     public int OversizedRequests => _oversized;
 
+    private readonly ConcurrentQueue<string> _networkEvents = new();
+
+    /// <summary>
+    /// What qubesd would have done to running qubes' networking, in order: "start Q", "detach Q N",
+    /// "attach Q N" (each attach also reloads Q's firewall into N's QubesDB file in the state folder).
+    /// </summary>
+    public IReadOnlyList<string> NetworkEvents => _networkEvents.ToArray();
+
     public void ClearCalls() => _calls.Clear();
 
     public int CountCalls(string method, string? destination = null) =>
@@ -419,9 +427,18 @@ public sealed class FakeQubesd : IDisposable
             case "admin.vm.property.Set":
             case "admin.vm.property.Reset":
             {
+                var isSet = call.Method.EndsWith("Set", StringComparison.Ordinal);
+                var oldNetVm = arg == "netvm" ? dest.Properties.GetValueOrDefault("netvm")?.Value ?? "" : null;
+                if (arg == "netvm" && isSet)
+                {
+                    // core-admin net.py on_property_pre_set_netvm: a running qube cannot be attached to a qube that does not run.
+                    var target = Encoding.ASCII.GetString(call.Payload);
+                    if (target.Length > 0 && dest.State == PowerState.Running && Find(target) is { } t && t.State is not (PowerState.Running or PowerState.Paused))
+                        throw new QubesdFault("QubesVMNotStartedError", $"Cannot dynamically attach to stopped qube {target}");
+                }
                 try
                 {
-                    if (call.Method.EndsWith("Set", StringComparison.Ordinal)) QubesXml.SetProperty(_root.QubesXmlPath, dest.Name, arg, Encoding.ASCII.GetString(call.Payload));
+                    if (isSet) QubesXml.SetProperty(_root.QubesXmlPath, dest.Name, arg, Encoding.ASCII.GetString(call.Payload));
                     else QubesXml.ResetProperty(_root.QubesXmlPath, dest.Name, arg);
                 }
                 catch (QubesFirewallException ex)
@@ -429,6 +446,28 @@ public sealed class FakeQubesd : IDisposable
                     throw new QubesdFault("QubesPropertyValueError", ex.Message);
                 }
                 Seed();
+                if (oldNetVm is not null)
+                {
+                    // Setting netvm fires its handlers even for the same value (detach, attach, firewall reload);
+                    // a reset fires them only when the default differs from the value it replaces.
+                    var newNetVm = dest.Properties.GetValueOrDefault("netvm")?.Value ?? "";
+                    if (dest.State == PowerState.Running && (isSet || newNetVm != oldNetVm))
+                    {
+                        if (oldNetVm.Length > 0) _networkEvents.Enqueue($"detach {dest.Name} {oldNetVm}");
+                        if (newNetVm.Length > 0)
+                        {
+                            _networkEvents.Enqueue($"attach {dest.Name} {newNetVm}");
+                            try
+                            {
+                                _root.SyncFirewall(dest.Name);
+                            }
+                            catch (QubesFirewallException)
+                            {
+                                // qubesd logs a failed firewall reload; the attach stands.
+                            }
+                        }
+                    }
+                }
                 return "";
             }
             case "admin.vm.feature.List":
@@ -443,11 +482,13 @@ public sealed class FakeQubesd : IDisposable
                 if (!FeatureValue.IsMatch(value)) throw Protocol($"{arg} value contains illegal characters");
                 QubesXml.SetFeature(_root.QubesXmlPath, dest.Name, arg, value);
                 dest.Features[arg] = value;
+                Seed(); // computed properties follow features (ip6 from the ipv6 feature along the chain)
                 return "";
             }
             case "admin.vm.feature.Remove":
                 if (!dest.Features.Remove(arg)) throw new QubesdFault("QubesFeatureNotFoundError", $"Feature not set for domain {dest.Name}: {arg}");
                 QubesXml.RemoveFeature(_root.QubesXmlPath, dest.Name, arg);
+                Seed();
                 return "";
             case "admin.vm.tag.List":
                 return string.Concat(dest.Tags.Select(t => t + "\n"));
@@ -482,14 +523,20 @@ public sealed class FakeQubesd : IDisposable
                 }
                 return "";
             case "admin.vm.Start":
-                if (dest.State != PowerState.Running)
-                {
-                    dest.State = PowerState.Running;
-                    _root.SetPowerState(dest.Name, PowerState.Running);
-                }
+                Start(dest);
                 return "";
         }
         throw Protocol($"no such method: '{call.Method}'");
+    }
+
+    // qubesvm.start: a halted netvm (and its own halted netvm, ...) is started first.
+    private void Start(VmState vm)
+    {
+        if (vm.State == PowerState.Running) return;
+        if (vm.Properties.GetValueOrDefault("netvm")?.Value is { Length: > 0 } netvm && Find(netvm) is { } up) Start(up);
+        vm.State = PowerState.Running;
+        _root.SetPowerState(vm.Name, PowerState.Running);
+        _networkEvents.Enqueue($"start {vm.Name}");
     }
 
     // Python's str.splitlines for the separators a rule payload can hold.

@@ -38,8 +38,10 @@ public static class ForwardPersistence
     /// disposable template shared by several qubes, one part per qube, each run only in the qube it names
     /// (<c>qubesdb-read /name</c>). Empty when no forward crosses any of them.
     /// </summary>
-    public static string BlockBody(QubesInventory inventory, Qube storage, string path, Func<Qube, QubeForwards> forwardsOf)
+    public static string BlockBody(QubesInventory inventory, Qube storage, string path, Func<Qube, QubeForwards> forwardsOf,
+        Func<QubeForwards, string>? render = null)
     {
+        render ??= NftForwardScript.Render;
         var owners = inventory.Qubes
             .Where(q => StorageOf(inventory, q).Name == storage.Name && HookPath(q) == path)
             .Select(forwardsOf)
@@ -47,7 +49,7 @@ public static class ForwardPersistence
             .OrderBy(s => s.Qube.Name, StringComparer.Ordinal)
             .ToList();
         if (owners.Count == 0) return "";
-        if (owners.Count == 1 && owners[0].Qube.Name == storage.Name) return NftForwardScript.Render(owners[0]);
+        if (owners.Count == 1 && owners[0].Qube.Name == storage.Name) return render(owners[0]);
         var sb = new StringBuilder();
         sb.Append("# Kept in ").Append(storage.Name).Append(", the disposable template of ")
           .Append(string.Join(", ", owners.Select(o => o.Qube.Name))).Append(": every disposable made from it\n");
@@ -55,7 +57,7 @@ public static class ForwardPersistence
         foreach (var owner in owners)
         {
             sb.Append("if [ \"$(qubesdb-read /name 2>/dev/null)\" = ").Append(ShellQuote.Single(owner.Qube.Name)).Append(" ]; then\n");
-            sb.Append(NftForwardScript.Render(owner));
+            sb.Append(render(owner));
             sb.Append("fi\n");
         }
         return sb.ToString();

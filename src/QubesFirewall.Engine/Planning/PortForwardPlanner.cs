@@ -473,6 +473,17 @@ public static class PortForwardPlanner
         Func<string, string, string?> readFile, PortForwardOptions options, List<string> warnings)
     {
         var written = new HashSet<string>(StringComparer.Ordinal);
+        // each qube's transaction and script are rendered once per plan (a block and a run step use the same text)
+        var generated = new Dictionary<string, (string Transaction, string Script)>(StringComparer.Ordinal);
+        (string Transaction, string Script) Generate(QubeForwards s)
+        {
+            if (!generated.TryGetValue(s.Qube.Name, out var g))
+            {
+                var tx = NftForwardScript.Transaction(s);
+                generated[s.Qube.Name] = g = (tx, NftForwardScript.Render(s, tx));
+            }
+            return g;
+        }
         foreach (var qube in order)
         {
             var set = layout.For(qube);
@@ -482,7 +493,7 @@ public static class PortForwardPlanner
             if (written.Add(storage.Name + "\0" + path))
             {
                 var current = readFile(storage.Name, path);
-                var body = ForwardPersistence.BlockBody(inventory, storage, path, layout.For);
+                var body = ForwardPersistence.BlockBody(inventory, storage, path, layout.For, s => Generate(s).Script);
                 string? content;
                 try
                 {
@@ -519,7 +530,7 @@ public static class PortForwardPlanner
                     warnings.Add($"'{qube.Name}' is not running: nothing is run in it now; its rules follow its file when it starts.");
                 continue;
             }
-            var script = NftForwardScript.Render(set);
+            var (transaction, script) = Generate(set);
             yield return new PortForwardStep
             {
                 Kind = PortForwardStepKind.RunScript,
@@ -532,7 +543,7 @@ public static class PortForwardPlanner
                 Description = set.IsEmpty
                     ? $"{qube.Name}: run as root: nft -a list table ip qubes, then one nft -f - transaction removing the qubesfw-* chains and their jumps:"
                     : $"{qube.Name}: run as root: nft -a list table ip qubes, then one nft -f - transaction for its {role}:",
-                Detail = "delete rule ... handle N  (each earlier jump commented \"qubesfirewall\")\n" + NftForwardScript.Transaction(set),
+                Detail = "delete rule ... handle N  (each earlier jump commented \"qubesfirewall\")\n" + transaction,
             };
         }
     }

@@ -59,7 +59,10 @@ public static class NftForwardScript
     }
 
     /// <summary>The whole script for one qube (shell, runs as root in that qube).</summary>
-    public static string Render(QubeForwards set)
+    public static string Render(QubeForwards set) => Render(set, Transaction(set));
+
+    /// <summary>The script around a transaction already rendered by <see cref="Transaction"/> for the same set.</summary>
+    public static string Render(QubeForwards set, string transaction)
     {
         var name = set.Qube.Name;
         var sb = new StringBuilder(2048);
@@ -89,7 +92,7 @@ public static class NftForwardScript
               .Append(Marker).Append("\" # handle [0-9]+$/ { print \"delete rule \" t \" \" c \" handle \" $NF }'\n");
         }
         sb.Append("    cat <<'").Append(HeredocDelimiter).Append("'\n");
-        sb.Append(Transaction(set));
+        sb.Append(transaction);
         sb.Append(HeredocDelimiter).Append('\n');
         sb.Append("  } | nft -f - || { echo ")
           .Append(ShellQuote.Single($"qubesfirewall: nft refused the port forward rules of {name}; the previous rules are unchanged")).Append(" >&2; exit 1; }\n");

@@ -97,7 +97,7 @@ public sealed class AddQubeFirewallRuleCommand : QubeCmdlet
 
     protected override void EndProcessing()
     {
-        foreach (var (vmName, insertions) in _pending)
+        foreach (var (vmName, insertions) in WithProgress(_pending, "Adding firewall rules", p => p.Key))
         {
             if (_refused.Contains(vmName))
             {

@@ -51,7 +51,7 @@ public sealed class RemoveQubeFirewallRuleCommand : QubeCmdlet
 
     protected override void EndProcessing()
     {
-        foreach (var (vmName, targets) in _pending)
+        foreach (var (vmName, targets) in WithProgress(_pending, "Removing firewall rules", p => p.Key))
         {
             if (!TryEngine(() => FirewallPlanner.PlanRemove(Backend, vmName, targets, Now), out var change)) continue;
             var accepted = change.Steps.Where(s => ShouldProcess(s.Target, s.Action)).ToList();

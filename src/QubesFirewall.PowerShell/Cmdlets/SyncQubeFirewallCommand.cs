@@ -22,7 +22,7 @@ public sealed class SyncQubeFirewallCommand : QubeCmdlet
 
     protected override void ProcessRecord()
     {
-        foreach (var name in VMName)
+        foreach (var name in WithProgress(VMName, "Syncing firewall rules into network qubes", n => n))
         {
             if (!TryEngine(() => Backend.GetInventory().Find(name) ?? throw new Engine.QubesFirewallException("QubeNotFound", Engine.FailureKind.ObjectNotFound,
                     $"There is no qube named '{Engine.Model.RuleGrammar.Printable(name)}' in {Backend.Description}.", name), out var qube)) continue;

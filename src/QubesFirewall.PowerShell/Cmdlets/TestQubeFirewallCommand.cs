@@ -1,0 +1,67 @@
+using System.Management.Automation;
+using QubesFirewall.Engine;
+using QubesFirewall.Engine.Model;
+using QubesFirewall.Engine.Planning;
+
+namespace QubesFirewall.PowerShell.Cmdlets;
+
+/// <summary>
+/// Audits qubes' firewalls: what will not work as the user thinks (rules after a catch-all, rules
+/// nobody enforces, host names, /0 networks, expiry, rules qubesd refuses, lists the Qube Manager
+/// cannot show), as findings with a severity, a message and a fix. Reads only.
+/// </summary>
+[Cmdlet(VerbsDiagnostic.Test, "QubeFirewall")]
+[OutputType(typeof(AuditFinding))]
+public sealed class TestQubeFirewallCommand : QubeCmdlet
+{
+    private AuditContext? _context;
+    private bool _named;
+
+    [Parameter(Position = 0, ValueFromPipeline = true, ValueFromPipelineByPropertyName = true)]
+    [Alias("Name")]
+    [SupportsWildcards]
+    [ArgumentCompleter(typeof(QubeNameCompleter))]
+    [ValidateNotNullOrEmpty]
+    public string[]? VMName { get; set; }
+
+    private AuditContext Context => _context ??= new AuditContext(Backend.GetInventory(), Backend.GetFirewall, Now);
+
+    protected override void ProcessRecord()
+    {
+        if (VMName is null) return;
+        _named = true;
+        foreach (var name in VMName)
+        {
+            if (!TryEngine(() => Resolve(name), out var qubes)) continue;
+            foreach (var qube in qubes)
+            {
+                if (qube.Class == QubeClass.AdminVM) { WriteVerbose("dom0 has no Qubes firewall; skipped."); continue; }
+                foreach (var finding in FirewallAudit.Audit(Context, qube)) WriteObject(finding);
+            }
+        }
+    }
+
+    protected override void EndProcessing()
+    {
+        if (!_named)
+        {
+            if (TryEngine(() => FirewallAudit.DefaultTargets(Context.Inventory), out var targets))
+                foreach (var qube in targets)
+                    foreach (var finding in FirewallAudit.Audit(Context, qube)) WriteObject(finding);
+        }
+        base.EndProcessing();
+    }
+
+    private IReadOnlyList<Qube> Resolve(string name)
+    {
+        var inventory = Context.Inventory;
+        if (!WildcardPattern.ContainsWildcardCharacters(name))
+        {
+            Engine.Validation.QubeName.Validate(name);
+            return [inventory.Find(name) ?? throw new QubesFirewallException("QubeNotFound", FailureKind.ObjectNotFound,
+                $"There is no qube named '{RuleGrammar.Printable(name)}' in {Backend.Description}.", name)];
+        }
+        var wildcard = WildcardPattern.Get(name, WildcardOptions.IgnoreCase);
+        return inventory.Qubes.Where(q => q.Class != QubeClass.AdminVM && wildcard.IsMatch(q.Name)).ToList();
+    }
+}
