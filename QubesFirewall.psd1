@@ -21,6 +21,12 @@
         'Add-QubePortForward'
         'Remove-QubePortForward'
         'Export-QubeFirewallScript'
+        'Get-QubeTcpBinding'
+        'Add-QubeTcpBinding'
+        'Remove-QubeTcpBinding'
+        'Repair-QubeNetVm'
+        'Set-QubeIPv6'
+        'Test-QubeFirewall'
     )
     FunctionsToExport    = @()
     AliasesToExport      = @()

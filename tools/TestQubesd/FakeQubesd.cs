@@ -433,7 +433,9 @@ public sealed class FakeQubesd : IDisposable
                 {
                     // core-admin net.py on_property_pre_set_netvm: a running qube cannot be attached to a qube that does not run.
                     var target = Encoding.ASCII.GetString(call.Payload);
-                    if (target.Length > 0 && dest.State == PowerState.Running && Find(target) is { } t && t.State is not (PowerState.Running or PowerState.Paused))
+                    // (qubesd checks the value first: a qube that does not provide network is refused as a bad value.)
+                    if (target.Length > 0 && dest.State == PowerState.Running && Find(target) is { } t && t.State is not (PowerState.Running or PowerState.Paused)
+                        && t.Properties.GetValueOrDefault("provides_network")?.Value == "True")
                         throw new QubesdFault("QubesVMNotStartedError", $"Cannot dynamically attach to stopped qube {target}");
                 }
                 try

@@ -21,7 +21,7 @@ namespace QubesFirewall.Engine.AdminApi;
 /// planned, a Get just before the Set (refused if the list changed since the plan) and the Set.
 /// </para>
 /// </summary>
-public sealed class AdminApiBackend : IQubesBackend
+public sealed partial class AdminApiBackend : IQubesBackend
 {
     private readonly IQubeCommandRunner _runner;
     private readonly Func<DateTimeOffset> _clock;

@@ -83,6 +83,27 @@ public interface IQubesBackend : IDisposable
             UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
         return RunQubeScript(vmName, path);
     }
+
+    // ------------------------------------------------------------------ dom0 files (qrexec policy)
+    // Only the paths Dom0Files allows: the module's own policy file in /etc/qubes/policy.d (write, delete),
+    // the policy files there and in /etc/qubes-rpc/policy (list, read). Offline: under
+    // qubesfirewall-state/dom0/; live: dom0's own files (AdminApiBackend.Dom0Root).
+
+    /// <summary>The names of the files of a dom0 directory, in ordinal order; empty when it does not exist.</summary>
+    IReadOnlyList<string> ListDom0Files(string directory) =>
+        throw new QubesFirewallException("Dom0FilesNotSupported", FailureKind.NotImplemented, $"{Description} has no access to dom0's files.", directory);
+
+    /// <summary>A dom0 file's content; null when it does not exist.</summary>
+    string? ReadDom0File(string path) =>
+        throw new QubesFirewallException("Dom0FilesNotSupported", FailureKind.NotImplemented, $"{Description} has no access to dom0's files.", path);
+
+    /// <summary>Replaces a dom0 file atomically (temporary name that qrexec ignores, then rename), with the given mode.</summary>
+    void WriteDom0File(string path, string content, UnixFileMode mode) =>
+        throw new QubesFirewallException("Dom0FilesNotSupported", FailureKind.NotImplemented, $"{Description} has no access to dom0's files.", path);
+
+    /// <summary>Removes a dom0 file; false when it was not there.</summary>
+    bool DeleteDom0File(string path) =>
+        throw new QubesFirewallException("Dom0FilesNotSupported", FailureKind.NotImplemented, $"{Description} has no access to dom0's files.", path);
 }
 
 /// <summary>What running a script in a qube did.</summary>

@@ -12,7 +12,7 @@ namespace QubesFirewall.Engine.Backends;
 /// vm-templates/&lt;vm&gt;/...) plus a state folder dom0 never has, standing in for each qube's
 /// QubesDB, /rw/config and power state: <c>qubesfirewall-state/&lt;qube&gt;/</c>.
 /// </summary>
-public sealed class OfflineRoot : IQubesBackend
+public sealed partial class OfflineRoot : IQubesBackend
 {
     public const string StateFolderName = "qubesfirewall-state";
 

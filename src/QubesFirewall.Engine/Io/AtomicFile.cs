@@ -1,3 +1,4 @@
+using System.Globalization;
 using System.Text;
 
 namespace QubesFirewall.Engine.Io;
@@ -6,6 +7,14 @@ namespace QubesFirewall.Engine.Io;
 /// Crash-safe file replacement: write a temporary file beside the target, fsync it,
 /// rename it over the target, fsync the directory. A reader sees the old or the new
 /// content, never a mix, even if the writer is killed at any moment.
+/// <para>
+/// A writer killed between creating its temporary file and the rename leaves that file behind:
+/// <c>.&lt;name&gt;~&lt;pid&gt;-&lt;random&gt;.tmp</c>. Readers never see it (they open the target by its
+/// name; the leading dot hides it from shell globs such as <c>qubes-firewall.d/*</c>, and the <c>.tmp</c>
+/// ending from scanners that match an extension such as qrexec's <c>*.policy</c> or <c>rc.local.d/*.rc</c>).
+/// The next write of the same target removes the ones whose writer process no longer exists
+/// (see <see cref="RemoveStaleTemporaries"/>), so they do not pile up.
+/// </para>
 /// </summary>
 public static class AtomicFile
 {
@@ -19,9 +28,11 @@ public static class AtomicFile
         var full = Path.GetFullPath(path);
         var dir = Path.GetDirectoryName(full)!;
         Directory.CreateDirectory(dir);
+        RemoveStaleTemporaries(full);
         // The temporary name keeps the target's name as a prefix but never its extension,
-        // so directory scanners that match on the extension (qrexec's *.policy) skip it.
-        var tmp = Path.Combine(dir, "." + Path.GetFileName(full) + "~" + Guid.NewGuid().ToString("N")[..8] + ".tmp");
+        // so directory scanners that match on the extension (qrexec's *.policy) skip it; the
+        // writer's process id in it tells a later writer whether it is abandoned.
+        var tmp = Path.Combine(dir, TemporaryPrefix(full) + Environment.ProcessId.ToString(CultureInfo.InvariantCulture) + "-" + Guid.NewGuid().ToString("N")[..8] + TemporarySuffix);
         try
         {
             using (var fs = new FileStream(tmp, FileMode.CreateNew, FileAccess.Write, FileShare.None))
@@ -42,6 +53,81 @@ public static class AtomicFile
             try { File.Delete(tmp); } catch (IOException) { } catch (UnauthorizedAccessException) { }
             throw;
         }
+    }
+
+    private const string TemporarySuffix = ".tmp";
+
+    /// <summary>The start of every temporary file name used to replace <paramref name="target"/>: <c>.&lt;name&gt;~</c>.</summary>
+    public static string TemporaryPrefix(string target) => "." + Path.GetFileName(target) + "~";
+
+    /// <summary>Whether <paramref name="fileName"/> is a temporary file of this class (for any target).</summary>
+    public static bool IsTemporaryName(string fileName) =>
+        fileName.StartsWith('.') && fileName.EndsWith(TemporarySuffix, StringComparison.Ordinal) && fileName.Contains('~', StringComparison.Ordinal);
+
+    /// <summary>
+    /// Deletes the temporary files of <paramref name="target"/> left by writers that died before their
+    /// rename: those whose process id names no running process. A temporary file of a live writer is
+    /// never touched (a reused process id only delays the cleanup). Names without a process id (written
+    /// by older versions) are removed once they are an hour old. Returns how many were removed; never throws.
+    /// </summary>
+    public static int RemoveStaleTemporaries(string target)
+    {
+        var removed = 0;
+        try
+        {
+            var full = Path.GetFullPath(target);
+            var dir = Path.GetDirectoryName(full)!;
+            if (!Directory.Exists(dir)) return 0;
+            var prefix = TemporaryPrefix(full);
+            foreach (var file in Directory.EnumerateFiles(dir, "*" + TemporarySuffix))
+            {
+                var name = Path.GetFileName(file);
+                if (!name.StartsWith(prefix, StringComparison.Ordinal)) continue;
+                var middle = name[prefix.Length..^TemporarySuffix.Length];
+                var dash = middle.IndexOf('-');
+                bool abandoned;
+                if (dash > 0 && int.TryParse(middle[..dash], NumberStyles.None, CultureInfo.InvariantCulture, out var pid))
+                    abandoned = pid != Environment.ProcessId && !ProcessExists(pid);
+                else
+                    abandoned = DateTime.UtcNow - File.GetLastWriteTimeUtc(file) > TimeSpan.FromHours(1);
+                if (!abandoned) continue;
+                try
+                {
+                    File.Delete(file);
+                    removed++;
+                }
+                catch (IOException) { }
+                catch (UnauthorizedAccessException) { }
+            }
+        }
+        catch (IOException) { }
+        catch (UnauthorizedAccessException) { }
+        return removed;
+    }
+
+    private static bool ProcessExists(int pid)
+    {
+        if (OperatingSystem.IsLinux())
+        {
+            // A killed process not yet reaped by its parent is a zombie: it writes nothing any more.
+            try
+            {
+                var stat = File.ReadAllText("/proc/" + pid.ToString(CultureInfo.InvariantCulture) + "/stat");
+                var close = stat.LastIndexOf(')');
+                return close < 0 || close + 2 >= stat.Length || stat[close + 2] is not ('Z' or 'X');
+            }
+            catch (FileNotFoundException) { return false; }
+            catch (DirectoryNotFoundException) { return false; }
+            catch (IOException) { return true; }
+            catch (UnauthorizedAccessException) { return true; }
+        }
+        try
+        {
+            using var p = System.Diagnostics.Process.GetProcessById(pid);
+            return !p.HasExited;
+        }
+        catch (ArgumentException) { return false; }
+        catch (InvalidOperationException) { return false; }
     }
 
     private static void FsyncDirectory(string dir)

@@ -84,10 +84,10 @@ public static class RuleText
             var key = word[..eq];
             var value = word[(eq + 1)..];
             var slot = key is "dst4" or "dst6" or "dsthost" ? "dsthost" : key;
-            if (!seen.Add(slot)) throw Bad(line, $"'{slot}' is given twice");
+            if (!seen.Add(slot)) throw Bad(line, $"'{RuleGrammar.Printable(slot)}' is given twice");
             // qvm-firewall turns expire=+SECONDS into a time before qubesd sees it; allow that '+'.
             foreach (var c in key == "expire" && value.StartsWith('+') ? value[1..] : value)
-                if (!RuleGrammar.IsSafeValueChar(c)) throw Bad(line, $"character {RuleGrammar.Describe(c)} in {key} is not allowed");
+                if (!RuleGrammar.IsSafeValueChar(c)) throw Bad(line, $"character {RuleGrammar.Describe(c)} in {RuleGrammar.Printable(key)} is not allowed");
             switch (key)
             {
                 case "action":

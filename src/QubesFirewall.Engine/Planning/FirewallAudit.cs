@@ -44,6 +44,7 @@ public static class AuditChecks
     public const string Expired = "Expired";
     public const string ExpiresSoon = "ExpiresSoon";
     public const string QubeManagerShape = "QubeManagerShape";
+    public const string CheckFailed = "CheckFailed";
 }
 
 /// <summary>
@@ -197,7 +198,18 @@ public static partial class FirewallAudit
             var builtIn = check is Check;
             if (builtIn && !readable) continue;
             if (check is Check { EvenWithoutNetVm: false } && qube.NetVM is null) continue; // unnetworked: only rules qubesd refuses matter
-            findings.AddRange(check.Run(context, qube));
+            // A check that cannot finish (a file it reads in a qube that is not running, say) is a finding, not the end of the audit.
+            var found = new List<AuditFinding>();
+            try
+            {
+                found.AddRange(check.Run(context, qube));
+            }
+            catch (QubesFirewallException ex)
+            {
+                found.Add(new AuditFinding(AuditSeverity.Warning, qube.Name, AuditChecks.CheckFailed, null,
+                    $"The check '{check.Name}' could not finish for '{qube.Name}': {ex.Message}", "Fix what the message says, then run Test-QubeFirewall again."));
+            }
+            findings.AddRange(found);
         }
         return findings;
     }

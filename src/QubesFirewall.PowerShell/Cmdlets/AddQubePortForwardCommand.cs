@@ -69,7 +69,11 @@ public sealed class AddQubePortForwardCommand : QubeCmdlet
         if (!TryEngine(() => PortForwardPlanner.PlanAdd(Backend, forward, PortForwardOptions.For(Backend, Now, Force)), out var plan)) return;
         foreach (var warning in plan.Warnings) WriteWarning(warning);
         var caption = plan.Operation == "Update" ? "Update port forward" : "Add port forward";
-        if (!ShouldProcess(plan.Describe(), $"{caption} {plan.Target}?", caption)) return;
+        if (!ShouldProcess(plan.Describe(), $"{caption} {plan.Target}?", caption))
+        {
+            ShowWhatIfDetails(() => PortForwardPlanner.Apply(Backend, plan));
+            return;
+        }
         if (plan.OpenToEveryone && plan.Operation != "Reapply" && !Force && !ShouldContinue(OpenQuestion(forward, plan), "Open a port to everyone?")) return;
         var result = PortForwardPlanner.Apply(Backend, plan);
         if (PassThru) WriteObject(result.Hops, enumerateCollection: true);

@@ -34,7 +34,11 @@ public sealed class RemoveQubePortForwardCommand : QubeCmdlet
     {
         if (!TryEngine(() => PortForwardPlanner.PlanRemove(Backend, VMName, Protocol, Port, PortForwardOptions.For(Backend, Now)), out var plan)) return;
         foreach (var warning in plan.Warnings) WriteWarning(warning);
-        if (!ShouldProcess(plan.Describe(), $"Remove port forward {plan.Target} and its rules in {string.Join(", ", plan.Hops.Append(plan.VMName))}?", "Remove port forward")) return;
+        if (!ShouldProcess(plan.Describe(), $"Remove port forward {plan.Target} and its rules in {string.Join(", ", plan.Hops.Append(plan.VMName))}?", "Remove port forward"))
+        {
+            ShowWhatIfDetails(() => PortForwardPlanner.Apply(Backend, plan));
+            return;
+        }
         var result = PortForwardPlanner.Apply(Backend, plan);
         if (PassThru) WriteObject(result.Hops, enumerateCollection: true);
         if (result.Failure is not null) WriteError(ToErrorRecord(result.Failure));

@@ -16,6 +16,7 @@ public sealed class TestQubeFirewallCommand : QubeCmdlet
 {
     private AuditContext? _context;
     private bool _named;
+    private readonly HashSet<string> _audited = new(StringComparer.Ordinal); // each qube once per invocation (piped rules name it many times)
 
     [Parameter(Position = 0, ValueFromPipeline = true, ValueFromPipelineByPropertyName = true)]
     [Alias("Name")]
@@ -24,7 +25,8 @@ public sealed class TestQubeFirewallCommand : QubeCmdlet
     [ValidateNotNullOrEmpty]
     public string[]? VMName { get; set; }
 
-    private AuditContext Context => _context ??= new AuditContext(Backend.GetInventory(), Backend.GetFirewall, Now);
+    // Checks that look inside qubes (port forwards, links) read through the backend; nothing is read unless one asks.
+    private AuditContext Context => _context ??= new AuditContext(Backend.GetInventory(), Backend.GetFirewall, Now, Backend.ReadQubeFile);
 
     protected override void ProcessRecord()
     {
@@ -36,7 +38,8 @@ public sealed class TestQubeFirewallCommand : QubeCmdlet
             foreach (var qube in qubes)
             {
                 if (qube.Class == QubeClass.AdminVM) { WriteVerbose("dom0 has no Qubes firewall; skipped."); continue; }
-                foreach (var finding in FirewallAudit.Audit(Context, qube)) WriteObject(finding);
+                if (!_audited.Add(qube.Name)) continue;
+                if (TryEngine(() => FirewallAudit.Audit(Context, qube), out var findings)) WriteObject(findings, enumerateCollection: true);
             }
         }
     }
@@ -47,7 +50,7 @@ public sealed class TestQubeFirewallCommand : QubeCmdlet
         {
             if (TryEngine(() => FirewallAudit.DefaultTargets(Context.Inventory), out var targets))
                 foreach (var qube in targets)
-                    foreach (var finding in FirewallAudit.Audit(Context, qube)) WriteObject(finding);
+                    if (TryEngine(() => FirewallAudit.Audit(Context, qube), out var findings)) WriteObject(findings, enumerateCollection: true);
         }
         base.EndProcessing();
     }

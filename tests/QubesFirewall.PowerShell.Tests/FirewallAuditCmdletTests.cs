@@ -1,0 +1,190 @@
+using QubesFirewall.Engine.Model;
+using QubesFirewall.Engine.Planning;
+using QubesFirewall.TestQubesd;
+
+namespace QubesFirewall.PowerShell.Tests;
+
+/// <summary>
+/// Test-QubeFirewall through a hosted runspace, on both backends with the same expectations. The
+/// findings for the unchanged sample, worked out by hand: every qube with a netvm, in qubes.xml order
+/// (anon-whonix, default-dvm, personal, sys-firewall, sys-whonix, untrusted, whonix-workstation-18-dvm,
+/// work); the two behind sys-whonix (a Whonix gateway) are not enforced but accept everything (Info);
+/// personal's version 1 list names mail.example.org (rule 3) and has no final rule, which the Qube
+/// Manager cannot show (its last rule, 4).
+/// </summary>
+public abstract class FirewallAuditCmdletTests : IDisposable
+{
+    protected readonly SampleRootCopy _root = new();
+
+    public virtual void Dispose() => _root.Dispose();
+
+    protected abstract PsRun Run(string script);
+
+    private static List<(string, AuditSeverity, string, int?)> Shape(PsRun run) =>
+        run.Of<AuditFinding>().Select(f => (f.VMName, f.Severity, f.Check, f.Number)).ToList();
+
+    [Fact]
+    public void The_sample_audited_whole()
+    {
+        var run = Run("Test-QubeFirewall");
+        run.AssertNoErrors();
+        Assert.Equal(
+        [
+            ("anon-whonix", AuditSeverity.Info, AuditChecks.NotEnforced, null),
+            ("default-dvm", AuditSeverity.Info, AuditChecks.EnforcedIn, null),
+            ("personal", AuditSeverity.Info, AuditChecks.EnforcedIn, null),
+            ("personal", AuditSeverity.Warning, AuditChecks.HostName, 3),
+            ("personal", AuditSeverity.Info, AuditChecks.QubeManagerShape, 4),
+            ("sys-firewall", AuditSeverity.Info, AuditChecks.EnforcedIn, null),
+            ("sys-whonix", AuditSeverity.Info, AuditChecks.EnforcedIn, null),
+            ("untrusted", AuditSeverity.Info, AuditChecks.EnforcedIn, null),
+            ("whonix-workstation-18-dvm", AuditSeverity.Info, AuditChecks.NotEnforced, null),
+            ("work", AuditSeverity.Info, AuditChecks.EnforcedIn, null),
+        ], Shape(run));
+        var sysFirewall = run.Of<AuditFinding>().Single(f => f.VMName == "sys-firewall");
+        Assert.Equal("The rules of 'sys-firewall' are enforced in 'sys-net' (for 10.138.10.201): its qubes-firewall service builds the qube's chain from them.", sysFirewall.Message);
+    }
+
+    [Fact]
+    public void A_dead_rule_is_found_and_its_fix_moves_it_and_can_run_twice()
+    {
+        Run("Add-QubeFirewallRule -VMName work -Rule 'action=accept dst4=192.168.10.0/24 proto=tcp dstports=8080' -Position 7").AssertNoErrors();
+        var run = Run("Test-QubeFirewall work");
+        var dead = run.Of<AuditFinding>().Single(f => f.Check == AuditChecks.DeadRule);
+        Assert.Equal((AuditSeverity.Error, 7), (dead.Severity, dead.Number!.Value));
+        Assert.Equal("action=accept dst4=192.168.10.0/24 proto=tcp dstports=8080-8080", dead.Rule!.Text);
+        Assert.Equal("Get-QubeFirewallRule -VMName work | Where-Object Text -in 'action=accept dst4=192.168.10.0/24 proto=tcp dstports=8080-8080' | Remove-QubeFirewallRule -Confirm:$false; "
+            + "'action=accept dst4=192.168.10.0/24 proto=tcp dstports=8080-8080' | Add-QubeFirewallRule -VMName work -Position 6", dead.Fix);
+
+        var fix = new Dictionary<string, object?> { ["fix"] = dead.Fix };
+        var apply = PowerShellHost.Run("& ([scriptblock]::Create($fix))", variables: fix, root: RootForScripts, environment: EnvironmentForScripts);
+        apply.AssertNoErrors();
+        var rules = Run("(Get-QubeFirewallRule work).Text").Output.Select(o => o.ToString()).ToList();
+        Assert.Equal("action=accept dst4=192.168.10.0/24 proto=tcp dstports=8080-8080", rules[6]);
+        Assert.Equal("action=drop", rules[7]);
+        Assert.DoesNotContain(Run("Test-QubeFirewall work").Of<AuditFinding>(), f => f.Check == AuditChecks.DeadRule);
+
+        PowerShellHost.Run("& ([scriptblock]::Create($fix))", variables: fix, root: RootForScripts, environment: EnvironmentForScripts).AssertNoErrors();
+        Assert.Equal(rules, Run("(Get-QubeFirewallRule work).Text").Output.Select(o => o.ToString()));
+    }
+
+    /// <summary>How a script outside <see cref="Run"/> reaches the same backend.</summary>
+    protected abstract string? RootForScripts { get; }
+
+    protected abstract IDictionary<string, string>? EnvironmentForScripts { get; }
+
+    [Fact]
+    public void Qubes_bind_from_the_pipeline_and_each_is_audited_once()
+    {
+        var run = Run("Get-Qube -NetVM sys-whonix | Test-QubeFirewall");
+        run.AssertNoErrors();
+        Assert.Equal(["anon-whonix", "whonix-workstation-18-dvm"], run.Of<AuditFinding>().Select(f => f.VMName));
+
+        var rules = Run("Get-QubeFirewallRule work | Test-QubeFirewall");
+        rules.AssertNoErrors();
+        Assert.Equal([("work", AuditSeverity.Info, AuditChecks.EnforcedIn, (int?)null)], Shape(rules));
+    }
+
+    [Fact]
+    public void Wildcards_names_without_network_and_dom0()
+    {
+        var run = Run("Test-QubeFirewall 'sys-*', dom0 -Verbose");
+        run.AssertNoErrors();
+        Assert.Equal(
+        [
+            ("sys-firewall", AuditSeverity.Info, AuditChecks.EnforcedIn, null),
+            ("sys-net", AuditSeverity.Info, AuditChecks.NoNetVM, null),
+            ("sys-usb", AuditSeverity.Info, AuditChecks.NoNetVM, null),
+            ("sys-whonix", AuditSeverity.Info, AuditChecks.EnforcedIn, null),
+        ], Shape(run));
+        Assert.Contains("dom0 has no Qubes firewall; skipped.", run.Verbose);
+    }
+
+    [Fact]
+    public void An_unknown_qube_is_an_error_and_the_rest_goes_on()
+    {
+        var run = Run("Test-QubeFirewall nosuch, work");
+        Assert.Equal("QubeNotFound,QubesFirewall.PowerShell.Cmdlets.TestQubeFirewallCommand", Assert.Single(run.Errors).FullyQualifiedErrorId);
+        Assert.Equal(["work"], run.Of<AuditFinding>().Select(f => f.VMName));
+    }
+
+    [Fact]
+    public void A_rule_an_older_qubesd_accepted_is_an_error()
+    {
+        // A firewall.xml as R4.2's qubesd let it be written: port 65536.
+        var path = _root.FirewallXml("untrusted");
+        File.WriteAllText(path, """
+            <firewall version="2">
+              <rules>
+                <rule>
+                  <properties>
+                    <property name="action">accept</property>
+                    <property name="proto">tcp</property>
+                    <property name="dstports">65536</property>
+                  </properties>
+                </rule>
+                <rule>
+                  <properties>
+                    <property name="action">accept</property>
+                  </properties>
+                </rule>
+              </rules>
+            </firewall>
+            """);
+        var run = Run("Test-QubeFirewall untrusted");
+        run.AssertNoErrors();
+        Assert.Equal(
+        [
+            ("untrusted", AuditSeverity.Info, AuditChecks.EnforcedIn, null),
+            ("untrusted", AuditSeverity.Error, AuditChecks.InvalidRule, 0),
+        ], Shape(run));
+    }
+}
+
+public sealed class OfflineFirewallAuditCmdletTests : FirewallAuditCmdletTests
+{
+    protected override PsRun Run(string script) => PowerShellHost.Run(script, _root.Path);
+
+    protected override string? RootForScripts => _root.Path;
+
+    protected override IDictionary<string, string>? EnvironmentForScripts => null;
+}
+
+[System.Runtime.Versioning.UnsupportedOSPlatform("windows")]
+public sealed class LiveFirewallAuditCmdletTests : FirewallAuditCmdletTests
+{
+    private readonly string _socketDir = Path.Combine(Path.GetTempPath(), "qfw-sock-" + Guid.NewGuid().ToString("N")[..10]);
+    private readonly FakeQubesd _server;
+
+    public LiveFirewallAuditCmdletTests()
+    {
+        Directory.CreateDirectory(_socketDir);
+        _server = new FakeQubesd(_root.Path, Path.Combine(_socketDir, "qubesd.sock"));
+    }
+
+    public override void Dispose()
+    {
+        _server.Dispose();
+        Directory.Delete(_socketDir, recursive: true);
+        base.Dispose();
+    }
+
+    protected override IDictionary<string, string>? EnvironmentForScripts => new Dictionary<string, string>
+    {
+        ["QUBESFW_ROOT"] = "",
+        ["QUBESFW_QUBESD_SOCKET"] = _server.SocketPath,
+    };
+
+    protected override string? RootForScripts => null;
+
+    protected override PsRun Run(string script) => PowerShellHost.Run(script, environment: EnvironmentForScripts);
+
+    [Fact]
+    public void The_audit_only_reads()
+    {
+        _server.ClearCalls();
+        Run("Test-QubeFirewall").AssertNoErrors();
+        Assert.All(_server.Calls, c => Assert.Matches(@"\.(List|Get|GetAll)$", c.Method));
+        Assert.Equal(8, _server.CountCalls("admin.vm.firewall.Get"));
+    }
+}

@@ -1,0 +1,81 @@
+using System.Globalization;
+using QubesFirewall.Engine.Model;
+using QubesFirewall.TestQubesd;
+
+namespace QubesFirewall.PowerShell.Tests;
+
+/// <summary>
+/// The 64 KiB request limit seen from the cmdlets on the live backend: a rule list that would not fit
+/// one admin.vm.firewall.Set is refused before anything is sent, the error says how many rules fit, and
+/// nothing is half-applied (a batch that does not fit adds none of its rules; another qube in the same
+/// pipeline still gets its rules).
+/// </summary>
+[System.Runtime.Versioning.UnsupportedOSPlatform("windows")]
+public sealed class LiveFirewallLimitTests : IDisposable
+{
+    private readonly SampleRootCopy _root = new();
+    private readonly string _socketDir = Path.Combine(Path.GetTempPath(), "qfw-sock-" + Guid.NewGuid().ToString("N")[..10]);
+    private readonly FakeQubesd _server;
+
+    public LiveFirewallLimitTests()
+    {
+        Directory.CreateDirectory(_socketDir);
+        _server = new FakeQubesd(_root.Path, Path.Combine(_socketDir, "qubesd.sock"));
+        // work: 1,090 rules of 60 bytes on the wire, then the catch-all "action=drop" (12 bytes).
+        _server.EditRules("work", _ => [.. Enumerable.Range(0, 1090).Select(Rule60), RuleText.Parse("action=drop")]);
+    }
+
+    public void Dispose()
+    {
+        _server.Dispose();
+        Directory.Delete(_socketDir, recursive: true);
+        _root.Dispose();
+    }
+
+    private static FirewallRule Rule60(int i)
+    {
+        var text = string.Create(CultureInfo.InvariantCulture, $"action=accept dst4=10.{100 + i / 100}.{100 + i % 100}.1/32 comment=rule {i:D5} ");
+        return RuleText.Parse(text + new string('x', 59 - text.Length));
+    }
+
+    private PsRun Run(string script) => PowerShellHost.Run(script, environment: new Dictionary<string, string>
+    {
+        ["QUBESFW_ROOT"] = "",
+        ["QUBESFW_QUBESD_SOCKET"] = _server.SocketPath,
+    });
+
+    // Header 38 + 1,090 * 60 + 12 = 65,450 bytes now; each added rule is 60 more: one fits (65,510), two do not (65,570).
+    [Fact]
+    public void One_more_rule_fits_the_next_is_refused_saying_how_many_fit_and_nothing_changes()
+    {
+        Run($"Add-QubeFirewallRule -VMName work -Rule '{Rule60(5000).Text}'").AssertNoErrors();
+        Assert.Equal(1092, _server.RuleLines("work").Count);
+
+        var before = _server.RuleLines("work");
+        _server.ClearCalls();
+        var run = Run($"Add-QubeFirewallRule -VMName work -Rule '{Rule60(5001).Text}'");
+        var error = Assert.Single(run.Errors);
+        Assert.Equal("FirewallRequestTooLarge,QubesFirewall.PowerShell.Cmdlets.AddQubeFirewallRuleCommand", error.FullyQualifiedErrorId);
+        // [1,090 old] [5000] [5001] [drop]: 38 + 1,092 * 60 = 65,558 bytes before the catch-all, so 1,091 fit.
+        Assert.Contains("The 1,093 rules of 'work'", error.ToString());
+        Assert.Contains("only the first 1,091 of these rules would fit", error.ToString());
+        Assert.Equal(0, _server.CountCalls("admin.vm.firewall.Set"));
+        Assert.Equal(before, _server.RuleLines("work"));
+    }
+
+    [Fact]
+    public void A_batch_that_does_not_fit_adds_none_of_its_rules_while_another_qube_gets_its_own()
+    {
+        var lines = string.Join(", ", new[] { 6000, 6001, 6002 }.Select(i => $"'{Rule60(i).Text}'"));
+        var before = _server.RuleLines("work");
+        var personalBefore = _server.RuleLines("personal").Count;
+        var run = Run($"{lines} | Add-QubeFirewallRule -VMName work; {lines} | Add-QubeFirewallRule -VMName personal");
+        var error = Assert.Single(run.Errors);
+        Assert.StartsWith("FirewallRequestTooLarge,", error.FullyQualifiedErrorId);
+        Assert.Contains("only the first 1,091 of these rules would fit", error.ToString());
+        Assert.Equal(before, _server.RuleLines("work"));
+        Assert.Equal(personalBefore + 3, _server.RuleLines("personal").Count);
+        Assert.Equal(1, _server.CountCalls("admin.vm.firewall.Set"));
+        Assert.Equal(0, _server.OversizedRequests);
+    }
+}

@@ -1,0 +1,178 @@
+using System.Text;
+using QubesFirewall.Engine.Model;
+using QubesFirewall.Engine.Planning;
+using QubesFirewall.TestQubesd;
+
+namespace QubesFirewall.PowerShell.Tests;
+
+/// <summary>
+/// Repair-QubeNetVm through a hosted runspace, on both backends with the same expectations. In the
+/// sample, sys-net, sys-firewall, work and personal run; work and personal follow default_netvm
+/// (sys-firewall); sys-firewall's netvm (sys-net) is explicit. By hand, the order is sys-firewall,
+/// personal, work (depth 1, then depth 2 in qubes.xml order).
+/// </summary>
+public abstract class NetVmRepairCmdletTests : IDisposable
+{
+    protected readonly SampleRootCopy _root = new();
+
+    public virtual void Dispose() => _root.Dispose();
+
+    protected abstract PsRun Run(string script);
+
+    /// <summary>Changes a qube's power state as the backend sees it (offline: the state folder; live: the stand-in qubesd).</summary>
+    protected abstract void SetPowerState(string qube, PowerState state);
+
+    protected string QubesXml => Path.Combine(_root.Path, "qubes.xml");
+
+    private static List<(string, NetVmRepairAction)> Actions(PsRun run) => run.Of<NetVmRepairResult>().Select(r => (r.VMName, r.Action)).ToList();
+
+    [Fact]
+    public void Every_client_parents_first_and_qubes_xml_stays_byte_identical()
+    {
+        var before = File.ReadAllBytes(QubesXml);
+        var run = Run("Repair-QubeNetVm -Confirm:$false -Verbose");
+        run.AssertNoErrors();
+        Assert.Equal([("sys-firewall", NetVmRepairAction.Reattached), ("personal", NetVmRepairAction.Reattached), ("work", NetVmRepairAction.Reattached)], Actions(run));
+        Assert.Equal(
+        [
+            "Performing the operation \"Re-attach to its network qube: qvm-prefs sys-firewall netvm sys-net\" on target \"sys-firewall (netvm sys-net)\".",
+            "Performing the operation \"Re-attach to its network qube: qvm-prefs personal netvm sys-firewall; qvm-prefs --default personal netvm\" on target \"personal (netvm sys-firewall)\".",
+            "Performing the operation \"Re-attach to its network qube: qvm-prefs work netvm sys-firewall; qvm-prefs --default work netvm\" on target \"work (netvm sys-firewall)\".",
+        ], run.Verbose.Where(v => v.StartsWith("Performing", StringComparison.Ordinal)));
+        Assert.Equal(before, File.ReadAllBytes(QubesXml));
+        Assert.Equal("Default", Run("(Get-Qube work).NetVmSource").Output.Single().ToString());
+    }
+
+    [Fact]
+    public void WhatIf_changes_nothing()
+    {
+        var before = _root.Snapshot();
+        var run = Run("Repair-QubeNetVm -WhatIf");
+        run.AssertNoErrors();
+        Assert.Empty(run.Output);
+        _root.AssertUnchanged(before);
+    }
+
+    [Fact]
+    public void Without_confirm_false_it_asks_and_changes_nothing()
+    {
+        var before = _root.Snapshot();
+        var run = Run("Repair-QubeNetVm -NetVM sys-firewall");
+        Assert.NotEmpty(run.Errors);
+        Assert.Contains(run.Errors, e => e.FullyQualifiedErrorId.StartsWith("HostFunctionNotImplemented", StringComparison.Ordinal));
+        _root.AssertUnchanged(before);
+    }
+
+    [Fact]
+    public void A_halted_network_qube_refuses_its_clients_unless_start()
+    {
+        SetPowerState("sys-firewall", PowerState.Halted);
+        var refused = Run("Repair-QubeNetVm -Confirm:$false");
+        Assert.Equal([("personal", NetVmRepairAction.Failed), ("work", NetVmRepairAction.Failed)], Actions(refused));
+        Assert.Equal(2, refused.Errors.Count);
+        Assert.All(refused.Errors, e => Assert.Equal("NetVmNotRunning,QubesFirewall.PowerShell.Cmdlets.RepairQubeNetVmCommand", e.FullyQualifiedErrorId));
+        Assert.Contains("Repair-QubeNetVm with -Start", refused.Errors[0].ToString());
+
+        var run = Run("'sys-firewall' | Repair-QubeNetVm -Start -Confirm:$false");
+        run.AssertNoErrors();
+        Assert.Equal([("sys-firewall", NetVmRepairAction.Started), ("personal", NetVmRepairAction.Reattached), ("work", NetVmRepairAction.Reattached)], Actions(run));
+        Assert.Equal("Running", Run("(Get-Qube sys-firewall).State").Output.Single().ToString());
+    }
+
+    [Fact]
+    public void A_paused_qube_is_skipped()
+    {
+        SetPowerState("work", PowerState.Paused);
+        var run = Run("Repair-QubeNetVm sys-firewall -Confirm:$false");
+        run.AssertNoErrors();
+        Assert.Equal([("personal", NetVmRepairAction.Reattached), ("work", NetVmRepairAction.Skipped)], Actions(run));
+        Assert.Contains("unpaused", run.Of<NetVmRepairResult>().Last().Reason);
+    }
+
+    [Theory]
+    [InlineData("Repair-QubeNetVm -NetVM work -Confirm:$false", "NotANetworkQube")]
+    [InlineData("Repair-QubeNetVm -NetVM nosuch -Confirm:$false", "QubeNotFound")]
+    public void Bad_network_qubes_are_refused(string script, string errorId)
+    {
+        var before = _root.Snapshot();
+        var run = Run(script);
+        Assert.Equal($"{errorId},QubesFirewall.PowerShell.Cmdlets.RepairQubeNetVmCommand", Assert.Single(run.Errors).FullyQualifiedErrorId);
+        _root.AssertUnchanged(before);
+    }
+}
+
+public sealed class OfflineNetVmRepairCmdletTests : NetVmRepairCmdletTests
+{
+    protected override PsRun Run(string script) => PowerShellHost.Run(script, _root.Path);
+
+    protected override void SetPowerState(string qube, PowerState state) =>
+        File.WriteAllText(Path.Combine(_root.Path, "qubesfirewall-state", qube, "power-state"), state + "\n");
+
+    [Fact]
+    public void The_reattach_is_recorded_in_the_state_folder()
+    {
+        Run("Repair-QubeNetVm -NetVM sys-firewall -Confirm:$false").AssertNoErrors();
+        var log = File.ReadAllText(Path.Combine(_root.Path, "qubesfirewall-state", "personal", "applied.log"));
+        Assert.Contains("netvm re-attached to sys-firewall (qvm-prefs personal netvm sys-firewall; qvm-prefs --default personal netvm)", log);
+        Assert.Contains("/qubes-firewall/10.137.0.10/policy\tdrop", File.ReadAllText(Path.Combine(_root.Path, "qubesfirewall-state", "sys-firewall", "qubesdb.txt")));
+    }
+}
+
+[System.Runtime.Versioning.UnsupportedOSPlatform("windows")]
+public sealed class LiveNetVmRepairCmdletTests : NetVmRepairCmdletTests
+{
+    private readonly string _socketDir = Path.Combine(Path.GetTempPath(), "qfw-sock-" + Guid.NewGuid().ToString("N")[..10]);
+    private readonly FakeQubesd _server;
+
+    public LiveNetVmRepairCmdletTests()
+    {
+        Directory.CreateDirectory(_socketDir);
+        _server = new FakeQubesd(_root.Path, Path.Combine(_socketDir, "qubesd.sock"));
+    }
+
+    public override void Dispose()
+    {
+        _server.Dispose();
+        Directory.Delete(_socketDir, recursive: true);
+        base.Dispose();
+    }
+
+    protected override PsRun Run(string script) => PowerShellHost.Run(script, environment: new Dictionary<string, string>
+    {
+        ["QUBESFW_ROOT"] = "",
+        ["QUBESFW_QUBESD_SOCKET"] = _server.SocketPath,
+    });
+
+    protected override void SetPowerState(string qube, PowerState state) => _server.SetPowerState(qube, state);
+
+    private IEnumerable<string> Changes() => _server.Calls
+        .Where(c => c.Method is "admin.vm.property.Set" or "admin.vm.property.Reset" or "admin.vm.Start")
+        .Select(c => Encoding.ASCII.GetString(c.Raw));
+
+    [Fact]
+    public void The_exact_calls_in_order()
+    {
+        SetPowerState("sys-firewall", PowerState.Halted);
+        _server.ClearCalls();
+        Run("Repair-QubeNetVm -Start -Confirm:$false").AssertNoErrors();
+        Assert.Equal(
+        [
+            "admin.vm.Start+ dom0 name sys-firewall\0",
+            "admin.vm.property.Set+netvm dom0 name personal\0sys-firewall",
+            "admin.vm.property.Reset+netvm dom0 name personal\0",
+            "admin.vm.property.Set+netvm dom0 name work\0sys-firewall",
+            "admin.vm.property.Reset+netvm dom0 name work\0",
+        ], Changes());
+        // One inventory read (list, global GetAll, one GetAll per qube) before the changes, nothing else.
+        var qubes = _server.CountCalls("admin.vm.property.GetAll");
+        Assert.Equal(qubes + 2 + 5, _server.Calls.Count);
+    }
+
+    [Fact]
+    public void WhatIf_sends_no_change()
+    {
+        _server.ClearCalls();
+        Run("Repair-QubeNetVm -Start -WhatIf").AssertNoErrors();
+        Assert.Empty(Changes());
+    }
+}
