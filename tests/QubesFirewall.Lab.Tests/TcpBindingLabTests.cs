@@ -384,7 +384,7 @@ public sealed class TcpBindingLabTests : IDisposable
         var deadline = DateTime.UtcNow.AddSeconds(5);
         while (!IsListening(qube, port))
         {
-            Assert.False(process.HasExited, "the socket activator exited: " + process.StandardError.ReadToEnd());
+            if (process.HasExited) Assert.Fail("the socket activator exited: " + process.StandardError.ReadToEnd());
             Assert.True(DateTime.UtcNow < deadline, "the socket activator does not listen");
             Thread.Sleep(20);
         }
