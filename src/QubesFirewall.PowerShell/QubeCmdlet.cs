@@ -127,6 +127,26 @@ public abstract class QubeCmdlet : PSCmdlet
         }
     }
 
+    /// <summary>
+    /// A name pattern (wildcards allowed), checked now: an invalid one (an unclosed '[', a trailing '`')
+    /// becomes an InvalidNamePattern error for this input and null, not a crash half-way through a listing.
+    /// </summary>
+    protected WildcardPattern? NamePattern(string pattern)
+    {
+        var wildcard = WildcardPattern.Get(pattern, WildcardOptions.IgnoreCase);
+        try
+        {
+            wildcard.IsMatch(""); // parses the whole pattern
+            return wildcard;
+        }
+        catch (WildcardPatternException ex)
+        {
+            WriteError(ToErrorRecord(QubesFirewallException.Invalid("InvalidNamePattern",
+                $"'{Engine.Model.RuleGrammar.Printable(pattern)}' is not a valid name pattern: {ex.Message} (use * and ? as wildcards, [a-z] for a range, ` to take a wildcard character literally).", pattern)));
+            return null;
+        }
+    }
+
     public static ErrorRecord ToErrorRecord(QubesFirewallException ex) =>
         new(ex, ex.ErrorId, CategoryOf(ex.Kind), ex.Target)
         {

@@ -364,7 +364,9 @@ public static class PortForwardPlanner
         if (set.IsEmpty) return null;
         var storage = ForwardPersistence.StorageOf(inventory, qube);
         var path = ForwardPersistence.HookPath(qube);
-        return new QubeForwardScript(qube.Name, storage.Name, path, ForwardPersistence.BlockBody(inventory, storage, path, layout.For), set.Count);
+        // The managed block is shared with ConnectTCP bindings: keep their section.
+        var body = ConnectTcpPersistence.WithBindings(inventory, storage, path, ForwardPersistence.BlockBody(inventory, storage, path, layout.For));
+        return new QubeForwardScript(qube.Name, storage.Name, path, body, set.Count);
     }
 
     /// <summary>The declared forwards as Get-QubePortForward shows them (invalid declarations come back with their problem).</summary>
@@ -493,7 +495,8 @@ public static class PortForwardPlanner
             if (written.Add(storage.Name + "\0" + path))
             {
                 var current = readFile(storage.Name, path);
-                var body = ForwardPersistence.BlockBody(inventory, storage, path, layout.For, s => Generate(s).Script);
+                // The managed block is shared with ConnectTCP bindings: keep their section.
+                var body = ConnectTcpPersistence.WithBindings(inventory, storage, path, ForwardPersistence.BlockBody(inventory, storage, path, layout.For, s => Generate(s).Script));
                 string? content;
                 try
                 {

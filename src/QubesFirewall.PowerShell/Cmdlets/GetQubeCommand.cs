@@ -25,7 +25,7 @@ public sealed class GetQubeCommand : QubeCmdlet
         var patterns = Name is { Length: > 0 } ? Name : ["*"];
         foreach (var pattern in patterns)
         {
-            var wildcard = WildcardPattern.Get(pattern, WildcardOptions.IgnoreCase);
+            if (NamePattern(pattern) is not { } wildcard) continue;
             var matches = qubes.Where(q => wildcard.IsMatch(q.Name) && (NetVM is null || string.Equals(q.NetVM, NetVM, StringComparison.Ordinal))).ToList();
             if (matches.Count == 0 && !WildcardPattern.ContainsWildcardCharacters(pattern))
             {

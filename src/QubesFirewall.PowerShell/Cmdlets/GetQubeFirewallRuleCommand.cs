@@ -33,7 +33,7 @@ public sealed class GetQubeFirewallRuleCommand : QubeCmdlet
     private IEnumerable<string> Resolve(string name)
     {
         if (!WildcardPattern.ContainsWildcardCharacters(name)) return [name];
-        var wildcard = WildcardPattern.Get(name, WildcardOptions.IgnoreCase);
+        if (NamePattern(name) is not { } wildcard) return [];
         return Backend.GetInventory().Qubes.Where(q => q.Class != QubeClass.AdminVM && wildcard.IsMatch(q.Name)).Select(q => q.Name);
     }
 }

@@ -25,7 +25,7 @@ namespace QubesFirewall.Engine.Tests.Fuzz;
 public sealed class GeneratedScriptPropertyTests(ITestOutputHelper output) : IDisposable
 {
     private static readonly DateTimeOffset Now = DateTimeOffset.FromUnixTimeSeconds(1_800_000_000);
-    private readonly string _dir = Path.Combine(Path.GetTempPath(), "qfw-scripts-" + Guid.NewGuid().ToString("N")[..10]);
+    private readonly string _dir = Fuzz.NewDirectory("qfw-scripts-");
 
     public void Dispose()
     {
@@ -103,7 +103,8 @@ public sealed class GeneratedScriptPropertyTests(ITestOutputHelper output) : IDi
         string? root = null;
         var iteration = 0;
 
-        Fuzz.Check("port forward scripts: random forwards applied", Forward, 200, input =>
+        var startTicks = System.Diagnostics.Stopwatch.GetTimestamp();
+        Fuzz.Check("port forward scripts: random forwards applied", Forward, 150, input =>
         {
             if (iteration++ % 10 == 0 || root is null)
             {
@@ -128,8 +129,8 @@ public sealed class GeneratedScriptPropertyTests(ITestOutputHelper output) : IDi
             }
             // What Create accepts is in the grammar; anything else must have been refused above.
             Assert.True(QubesFirewall.Engine.Validation.QubeName.IsValid(forward.VMName));
-            if (forward.Comment is { } c) { Assert.All(c, ch => Assert.True(RuleGrammar.IsCommentChar(ch))); if (c.Length >= 10 && comments.Add(c)) traced++; }
-            if (forward.Interface is { } i) { Assert.All(i, ch => Assert.True(char.IsAsciiLetterOrDigit(ch) || ch is '_' or '.' or '-')); if (i.Length >= 6 && interfaces.Add(i)) traced++; }
+            if (forward.Comment is { } c) { Assert.True(c.All(RuleGrammar.IsCommentChar)); if (c.Length >= 10 && comments.Add(c)) traced++; }
+            if (forward.Interface is { } i) { Assert.True(i.All(ch => char.IsAsciiLetterOrDigit(ch) || ch is '_' or '.' or '-')); if (i.Length >= 6 && interfaces.Add(i)) traced++; }
 
             PortForwardPlan plan;
             try
@@ -160,10 +161,12 @@ public sealed class GeneratedScriptPropertyTests(ITestOutputHelper output) : IDi
             scripts.AddRange(produced);
         }, output.WriteLine);
 
+        var fuzzTime = System.Diagnostics.Stopwatch.GetElapsedTime(startTicks);
         var checkedByBash = BashSyntaxCheck(scriptsDir, scripts, limit: 250);
+        output.WriteLine($"  timing: planning and checks {fuzzTime.TotalSeconds:0.0} s, bash -n {System.Diagnostics.Stopwatch.GetElapsedTime(startTicks).TotalSeconds - fuzzTime.TotalSeconds:0.0} s");
         output.WriteLine($"  forwards: {created} created, {refusedInput} refused at input, {refusedPlan} refused when planned ({string.Join(", ", planRefusals.Select(kv => $"{kv.Key} {kv.Value}"))}), {applied} applied; " +
                          $"{scripts.Count} scripts and hook files checked ({checkedByBash} distinct ones by bash -n), {traced} comments and interface names traced");
-        Assert.True(applied > 40, "too few forwards were applied to prove anything");
+        Assert.True(applied > 30, "too few forwards were applied to prove anything");
     }
 
     /// <summary>
@@ -173,7 +176,8 @@ public sealed class GeneratedScriptPropertyTests(ITestOutputHelper output) : IDi
     /// </summary>
     internal static void CheckScript(string name, string text, IEnumerable<string> comments, IEnumerable<string> interfaces)
     {
-        Assert.All(text, c => Assert.True(c is '\n' or '\t' or (>= ' ' and <= '~'), $"{name}: character {RuleGrammar.Describe(c)}"));
+        var bad = text.AsSpan().IndexOfAnyExcept(ScriptCharacters);
+        Assert.True(bad < 0, bad < 0 ? "" : $"{name}: character {RuleGrammar.Describe(text[bad])} at {bad}");
         var traced = comments.Concat(interfaces).Where(v => text.Contains(v, StringComparison.Ordinal)).ToList();
         var lines = text.Split('\n');
         var inHeredoc = false;
@@ -198,6 +202,9 @@ public sealed class GeneratedScriptPropertyTests(ITestOutputHelper output) : IDi
         }
         Assert.False(inHeredoc, $"{name}: an unterminated here-document");
     }
+
+    private static readonly System.Buffers.SearchValues<char> ScriptCharacters =
+        System.Buffers.SearchValues.Create("\n\t" + string.Concat(Enumerable.Range(' ', '~' - ' ' + 1).Select(c => (char)c)));
 
     private static IEnumerable<int> Occurrences(string line, string value)
     {

@@ -227,7 +227,7 @@ public sealed class TcpBindingPlannerTests : IDisposable
         Assert.Equal(forwardOnly, ManagedBlock.Extract(Backend.ReadQubeFile("work", RcLocal)));
     }
 
-    [Fact(Skip = "Needs PortForwardPlanner.HopSteps to pass its rc.local body through ConnectTcpPersistence.WithBindings (the forward planner's part of the shared managed block).")]
+    [Fact]
     public void A_port_forward_change_keeps_the_bindings_section_of_the_same_block()
     {
         Add(Model.TcpBinding.Create("work", "personal", 22, 2222, true));
