@@ -71,6 +71,8 @@ public sealed class CrashConsistencyTests(ITestOutputHelper output) : IDisposabl
         }
 
         var target = CrashWrites.TargetPath(kind, root);
+        // The starting file as its owner leaves it (a git checkout gives 0644; qubesd writes firewall.xml 0664).
+        if (!OperatingSystem.IsWindows()) File.SetUnixFileMode(target, ExpectedMode(kind));
         var targetDir = Path.GetDirectoryName(target)!;
         var filesBeside = Directory.GetFiles(targetDir).Select(Path.GetFileName).Order(StringComparer.Ordinal).ToList();
         long confirmed = 0;
@@ -140,6 +142,54 @@ public sealed class CrashConsistencyTests(ITestOutputHelper output) : IDisposabl
         Assert.Equal(Expected(confirmed + 1), File.ReadAllBytes(target));
         Assert.DoesNotContain(Directory.GetFiles(targetDir), f => AtomicFile.IsTemporaryName(Path.GetFileName(f)));
         return new KindReport(kind, runs, inside, onTempKills, tempsLeft, maxTemps, confirmed + 1, corrupt, watch.Elapsed);
+    }
+
+    [Fact]
+    public void The_next_write_removes_the_temporary_files_of_dead_writers_only()
+    {
+        Directory.CreateDirectory(_dir);
+        var target = Path.Combine(_dir, "rc.local");
+        File.WriteAllText(target, "old\n");
+        int deadPid;
+        using (var p = Process.Start(new ProcessStartInfo("true") { UseShellExecute = false })!) { p.WaitForExit(); deadPid = p.Id; }
+        string Temp(string middle) => Path.Combine(_dir, AtomicFile.TemporaryPrefix(target) + middle + ".tmp");
+        var dead = Temp($"{deadPid}-0123abcd");
+        var live = Temp("1-0123abcd"); // init never dies
+        var mine = Temp($"{Environment.ProcessId}-0123abcd");
+        var oldStyleFresh = Temp("0123abcd");
+        var oldStyleStale = Temp("4567abcd");
+        var otherTarget = Path.Combine(_dir, AtomicFile.TemporaryPrefix(Path.Combine(_dir, "rc.local.d")) + $"{deadPid}-0123abcd.tmp");
+        foreach (var f in new[] { dead, live, mine, oldStyleFresh, oldStyleStale, otherTarget }) File.WriteAllText(f, "partial");
+        File.SetLastWriteTimeUtc(oldStyleStale, DateTime.UtcNow.AddHours(-2));
+
+        AtomicFile.WriteAllText(target, "new\n");
+
+        Assert.Equal("new\n", File.ReadAllText(target));
+        Assert.False(File.Exists(dead));
+        Assert.False(File.Exists(oldStyleStale));
+        Assert.True(File.Exists(live));
+        Assert.True(File.Exists(mine));
+        Assert.True(File.Exists(oldStyleFresh));
+        Assert.True(File.Exists(otherTarget)); // another file's temporaries are that file's writer's business
+    }
+
+    [Fact]
+    public void Temporary_files_are_invisible_to_the_globs_that_run_or_read_hook_and_policy_files()
+    {
+        Directory.CreateDirectory(_dir);
+        foreach (var name in new[] { "rc.local", "50-x.policy", "a.rc", "hook" })
+            File.WriteAllText(Path.Combine(_dir, AtomicFile.TemporaryPrefix(Path.Combine(_dir, name)) + "12345-0123abcd.tmp"), "#!/bin/sh\ntouch /tmp/never\n");
+        // what qubes-firewall does with /rw/config/qubes-firewall.d/*, rc.local.d/*.rc and qrexec with policy.d/*.policy
+        var psi = new ProcessStartInfo("bash", ["-c", "cd \"$1\" && for f in * *.rc *.policy; do [ -e \"$f\" ] && echo \"$f\"; done; true", "glob", _dir])
+        {
+            RedirectStandardOutput = true,
+            UseShellExecute = false,
+        };
+        using var bash = Process.Start(psi)!;
+        var listed = bash.StandardOutput.ReadToEnd();
+        bash.WaitForExit();
+        Assert.Equal("", listed);
+        Assert.All(Directory.GetFiles(_dir), f => Assert.True(AtomicFile.IsTemporaryName(Path.GetFileName(f))));
     }
 
     private static UnixFileMode ExpectedMode(CrashWriteKind kind) => kind switch

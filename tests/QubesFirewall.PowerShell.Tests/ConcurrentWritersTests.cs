@@ -10,8 +10,8 @@ namespace QubesFirewall.PowerShell.Tests;
 /// <summary>
 /// Eight writers as separate pwsh processes (the staged module, pwsh from the repository's tool
 /// manifest) add 200 distinct rules each to the same qube of one offline root at the same moment:
-/// 25 with one Add-QubeFirewallRule call each and 175 piped in 7 batches of 25, so 32 locked
-/// read-modify-writes per process (256 in all) contend for firewall.xml's lock. Afterwards all 1,600 are there,
+/// 12 with one Add-QubeFirewallRule call each and 188 piped in 4 batches of 47, so 16 locked
+/// read-modify-writes per process (128 in all, interleaved) contend for firewall.xml's lock. Afterwards all 1,600 are there,
 /// once each, after the rules that were there before and before the final catch-all, and the file is
 /// valid and canonical. The live backend's counterpart (a change by someone else between the plan and
 /// the re-read is refused): LiveFirewallCmdletTests.A_change_made_by_someone_else_between_the_plan_and_the_reread_is_refused
@@ -21,9 +21,9 @@ namespace QubesFirewall.PowerShell.Tests;
 public sealed class ConcurrentWritersTests(ITestOutputHelper output) : IDisposable
 {
     private const int Writers = 8;
-    private const int SeparateCalls = 25;
-    private const int Batches = 7;
-    private const int BatchSize = 25;
+    private const int SeparateCalls = 12;
+    private const int Batches = 4;
+    private const int BatchSize = 47;
     private const int Piped = Batches * BatchSize;
 
     private readonly SampleRootCopy _root = new();
