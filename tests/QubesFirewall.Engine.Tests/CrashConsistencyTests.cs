@@ -111,13 +111,15 @@ public sealed class CrashConsistencyTests(ITestOutputHelper output) : IDisposabl
             var temps = now.Where(f => AtomicFile.IsTemporaryName(f!) && f!.StartsWith(AtomicFile.TemporaryPrefix(target), StringComparison.Ordinal)).ToList();
             var others = now.Except(temps).Except(filesBeside).Where(f => !f!.EndsWith(".lock", StringComparison.Ordinal)).ToList();
             if (others.Count > 0) problem ??= $"new files beside it: {string.Join(", ", others)}";
-            tempsLeft += temps.Count(t => t!.Contains("~" + pid.ToString(CultureInfo.InvariantCulture) + "-", StringComparison.Ordinal));
+            var pidText = "~" + pid.ToString(CultureInfo.InvariantCulture);
+            tempsLeft += temps.Count(t => t!.Contains(pidText + "-", StringComparison.Ordinal) || t.Contains(pidText + ".", StringComparison.Ordinal));
             maxTemps = Math.Max(maxTemps, temps.Count);
 
             // 3. The interrupted command, run again, completes the change.
             var completion = Stopwatch.StartNew();
             CrashWrites.Write(kind, root, lastBegun);
-            if (completion.Elapsed > TimeSpan.FromSeconds(10)) problem ??= "the rerun waited for a lock the dead writer held";
+            // (a lock left by the dead writer would hold the rerun for FileLock's 60 s, then fail it)
+            if (completion.Elapsed > TimeSpan.FromSeconds(45)) problem ??= "the rerun waited for a lock the dead writer held";
             if (!File.ReadAllBytes(target).AsSpan().SequenceEqual(Expected(lastBegun))) problem ??= $"a rerun of version {lastBegun} did not complete it";
             confirmed = lastBegun;
 
@@ -155,11 +157,12 @@ public sealed class CrashConsistencyTests(ITestOutputHelper output) : IDisposabl
         string Temp(string middle) => Path.Combine(_dir, AtomicFile.TemporaryPrefix(target) + middle + ".tmp");
         var dead = Temp($"{deadPid}-0123abcd");
         var live = Temp("1-0123abcd"); // init never dies
+        var reused = Temp("1.999999999-0123abcd"); // pid 1, but not the process that started then: its writer is gone
         var mine = Temp($"{Environment.ProcessId}-0123abcd");
         var oldStyleFresh = Temp("0123abcd");
         var oldStyleStale = Temp("4567abcd");
         var otherTarget = Path.Combine(_dir, AtomicFile.TemporaryPrefix(Path.Combine(_dir, "rc.local.d")) + $"{deadPid}-0123abcd.tmp");
-        foreach (var f in new[] { dead, live, mine, oldStyleFresh, oldStyleStale, otherTarget }) File.WriteAllText(f, "partial");
+        foreach (var f in new[] { dead, live, reused, mine, oldStyleFresh, oldStyleStale, otherTarget }) File.WriteAllText(f, "partial");
         File.SetLastWriteTimeUtc(oldStyleStale, DateTime.UtcNow.AddHours(-2));
 
         AtomicFile.WriteAllText(target, "new\n");
@@ -167,6 +170,7 @@ public sealed class CrashConsistencyTests(ITestOutputHelper output) : IDisposabl
         Assert.Equal("new\n", File.ReadAllText(target));
         Assert.False(File.Exists(dead));
         Assert.False(File.Exists(oldStyleStale));
+        Assert.Equal(OperatingSystem.IsLinux(), !File.Exists(reused));
         Assert.True(File.Exists(live));
         Assert.True(File.Exists(mine));
         Assert.True(File.Exists(oldStyleFresh));
@@ -205,10 +209,18 @@ public sealed class CrashConsistencyTests(ITestOutputHelper output) : IDisposabl
         using var process = Harness(kind, root, "loop", first.ToString(CultureInfo.InvariantCulture));
         using var tempAppeared = new ManualResetEventSlim();
         using var watcher = killOnTempOf is null ? null : new FileSystemWatcher(Path.GetDirectoryName(killOnTempOf)!, AtomicFile.TemporaryPrefix(killOnTempOf) + "*");
+        var polling = false;
         if (watcher is not null)
         {
             watcher.Created += (_, e) => tempAppeared.Set();
-            watcher.EnableRaisingEvents = true;
+            try
+            {
+                watcher.EnableRaisingEvents = true;
+            }
+            catch (IOException)
+            {
+                polling = true; // no inotify instance left (a busy machine): look for the file instead
+            }
         }
         var lines = new ConcurrentQueue<string>();
         using var started = new ManualResetEventSlim();
@@ -224,13 +236,13 @@ public sealed class CrashConsistencyTests(ITestOutputHelper output) : IDisposabl
         var pid = process.Id;
         process.BeginOutputReadLine();
         process.BeginErrorReadLine();
-        if (!started.Wait(TimeSpan.FromSeconds(30)))
+        if (!started.Wait(TimeSpan.FromSeconds(90)))
         {
             process.Kill();
             process.WaitForExit();
             throw new TimeoutException($"the harness did not start writing: {string.Join('\n', errors)}");
         }
-        var sawTemp = watcher is not null && tempAppeared.Wait(TimeSpan.FromSeconds(5));
+        var sawTemp = watcher is not null && (polling ? PollForTemporary(killOnTempOf!, TimeSpan.FromSeconds(5)) : tempAppeared.Wait(TimeSpan.FromSeconds(5)));
         if (delayMs > 0) Thread.Sleep(delayMs);
         Thread.SpinWait(spin);
         process.Kill(); // SIGKILL on Unix
@@ -246,6 +258,16 @@ public sealed class CrashConsistencyTests(ITestOutputHelper output) : IDisposabl
             (parts[0] == "begin" ? begun : done).Add(version);
         }
         return (begun, done, pid, sawTemp);
+    }
+
+    private static bool PollForTemporary(string target, TimeSpan timeout)
+    {
+        var dir = Path.GetDirectoryName(target)!;
+        var pattern = AtomicFile.TemporaryPrefix(target) + "*";
+        var deadline = Stopwatch.StartNew();
+        while (deadline.Elapsed < timeout)
+            if (Directory.EnumerateFiles(dir, pattern).Any()) return true;
+        return false;
     }
 
     private static Process Harness(CrashWriteKind kind, string root, string mode, string version)

@@ -9,8 +9,8 @@ namespace QubesFirewall.Lab.Tests;
 
 /// <summary>
 /// The injection canary. 1: every value that reaches a generated script (the target qube, the allowed
-/// sources, the interface, the comment of a port forward, and a forward declaration edited by hand in
-/// qubes.xml) is tried with <c>$(touch CANARY)</c>, backtick, <c>;</c>, <c>|</c>, <c>&amp;&amp;</c>, newline and
+/// sources, the interface, the comment of a port forward, a forward declaration edited by hand in
+/// qubes.xml, the two qubes of a qubes.ConnectTCP binding) is tried with <c>$(touch CANARY)</c>, backtick, <c>;</c>, <c>|</c>, <c>&amp;&amp;</c>, newline and
 /// quote payloads before, inside and after a valid value: each is refused at input, unless every
 /// character of it is in the grammar (a comment may say "; touch /tmp/x"). 2: forwards carrying the
 /// accepted ones, and hostile but valid interface names and comments, are applied to the lab: their
@@ -73,7 +73,7 @@ public sealed class InjectionCanaryLabTests : IDisposable
         int tried = 0, refused = 0;
 
         // 1. At input: every parameter of a port forward that reaches a script.
-        void Try(string parameter, string value, Func<PortForward> create)
+        void Try(string parameter, string value, Action create)
         {
             tried++;
             try
@@ -98,6 +98,9 @@ public sealed class InjectionCanaryLabTests : IDisposable
             foreach (var v in Around("web server", payload)) Try("Comment", v, () => PortForward.Create("work", ForwardProtocol.Tcp, 8080, comment: v));
             foreach (var v in Around("tcp.8080", payload)) Try("feature name", v, () => PortForwardFeature.Parse("work", "qubesfirewall.forward." + v, "target=8080 type=external"));
             foreach (var v in Around("target=8080 type=external", payload)) Try("feature value", v, () => PortForwardFeature.Parse("work", "qubesfirewall.forward.tcp.8080", v));
+            // qubes.ConnectTCP bindings: names that go into unit files, the client's script and the dom0 policy
+            foreach (var v in Around("work", payload)) Try("TcpBinding From", v, () => TcpBinding.Create(v, "personal", 22, permanent: true));
+            foreach (var v in Around("personal", payload)) Try("TcpBinding To", v, () => TcpBinding.Create("work", v, 22, permanent: true));
         }
         Assert.All(accepted, a => Assert.Contains(a.Parameter, new[] { "Comment", "feature value" }));
 

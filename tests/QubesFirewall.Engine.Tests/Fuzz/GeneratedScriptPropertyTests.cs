@@ -238,6 +238,56 @@ public sealed class GeneratedScriptPropertyTests(ITestOutputHelper output) : IDi
         return files.Count;
     }
 
+    // ------------------------------------------------------------------ qubes.ConnectTCP bindings
+
+    private static readonly Gen<string> ValidQubeName =
+        from first in Gen.Char["abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"]
+        from rest in Gen.String[Gen.Char["abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-"], 0, 30]
+        let name = first + rest
+        where QubesFirewall.Engine.Validation.QubeName.IsValid(name) && name != "dom0"
+        select name;
+
+    [Fact]
+    public void ConnectTcp_units_and_scripts_for_random_bindings_hold_only_validated_characters_and_pass_bash_n()
+    {
+        var texts = new List<(string, string)>();
+        var gen = from client in ValidQubeName
+                  from targets in Gen.Select(ValidQubeName, Gen.Int[1, 65535], Gen.Int[1, 65535], (to, port, local) => (to, port, local)).Array[0, 4]
+                  select (client, targets);
+        int bindings = 0, refused = 0;
+        Fuzz.Check("qubes.ConnectTCP units and scripts: random bindings", gen, 600, t =>
+        {
+            var list = new List<TcpBinding>();
+            foreach (var (to, port, local) in t.targets)
+            {
+                try
+                {
+                    var b = TcpBinding.Create(t.client, to, port, local, permanent: true);
+                    if (list.All(x => x.LocalPort != b.LocalPort)) list.Add(b);
+                }
+                catch (QubesFirewallException)
+                {
+                    refused++; // the same qube twice
+                }
+            }
+            bindings += list.Count;
+            var script = ConnectTcpUnits.Render(t.client, list);
+            CheckScript($"connect-tcp-{texts.Count}", script, [], []);
+            foreach (var b in list)
+                foreach (var unit in new[] { ConnectTcpUnits.SocketUnit(b), ConnectTcpUnits.ServiceUnit(b) })
+                {
+                    // a unit file: printable ASCII lines, each a comment, a [Section], Key=value or empty: no value can start a line of its own
+                    foreach (var line in unit.Split('\n'))
+                        Assert.True(line.Length == 0 || line.StartsWith('#') || (line.StartsWith('[') && line.EndsWith(']')) || (line.IndexOf('=') > 0 && line[..line.IndexOf('=')].All(char.IsAsciiLetter)),
+                            $"unit line: {line}");
+                    Assert.DoesNotContain(unit, c => c is not ('\n' or (>= ' ' and <= '~')));
+                }
+            if (texts.Count < 150) texts.Add(($"connect-tcp-{texts.Count}", script));
+        }, output.WriteLine, t => $"{t.client}: {string.Join(", ", t.targets.Select(x => $"{x.to}:{x.port}/{x.local}"))}");
+        var n = BashSyntaxCheck(Path.Combine(_dir, "connect-tcp"), texts);
+        output.WriteLine($"  {bindings} bindings rendered ({refused} refused), bash -n on {n} distinct scripts");
+    }
+
     // ------------------------------------------------------------------ managed blocks
 
     private static readonly Gen<string> UserLine = Gen.OneOf(

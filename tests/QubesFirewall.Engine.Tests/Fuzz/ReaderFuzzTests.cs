@@ -249,6 +249,69 @@ public sealed class ReaderFuzzTests(ITestOutputHelper output) : IDisposable
         Assert.True(n > 0);
     }
 
+    // ------------------------------------------------------------------ declarations in qube features
+
+    private static readonly Gen<string> ForwardValue = Gen.OneOf(
+        from target in Gen.Int[1, 65535]
+        from type in Gen.OneOf(Gen.Const("external"), Gen.Const("internal"))
+        from allow in Gen.OneOf(Gen.Const(""), Gen.Const(" allow=192.168.1.0/24"), Gen.Const(" allow=10.0.0.0/8,192.168.1.7/32"))
+        from iface in Gen.OneOf(Gen.Const(""), Gen.Const(" iface=ens6"), Gen.Const(" iface=wg0.1"))
+        from expire in Gen.OneOf(Gen.Const(""), Gen.Const(" expire=1900000000"))
+        from comment in Gen.OneOf(Gen.Const(""), Gen.Const(" comment=web; touch /tmp/x [a]"), Gen.Const(" comment=a b"))
+        select $"target={target} type={type}{allow}{iface}{expire}{comment}",
+        Gens.AnyString);
+
+    [Fact]
+    public void Forward_and_binding_declarations_in_features_parse_canonically_or_are_refused_clearly()
+    {
+        var parsed = 0;
+        var gen = Gen.Select(
+            Gen.OneOf(Gen.Const("qubesfirewall.forward.tcp.8080"), Gen.Const("qubesfirewall.forward.udp.53"),
+                Gens.Mutate(Gen.Const("qubesfirewall.forward.tcp.8080"), 2, Gen.OneOf(Gens.Payload, Gen.Const("."), Gen.Const("0")))),
+            Gen.OneOf(ForwardValue, Gens.Mutate(ForwardValue, 3)),
+            (name, value) => (name, value));
+        var n = Fuzz.Check("port forward declarations: feature name and value", gen, 6000, t =>
+        {
+            PortForward forward;
+            try
+            {
+                forward = PortForwardFeature.Parse("work", t.name, t.value);
+            }
+            catch (QubesFirewallException ex)
+            {
+                Assert.Equal("InvalidPortForwardFeature", ex.ErrorId);
+                Assert.DoesNotContain(ex.Message, c => c is < ' ' or '\x7f');
+                return;
+            }
+            parsed++;
+            // only the canonical spelling is read, so what is stored is what would be written
+            Assert.Equal(t.name, forward.FeatureName);
+            Assert.Equal(t.value, forward.FeatureValue);
+        }, output.WriteLine, t => $"{Fuzz.Show(t.name)} = {Fuzz.Show(t.value)}");
+
+        var bindingGen = Gen.Select(
+            Gen.OneOf(Gen.Const("qubesfirewall.tcp.personal.22"), Gens.Mutate(Gen.Const("qubesfirewall.tcp.personal.22"), 2)),
+            Gen.OneOf(Gen.Const(""), Gen.Const("local=2222"), Gen.Const("local=2222 permanent"), Gen.Const("permanent"), Gens.AnyString, Gens.Mutate(Gen.Const("local=2222 permanent"))),
+            (name, value) => (name, value));
+        n += Fuzz.Check("qubes.ConnectTCP declarations: feature name and value", bindingGen, 3000, t =>
+        {
+            try
+            {
+                var binding = TcpBindingFeature.Parse("work", t.name, t.value);
+                Assert.Equal(t.name, binding.FeatureName);
+                Assert.True(QubesFirewall.Engine.Validation.QubeName.IsValid(binding.To));
+            }
+            catch (QubesFirewallException ex)
+            {
+                Assert.False(string.IsNullOrWhiteSpace(ex.ErrorId));
+                Assert.DoesNotContain(ex.Message, c => c is < ' ' or '\x7f');
+            }
+        }, output.WriteLine, t => $"{Fuzz.Show(t.name)} = {Fuzz.Show(t.value)}");
+        output.WriteLine($"  forward declarations read: {parsed}");
+        Assert.True(parsed > 100);
+        Assert.True(n > 0);
+    }
+
     // ------------------------------------------------------------------ Admin API replies
 
     private static readonly Gen<byte[]> Reply = Gen.OneOf(
