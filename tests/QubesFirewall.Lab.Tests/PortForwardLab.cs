@@ -113,7 +113,7 @@ public sealed class PortForwardLab : IDisposable
         return path[prefix.Length..];
     }
 
-    /// <summary>A qubes.xml for the lab's qubes: AppVMs with the lab's qid, netvm and provides_network; default_netvm empty.</summary>
+    /// <summary>A qubes.xml for the lab's qubes: AppVMs with the lab's qid, netvm, provides_network and ipv6 feature; default_netvm empty.</summary>
     public static string QubesXmlFor(LabTopologyOptions options)
     {
         var sb = new StringBuilder();
@@ -129,7 +129,11 @@ public sealed class PortForwardLab : IDisposable
             sb.Append($"        <property name=\"qid\">{qid}</property>\n");
             if (q.ProvidesNetwork) sb.Append("        <property name=\"provides_network\">True</property>\n");
             sb.Append($"        <property name=\"netvm\">{q.NetVm ?? ""}</property>\n");
-            sb.Append("      </properties>\n      <features/>\n      <tags/>\n    </domain>\n");
+            // the ipv6 feature as the lab sets it: on a qube that says so, else on the network qubes without netvm when the lab has IPv6
+            var ipv6 = q.Ipv6 is { } own ? (own ? "1" : "") : q.NetVm is null && q.ProvidesNetwork && options.Ipv6 ? "1" : null;
+            sb.Append("      </properties>\n");
+            sb.Append(ipv6 is null ? "      <features/>\n" : $"      <features>\n        <feature name=\"ipv6\">{ipv6}</feature>\n      </features>\n");
+            sb.Append("      <tags/>\n    </domain>\n");
         }
         sb.Append("  </domains>\n</qubes>\n");
         return sb.ToString();
