@@ -357,6 +357,25 @@ public sealed class InterVmLinkPlannerTests : IDisposable
     }
 
     [Fact]
+    public void The_audit_warns_when_a_part_of_a_link_lives_in_a_disposable_template_or_under_custom_persist()
+    {
+        using var root = new TempRoot(); // the sample: sys-firewall is a disposable of default-dvm
+        Assert.Null(InterVmLinkPlanner.Apply(root.Backend, InterVmLinkPlanner.PlanEnable(root.Backend, [Link("work", "personal", 5432)], InterVmLinkOptions.For(root.Backend, root.Now, force: true))).Failure);
+        AuditContext Context() => new(root.Backend.GetInventory(), root.Backend.GetFirewall, root.Now, root.Backend.ReadQubeFile);
+        var findings = FirewallAudit.Run(Context(), [root.Backend.GetInventory().Get("work")]).Where(f => f.Check == InterVmLinkAuditCheck.LinkNotPersistent).ToList();
+        var disposable = Assert.Single(findings);
+        Assert.Equal(AuditSeverity.Warning, disposable.Severity);
+        Assert.Contains("'sys-firewall'", disposable.Message);
+        Assert.Contains("default-dvm", disposable.Message);
+
+        root.Backend.SetFeature("personal", "service.custom-persist", "1");
+        var persist = FirewallAudit.Run(Context(), [root.Backend.GetInventory().Get("work")]).Where(f => f.Check == InterVmLinkAuditCheck.LinkNotPersistent).ToList();
+        Assert.Equal(2, persist.Count);
+        Assert.Contains(persist, f => f.Message.Contains("'personal'", StringComparison.Ordinal) && f.Message.Contains("custom-persist", StringComparison.Ordinal));
+        Assert.DoesNotContain(FirewallAudit.Run(Context(), [root.Backend.GetInventory().Get("work")]), f => f.Check == InterVmLinkAuditCheck.LinkIncomplete);
+    }
+
+    [Fact]
     public void Dotted_destination_names_round_trip_through_the_feature()
     {
         using var root = new TempRoot(QubesXmlBuilder.Standard().Qube("db.prod", 20, "sys-firewall", template: "fedora-42").Build());

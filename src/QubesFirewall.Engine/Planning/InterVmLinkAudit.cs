@@ -1,4 +1,5 @@
 using QubesFirewall.Engine.Model;
+using QubesFirewall.Engine.Persistence;
 
 namespace QubesFirewall.Engine.Planning;
 
@@ -19,6 +20,9 @@ public sealed class InterVmLinkAuditCheck : IAuditCheck
 
     /// <summary>A part of a link could not be checked (a hook file that cannot be read).</summary>
     public const string LinkUnchecked = "LinkUnchecked";
+
+    /// <summary>A qube keeping a part of a link is a disposable (its /rw/config lives in its template) or has R4.3's custom-persist on (the hooks do not run).</summary>
+    public const string LinkNotPersistent = "LinkNotPersistent";
 
     public string Name => "inter-qube-links";
 
@@ -50,6 +54,20 @@ public sealed class InterVmLinkAuditCheck : IAuditCheck
                 yield return new AuditFinding(AuditSeverity.Warning, qube.Name, LinkUnchecked, null,
                     $"The link {link} could not be checked completely: {string.Join(" and ", unknown)} could not be read (a qube that is not running?).",
                     "Start the qubes of the link, then run Test-QubeFirewall again.");
+            foreach (var name in new[] { link.NetVM, link.To }.Distinct())
+            {
+                if (name is null || context.Inventory.Find(name) is not { } part) continue;
+                var storage = ForwardPersistence.StorageOf(context.Inventory, part);
+                if (storage.Name != part.Name)
+                    yield return new AuditFinding(AuditSeverity.Warning, qube.Name, LinkNotPersistent, null,
+                        $"'{part.Name}', which keeps a part of the link {link}, is a disposable of '{storage.Name}': its part lives in {storage.Name}'s {ForwardPersistence.HookPath(part)}, " +
+                        $"which every disposable of {storage.Name} gets (the part checks the qube's name before it runs).",
+                        $"To keep it to {part.Name} alone, make {part.Name} a non-disposable qube.");
+                if (ForwardPersistence.HasCustomPersist(context.Inventory, part))
+                    yield return new AuditFinding(AuditSeverity.Warning, qube.Name, LinkNotPersistent, null,
+                        $"'{part.Name}', which keeps a part of the link {link}, has the R4.3 custom-persist service on: Qubes does not run its /rw/config hooks, so its part is gone after it restarts.",
+                        $"Make {ForwardPersistence.HookPath(part)} persistent in {part.Name} (a custom-persist bind for /rw/config), or turn custom-persist off (qvm-service {part.Name} custom-persist off).");
+            }
         }
     }
 
