@@ -327,6 +327,18 @@ public sealed class InterVmLinkPlannerTests : IDisposable
     }
 
     [Fact]
+    public void Export_shows_the_links_section_of_the_block_as_written()
+    {
+        Assert.Null(PortForwardPlanner.Export(_root.Backend.GetInventory(), "personal"));
+        Enable(Link("work", "personal", 5432));
+        var script = PortForwardPlanner.Export(_root.Backend.GetInventory(), "personal")!;
+        Assert.Equal(ManagedBlock.Extract(_root.Backend.ReadQubeFile("personal", Rc)), script.Script);
+        Assert.Equal(0, script.Forwards);
+        Assert.Equal(ManagedBlock.Extract(_root.Backend.ReadQubeFile("sys-firewall", UserScript)), PortForwardPlanner.Export(_root.Backend.GetInventory(), "sys-firewall")!.Script);
+        Assert.Null(PortForwardPlanner.Export(_root.Backend.GetInventory(), "work")); // the source keeps nothing in a file
+    }
+
+    [Fact]
     public void A_halted_network_qube_is_refused_on_the_live_backend_and_a_halted_destination_only_gets_its_file()
     {
         var inventory = _root.Backend.GetInventory();

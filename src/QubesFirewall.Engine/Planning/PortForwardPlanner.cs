@@ -368,7 +368,7 @@ public static class PortForwardPlanner
 
     // ------------------------------------------------------------------ export / list
 
-    /// <summary>The script the module maintains for a qube (the body of its managed block), or null when no forward crosses it.</summary>
+    /// <summary>The script the module maintains for a qube (the body of its managed block), or null when no forward crosses it and no link concerns it.</summary>
     public static QubeForwardScript? Export(QubesInventory inventory, string vmName, ICollection<string>? warnings = null)
     {
         var qube = inventory.Get(Validation.QubeName.Validate(vmName));
@@ -377,11 +377,13 @@ public static class PortForwardPlanner
         var layout = ForwardLayout.Build(inventory, forwards, list);
         foreach (var w in list) warnings?.Add(w);
         var set = layout.For(qube);
-        if (set.IsEmpty) return null;
         var storage = ForwardPersistence.StorageOf(inventory, qube);
         var path = ForwardPersistence.HookPath(qube);
-        // The managed block is shared with ConnectTCP bindings: keep their section.
-        var body = ConnectTcpPersistence.WithBindings(inventory, storage, path, ForwardPersistence.BlockBody(inventory, storage, path, layout.For));
+        // a qube that only keeps inter-qube links has a block too
+        var links = LinkPersistence.Part(inventory, storage, path);
+        if (set.IsEmpty && links.Length == 0) return null;
+        // The managed block is shared with ConnectTCP bindings and inter-qube links: keep their sections.
+        var body = LinkPersistence.ReplacePart(ConnectTcpPersistence.WithBindings(inventory, storage, path, ForwardPersistence.BlockBody(inventory, storage, path, layout.For)), links);
         return new QubeForwardScript(qube.Name, storage.Name, path, body, set.Count);
     }
 

@@ -23,7 +23,7 @@ public sealed class ExportQubeFirewallScriptCommand : QubeCmdlet
             foreach (var w in warnings) WriteVerbose(w);
             if (script is null)
             {
-                WriteWarning($"No port forward crosses '{name}': the module maintains no script there.");
+                WriteWarning($"No port forward crosses '{name}' and no inter-qube link concerns it: the module maintains no script there.");
                 continue;
             }
             WriteVerbose(script.StoredIn == script.VMName
