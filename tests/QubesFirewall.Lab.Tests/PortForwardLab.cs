@@ -113,7 +113,7 @@ public sealed class PortForwardLab : IDisposable
         return path[prefix.Length..];
     }
 
-    /// <summary>A qubes.xml for the lab's qubes: AppVMs with the lab's qid, netvm and provides_network; default_netvm empty.</summary>
+    /// <summary>A qubes.xml for the lab's qubes: AppVMs with the lab's qid, netvm, provides_network and ipv6 feature; default_netvm empty.</summary>
     public static string QubesXmlFor(LabTopologyOptions options)
     {
         var sb = new StringBuilder();
@@ -129,7 +129,11 @@ public sealed class PortForwardLab : IDisposable
             sb.Append($"        <property name=\"qid\">{qid}</property>\n");
             if (q.ProvidesNetwork) sb.Append("        <property name=\"provides_network\">True</property>\n");
             sb.Append($"        <property name=\"netvm\">{q.NetVm ?? ""}</property>\n");
-            sb.Append("      </properties>\n      <features/>\n      <tags/>\n    </domain>\n");
+            sb.Append("      </properties>\n");
+            // the lab's ipv6 switches as the qubes' ipv6 feature: "1" on, "" opted out, absent inherited
+            var ipv6 = q.Ipv6 ?? (q.NetVm is null && q.ProvidesNetwork && options.Ipv6 ? true : null);
+            sb.Append(ipv6 is { } on ? $"      <features>\n        <feature name=\"ipv6\">{(on ? "1" : "")}</feature>\n      </features>\n" : "      <features/>\n");
+            sb.Append("      <tags/>\n    </domain>\n");
         }
         sb.Append("  </domains>\n</qubes>\n");
         return sb.ToString();
