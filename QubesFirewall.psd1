@@ -27,6 +27,9 @@
         'Repair-QubeNetVm'
         'Set-QubeIPv6'
         'Test-QubeFirewall'
+        'Get-QubeInterVmNetwork'
+        'Enable-QubeInterVmNetwork'
+        'Disable-QubeInterVmNetwork'
     )
     FunctionsToExport    = @()
     AliasesToExport      = @()

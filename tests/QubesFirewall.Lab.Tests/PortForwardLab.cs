@@ -129,10 +129,10 @@ public sealed class PortForwardLab : IDisposable
             sb.Append($"        <property name=\"qid\">{qid}</property>\n");
             if (q.ProvidesNetwork) sb.Append("        <property name=\"provides_network\">True</property>\n");
             sb.Append($"        <property name=\"netvm\">{q.NetVm ?? ""}</property>\n");
+            // the ipv6 feature as the lab sets it: on a qube that says so, else on the network qubes without netvm when the lab has IPv6
+            var ipv6 = q.Ipv6 is { } own ? (own ? "1" : "") : q.NetVm is null && q.ProvidesNetwork && options.Ipv6 ? "1" : null;
             sb.Append("      </properties>\n");
-            // the lab's ipv6 switches as the qubes' ipv6 feature: "1" on, "" opted out, absent inherited
-            var ipv6 = q.Ipv6 ?? (q.NetVm is null && q.ProvidesNetwork && options.Ipv6 ? true : null);
-            sb.Append(ipv6 is { } on ? $"      <features>\n        <feature name=\"ipv6\">{(on ? "1" : "")}</feature>\n      </features>\n" : "      <features/>\n");
+            sb.Append(ipv6 is null ? "      <features/>\n" : $"      <features>\n        <feature name=\"ipv6\">{ipv6}</feature>\n      </features>\n");
             sb.Append("      <tags/>\n    </domain>\n");
         }
         sb.Append("  </domains>\n</qubes>\n");

@@ -28,7 +28,13 @@ public static class FirewallPlanner
     public static FirewallChange PlanInsert(IQubesBackend backend, string vmName, IReadOnlyList<RuleInsertion> insertions, DateTimeOffset now)
     {
         foreach (var insertion in insertions) insertion.Rule.Validate();
-        var snapshot = backend.GetFirewall(vmName);
+        return PlanInsert(backend.GetFirewall(vmName), vmName, insertions, now);
+    }
+
+    /// <summary>The pure planner, on a rule list already read.</summary>
+    public static FirewallChange PlanInsert(FirewallDocument snapshot, string vmName, IReadOnlyList<RuleInsertion> insertions, DateTimeOffset now)
+    {
+        foreach (var insertion in insertions) insertion.Rule.Validate();
         var visible = Visible(snapshot, now);
         var edit = FirewallEdit.Insert(insertions);
         var preview = edit.ApplyTo(visible);
@@ -48,9 +54,12 @@ public static class FirewallPlanner
         return new FirewallChange(vmName, snapshot, edit, preview, steps);
     }
 
-    public static FirewallChange PlanRemove(IQubesBackend backend, string vmName, IReadOnlyList<(int Number, string? Text)> targets, DateTimeOffset now)
+    public static FirewallChange PlanRemove(IQubesBackend backend, string vmName, IReadOnlyList<(int Number, string? Text)> targets, DateTimeOffset now) =>
+        PlanRemove(backend.GetFirewall(vmName), vmName, targets, now);
+
+    /// <summary>The pure planner, on a rule list already read.</summary>
+    public static FirewallChange PlanRemove(FirewallDocument snapshot, string vmName, IReadOnlyList<(int Number, string? Text)> targets, DateTimeOffset now)
     {
-        var snapshot = backend.GetFirewall(vmName);
         var visible = Visible(snapshot, now);
         // A number alone takes its text from this read, so the write still checks that rule is unchanged.
         var removals = targets

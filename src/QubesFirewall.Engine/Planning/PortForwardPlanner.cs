@@ -26,7 +26,11 @@ public sealed record PortForwardOptions
         new() { Now = now, Force = force, RequireRunning = backend is not OfflineRoot };
 }
 
-public enum PortForwardStepKind { SetFeature, RemoveFeature, WriteFile, RunScript }
+/// <summary>
+/// The kinds of change a hop rollout makes. <see cref="EditFirewall"/> is a qube's Qubes firewall (inter-qube links
+/// add an accept for the destination to the source's list).
+/// </summary>
+public enum PortForwardStepKind { SetFeature, RemoveFeature, WriteFile, RunScript, EditFirewall }
 
 /// <summary>One change of a plan, with the words -WhatIf and -Verbose show.</summary>
 public sealed record PortForwardStep
@@ -55,6 +59,9 @@ public sealed record PortForwardStep
     public string? Path { get; init; }
     public string? Content { get; init; }
     public string? Script { get; init; }
+
+    /// <summary>For <see cref="PortForwardStepKind.EditFirewall"/>: the planned rule-list change.</summary>
+    public FirewallChange? Firewall { get; init; }
 
     public override string ToString() => Description;
 }
@@ -92,6 +99,15 @@ public sealed record PortForwardPlan
 
     /// <summary>The address families the forward is generated for (<c>IPv4</c>, <c>IPv4 and IPv6</c>, <c>IPv6</c>); empty for a removal.</summary>
     public string AddressFamilies { get; init; } = "";
+
+    /// <summary>What the plan is about, in messages ("port forward", "inter-qube link").</summary>
+    public string Subject { get; init; } = "port forward";
+
+    /// <summary>The closing sentence of a partial-apply message (null: the port forward's).</summary>
+    public string? ResumeHint { get; init; }
+
+    /// <summary>Roles per qube for the results (null: hop N of M / target).</summary>
+    public IReadOnlyDictionary<string, string>? Roles { get; init; }
 
     /// <summary>True when the port is open to anyone who reaches the first hop (no -AllowFrom).</summary>
     public bool OpenToEveryone => Forward?.IsOpenToEveryone == true && Operation != "Remove";
@@ -435,12 +451,15 @@ public static class PortForwardPlanner
                         state[step.ForQube] = state[step.ForQube] with { FileChanged = true, Status = PortForwardHopStatus.Persisted };
                         break;
                     case PortForwardStepKind.RunScript:
-                        var r = backend.RunQubeShellScript(step.VMName, step.Script!, $"port forwards of {step.VMName}");
+                        var r = backend.RunQubeShellScript(step.VMName, step.Script!, $"{plan.Subject}s of {step.VMName}");
                         var status = !r.Executed ? PortForwardHopStatus.Recorded : r.Succeeded ? PortForwardHopStatus.Applied : PortForwardHopStatus.Failed;
                         state[step.ForQube] = state[step.ForQube] with { Executed = r.Executed, ExitCode = r.ExitCode, Output = r.Output, Status = status };
                         if (!r.Succeeded)
                             throw new QubesFirewallException("PortForwardScriptFailed", FailureKind.InvalidOperation,
-                                $"The port forward script failed in '{step.VMName}' (exit code {r.ExitCode.ToString(CultureInfo.InvariantCulture)}): {r.Output.Trim()}", step.VMName);
+                                $"The {plan.Subject} script failed in '{step.VMName}' (exit code {r.ExitCode.ToString(CultureInfo.InvariantCulture)}): {r.Output.Trim()}", step.VMName);
+                        break;
+                    case PortForwardStepKind.EditFirewall:
+                        FirewallPlanner.Apply(backend, step.Firewall!);
                         break;
                 }
                 done.Add(step.Description);
@@ -465,7 +484,7 @@ public static class PortForwardPlanner
         sb.Append(done.Count == 0 ? " Nothing was changed." : " Done before: " + string.Join("; ", done) + ".");
         var rest = plan.Steps.SkipWhile(s => !ReferenceEquals(s, failed)).Skip(1).Select(s => s.Description).ToList();
         if (rest.Count > 0) sb.Append(" Not done: ").Append(string.Join("; ", rest)).Append('.');
-        sb.Append(plan.Operation == "Remove"
+        sb.Append(plan.ResumeHint is { } hint ? " " + hint : plan.Operation == "Remove"
             ? " The outer network qubes were handled first, so the port is closed where it was done; run Remove-QubePortForward again to finish."
             : " The outermost network qube is changed last, so the port is not open from outside yet; run the command again to finish, or Remove-QubePortForward to undo.");
         return sb.ToString();
@@ -497,8 +516,9 @@ public static class PortForwardPlanner
             if (written.Add(storage.Name + "\0" + path))
             {
                 var current = readFile(storage.Name, path);
-                // The managed block is shared with ConnectTCP bindings: keep their section.
-                var body = ConnectTcpPersistence.WithBindings(inventory, storage, path, ForwardPersistence.BlockBody(inventory, storage, path, layout.For, s => Generate(s).Script));
+                // The managed block is shared with ConnectTCP bindings and inter-qube links: keep their sections.
+                var body = LinkPersistence.WithLinks(inventory, storage, path,
+                    ConnectTcpPersistence.WithBindings(inventory, storage, path, ForwardPersistence.BlockBody(inventory, storage, path, layout.For, s => Generate(s).Script)));
                 string? content;
                 try
                 {
@@ -558,6 +578,7 @@ public static class PortForwardPlanner
 
     private static string RoleOf(PortForwardPlan plan, string qube)
     {
+        if (plan.Roles is not null && plan.Roles.TryGetValue(qube, out var role)) return role;
         if (qube == plan.VMName) return "target";
         var i = plan.Hops.ToList().IndexOf(qube);
         return i >= 0 ? $"hop {(i + 1).ToString(CultureInfo.InvariantCulture)} of {plan.Hops.Count.ToString(CultureInfo.InvariantCulture)}" : "previous hop";

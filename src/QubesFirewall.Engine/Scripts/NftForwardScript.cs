@@ -96,27 +96,7 @@ public static class NftForwardScript
         sb.Append("# One nft transaction replaces the chains ").Append(DnatChain).Append(", ").Append(ForwardChain).Append(" and ").Append(InputChain).Append('\n');
         sb.Append("# of ").Append(families.Count == 1 ? "table ip qubes" : "tables ip qubes and ip6 qubes").Append(" and their jumps (commented \"").Append(Marker).Append("\") in custom-forward and custom-input;\n");
         sb.Append("# nothing else is touched, and running it again changes nothing.\n");
-        sb.Append("(\n");
-        foreach (var family in families)
-        {
-            var variable = family == NftFamily.Ip ? "qubesfw_ip" : "qubesfw_ip6";
-            sb.Append("  ").Append(variable).Append("=$(nft -a list table ").Append(Table(family)).Append(") || { echo ")
-              .Append(ShellQuote.Single($"qubesfirewall: cannot read table {Table(family)} in {name}; port forwards not changed")).Append(" >&2; exit 1; }\n");
-        }
-        sb.Append("  {\n");
-        foreach (var family in families)
-        {
-            var variable = family == NftFamily.Ip ? "qubesfw_ip" : "qubesfw_ip6";
-            sb.Append("    printf '%s\\n' \"$").Append(variable).Append("\" | awk -v t=").Append(ShellQuote.Single(Table(family)))
-              .Append(" '$1 == \"chain\" { c = $2 } $1 == \"}\" { c = \"\" } (c == \"custom-forward\" || c == \"custom-input\") && / comment \"")
-              .Append(Marker).Append("\" # handle [0-9]+$/ { print \"delete rule \" t \" \" c \" handle \" $NF }'\n");
-        }
-        sb.Append("    cat <<'").Append(HeredocDelimiter).Append("'\n");
-        sb.Append(transaction);
-        sb.Append(HeredocDelimiter).Append('\n');
-        sb.Append("  } | nft -f - || { echo ")
-          .Append(ShellQuote.Single($"qubesfirewall: nft refused the port forward rules of {name}; the previous rules are unchanged")).Append(" >&2; exit 1; }\n");
-        sb.Append(")\n");
+        NftOwnedChains.AppendRun(sb, name, families, Marker, transaction, "port forward");
         return sb.ToString();
     }
 

@@ -1,0 +1,58 @@
+using QubesFirewall.Engine.Model;
+
+namespace QubesFirewall.Engine.Planning;
+
+public static partial class FirewallAudit
+{
+    static partial void AddExtensionChecks(List<IAuditCheck> checks) => checks.Add(new InterVmLinkAuditCheck());
+}
+
+/// <summary>
+/// Test-QubeFirewall's check of the inter-qube links a qube declares (as their source): a link works only
+/// with all three parts in place (the network qube's forward accept, the destination's input accept, the
+/// source's own Qubes firewall rule before its catch-all), and only while both qubes share their network qube.
+/// </summary>
+public sealed class InterVmLinkAuditCheck : IAuditCheck
+{
+    /// <summary>A declared link misses one of its parts, or cannot work as declared.</summary>
+    public const string LinkIncomplete = "LinkIncomplete";
+
+    /// <summary>A part of a link could not be checked (a hook file that cannot be read).</summary>
+    public const string LinkUnchecked = "LinkUnchecked";
+
+    public string Name => "inter-qube-links";
+
+    public IEnumerable<AuditFinding> Run(AuditContext context, Qube qube)
+    {
+        var links = InterVmLinkPlanner.List(context.Inventory, context.ReadQubeFile, vm => context.Firewall(vm), context.Now, name => name == qube.Name);
+        foreach (var link in links)
+        {
+            var again = EnableCommand(link);
+            if (link.Problem is not null)
+            {
+                yield return new AuditFinding(AuditSeverity.Error, qube.Name, LinkIncomplete, null,
+                    $"The link {link} cannot work: {link.Problem}",
+                    $"Fix it, or remove it: Disable-QubeInterVmNetwork -From {link.From} -To {link.To} -Protocol {link.Protocol} -Port {link.Port}");
+                continue;
+            }
+            var missing = new List<string>();
+            if (link.ForwardRulePresent == false) missing.Add($"the forward accept in {link.NetVM}'s managed block");
+            if (link.InputRulePresent == false) missing.Add($"the input accept in {link.To}'s managed block");
+            if (link.FirewallRulePresent == false) missing.Add($"the accept for {link.To} in {link.From}'s own Qubes firewall (before its catch-all)");
+            if (missing.Count > 0)
+                yield return new AuditFinding(AuditSeverity.Error, qube.Name, LinkIncomplete, null,
+                    $"The link {link} is missing {string.Join(", and ", missing)}: its traffic is dropped there.", again);
+            var unknown = new List<string>();
+            if (link.ForwardRulePresent is null) unknown.Add($"{link.NetVM}'s hook file");
+            if (link.InputRulePresent is null) unknown.Add($"{link.To}'s hook file");
+            if (link.FirewallRulePresent is null) unknown.Add($"{link.From}'s rule list");
+            if (unknown.Count > 0 && context.ReadQubeFile is not null)
+                yield return new AuditFinding(AuditSeverity.Warning, qube.Name, LinkUnchecked, null,
+                    $"The link {link} could not be checked completely: {string.Join(" and ", unknown)} could not be read (a qube that is not running?).",
+                    "Start the qubes of the link, then run Test-QubeFirewall again.");
+        }
+    }
+
+    private static string EnableCommand(QubeInterVmLink link) =>
+        $"Enable-QubeInterVmNetwork -From {link.From} -To {link.To} -Protocol {link.Protocol}{(link.Port == LinkPorts.AllText ? "" : " -Port " + link.Port)}";
+}

@@ -1,0 +1,572 @@
+using System.Globalization;
+using System.Text;
+using QubesFirewall.Engine.Backends;
+using QubesFirewall.Engine.Formats;
+using QubesFirewall.Engine.Model;
+using QubesFirewall.Engine.Persistence;
+using QubesFirewall.Engine.Scripts;
+
+namespace QubesFirewall.Engine.Planning;
+
+/// <summary>How an inter-qube link plan is made.</summary>
+public sealed record InterVmLinkOptions
+{
+    public DateTimeOffset Now { get; init; } = DateTimeOffset.UtcNow;
+
+    /// <summary>Accept a disposable network qube or destination (its /rw lives in its disposable template).</summary>
+    public bool Force { get; init; }
+
+    /// <summary>Live backend: the shared network qube must be running; a halted destination gets its file but nothing is run in it.</summary>
+    public bool RequireRunning { get; init; }
+
+    public static InterVmLinkOptions For(IQubesBackend backend, DateTimeOffset now, bool force = false) =>
+        new() { Now = now, Force = force, RequireRunning = backend is not OfflineRoot };
+}
+
+/// <summary>
+/// The changes that enable or disable a set of links (one request: one or two protocols, several port specs,
+/// maybe both directions). Enabling goes from the inside out: the declarations, the destinations' input
+/// accepts, the network qube's forward accept, and last the sources' Qubes firewall (the part that lets the
+/// traffic leave). Disabling goes the other way: the sources' firewall first, the declarations last. The steps
+/// run through the port forwards' rollout (<see cref="PortForwardPlanner.Apply"/>).
+/// </summary>
+public sealed record InterVmLinkPlan
+{
+    /// <summary>Enable, Reapply (everything already declared) or Disable.</summary>
+    public required string Operation { get; init; }
+
+    public required IReadOnlyList<InterVmLink> Links { get; init; }
+
+    /// <summary>The shared network qube.</summary>
+    public required string NetVM { get; init; }
+
+    public IReadOnlyList<PortForwardStep> Steps { get; init; } = [];
+
+    public IReadOnlyList<string> Warnings { get; init; } = [];
+
+    /// <summary>The ShouldProcess target: <c>work -> db tcp/5432 (through sys-firewall)</c>.</summary>
+    public required string Target { get; init; }
+
+    /// <summary>The whole plan for -WhatIf: one line per step, the nft commands indented under run steps.</summary>
+    public string Describe()
+    {
+        var sb = new StringBuilder();
+        sb.Append(Operation).Append(" inter-qube link ").Append(Target).Append(':');
+        var n = 0;
+        foreach (var step in Steps)
+        {
+            sb.Append('\n').Append("  ").Append((++n).ToString(CultureInfo.InvariantCulture)).Append(". ").Append(step.Description);
+            if (step.Detail is { } detail)
+                foreach (var line in detail.TrimEnd('\n').Split('\n')) sb.Append("\n       ").Append(line.Replace("\t", "  ", StringComparison.Ordinal));
+        }
+        if (Steps.Count == 0) sb.Append(" nothing to change.");
+        return sb.ToString();
+    }
+
+    /// <summary>The plan as the shared hop rollout runs it.</summary>
+    public PortForwardPlan ToRollout() => new()
+    {
+        Operation = Operation,
+        VMName = Links[0].To,
+        FeatureName = Links[0].FeatureName,
+        Hops = [NetVM],
+        Steps = Steps,
+        Warnings = Warnings,
+        Target = Target,
+        Subject = "inter-qube link",
+        Roles = Links.SelectMany(l => new[] { (l.From, "source"), (l.To, "destination") }).Append((NetVM, "network qube"))
+            .GroupBy(r => r.Item1, StringComparer.Ordinal)
+            .ToDictionary(g => g.Key, g => string.Join(" and ", g.Select(r => r.Item2).Distinct()), StringComparer.Ordinal),
+        ResumeHint = Operation == "Disable"
+            ? "The sources' firewall rules go first, so the link is closed where that was done; run Disable-QubeInterVmNetwork again to finish."
+            : "The sources' firewall rules come last, so no traffic is let out yet; run the command again to finish, or Disable-QubeInterVmNetwork to undo.",
+    };
+}
+
+/// <summary>One declared link as Get-QubeInterVmNetwork shows it, with its three parts and whether each is in place.</summary>
+public sealed record QubeInterVmLink
+{
+    public required string From { get; init; }
+
+    public required string To { get; init; }
+
+    /// <summary>Tcp or Udp (never Any: a request for both protocols is two links).</summary>
+    public InterVmProtocol Protocol { get; init; }
+
+    /// <summary><c>5432</c>, <c>8000-8100</c> or <c>all</c>.</summary>
+    public required string Port { get; init; }
+
+    /// <summary>The shared network qube (null when the two qubes no longer share one).</summary>
+    public string? NetVM { get; init; }
+
+    /// <summary>The link also opens over IPv6 (both ends and the network qube have IPv6).</summary>
+    public bool IPv6 { get; init; }
+
+    /// <summary>The accept is in the network qube's managed block (its qubes-firewall-user-script); null when it could not be read.</summary>
+    public bool? ForwardRulePresent { get; init; }
+
+    /// <summary>The accept is in the destination's managed block (its rc.local); null when it could not be read.</summary>
+    public bool? InputRulePresent { get; init; }
+
+    /// <summary>The source's Qubes firewall has the accept for the destination, before its final catch-all; null when it could not be read.</summary>
+    public bool? FirewallRulePresent { get; init; }
+
+    /// <summary>When Enable declared it (the feature's value).</summary>
+    public DateTimeOffset? Enabled { get; init; }
+
+    public required string FeatureName { get; init; }
+
+    /// <summary>Why the link cannot work as declared (not resolvable, invalid feature), else null.</summary>
+    public string? Problem { get; init; }
+
+    /// <summary>All three parts are in place.</summary>
+    public bool IsComplete => ForwardRulePresent == true && InputRulePresent == true && FirewallRulePresent == true && Problem is null;
+
+    public override string ToString() => $"{From} -> {To} {Protocol.ToString().ToLowerInvariant()}/{Port}";
+}
+
+/// <summary>Which links concern each qube (as network qube, as destination), from a set of links; unresolvable ones are left out with a warning.</summary>
+public sealed class LinkLayout
+{
+    private readonly Dictionary<string, List<ResolvedLink>> _netvm = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, List<ResolvedLink>> _destination = new(StringComparer.Ordinal);
+
+    public static LinkLayout Build(QubesInventory inventory, IEnumerable<InterVmLink> links, ICollection<string>? warnings)
+    {
+        var layout = new LinkLayout();
+        foreach (var link in links)
+        {
+            ResolvedLink r;
+            try
+            {
+                r = InterVmLinkPlanner.Resolve(inventory, link, checks: false);
+            }
+            catch (QubesFirewallException ex)
+            {
+                warnings?.Add($"The link {link.Text} (feature {link.FeatureName} of {link.From}) is left out of the generated scripts: {ex.Message}");
+                continue;
+            }
+            if (!layout._netvm.TryGetValue(r.NetVM.Name, out var n)) layout._netvm[r.NetVM.Name] = n = [];
+            n.Add(r);
+            if (!layout._destination.TryGetValue(r.To.Name, out var d)) layout._destination[r.To.Name] = d = [];
+            d.Add(r);
+        }
+        return layout;
+    }
+
+    public QubeLinks For(Qube qube) => new(qube,
+        _netvm.TryGetValue(qube.Name, out var n) ? n : [],
+        _destination.TryGetValue(qube.Name, out var d) ? d : []);
+}
+
+/// <summary>
+/// Plans inter-qube links from their declarations (features <c>qubesfirewall.link.*</c> of the source qube,
+/// the only source of truth): the network qube's forward accept and the destination's input accept live in
+/// the managed blocks (rebuilt from every declaration that concerns the qube), the source's Qubes firewall
+/// gets an accept for the destination's address and ports before its catch-all.
+/// </summary>
+public static class InterVmLinkPlanner
+{
+    /// <summary>The comment of the firewall rules Enable adds (comments allow letters, digits, space and <c>:;,./-_[]</c>; qube names keep to those).</summary>
+    public static string RuleComment(InterVmLink link) => "qubesfirewall link to " + link.To;
+
+    // ------------------------------------------------------------------ resolve
+
+    /// <summary>
+    /// The qubes of a link. Refuses: unknown qubes, dom0 or remote qubes, a qube without network, two qubes
+    /// with different network qubes (naming each one's), a Whonix gateway as network qube, an agent before R4.2,
+    /// and when <paramref name="requireRunning"/> a halted network qube.
+    /// </summary>
+    public static ResolvedLink Resolve(QubesInventory inventory, InterVmLink link, bool requireRunning = false, bool checks = true)
+    {
+        var from = inventory.Get(link.From);
+        var to = inventory.Get(link.To);
+        foreach (var q in new[] { from, to })
+        {
+            if (q.Class is QubeClass.AdminVM or QubeClass.RemoteVM)
+                throw new QubesFirewallException("NoNetVM", FailureKind.InvalidOperation,
+                    $"'{q.Name}' is {(q.Class == QubeClass.AdminVM ? "dom0, which has no network" : "a remote qube, with no local network")}: it cannot be part of an inter-qube link.", q.Name);
+            if (q.NetVM is null || q.IP is null)
+                throw new QubesFirewallException("NoNetVM", FailureKind.InvalidOperation,
+                    $"'{q.Name}' has no network qube (its netvm is none), so no traffic can reach or leave it. Set its netvm first (qvm-prefs {q.Name} netvm sys-firewall).", q.Name);
+        }
+        if (from.NetVM != to.NetVM)
+            throw new QubesFirewallException("DifferentNetVM", FailureKind.InvalidOperation,
+                $"'{from.Name}' uses the network qube '{from.NetVM}' and '{to.Name}' uses '{to.NetVM}': a link joins two qubes behind the same network qube, " +
+                $"which passes the traffic between its own clients. Give both the same netvm (qvm-prefs {to.Name} netvm {from.NetVM}), or publish the service with Add-QubePortForward -Type Internal. Nothing was changed.", link);
+        var netvm = inventory.Find(from.NetVM!) ?? throw new QubesFirewallException("NetVmNotFound", FailureKind.ObjectNotFound,
+            $"'{from.Name}' uses '{from.NetVM}' as its network qube, but there is no qube of that name.", from.NetVM);
+        if (checks)
+        {
+            if (NetworkChain.IsWhonixGateway(inventory, netvm))
+                throw new QubesFirewallException("WhonixInChain", FailureKind.InvalidOperation,
+                    $"'{netvm.Name}', the network qube of '{from.Name}' and '{to.Name}', is a Whonix gateway: it sends its clients' traffic through Tor and does not run the qubes-firewall service. " +
+                    "A link between its clients would go around Tor. Nothing was changed.", netvm.Name);
+            foreach (var q in new[] { netvm, from, to }) QubesRelease.EnsureSupported(inventory, q);
+        }
+        if (requireRunning && netvm.State != PowerState.Running)
+            throw new QubesFirewallException("HopNotRunning", FailureKind.ResourceUnavailable,
+                $"The network qube '{netvm.Name}' of {link.Text} is not running ({netvm.State}). Start it first (qvm-start {netvm.Name}), so its rules can be applied now and not only at its next start. Nothing was changed.", netvm.Name);
+        return new ResolvedLink(link, from, to, netvm);
+    }
+
+    /// <summary>The valid declarations of the inventory.</summary>
+    public static IReadOnlyList<InterVmLink> DeclaredLinks(QubesInventory inventory) =>
+        InterVmLinkDeclaration.ReadAll(inventory).Where(d => d.Link is not null).Select(d => d.Link!).ToList();
+
+    /// <summary>The Qubes firewall rules a link needs in its source's list: IPv4, and IPv6 when the link has it.</summary>
+    public static IReadOnlyList<FirewallRule> FirewallRules(ResolvedLink r)
+    {
+        var proto = r.Link.Protocol == ForwardProtocol.Tcp ? RuleProtocol.Tcp : RuleProtocol.Udp;
+        var rules = new List<FirewallRule>
+        {
+            FirewallRule.Create(RuleAction.Accept, proto, r.To.IP, r.Link.Ports.DstPorts, comment: RuleComment(r.Link)),
+        };
+        if (r.HasIPv6) rules.Add(FirewallRule.Create(RuleAction.Accept, proto, r.To.IPv6, r.Link.Ports.DstPorts, comment: RuleComment(r.Link)));
+        return rules;
+    }
+
+    // ------------------------------------------------------------------ enable / disable
+
+    public static InterVmLinkPlan PlanEnable(IQubesBackend backend, IReadOnlyList<InterVmLink> links, InterVmLinkOptions options) =>
+        PlanEnable(backend.GetInventory(), links, options, backend.ReadQubeFile, backend.GetFirewall);
+
+    /// <summary>The pure planner: inventory, the links of one request, file reader (qube, path → content or null), rule-list reader.</summary>
+    public static InterVmLinkPlan PlanEnable(QubesInventory inventory, IReadOnlyList<InterVmLink> links, InterVmLinkOptions options,
+        Func<string, string, string?> readFile, Func<string, FirewallDocument> readFirewall)
+    {
+        if (links.Count == 0) throw QubesFirewallException.Invalid("NoLink", "No link was given.");
+        var warnings = new List<string>();
+        var resolved = links.Select(l => Resolve(inventory, l, options.RequireRunning)).ToList();
+        var netvm = resolved[0].NetVM;
+        CheckDisposables(inventory, resolved, options.Force, warnings);
+        foreach (var q in resolved.Select(r => r.NetVM).Concat(resolved.Select(r => r.To)).DistinctBy(q => q.Name))
+            if (ForwardPersistence.HasCustomPersist(inventory, q))
+                warnings.Add($"'{q.Name}' has the R4.3 custom-persist service on: Qubes does not run the /rw/config hooks there, so its part of the link is applied now but not when it starts again.");
+        if (!ForwardPersistence.RunsFirewallService(netvm))
+            warnings.Add($"'{netvm.Name}' does not run the qubes-firewall service: it does not enforce its clients' Qubes firewall, and its part of the link is kept in its {ForwardPersistence.HookPath(netvm)}.");
+
+        var declarations = InterVmLinkDeclaration.ReadAll(inventory);
+        var existing = new HashSet<string>(declarations.Where(d => d.Link is not null).Select(d => d.From + "\0" + d.FeatureName), StringComparer.Ordinal);
+        foreach (var d in declarations.Where(d => d.Link is null)) warnings.Add($"{d.Problem} The feature of {d.From} is ignored.");
+
+        var steps = new List<PortForwardStep>();
+        foreach (var link in links.Where(l => !existing.Contains(l.From + "\0" + l.FeatureName)))
+        {
+            var value = InterVmLinkFeature.FormatValue(options.Now);
+            steps.Add(new PortForwardStep
+            {
+                Kind = PortForwardStepKind.SetFeature,
+                VMName = link.From,
+                ForQube = link.From,
+                FeatureName = link.FeatureName,
+                FeatureValue = value,
+                Description = $"{link.From}: set feature {link.FeatureName} = '{value}'",
+            });
+        }
+        var operation = steps.Count == 0 ? "Reapply" : "Enable";
+        var after = DeclaredLinks(inventory).Concat(links).DistinctBy(l => l.From + "\0" + l.FeatureName).ToList();
+        var layout = LinkLayout.Build(inventory, after, warnings);
+
+        // inside out: destinations, the network qube, then the sources' firewalls
+        var order = resolved.Select(r => r.To).Append(netvm).DistinctBy(q => q.Name).ToList();
+        steps.AddRange(QubeSteps(inventory, layout, order, readFile, options, warnings));
+        steps.AddRange(FirewallSteps(resolved, readFirewall, options.Now, adding: true, keep: []));
+        return new InterVmLinkPlan
+        {
+            Operation = operation,
+            Links = links,
+            NetVM = netvm.Name,
+            Steps = steps,
+            Warnings = warnings.Distinct().ToList(),
+            Target = TargetText(links, netvm.Name),
+        };
+    }
+
+    public static InterVmLinkPlan PlanDisable(IQubesBackend backend, IReadOnlyList<InterVmLink> links, InterVmLinkOptions options) =>
+        PlanDisable(backend.GetInventory(), links, options, backend.ReadQubeFile, backend.GetFirewall);
+
+    /// <summary>
+    /// Removes exactly the given links: their firewall rules (unless a link that stays needs the same rule),
+    /// their lines in the network qube's and the destination's blocks, then their features. Links that are not
+    /// declared are refused (all of them) or, when some are, left out with a warning.
+    /// </summary>
+    public static InterVmLinkPlan PlanDisable(QubesInventory inventory, IReadOnlyList<InterVmLink> links, InterVmLinkOptions options,
+        Func<string, string, string?> readFile, Func<string, FirewallDocument> readFirewall)
+    {
+        if (links.Count == 0) throw QubesFirewallException.Invalid("NoLink", "No link was given.");
+        var warnings = new List<string>();
+        var declarations = InterVmLinkDeclaration.ReadAll(inventory);
+        bool IsDeclared(InterVmLink l) => declarations.Any(d => d.From == l.From && d.FeatureName == l.FeatureName);
+        var missing = links.Where(l => !IsDeclared(l)).ToList();
+        var removing = links.Where(IsDeclared).ToList();
+        if (removing.Count == 0)
+            throw new QubesFirewallException("LinkNotFound", FailureKind.ObjectNotFound,
+                $"There is no link {string.Join(", ", missing.Select(l => $"{l.Text} (feature {l.FeatureName} of {l.From})"))}. Get-QubeInterVmNetwork lists the declared ones.", links[0].FeatureName);
+        foreach (var l in missing) warnings.Add($"There is no link {l.Text} (no feature {l.FeatureName} of {l.From}); nothing is done for it.");
+
+        var resolved = new List<ResolvedLink>();
+        foreach (var l in removing)
+        {
+            try
+            {
+                // as Remove-QubePortForward: a halted qube gets its file, and nothing is run in it
+                resolved.Add(Resolve(inventory, l, requireRunning: false, checks: false));
+            }
+            catch (QubesFirewallException ex)
+            {
+                warnings.Add($"The qubes of {l.Text} cannot be resolved now ({ex.Message}); only its declaration is removed. Check the scripts and firewall of the qubes it joined.");
+            }
+        }
+        var removed = new HashSet<string>(removing.Select(l => l.From + "\0" + l.FeatureName), StringComparer.Ordinal);
+        var remaining = DeclaredLinks(inventory).Where(l => !removed.Contains(l.From + "\0" + l.FeatureName)).ToList();
+        var layout = LinkLayout.Build(inventory, remaining, warnings);
+
+        var steps = new List<PortForwardStep>();
+        // outside in: the sources' firewalls, the network qube, the destinations, the declarations
+        var keep = remaining.Select(l => { try { return Resolve(inventory, l, checks: false); } catch (QubesFirewallException) { return null; } })
+            .Where(r => r is not null).Select(r => r!).ToList();
+        steps.AddRange(FirewallSteps(resolved, readFirewall, options.Now, adding: false, keep));
+        var order = resolved.Select(r => r.NetVM).Concat(resolved.Select(r => r.To)).DistinctBy(q => q.Name).ToList();
+        steps.AddRange(QubeSteps(inventory, layout, order, readFile, options, warnings));
+        foreach (var l in removing)
+        {
+            var value = declarations.First(d => d.From == l.From && d.FeatureName == l.FeatureName).FeatureValue;
+            steps.Add(new PortForwardStep
+            {
+                Kind = PortForwardStepKind.RemoveFeature,
+                VMName = l.From,
+                ForQube = l.From,
+                FeatureName = l.FeatureName,
+                Description = $"{l.From}: remove feature {l.FeatureName} (was '{value}')",
+            });
+        }
+        var netvm = resolved.FirstOrDefault()?.NetVM.Name ?? inventory.Find(removing[0].From)?.NetVM ?? "";
+        return new InterVmLinkPlan
+        {
+            Operation = "Disable",
+            Links = removing,
+            NetVM = netvm,
+            Steps = steps,
+            Warnings = warnings.Distinct().ToList(),
+            Target = TargetText(removing, netvm),
+        };
+    }
+
+    /// <summary>Applies the plan through the shared hop rollout; stops at the first failure and reports per qube.</summary>
+    public static PortForwardApplyResult Apply(IQubesBackend backend, InterVmLinkPlan plan) => PortForwardPlanner.Apply(backend, plan.ToRollout());
+
+    private static string TargetText(IReadOnlyList<InterVmLink> links, string netvm)
+    {
+        var text = links.Count <= 3 ? string.Join(", ", links.Select(l => l.Text)) : $"{string.Join(", ", links.Take(3).Select(l => l.Text))} and {links.Count - 3} more";
+        return netvm.Length == 0 ? text : $"{text} (through {netvm})";
+    }
+
+    // ------------------------------------------------------------------ steps
+
+    private static IEnumerable<PortForwardStep> QubeSteps(QubesInventory inventory, LinkLayout layout, IReadOnlyList<Qube> order,
+        Func<string, string, string?> readFile, InterVmLinkOptions options, List<string> warnings)
+    {
+        var written = new HashSet<string>(StringComparer.Ordinal);
+        foreach (var qube in order)
+        {
+            var set = layout.For(qube);
+            var storage = ForwardPersistence.StorageOf(inventory, qube);
+            var path = ForwardPersistence.HookPath(qube);
+            var role = set.IsEmpty ? "no link left" : set.Count == 1 ? "1 link" : $"{set.Count.ToString(CultureInfo.InvariantCulture)} links";
+            if (written.Add(storage.Name + "\0" + path))
+            {
+                var current = readFile(storage.Name, path);
+                string? content;
+                try
+                {
+                    var body = LinkPersistence.ReplacePart(ManagedBlock.Extract(current), LinkPersistence.Part(inventory, storage, path, layout.For));
+                    content = body.Trim().Length == 0 ? ManagedBlock.Remove(current) : ManagedBlock.Upsert(current, body);
+                }
+                catch (QubesFirewallException ex) when (ex.ErrorId == "ManagedBlockDamaged")
+                {
+                    throw new QubesFirewallException(ex.ErrorId, ex.Kind, $"{storage.Name}:{path}: {ex.Message}", $"{storage.Name}:{path}");
+                }
+                if (current is not null && path == ForwardPersistence.FirewallUserScript && !ManagedBlock.HasShebang(current) && !set.IsEmpty)
+                    warnings.Add($"{storage.Name}:{path} has no '#!' first line: the qubes-firewall service executes the file directly and cannot run it. Add '#!/bin/sh' as its first line.");
+                if (content is not null && content != current)
+                {
+                    var what = ManagedBlock.Extract(content) is null ? "remove the managed block" : current is null ? "create it (#!/bin/sh, mode 0755) with the managed block"
+                        : ManagedBlock.Extract(current) is null ? "add the managed block (mode 0755)" : "replace the inter-qube links part of the managed block (mode 0755)";
+                    yield return new PortForwardStep
+                    {
+                        Kind = PortForwardStepKind.WriteFile,
+                        VMName = storage.Name,
+                        ForQube = qube.Name,
+                        Path = path,
+                        Content = content,
+                        StoredIn = storage.Name,
+                        Forwards = set.Count,
+                        Description = storage.Name == qube.Name
+                            ? $"{qube.Name}: write {path}: {what} ({role})"
+                            : $"{storage.Name}: write {path} for {qube.Name} (a disposable of {storage.Name}): {what} ({role})",
+                    };
+                }
+            }
+            if (options.RequireRunning && qube.State != PowerState.Running)
+            {
+                warnings.Add($"'{qube.Name}' is not running: nothing is run in it now; its rules follow its {path} when it starts.");
+                continue;
+            }
+            yield return new PortForwardStep
+            {
+                Kind = PortForwardStepKind.RunScript,
+                VMName = qube.Name,
+                ForQube = qube.Name,
+                Path = path,
+                Script = NftLinkScript.Render(set),
+                StoredIn = storage.Name,
+                Forwards = set.Count,
+                Description = set.IsEmpty
+                    ? $"{qube.Name}: run as root: one nft -f - transaction removing the {NftLinkScript.ForwardChain}/{NftLinkScript.InputChain} chains and their jumps:"
+                    : $"{qube.Name}: run as root: one nft -f - transaction for its {role}:",
+                Detail = $"delete rule ... handle N  (each earlier jump commented \"{NftLinkScript.Marker}\")\n" + NftLinkScript.Transaction(set),
+            };
+        }
+    }
+
+    /// <summary>Per source qube: the accept rules to add (before the catch-all) or to remove (those no remaining link needs).</summary>
+    private static IEnumerable<PortForwardStep> FirewallSteps(IReadOnlyList<ResolvedLink> links, Func<string, FirewallDocument> readFirewall,
+        DateTimeOffset now, bool adding, IReadOnlyList<ResolvedLink> keep)
+    {
+        foreach (var group in links.GroupBy(l => l.From.Name, StringComparer.Ordinal))
+        {
+            var vm = group.Key;
+            var snapshot = readFirewall(vm);
+            var visible = FirewallPlanner.Visible(snapshot, now);
+            var texts = visible.Select(r => r.Text).ToList();
+            var wanted = group.SelectMany(FirewallRules).DistinctBy(r => r.Text).ToList();
+            FirewallChange change;
+            if (adding)
+            {
+                var missing = wanted.Where(r => !texts.Contains(r.Text)).ToList();
+                if (missing.Count == 0) continue;
+                change = FirewallPlanner.PlanInsert(snapshot, vm, missing.Select(r => new RuleInsertion(r)).ToList(), now);
+            }
+            else
+            {
+                var needed = new HashSet<string>(keep.Where(k => k.From.Name == vm).SelectMany(FirewallRules).Select(r => r.Text), StringComparer.Ordinal);
+                var targets = wanted.Where(r => !needed.Contains(r.Text)).Select(r => texts.IndexOf(r.Text)).Where(i => i >= 0)
+                    .Select(i => (i, (string?)texts[i])).ToList();
+                if (targets.Count == 0) continue;
+                change = FirewallPlanner.PlanRemove(snapshot, vm, targets, now);
+            }
+            var lines = change.Steps.Where(s => !s.Action.StartsWith("Keep", StringComparison.Ordinal)).ToList();
+            yield return new PortForwardStep
+            {
+                Kind = PortForwardStepKind.EditFirewall,
+                VMName = vm,
+                ForQube = vm,
+                Firewall = change,
+                Description = $"{vm}: {(adding ? "add to" : "remove from")} its Qubes firewall: {string.Join("; ", lines.Select(s => s.Target[(vm.Length + 2)..] + " (" + s.Action.ToLowerInvariant() + ")"))}",
+            };
+        }
+    }
+
+    private static void CheckDisposables(QubesInventory inventory, IReadOnlyList<ResolvedLink> links, bool force, List<string> warnings)
+    {
+        foreach (var qube in links.Select(l => l.NetVM).Concat(links.Select(l => l.To)).DistinctBy(q => q.Name))
+        {
+            var storage = ForwardPersistence.StorageOf(inventory, qube);
+            if (storage.Name == qube.Name) continue;
+            var message = $"'{qube.Name}' is a disposable of '{storage.Name}': its /rw is a fresh copy of {storage.Name}'s at each start, so its part of the link " +
+                $"can only be kept in {storage.Name}'s {ForwardPersistence.HookPath(qube)}, in a part that runs only in the qube named {qube.Name}; every disposable of {storage.Name} gets the file.";
+            if (!force)
+                throw new QubesFirewallException("DisposableHop", FailureKind.InvalidOperation,
+                    message + " Use -Force to write it there anyway, or make the qube a non-disposable. Nothing was changed.", qube.Name);
+            warnings.Add(message);
+        }
+    }
+
+    // ------------------------------------------------------------------ list
+
+    /// <summary>The declared links with their parts (files and rule lists read through the readers; a reader that fails gives null for that part).</summary>
+    public static IReadOnlyList<QubeInterVmLink> List(QubesInventory inventory, Func<string, string, string?>? readFile, Func<string, FirewallDocument>? readFirewall,
+        DateTimeOffset now, Func<string, bool>? fromFilter = null)
+    {
+        var result = new List<QubeInterVmLink>();
+        var files = new Dictionary<string, string?>(StringComparer.Ordinal);
+        var firewalls = new Dictionary<string, IReadOnlyList<FirewallRule>?>(StringComparer.Ordinal);
+        // the links section of the qube's hook file; null when it cannot be read (a reader that fails, a damaged block)
+        string? SectionOf(Qube qube)
+        {
+            var storage = ForwardPersistence.StorageOf(inventory, qube);
+            var path = ForwardPersistence.HookPath(qube);
+            var key = storage.Name + "\0" + path;
+            if (!files.TryGetValue(key, out var section))
+            {
+                try { section = readFile is null ? null : LinkPersistence.Extract(ManagedBlock.Extract(readFile(storage.Name, path))); }
+                catch (QubesFirewallException) { section = null; }
+                files[key] = section;
+            }
+            return section;
+        }
+        IReadOnlyList<FirewallRule>? Rules(string vm)
+        {
+            if (!firewalls.TryGetValue(vm, out var rules))
+            {
+                try { rules = readFirewall is null ? null : FirewallPlanner.Visible(readFirewall(vm), now); }
+                catch (QubesFirewallException) { rules = null; }
+                firewalls[vm] = rules;
+            }
+            return rules;
+        }
+
+        foreach (var d in InterVmLinkDeclaration.ReadAll(inventory))
+        {
+            if (fromFilter is not null && !fromFilter(d.From)) continue;
+            InterVmLinkFeature.TryParseName(d.FeatureName, out var to, out var protocol, out var ports);
+            var item = new QubeInterVmLink
+            {
+                From = d.From,
+                To = to.Length > 0 ? to : "?",
+                Protocol = protocol == ForwardProtocol.Udp ? InterVmProtocol.Udp : InterVmProtocol.Tcp,
+                Port = to.Length > 0 ? ports.ToString() : "?",
+                FeatureName = d.FeatureName,
+                Enabled = InterVmLinkFeature.EnabledAt(d.FeatureValue),
+                Problem = d.Problem,
+            };
+            if (d.Link is null) { result.Add(item); continue; }
+            ResolvedLink r;
+            try
+            {
+                r = Resolve(inventory, d.Link, checks: false);
+            }
+            catch (QubesFirewallException ex)
+            {
+                result.Add(item with { Problem = ex.Message });
+                continue;
+            }
+            var families = new List<NftFamily> { NftFamily.Ip };
+            if (r.HasIPv6) families.Add(NftFamily.Ip6);
+            var forwardSection = SectionOf(r.NetVM);
+            var inputSection = SectionOf(r.To);
+            var rules = Rules(r.From.Name);
+            bool HasAll(string section, string chain, Func<ResolvedLink, NftFamily, IEnumerable<string>> lines) =>
+                families.All(f => lines(r, f).All(rule => section.Contains($"add rule {NftForwardScript.Table(f)} {chain} {rule}\n", StringComparison.Ordinal)));
+            result.Add(item with
+            {
+                NetVM = r.NetVM.Name,
+                IPv6 = r.HasIPv6,
+                ForwardRulePresent = forwardSection is null ? null : HasAll(forwardSection, NftLinkScript.ForwardChain, NftLinkScript.ForwardRules),
+                InputRulePresent = inputSection is null ? null : HasAll(inputSection, NftLinkScript.InputChain, NftLinkScript.InputRules),
+                FirewallRulePresent = rules is null ? null : FirewallRules(r).All(rule => IsEffective(rules, rule)),
+            });
+        }
+        return result;
+    }
+
+    /// <summary>The rule is in the list and comes before the final catch-all (a rule after it never matches).</summary>
+    private static bool IsEffective(IReadOnlyList<FirewallRule> rules, FirewallRule rule)
+    {
+        var index = rules.Select(r => r.Text).ToList().IndexOf(rule.Text);
+        if (index < 0) return false;
+        for (var i = 0; i < index; i++) if (rules[i].IsCatchAll) return false;
+        return true;
+    }
+}
