@@ -209,53 +209,22 @@ public sealed class OfflineTcpBindingCmdletTests : TcpBindingCmdletTests
 [System.Runtime.Versioning.UnsupportedOSPlatform("windows")]
 public sealed class LiveTcpBindingCmdletTests : TcpBindingCmdletTests
 {
-    private readonly string _dir = Path.Combine(Path.GetTempPath(), "qfw-tcp-" + Guid.NewGuid().ToString("N")[..10]);
+    private readonly LiveStandIn _live;
     private readonly FakeQubesd _server;
-    private static readonly string OriginalPath = Environment.GetEnvironmentVariable("PATH") ?? "/usr/bin:/bin";
 
     public LiveTcpBindingCmdletTests()
     {
-        Directory.CreateDirectory(Path.Combine(_dir, "bin"));
-        _server = new FakeQubesd(_root.Path, Path.Combine(_dir, "qubesd.sock"));
-        // qvm-run: the fixed file commands run on the root's state folder (where the offline root keeps the qubes'
-        // files); a script on standard input is kept as last-run.sh, not run (it would start listeners on this host).
-        var state = Path.Combine(_root.Path, "qubesfirewall-state");
-        var exe = Path.Combine(_dir, "bin", "qvm-run");
-        File.WriteAllText(exe, $$"""
-            #!/bin/bash
-            state='{{state}}'
-            vm=""; cmd=""
-            while [ $# -gt 0 ]; do
-              case "$1" in
-                -u) shift 2 ;;
-                --*) shift ;;
-                *) vm="$1"; cmd="$2"; break ;;
-              esac
-            done
-            echo "$vm $cmd" >> '{{_dir}}/qvm-run.log'
-            mkdir -p "$state/$vm"
-            if [ "$cmd" = 'exec /bin/sh -s 2>&1' ]; then cat > "$state/$vm/last-run.sh"; echo "live run" >> "$state/$vm/applied.log"; exit 0; fi
-            pat="'/rw/"; rep="'$state/$vm/rw/"
-            cmd="${cmd//"$pat"/"$rep"}"
-            exec sh -c "$cmd"
-            """.Replace("\r", "", StringComparison.Ordinal) + "\n");
-        File.SetUnixFileMode(exe, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+        _live = new LiveStandIn(_root.Path, "qfw-tcp-");
+        _server = _live.Server;
     }
 
     public override void Dispose()
     {
-        _server.Dispose();
-        Directory.Delete(_dir, recursive: true);
+        _live.Dispose();
         base.Dispose();
     }
 
-    protected override PsRun Run(string script) => PowerShellHost.Run(script, environment: new Dictionary<string, string>
-    {
-        ["QUBESFW_ROOT"] = "",
-        ["QUBESFW_QUBESD_SOCKET"] = _server.SocketPath,
-        ["QUBESFW_DOM0_ROOT"] = Path.Combine(_root.Path, "qubesfirewall-state", "dom0"),
-        ["PATH"] = Path.Combine(_dir, "bin") + ":" + OriginalPath,
-    });
+    protected override PsRun Run(string script) => PowerShellHost.Run(script, environment: _live.Environment);
 
     // qubesd keeps features in memory: a hand-made change goes through it, as qvm-features would.
     protected override void SetFeatureByHand(string qube, string name, string value)
@@ -270,7 +239,7 @@ public sealed class LiveTcpBindingCmdletTests : TcpBindingCmdletTests
         _server.ClearCalls();
         Run("Add-QubeTcpBinding work personal 22 -Permanent").AssertNoErrors();
         Assert.Equal(1, _server.CountCalls("admin.vm.feature.Set", "work"));
-        var log = File.ReadAllLines(Path.Combine(_dir, "qvm-run.log"));
+        var log = _live.QvmRunLog;
         Assert.Contains(log, l => l.StartsWith("work ", StringComparison.Ordinal) && l.Contains("cat --", StringComparison.Ordinal));
         Assert.Contains(log, l => l == "work exec /bin/sh -s 2>&1");
         Assert.NotNull(PolicyFile);

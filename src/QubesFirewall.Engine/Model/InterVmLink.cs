@@ -58,7 +58,7 @@ public readonly record struct LinkPorts(int First, int Last)
         return true;
     }
 
-    /// <summary>-Port values: an int, a string <c>N</c> / <c>N-M</c> (not <c>all</c>: leave -Port out for every port).</summary>
+    /// <summary>-Port values: an int, a string <c>N</c> / <c>N-M</c>, or <c>all</c> (as Get-QubeInterVmNetwork shows the all-ports link).</summary>
     public static LinkPorts FromArgument(object? value)
     {
         switch (value)
@@ -67,7 +67,7 @@ public readonly record struct LinkPorts(int First, int Last)
                 return new LinkPorts(i, i);
             case long l when l is >= 1 and <= PortRange.MaxPort:
                 return new LinkPorts((int)l, (int)l);
-            case string s when s.Trim() != AllText:
+            case string s:
                 return Parse(s.Trim());
             default:
                 throw QubesFirewallException.Invalid("InvalidLinkPort",

@@ -1,0 +1,424 @@
+using QubesFirewall.Engine.Model;
+using QubesFirewall.Engine.Persistence;
+using QubesFirewall.Engine.Planning;
+using QubesFirewall.Engine.Scripts;
+
+namespace QubesFirewall.Engine.Tests;
+
+/// <summary>Link feature names and ports, the link planner's steps, exact Disable, the shared block with port forwards, IPv6, the audit check.</summary>
+public sealed class InterVmLinkFeatureTests
+{
+    [Theory]
+    [InlineData("db", ForwardProtocol.Tcp, 5432, 5432, "qubesfirewall.link.db.tcp.5432")]
+    [InlineData("my.db.v2", ForwardProtocol.Udp, 8000, 8100, "qubesfirewall.link.my.db.v2.udp.8000-8100")]
+    [InlineData("a.tcp.80", ForwardProtocol.Udp, 0, 0, "qubesfirewall.link.a.tcp.80.udp.all")]
+    public void Names_are_formatted_and_parsed_from_the_right(string to, ForwardProtocol protocol, int first, int last, string name)
+    {
+        var ports = new LinkPorts(first, last);
+        Assert.Equal(name, InterVmLinkFeature.NameFor(to, protocol, ports));
+        Assert.True(InterVmLinkFeature.TryParseName(name, out var parsedTo, out var parsedProtocol, out var parsedPorts));
+        Assert.Equal((to, protocol, ports), (parsedTo, parsedProtocol, parsedPorts));
+    }
+
+    [Theory]
+    [InlineData("qubesfirewall.link.db.tcp.05432")] // not canonical
+    [InlineData("qubesfirewall.link.db.tcp.0")]
+    [InlineData("qubesfirewall.link.db.tcp.65536")]
+    [InlineData("qubesfirewall.link.db.tcp.100-50")]
+    [InlineData("qubesfirewall.link.db.tcp.80-80-90")]
+    [InlineData("qubesfirewall.link.db.icmp.1")]
+    [InlineData("qubesfirewall.link.db.TCP.1")]
+    [InlineData("qubesfirewall.link.tcp.5432")] // no qube
+    [InlineData("qubesfirewall.link..tcp.5432")]
+    [InlineData("qubesfirewall.link.1db.tcp.5432")] // not a qube name
+    [InlineData("qubesfirewall.link.db.tcp.")]
+    [InlineData("qubesfirewall.link.db.tcp.ALL")]
+    [InlineData("qubesfirewall.forward.tcp.5432")]
+    public void Other_names_are_not_links(string name) =>
+        Assert.False(InterVmLinkFeature.TryParseName(name, out _, out _, out _));
+
+    [Fact]
+    public void A_range_of_one_port_is_that_port()
+    {
+        Assert.Equal("80", LinkPorts.Parse("80-80").ToString());
+        Assert.Equal("qubesfirewall.link.db.tcp.80", InterVmLink.Create("work", "db", ForwardProtocol.Tcp, LinkPorts.FromArgument("80-80")).FeatureName);
+    }
+
+    [Theory]
+    [InlineData(0)]
+    [InlineData(65536)]
+    [InlineData(-1)]
+    [InlineData("x")]
+    [InlineData("80-")]
+    [InlineData("90-80")]
+    [InlineData("1;reboot")]
+    [InlineData("")]
+    [InlineData(null)]
+    public void Bad_ports_are_refused(object? value)
+    {
+        var ex = Assert.Throws<QubesFirewallException>(() => LinkPorts.FromArgument(value));
+        Assert.Equal("InvalidLinkPort", ex.ErrorId);
+    }
+
+    [Fact]
+    public void Port_arguments_accept_numbers_ranges_and_all()
+    {
+        Assert.Equal(new LinkPorts(5432, 5432), LinkPorts.FromArgument(5432));
+        Assert.Equal(new LinkPorts(8000, 8100), LinkPorts.FromArgument("8000-8100"));
+        Assert.True(LinkPorts.FromArgument("all").IsAll);
+        Assert.Null(LinkPorts.All.DstPorts);
+        Assert.Equal("8000-8100", new LinkPorts(8000, 8100).DstPorts);
+    }
+
+    [Fact]
+    public void Any_and_bidirectional_expand_to_one_link_per_direction_protocol_and_port()
+    {
+        var links = InterVmLink.Expand("work", "db", InterVmProtocol.Any, [new LinkPorts(5432, 5432), new LinkPorts(6000, 6010)], bidirectional: true);
+        Assert.Equal(
+            [
+                "work qubesfirewall.link.db.tcp.5432", "work qubesfirewall.link.db.tcp.6000-6010",
+                "work qubesfirewall.link.db.udp.5432", "work qubesfirewall.link.db.udp.6000-6010",
+                "db qubesfirewall.link.work.tcp.5432", "db qubesfirewall.link.work.tcp.6000-6010",
+                "db qubesfirewall.link.work.udp.5432", "db qubesfirewall.link.work.udp.6000-6010",
+            ],
+            links.Select(l => l.From + " " + l.FeatureName));
+        Assert.Equal(["work qubesfirewall.link.db.tcp.all"], InterVmLink.Expand("work", "db", InterVmProtocol.Tcp, [], false).Select(l => l.From + " " + l.FeatureName));
+    }
+
+    [Theory]
+    [InlineData("work", "work", "LinkToItself")]
+    [InlineData("work", "-db", "InvalidQubeName")]
+    [InlineData("wo rk", "db", "InvalidQubeName")]
+    public void Bad_qube_names_are_refused(string from, string to, string errorId) =>
+        Assert.Equal(errorId, Assert.Throws<QubesFirewallException>(() => InterVmLink.Create(from, to, ForwardProtocol.Tcp, LinkPorts.All)).ErrorId);
+
+    [Fact]
+    public void Declarations_with_bad_values_or_names_come_back_with_their_problem()
+    {
+        var qube = new Qube
+        {
+            Name = "work",
+            Features = new Dictionary<string, string>
+            {
+                ["qubesfirewall.link.db.tcp.5432"] = "1800000000",
+                ["qubesfirewall.link.db.tcp.22"] = "yes; rm -rf /",
+                ["qubesfirewall.link.db.sctp.1"] = "1",
+                ["qubesfirewall.link.work.tcp.1"] = "1",
+            },
+        };
+        var read = InterVmLinkDeclaration.Read(qube);
+        Assert.Equal(4, read.Count);
+        Assert.Equal(["qubesfirewall.link.db.tcp.5432"], read.Where(d => d.Link is not null).Select(d => d.FeatureName));
+        Assert.All(read.Where(d => d.Link is null), d => Assert.NotNull(d.Problem));
+        Assert.Equal(DateTimeOffset.FromUnixTimeSeconds(1800000000), InterVmLinkFeature.EnabledAt("1800000000"));
+    }
+}
+
+[System.Runtime.Versioning.UnsupportedOSPlatform("windows")]
+public sealed class InterVmLinkPlannerTests : IDisposable
+{
+    private const string Rc = "/rw/config/rc.local";
+    private const string UserScript = "/rw/config/qubes-firewall-user-script";
+    private readonly TempRoot _root;
+
+    public InterVmLinkPlannerTests() : this(QubesXmlBuilder.Standard()) { }
+
+    private InterVmLinkPlannerTests(QubesXmlBuilder xml) => _root = new TempRoot(xml.Build());
+
+    public void Dispose() => _root.Dispose();
+
+    private InterVmLinkOptions Options => InterVmLinkOptions.For(_root.Backend, _root.Now);
+
+    private static InterVmLink Link(string from, string to, int port, ForwardProtocol p = ForwardProtocol.Tcp) =>
+        InterVmLink.Create(from, to, p, new LinkPorts(port, port));
+
+    private InterVmLinkPlan Enable(params InterVmLink[] links)
+    {
+        var plan = InterVmLinkPlanner.PlanEnable(_root.Backend, links, Options);
+        Assert.Null(InterVmLinkPlanner.Apply(_root.Backend, plan).Failure);
+        return plan;
+    }
+
+    private InterVmLinkPlan Disable(params InterVmLink[] links)
+    {
+        var plan = InterVmLinkPlanner.PlanDisable(_root.Backend, links, Options);
+        Assert.Null(InterVmLinkPlanner.Apply(_root.Backend, plan).Failure);
+        return plan;
+    }
+
+    private IReadOnlyList<string> Rules(string vm) => _root.Backend.GetFirewall(vm).Rules.Select(r => r.Text).ToList();
+
+    private void SetRules(string vm, params string[] texts)
+    {
+        var current = FirewallPlanner.Visible(_root.Backend.GetFirewall(vm), _root.Now);
+        var edit = new FirewallEdit(
+            texts.Select((t, i) => new RuleInsertion(RuleText.Parse(t, _root.Now), i)).ToList(),
+            current.Select((r, i) => new RuleRemoval(i, r.Text)).ToList());
+        _root.Backend.ApplyFirewallEdit(vm, edit, _root.Backend.GetFirewall(vm));
+        Assert.Equal(texts, Rules(vm));
+    }
+
+    [Fact]
+    public void Enable_declares_then_opens_the_destination_the_network_qube_and_last_the_sources_firewall()
+    {
+        SetRules("work", "action=accept specialtarget=dns", "action=drop");
+        var plan = InterVmLinkPlanner.PlanEnable(_root.Backend, [Link("work", "personal", 5432)], Options);
+        Assert.Equal("Enable", plan.Operation);
+        Assert.Equal("sys-firewall", plan.NetVM);
+        Assert.Equal("work -> personal tcp/5432 (through sys-firewall)", plan.Target);
+        Assert.Equal(
+            [
+                (PortForwardStepKind.SetFeature, "work"),
+                (PortForwardStepKind.WriteFile, "personal"), (PortForwardStepKind.RunScript, "personal"),
+                (PortForwardStepKind.WriteFile, "sys-firewall"), (PortForwardStepKind.RunScript, "sys-firewall"),
+                (PortForwardStepKind.EditFirewall, "work"),
+            ],
+            plan.Steps.Select(s => (s.Kind, s.VMName)));
+        Assert.Equal([Rc, UserScript], plan.Steps.Where(s => s.Kind == PortForwardStepKind.WriteFile).Select(s => s.Path));
+        var text = plan.Describe();
+        Assert.StartsWith("Enable inter-qube link work -> personal tcp/5432 (through sys-firewall):", text);
+        Assert.Contains("add rule ip qubes qubesfw-link-forward iifgroup 2 ip saddr 10.137.0.11 ip daddr 10.137.0.10 tcp dport 5432 accept comment \"link work to personal tcp/5432\"", text);
+        Assert.Contains("add rule ip qubes qubesfw-link-input ip saddr 10.137.0.11 ip daddr 10.137.0.10 tcp dport 5432 accept comment \"link work to personal tcp/5432\"", text);
+        Assert.Contains("work: add to its Qubes firewall: action=accept dst4=10.137.0.10/32 proto=tcp dstports=5432-5432 comment=qubesfirewall link to personal (add firewall rule as number 1)", text);
+        Assert.Empty(plan.Warnings);
+
+        Assert.Null(InterVmLinkPlanner.Apply(_root.Backend, plan).Failure);
+        Assert.Equal(["action=accept specialtarget=dns", "action=accept dst4=10.137.0.10/32 proto=tcp dstports=5432-5432 comment=qubesfirewall link to personal", "action=drop"], Rules("work"));
+        Assert.Equal(_root.Now.ToUnixTimeSeconds().ToString(System.Globalization.CultureInfo.InvariantCulture),
+            _root.Backend.GetInventory().Get("work").Features["qubesfirewall.link.personal.tcp.5432"]);
+        var rc = _root.Backend.ReadQubeFile("personal", Rc)!;
+        Assert.StartsWith("#!/bin/sh\n" + ManagedBlock.BeginMarker + "\n" + LinkPersistence.BeginMarker + "\n", rc);
+        Assert.Contains("jump qubesfw-link-input comment \"qubesfirewall-link\"", rc);
+        Assert.DoesNotContain("ip6", rc);
+
+        var listed = Assert.Single(InterVmLinkPlanner.List(_root.Backend.GetInventory(), _root.Backend.ReadQubeFile, _root.Backend.GetFirewall, _root.Now));
+        Assert.Equal(("work", "personal", InterVmProtocol.Tcp, "5432", "sys-firewall"), (listed.From, listed.To, listed.Protocol, listed.Port, listed.NetVM));
+        Assert.True(listed.IsComplete);
+    }
+
+    [Fact]
+    public void Running_it_again_changes_nothing()
+    {
+        Enable(Link("work", "personal", 5432));
+        var files = (_root.Backend.ReadQubeFile("personal", Rc), _root.Backend.ReadQubeFile("sys-firewall", UserScript), string.Join("\n", Rules("work")));
+        var again = InterVmLinkPlanner.PlanEnable(_root.Backend, [Link("work", "personal", 5432)], Options);
+        Assert.Equal("Reapply", again.Operation);
+        Assert.Equal([PortForwardStepKind.RunScript, PortForwardStepKind.RunScript], again.Steps.Select(s => s.Kind));
+        Assert.Null(InterVmLinkPlanner.Apply(_root.Backend, again).Failure);
+        Assert.Equal(files, (_root.Backend.ReadQubeFile("personal", Rc), _root.Backend.ReadQubeFile("sys-firewall", UserScript), string.Join("\n", Rules("work"))));
+    }
+
+    [Fact]
+    public void Qubes_with_different_network_qubes_are_refused_naming_each_netvm()
+    {
+        var ex = Assert.Throws<QubesFirewallException>(() => InterVmLinkPlanner.PlanEnable(_root.Backend, [Link("work", "vpn-app", 22)], Options));
+        Assert.Equal("DifferentNetVM", ex.ErrorId);
+        Assert.Contains("'work' uses the network qube 'sys-firewall' and 'vpn-app' uses 'sys-vpn'", ex.Message);
+        var none = Assert.Throws<QubesFirewallException>(() => InterVmLinkPlanner.PlanEnable(_root.Backend, [Link("work", "vault", 22)], Options));
+        Assert.Equal("NoNetVM", none.ErrorId);
+        Assert.Contains("'vault'", none.Message);
+        Assert.Equal("QubeNotFound", Assert.Throws<QubesFirewallException>(() => InterVmLinkPlanner.PlanEnable(_root.Backend, [Link("work", "nosuch", 22)], Options)).ErrorId);
+    }
+
+    [Fact]
+    public void Disable_removes_exactly_what_enable_added_and_keeps_the_users_lines_rules_and_other_links()
+    {
+        const string userRc = "#!/bin/sh\n# mine\necho hello > /tmp/hello\n";
+        _root.Backend.WriteQubeFile("personal", Rc, userRc, ManagedBlock.FileMode);
+        SetRules("work", "action=accept proto=tcp dstports=443-443", "action=drop");
+        var beforeFeatures = _root.Backend.GetInventory().Get("work").Features;
+
+        Enable(Link("work", "personal", 5432), Link("work", "personal", 6379));
+        Enable(Link("untrusted", "personal", 80));
+        Assert.Equal(4, Rules("work").Count);
+        var rcWithThree = _root.Backend.ReadQubeFile("personal", Rc)!;
+        Assert.Contains("tcp dport 6379", rcWithThree);
+
+        var plan = Disable(Link("work", "personal", 5432));
+        Assert.Equal(
+            [
+                (PortForwardStepKind.EditFirewall, "work"),
+                (PortForwardStepKind.WriteFile, "sys-firewall"), (PortForwardStepKind.RunScript, "sys-firewall"),
+                (PortForwardStepKind.WriteFile, "personal"), (PortForwardStepKind.RunScript, "personal"),
+                (PortForwardStepKind.RemoveFeature, "work"),
+            ],
+            plan.Steps.Select(s => (s.Kind, s.VMName)));
+        Assert.Equal(["action=accept proto=tcp dstports=443-443", "action=accept dst4=10.137.0.10/32 proto=tcp dstports=6379-6379 comment=qubesfirewall link to personal", "action=drop"], Rules("work"));
+        var rc = _root.Backend.ReadQubeFile("personal", Rc)!;
+        Assert.StartsWith(userRc, rc);
+        Assert.DoesNotContain("dport 5432", rc);
+        Assert.Contains("dport 6379", rc);
+        Assert.Contains("dport 80", rc);
+        Assert.Equal(["qubesfirewall.link.personal.tcp.6379"], _root.Backend.GetInventory().Get("work").Features.Keys.Where(InterVmLinkFeature.IsLinkFeature));
+
+        Disable(Link("work", "personal", 6379));
+        Disable(Link("untrusted", "personal", 80));
+        Assert.Equal(userRc, _root.Backend.ReadQubeFile("personal", Rc));
+        Assert.Equal("#!/bin/sh\n", _root.Backend.ReadQubeFile("sys-firewall", UserScript));
+        Assert.Equal(["action=accept proto=tcp dstports=443-443", "action=drop"], Rules("work"));
+        Assert.Equal(beforeFeatures.OrderBy(f => f.Key), _root.Backend.GetInventory().Get("work").Features.OrderBy(f => f.Key));
+        Assert.Equal(["action=accept"], Rules("untrusted")); // the default list, as it was (now written out)
+    }
+
+    [Fact]
+    public void Disable_of_a_link_that_is_not_declared_is_refused_and_a_partly_declared_request_warns()
+    {
+        var ex = Assert.Throws<QubesFirewallException>(() => InterVmLinkPlanner.PlanDisable(_root.Backend, [Link("work", "personal", 5432)], Options));
+        Assert.Equal("LinkNotFound", ex.ErrorId);
+        Enable(Link("work", "personal", 5432));
+        var plan = InterVmLinkPlanner.PlanDisable(_root.Backend, [Link("work", "personal", 5432), Link("work", "personal", 5432, ForwardProtocol.Udp)], Options);
+        Assert.Equal(["work -> personal tcp/5432"], plan.Links.Select(l => l.Text));
+        Assert.Contains(plan.Warnings, w => w.Contains("qubesfirewall.link.personal.udp.5432", StringComparison.Ordinal));
+    }
+
+    [Fact]
+    public void Bidirectional_links_are_stored_on_each_source_and_open_both_ends()
+    {
+        var links = InterVmLink.Expand("work", "personal", InterVmProtocol.Udp, [new LinkPorts(5353, 5353)], bidirectional: true);
+        var plan = Enable([.. links]);
+        Assert.Equal(
+            [
+                (PortForwardStepKind.SetFeature, "work"), (PortForwardStepKind.SetFeature, "personal"),
+                (PortForwardStepKind.WriteFile, "personal"), (PortForwardStepKind.RunScript, "personal"),
+                (PortForwardStepKind.WriteFile, "work"), (PortForwardStepKind.RunScript, "work"),
+                (PortForwardStepKind.WriteFile, "sys-firewall"), (PortForwardStepKind.RunScript, "sys-firewall"),
+                (PortForwardStepKind.EditFirewall, "work"), (PortForwardStepKind.EditFirewall, "personal"),
+            ],
+            plan.Steps.Select(s => (s.Kind, s.VMName)));
+        Assert.Contains("action=accept dst4=10.137.0.11/32 proto=udp dstports=5353-5353 comment=qubesfirewall link to work", Rules("personal"));
+        var sysFirewall = _root.Backend.ReadQubeFile("sys-firewall", UserScript)!;
+        Assert.Contains("ip saddr 10.137.0.11 ip daddr 10.137.0.10 udp dport 5353 accept", sysFirewall);
+        Assert.Contains("ip saddr 10.137.0.10 ip daddr 10.137.0.11 udp dport 5353 accept", sysFirewall);
+        Assert.Equal(2, InterVmLinkPlanner.List(_root.Backend.GetInventory(), _root.Backend.ReadQubeFile, _root.Backend.GetFirewall, _root.Now).Count(l => l.IsComplete));
+    }
+
+    [Fact]
+    public void All_ports_match_the_protocol_only()
+    {
+        var plan = Enable(InterVmLink.Create("work", "personal", ForwardProtocol.Tcp, LinkPorts.All));
+        Assert.Contains("iifgroup 2 ip saddr 10.137.0.11 ip daddr 10.137.0.10 meta l4proto tcp accept comment \"link work to personal tcp/all\"", plan.Describe());
+        Assert.Contains("action=accept dst4=10.137.0.10/32 proto=tcp comment=qubesfirewall link to personal", Rules("work"));
+    }
+
+    [Fact]
+    public void Port_forwards_and_links_share_the_network_qubes_block_without_losing_each_other()
+    {
+        Enable(Link("work", "personal", 5432));
+        var fwd = PortForwardPlanner.PlanAdd(_root.Backend, PortForward.Create("untrusted", ForwardProtocol.Tcp, 8080, type: ForwardType.Internal),
+            PortForwardOptions.For(_root.Backend, _root.Now));
+        Assert.Null(PortForwardPlanner.Apply(_root.Backend, fwd).Failure);
+        var both = ManagedBlock.Extract(_root.Backend.ReadQubeFile("sys-firewall", UserScript))!;
+        Assert.Contains("qubesfw-link-forward", both);
+        Assert.Contains("qubesfw-forward", both.Replace("qubesfw-link-forward", ""));
+
+        Assert.Null(PortForwardPlanner.Apply(_root.Backend, PortForwardPlanner.PlanRemove(_root.Backend, "untrusted", ForwardProtocol.Tcp, 8080, PortForwardOptions.For(_root.Backend, _root.Now))).Failure);
+        var linksOnly = ManagedBlock.Extract(_root.Backend.ReadQubeFile("sys-firewall", UserScript))!;
+        Assert.Equal(LinkPersistence.Extract(both), linksOnly);
+        Assert.True(InterVmLinkPlanner.List(_root.Backend.GetInventory(), _root.Backend.ReadQubeFile, _root.Backend.GetFirewall, _root.Now).Single().IsComplete);
+
+        // and the link's writer keeps a forward's part
+        Assert.Null(PortForwardPlanner.Apply(_root.Backend, PortForwardPlanner.PlanAdd(_root.Backend, PortForward.Create("untrusted", ForwardProtocol.Tcp, 8080, type: ForwardType.Internal),
+            PortForwardOptions.For(_root.Backend, _root.Now))).Failure);
+        Disable(Link("work", "personal", 5432));
+        var forwardOnly = ManagedBlock.Extract(_root.Backend.ReadQubeFile("sys-firewall", UserScript))!;
+        Assert.Contains("qubesfw-forward", forwardOnly);
+        Assert.DoesNotContain("qubesfw-link", forwardOnly);
+        Assert.Equal("", LinkPersistence.Extract(forwardOnly));
+    }
+
+    [Fact]
+    public void A_halted_network_qube_is_refused_on_the_live_backend_and_a_halted_destination_only_gets_its_file()
+    {
+        var inventory = _root.Backend.GetInventory();
+        var live = new InterVmLinkOptions { Now = _root.Now, RequireRunning = true };
+        var halted = inventory.WithPowerStates(n => n == "sys-firewall" ? PowerState.Halted : PowerState.Running);
+        var ex = Assert.Throws<QubesFirewallException>(() =>
+            InterVmLinkPlanner.PlanEnable(halted, [Link("work", "personal", 5432)], live, _root.Backend.ReadQubeFile, _root.Backend.GetFirewall));
+        Assert.Equal("HopNotRunning", ex.ErrorId);
+        Assert.Contains("'sys-firewall'", ex.Message);
+
+        var destinationHalted = inventory.WithPowerStates(n => n == "personal" ? PowerState.Halted : PowerState.Running);
+        var plan = InterVmLinkPlanner.PlanEnable(destinationHalted, [Link("work", "personal", 5432)], live, _root.Backend.ReadQubeFile, _root.Backend.GetFirewall);
+        Assert.Contains(plan.Steps, s => s.Kind == PortForwardStepKind.WriteFile && s.VMName == "personal");
+        Assert.DoesNotContain(plan.Steps, s => s.Kind == PortForwardStepKind.RunScript && s.VMName == "personal");
+        Assert.Contains(plan.Warnings, w => w.Contains("'personal' is not running", StringComparison.Ordinal));
+    }
+
+    [Fact]
+    public void A_disposable_network_qube_needs_force()
+    {
+        using var root = new TempRoot(); // the sample: sys-firewall is a disposable of default-dvm
+        var ex = Assert.Throws<QubesFirewallException>(() => InterVmLinkPlanner.PlanEnable(root.Backend, [Link("work", "personal", 5432)], InterVmLinkOptions.For(root.Backend, root.Now)));
+        Assert.Equal("DisposableHop", ex.ErrorId);
+        var plan = InterVmLinkPlanner.PlanEnable(root.Backend, [Link("work", "personal", 5432)], InterVmLinkOptions.For(root.Backend, root.Now, force: true));
+        Assert.Contains(plan.Steps, s => s.Kind == PortForwardStepKind.WriteFile && s.VMName == "default-dvm" && s.ForQube == "sys-firewall");
+        Assert.Null(InterVmLinkPlanner.Apply(root.Backend, plan).Failure);
+        Assert.Contains("if [ \"$(qubesdb-read /name 2>/dev/null)\" = 'sys-firewall' ]; then", root.Backend.ReadQubeFile("default-dvm", UserScript));
+    }
+
+    [Fact]
+    public void Dotted_destination_names_round_trip_through_the_feature()
+    {
+        using var root = new TempRoot(QubesXmlBuilder.Standard().Qube("db.prod", 20, "sys-firewall", template: "fedora-42").Build());
+        var plan = InterVmLinkPlanner.PlanEnable(root.Backend, [Link("work", "db.prod", 5432)], InterVmLinkOptions.For(root.Backend, root.Now));
+        Assert.Null(InterVmLinkPlanner.Apply(root.Backend, plan).Failure);
+        Assert.Contains("qubesfirewall.link.db.prod.tcp.5432", root.Backend.GetInventory().Get("work").Features.Keys);
+        var listed = InterVmLinkPlanner.List(root.Backend.GetInventory(), root.Backend.ReadQubeFile, root.Backend.GetFirewall, root.Now).Single();
+        Assert.Equal("db.prod", listed.To);
+        Assert.True(listed.IsComplete);
+    }
+
+    [Fact]
+    public void With_ipv6_on_the_link_adds_dst6_and_ip6_rules_and_without_it_none()
+    {
+        var ipv6 = new QubesXmlBuilder()
+            .Qube("fedora-42", 1, null, cls: "TemplateVM")
+            .Qube("sys-net", 2, null, providesNetwork: true, template: "fedora-42", features: new Dictionary<string, string> { ["ipv6"] = "1" })
+            .Qube("sys-firewall", 3, "sys-net", providesNetwork: true, template: "fedora-42")
+            .Qube("personal", 10, "sys-firewall", template: "fedora-42")
+            .Qube("work", 11, "sys-firewall", template: "fedora-42")
+            .Qube("untrusted", 12, "sys-firewall", template: "fedora-42", features: new Dictionary<string, string> { ["ipv6"] = "" });
+        using var root = new TempRoot(ipv6.Build());
+        var plan = InterVmLinkPlanner.PlanEnable(root.Backend, [Link("work", "personal", 5432)], InterVmLinkOptions.For(root.Backend, root.Now));
+        Assert.Null(InterVmLinkPlanner.Apply(root.Backend, plan).Failure);
+        var rules = root.Backend.GetFirewall("work").Rules.Select(r => r.Text).ToList();
+        Assert.Equal(
+            [
+                "action=accept dst4=10.137.0.10/32 proto=tcp dstports=5432-5432 comment=qubesfirewall link to personal",
+                "action=accept dst6=fd09:24ef:4179::a89:a/128 proto=tcp dstports=5432-5432 comment=qubesfirewall link to personal",
+                "action=accept",
+            ], rules);
+        var script = root.Backend.ReadQubeFile("sys-firewall", UserScript)!;
+        Assert.Contains("add rule ip6 qubes qubesfw-link-forward iifgroup 2 ip6 saddr fd09:24ef:4179::a89:b ip6 daddr fd09:24ef:4179::a89:a tcp dport 5432 accept", script);
+        Assert.True(InterVmLinkPlanner.List(root.Backend.GetInventory(), root.Backend.ReadQubeFile, root.Backend.GetFirewall, root.Now).Single().IPv6);
+
+        // untrusted opted out of IPv6: its link is IPv4 only
+        var v4 = InterVmLinkPlanner.PlanEnable(root.Backend, [Link("work", "untrusted", 80)], InterVmLinkOptions.For(root.Backend, root.Now));
+        Assert.DoesNotContain(v4.Describe().Split('\n'), l => l.Contains("link work to untrusted", StringComparison.Ordinal) && l.Contains("ip6", StringComparison.Ordinal));
+        Assert.Contains(v4.Describe().Split('\n'), l => l.Contains("ip saddr 10.137.0.11 ip daddr 10.137.0.12 tcp dport 80 accept comment \"link work to untrusted tcp/80\"", StringComparison.Ordinal));
+        Assert.DoesNotContain("dst6", v4.Steps.Single(s => s.Kind == PortForwardStepKind.EditFirewall).Description);
+    }
+
+    [Fact]
+    public void The_audit_reports_a_link_missing_a_part_with_a_fix()
+    {
+        Enable(Link("work", "personal", 5432));
+        AuditContext Context() => new(_root.Backend.GetInventory(), _root.Backend.GetFirewall, _root.Now, _root.Backend.ReadQubeFile);
+        Assert.DoesNotContain(FirewallAudit.Run(Context(), [_root.Backend.GetInventory().Get("work")]), f => f.Check == InterVmLinkAuditCheck.LinkIncomplete);
+
+        // the destination's rc.local lost its block (edited by hand)
+        _root.Backend.WriteQubeFile("personal", Rc, "#!/bin/sh\n", ManagedBlock.FileMode);
+        var finding = Assert.Single(FirewallAudit.Run(Context(), [_root.Backend.GetInventory().Get("work")]), f => f.Check == InterVmLinkAuditCheck.LinkIncomplete);
+        Assert.Equal(AuditSeverity.Error, finding.Severity);
+        Assert.Equal("work", finding.VMName);
+        Assert.Contains("the input accept in personal's managed block", finding.Message);
+        Assert.DoesNotContain("sys-firewall's managed block", finding.Message);
+        Assert.Equal("Enable-QubeInterVmNetwork -From work -To personal -Protocol Tcp -Port 5432", finding.Fix);
+
+        // the two qubes no longer share a netvm
+        _root.Backend.SetProperty("personal", "netvm", "sys-vpn");
+        var moved = Assert.Single(FirewallAudit.Run(Context(), [_root.Backend.GetInventory().Get("work")]), f => f.Check == InterVmLinkAuditCheck.LinkIncomplete);
+        Assert.Contains("cannot work", moved.Message);
+        Assert.Contains("Disable-QubeInterVmNetwork", moved.Fix);
+    }
+}
