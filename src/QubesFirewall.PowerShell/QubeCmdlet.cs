@@ -129,10 +129,13 @@ public abstract class QubeCmdlet : PSCmdlet
 
     /// <summary>
     /// A name pattern (wildcards allowed), checked now: an invalid one (an unclosed '[', a trailing '`')
-    /// becomes an InvalidNamePattern error for this input and null, not a crash half-way through a listing.
+    /// becomes an InvalidNamePattern error for this input and null, not a crash half-way through a listing;
+    /// a name without wildcards must be a valid qube name.
     /// </summary>
     protected WildcardPattern? NamePattern(string pattern)
     {
+        // A literal name must be one qubesd could hold; "work\0" would otherwise match "work".
+        if (!WildcardPattern.ContainsWildcardCharacters(pattern) && !TryEngine(() => Engine.Validation.QubeName.Validate(pattern), out _)) return null;
         var wildcard = WildcardPattern.Get(pattern, WildcardOptions.IgnoreCase);
         try
         {

@@ -7,7 +7,7 @@ BeforeAll {
 Describe 'about_QubesFirewall' {
     It 'is shown by Get-Help with its concepts' {
         $text = Get-Help about_QubesFirewall | Out-String
-        foreach ($heading in 'OFFLINE ROOT AND LIVE BACKEND', 'WHERE RULES ARE ENFORCED', 'PERSISTENCE', 'QUBES RELEASES') {
+        foreach ($heading in 'OFFLINE ROOT AND LIVE BACKEND', 'WHERE RULES ARE ENFORCED', 'PERSISTENCE', 'IPV6 PORT FORWARDS', 'QUBES RELEASES') {
             $text | Should -Match $heading
         }
         $text | Should -Match 'qubesd'

@@ -388,6 +388,21 @@ public sealed class InterVmLinkPlannerTests : IDisposable
     }
 
     [Fact]
+    public void The_forward_checks_do_not_take_a_links_section_for_forward_parts()
+    {
+        using var root = new TempRoot(); // sys-firewall is a disposable: both sections get guarded parts in default-dvm's file
+        Assert.Null(InterVmLinkPlanner.Apply(root.Backend, InterVmLinkPlanner.PlanEnable(root.Backend, [Link("work", "personal", 5432)], InterVmLinkOptions.For(root.Backend, root.Now, force: true))).Failure);
+        AuditContext Context() => new(root.Backend.GetInventory(), root.Backend.GetFirewall, root.Now, root.Backend.ReadQubeFile);
+        var qubes = new[] { "work", "personal", "untrusted" }.Select(n => root.Backend.GetInventory().Get(n)).ToList();
+        Assert.DoesNotContain(FirewallAudit.Run(Context(), qubes), f => f.Check is ForwardAuditChecks.MissingPart or ForwardAuditChecks.UndeclaredPart);
+
+        Assert.Null(PortForwardPlanner.Apply(root.Backend, PortForwardPlanner.PlanAdd(root.Backend, PortForward.Create("untrusted", ForwardProtocol.Tcp, 8080, type: ForwardType.Internal, allowFrom: ["10.137.0.11/32"]),
+            PortForwardOptions.For(root.Backend, root.Now, force: true))).Failure);
+        var findings = FirewallAudit.Run(Context(), qubes);
+        Assert.DoesNotContain(findings, f => f.Check is ForwardAuditChecks.MissingPart or ForwardAuditChecks.UndeclaredPart or InterVmLinkAuditCheck.LinkIncomplete);
+    }
+
+    [Fact]
     public void Dotted_destination_names_round_trip_through_the_feature()
     {
         using var root = new TempRoot(QubesXmlBuilder.Standard().Qube("db.prod", 20, "sys-firewall", template: "fedora-42").Build());

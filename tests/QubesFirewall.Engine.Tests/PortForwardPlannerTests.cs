@@ -228,9 +228,9 @@ public sealed class PortForwardPlannerTests : IDisposable
     }
 
     [Fact]
-    public void Ipv6_sources_and_a_past_expiry_are_refused()
+    public void Ipv6_sources_without_ipv6_on_the_chain_and_a_past_expiry_are_refused()
     {
-        Assert.Equal("Ipv6ForwardNotSupported", Assert.Throws<QubesFirewallException>(() =>
+        Assert.Equal("IPv6NotEnabled", Assert.Throws<QubesFirewallException>(() =>
             PortForwardPlanner.PlanAdd(_root.Backend, Web(allow: ["2001:db8::/32"]), Options())).ErrorId);
         Assert.Equal("ExpireInPast", Assert.Throws<QubesFirewallException>(() =>
             PortForwardPlanner.PlanAdd(_root.Backend, PortForward.Create("work", ForwardProtocol.Tcp, 80, expire: _root.Now.ToUnixTimeSeconds() - 1), Options())).ErrorId);

@@ -13,7 +13,8 @@ internal sealed class QubesXmlBuilder
     private readonly StringBuilder _domains = new();
 
     public QubesXmlBuilder Qube(string name, int qid, string? netvm, bool providesNetwork = false, string cls = "AppVM",
-        string? template = null, int? dispid = null, IDictionary<string, string>? features = null, string[]? tags = null)
+        string? template = null, int? dispid = null, IDictionary<string, string>? features = null, string[]? tags = null,
+        IDictionary<string, string>? properties = null)
     {
         var q = qid.ToString(CultureInfo.InvariantCulture);
         _domains.Append($"    <domain id=\"domain-{q}\" class=\"{cls}\">\n      <properties>\n");
@@ -23,6 +24,8 @@ internal sealed class QubesXmlBuilder
         if (providesNetwork) _domains.Append("        <property name=\"provides_network\">True</property>\n");
         if (cls != "TemplateVM") _domains.Append($"        <property name=\"netvm\">{netvm ?? ""}</property>\n");
         if (template is not null) _domains.Append($"        <property name=\"template\">{template}</property>\n");
+        foreach (var (k, v) in properties ?? new Dictionary<string, string>())
+            _domains.Append($"        <property name=\"{k}\">{SecurityElement.Escape(v)}</property>\n");
         _domains.Append("      </properties>\n      <features>\n");
         foreach (var (k, v) in features ?? new Dictionary<string, string>())
             _domains.Append($"        <feature name=\"{k}\">{SecurityElement.Escape(v)}</feature>\n");

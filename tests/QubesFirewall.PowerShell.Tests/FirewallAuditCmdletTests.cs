@@ -153,27 +153,21 @@ public sealed class OfflineFirewallAuditCmdletTests : FirewallAuditCmdletTests
 [System.Runtime.Versioning.UnsupportedOSPlatform("windows")]
 public sealed class LiveFirewallAuditCmdletTests : FirewallAuditCmdletTests
 {
-    private readonly string _socketDir = Path.Combine(Path.GetTempPath(), "qfw-sock-" + Guid.NewGuid().ToString("N")[..10]);
-    private readonly FakeQubesd _server;
+    private readonly LiveServer _live;
+    private FakeQubesd Server => _live.Server;
 
     public LiveFirewallAuditCmdletTests()
     {
-        Directory.CreateDirectory(_socketDir);
-        _server = new FakeQubesd(_root.Path, Path.Combine(_socketDir, "qubesd.sock"));
+        _live = new LiveServer(_root.Path);
     }
 
     public override void Dispose()
     {
-        _server.Dispose();
-        Directory.Delete(_socketDir, recursive: true);
+        _live.Dispose();
         base.Dispose();
     }
 
-    protected override IDictionary<string, string>? EnvironmentForScripts => new Dictionary<string, string>
-    {
-        ["QUBESFW_ROOT"] = "",
-        ["QUBESFW_QUBESD_SOCKET"] = _server.SocketPath,
-    };
+    protected override IDictionary<string, string>? EnvironmentForScripts => _live.Environment;
 
     protected override string? RootForScripts => null;
 
@@ -182,9 +176,9 @@ public sealed class LiveFirewallAuditCmdletTests : FirewallAuditCmdletTests
     [Fact]
     public void The_audit_only_reads()
     {
-        _server.ClearCalls();
+        Server.ClearCalls();
         Run("Test-QubeFirewall").AssertNoErrors();
-        Assert.All(_server.Calls, c => Assert.Matches(@"\.(List|Get|GetAll)$", c.Method));
-        Assert.Equal(8, _server.CountCalls("admin.vm.firewall.Get"));
+        Assert.All(Server.Calls, c => Assert.Matches(@"\.(List|Get|GetAll)$", c.Method));
+        Assert.Equal(8, Server.CountCalls("admin.vm.firewall.Get"));
     }
 }

@@ -103,38 +103,32 @@ public sealed class OfflineIPv6CmdletTests : IPv6CmdletTests
 [System.Runtime.Versioning.UnsupportedOSPlatform("windows")]
 public sealed class LiveIPv6CmdletTests : IPv6CmdletTests
 {
-    private readonly string _socketDir = Path.Combine(Path.GetTempPath(), "qfw-sock-" + Guid.NewGuid().ToString("N")[..10]);
-    private readonly FakeQubesd _server;
+    private readonly LiveServer _live;
+    private FakeQubesd Server => _live.Server;
 
     public LiveIPv6CmdletTests()
     {
-        Directory.CreateDirectory(_socketDir);
-        _server = new FakeQubesd(_root.Path, Path.Combine(_socketDir, "qubesd.sock"));
+        _live = new LiveServer(_root.Path);
     }
 
     public override void Dispose()
     {
-        _server.Dispose();
-        Directory.Delete(_socketDir, recursive: true);
+        _live.Dispose();
         base.Dispose();
     }
 
-    protected override PsRun Run(string script) => PowerShellHost.Run(script, environment: new Dictionary<string, string>
-    {
-        ["QUBESFW_ROOT"] = "",
-        ["QUBESFW_QUBESD_SOCKET"] = _server.SocketPath,
-    });
+    protected override PsRun Run(string script) => _live.Run(script);
 
     [Fact]
     public void The_feature_calls()
     {
-        _server.ClearCalls();
+        Server.ClearCalls();
         Run("Set-QubeIPv6 work $true -WarningAction SilentlyContinue; Set-QubeIPv6 work $false; Set-QubeIPv6 work -Inherit").AssertNoErrors();
         Assert.Equal(
         [
             "admin.vm.feature.Set+ipv6 dom0 name work\01",
             "admin.vm.feature.Set+ipv6 dom0 name work\0",
             "admin.vm.feature.Remove+ipv6 dom0 name work\0",
-        ], _server.Calls.Where(c => c.Method is "admin.vm.feature.Set" or "admin.vm.feature.Remove").Select(c => System.Text.Encoding.ASCII.GetString(c.Raw)));
+        ], Server.Calls.Where(c => c.Method is "admin.vm.feature.Set" or "admin.vm.feature.Remove").Select(c => System.Text.Encoding.ASCII.GetString(c.Raw)));
     }
 }

@@ -12,41 +12,35 @@ namespace QubesFirewall.PowerShell.Tests;
 [System.Runtime.Versioning.UnsupportedOSPlatform("windows")]
 public sealed class LiveFirewallCmdletTests : FirewallCmdletTests
 {
-    private readonly string _socketDir = Path.Combine(Path.GetTempPath(), "qfw-sock-" + Guid.NewGuid().ToString("N")[..10]);
-    private readonly FakeQubesd _server;
+    private readonly LiveServer _live;
+    private FakeQubesd Server => _live.Server;
 
     public LiveFirewallCmdletTests()
     {
-        Directory.CreateDirectory(_socketDir);
-        _server = new FakeQubesd(_root.Path, Path.Combine(_socketDir, "qubesd.sock"));
+        _live = new LiveServer(_root.Path);
     }
 
     public override void Dispose()
     {
-        _server.Dispose();
-        Directory.Delete(_socketDir, recursive: true);
+        _live.Dispose();
         base.Dispose();
     }
 
-    protected override PsRun Run(string script) => PowerShellHost.Run(script, environment: new Dictionary<string, string>
-    {
-        ["QUBESFW_ROOT"] = "",
-        ["QUBESFW_QUBESD_SOCKET"] = _server.SocketPath,
-    });
+    protected override PsRun Run(string script) => _live.Run(script);
 
     [Fact]
     public void The_live_backend_is_the_one_used()
     {
         var run = Run("Get-Qube work -Verbose");
         run.AssertNoErrors();
-        Assert.Contains($"Using qubesd at {_server.SocketPath}.", run.Verbose);
-        Assert.NotEmpty(_server.Calls);
+        Assert.Contains($"Using qubesd at {Server.SocketPath}.", run.Verbose);
+        Assert.NotEmpty(Server.Calls);
     }
 
     [Fact]
     public void WhatIf_lists_every_call_and_payload_it_would_send_and_sends_none()
     {
-        _server.ClearCalls();
+        Server.ClearCalls();
         var run = Run("'action=drop dsthost=198.51.100.77' | Add-QubeFirewallRule -VMName work -WhatIf; Sync-QubeFirewall work -WhatIf");
         run.AssertNoErrors();
         var set = Assert.Single(run.Information, i => i.StartsWith("What if: would send admin.vm.firewall.Set+ dom0 name work with payload:", StringComparison.Ordinal));
@@ -54,7 +48,7 @@ public sealed class LiveFirewallCmdletTests : FirewallCmdletTests
         Assert.Contains("action=drop dst4=198.51.100.77/32", payload);
         Assert.Equal("action=drop", payload[^1]);
         Assert.Contains(run.Information, i => i == "What if: would send admin.vm.firewall.Reload+ dom0 name work");
-        Assert.DoesNotContain(_server.Calls, c => !c.Method.EndsWith(".Get", StringComparison.Ordinal) && !c.Method.EndsWith(".GetAll", StringComparison.Ordinal) && !c.Method.EndsWith(".List", StringComparison.Ordinal));
+        Assert.DoesNotContain(Server.Calls, c => !c.Method.EndsWith(".Get", StringComparison.Ordinal) && !c.Method.EndsWith(".GetAll", StringComparison.Ordinal) && !c.Method.EndsWith(".List", StringComparison.Ordinal));
         Assert.DoesNotContain("198.51.100.77", File.ReadAllText(_root.FirewallXml("work")));
     }
 
@@ -72,20 +66,20 @@ public sealed class LiveFirewallCmdletTests : FirewallCmdletTests
     {
         var run = Run("Get-QubeFirewallRule work -Verbose");
         run.AssertNoErrors();
-        Assert.Contains($"1 Admin API call(s) to qubesd at {_server.SocketPath}.", run.Verbose);
+        Assert.Contains($"1 Admin API call(s) to qubesd at {Server.SocketPath}.", run.Verbose);
     }
 
     [Fact]
     public void Rules_piped_into_one_add_cost_three_calls_per_qube_whatever_the_count()
     {
         var lines = string.Join(", ", Enumerable.Range(1, 20).Select(i => $"'action=accept dst4=10.77.0.{i} proto=tcp dstports=443'"));
-        _server.ClearCalls();
+        Server.ClearCalls();
         var run = Run($"{lines} | Add-QubeFirewallRule -VMName work; {lines} | Add-QubeFirewallRule -VMName personal");
         run.AssertNoErrors();
-        Assert.Equal(["admin.vm.firewall.Get", "admin.vm.firewall.Get", "admin.vm.firewall.Set"], _server.Calls.Where(c => c.Destination == "work").Select(c => c.Method));
-        Assert.Equal(["admin.vm.firewall.Get", "admin.vm.firewall.Get", "admin.vm.firewall.Set"], _server.Calls.Where(c => c.Destination == "personal").Select(c => c.Method));
-        Assert.Equal(6, _server.Calls.Count);
-        Assert.Equal(20, _server.RuleLines("work").Count(l => l.Contains("10.77.0.", StringComparison.Ordinal)));
+        Assert.Equal(["admin.vm.firewall.Get", "admin.vm.firewall.Get", "admin.vm.firewall.Set"], Server.Calls.Where(c => c.Destination == "work").Select(c => c.Method));
+        Assert.Equal(["admin.vm.firewall.Get", "admin.vm.firewall.Get", "admin.vm.firewall.Set"], Server.Calls.Where(c => c.Destination == "personal").Select(c => c.Method));
+        Assert.Equal(6, Server.Calls.Count);
+        Assert.Equal(20, Server.RuleLines("work").Count(l => l.Contains("10.77.0.", StringComparison.Ordinal)));
     }
 
     [Fact]
@@ -93,29 +87,29 @@ public sealed class LiveFirewallCmdletTests : FirewallCmdletTests
     {
         Run("'action=drop dsthost=a.example', 'action=drop dsthost=b.example', 'action=drop dsthost=c.example' | Add-QubeFirewallRule -VMName work").AssertNoErrors();
         var rules = Run("Get-QubeFirewallRule work").Of<QubeFirewallRule>().Where(r => r.DstHost is "a.example" or "c.example").ToList();
-        _server.ClearCalls();
+        Server.ClearCalls();
         var run = PowerShellHost.Run("$rules | Remove-QubeFirewallRule -Confirm:$false", variables: new Dictionary<string, object?> { ["rules"] = rules },
-            environment: new Dictionary<string, string> { ["QUBESFW_ROOT"] = "", ["QUBESFW_QUBESD_SOCKET"] = _server.SocketPath });
+            environment: new Dictionary<string, string> { ["QUBESFW_ROOT"] = "", ["QUBESFW_QUBESD_SOCKET"] = Server.SocketPath });
         run.AssertNoErrors();
-        Assert.Equal(["admin.vm.firewall.Get", "admin.vm.firewall.Get", "admin.vm.firewall.Set"], _server.Calls.Select(c => c.Method));
+        Assert.Equal(["admin.vm.firewall.Get", "admin.vm.firewall.Get", "admin.vm.firewall.Set"], Server.Calls.Select(c => c.Method));
     }
 
     [Fact]
     public void Get_Qube_reads_the_inventory_once()
     {
-        _server.ClearCalls();
+        Server.ClearCalls();
         var run = Run("Get-Qube; Get-Qube -Name 'sys-*'");
         run.AssertNoErrors();
         var qubes = run.Of<Qube>().Select(q => q.Name).Distinct().Count();
         // Two invocations: each one admin.vm.List, one admin.property.GetAll, one GetAll per qube.
-        Assert.Equal(2 * (qubes + 2), _server.Calls.Count);
+        Assert.Equal(2 * (qubes + 2), Server.Calls.Count);
     }
 
     [Fact]
     public void A_change_made_by_someone_else_between_the_plan_and_the_reread_is_refused()
     {
         var gets = 0;
-        _server.AfterCall = (server, call) =>
+        Server.AfterCall = (server, call) =>
         {
             if (call.Method == "admin.vm.firewall.Get" && call.Destination == "work" && ++gets == 1)
                 server.EditRules("work", rules => { rules.Insert(0, RuleText.Parse("action=drop dst4=192.0.2.99")); return rules; });
@@ -124,15 +118,15 @@ public sealed class LiveFirewallCmdletTests : FirewallCmdletTests
         var error = Assert.Single(run.Errors);
         Assert.Equal("FirewallChangedSinceRead,QubesFirewall.PowerShell.Cmdlets.AddQubeFirewallRuleCommand", error.FullyQualifiedErrorId);
         Assert.Contains("192.0.2.99", error.ToString());
-        Assert.DoesNotContain(_server.RuleLines("work"), l => l.Contains("10.20.0.0", StringComparison.Ordinal));
-        Assert.Equal(0, _server.CountCalls("admin.vm.firewall.Set"));
+        Assert.DoesNotContain(Server.RuleLines("work"), l => l.Contains("10.20.0.0", StringComparison.Ordinal));
+        Assert.Equal(0, Server.CountCalls("admin.vm.firewall.Set"));
     }
 
     [Fact]
     public void A_refusal_from_qubesd_names_its_class()
     {
         var before = _root.Snapshot();
-        _server.InjectFault(new Fault(FaultKind.ExceptionReply, "admin.vm.firewall.Set", ExceptionClass: "QubesException", Message: "firewall locked by policy"));
+        Server.InjectFault(new Fault(FaultKind.ExceptionReply, "admin.vm.firewall.Set", ExceptionClass: "QubesException", Message: "firewall locked by policy"));
         var run = Run("Add-QubeFirewallRule -VMName work -Rule 'action=accept dst4=10.20.0.0/16'");
         var error = Assert.Single(run.Errors);
         Assert.StartsWith("QubesdError,", error.FullyQualifiedErrorId);
@@ -143,7 +137,7 @@ public sealed class LiveFirewallCmdletTests : FirewallCmdletTests
     [Fact]
     public void An_empty_reply_is_said_in_plain_words()
     {
-        _server.InjectFault(new Fault(FaultKind.EmptyReply, "admin.vm.firewall.Set"));
+        Server.InjectFault(new Fault(FaultKind.EmptyReply, "admin.vm.firewall.Set"));
         var run = Run("Add-QubeFirewallRule -VMName work -Rule 'action=accept dst4=10.20.0.0/16'");
         var error = Assert.Single(run.Errors);
         Assert.StartsWith("QubesdEmptyReply,", error.FullyQualifiedErrorId);
@@ -153,21 +147,21 @@ public sealed class LiveFirewallCmdletTests : FirewallCmdletTests
     [Fact]
     public void Sync_asks_qubesd_to_reload()
     {
-        _server.ClearCalls();
+        Server.ClearCalls();
         Run("Sync-QubeFirewall work, personal").AssertNoErrors();
-        Assert.Equal(["work", "personal"], _server.Calls.Where(c => c.Method == "admin.vm.firewall.Reload").Select(c => c.Destination));
+        Assert.Equal(["work", "personal"], Server.Calls.Where(c => c.Method == "admin.vm.firewall.Reload").Select(c => c.Destination));
     }
 
     [Fact]
     public void Qube_names_complete_from_one_list_call()
     {
-        _server.ClearCalls();
+        Server.ClearCalls();
         var run = Run("""
             $line = "Get-QubeFirewallRule -VMName sys-f"
             (TabExpansion2 -inputScript $line -cursorColumn $line.Length).CompletionMatches.CompletionText
             """);
         run.AssertNoErrors();
         Assert.Equal(["sys-firewall"], run.Output.Select(o => o.ToString()));
-        Assert.Equal(["admin.vm.List"], _server.Calls.Select(c => c.Method));
+        Assert.Equal(["admin.vm.List"], Server.Calls.Select(c => c.Method));
     }
 }

@@ -14,21 +14,19 @@ namespace QubesFirewall.PowerShell.Tests;
 public sealed class LiveFirewallLimitTests : IDisposable
 {
     private readonly SampleRootCopy _root = new();
-    private readonly string _socketDir = Path.Combine(Path.GetTempPath(), "qfw-sock-" + Guid.NewGuid().ToString("N")[..10]);
-    private readonly FakeQubesd _server;
+    private readonly LiveServer _live;
+    private FakeQubesd Server => _live.Server;
 
     public LiveFirewallLimitTests()
     {
-        Directory.CreateDirectory(_socketDir);
-        _server = new FakeQubesd(_root.Path, Path.Combine(_socketDir, "qubesd.sock"));
+        _live = new LiveServer(_root.Path);
         // work: 1,090 rules of 60 bytes on the wire, then the catch-all "action=drop" (12 bytes).
-        _server.EditRules("work", _ => [.. Enumerable.Range(0, 1090).Select(Rule60), RuleText.Parse("action=drop")]);
+        Server.EditRules("work", _ => [.. Enumerable.Range(0, 1090).Select(Rule60), RuleText.Parse("action=drop")]);
     }
 
     public void Dispose()
     {
-        _server.Dispose();
-        Directory.Delete(_socketDir, recursive: true);
+        _live.Dispose();
         _root.Dispose();
     }
 
@@ -38,44 +36,40 @@ public sealed class LiveFirewallLimitTests : IDisposable
         return RuleText.Parse(text + new string('x', 59 - text.Length));
     }
 
-    private PsRun Run(string script) => PowerShellHost.Run(script, environment: new Dictionary<string, string>
-    {
-        ["QUBESFW_ROOT"] = "",
-        ["QUBESFW_QUBESD_SOCKET"] = _server.SocketPath,
-    });
+    private PsRun Run(string script) => _live.Run(script);
 
     // Header 38 + 1,090 * 60 + 12 = 65,450 bytes now; each added rule is 60 more: one fits (65,510), two do not (65,570).
     [Fact]
     public void One_more_rule_fits_the_next_is_refused_saying_how_many_fit_and_nothing_changes()
     {
         Run($"Add-QubeFirewallRule -VMName work -Rule '{Rule60(5000).Text}'").AssertNoErrors();
-        Assert.Equal(1092, _server.RuleLines("work").Count);
+        Assert.Equal(1092, Server.RuleLines("work").Count);
 
-        var before = _server.RuleLines("work");
-        _server.ClearCalls();
+        var before = Server.RuleLines("work");
+        Server.ClearCalls();
         var run = Run($"Add-QubeFirewallRule -VMName work -Rule '{Rule60(5001).Text}'");
         var error = Assert.Single(run.Errors);
         Assert.Equal("FirewallRequestTooLarge,QubesFirewall.PowerShell.Cmdlets.AddQubeFirewallRuleCommand", error.FullyQualifiedErrorId);
         // [1,090 old] [5000] [5001] [drop]: 38 + 1,092 * 60 = 65,558 bytes before the catch-all, so 1,091 fit.
         Assert.Contains("The 1,093 rules of 'work'", error.ToString());
         Assert.Contains("only the first 1,091 of these rules would fit", error.ToString());
-        Assert.Equal(0, _server.CountCalls("admin.vm.firewall.Set"));
-        Assert.Equal(before, _server.RuleLines("work"));
+        Assert.Equal(0, Server.CountCalls("admin.vm.firewall.Set"));
+        Assert.Equal(before, Server.RuleLines("work"));
     }
 
     [Fact]
     public void A_batch_that_does_not_fit_adds_none_of_its_rules_while_another_qube_gets_its_own()
     {
         var lines = string.Join(", ", new[] { 6000, 6001, 6002 }.Select(i => $"'{Rule60(i).Text}'"));
-        var before = _server.RuleLines("work");
-        var personalBefore = _server.RuleLines("personal").Count;
+        var before = Server.RuleLines("work");
+        var personalBefore = Server.RuleLines("personal").Count;
         var run = Run($"{lines} | Add-QubeFirewallRule -VMName work; {lines} | Add-QubeFirewallRule -VMName personal");
         var error = Assert.Single(run.Errors);
         Assert.StartsWith("FirewallRequestTooLarge,", error.FullyQualifiedErrorId);
         Assert.Contains("only the first 1,091 of these rules would fit", error.ToString());
-        Assert.Equal(before, _server.RuleLines("work"));
-        Assert.Equal(personalBefore + 3, _server.RuleLines("personal").Count);
-        Assert.Equal(1, _server.CountCalls("admin.vm.firewall.Set"));
-        Assert.Equal(0, _server.OversizedRequests);
+        Assert.Equal(before, Server.RuleLines("work"));
+        Assert.Equal(personalBefore + 3, Server.RuleLines("personal").Count);
+        Assert.Equal(1, Server.CountCalls("admin.vm.firewall.Set"));
+        Assert.Equal(0, Server.OversizedRequests);
     }
 }

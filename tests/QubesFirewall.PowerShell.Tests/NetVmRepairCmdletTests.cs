@@ -121,31 +121,25 @@ public sealed class OfflineNetVmRepairCmdletTests : NetVmRepairCmdletTests
 [System.Runtime.Versioning.UnsupportedOSPlatform("windows")]
 public sealed class LiveNetVmRepairCmdletTests : NetVmRepairCmdletTests
 {
-    private readonly string _socketDir = Path.Combine(Path.GetTempPath(), "qfw-sock-" + Guid.NewGuid().ToString("N")[..10]);
-    private readonly FakeQubesd _server;
+    private readonly LiveServer _live;
+    private FakeQubesd Server => _live.Server;
 
     public LiveNetVmRepairCmdletTests()
     {
-        Directory.CreateDirectory(_socketDir);
-        _server = new FakeQubesd(_root.Path, Path.Combine(_socketDir, "qubesd.sock"));
+        _live = new LiveServer(_root.Path);
     }
 
     public override void Dispose()
     {
-        _server.Dispose();
-        Directory.Delete(_socketDir, recursive: true);
+        _live.Dispose();
         base.Dispose();
     }
 
-    protected override PsRun Run(string script) => PowerShellHost.Run(script, environment: new Dictionary<string, string>
-    {
-        ["QUBESFW_ROOT"] = "",
-        ["QUBESFW_QUBESD_SOCKET"] = _server.SocketPath,
-    });
+    protected override PsRun Run(string script) => _live.Run(script);
 
-    protected override void SetPowerState(string qube, PowerState state) => _server.SetPowerState(qube, state);
+    protected override void SetPowerState(string qube, PowerState state) => Server.SetPowerState(qube, state);
 
-    private IEnumerable<string> Changes() => _server.Calls
+    private IEnumerable<string> Changes() => Server.Calls
         .Where(c => c.Method is "admin.vm.property.Set" or "admin.vm.property.Reset" or "admin.vm.Start")
         .Select(c => Encoding.ASCII.GetString(c.Raw));
 
@@ -153,7 +147,7 @@ public sealed class LiveNetVmRepairCmdletTests : NetVmRepairCmdletTests
     public void The_exact_calls_in_order()
     {
         SetPowerState("sys-firewall", PowerState.Halted);
-        _server.ClearCalls();
+        Server.ClearCalls();
         Run("Repair-QubeNetVm -Start -Confirm:$false").AssertNoErrors();
         Assert.Equal(
         [
@@ -164,14 +158,14 @@ public sealed class LiveNetVmRepairCmdletTests : NetVmRepairCmdletTests
             "admin.vm.property.Reset+netvm dom0 name work\0",
         ], Changes());
         // One inventory read (list, global GetAll, one GetAll per qube) before the changes, nothing else.
-        var qubes = _server.CountCalls("admin.vm.property.GetAll");
-        Assert.Equal(qubes + 2 + 5, _server.Calls.Count);
+        var qubes = Server.CountCalls("admin.vm.property.GetAll");
+        Assert.Equal(qubes + 2 + 5, Server.Calls.Count);
     }
 
     [Fact]
     public void WhatIf_sends_no_change()
     {
-        _server.ClearCalls();
+        Server.ClearCalls();
         Run("Repair-QubeNetVm -Start -WhatIf").AssertNoErrors();
         Assert.Empty(Changes());
     }

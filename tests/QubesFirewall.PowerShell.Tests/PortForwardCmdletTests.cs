@@ -107,7 +107,7 @@ public sealed class PortForwardCmdletTests : IDisposable
     [InlineData("Add-QubePortForward -VMName anon-whonix -Port 80 -Force", "WhonixInChain")]
     [InlineData("Add-QubePortForward -VMName nosuch -Port 80 -Force", "QubeNotFound")]
     [InlineData("Add-QubePortForward -VMName work -Port 80 -AllowFrom 192.168.1.5/24 -Force", "InvalidAllowFrom")]
-    [InlineData("Add-QubePortForward -VMName work -Port 80 -AllowFrom 2001:db8::/32 -Force", "Ipv6ForwardNotSupported")]
+    [InlineData("Add-QubePortForward -VMName work -Port 80 -AllowFrom 2001:db8::/32 -Force", "IPv6NotEnabled")]
     [InlineData("Add-QubePortForward -VMName work -Port 80 -Interface vif3.0 -Force", "InvalidInterface")]
     [InlineData("Add-QubePortForward -VMName work -Port 80 -Comment 'a=b' -Force", "InvalidComment")]
     [InlineData("Add-QubePortForward -VMName work -Port 80 -Expire ([datetime]'2001-01-01') -Force", "ExpireInPast")]

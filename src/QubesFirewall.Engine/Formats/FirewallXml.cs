@@ -103,21 +103,12 @@ public static class FirewallXml
             switch (name)
             {
                 case "action":
-                    action = value switch
-                    {
-                        "accept" => RuleAction.Accept,
-                        "drop" => RuleAction.Drop,
-                        _ => throw Invalid(where, $"action '{RuleGrammar.Printable(value)}' is neither accept nor drop; qubesd fails to load such a file"),
-                    };
+                    action = RuleText.ParseAction(value)
+                        ?? throw Invalid(where, $"action '{RuleGrammar.Printable(value)}' is neither accept nor drop; qubesd fails to load such a file");
                     break;
                 case "proto":
-                    proto = value switch
-                    {
-                        "tcp" => RuleProtocol.Tcp,
-                        "udp" => RuleProtocol.Udp,
-                        "icmp" => RuleProtocol.Icmp,
-                        _ => throw Invalid(where, $"proto '{RuleGrammar.Printable(value)}' is not tcp, udp or icmp"),
-                    };
+                    proto = RuleText.ParseProtocol(value)
+                        ?? throw Invalid(where, $"proto '{RuleGrammar.Printable(value)}' is not tcp, udp or icmp");
                     break;
                 case "dsthost":
                     if (HostSpec.TryParse(value, out var parsed, out var hostError))

@@ -7,8 +7,9 @@ namespace QubesFirewall.Engine.Model;
 /// </summary>
 public sealed class QubePortForward
 {
-    public QubePortForward(PortForwardDeclaration declaration, PortForward? forward, IReadOnlyList<string> hops, bool isExpired, string? problem)
+    public QubePortForward(PortForwardDeclaration declaration, PortForward? forward, IReadOnlyList<string> hops, bool isExpired, string? problem, bool ipv6 = false)
     {
+        IPv6 = ipv6;
         VMName = declaration.VMName;
         FeatureName = declaration.FeatureName;
         FeatureValue = declaration.FeatureValue;
@@ -47,6 +48,9 @@ public sealed class QubePortForward
     public DateTime? Expire => Forward?.ExpireTime?.LocalDateTime;
 
     public bool IsExpired { get; }
+
+    /// <summary>True when the forward is generated for IPv6 too: every qube on the way has IPv6, and -AllowFrom (if any) lists IPv6 sources.</summary>
+    public bool IPv6 { get; }
 
     public string? Comment => Forward?.Comment;
 

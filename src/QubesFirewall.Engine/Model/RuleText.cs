@@ -42,6 +42,23 @@ public static class RuleText
         if (rule.IcmpType is { } icmp) sb.Append(" icmptype=").Append(icmp.ToString(CultureInfo.InvariantCulture));
     }
 
+    /// <summary>The action keyword as stored and typed (accept, drop), or null for anything else.</summary>
+    public static RuleAction? ParseAction(string value) => value switch
+    {
+        "accept" => RuleAction.Accept,
+        "drop" => RuleAction.Drop,
+        _ => null,
+    };
+
+    /// <summary>The proto keyword as stored and typed (tcp, udp, icmp), or null for anything else.</summary>
+    public static RuleProtocol? ParseProtocol(string value) => value switch
+    {
+        "tcp" => RuleProtocol.Tcp,
+        "udp" => RuleProtocol.Udp,
+        "icmp" => RuleProtocol.Icmp,
+        _ => null,
+    };
+
     public static string ActionText(RuleAction action) => action == RuleAction.Accept ? "accept" : "drop";
 
     public static string ProtocolText(RuleProtocol protocol) => protocol switch
@@ -91,21 +108,12 @@ public static class RuleText
             switch (key)
             {
                 case "action":
-                    action = value switch
-                    {
-                        "accept" => RuleAction.Accept,
-                        "drop" => RuleAction.Drop,
-                        _ => throw Bad(line, $"action must be accept or drop, not '{value}' (qubesd knows no other action)"),
-                    };
+                    action = ParseAction(value)
+                        ?? throw Bad(line, $"action must be accept or drop, not '{value}' (qubesd knows no other action)");
                     break;
                 case "proto":
-                    proto = value switch
-                    {
-                        "tcp" => RuleProtocol.Tcp,
-                        "udp" => RuleProtocol.Udp,
-                        "icmp" => RuleProtocol.Icmp,
-                        _ => throw Bad(line, $"proto must be tcp, udp or icmp, not '{value}'"),
-                    };
+                    proto = ParseProtocol(value)
+                        ?? throw Bad(line, $"proto must be tcp, udp or icmp, not '{value}'");
                     break;
                 case "dsthost":
                 case "dst4":

@@ -34,6 +34,15 @@ public static class ForwardPersistence
         NetworkChain.TemplateChain(inventory, qube).Take(2).Any(q => q.Features.TryGetValue("service.custom-persist", out var v) && NetworkChain.IsTrue(v));
 
     /// <summary>
+    /// What to do about custom-persist: the agent then runs neither rc.local nor the
+    /// qubes-firewall-user-script of /rw/config (core-agent-linux misc-post.sh and qubesagent/firewall.py
+    /// skip them whatever is bound), only what the template installs, such as /etc/qubes/qubes-firewall.d.
+    /// </summary>
+    public static string CustomPersistFix(Qube qube) =>
+        $"Turn custom-persist off for it (qvm-service --disable {qube.Name} custom-persist), or have its template run the script at start " +
+        $"(Export-QubeFirewallScript -VMName {qube.Name} gives it{(RunsFirewallService(qube) ? "; a network qube runs the executables of the template's /etc/qubes/qubes-firewall.d/" : "")}).";
+
+    /// <summary>
     /// The body of the managed block of one file: the script of the qube that owns the file, or, in a
     /// disposable template shared by several qubes, one part per qube, each run only in the qube it names
     /// (<c>qubesdb-read /name</c>). Empty when no forward crosses any of them.

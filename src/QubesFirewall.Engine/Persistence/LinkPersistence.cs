@@ -68,4 +68,7 @@ public static class LinkPersistence
     public static string Extract(string? body) => Section.Extract(body);
 
     public static string ReplacePart(string? body, string part) => Section.ReplacePart(body, part);
+
+    /// <summary>The body without the links section (what the other writers own).</summary>
+    public static string Without(string? body) => Section.Without(body);
 }

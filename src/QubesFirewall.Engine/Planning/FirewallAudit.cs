@@ -146,10 +146,11 @@ public static partial class FirewallAudit
         new Check("qube-manager", QubeManager),
     ];
 
-    /// <summary>The built-in checks followed by the extension checks (<see cref="AddExtensionChecks"/>).</summary>
+    /// <summary>The built-in checks, the port forward checks (<see cref="ForwardAuditChecks"/>), then the extension checks (<see cref="AddExtensionChecks"/>).</summary>
     public static IReadOnlyList<IAuditCheck> DefaultChecks()
     {
         var checks = new List<IAuditCheck>(BuiltInChecks);
+        checks.AddRange(ForwardAuditChecks.All);
         AddExtensionChecks(checks);
         return checks;
     }

@@ -23,9 +23,12 @@ public enum HopIngressKind
 /// One network qube a forward passes through, with what it does there: traffic arriving as
 /// <see cref="Ingress"/>, addressed to this qube (<see cref="LocalAddress"/>, or any local address for
 /// traffic from outside), on <see cref="PortForward.Port"/>, is translated to <see cref="NextAddress"/>
-/// (and, at the last hop, to the target port) and let through.
+/// (and, at the last hop, to the target port) and let through. <see cref="LocalAddress6"/> and
+/// <see cref="NextAddress6"/> are the IPv6 counterparts, set only when the whole chain has IPv6
+/// (<see cref="NetworkChain.HasIPv6"/>); the IPv6 rules then translate to the next hop's IPv6 address.
 /// </summary>
-public sealed record ChainHop(Qube Qube, int Index, HopIngressKind Ingress, string? Interface, string? LocalAddress, string NextAddress, bool IsLast)
+public sealed record ChainHop(Qube Qube, int Index, HopIngressKind Ingress, string? Interface, string? LocalAddress, string NextAddress, bool IsLast,
+    string? LocalAddress6 = null, string? NextAddress6 = null)
 {
     public string Name => Qube.Name;
 }
@@ -40,6 +43,16 @@ public sealed record NetworkChain(PortForward Forward, Qube Target, IReadOnlyLis
 
     /// <summary>The hop names then the target: <c>sys-net -> sys-firewall -> work</c>.</summary>
     public string Path => string.Join(" -> ", HopNames.Append(Target.Name));
+
+    /// <summary>
+    /// True when every qube of the chain, target included, has an IPv6 address (the <c>ipv6</c> feature is
+    /// on for each of them): then each has the <c>ip6 qubes</c> table with its custom chains, and each hop
+    /// routes IPv6 to the next, so the forward is generated for IPv6 too. Otherwise it is IPv4 only.
+    /// </summary>
+    public bool HasIPv6 => Target.IPv6 is not null && Hops.All(h => h.NextAddress6 is not null);
+
+    /// <summary>The qubes of the chain without IPv6 (hops then target): why <see cref="HasIPv6"/> is false.</summary>
+    public IReadOnlyList<Qube> WithoutIPv6 => Hops.Select(h => h.Qube).Append(Target).Where(q => q.IPv6 is null).ToList();
 
     /// <summary>
     /// Resolves the chain of a forward from the inventory. Refuses, with a specific error: an unknown
@@ -104,12 +117,15 @@ public sealed record NetworkChain(PortForward Forward, Qube Target, IReadOnlyLis
         }
 
         upstream.Reverse(); // outermost first
+        // IPv6 only end to end: a hop without it has no ip6 custom chains and no IPv6 route to the next
+        var ipv6 = target.IPv6 is not null && upstream.All(u => u.IPv6 is not null);
         var hops = new List<ChainHop>(upstream.Count);
         for (var i = 0; i < upstream.Count; i++)
         {
             var qube = upstream[i];
             var isLast = i == upstream.Count - 1;
             var next = isLast ? target.IP : upstream[i + 1].IP!;
+            var next6 = ipv6 ? (isLast ? target.IPv6 : upstream[i + 1].IPv6) : null;
             HopIngressKind ingress;
             string? local;
             if (forward.Type == ForwardType.External)
@@ -135,7 +151,9 @@ public sealed record NetworkChain(PortForward Forward, Qube Target, IReadOnlyLis
                 ingress = HopIngressKind.Clients;
                 local = qube.IP;
             }
-            hops.Add(new ChainHop(qube, i, ingress, forward.Interface is not null && i == 0 ? forward.Interface : null, local, next, isLast));
+            // the IPv6 twin of the local address: the qube's own Qubes IPv6 address where the IPv4 rule names its Qubes IPv4 address
+            var local6 = ipv6 && local is not null ? qube.IPv6 : null;
+            hops.Add(new ChainHop(qube, i, ingress, forward.Interface is not null && i == 0 ? forward.Interface : null, local, next, isLast, local6, next6));
         }
         return new NetworkChain(forward, target, hops);
     }

@@ -97,6 +97,9 @@ public sealed record PortForwardPlan
     /// <summary>The ShouldProcess target: <c>tcp/443 -> work:443 (sys-net -> sys-firewall -> work)</c>.</summary>
     public required string Target { get; init; }
 
+    /// <summary>The address families the forward is generated for (<c>IPv4</c>, <c>IPv4 and IPv6</c>, <c>IPv6</c>); empty for a removal.</summary>
+    public string AddressFamilies { get; init; } = "";
+
     /// <summary>What the plan is about, in messages ("port forward", "inter-qube link").</summary>
     public string Subject { get; init; } = "port forward";
 
@@ -203,14 +206,11 @@ public static class PortForwardPlanner
         Func<string, string, string?> readFile, Func<string, IReadOnlyList<FirewallRule>>? readFirewall = null)
     {
         var warnings = new List<string>();
-        if (forward.AllowFrom.Any(h => h.Kind == HostKind.IPv6))
-            throw QubesFirewallException.Invalid("Ipv6ForwardNotSupported",
-                $"{forward.Text}: IPv6 sources ({string.Join(", ", forward.AllowFrom.Where(h => h.Kind == HostKind.IPv6).Select(h => h.Value))}) are not supported yet. " +
-                "Port forwards are generated for IPv4, where each network qube translates the address; list IPv4 networks only.", forward);
         if (forward.Expire is { } expire && expire <= options.Now.ToUnixTimeSeconds())
             throw QubesFirewallException.Invalid("ExpireInPast", $"{forward.Text}: the expiry time is not in the future, the forward would never match.", forward);
 
         var chain = NetworkChain.Resolve(inventory, forward, options.RequireRunning);
+        CheckAddressFamilies(inventory, chain, warnings);
         var declarations = PortForwardDeclaration.ReadAll(inventory, networkedOnly: true);
         var existing = declarations.FirstOrDefault(d => d.VMName == forward.VMName && d.FeatureName == forward.FeatureName);
         var others = new List<PortForward>();
@@ -283,6 +283,7 @@ public static class PortForwardPlanner
             Steps = steps,
             Warnings = warnings.Distinct().ToList(),
             Target = $"{forward.Text} ({chain.Path})",
+            AddressFamilies = NftForwardScript.FamilyText(NftForwardScript.Families(chain)),
         };
     }
 
@@ -400,7 +401,8 @@ public static class PortForwardPlanner
                 continue;
             }
             var hops = TryResolve(inventory, d.Forward, out var chain, out var why) ? chain!.HopNames.ToList() : [];
-            result.Add(new QubePortForward(d, d.Forward, hops, d.Forward.IsExpiredAt(now), chain is null ? why : null));
+            result.Add(new QubePortForward(d, d.Forward, hops, d.Forward.IsExpiredAt(now), chain is null ? why : null,
+                ipv6: chain is not null && NftForwardScript.Families(chain).Contains(NftFamily.Ip6)));
         }
         return result;
     }
@@ -566,12 +568,15 @@ public static class PortForwardPlanner
                 StoredIn = storage.Name,
                 Forwards = set.Count,
                 Description = set.IsEmpty
-                    ? $"{qube.Name}: run as root: nft -a list table ip qubes, then one nft -f - transaction removing the qubesfw-* chains and their jumps:"
-                    : $"{qube.Name}: run as root: nft -a list table ip qubes, then one nft -f - transaction for its {role}:",
+                    ? $"{qube.Name}: run as root: {ListCommands(set)}, then one nft -f - transaction removing the qubesfw-* chains and their jumps:"
+                    : $"{qube.Name}: run as root: {ListCommands(set)}, then one nft -f - transaction for its {role}:",
                 Detail = "delete rule ... handle N  (each earlier jump commented \"qubesfirewall\")\n" + transaction,
             };
         }
     }
+
+    private static string ListCommands(QubeForwards set) =>
+        string.Join(" and ", NftForwardScript.Families(set).Select(f => "nft -a list table " + NftForwardScript.Table(f)));
 
     private static string RoleOf(PortForwardPlan plan, string qube)
     {
@@ -605,12 +610,33 @@ public static class PortForwardPlanner
         }
     }
 
+    /// <summary>
+    /// IPv6 sources need IPv6 end to end (each family's rules filter by that family's sources only, so an
+    /// IPv6 source on an IPv4-only chain could never connect: refused). A target with IPv6 on a chain
+    /// without it gets a forward for IPv4 only: said in a warning.
+    /// </summary>
+    private static void CheckAddressFamilies(QubesInventory inventory, NetworkChain chain, List<string> warnings)
+    {
+        var forward = chain.Forward;
+        var v6 = forward.AllowFrom.Where(h => h.Kind == HostKind.IPv6).Select(h => h.Value).ToList();
+        if (chain.HasIPv6 || (v6.Count == 0 && chain.Target.IPv6 is null)) return;
+        var missing = chain.WithoutIPv6;
+        var names = string.Join(", ", missing.Select(q => $"'{q.Name}'"));
+        var top = IPv6Planner.TopOf(inventory, chain.Target).Name;
+        var fix = $"Turn IPv6 on where the chain starts (Set-QubeIPv6 -VMName {top} -Enabled $true; the qubes behind it inherit it, and running qubes get their IPv6 address when they start again)";
+        if (v6.Count > 0)
+            throw new QubesFirewallException("IPv6NotEnabled", FailureKind.InvalidOperation,
+                $"{forward.Text}: -AllowFrom lists IPv6 sources ({string.Join(", ", v6)}), but IPv6 is not on along {chain.Path}: {names} {(missing.Count == 1 ? "has" : "have")} no IPv6 address. " +
+                $"The forward would be generated for IPv4 only, where IPv6 sources never match. {fix}, or list IPv4 sources only. Nothing was changed.", forward);
+        warnings.Add($"{forward.Text} is forwarded over IPv4 only: '{chain.Target.Name}' has IPv6, but {names} on the way {(missing.Count == 1 ? "does" : "do")} not. {fix} to forward IPv6 too.");
+    }
+
     private static void CheckCustomPersist(QubesInventory inventory, NetworkChain chain, List<string> warnings)
     {
         foreach (var qube in chain.Hops.Select(h => h.Qube).Append(chain.Target))
             if (ForwardPersistence.HasCustomPersist(inventory, qube))
                 warnings.Add($"'{qube.Name}' has the R4.3 custom-persist service on: Qubes does not run the /rw/config hooks there, so its part of the forward is applied now but " +
-                    $"not when it starts again. Make {ForwardPersistence.HookPath(qube)} persistent in it (a custom-persist.* bind for /rw/config) or turn custom-persist off.");
+                    $"not when it starts again. {ForwardPersistence.CustomPersistFix(qube)}");
     }
 
     /// <summary>For an internal forward: the qubes the network qube serves reach the target only if their own Qubes firewall lets them.</summary>

@@ -49,14 +49,34 @@ public static class NftForwardScript
 
     private static string AddrKeyword(NftFamily family) => family == NftFamily.Ip ? "ip" : "ip6";
 
-    /// <summary>The families a qube's script covers: IPv4 always (so an empty script still cleans up); IPv6 when a forward needs it.</summary>
-    public static IReadOnlyList<NftFamily> Families(QubeForwards set)
+    /// <summary>
+    /// The families a qube's script covers: IPv4 always (so an empty script still cleans up); IPv6 whenever
+    /// the qube has an IPv6 address, that is when Qubes loaded its <c>ip6 qubes</c> table with the custom
+    /// chains (qubes-iptables loads the IPv6-disabled ruleset otherwise, without them). Covering IPv6 even
+    /// when no forward needs it is what removes the IPv6 chains once the last IPv6 forward is gone.
+    /// </summary>
+    public static IReadOnlyList<NftFamily> Families(QubeForwards set) =>
+        set.Qube.IPv6 is null ? [NftFamily.Ip] : [NftFamily.Ip, NftFamily.Ip6];
+
+    /// <summary>
+    /// The families a forward is generated for: IPv4 unless its sources are all IPv6; IPv6 when the whole
+    /// chain has IPv6 (<see cref="NetworkChain.HasIPv6"/>) unless its sources are all IPv4.
+    /// </summary>
+    public static IReadOnlyList<NftFamily> Families(NetworkChain chain)
     {
-        var families = new List<NftFamily> { NftFamily.Ip };
-        if (set.AsHop.Any(h => h.Hop.NextAddress.Contains(':')) || set.AsTarget.Any(t => t.Target.IP?.Contains(':') == true))
-            families.Add(NftFamily.Ip6);
-        return families;
+        var list = new List<NftFamily>(2);
+        if (TrySources(chain.Forward, NftFamily.Ip, out _)) list.Add(NftFamily.Ip);
+        if (chain.HasIPv6 && TrySources(chain.Forward, NftFamily.Ip6, out _)) list.Add(NftFamily.Ip6);
+        return list;
     }
+
+    /// <summary><c>IPv4</c>, <c>IPv4 and IPv6</c>, <c>IPv6</c> or <c>none</c>.</summary>
+    public static string FamilyText(IReadOnlyList<NftFamily> families) => families.Count switch
+    {
+        0 => "none",
+        2 => "IPv4 and IPv6",
+        _ => families[0] == NftFamily.Ip ? "IPv4" : "IPv6",
+    };
 
     /// <summary>The whole script for one qube (shell, runs as root in that qube).</summary>
     public static string Render(QubeForwards set) => Render(set, Transaction(set));
@@ -72,10 +92,11 @@ public static class NftForwardScript
         sb.Append("# qube features. Add-QubePortForward and Remove-QubePortForward rewrite it: do not edit.\n");
         foreach (var line in Summary(set)) sb.Append("#   ").Append(ShellQuote.CommentText(line)).Append('\n');
         if (set.IsEmpty) sb.Append("#   (none left: this removes the chains and jumps the module added)\n");
+        var families = Families(set);
         sb.Append("# One nft transaction replaces the chains ").Append(DnatChain).Append(", ").Append(ForwardChain).Append(" and ").Append(InputChain).Append('\n');
-        sb.Append("# of table ip qubes and their jumps (commented \"").Append(Marker).Append("\") in custom-forward and custom-input;\n");
+        sb.Append("# of ").Append(families.Count == 1 ? "table ip qubes" : "tables ip qubes and ip6 qubes").Append(" and their jumps (commented \"").Append(Marker).Append("\") in custom-forward and custom-input;\n");
         sb.Append("# nothing else is touched, and running it again changes nothing.\n");
-        NftOwnedChains.AppendRun(sb, name, Families(set), Marker, transaction, "port forward");
+        NftOwnedChains.AppendRun(sb, name, families, Marker, transaction, "port forward");
         return sb.ToString();
     }
 
@@ -117,10 +138,13 @@ public static class NftForwardScript
     public static IEnumerable<string> Summary(QubeForwards set)
     {
         foreach (var (chain, hop) in set.AsHop.OrderBy(h => h.Chain.Forward, ForwardOrder))
-            yield return $"hop {hop.Index + 1} of {chain.Hops.Count}: {Describe(chain.Forward)} ({chain.Path})";
+            yield return $"hop {hop.Index + 1} of {chain.Hops.Count}: {Describe(chain.Forward)} ({chain.Path}){FamilyNote(chain)}";
         foreach (var chain in set.AsTarget.OrderBy(c => c.Forward, ForwardOrder))
-            yield return $"target: {Describe(chain.Forward)} ({chain.Path})";
+            yield return $"target: {Describe(chain.Forward)} ({chain.Path}){FamilyNote(chain)}";
     }
+
+    // IPv4-only forwards say nothing (as before IPv6 existed); the others name their families
+    private static string FamilyNote(NetworkChain chain) => Families(chain) is var f && f.Count == 1 && f[0] == NftFamily.Ip ? "" : " over " + FamilyText(Families(chain));
 
     /// <summary><c>tcp/443 -> work:8443, external, from 192.168.1.0/24, until 2030-03-17 17:46:40Z (web)</c></summary>
     public static string Describe(PortForward f)
@@ -139,10 +163,10 @@ public static class NftForwardScript
     /// <summary>Translation at one hop: to the next hop's address, or at the last hop to the target's address and port.</summary>
     public static IEnumerable<string> DnatRules(NetworkChain chain, ChainHop hop, NftFamily family)
     {
-        if (!TrySources(chain.Forward, family, out var sources) || !IsFamily(hop.NextAddress, family)) yield break;
+        if (NextAddress(hop, family) is not { } next || !TrySources(chain.Forward, family, out var sources)) yield break;
         var f = chain.Forward;
-        var to = hop.NextAddress;
-        if (hop.IsLast && f.TargetPort != f.Port) to += ":" + Port(f.TargetPort);
+        var to = Address(next, family);
+        if (hop.IsLast && f.TargetPort != f.Port) to = (family == NftFamily.Ip ? to : "[" + to + "]") + ":" + Port(f.TargetPort);
         yield return Join(Ingress(hop), Destination(hop, family), sources, $"{f.ProtocolText} dport {Port(f.Port)}", Time(f),
             $"dnat to {to}", Comment(f));
     }
@@ -150,21 +174,46 @@ public static class NftForwardScript
     /// <summary>The forward accept at one hop: only what this hop translated, from the allowed sources, on the way in.</summary>
     public static IEnumerable<string> ForwardRules(NetworkChain chain, ChainHop hop, NftFamily family)
     {
-        if (!TrySources(chain.Forward, family, out var sources) || !IsFamily(hop.NextAddress, family)) yield break;
+        if (NextAddress(hop, family) is not { } next || !TrySources(chain.Forward, family, out var sources)) yield break;
         var f = chain.Forward;
         var port = hop.IsLast ? f.TargetPort : f.Port;
-        yield return Join(Ingress(hop), sources, $"{AddrKeyword(family)} daddr {hop.NextAddress}", $"{f.ProtocolText} dport {Port(port)}",
+        yield return Join(Ingress(hop), sources, $"{AddrKeyword(family)} daddr {Address(next, family)}", $"{f.ProtocolText} dport {Port(port)}",
             "ct status dnat", Time(f), "accept", Comment(f));
     }
 
     /// <summary>The input accept in the target: the port, from its uplink, from the allowed sources.</summary>
     public static IEnumerable<string> InputRules(NetworkChain chain, NftFamily family)
     {
-        var target = chain.Target.IP;
-        if (target is null || !TrySources(chain.Forward, family, out var sources) || !IsFamily(target, family)) yield break;
+        var target = family == NftFamily.Ip ? chain.Target.IP : chain.HasIPv6 ? chain.Target.IPv6 : null;
+        if (target is null || !TrySources(chain.Forward, family, out var sources)) yield break;
         var f = chain.Forward;
-        yield return Join("iifgroup 1", sources, $"{AddrKeyword(family)} daddr {target}", $"{f.ProtocolText} dport {Port(f.TargetPort)}",
+        yield return Join("iifgroup 1", sources, $"{AddrKeyword(family)} daddr {Address(target, family)}", $"{f.ProtocolText} dport {Port(f.TargetPort)}",
             Time(f), "accept", Comment(f));
+    }
+
+    // The next address in a family: null when the forward is not generated for it at this hop.
+    private static string? NextAddress(ChainHop hop, NftFamily family) =>
+        family == NftFamily.Ip ? (IsFamily(hop.NextAddress, family) ? hop.NextAddress : null) : hop.NextAddress6;
+
+    private static string? LocalAddress(ChainHop hop, NftFamily family) =>
+        family == NftFamily.Ip ? hop.LocalAddress : hop.LocalAddress6;
+
+    /// <summary>
+    /// An address as it goes into a rule: parsed in its family and written back canonically. Addresses come
+    /// from qubes.xml or qubesd (an <c>ip</c>/<c>ip6</c> property may hold anything), so they are checked here,
+    /// where they reach nft and the shell.
+    /// </summary>
+    public static string Address(string value, NftFamily family)
+    {
+        var wanted = family == NftFamily.Ip ? System.Net.Sockets.AddressFamily.InterNetwork : System.Net.Sockets.AddressFamily.InterNetworkV6;
+        var ok = value.Length <= 45 && value.All(c => char.IsAsciiHexDigit(c) || c is '.' or ':')
+            && System.Net.IPAddress.TryParse(value, out var ip) && ip.AddressFamily == wanted
+            && (family == NftFamily.Ip6 || value.Count(c => c == '.') == 3);
+        if (!ok)
+            throw QubesFirewallException.Invalid("InvalidAddress",
+                $"'{RuleGrammar.Printable(value)}' is not an {(family == NftFamily.Ip ? "IPv4" : "IPv6")} address; a qube's address must be one before it can go into a rule.", value);
+        var text = System.Net.IPAddress.Parse(value).ToString();
+        return family == NftFamily.Ip ? text : text.ToLowerInvariant();
     }
 
     private static string Ingress(ChainHop hop) => hop.Ingress switch
@@ -176,7 +225,7 @@ public static class NftForwardScript
     };
 
     private static string Destination(ChainHop hop, NftFamily family) =>
-        hop.LocalAddress is { } local && IsFamily(local, family) ? $"{AddrKeyword(family)} daddr {local}" : "fib daddr type local";
+        LocalAddress(hop, family) is { } local ? $"{AddrKeyword(family)} daddr {Address(local, family)}" : "fib daddr type local";
 
     /// <summary>
     /// The source match for a family: empty for "any source"; false when the forward allows sources but

@@ -30,7 +30,7 @@ public sealed class GetQubePortForwardCommand : QubeCmdlet
         var patterns = VMName is { Length: > 0 } ? VMName : ["*"];
         foreach (var pattern in patterns)
         {
-            var wildcard = WildcardPattern.Get(pattern, WildcardOptions.IgnoreCase);
+            if (NamePattern(pattern) is not { } wildcard) continue;
             if (!WildcardPattern.ContainsWildcardCharacters(pattern) && inventory.Find(pattern) is null)
             {
                 WriteError(ToErrorRecord(new QubesFirewallException("QubeNotFound", FailureKind.ObjectNotFound,

@@ -32,10 +32,15 @@ public sealed class GetQubeTcpBindingCommand : QubeCmdlet
     protected override void ProcessRecord()
     {
         if (!TryEngine(() => Backend.GetInventory(), out var inventory)) return;
-        var targets = (To ?? []).Select(t => WildcardPattern.Get(t, WildcardOptions.IgnoreCase)).ToList();
+        var targets = new List<WildcardPattern>();
+        foreach (var target in To ?? [])
+        {
+            if (NamePattern(target) is not { } targetPattern) return;
+            targets.Add(targetPattern);
+        }
         foreach (var pattern in From is { Length: > 0 } ? From : ["*"])
         {
-            var wildcard = WildcardPattern.Get(pattern, WildcardOptions.IgnoreCase);
+            if (NamePattern(pattern) is not { } wildcard) continue;
             if (!WildcardPattern.ContainsWildcardCharacters(pattern) && inventory.Find(pattern) is null)
             {
                 WriteError(ToErrorRecord(new QubesFirewallException("QubeNotFound", FailureKind.ObjectNotFound,

@@ -34,7 +34,9 @@ public sealed class TestQubeFirewallCommand : QubeCmdlet
         _named = true;
         foreach (var name in VMName)
         {
-            if (!TryEngine(() => Resolve(name), out var qubes)) continue;
+            var wildcard = WildcardPattern.ContainsWildcardCharacters(name) ? NamePattern(name) : null;
+            if (WildcardPattern.ContainsWildcardCharacters(name) && wildcard is null) continue;
+            if (!TryEngine(() => Resolve(name, wildcard), out var qubes)) continue;
             foreach (var qube in qubes)
             {
                 if (qube.Class == QubeClass.AdminVM) { WriteVerbose("dom0 has no Qubes firewall; skipped."); continue; }
@@ -55,16 +57,15 @@ public sealed class TestQubeFirewallCommand : QubeCmdlet
         base.EndProcessing();
     }
 
-    private IReadOnlyList<Qube> Resolve(string name)
+    private IReadOnlyList<Qube> Resolve(string name, WildcardPattern? wildcard)
     {
         var inventory = Context.Inventory;
-        if (!WildcardPattern.ContainsWildcardCharacters(name))
+        if (wildcard is null)
         {
             Engine.Validation.QubeName.Validate(name);
             return [inventory.Find(name) ?? throw new QubesFirewallException("QubeNotFound", FailureKind.ObjectNotFound,
                 $"There is no qube named '{RuleGrammar.Printable(name)}' in {Backend.Description}.", name)];
         }
-        var wildcard = WildcardPattern.Get(name, WildcardOptions.IgnoreCase);
         return inventory.Qubes.Where(q => q.Class != QubeClass.AdminVM && wildcard.IsMatch(q.Name)).ToList();
     }
 }

@@ -38,16 +38,17 @@ public sealed class GeneratedScriptPropertyTests(ITestOutputHelper output) : IDi
             $"{VMName} {Protocol} {Port}->{TargetPort} {Type} allow=[{string.Join(",", AllowFrom.Select(Fuzz.Show))}] iface={Fuzz.Show(Interface)} expire={Expire} comment={Fuzz.Show(Comment)} force={Force}";
     }
 
-    private static readonly Gen<string> Network =
-        from bytes in Gen.Byte.Array[4]
-        from prefix in Gen.Int[0, 32]
-        select Masked(bytes, prefix);
+    // IPv4 networks mostly, IPv6 ones too (forwards over IPv6 where the root has IPv6 on, refused where it has not)
+    private static readonly Gen<string> Network = Gen.Frequency(
+        (4, from bytes in Gen.Byte.Array[4] from prefix in Gen.Int[0, 32] select Masked(bytes, prefix)),
+        (1, from bytes in Gen.Byte.Array[16] from prefix in Gen.Int[0, 128] select Masked(bytes, prefix)));
 
     private static string Masked(byte[] bytes, int prefix)
     {
-        for (var bit = prefix; bit < 32; bit++) bytes[bit / 8] &= (byte)~(0x80 >> (bit % 8));
+        var bits = bytes.Length * 8;
+        for (var bit = prefix; bit < bits; bit++) bytes[bit / 8] &= (byte)~(0x80 >> (bit % 8));
         var ip = new IPAddress(bytes).ToString();
-        return prefix == 32 && bytes[3] % 2 == 0 ? ip : ip + "/" + prefix.ToString(CultureInfo.InvariantCulture);
+        return prefix == bits && bytes[^1] % 2 == 0 ? ip : ip + "/" + prefix.ToString(CultureInfo.InvariantCulture);
     }
 
     private static readonly Gen<string> Interface = Gen.OneOf(
@@ -98,7 +99,7 @@ public sealed class GeneratedScriptPropertyTests(ITestOutputHelper output) : IDi
         var scripts = new List<(string Name, string Text)>();
         var comments = new HashSet<string>(StringComparer.Ordinal);
         var interfaces = new HashSet<string>(StringComparer.Ordinal);
-        int created = 0, refusedInput = 0, refusedPlan = 0, applied = 0, traced = 0;
+        int created = 0, refusedInput = 0, refusedPlan = 0, applied = 0, traced = 0, ipv6Scripts = 0;
         var planRefusals = new SortedDictionary<string, int>(StringComparer.Ordinal);
         string? root = null;
         var iteration = 0;
@@ -110,6 +111,9 @@ public sealed class GeneratedScriptPropertyTests(ITestOutputHelper output) : IDi
             {
                 root = Path.Combine(_dir, "root-" + iteration.ToString(CultureInfo.InvariantCulture));
                 CopyDirectory(OfflineRootTests.SamplePath(), root);
+                // every other root has IPv6 on from sys-net down, so the ip6 side of the scripts is generated too
+                if (iteration % 20 == 1)
+                    using (var setup = new OfflineRoot(root, () => Now)) setup.SetFeature("sys-net", "ipv6", "1");
                 comments.Clear();
                 interfaces.Clear();
             }
@@ -158,6 +162,7 @@ public sealed class GeneratedScriptPropertyTests(ITestOutputHelper output) : IDi
                 if (PortForwardPlanner.Export(inventory, qube) is { } export)
                     produced.Add(($"export-{scripts.Count + produced.Count}-{qube}", export.Script));
             foreach (var (name, text) in produced) CheckScript(name, text, comments, interfaces);
+            ipv6Scripts += produced.Count(p => p.Text.Contains("add rule ip6 qubes", StringComparison.Ordinal));
             scripts.AddRange(produced);
         }, output.WriteLine);
 
@@ -167,6 +172,7 @@ public sealed class GeneratedScriptPropertyTests(ITestOutputHelper output) : IDi
         output.WriteLine($"  forwards: {created} created, {refusedInput} refused at input, {refusedPlan} refused when planned ({string.Join(", ", planRefusals.Select(kv => $"{kv.Key} {kv.Value}"))}), {applied} applied; " +
                          $"{scripts.Count} scripts and hook files checked ({checkedByBash} distinct ones by bash -n), {traced} comments and interface names traced");
         Assert.True(applied > 30, "too few forwards were applied to prove anything");
+        Assert.True(ipv6Scripts > 0, "no script carried IPv6 rules");
     }
 
     /// <summary>
