@@ -1,3 +1,4 @@
+using QubesFirewall.Engine.Deployment;
 using System.Globalization;
 using System.Text;
 using QubesFirewall.Engine.Backends;
@@ -58,13 +59,13 @@ public sealed class PortForwardLab : IDisposable
         {
             switch (step.Kind)
             {
-                case PortForwardStepKind.WriteFile:
+                case DeploymentStepKind.WriteFile:
                     var content = Backend.ReadQubeFile(step.VMName, step.Path!);
                     Assert.Equal(step.Content, content);
                     Assert.True((File.GetUnixFileMode(Backend.QubeFilePath(step.VMName, step.Path!)) & UnixFileMode.UserExecute) != 0);
                     _lab.WriteRwConfig(step.VMName, RelativeToRwConfig(step.Path!), content!, executable: true);
                     break;
-                case PortForwardStepKind.RunScript:
+                case DeploymentStepKind.RunScript:
                     RunScript(step.VMName, step.Script!).EnsureSuccess($"port forward script in {step.VMName}");
                     break;
             }

@@ -135,6 +135,17 @@ public sealed partial class OfflineRoot : IQubesBackend
         AtomicFile.WriteAllText(file, content, mode);
     }
 
+    public void DeleteQubeFile(string vmName, string path)
+    {
+        GetQube(vmName);
+        var file = QubeFilePath(vmName, path);
+        using var _ = FileLock.Acquire(FileLock.PathFor(file));
+        File.Delete(file);
+    }
+
+    /// <summary>One lock for the whole root (port forwards and bindings share hook files): qubesfirewall-state/.deploy.lock.</summary>
+    public IDisposable LockDeployments() => FileLock.Acquire(Path.Combine(StatePath, ".deploy.lock"), TimeSpan.FromMinutes(5));
+
     /// <summary>Offline nothing runs; the call is appended to the qube's applied.log so tests and users can see it.</summary>
     public QubeCommandResult RunQubeScript(string vmName, string path)
     {

@@ -1,6 +1,7 @@
 using System.Globalization;
 using System.Text;
 using QubesFirewall.Engine.Backends;
+using QubesFirewall.Engine.Deployment;
 using QubesFirewall.Engine.Formats;
 using QubesFirewall.Engine.Model;
 using QubesFirewall.Engine.Persistence;
@@ -26,47 +27,15 @@ public sealed record PortForwardOptions
         new() { Now = now, Force = force, RequireRunning = backend is not OfflineRoot };
 }
 
-public enum PortForwardStepKind { SetFeature, RemoveFeature, WriteFile, RunScript }
-
-/// <summary>One change of a plan, with the words -WhatIf and -Verbose show.</summary>
-public sealed record PortForwardStep
-{
-    public required PortForwardStepKind Kind { get; init; }
-
-    /// <summary>The qube the change is made in (for a file of a disposable: its template).</summary>
-    public required string VMName { get; init; }
-
-    /// <summary>The qube whose rules the step is about (hop or target); for feature steps the target.</summary>
-    public required string ForQube { get; init; }
-
-    public required string Description { get; init; }
-
-    /// <summary>More lines for -WhatIf: the nft commands a run step executes.</summary>
-    public string? Detail { get; init; }
-
-    /// <summary>For file and run steps: the qube whose /rw holds the hook file.</summary>
-    public string? StoredIn { get; init; }
-
-    /// <summary>For file and run steps: how many forwards the qube's script carries after the change.</summary>
-    public int Forwards { get; init; }
-
-    public string? FeatureName { get; init; }
-    public string? FeatureValue { get; init; }
-    public string? Path { get; init; }
-    public string? Content { get; init; }
-    public string? Script { get; init; }
-
-    public override string ToString() => Description;
-}
-
 /// <summary>
 /// An ordered list of changes that adds, updates or removes one port forward: the feature of the
 /// target, then for each qube on the way its hook file (managed block) and a run of its script.
 /// Adding opens from the inside out (target first, the outermost hop last), removing closes from the
 /// outside in (outermost hop first, the declaration last), so a failure half way leaves the port shut at
-/// the edge. Deterministic: the same inventory, files and request give the same plan.
+/// the edge. Deployed by <see cref="Rollout"/>: a failure half way puts every change back, feature included.
+/// Deterministic: the same inventory, files and request give the same plan.
 /// </summary>
-public sealed record PortForwardPlan
+public sealed record PortForwardPlan : IDeploymentPlan
 {
     public required string Operation { get; init; }
 
@@ -83,12 +52,26 @@ public sealed record PortForwardPlan
     /// <summary>The network qubes of the forward, outermost first (empty when it cannot be resolved).</summary>
     public IReadOnlyList<string> Hops { get; init; } = [];
 
-    public IReadOnlyList<PortForwardStep> Steps { get; init; } = [];
+    public IReadOnlyList<DeploymentStep> Steps { get; init; } = [];
 
     public IReadOnlyList<string> Warnings { get; init; } = [];
 
     /// <summary>The ShouldProcess target: <c>tcp/443 -> work:443 (sys-net -> sys-firewall -> work)</c>.</summary>
     public required string Target { get; init; }
+
+    /// <summary>
+    /// The qubes the change reaches that are not running, outermost first: the network qubes on the way
+    /// (their rules are loaded now) and the qubes keeping the hook files (read and written inside them, live).
+    /// </summary>
+    public IReadOnlyList<Qube> NotRunning { get; init; } = [];
+
+    /// <summary>False on the live backend while qubes of <see cref="NotRunning"/> are halted: their files cannot be read, so there are no steps.</summary>
+    public bool IsComplete { get; init; } = true;
+
+    /// <summary>How many forwards each qube's script carries after the change (qubes whose file or rules change).</summary>
+    public IReadOnlyDictionary<string, int> ForwardCounts { get; init; } = new Dictionary<string, int>();
+
+    string IDeploymentPlan.Purpose => $"{Operation.ToLowerInvariant()} port forward {Target}";
 
     /// <summary>True when the port is open to anyone who reaches the first hop (no -AllowFrom).</summary>
     public bool OpenToEveryone => Forward?.IsOpenToEveryone == true && Operation != "Remove";
@@ -98,13 +81,8 @@ public sealed record PortForwardPlan
     {
         var sb = new StringBuilder();
         sb.Append(Operation).Append(" port forward ").Append(Target).Append(':');
-        var n = 0;
-        foreach (var step in Steps)
-        {
-            sb.Append('\n').Append("  ").Append((++n).ToString(CultureInfo.InvariantCulture)).Append(". ").Append(step.Description);
-            if (step.Detail is { } detail)
-                foreach (var line in detail.TrimEnd('\n').Split('\n')) sb.Append("\n       ").Append(line.Replace("\t", "  ", StringComparison.Ordinal));
-        }
+        if (!IsComplete) sb.Append(" first start ").Append(string.Join(", ", NotRunning.Select(q => q.Name))).Append(" (-Start); the steps are planned once they run");
+        DeploymentStep.AppendList(sb, Steps);
         return sb.ToString();
     }
 }
@@ -118,10 +96,16 @@ public enum PortForwardHopStatus
     Recorded,
     /// <summary>The qube is not running: its file was written; the rules apply when it starts.</summary>
     Persisted,
-    /// <summary>A step of this qube failed; see Output.</summary>
+    /// <summary>Its file and rules were found up to date; nothing written.</summary>
+    Unchanged,
+    /// <summary>A step of this qube failed; what it had changed was put back. See Message.</summary>
     Failed,
     /// <summary>Not reached: an earlier step failed.</summary>
     NotReached,
+    /// <summary>Changed, then put back (its previous file, its previous rules loaded again) because a later qube failed.</summary>
+    RolledBack,
+    /// <summary>Putting it back failed: this qube needs attention (see Message).</summary>
+    RollbackFailed,
 }
 
 /// <summary>The result for one qube of a port forward change (Add-/Remove-QubePortForward -PassThru).</summary>
@@ -157,11 +141,20 @@ public sealed record PortForwardHopResult
 
     public PortForwardHopStatus Status { get; init; }
 
+    /// <summary>What happened there, in words (why it failed, that it was put back).</summary>
+    public string? Message { get; init; }
+
     public override string ToString() => $"{VMName} ({Role}): {Status}";
 }
 
-/// <summary>Results per qube, and the failure that stopped the apply (null when all went through).</summary>
-public sealed record PortForwardApplyResult(IReadOnlyList<PortForwardHopResult> Hops, QubesFirewallException? Failure);
+/// <summary>Results per qube, the whole rollout, and the failure that stopped it (null when all went through).</summary>
+public sealed record PortForwardApplyResult(IReadOnlyList<PortForwardHopResult> Hops, QubesFirewallException? Failure)
+{
+    /// <summary>The plan deployed (offline: made again under the root's lock).</summary>
+    public PortForwardPlan? Plan { get; init; }
+
+    public DeploymentResult? Rollout { get; init; }
+}
 
 /// <summary>The script Export-QubeFirewallScript returns for a qube.</summary>
 public sealed record QubeForwardScript(string VMName, string StoredIn, string Path, string Script, int Forwards);
@@ -194,7 +187,8 @@ public static class PortForwardPlanner
         if (forward.Expire is { } expire && expire <= options.Now.ToUnixTimeSeconds())
             throw QubesFirewallException.Invalid("ExpireInPast", $"{forward.Text}: the expiry time is not in the future, the forward would never match.", forward);
 
-        var chain = NetworkChain.Resolve(inventory, forward, options.RequireRunning);
+        // Power states are checked below, for every qube the change reaches, not only the hops.
+        var chain = NetworkChain.Resolve(inventory, forward);
         var declarations = PortForwardDeclaration.ReadAll(inventory, networkedOnly: true);
         var existing = declarations.FirstOrDefault(d => d.VMName == forward.VMName && d.FeatureName == forward.FeatureName);
         var others = new List<PortForward>();
@@ -240,23 +234,9 @@ public static class PortForwardPlanner
             foreach (var q in new[] { previousChain!.Target }.Concat(previousChain.Hops.Reverse().Select(h => h.Qube)))
                 if (!order.Any(o => o.Name == q.Name)) order.Add(q);
 
-        var steps = new List<PortForwardStep>();
-        if (existing?.FeatureValue != forward.FeatureValue)
-        {
-            steps.Add(new PortForwardStep
-            {
-                Kind = PortForwardStepKind.SetFeature,
-                VMName = forward.VMName,
-                ForQube = forward.VMName,
-                FeatureName = forward.FeatureName,
-                FeatureValue = forward.FeatureValue,
-                Description = $"{forward.VMName}: {(existing is null ? "set" : "change")} feature {forward.FeatureName} = '{forward.FeatureValue}'",
-            });
-        }
-        var layout = ForwardLayout.Build(inventory, after, warnings);
-        steps.AddRange(HopSteps(inventory, layout, order, readFile, options, warnings));
-
-        return new PortForwardPlan
+        var outermostFirst = chain.Hops.Select(h => h.Qube).Append(chain.Target).Concat(order.Skip(chain.Hops.Count + 1)).ToList();
+        var notRunning = QubeStarter.NotRunning(inventory, Reach(inventory, outermostFirst));
+        var plan = new PortForwardPlan
         {
             Operation = operation,
             Forward = forward,
@@ -264,10 +244,44 @@ public static class PortForwardPlanner
             VMName = forward.VMName,
             FeatureName = forward.FeatureName,
             Hops = chain.HopNames.ToList(),
-            Steps = steps,
-            Warnings = warnings.Distinct().ToList(),
             Target = $"{forward.Text} ({chain.Path})",
+            NotRunning = notRunning,
         };
+        if (options.RequireRunning && notRunning.Count > 0)
+            return plan with { IsComplete = false, Warnings = warnings.Distinct().ToList() };
+
+        var steps = new List<DeploymentStep>();
+        if (existing?.FeatureValue != forward.FeatureValue)
+        {
+            steps.Add(new DeploymentStep
+            {
+                Kind = DeploymentStepKind.SetFeature,
+                VMName = forward.VMName,
+                FeatureName = forward.FeatureName,
+                FeatureValue = forward.FeatureValue,
+                PreviousFeatureValue = existing?.FeatureValue,
+                Description = $"{forward.VMName}: {(existing is null ? "set" : "change")} feature {forward.FeatureName} = '{forward.FeatureValue}'",
+            });
+        }
+        var layout = ForwardLayout.Build(inventory, after, warnings);
+        var before = ForwardLayout.Build(inventory, previous is null ? others : others.Append(previous), []);
+        var counts = new Dictionary<string, int>(StringComparer.Ordinal);
+        steps.AddRange(HopSteps(inventory, layout, before, order, readFile, options, warnings, counts));
+
+        return plan with { Steps = steps, Warnings = warnings.Distinct().ToList(), ForwardCounts = counts };
+    }
+
+    /// <summary>
+    /// The qubes a change must reach, outermost first: each network qube (its rules are loaded now), and
+    /// the qube keeping each file (for a disposable: its template, after the disposable itself).
+    /// </summary>
+    private static IEnumerable<string> Reach(QubesInventory inventory, IEnumerable<Qube> outermostFirst)
+    {
+        foreach (var qube in outermostFirst)
+        {
+            if (qube.ProvidesNetwork) yield return qube.Name;
+            yield return ForwardPersistence.StorageOf(inventory, qube).Name;
+        }
     }
 
     // ------------------------------------------------------------------ remove
@@ -323,31 +337,37 @@ public static class PortForwardPlanner
             order.Add(target);
         }
 
-        var layout = ForwardLayout.Build(inventory, others, warnings);
-        var steps = HopSteps(inventory, layout, order, readFile, options, warnings).ToList();
-        foreach (var d in matching)
-        {
-            steps.Add(new PortForwardStep
-            {
-                Kind = PortForwardStepKind.RemoveFeature,
-                VMName = target.Name,
-                ForQube = target.Name,
-                FeatureName = d.FeatureName,
-                Description = $"{target.Name}: remove feature {d.FeatureName} (was '{d.FeatureValue}')",
-            });
-        }
         var text = removed?.Text ?? $"{(protocol == ForwardProtocol.Tcp ? "tcp" : "udp")}/{port.ToString(CultureInfo.InvariantCulture)} -> {target.Name}";
-        return new PortForwardPlan
+        var notRunning = QubeStarter.NotRunning(inventory, Reach(inventory, order));
+        var plan = new PortForwardPlan
         {
             Operation = "Remove",
             Forward = removed,
             VMName = target.Name,
             FeatureName = name,
             Hops = hops,
-            Steps = steps,
-            Warnings = warnings.Distinct().ToList(),
             Target = hops.Count > 0 ? $"{text} ({string.Join(" -> ", hops.Append(target.Name))})" : text,
+            NotRunning = notRunning,
         };
+        if (options.RequireRunning && notRunning.Count > 0)
+            return plan with { IsComplete = false, Warnings = warnings.Distinct().ToList() };
+
+        var layout = ForwardLayout.Build(inventory, others, warnings);
+        var before = ForwardLayout.Build(inventory, removed is null ? others : others.Append(removed), []);
+        var counts = new Dictionary<string, int>(StringComparer.Ordinal);
+        var steps = HopSteps(inventory, layout, before, order, readFile, options, warnings, counts).ToList();
+        foreach (var d in matching)
+        {
+            steps.Add(new DeploymentStep
+            {
+                Kind = DeploymentStepKind.RemoveFeature,
+                VMName = target.Name,
+                FeatureName = d.FeatureName,
+                PreviousFeatureValue = d.FeatureValue,
+                Description = $"{target.Name}: remove feature {d.FeatureName} (was '{d.FeatureValue}')",
+            });
+        }
+        return plan with { Steps = steps, Warnings = warnings.Distinct().ToList(), ForwardCounts = counts };
     }
 
     // ------------------------------------------------------------------ export / list
@@ -390,89 +410,71 @@ public static class PortForwardPlanner
     // ------------------------------------------------------------------ apply
 
     /// <summary>
-    /// Applies the steps in order; stops at the first failure (an exception or a script that exits
-    /// non-zero) and reports, per qube, what was done and what was not reached.
+    /// Deploys the plan with <see cref="Rollout"/>: in order, the first failure stops it and every change
+    /// made is put back (the feature included, so declarations and qubes agree). Under the backend's
+    /// deployment lock (offline root) the plan is first made again by <paramref name="replan"/>, so a
+    /// forward another process added since the first plan is kept. Reports, per qube, what happened.
     /// </summary>
-    public static PortForwardApplyResult Apply(IQubesBackend backend, PortForwardPlan plan)
+    public static PortForwardApplyResult Apply(IQubesBackend backend, PortForwardPlan plan, RolloutOptions? options = null, Func<PortForwardPlan>? replan = null)
     {
-        var qubes = plan.Steps.Where(s => s.Kind is PortForwardStepKind.WriteFile or PortForwardStepKind.RunScript)
-            .GroupBy(s => s.ForQube).ToList();
-        var state = new Dictionary<string, PortForwardHopResult>(StringComparer.Ordinal);
-        foreach (var group in qubes)
+        using var gate = backend.LockDeployments();
+        if (gate is not null && replan is not null) plan = replan();
+        if (!plan.IsComplete) throw QubeStarter.Refusal(plan.NotRunning, ((IDeploymentPlan)plan).Purpose);
+        var run = Rollout.Run(backend, plan.Steps, options);
+
+        var hops = new List<PortForwardHopResult>();
+        foreach (var hop in plan.Steps.Where(s => s.Kind is DeploymentStepKind.WriteFile or DeploymentStepKind.RunScript).Select(s => s.Hop).Distinct(StringComparer.Ordinal))
         {
-            var first = group.First();
-            state[group.Key] = new PortForwardHopResult
+            var results = run.For(hop).Where(r => r.Step.Kind is DeploymentStepKind.WriteFile or DeploymentStepKind.RunScript).ToList();
+            var write = results.FirstOrDefault(r => r.Step.Kind == DeploymentStepKind.WriteFile);
+            var exec = results.FirstOrDefault(r => r.Step.Kind == DeploymentStepKind.RunScript);
+            var first = results[0].Step;
+            var status =
+                results.Any(r => r.Status == DeploymentStepStatus.RollbackFailed) ? PortForwardHopStatus.RollbackFailed
+                : results.Any(r => r.Status == DeploymentStepStatus.Failed) ? PortForwardHopStatus.Failed
+                : results.Any(r => r.Status == DeploymentStepStatus.RolledBack) ? PortForwardHopStatus.RolledBack
+                : results.All(r => r.Status == DeploymentStepStatus.NotReached) ? PortForwardHopStatus.NotReached
+                : exec is null ? (write!.Status == DeploymentStepStatus.Applied ? PortForwardHopStatus.Persisted : PortForwardHopStatus.Unchanged)
+                : exec.Status == DeploymentStepStatus.Recorded ? PortForwardHopStatus.Recorded : PortForwardHopStatus.Applied;
+            var telling = new[] { DeploymentStepStatus.RollbackFailed, DeploymentStepStatus.Failed, DeploymentStepStatus.RolledBack, DeploymentStepStatus.NotReached }
+                .Select(st => results.FirstOrDefault(r => r.Status == st)).FirstOrDefault(r => r is not null);
+            hops.Add(new PortForwardHopResult
             {
-                VMName = group.Key,
-                Role = RoleOf(plan, group.Key),
+                VMName = hop,
+                Role = RoleOf(plan, hop),
                 Forward = plan.Forward?.Text ?? plan.FeatureName,
                 Operation = plan.Operation,
                 StoredIn = first.StoredIn ?? first.VMName,
                 Path = first.Path ?? "",
-                Forwards = first.Forwards,
-                Status = PortForwardHopStatus.NotReached,
-            };
+                Forwards = plan.ForwardCounts.GetValueOrDefault(hop),
+                FileChanged = write?.Status == DeploymentStepStatus.Applied,
+                Executed = exec?.Command?.Executed == true,
+                ExitCode = exec?.Command?.ExitCode,
+                Output = exec?.Command?.Output ?? (exec?.Status == DeploymentStepStatus.Failed ? exec.Message : null),
+                Status = status,
+                Message = telling?.Message ?? string.Join(" ", results.Select(r => r.Message)),
+            });
         }
 
         QubesFirewallException? failure = null;
-        var done = new List<string>();
-        foreach (var step in plan.Steps)
+        if (!run.Succeeded)
         {
-            try
-            {
-                switch (step.Kind)
-                {
-                    case PortForwardStepKind.SetFeature:
-                        backend.SetFeature(step.VMName, step.FeatureName!, step.FeatureValue!);
-                        break;
-                    case PortForwardStepKind.RemoveFeature:
-                        backend.RemoveFeature(step.VMName, step.FeatureName!);
-                        break;
-                    case PortForwardStepKind.WriteFile:
-                        backend.WriteQubeFile(step.VMName, step.Path!, step.Content!, ManagedBlock.FileMode);
-                        state[step.ForQube] = state[step.ForQube] with { FileChanged = true, Status = PortForwardHopStatus.Persisted };
-                        break;
-                    case PortForwardStepKind.RunScript:
-                        var r = backend.RunQubeShellScript(step.VMName, step.Script!, $"port forwards of {step.VMName}");
-                        var status = !r.Executed ? PortForwardHopStatus.Recorded : r.Succeeded ? PortForwardHopStatus.Applied : PortForwardHopStatus.Failed;
-                        state[step.ForQube] = state[step.ForQube] with { Executed = r.Executed, ExitCode = r.ExitCode, Output = r.Output, Status = status };
-                        if (!r.Succeeded)
-                            throw new QubesFirewallException("PortForwardScriptFailed", FailureKind.InvalidOperation,
-                                $"The port forward script failed in '{step.VMName}' (exit code {r.ExitCode.ToString(CultureInfo.InvariantCulture)}): {r.Output.Trim()}", step.VMName);
-                        break;
-                }
-                done.Add(step.Description);
-            }
-            catch (Exception caught) when (caught is QubesFirewallException or IOException or UnauthorizedAccessException)
-            {
-                var ex = caught as QubesFirewallException
-                    ?? new QubesFirewallException("QubeFileWriteFailed", FailureKind.WriteError, $"{step.VMName}:{step.Path}: {caught.Message}", step.VMName, caught);
-                if (state.TryGetValue(step.ForQube, out var s) && s.Status != PortForwardHopStatus.Failed)
-                    state[step.ForQube] = s with { Status = PortForwardHopStatus.Failed, Output = ex.Message };
-                failure = new QubesFirewallException("PortForwardPartiallyApplied", ex.Kind, PartialMessage(plan, step, ex, done), plan.FeatureName, ex);
-                break;
-            }
+            var next = run.FullyRolledBack
+                ? "Fix the cause and run the command again."
+                : plan.Operation == "Remove"
+                    ? "Put those places right (or reach them) and run Remove-QubePortForward again."
+                    : "Put those places right and run the command again, or Remove-QubePortForward to undo.";
+            failure = new QubesFirewallException(run.FullyRolledBack ? "PortForwardRolledBack" : "PortForwardPartiallyApplied",
+                run.FullyRolledBack ? FailureKind.InvalidOperation : FailureKind.WriteError,
+                run.Explain($"{plan.Operation} port forward {plan.Target}", next)!, hops);
         }
-        return new PortForwardApplyResult(qubes.Select(g => state[g.Key]).ToList(), failure);
-    }
-
-    private static string PartialMessage(PortForwardPlan plan, PortForwardStep failed, QubesFirewallException ex, List<string> done)
-    {
-        var sb = new StringBuilder();
-        sb.Append(plan.Operation).Append(' ').Append(plan.Target).Append(" stopped at \"").Append(failed.Description).Append("\": ").Append(ex.Message);
-        sb.Append(done.Count == 0 ? " Nothing was changed." : " Done before: " + string.Join("; ", done) + ".");
-        var rest = plan.Steps.SkipWhile(s => !ReferenceEquals(s, failed)).Skip(1).Select(s => s.Description).ToList();
-        if (rest.Count > 0) sb.Append(" Not done: ").Append(string.Join("; ", rest)).Append('.');
-        sb.Append(plan.Operation == "Remove"
-            ? " The outer network qubes were handled first, so the port is closed where it was done; run Remove-QubePortForward again to finish."
-            : " The outermost network qube is changed last, so the port is not open from outside yet; run the command again to finish, or Remove-QubePortForward to undo.");
-        return sb.ToString();
+        return new PortForwardApplyResult(hops, failure) { Plan = plan, Rollout = run };
     }
 
     // ------------------------------------------------------------------ steps per qube
 
-    private static IEnumerable<PortForwardStep> HopSteps(QubesInventory inventory, ForwardLayout layout, IReadOnlyList<Qube> order,
-        Func<string, string, string?> readFile, PortForwardOptions options, List<string> warnings)
+    private static IEnumerable<DeploymentStep> HopSteps(QubesInventory inventory, ForwardLayout layout, ForwardLayout before, IReadOnlyList<Qube> order,
+        Func<string, string, string?> readFile, PortForwardOptions options, List<string> warnings, Dictionary<string, int> counts)
     {
         var written = new HashSet<string>(StringComparer.Ordinal);
         // each qube's transaction and script are rendered once per plan (a block and a run step use the same text)
@@ -489,6 +491,7 @@ public static class PortForwardPlanner
         foreach (var qube in order)
         {
             var set = layout.For(qube);
+            counts[qube.Name] = set.Count;
             var storage = ForwardPersistence.StorageOf(inventory, qube);
             var path = ForwardPersistence.HookPath(qube);
             var role = set.IsEmpty ? "no forward left" : set.Count == 1 ? "1 forward" : $"{set.Count.ToString(CultureInfo.InvariantCulture)} forwards";
@@ -512,15 +515,16 @@ public static class PortForwardPlanner
                 {
                     var what = body.Length == 0 ? "remove the managed block" : current is null ? "create it (#!/bin/sh, mode 0755) with the managed block"
                         : ManagedBlock.Extract(current) is null ? "add the managed block (mode 0755)" : "replace the managed block (mode 0755)";
-                    yield return new PortForwardStep
+                    yield return new DeploymentStep
                     {
-                        Kind = PortForwardStepKind.WriteFile,
+                        Kind = DeploymentStepKind.WriteFile,
                         VMName = storage.Name,
                         ForQube = qube.Name,
                         Path = path,
                         Content = content,
+                        PreviousContent = current,
+                        Mode = ManagedBlock.FileMode,
                         StoredIn = storage.Name,
-                        Forwards = set.Count,
                         Description = storage.Name == qube.Name
                             ? $"{qube.Name}: write {path}: {what} ({role})"
                             : $"{storage.Name}: write {path} for {qube.Name} (a disposable of {storage.Name}): {what} ({role})",
@@ -534,15 +538,18 @@ public static class PortForwardPlanner
                 continue;
             }
             var (transaction, script) = Generate(set);
-            yield return new PortForwardStep
+            // The rules it had, loaded again if a later qube fails (null: the same as the new ones).
+            var previousScript = NftForwardScript.Render(before.For(qube));
+            yield return new DeploymentStep
             {
-                Kind = PortForwardStepKind.RunScript,
+                Kind = DeploymentStepKind.RunScript,
                 VMName = qube.Name,
                 ForQube = qube.Name,
                 Path = path,
                 Script = script,
+                PreviousScript = previousScript == script ? null : previousScript,
+                ScriptName = $"port forwards of {qube.Name}",
                 StoredIn = storage.Name,
-                Forwards = set.Count,
                 Description = set.IsEmpty
                     ? $"{qube.Name}: run as root: nft -a list table ip qubes, then one nft -f - transaction removing the qubesfw-* chains and their jumps:"
                     : $"{qube.Name}: run as root: nft -a list table ip qubes, then one nft -f - transaction for its {role}:",
