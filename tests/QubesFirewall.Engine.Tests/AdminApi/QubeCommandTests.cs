@@ -3,6 +3,7 @@ using QubesFirewall.Engine.AdminApi;
 using QubesFirewall.Engine.Backends;
 using QubesFirewall.Engine.Deployment;
 using QubesFirewall.Engine.Model;
+using QubesFirewall.Tests.Shared;
 
 namespace QubesFirewall.Engine.Tests.AdminApi;
 
@@ -55,6 +56,35 @@ public sealed class QubeCommandTests : IDisposable
         Assert.Equal(Executable, File.GetUnixFileMode(QvmRun.FileOf("sys-net", FwScript)));
         Assert.Single(Directory.EnumerateFiles(Path.GetDirectoryName(QvmRun.FileOf("sys-net", FwScript))!));
         Assert.Equal(content, Backend.ReadQubeFile("sys-net", FwScript));
+    }
+
+    [Theory]
+    [InlineData("/rw/config/qubes-firewall-user-script")]
+    [InlineData("/rw/config/qubes-firewall.d/50-mine")]
+    public void The_temporary_file_is_hidden_beside_the_target_and_private_until_complete(string path)
+    {
+        // Shims on the command's PATH record the temporary file's name and mode just before chmod and mv touch it.
+        var log = Path.Combine(QvmRun.Folder, "shims.log");
+        foreach (var tool in new[] { "chmod", "mv" })
+        {
+            var shim = Path.Combine(QvmRun.Shims, tool);
+            File.WriteAllText(shim, $"#!/bin/bash\nf=\"${{@: {(tool == "mv" ? "-2:1" : "-1")}}}\"\necho \"{tool} $(stat -c %a \"$f\") $f\" >> '{log}'\nexec /bin/{tool} \"$@\"\n");
+            File.SetUnixFileMode(shim, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+        }
+        Backend.WriteQubeFile("sys-firewall", path, "#!/bin/sh\necho x\n", Executable);
+
+        var lines = File.ReadAllLines(log).Select(l => l.Split(' ', 3)).ToList();
+        Assert.Equal(["chmod", "mv"], lines.Select(l => l[0]));
+        Assert.Equal("600", lines[0][1]); // created by mktemp, filled while only root can read it
+        Assert.Equal("755", lines[1][1]); // its final mode once complete, then renamed
+        Assert.Equal(lines[0][2], lines[1][2]);
+        var target = QvmRun.FileOf("sys-firewall", path);
+        var temporary = lines[1][2];
+        Assert.Equal(Path.GetDirectoryName(target), Path.GetDirectoryName(temporary));
+        Assert.StartsWith("." + Path.GetFileName(target) + ".qfw-tmp.", Path.GetFileName(temporary));
+        // A glob that runs every file of the directory never sees it; afterwards only the target is there.
+        Assert.DoesNotContain(Path.GetFileName(temporary), Directory.EnumerateFiles(Path.GetDirectoryName(target)!).Select(Path.GetFileName).Where(n => !n!.StartsWith('.')));
+        Assert.Equal([Path.GetFileName(target)], Directory.EnumerateFiles(Path.GetDirectoryName(target)!).Select(Path.GetFileName));
     }
 
     [Theory]
