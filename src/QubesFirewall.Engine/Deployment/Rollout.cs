@@ -80,6 +80,64 @@ public sealed record DeploymentStep
 
     public override string ToString() => Description;
 
+    /// <summary>Sets a declaration feature (<paramref name="previous"/>: its value now, null when not set; a rollback restores it). Null when it already has the value.</summary>
+    public static DeploymentStep? SetFeature(string vmName, string name, string value, string? previous) => previous == value ? null : new DeploymentStep
+    {
+        Kind = DeploymentStepKind.SetFeature,
+        VMName = vmName,
+        FeatureName = name,
+        FeatureValue = value,
+        PreviousFeatureValue = previous,
+        Description = $"{vmName}: {(previous is null ? "set" : "change")} feature {name} = '{value}'",
+    };
+
+    /// <summary>Removes a declaration feature whose value is <paramref name="previous"/> (a rollback sets it again).</summary>
+    public static DeploymentStep RemoveFeature(string vmName, string name, string previous) => new()
+    {
+        Kind = DeploymentStepKind.RemoveFeature,
+        VMName = vmName,
+        FeatureName = name,
+        PreviousFeatureValue = previous,
+        Description = $"{vmName}: remove feature {name} (was '{previous}')",
+    };
+
+    /// <summary>
+    /// The step that gives a hook file the managed block <paramref name="body"/> makes from the current block
+    /// (a blank body removes the block), or null when the file already is so. The file is kept in
+    /// <paramref name="storage"/> for <paramref name="forQube"/> (a disposable's is in its template); <paramref name="role"/>
+    /// ends the description ("1 forward"). A damaged block is refused, naming the file.
+    /// </summary>
+    public static DeploymentStep? HookFile(string storage, string forQube, string path, string? current, Func<string?, string> body, string replaceWords, string role)
+    {
+        string? content;
+        try
+        {
+            var block = body(ManagedBlock.Extract(current));
+            content = block.Trim().Length == 0 ? ManagedBlock.Remove(current) : ManagedBlock.Upsert(current, block);
+        }
+        catch (QubesFirewallException ex) when (ex.ErrorId == "ManagedBlockDamaged")
+        {
+            throw new QubesFirewallException(ex.ErrorId, ex.Kind, $"{storage}:{path}: {ex.Message}", $"{storage}:{path}");
+        }
+        if (content is null || content == current) return null;
+        var what = ManagedBlock.Extract(content) is null ? "remove the managed block" : current is null ? "create it (#!/bin/sh, mode 0755) with the managed block"
+            : ManagedBlock.Extract(current) is null ? "add the managed block (mode 0755)" : replaceWords;
+        return new DeploymentStep
+        {
+            Kind = DeploymentStepKind.WriteFile,
+            VMName = storage,
+            ForQube = forQube,
+            StoredIn = storage,
+            Path = path,
+            Content = content,
+            PreviousContent = current,
+            Mode = ManagedBlock.FileMode,
+            Description = storage == forQube
+                ? $"{forQube}: write {path}: {what} ({role})"
+                : $"{storage}: write {path} for {forQube} (a disposable of {storage}): {what} ({role})",
+        };
+    }
+
     /// <summary>The numbered step list of a plan for -WhatIf, details indented.</summary>
     public static void AppendList(StringBuilder sb, IReadOnlyList<DeploymentStep> steps, string tab = "  ")
     {
@@ -160,6 +218,20 @@ public sealed record DeploymentResult(IReadOnlyList<DeploymentStepResult> Steps)
         sb.Append(' ').Append(whatNext);
         return sb.ToString();
     }
+
+    /// <summary>
+    /// The error of a failed rollout (null when it succeeded): <c>{prefix}RolledBack</c> when everything was put
+    /// back, <c>{prefix}PartiallyApplied</c> when something could not be; the message from <see cref="Explain"/>.
+    /// </summary>
+    public QubesFirewallException? Failure(string errorIdPrefix, string what, string undoCommand, bool removing, object? target)
+    {
+        if (Succeeded) return null;
+        var next = FullyRolledBack ? "Fix the cause and run the command again."
+            : removing ? $"Put those places right and run {undoCommand} again."
+            : $"Put those places right and run the command again, or {undoCommand} to undo.";
+        return new QubesFirewallException(errorIdPrefix + (FullyRolledBack ? "RolledBack" : "PartiallyApplied"),
+            FullyRolledBack ? FailureKind.InvalidOperation : FailureKind.WriteError, Explain(what, next)!, target);
+    }
 }
 
 /// <summary>
@@ -171,6 +243,20 @@ public sealed record DeploymentResult(IReadOnlyList<DeploymentStepResult> Steps)
 /// </summary>
 public static class Rollout
 {
+    /// <summary>
+    /// Deploys a plan: under the backend's deployment lock (offline root) the plan is first made again by
+    /// <paramref name="replan"/>, so nothing another process deployed since the first plan is lost; a plan
+    /// that still needs halted qubes is refused by name. Returns the plan deployed and what happened.
+    /// </summary>
+    public static (TPlan Plan, DeploymentResult Result) Deploy<TPlan>(IQubesBackend backend, TPlan plan, RolloutOptions? options, Func<TPlan>? replan)
+        where TPlan : IDeploymentPlan
+    {
+        using var gate = backend.LockDeployments();
+        if (gate is not null && replan is not null) plan = replan();
+        if (!plan.IsComplete) throw QubeStarter.Refusal(plan.NotRunning, plan.Purpose);
+        return (plan, Run(backend, plan.Steps, options));
+    }
+
     public static DeploymentResult Run(IQubesBackend backend, IReadOnlyList<DeploymentStep> steps, RolloutOptions? options = null)
     {
         options ??= new RolloutOptions();

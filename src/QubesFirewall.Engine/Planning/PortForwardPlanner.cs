@@ -251,18 +251,7 @@ public static class PortForwardPlanner
             return plan with { IsComplete = false, Warnings = warnings.Distinct().ToList() };
 
         var steps = new List<DeploymentStep>();
-        if (existing?.FeatureValue != forward.FeatureValue)
-        {
-            steps.Add(new DeploymentStep
-            {
-                Kind = DeploymentStepKind.SetFeature,
-                VMName = forward.VMName,
-                FeatureName = forward.FeatureName,
-                FeatureValue = forward.FeatureValue,
-                PreviousFeatureValue = existing?.FeatureValue,
-                Description = $"{forward.VMName}: {(existing is null ? "set" : "change")} feature {forward.FeatureName} = '{forward.FeatureValue}'",
-            });
-        }
+        if (DeploymentStep.SetFeature(forward.VMName, forward.FeatureName, forward.FeatureValue, existing?.FeatureValue) is { } feature) steps.Add(feature);
         var layout = ForwardLayout.Build(inventory, after, warnings);
         var before = ForwardLayout.Build(inventory, previous is null ? others : others.Append(previous), []);
         var counts = new Dictionary<string, int>(StringComparer.Ordinal);
@@ -356,17 +345,7 @@ public static class PortForwardPlanner
         var before = ForwardLayout.Build(inventory, removed is null ? others : others.Append(removed), []);
         var counts = new Dictionary<string, int>(StringComparer.Ordinal);
         var steps = HopSteps(inventory, layout, before, order, readFile, options, warnings, counts).ToList();
-        foreach (var d in matching)
-        {
-            steps.Add(new DeploymentStep
-            {
-                Kind = DeploymentStepKind.RemoveFeature,
-                VMName = target.Name,
-                FeatureName = d.FeatureName,
-                PreviousFeatureValue = d.FeatureValue,
-                Description = $"{target.Name}: remove feature {d.FeatureName} (was '{d.FeatureValue}')",
-            });
-        }
+        foreach (var d in matching) steps.Add(DeploymentStep.RemoveFeature(target.Name, d.FeatureName, d.FeatureValue));
         return plan with { Steps = steps, Warnings = warnings.Distinct().ToList(), ForwardCounts = counts };
     }
 
@@ -417,10 +396,7 @@ public static class PortForwardPlanner
     /// </summary>
     public static PortForwardApplyResult Apply(IQubesBackend backend, PortForwardPlan plan, RolloutOptions? options = null, Func<PortForwardPlan>? replan = null)
     {
-        using var gate = backend.LockDeployments();
-        if (gate is not null && replan is not null) plan = replan();
-        if (!plan.IsComplete) throw QubeStarter.Refusal(plan.NotRunning, ((IDeploymentPlan)plan).Purpose);
-        var run = Rollout.Run(backend, plan.Steps, options);
+        (plan, var run) = Rollout.Deploy(backend, plan, options, replan);
 
         var hops = new List<PortForwardHopResult>();
         foreach (var hop in plan.Steps.Where(s => s.Kind is DeploymentStepKind.WriteFile or DeploymentStepKind.RunScript).Select(s => s.Hop).Distinct(StringComparer.Ordinal))
@@ -456,18 +432,7 @@ public static class PortForwardPlanner
             });
         }
 
-        QubesFirewallException? failure = null;
-        if (!run.Succeeded)
-        {
-            var next = run.FullyRolledBack
-                ? "Fix the cause and run the command again."
-                : plan.Operation == "Remove"
-                    ? "Put those places right (or reach them) and run Remove-QubePortForward again."
-                    : "Put those places right and run the command again, or Remove-QubePortForward to undo.";
-            failure = new QubesFirewallException(run.FullyRolledBack ? "PortForwardRolledBack" : "PortForwardPartiallyApplied",
-                run.FullyRolledBack ? FailureKind.InvalidOperation : FailureKind.WriteError,
-                run.Explain($"{plan.Operation} port forward {plan.Target}", next)!, hops);
-        }
+        var failure = run.Failure("PortForward", $"{plan.Operation} port forward {plan.Target}", "Remove-QubePortForward", plan.Operation == "Remove", hops);
         return new PortForwardApplyResult(hops, failure) { Plan = plan, Rollout = run };
     }
 
@@ -500,36 +465,10 @@ public static class PortForwardPlanner
                 var current = readFile(storage.Name, path);
                 // The managed block is shared with ConnectTCP bindings: keep their section.
                 var body = ConnectTcpPersistence.WithBindings(inventory, storage, path, ForwardPersistence.BlockBody(inventory, storage, path, layout.For, s => Generate(s).Script));
-                string? content;
-                try
-                {
-                    content = body.Length == 0 ? ManagedBlock.Remove(current) : ManagedBlock.Upsert(current, body);
-                }
-                catch (QubesFirewallException ex) when (ex.ErrorId == "ManagedBlockDamaged")
-                {
-                    throw new QubesFirewallException(ex.ErrorId, ex.Kind, $"{storage.Name}:{path}: {ex.Message}", $"{storage.Name}:{path}");
-                }
                 if (current is not null && path == ForwardPersistence.FirewallUserScript && !ManagedBlock.HasShebang(current) && body.Length > 0)
                     warnings.Add($"{storage.Name}:{path} has no '#!' first line: the qubes-firewall service executes the file directly and cannot run it. Add '#!/bin/sh' as its first line.");
-                if (content is not null && content != current)
-                {
-                    var what = body.Length == 0 ? "remove the managed block" : current is null ? "create it (#!/bin/sh, mode 0755) with the managed block"
-                        : ManagedBlock.Extract(current) is null ? "add the managed block (mode 0755)" : "replace the managed block (mode 0755)";
-                    yield return new DeploymentStep
-                    {
-                        Kind = DeploymentStepKind.WriteFile,
-                        VMName = storage.Name,
-                        ForQube = qube.Name,
-                        Path = path,
-                        Content = content,
-                        PreviousContent = current,
-                        Mode = ManagedBlock.FileMode,
-                        StoredIn = storage.Name,
-                        Description = storage.Name == qube.Name
-                            ? $"{qube.Name}: write {path}: {what} ({role})"
-                            : $"{storage.Name}: write {path} for {qube.Name} (a disposable of {storage.Name}): {what} ({role})",
-                    };
-                }
+                if (DeploymentStep.HookFile(storage.Name, qube.Name, path, current, _ => body, "replace the managed block (mode 0755)", role) is { } write)
+                    yield return write;
             }
             if (options.RequireRunning && qube.State != PowerState.Running)
             {

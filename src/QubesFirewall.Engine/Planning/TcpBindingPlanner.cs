@@ -172,18 +172,7 @@ public static class TcpBindingPlanner
             };
 
         var steps = new List<DeploymentStep>();
-        if (existing?.FeatureValue != binding.FeatureValue)
-        {
-            steps.Add(new DeploymentStep
-            {
-                Kind = DeploymentStepKind.SetFeature,
-                VMName = binding.From,
-                FeatureName = binding.FeatureName,
-                FeatureValue = binding.FeatureValue,
-                PreviousFeatureValue = existing?.FeatureValue,
-                Description = $"{binding.From}: {(existing is null ? "set" : "change")} feature {binding.FeatureName} = '{binding.FeatureValue}'",
-            });
-        }
+        if (DeploymentStep.SetFeature(binding.From, binding.FeatureName, binding.FeatureValue, existing?.FeatureValue) is { } feature) steps.Add(feature);
         if (touchesClient)
             steps.AddRange(ClientSteps(inventory, client, after, before, readFile, options, warnings));
         if (binding.Permanent)
@@ -259,17 +248,7 @@ public static class TcpBindingPlanner
         var notRunning = touchesClient ? QubeStarter.NotRunning(inventory, [ForwardPersistence.StorageOf(inventory, client).Name]) : [];
         if (touchesClient)
             steps.AddRange(ClientSteps(inventory, client, after, removed is null ? after : after.Append(removed).ToList(), readFile, options, warnings));
-        foreach (var d in matching)
-        {
-            steps.Add(new DeploymentStep
-            {
-                Kind = DeploymentStepKind.RemoveFeature,
-                VMName = client.Name,
-                FeatureName = d.FeatureName,
-                PreviousFeatureValue = d.FeatureValue,
-                Description = $"{client.Name}: remove feature {d.FeatureName} (was '{d.FeatureValue}')",
-            });
-        }
+        foreach (var d in matching) steps.Add(DeploymentStep.RemoveFeature(client.Name, d.FeatureName, d.FeatureValue));
         return new TcpBindingPlan
         {
             Operation = "Remove",
@@ -308,10 +287,7 @@ public static class TcpBindingPlanner
     /// </summary>
     public static TcpBindingApplyResult Apply(IQubesBackend backend, TcpBindingPlan plan, RolloutOptions? options = null, Func<TcpBindingPlan>? replan = null)
     {
-        using var gate = backend.LockDeployments();
-        if (gate is not null && replan is not null) plan = replan();
-        if (!plan.IsComplete) throw QubeStarter.Refusal(plan.NotRunning, ((IDeploymentPlan)plan).Purpose);
-        var rollout = Rollout.Run(backend, plan.Steps, options);
+        (plan, var rollout) = Rollout.Deploy(backend, plan, options, replan);
         var changes = rollout.Steps.Select(r => new TcpBindingChangeResult
         {
             VMName = r.Step.VMName,
@@ -322,16 +298,7 @@ public static class TcpBindingPlanner
             Message = r.Message,
         }).ToList();
         var run = rollout.Steps.FirstOrDefault(r => r.Step.Kind == DeploymentStepKind.RunScript)?.Command;
-        QubesFirewallException? failure = null;
-        if (!rollout.Succeeded)
-        {
-            var next = rollout.FullyRolledBack
-                ? "Fix the cause and run the command again."
-                : plan.Operation == "Remove" ? "Put those places right and run Remove-QubeTcpBinding again." : "Put those places right and run the command again, or Remove-QubeTcpBinding to undo.";
-            failure = new QubesFirewallException(rollout.FullyRolledBack ? "TcpBindingRolledBack" : "TcpBindingPartiallyApplied",
-                rollout.FullyRolledBack ? FailureKind.InvalidOperation : FailureKind.WriteError,
-                rollout.Explain($"{plan.Operation} qubes.ConnectTCP binding {plan.Target}", next)!, changes);
-        }
+        var failure = rollout.Failure("TcpBinding", $"{plan.Operation} qubes.ConnectTCP binding {plan.Target}", "Remove-QubeTcpBinding", plan.Operation == "Remove", changes);
         return new TcpBindingApplyResult(changes, run, failure) { Plan = plan };
     }
 
@@ -358,36 +325,10 @@ public static class TcpBindingPlanner
                 $"which is harmless once the policy refuses the call. The part is rebuilt from the declarations the next time a binding of {client.Name} changes while {storage.Name} runs.");
             yield break;
         }
-        var current = readFile(storage.Name, path);
-        string? content;
-        try
-        {
-            var body = ConnectTcpPersistence.ReplacePart(ManagedBlock.Extract(current), ConnectTcpPersistence.Part(inventory, storage, PermanentOf));
-            content = body.Trim().Length == 0 ? ManagedBlock.Remove(current) : ManagedBlock.Upsert(current, body);
-        }
-        catch (QubesFirewallException ex) when (ex.ErrorId == "ManagedBlockDamaged")
-        {
-            throw new QubesFirewallException(ex.ErrorId, ex.Kind, $"{storage.Name}:{path}: {ex.Message}", $"{storage.Name}:{path}");
-        }
-        if (content is not null && content != current)
-        {
-            var what = ManagedBlock.Extract(content) is null ? "remove the managed block" : current is null ? "create it (#!/bin/sh, mode 0755) with the managed block"
-                : ManagedBlock.Extract(current) is null ? "add the managed block (mode 0755)" : "replace the qubes.ConnectTCP part of the managed block (mode 0755)";
-            yield return new DeploymentStep
-            {
-                Kind = DeploymentStepKind.WriteFile,
-                VMName = storage.Name,
-                ForQube = client.Name,
-                StoredIn = storage.Name,
-                Path = path,
-                Content = content,
-                PreviousContent = current,
-                Mode = ManagedBlock.FileMode,
-                Description = storage.Name == client.Name
-                    ? $"{client.Name}: write {path}: {what} ({Count(mine)})"
-                    : $"{storage.Name}: write {path} for {client.Name} (a disposable of {storage.Name}): {what} ({Count(mine)})",
-            };
-        }
+        var write = DeploymentStep.HookFile(storage.Name, client.Name, path, readFile(storage.Name, path),
+            block => ConnectTcpPersistence.ReplacePart(block, ConnectTcpPersistence.Part(inventory, storage, PermanentOf)),
+            "replace the qubes.ConnectTCP part of the managed block (mode 0755)", Count(mine));
+        if (write is not null) yield return write;
         if (options.RequireRunning && client.State != PowerState.Running)
         {
             warnings.Add($"'{client.Name}' is not running: nothing is started in it now; its listeners follow its rc.local when it starts.");
