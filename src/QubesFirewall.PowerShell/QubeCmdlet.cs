@@ -1,6 +1,8 @@
 using System.Management.Automation;
 using QubesFirewall.Engine;
 using QubesFirewall.Engine.Backends;
+using QubesFirewall.Engine.Deployment;
+using QubesFirewall.Engine.Planning;
 
 namespace QubesFirewall.PowerShell;
 
@@ -65,7 +67,7 @@ public abstract class QubeCmdlet : PSCmdlet
     /// </summary>
     protected IEnumerable<T> WithProgress<T>(IReadOnlyCollection<T> items, string activity, Func<T, string> describe)
     {
-        var id = Math.Abs(activity.GetHashCode() % 10000) + 1;
+        var id = ProgressId(activity);
         var index = 0;
         foreach (var item in items)
         {
@@ -75,6 +77,68 @@ public abstract class QubeCmdlet : PSCmdlet
             yield return item;
         }
         if (items.Count > 1) WriteProgress(new ProgressRecord(id, activity, "Done") { RecordType = ProgressRecordType.Completed });
+    }
+
+    /// <summary>
+    /// Rollout options whose progress becomes Write-Progress over the qubes a port forward or binding reaches
+    /// ("sys-firewall (2 of 3)", the step as current operation; "rolling back" while changes are put back).
+    /// </summary>
+    protected RolloutOptions HopProgress(string activity) => new()
+    {
+        Progress = p => WriteProgress(new ProgressRecord(ProgressId(activity), activity,
+            $"{(p.RollingBack ? "Rolling back " : "")}{p.Hop} ({p.HopNumber} of {p.HopCount})")
+        {
+            CurrentOperation = p.Step.Description,
+            PercentComplete = (p.HopNumber - 1) * 100 / p.HopCount,
+        }),
+    };
+
+    /// <summary>Ends the progress bar <see cref="HopProgress"/> started.</summary>
+    protected void CompleteProgress(string activity) =>
+        WriteProgress(new ProgressRecord(ProgressId(activity), activity, "Done") { RecordType = ProgressRecordType.Completed });
+
+    private static int ProgressId(string activity) => Math.Abs(activity.GetHashCode() % 10000) + 1;
+
+    /// <summary>
+    /// Qubes a plan must reach that are not running. Without -Start: the live backend refuses them, naming
+    /// each (the offline root goes on: it writes their files as dom0 could, nothing runs there). With -Start:
+    /// they are started in network order, outermost network qube first (one ShouldProcess), and the plan is
+    /// made again now that they run. Returns the plan to go on with, or null when the command stops.
+    /// </summary>
+    protected T? StartWhatMustRun<T>(T plan, bool start, Func<T> replan) where T : class, IDeploymentPlan
+    {
+        if (plan.NotRunning.Count == 0) return plan;
+        var names = string.Join(", ", plan.NotRunning.Select(q => q.Name));
+        if (!start)
+        {
+            if (plan.IsComplete) return plan;
+            WriteError(ToErrorRecord(QubeStarter.Refusal(plan.NotRunning, plan.Purpose)));
+            return null;
+        }
+        if (!ShouldProcess($"{names} (in this order)", "Start halted qubes"))
+        {
+            if (plan.IsComplete) return plan;
+            WriteWarning($"The rest of the plan can be made only once {names} run{(plan.NotRunning.Count == 1 ? "s" : "")}: their files are read inside them.");
+            return null;
+        }
+        if (!TryEngine(() => QubeStarter.Start(Backend, plan.NotRunning, plan.Purpose), out var started)) return null;
+        WriteVerbose($"Started {string.Join(", ", started)}.");
+        return TryEngine(replan, out var again) ? again : null;
+    }
+
+    /// <summary>
+    /// Deploys a port forward plan (Add- and Remove-QubePortForward): progress over its qubes, offline made
+    /// again under the root's lock first; -PassThru writes one result per qube; a failure (after the rollback)
+    /// becomes one error that says what was put back.
+    /// </summary>
+    protected void DeployPortForward(PortForwardPlan plan, Func<PortForwardPlan> replan, bool passThru)
+    {
+        var activity = $"{plan.Operation} port forward {plan.Forward?.Text ?? plan.FeatureName}";
+        if (!TryEngine(() => PortForwardPlanner.Apply(Backend, plan, HopProgress(activity), replan), out var result)) return;
+        CompleteProgress(activity);
+        if (passThru) WriteObject(result.Hops, enumerateCollection: true);
+        if (result.Failure is not null) WriteError(ToErrorRecord(result.Failure));
+        else WriteVerbose($"{result.Plan!.Operation}: {result.Plan.Target}: done ({result.Hops.Count} qubes).");
     }
 
     /// <summary>True when the command runs with -WhatIf (given, or through $WhatIfPreference).</summary>

@@ -131,7 +131,7 @@ Describe 'Permanent bindings (live)' {
     AfterEach { Reset-TestBackend }
 
     It 'refuses a listener in a halted qube and writes nothing' {
-        { Add-QubeTcpBinding untrusted work 444 -Permanent -ErrorAction Stop } | Should -Throw -ErrorId 'QubeNotRunning,QubesFirewall.PowerShell.Cmdlets.AddQubeTcpBindingCommand'
+        { Add-QubeTcpBinding untrusted work 444 -Permanent -ErrorAction Stop } | Should -Throw -ErrorId 'QubesNotRunning,QubesFirewall.PowerShell.Cmdlets.AddQubeTcpBindingCommand'
         Get-QubeTcpBinding | Should -BeNullOrEmpty
         Get-PolicyLines | Should -BeNullOrEmpty
     }

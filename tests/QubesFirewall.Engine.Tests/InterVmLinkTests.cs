@@ -1,3 +1,4 @@
+using QubesFirewall.Engine.Deployment;
 using QubesFirewall.Engine.Model;
 using QubesFirewall.Engine.Persistence;
 using QubesFirewall.Engine.Planning;
@@ -168,13 +169,13 @@ public sealed class InterVmLinkPlannerTests : IDisposable
         Assert.Equal("work -> personal tcp/5432 (through sys-firewall)", plan.Target);
         Assert.Equal(
             [
-                (PortForwardStepKind.SetFeature, "work"),
-                (PortForwardStepKind.WriteFile, "personal"), (PortForwardStepKind.RunScript, "personal"),
-                (PortForwardStepKind.WriteFile, "sys-firewall"), (PortForwardStepKind.RunScript, "sys-firewall"),
-                (PortForwardStepKind.EditFirewall, "work"),
+                (DeploymentStepKind.SetFeature, "work"),
+                (DeploymentStepKind.WriteFile, "personal"), (DeploymentStepKind.RunScript, "personal"),
+                (DeploymentStepKind.WriteFile, "sys-firewall"), (DeploymentStepKind.RunScript, "sys-firewall"),
+                (DeploymentStepKind.EditFirewall, "work"),
             ],
             plan.Steps.Select(s => (s.Kind, s.VMName)));
-        Assert.Equal([Rc, UserScript], plan.Steps.Where(s => s.Kind == PortForwardStepKind.WriteFile).Select(s => s.Path));
+        Assert.Equal([Rc, UserScript], plan.Steps.Where(s => s.Kind == DeploymentStepKind.WriteFile).Select(s => s.Path));
         var text = plan.Describe();
         Assert.StartsWith("Enable inter-qube link work -> personal tcp/5432 (through sys-firewall):", text);
         Assert.Contains("add rule ip qubes qubesfw-link-forward iifgroup 2 ip saddr 10.137.0.11 ip daddr 10.137.0.10 tcp dport 5432 accept comment \"link work to personal tcp/5432\"", text);
@@ -203,7 +204,7 @@ public sealed class InterVmLinkPlannerTests : IDisposable
         var files = (_root.Backend.ReadQubeFile("personal", Rc), _root.Backend.ReadQubeFile("sys-firewall", UserScript), string.Join("\n", Rules("work")));
         var again = InterVmLinkPlanner.PlanEnable(_root.Backend, [Link("work", "personal", 5432)], Options);
         Assert.Equal("Reapply", again.Operation);
-        Assert.Equal([PortForwardStepKind.RunScript, PortForwardStepKind.RunScript], again.Steps.Select(s => s.Kind));
+        Assert.Equal([DeploymentStepKind.RunScript, DeploymentStepKind.RunScript], again.Steps.Select(s => s.Kind));
         Assert.Null(InterVmLinkPlanner.Apply(_root.Backend, again).Failure);
         Assert.Equal(files, (_root.Backend.ReadQubeFile("personal", Rc), _root.Backend.ReadQubeFile("sys-firewall", UserScript), string.Join("\n", Rules("work"))));
     }
@@ -237,10 +238,10 @@ public sealed class InterVmLinkPlannerTests : IDisposable
         var plan = Disable(Link("work", "personal", 5432));
         Assert.Equal(
             [
-                (PortForwardStepKind.EditFirewall, "work"),
-                (PortForwardStepKind.WriteFile, "sys-firewall"), (PortForwardStepKind.RunScript, "sys-firewall"),
-                (PortForwardStepKind.WriteFile, "personal"), (PortForwardStepKind.RunScript, "personal"),
-                (PortForwardStepKind.RemoveFeature, "work"),
+                (DeploymentStepKind.EditFirewall, "work"),
+                (DeploymentStepKind.WriteFile, "sys-firewall"), (DeploymentStepKind.RunScript, "sys-firewall"),
+                (DeploymentStepKind.WriteFile, "personal"), (DeploymentStepKind.RunScript, "personal"),
+                (DeploymentStepKind.RemoveFeature, "work"),
             ],
             plan.Steps.Select(s => (s.Kind, s.VMName)));
         Assert.Equal(["action=accept proto=tcp dstports=443-443", "action=accept dst4=10.137.0.10/32 proto=tcp dstports=6379-6379 comment=qubesfirewall link to personal", "action=drop"], Rules("work"));
@@ -278,11 +279,11 @@ public sealed class InterVmLinkPlannerTests : IDisposable
         var plan = Enable([.. links]);
         Assert.Equal(
             [
-                (PortForwardStepKind.SetFeature, "work"), (PortForwardStepKind.SetFeature, "personal"),
-                (PortForwardStepKind.WriteFile, "personal"), (PortForwardStepKind.RunScript, "personal"),
-                (PortForwardStepKind.WriteFile, "work"), (PortForwardStepKind.RunScript, "work"),
-                (PortForwardStepKind.WriteFile, "sys-firewall"), (PortForwardStepKind.RunScript, "sys-firewall"),
-                (PortForwardStepKind.EditFirewall, "work"), (PortForwardStepKind.EditFirewall, "personal"),
+                (DeploymentStepKind.SetFeature, "work"), (DeploymentStepKind.SetFeature, "personal"),
+                (DeploymentStepKind.WriteFile, "personal"), (DeploymentStepKind.RunScript, "personal"),
+                (DeploymentStepKind.WriteFile, "work"), (DeploymentStepKind.RunScript, "work"),
+                (DeploymentStepKind.WriteFile, "sys-firewall"), (DeploymentStepKind.RunScript, "sys-firewall"),
+                (DeploymentStepKind.EditFirewall, "work"), (DeploymentStepKind.EditFirewall, "personal"),
             ],
             plan.Steps.Select(s => (s.Kind, s.VMName)));
         Assert.Contains("action=accept dst4=10.137.0.11/32 proto=udp dstports=5353-5353 comment=qubesfirewall link to work", Rules("personal"));
@@ -351,8 +352,8 @@ public sealed class InterVmLinkPlannerTests : IDisposable
 
         var destinationHalted = inventory.WithPowerStates(n => n == "personal" ? PowerState.Halted : PowerState.Running);
         var plan = InterVmLinkPlanner.PlanEnable(destinationHalted, [Link("work", "personal", 5432)], live, _root.Backend.ReadQubeFile, _root.Backend.GetFirewall);
-        Assert.Contains(plan.Steps, s => s.Kind == PortForwardStepKind.WriteFile && s.VMName == "personal");
-        Assert.DoesNotContain(plan.Steps, s => s.Kind == PortForwardStepKind.RunScript && s.VMName == "personal");
+        Assert.Contains(plan.Steps, s => s.Kind == DeploymentStepKind.WriteFile && s.VMName == "personal");
+        Assert.DoesNotContain(plan.Steps, s => s.Kind == DeploymentStepKind.RunScript && s.VMName == "personal");
         Assert.Contains(plan.Warnings, w => w.Contains("'personal' is not running", StringComparison.Ordinal));
     }
 
@@ -363,7 +364,7 @@ public sealed class InterVmLinkPlannerTests : IDisposable
         var ex = Assert.Throws<QubesFirewallException>(() => InterVmLinkPlanner.PlanEnable(root.Backend, [Link("work", "personal", 5432)], InterVmLinkOptions.For(root.Backend, root.Now)));
         Assert.Equal("DisposableHop", ex.ErrorId);
         var plan = InterVmLinkPlanner.PlanEnable(root.Backend, [Link("work", "personal", 5432)], InterVmLinkOptions.For(root.Backend, root.Now, force: true));
-        Assert.Contains(plan.Steps, s => s.Kind == PortForwardStepKind.WriteFile && s.VMName == "default-dvm" && s.ForQube == "sys-firewall");
+        Assert.Contains(plan.Steps, s => s.Kind == DeploymentStepKind.WriteFile && s.VMName == "default-dvm" && s.ForQube == "sys-firewall");
         Assert.Null(InterVmLinkPlanner.Apply(root.Backend, plan).Failure);
         Assert.Contains("if [ \"$(qubesdb-read /name 2>/dev/null)\" = 'sys-firewall' ]; then", root.Backend.ReadQubeFile("default-dvm", UserScript));
     }
@@ -442,7 +443,7 @@ public sealed class InterVmLinkPlannerTests : IDisposable
         var v4 = InterVmLinkPlanner.PlanEnable(root.Backend, [Link("work", "untrusted", 80)], InterVmLinkOptions.For(root.Backend, root.Now));
         Assert.DoesNotContain(v4.Describe().Split('\n'), l => l.Contains("link work to untrusted", StringComparison.Ordinal) && l.Contains("ip6", StringComparison.Ordinal));
         Assert.Contains(v4.Describe().Split('\n'), l => l.Contains("ip saddr 10.137.0.11 ip daddr 10.137.0.12 tcp dport 80 accept comment \"link work to untrusted tcp/80\"", StringComparison.Ordinal));
-        Assert.DoesNotContain("dst6", v4.Steps.Single(s => s.Kind == PortForwardStepKind.EditFirewall).Description);
+        Assert.DoesNotContain("dst6", v4.Steps.Single(s => s.Kind == DeploymentStepKind.EditFirewall).Description);
     }
 
     [Fact]

@@ -1,3 +1,4 @@
+using QubesFirewall.Engine.Deployment;
 using System.Diagnostics;
 using QubesFirewall.Engine.Model;
 using QubesFirewall.Engine.Persistence;
@@ -163,19 +164,19 @@ public sealed class PortForwardIPv6Tests
         var add = PortForwardPlanner.PlanAdd(root.Backend, PortForward.Create("work", ForwardProtocol.Tcp, 443, allowFrom: ["2001:db8:1::/64"]), options);
         Assert.Equal("IPv6", add.AddressFamilies);
         Assert.Null(PortForwardPlanner.Apply(root.Backend, add).Failure);
-        var run = add.Steps.Single(s => s.Kind == PortForwardStepKind.RunScript && s.VMName == "sys-net");
+        var run = add.Steps.Single(s => s.Kind == DeploymentStepKind.RunScript && s.VMName == "sys-net");
         Assert.Contains("nft -a list table ip qubes and nft -a list table ip6 qubes", run.Description);
         Assert.Contains("add rule ip6 qubes qubesfw-dnat", root.Backend.ReadQubeFile("sys-net", ForwardPersistence.FirewallUserScript));
         var listed = Assert.Single(PortForwardPlanner.List(root.Backend.GetInventory(), root.Now));
         Assert.True(listed.IPv6);
 
         var remove = PortForwardPlanner.PlanRemove(root.Backend, "work", ForwardProtocol.Tcp, 443, options);
-        foreach (var step in remove.Steps.Where(s => s.Kind == PortForwardStepKind.RunScript))
+        foreach (var step in remove.Steps.Where(s => s.Kind == DeploymentStepKind.RunScript))
         {
             Assert.Contains("delete chain ip6 qubes qubesfw-dnat\ndelete chain ip6 qubes qubesfw-forward\ndelete chain ip6 qubes qubesfw-input\n", step.Script);
             Assert.DoesNotContain("add rule", step.Script);
         }
-        Assert.Equal(["sys-net", "sys-firewall", "work"], remove.Steps.Where(s => s.Kind == PortForwardStepKind.RunScript).Select(s => s.VMName));
+        Assert.Equal(["sys-net", "sys-firewall", "work"], remove.Steps.Where(s => s.Kind == DeploymentStepKind.RunScript).Select(s => s.VMName));
     }
 
     [Theory]

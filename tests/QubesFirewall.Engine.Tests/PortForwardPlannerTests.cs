@@ -1,3 +1,4 @@
+using QubesFirewall.Engine.Deployment;
 using QubesFirewall.Engine.Model;
 using QubesFirewall.Engine.Persistence;
 using QubesFirewall.Engine.Planning;
@@ -43,14 +44,14 @@ public sealed class PortForwardPlannerTests : IDisposable
         Assert.Equal("tcp/443 -> work:8443 (sys-net -> sys-firewall -> work)", plan.Target);
         Assert.Equal(
             [
-                (PortForwardStepKind.SetFeature, "work"),
-                (PortForwardStepKind.WriteFile, "work"), (PortForwardStepKind.RunScript, "work"),
-                (PortForwardStepKind.WriteFile, "sys-firewall"), (PortForwardStepKind.RunScript, "sys-firewall"),
-                (PortForwardStepKind.WriteFile, "sys-net"), (PortForwardStepKind.RunScript, "sys-net"),
+                (DeploymentStepKind.SetFeature, "work"),
+                (DeploymentStepKind.WriteFile, "work"), (DeploymentStepKind.RunScript, "work"),
+                (DeploymentStepKind.WriteFile, "sys-firewall"), (DeploymentStepKind.RunScript, "sys-firewall"),
+                (DeploymentStepKind.WriteFile, "sys-net"), (DeploymentStepKind.RunScript, "sys-net"),
             ],
             plan.Steps.Select(s => (s.Kind, s.VMName)));
         Assert.Equal(["/rw/config/rc.local", "/rw/config/qubes-firewall-user-script", "/rw/config/qubes-firewall-user-script"],
-            plan.Steps.Where(s => s.Kind == PortForwardStepKind.WriteFile).Select(s => s.Path));
+            plan.Steps.Where(s => s.Kind == DeploymentStepKind.WriteFile).Select(s => s.Path));
         Assert.Empty(plan.Warnings);
 
         var text = plan.Describe();
@@ -102,7 +103,7 @@ public sealed class PortForwardPlannerTests : IDisposable
         var files = Snapshot();
         var again = PortForwardPlanner.PlanAdd(_root.Backend, Web(), Options());
         Assert.Equal("Reapply", again.Operation);
-        Assert.All(again.Steps, s => Assert.Equal(PortForwardStepKind.RunScript, s.Kind)); // the rules are re-applied, nothing is written
+        Assert.All(again.Steps, s => Assert.Equal(DeploymentStepKind.RunScript, s.Kind)); // the rules are re-applied, nothing is written
         PortForwardPlanner.Apply(_root.Backend, again);
         Assert.Equal(files, Snapshot());
     }
@@ -124,7 +125,7 @@ public sealed class PortForwardPlannerTests : IDisposable
 
         // external -> internal: sys-net, no longer on the way, is emptied as well
         var internalPlan = Add(Web(type: ForwardType.Internal, allow: ["10.137.0.10/32"]));
-        Assert.Equal(["work", "sys-firewall", "sys-net"], internalPlan.Steps.Where(s => s.Kind == PortForwardStepKind.RunScript).Select(s => s.VMName));
+        Assert.Equal(["work", "sys-firewall", "sys-net"], internalPlan.Steps.Where(s => s.Kind == DeploymentStepKind.RunScript).Select(s => s.VMName));
         Assert.Equal("#!/bin/sh\n", File("sys-net", ForwardPersistence.FirewallUserScript));
         Assert.Contains("iifgroup 2 ip daddr 10.137.0.3 ip saddr 10.137.0.10 tcp dport 443 dnat to 10.137.0.11", File("sys-firewall", ForwardPersistence.FirewallUserScript));
     }
@@ -143,9 +144,9 @@ public sealed class PortForwardPlannerTests : IDisposable
         var plan = Remove("work", ForwardProtocol.Tcp, 443);
         Assert.Equal("Remove", plan.Operation);
         // outside in: sys-net first, the target, then the feature last
-        Assert.Equal([(PortForwardStepKind.WriteFile, "sys-net"), (PortForwardStepKind.RunScript, "sys-net"),
-            (PortForwardStepKind.WriteFile, "sys-firewall"), (PortForwardStepKind.RunScript, "sys-firewall"),
-            (PortForwardStepKind.WriteFile, "work"), (PortForwardStepKind.RunScript, "work"), (PortForwardStepKind.RemoveFeature, "work")],
+        Assert.Equal([(DeploymentStepKind.WriteFile, "sys-net"), (DeploymentStepKind.RunScript, "sys-net"),
+            (DeploymentStepKind.WriteFile, "sys-firewall"), (DeploymentStepKind.RunScript, "sys-firewall"),
+            (DeploymentStepKind.WriteFile, "work"), (DeploymentStepKind.RunScript, "work"), (DeploymentStepKind.RemoveFeature, "work")],
             plan.Steps.Select(s => (s.Kind, s.VMName)));
         sysNet = File("sys-net", ForwardPersistence.FirewallUserScript)!;
         Assert.DoesNotContain("tcp dport 443", sysNet);
@@ -273,32 +274,51 @@ public sealed class PortForwardPlannerTests : IDisposable
     }
 
     [Fact]
-    public void A_failure_half_way_stops_and_reports_each_hop()
+    public void A_failure_half_way_puts_everything_back_feature_included_and_says_so()
     {
         // sys-firewall's hook file cannot be written (a directory is in the way)
         Directory.CreateDirectory(_root.StateFile("sys-firewall", ForwardPersistence.FirewallUserScript));
         var plan = PortForwardPlanner.PlanAdd(_root.Backend, Web(), Options());
         var result = PortForwardPlanner.Apply(_root.Backend, plan);
         Assert.NotNull(result.Failure);
-        Assert.Equal("PortForwardPartiallyApplied", result.Failure!.ErrorId);
-        Assert.Contains("port is not open from outside yet", result.Failure.Message);
-        Assert.Contains("Not done: sys-firewall: run", result.Failure.Message);
-        Assert.Equal([PortForwardHopStatus.Recorded, PortForwardHopStatus.Failed, PortForwardHopStatus.NotReached], result.Hops.Select(h => h.Status));
-        Assert.Null(File("sys-net", ForwardPersistence.FirewallUserScript)); // the edge was never opened
+        Assert.Equal("PortForwardRolledBack", result.Failure!.ErrorId);
+        Assert.Contains("failed at \"sys-firewall: write /rw/config/qubes-firewall-user-script", result.Failure.Message);
+        Assert.Contains("Rolled back: feature qubesfirewall.forward.tcp.443 of work; /rw/config/rc.local of work; the rules running in work.", result.Failure.Message);
+        Assert.Contains("Nothing is left changed.", result.Failure.Message);
+        Assert.Equal([PortForwardHopStatus.RolledBack, PortForwardHopStatus.Failed, PortForwardHopStatus.NotReached], result.Hops.Select(h => h.Status));
+        Assert.Same(result.Hops, result.Failure.Target);
+        // Declarations and qubes agree again: no feature, the file work did not have is gone, the edge was never opened.
+        Assert.DoesNotContain(_root.Backend.GetInventory().Get("work").Features.Keys, k => k.StartsWith("qubesfirewall.", StringComparison.Ordinal));
+        Assert.Null(File("work", ForwardPersistence.RcLocal));
+        Assert.Null(File("sys-net", ForwardPersistence.FirewallUserScript));
+        Assert.Empty(PortForwardPlanner.List(_root.Backend.GetInventory(), _root.Now));
+        // work's rules were loaded, then its previous (empty) set was loaded again: two recorded runs.
+        Assert.Equal(2, System.IO.File.ReadAllLines(Path.Combine(_root.Path, "qubesfirewall-state", "work", "applied.log")).Length);
     }
 
     [Fact]
-    public void Live_planning_needs_running_hops_and_leaves_a_halted_target_to_its_boot()
+    public void Live_planning_names_every_qube_to_reach_that_is_not_running_outermost_first()
     {
-        foreach (var q in new[] { "sys-net", "sys-firewall" }) _root.Backend.SetPowerState(q, PowerState.Running);
         var live = new PortForwardOptions { Now = _root.Now, RequireRunning = true };
-        var plan = PortForwardPlanner.PlanAdd(_root.Backend, Web(), live);
-        Assert.DoesNotContain(plan.Steps, s => s.Kind == PortForwardStepKind.RunScript && s.VMName == "work");
-        Assert.Contains(plan.Steps, s => s.Kind == PortForwardStepKind.WriteFile && s.VMName == "work");
-        Assert.Contains(plan.Warnings, w => w.StartsWith("'work' is not running", StringComparison.Ordinal));
+        foreach (var q in new[] { "sys-net", "work" }) _root.Backend.SetPowerState(q, PowerState.Running);
+        var blocked = PortForwardPlanner.PlanAdd(_root.Backend, Web(), live);
+        Assert.False(blocked.IsComplete);
+        Assert.Empty(blocked.Steps);
+        Assert.Equal(["sys-firewall"], blocked.NotRunning.Select(q => q.Name));
+        Assert.Contains("first start sys-firewall (-Start)", blocked.Describe());
+        var ex = Assert.Throws<QubesFirewallException>(() => PortForwardPlanner.Apply(_root.Backend, blocked));
+        Assert.Equal("QubesNotRunning", ex.ErrorId);
+        Assert.Contains("sys-firewall (halted)", ex.Message);
 
-        _root.Backend.SetPowerState("sys-firewall", PowerState.Halted);
-        Assert.Equal("HopNotRunning", Assert.Throws<QubesFirewallException>(() => PortForwardPlanner.PlanAdd(_root.Backend, Web(), live)).ErrorId);
+        // the target too: its rc.local is read and written inside it
+        _root.Backend.SetPowerState("work", PowerState.Halted);
+        _root.Backend.SetPowerState("sys-net", PowerState.Halted);
+        Assert.Equal(["sys-net", "sys-firewall", "work"], PortForwardPlanner.PlanAdd(_root.Backend, Web(), live).NotRunning.Select(q => q.Name));
+
+        foreach (var q in new[] { "sys-net", "sys-firewall", "work" }) _root.Backend.SetPowerState(q, PowerState.Running);
+        var plan = PortForwardPlanner.PlanAdd(_root.Backend, Web(), live);
+        Assert.True(plan.IsComplete);
+        Assert.Equal(["work", "sys-firewall", "sys-net"], plan.Steps.Where(s => s.Kind == DeploymentStepKind.RunScript).Select(s => s.VMName));
     }
 
     [Fact]
@@ -320,7 +340,7 @@ public sealed class PortForwardPlannerTests : IDisposable
             .Qube("app", 4, "sys-vpn").Build());
         var plan = PortForwardPlanner.PlanAdd(root.Backend, PortForward.Create("app", ForwardProtocol.Tcp, 80, allowFrom: ["10.0.0.0/8"]), PortForwardOptions.For(root.Backend, root.Now));
         Assert.Equal([("app", "/rw/config/rc.local"), ("sys-vpn", "/rw/config/rc.local"), ("sys-net", "/rw/config/qubes-firewall-user-script")],
-            plan.Steps.Where(s => s.Kind == PortForwardStepKind.WriteFile).Select(s => (s.VMName, s.Path!)));
+            plan.Steps.Where(s => s.Kind == DeploymentStepKind.WriteFile).Select(s => (s.VMName, s.Path!)));
     }
 
     [Fact]

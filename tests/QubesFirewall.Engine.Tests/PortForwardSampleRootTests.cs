@@ -1,3 +1,4 @@
+using QubesFirewall.Engine.Deployment;
 using QubesFirewall.Engine.Model;
 using QubesFirewall.Engine.Persistence;
 using QubesFirewall.Engine.Planning;
@@ -31,10 +32,10 @@ public sealed class PortForwardSampleRootTests : IDisposable
     {
         var plan = PortForwardPlanner.PlanAdd(_root.Backend, PortForward.Create("work", ForwardProtocol.Tcp, 443, allowFrom: ["192.168.1.0/24"]), Options(force: true));
         Assert.Contains(plan.Warnings, w => w.Contains("disposable of 'default-dvm'", StringComparison.Ordinal));
-        var write = plan.Steps.Single(s => s.Kind == PortForwardStepKind.WriteFile && s.ForQube == "sys-firewall");
+        var write = plan.Steps.Single(s => s.Kind == DeploymentStepKind.WriteFile && s.ForQube == "sys-firewall");
         Assert.Equal(("default-dvm", ForwardPersistence.FirewallUserScript), (write.VMName, write.Path!));
         Assert.Contains("default-dvm: write /rw/config/qubes-firewall-user-script for sys-firewall (a disposable of default-dvm)", write.Description);
-        var run = plan.Steps.Single(s => s.Kind == PortForwardStepKind.RunScript && s.ForQube == "sys-firewall");
+        var run = plan.Steps.Single(s => s.Kind == DeploymentStepKind.RunScript && s.ForQube == "sys-firewall");
         Assert.Equal("sys-firewall", run.VMName);
         Assert.DoesNotContain("qubesdb-read", run.Script); // run in the disposable itself: no guard needed
         Assert.Contains("dnat to 10.137.0.11", run.Script);

@@ -1,3 +1,4 @@
+using QubesFirewall.Engine.Deployment;
 using System.Diagnostics;
 using QubesFirewall.Engine.Model;
 using QubesFirewall.Engine.Planning;
@@ -69,7 +70,7 @@ public sealed class InterVmLinkLabTests : IDisposable
         var during = Rulesets(_lab);
         var again = Enable(_lab, _pf, "work", "personal", 5432);
         Assert.Equal("Reapply", again.Operation);
-        Assert.DoesNotContain(again.Steps, s => s.Kind is PortForwardStepKind.WriteFile or PortForwardStepKind.SetFeature or PortForwardStepKind.EditFirewall);
+        Assert.DoesNotContain(again.Steps, s => s.Kind is DeploymentStepKind.WriteFile or DeploymentStepKind.SetFeature or DeploymentStepKind.EditFirewall);
         Assert.Equal(during, Rulesets(_lab));
 
         // a reboot of each qube from its persisted files gives the same rulesets and the link still works
@@ -113,8 +114,8 @@ public sealed class InterVmLinkLabTests : IDisposable
 
         // Enable again puts back just that part, and the link works again
         var again = Enable(_lab, _pf, "work", "personal", 5432);
-        Assert.Contains(again.Steps, s => s.Kind == PortForwardStepKind.EditFirewall);
-        Assert.DoesNotContain(again.Steps, s => s.Kind is PortForwardStepKind.WriteFile or PortForwardStepKind.SetFeature);
+        Assert.Contains(again.Steps, s => s.Kind == DeploymentStepKind.EditFirewall);
+        Assert.DoesNotContain(again.Steps, s => s.Kind is DeploymentStepKind.WriteFile or DeploymentStepKind.SetFeature);
         Assert.Equal("personal", Open(_lab, "work", _lab.Ip("personal"), 5432).ServerNode);
     }
 
@@ -216,8 +217,8 @@ public sealed class InterVmLinkLabTests : IDisposable
     /// <summary>Applies through the shared rollout, copies files and runs scripts in the lab, then reloads the agent when a rule list changed.</summary>
     private static void Execute(LabTopology lab, PortForwardLab pf, InterVmLinkPlan plan)
     {
-        pf.Execute(plan.ToRollout());
-        if (plan.Steps.Any(s => s.Kind == PortForwardStepKind.EditFirewall)) SyncAgent(lab, pf);
+        pf.Execute(plan);
+        if (plan.Steps.Any(s => s.Kind == DeploymentStepKind.EditFirewall)) SyncAgent(lab, pf);
     }
 
     /// <summary>A list that lets nothing out but DNS: only what a link adds reaches other qubes.</summary>

@@ -1,3 +1,4 @@
+using QubesFirewall.Engine.Deployment;
 using System.Globalization;
 using System.Text;
 using QubesFirewall.Engine.Backends;
@@ -50,21 +51,25 @@ public sealed class PortForwardLab : IDisposable
     }
 
     /// <summary>Applies the plan on the offline root, copies the files into the lab, runs each run step's script in its qube.</summary>
-    public void Execute(PortForwardPlan plan)
+    public void Execute(PortForwardPlan plan) => Mirror(PortForwardPlanner.Apply(Backend, plan));
+
+    public void Execute(InterVmLinkPlan plan) => Mirror(InterVmLinkPlanner.Apply(Backend, plan));
+
+    /// <summary>Does in the lab's qubes what the offline root recorded: the files written, the scripts run (the steps deployed).</summary>
+    private void Mirror(PortForwardApplyResult result)
     {
-        var result = PortForwardPlanner.Apply(Backend, plan);
         Assert.Null(result.Failure);
-        foreach (var step in plan.Steps)
+        foreach (var step in result.Rollout!.Steps.Select(r => r.Step))
         {
             switch (step.Kind)
             {
-                case PortForwardStepKind.WriteFile:
+                case DeploymentStepKind.WriteFile:
                     var content = Backend.ReadQubeFile(step.VMName, step.Path!);
                     Assert.Equal(step.Content, content);
                     Assert.True((File.GetUnixFileMode(Backend.QubeFilePath(step.VMName, step.Path!)) & UnixFileMode.UserExecute) != 0);
                     _lab.WriteRwConfig(step.VMName, RelativeToRwConfig(step.Path!), content!, executable: true);
                     break;
-                case PortForwardStepKind.RunScript:
+                case DeploymentStepKind.RunScript:
                     RunScript(step.VMName, step.Script!).EnsureSuccess($"port forward script in {step.VMName}");
                     break;
             }

@@ -1,3 +1,4 @@
+using QubesFirewall.Engine.Deployment;
 using System.Diagnostics;
 using System.Globalization;
 using System.Text;
@@ -84,7 +85,7 @@ public sealed class TcpBindingLabTests : IDisposable
         // Add: the feature, untrusted's rc.local with the managed block, its listener script, dom0's policy
         var binding = TcpBinding.Create("untrusted", "work", 444, 10444, permanent: true);
         var plan = TcpBindingPlanner.PlanAdd(_backend, binding, TcpBindingOptions.For(_backend));
-        Assert.Equal([TcpBindingStepKind.SetFeature, TcpBindingStepKind.WriteFile, TcpBindingStepKind.RunScript, TcpBindingStepKind.WritePolicy], plan.Steps.Select(s => s.Kind));
+        Assert.Equal([DeploymentStepKind.SetFeature, DeploymentStepKind.WriteFile, DeploymentStepKind.RunScript, DeploymentStepKind.WriteDom0File], plan.Steps.Select(s => s.Kind));
         Assert.Null(TcpBindingPlanner.Apply(_backend, plan).Failure);
         var rcLocal = _backend.ReadQubeFile("untrusted", RcLocal)!;
         Assert.Equal(plan.Steps[1].Content, rcLocal);
@@ -135,7 +136,7 @@ public sealed class TcpBindingLabTests : IDisposable
 
         // 5. Remove: the policy line goes first, so the port is closed at once, even with the listener still up
         var remove = TcpBindingPlanner.PlanRemove(_backend, "untrusted", "work", 444, TcpBindingOptions.For(_backend));
-        Assert.Equal([TcpBindingStepKind.RemovePolicy, TcpBindingStepKind.WriteFile, TcpBindingStepKind.RunScript, TcpBindingStepKind.RemoveFeature], remove.Steps.Select(s => s.Kind));
+        Assert.Equal([DeploymentStepKind.RemoveDom0File, DeploymentStepKind.WriteFile, DeploymentStepKind.RunScript, DeploymentStepKind.RemoveFeature], remove.Steps.Select(s => s.Kind));
         Assert.Null(TcpBindingPlanner.Apply(_backend, remove).Failure);
         UpdateRoutes();
         Assert.Null(_backend.ReadDom0File(QrexecPolicy.FilePath));
@@ -192,11 +193,11 @@ public sealed class TcpBindingLabTests : IDisposable
         Assert.Null(TcpBindingPlanner.Apply(_backend, plan).Failure);
         foreach (var step in plan.Steps)
         {
-            if (step.Kind == TcpBindingStepKind.WriteFile)
+            if (step.Kind == DeploymentStepKind.WriteFile)
                 _lab.WriteRwConfig(step.VMName, PortForwardLab.RelativeToRwConfig(step.Path!), _backend.ReadQubeFile(step.VMName, step.Path!)!, executable: true);
         }
         UpdateRoutes();
-        foreach (var step in plan.Steps.Where(s => s.Kind == TcpBindingStepKind.RunScript))
+        foreach (var step in plan.Steps.Where(s => s.Kind == DeploymentStepKind.RunScript))
             RunInQube(step.VMName, step.Script!).EnsureSuccess($"listener script in {step.VMName}");
     }
 

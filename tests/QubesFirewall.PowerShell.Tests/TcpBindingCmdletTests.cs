@@ -250,7 +250,7 @@ public sealed class LiveTcpBindingCmdletTests : TcpBindingCmdletTests
     {
         var before = _root.Snapshot();
         var refused = Run("Add-QubeTcpBinding -From untrusted -To work -Port 444 -Permanent");
-        Assert.Equal(Fqid("QubeNotRunning", "AddQubeTcpBinding"), Assert.Single(refused.Errors).FullyQualifiedErrorId);
+        Assert.Equal(Fqid("QubesNotRunning", "AddQubeTcpBinding"), Assert.Single(refused.Errors).FullyQualifiedErrorId);
         _root.AssertUnchanged(before);
         Run("Add-QubeTcpBinding -From untrusted -To work -Port 444").AssertNoErrors();
         Assert.Equal("allow", Decide("untrusted", 444).Outcome);

@@ -405,6 +405,14 @@ public sealed partial class AdminApiBackend : IQubesBackend
         if (result.ExitCode != 0) throw CommandFailed(vmName, $"write {path}", result);
     }
 
+    public void DeleteQubeFile(string vmName, string path)
+    {
+        QubeName.Validate(vmName);
+        if (ReportInsteadOfRunning(vmName, QubeFileCommands.Delete(path), null)) return;
+        var result = _runner.Run(vmName, QubeFileCommands.Delete(path), ReadOnlyMemory<byte>.Empty, CommandTimeout);
+        if (result.ExitCode != 0) throw CommandFailed(vmName, $"delete {path}", result);
+    }
+
     public QubeCommandResult RunQubeScript(string vmName, string path)
     {
         QubeName.Validate(vmName);

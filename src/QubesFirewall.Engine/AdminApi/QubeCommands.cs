@@ -123,15 +123,25 @@ public static partial class QubeFileCommands
 
     /// <summary>
     /// Writes standard input to a temporary file beside the target, sets its mode, renames it over the
-    /// target: a reader in the qube sees the old or the new file, never a part.
+    /// target: a reader in the qube sees the old or the new file, never a part. The temporary name is
+    /// hidden (<c>.NAME.qfw-tmp.XXXXXX</c>): globs that run every file of a directory (<c>qubes-firewall.d/*</c>,
+    /// <c>rc.local.d/*.rc</c>) never pick it up; it is created 0600 (mktemp) and keeps that mode while it is
+    /// being filled, gets its final mode only once complete, just before the rename.
     /// </summary>
     public static string Write(string path, UnixFileMode mode)
     {
         var p = ValidatePath(path);
-        var dir = p[..p.LastIndexOf('/')];
+        var slash = p.LastIndexOf('/');
+        var dir = p[..slash];
         var octal = Convert.ToString((int)mode & 0xFFF, 8);
-        return $"umask 077 && mkdir -p -- '{dir}' && t=$(mktemp -- '{p}.qfw-XXXXXX') && {{ cat > \"$t\" && chmod {octal} -- \"$t\" && mv -f -- \"$t\" '{p}' || {{ rm -f -- \"$t\"; exit 1; }}; }}";
+        return $"umask 077 && mkdir -p -- '{dir}' && t=$(mktemp -- '{dir}/.{p[(slash + 1)..]}.{TemporaryMarker}XXXXXX') && {{ cat > \"$t\" && chmod {octal} -- \"$t\" && mv -f -- \"$t\" '{p}' || {{ rm -f -- \"$t\"; exit 1; }}; }}";
     }
+
+    /// <summary>What the temporary names of <see cref="Write"/> carry after the hidden target name.</summary>
+    public const string TemporaryMarker = "qfw-tmp.";
+
+    /// <summary>Deletes the file (no error when it is not there).</summary>
+    public static string Delete(string path) => $"rm -f -- '{ValidatePath(path)}'";
 
     /// <summary>Runs the shell script that follows on standard input (never written to a file), error output merged.</summary>
     public const string RunStandardInput = "exec /bin/sh -s 2>&1";

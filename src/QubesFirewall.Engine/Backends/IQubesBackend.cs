@@ -45,6 +45,17 @@ public interface IQubesBackend : IDisposable
     /// <summary>Replaces a file of a qube's persistent storage atomically, with the given mode.</summary>
     void WriteQubeFile(string vmName, string path, string content, UnixFileMode mode);
 
+    /// <summary>Deletes a file of a qube's persistent storage (a rollback removing a file the plan created); no error when it is not there.</summary>
+    void DeleteQubeFile(string vmName, string path);
+
+    /// <summary>
+    /// Holds off other deployments into qubes of this backend until disposed, so that a plan made under it
+    /// (files read) is written before anyone else plans: the offline root locks a file of its state folder,
+    /// across processes. Null when the backend has no such lock (live: qubesd has none; each file is read
+    /// again just before it is written instead, and a change made meanwhile is refused).
+    /// </summary>
+    IDisposable? LockDeployments() => null;
+
     /// <summary>
     /// Runs a persisted script in the qube now (one <c>nft -f</c> transaction inside it), so a change
     /// takes effect without a restart. Offline: recorded in the state folder, not run.

@@ -135,6 +135,29 @@ public sealed partial class OfflineRoot : IQubesBackend
         AtomicFile.WriteAllText(file, content, mode);
     }
 
+    public void DeleteQubeFile(string vmName, string path)
+    {
+        GetQube(vmName);
+        var file = QubeFilePath(vmName, path);
+        using var _ = FileLock.Acquire(FileLock.PathFor(file));
+        File.Delete(file);
+    }
+
+    /// <summary>One lock for the whole root (port forwards and bindings share hook files): qubesfirewall-state/.deploy.lock.</summary>
+    public IDisposable LockDeployments()
+    {
+        var file = Path.Combine(StatePath, ".deploy.lock");
+        try
+        {
+            return FileLock.Acquire(file, TimeSpan.FromMinutes(5));
+        }
+        catch (IOException ex)
+        {
+            throw new QubesFirewallException("DeploymentLocked", FailureKind.ResourceUnavailable,
+                $"Another deployment into {Description} has held {file} for 5 minutes; nothing was changed. Try again when it has finished.", file, ex);
+        }
+    }
+
     /// <summary>Offline nothing runs; the call is appended to the qube's applied.log so tests and users can see it.</summary>
     public QubeCommandResult RunQubeScript(string vmName, string path)
     {

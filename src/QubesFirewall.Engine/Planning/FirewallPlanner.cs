@@ -73,6 +73,20 @@ public static class FirewallPlanner
         return new FirewallChange(vmName, snapshot, edit, preview, steps);
     }
 
+    /// <summary>
+    /// The edit that undoes <paramref name="change"/> as planned: the rules it added are removed (by their
+    /// number and text in the planned list), the rules it removed go back at their old numbers.
+    /// </summary>
+    public static FirewallEdit Inverse(FirewallChange change)
+    {
+        var kept = new HashSet<FirewallRule>(change.Preview.AlreadyPresent, ReferenceEqualityComparer.Instance);
+        var added = change.Edit.Insertions.Select(i => i.Rule).Where(r => !kept.Contains(r)).ToHashSet(ReferenceEqualityComparer.Instance);
+        var removals = change.Preview.Rules.Select((rule, number) => (rule, number)).Where(x => added.Contains(x.rule))
+            .Select(x => new RuleRemoval(x.number, x.rule.Text)).ToList();
+        var insertions = change.Preview.Removed.OrderBy(r => r.Number).Select(r => new RuleInsertion(RuleText.Parse(r.Text), r.Number)).ToList();
+        return new FirewallEdit(insertions, removals);
+    }
+
     public static FirewallEditOutcome Apply(IQubesBackend backend, FirewallChange change) =>
         change.Edit.IsEmpty ? change.Preview : backend.ApplyFirewallEdit(change.VMName, change.Edit, change.Snapshot);
 

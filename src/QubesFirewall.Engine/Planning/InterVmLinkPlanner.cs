@@ -1,6 +1,7 @@
 using System.Globalization;
 using System.Text;
 using QubesFirewall.Engine.Backends;
+using QubesFirewall.Engine.Deployment;
 using QubesFirewall.Engine.Formats;
 using QubesFirewall.Engine.Model;
 using QubesFirewall.Engine.Persistence;
@@ -28,9 +29,9 @@ public sealed record InterVmLinkOptions
 /// maybe both directions). Enabling goes from the inside out: the declarations, the destinations' input
 /// accepts, the network qube's forward accept, and last the sources' Qubes firewall (the part that lets the
 /// traffic leave). Disabling goes the other way: the sources' firewall first, the declarations last. The steps
-/// run through the port forwards' rollout (<see cref="PortForwardPlanner.Apply"/>).
+/// run through the one deployment <see cref="Rollout"/>, which puts everything back when a step fails.
 /// </summary>
-public sealed record InterVmLinkPlan
+public sealed record InterVmLinkPlan : IDeploymentPlan
 {
     /// <summary>Enable, Reapply (everything already declared) or Disable.</summary>
     public required string Operation { get; init; }
@@ -40,7 +41,12 @@ public sealed record InterVmLinkPlan
     /// <summary>The shared network qube.</summary>
     public required string NetVM { get; init; }
 
-    public IReadOnlyList<PortForwardStep> Steps { get; init; } = [];
+    public IReadOnlyList<DeploymentStep> Steps { get; init; } = [];
+
+    // The qubes a link reaches must run on the live backend; Resolve refuses a halted network qube by name.
+    IReadOnlyList<Qube> IDeploymentPlan.NotRunning => [];
+    bool IDeploymentPlan.IsComplete => true;
+    string IDeploymentPlan.Purpose => $"{Operation.ToLowerInvariant()} inter-qube link {Target}";
 
     public IReadOnlyList<string> Warnings { get; init; } = [];
 
@@ -52,35 +58,15 @@ public sealed record InterVmLinkPlan
     {
         var sb = new StringBuilder();
         sb.Append(Operation).Append(" inter-qube link ").Append(Target).Append(':');
-        var n = 0;
-        foreach (var step in Steps)
-        {
-            sb.Append('\n').Append("  ").Append((++n).ToString(CultureInfo.InvariantCulture)).Append(". ").Append(step.Description);
-            if (step.Detail is { } detail)
-                foreach (var line in detail.TrimEnd('\n').Split('\n')) sb.Append("\n       ").Append(line.Replace("\t", "  ", StringComparison.Ordinal));
-        }
+        DeploymentStep.AppendList(sb, Steps);
         if (Steps.Count == 0) sb.Append(" nothing to change.");
         return sb.ToString();
     }
 
-    /// <summary>The plan as the shared hop rollout runs it.</summary>
-    public PortForwardPlan ToRollout() => new()
-    {
-        Operation = Operation,
-        VMName = Links[0].To,
-        FeatureName = Links[0].FeatureName,
-        Hops = [NetVM],
-        Steps = Steps,
-        Warnings = Warnings,
-        Target = Target,
-        Subject = "inter-qube link",
-        Roles = Links.SelectMany(l => new[] { (l.From, "source"), (l.To, "destination") }).Append((NetVM, "network qube"))
-            .GroupBy(r => r.Item1, StringComparer.Ordinal)
-            .ToDictionary(g => g.Key, g => string.Join(" and ", g.Select(r => r.Item2).Distinct()), StringComparer.Ordinal),
-        ResumeHint = Operation == "Disable"
-            ? "The sources' firewall rules go first, so the link is closed where that was done; run Disable-QubeInterVmNetwork again to finish."
-            : "The sources' firewall rules come last, so no traffic is let out yet; run the command again to finish, or Disable-QubeInterVmNetwork to undo.",
-    };
+    /// <summary>Each qube's part in the plan, for the results: source, destination, network qube.</summary>
+    public string RoleOf(string qube) =>
+        string.Join(" and ", Links.SelectMany(l => new[] { (l.From, "source"), (l.To, "destination") }).Append((NetVM, "network qube"))
+            .Where(r => r.Item1 == qube).Select(r => r.Item2).Distinct());
 }
 
 /// <summary>One declared link as Get-QubeInterVmNetwork shows it, with its three parts and whether each is in place.</summary>
@@ -250,17 +236,18 @@ public static class InterVmLinkPlanner
         var existing = new HashSet<string>(declarations.Where(d => d.Link is not null).Select(d => d.From + "\0" + d.FeatureName), StringComparer.Ordinal);
         foreach (var d in declarations.Where(d => d.Link is null)) warnings.Add($"{d.Problem} The feature of {d.From} is ignored.");
 
-        var steps = new List<PortForwardStep>();
+        var steps = new List<DeploymentStep>();
         foreach (var link in links.Where(l => !existing.Contains(l.From + "\0" + l.FeatureName)))
         {
             var value = InterVmLinkFeature.FormatValue(options.Now);
-            steps.Add(new PortForwardStep
+            steps.Add(new DeploymentStep
             {
-                Kind = PortForwardStepKind.SetFeature,
+                Kind = DeploymentStepKind.SetFeature,
                 VMName = link.From,
                 ForQube = link.From,
                 FeatureName = link.FeatureName,
                 FeatureValue = value,
+                PreviousFeatureValue = null,
                 Description = $"{link.From}: set feature {link.FeatureName} = '{value}'",
             });
         }
@@ -322,7 +309,7 @@ public static class InterVmLinkPlanner
         var remaining = DeclaredLinks(inventory).Where(l => !removed.Contains(l.From + "\0" + l.FeatureName)).ToList();
         var layout = LinkLayout.Build(inventory, remaining, warnings);
 
-        var steps = new List<PortForwardStep>();
+        var steps = new List<DeploymentStep>();
         // outside in: the sources' firewalls, the network qube, the destinations, the declarations
         var keep = remaining.Select(l => { try { return Resolve(inventory, l, checks: false); } catch (QubesFirewallException) { return null; } })
             .Where(r => r is not null).Select(r => r!).ToList();
@@ -332,12 +319,13 @@ public static class InterVmLinkPlanner
         foreach (var l in removing)
         {
             var value = declarations.First(d => d.From == l.From && d.FeatureName == l.FeatureName).FeatureValue;
-            steps.Add(new PortForwardStep
+            steps.Add(new DeploymentStep
             {
-                Kind = PortForwardStepKind.RemoveFeature,
+                Kind = DeploymentStepKind.RemoveFeature,
                 VMName = l.From,
                 ForQube = l.From,
                 FeatureName = l.FeatureName,
+                PreviousFeatureValue = value,
                 Description = $"{l.From}: remove feature {l.FeatureName} (was '{value}')",
             });
         }
@@ -353,8 +341,14 @@ public static class InterVmLinkPlanner
         };
     }
 
-    /// <summary>Applies the plan through the shared hop rollout; stops at the first failure and reports per qube.</summary>
-    public static PortForwardApplyResult Apply(IQubesBackend backend, InterVmLinkPlan plan) => PortForwardPlanner.Apply(backend, plan.ToRollout());
+    /// <summary>Deploys the plan; the first failing step stops it and everything already changed is put back. Reported per qube.</summary>
+    public static PortForwardApplyResult Apply(IQubesBackend backend, InterVmLinkPlan plan, RolloutOptions? options = null)
+    {
+        (plan, var run) = Rollout.Deploy(backend, plan, options, replan: null);
+        var hops = PortForwardPlanner.HopResults(run, plan.RoleOf, plan.Target, plan.Operation, _ => 0);
+        var failure = run.Failure("InterVmLink", $"{plan.Operation} inter-qube link {plan.Target}", "Disable-QubeInterVmNetwork", plan.Operation == "Disable", hops);
+        return new PortForwardApplyResult(hops, failure) { Rollout = run };
+    }
 
     private static string TargetText(IReadOnlyList<InterVmLink> links, string netvm)
     {
@@ -364,9 +358,10 @@ public static class InterVmLinkPlanner
 
     // ------------------------------------------------------------------ steps
 
-    private static IEnumerable<PortForwardStep> QubeSteps(QubesInventory inventory, LinkLayout layout, IReadOnlyList<Qube> order,
+    private static IEnumerable<DeploymentStep> QubeSteps(QubesInventory inventory, LinkLayout layout, IReadOnlyList<Qube> order,
         Func<string, string, string?> readFile, InterVmLinkOptions options, List<string> warnings)
     {
+        var before = LinkLayout.Build(inventory, DeclaredLinks(inventory), null);
         var written = new HashSet<string>(StringComparer.Ordinal);
         foreach (var qube in order)
         {
@@ -377,51 +372,30 @@ public static class InterVmLinkPlanner
             if (written.Add(storage.Name + "\0" + path))
             {
                 var current = readFile(storage.Name, path);
-                string? content;
-                try
-                {
-                    var body = LinkPersistence.ReplacePart(ManagedBlock.Extract(current), LinkPersistence.Part(inventory, storage, path, layout.For));
-                    content = body.Trim().Length == 0 ? ManagedBlock.Remove(current) : ManagedBlock.Upsert(current, body);
-                }
-                catch (QubesFirewallException ex) when (ex.ErrorId == "ManagedBlockDamaged")
-                {
-                    throw new QubesFirewallException(ex.ErrorId, ex.Kind, $"{storage.Name}:{path}: {ex.Message}", $"{storage.Name}:{path}");
-                }
                 if (current is not null && path == ForwardPersistence.FirewallUserScript && !ManagedBlock.HasShebang(current) && !set.IsEmpty)
                     warnings.Add($"{storage.Name}:{path} has no '#!' first line: the qubes-firewall service executes the file directly and cannot run it. Add '#!/bin/sh' as its first line.");
-                if (content is not null && content != current)
-                {
-                    var what = ManagedBlock.Extract(content) is null ? "remove the managed block" : current is null ? "create it (#!/bin/sh, mode 0755) with the managed block"
-                        : ManagedBlock.Extract(current) is null ? "add the managed block (mode 0755)" : "replace the inter-qube links part of the managed block (mode 0755)";
-                    yield return new PortForwardStep
-                    {
-                        Kind = PortForwardStepKind.WriteFile,
-                        VMName = storage.Name,
-                        ForQube = qube.Name,
-                        Path = path,
-                        Content = content,
-                        StoredIn = storage.Name,
-                        Forwards = set.Count,
-                        Description = storage.Name == qube.Name
-                            ? $"{qube.Name}: write {path}: {what} ({role})"
-                            : $"{storage.Name}: write {path} for {qube.Name} (a disposable of {storage.Name}): {what} ({role})",
-                    };
-                }
+                if (DeploymentStep.HookFile(storage.Name, qube.Name, path, current, block => LinkPersistence.ReplacePart(block, LinkPersistence.Part(inventory, storage, path, layout.For)),
+                        "replace the inter-qube links part of the managed block (mode 0755)", role) is { } write)
+                    yield return write;
             }
             if (options.RequireRunning && qube.State != PowerState.Running)
             {
                 warnings.Add($"'{qube.Name}' is not running: nothing is run in it now; its rules follow its {path} when it starts.");
                 continue;
             }
-            yield return new PortForwardStep
+            var script = NftLinkScript.Render(set);
+            // The rules it had, loaded again if a later step fails.
+            var previousScript = NftLinkScript.Render(before.For(qube));
+            yield return new DeploymentStep
             {
-                Kind = PortForwardStepKind.RunScript,
+                Kind = DeploymentStepKind.RunScript,
                 VMName = qube.Name,
                 ForQube = qube.Name,
                 Path = path,
-                Script = NftLinkScript.Render(set),
+                Script = script,
+                PreviousScript = previousScript == script ? null : previousScript,
+                ScriptName = $"inter-qube links of {qube.Name}",
                 StoredIn = storage.Name,
-                Forwards = set.Count,
                 Description = set.IsEmpty
                     ? $"{qube.Name}: run as root: one nft -f - transaction removing the {NftLinkScript.ForwardChain}/{NftLinkScript.InputChain} chains and their jumps:"
                     : $"{qube.Name}: run as root: one nft -f - transaction for its {role}:",
@@ -431,7 +405,7 @@ public static class InterVmLinkPlanner
     }
 
     /// <summary>Per source qube: the accept rules to add (before the catch-all) or to remove (those no remaining link needs).</summary>
-    private static IEnumerable<PortForwardStep> FirewallSteps(IReadOnlyList<ResolvedLink> links, Func<string, FirewallDocument> readFirewall,
+    private static IEnumerable<DeploymentStep> FirewallSteps(IReadOnlyList<ResolvedLink> links, Func<string, FirewallDocument> readFirewall,
         DateTimeOffset now, bool adding, IReadOnlyList<ResolvedLink> keep)
     {
         foreach (var group in links.GroupBy(l => l.From.Name, StringComparer.Ordinal))
@@ -457,9 +431,9 @@ public static class InterVmLinkPlanner
                 change = FirewallPlanner.PlanRemove(snapshot, vm, targets, now);
             }
             var lines = change.Steps.Where(s => !s.Action.StartsWith("Keep", StringComparison.Ordinal)).ToList();
-            yield return new PortForwardStep
+            yield return new DeploymentStep
             {
-                Kind = PortForwardStepKind.EditFirewall,
+                Kind = DeploymentStepKind.EditFirewall,
                 VMName = vm,
                 ForQube = vm,
                 Firewall = change,

@@ -1,6 +1,7 @@
 using System.Globalization;
 using System.Text;
 using QubesFirewall.Engine.Backends;
+using QubesFirewall.Engine.Deployment;
 using QubesFirewall.Engine.Formats;
 using QubesFirewall.Engine.Model;
 using QubesFirewall.Engine.Persistence;
@@ -27,53 +28,14 @@ public sealed record PortForwardOptions
 }
 
 /// <summary>
-/// The kinds of change a hop rollout makes. <see cref="EditFirewall"/> is a qube's Qubes firewall (inter-qube links
-/// add an accept for the destination to the source's list).
-/// </summary>
-public enum PortForwardStepKind { SetFeature, RemoveFeature, WriteFile, RunScript, EditFirewall }
-
-/// <summary>One change of a plan, with the words -WhatIf and -Verbose show.</summary>
-public sealed record PortForwardStep
-{
-    public required PortForwardStepKind Kind { get; init; }
-
-    /// <summary>The qube the change is made in (for a file of a disposable: its template).</summary>
-    public required string VMName { get; init; }
-
-    /// <summary>The qube whose rules the step is about (hop or target); for feature steps the target.</summary>
-    public required string ForQube { get; init; }
-
-    public required string Description { get; init; }
-
-    /// <summary>More lines for -WhatIf: the nft commands a run step executes.</summary>
-    public string? Detail { get; init; }
-
-    /// <summary>For file and run steps: the qube whose /rw holds the hook file.</summary>
-    public string? StoredIn { get; init; }
-
-    /// <summary>For file and run steps: how many forwards the qube's script carries after the change.</summary>
-    public int Forwards { get; init; }
-
-    public string? FeatureName { get; init; }
-    public string? FeatureValue { get; init; }
-    public string? Path { get; init; }
-    public string? Content { get; init; }
-    public string? Script { get; init; }
-
-    /// <summary>For <see cref="PortForwardStepKind.EditFirewall"/>: the planned rule-list change.</summary>
-    public FirewallChange? Firewall { get; init; }
-
-    public override string ToString() => Description;
-}
-
-/// <summary>
 /// An ordered list of changes that adds, updates or removes one port forward: the feature of the
 /// target, then for each qube on the way its hook file (managed block) and a run of its script.
 /// Adding opens from the inside out (target first, the outermost hop last), removing closes from the
 /// outside in (outermost hop first, the declaration last), so a failure half way leaves the port shut at
-/// the edge. Deterministic: the same inventory, files and request give the same plan.
+/// the edge. Deployed by <see cref="Rollout"/>: a failure half way puts every change back, feature included.
+/// Deterministic: the same inventory, files and request give the same plan.
 /// </summary>
-public sealed record PortForwardPlan
+public sealed record PortForwardPlan : IDeploymentPlan
 {
     public required string Operation { get; init; }
 
@@ -90,7 +52,7 @@ public sealed record PortForwardPlan
     /// <summary>The network qubes of the forward, outermost first (empty when it cannot be resolved).</summary>
     public IReadOnlyList<string> Hops { get; init; } = [];
 
-    public IReadOnlyList<PortForwardStep> Steps { get; init; } = [];
+    public IReadOnlyList<DeploymentStep> Steps { get; init; } = [];
 
     public IReadOnlyList<string> Warnings { get; init; } = [];
 
@@ -100,14 +62,19 @@ public sealed record PortForwardPlan
     /// <summary>The address families the forward is generated for (<c>IPv4</c>, <c>IPv4 and IPv6</c>, <c>IPv6</c>); empty for a removal.</summary>
     public string AddressFamilies { get; init; } = "";
 
-    /// <summary>What the plan is about, in messages ("port forward", "inter-qube link").</summary>
-    public string Subject { get; init; } = "port forward";
+    /// <summary>
+    /// The qubes the change reaches that are not running, outermost first: the network qubes on the way
+    /// (their rules are loaded now) and the qubes keeping the hook files (read and written inside them, live).
+    /// </summary>
+    public IReadOnlyList<Qube> NotRunning { get; init; } = [];
 
-    /// <summary>The closing sentence of a partial-apply message (null: the port forward's).</summary>
-    public string? ResumeHint { get; init; }
+    /// <summary>False on the live backend while qubes of <see cref="NotRunning"/> are halted: their files cannot be read, so there are no steps.</summary>
+    public bool IsComplete { get; init; } = true;
 
-    /// <summary>Roles per qube for the results (null: hop N of M / target).</summary>
-    public IReadOnlyDictionary<string, string>? Roles { get; init; }
+    /// <summary>How many forwards each qube's script carries after the change (qubes whose file or rules change).</summary>
+    public IReadOnlyDictionary<string, int> ForwardCounts { get; init; } = new Dictionary<string, int>();
+
+    string IDeploymentPlan.Purpose => $"{Operation.ToLowerInvariant()} port forward {Target}";
 
     /// <summary>True when the port is open to anyone who reaches the first hop (no -AllowFrom).</summary>
     public bool OpenToEveryone => Forward?.IsOpenToEveryone == true && Operation != "Remove";
@@ -117,13 +84,8 @@ public sealed record PortForwardPlan
     {
         var sb = new StringBuilder();
         sb.Append(Operation).Append(" port forward ").Append(Target).Append(':');
-        var n = 0;
-        foreach (var step in Steps)
-        {
-            sb.Append('\n').Append("  ").Append((++n).ToString(CultureInfo.InvariantCulture)).Append(". ").Append(step.Description);
-            if (step.Detail is { } detail)
-                foreach (var line in detail.TrimEnd('\n').Split('\n')) sb.Append("\n       ").Append(line.Replace("\t", "  ", StringComparison.Ordinal));
-        }
+        if (!IsComplete) sb.Append(" first start ").Append(string.Join(", ", NotRunning.Select(q => q.Name))).Append(" (-Start); the steps are planned once they run");
+        DeploymentStep.AppendList(sb, Steps);
         return sb.ToString();
     }
 }
@@ -137,10 +99,16 @@ public enum PortForwardHopStatus
     Recorded,
     /// <summary>The qube is not running: its file was written; the rules apply when it starts.</summary>
     Persisted,
-    /// <summary>A step of this qube failed; see Output.</summary>
+    /// <summary>Its file and rules were found up to date; nothing written.</summary>
+    Unchanged,
+    /// <summary>A step of this qube failed; what it had changed was put back. See Message.</summary>
     Failed,
     /// <summary>Not reached: an earlier step failed.</summary>
     NotReached,
+    /// <summary>Changed, then put back (its previous file, its previous rules loaded again) because a later qube failed.</summary>
+    RolledBack,
+    /// <summary>Putting it back failed: this qube needs attention (see Message).</summary>
+    RollbackFailed,
 }
 
 /// <summary>The result for one qube of a port forward change (Add-/Remove-QubePortForward -PassThru).</summary>
@@ -176,11 +144,20 @@ public sealed record PortForwardHopResult
 
     public PortForwardHopStatus Status { get; init; }
 
+    /// <summary>What happened there, in words (why it failed, that it was put back).</summary>
+    public string? Message { get; init; }
+
     public override string ToString() => $"{VMName} ({Role}): {Status}";
 }
 
-/// <summary>Results per qube, and the failure that stopped the apply (null when all went through).</summary>
-public sealed record PortForwardApplyResult(IReadOnlyList<PortForwardHopResult> Hops, QubesFirewallException? Failure);
+/// <summary>Results per qube, the whole rollout, and the failure that stopped it (null when all went through).</summary>
+public sealed record PortForwardApplyResult(IReadOnlyList<PortForwardHopResult> Hops, QubesFirewallException? Failure)
+{
+    /// <summary>The plan deployed (offline: made again under the root's lock).</summary>
+    public PortForwardPlan? Plan { get; init; }
+
+    public DeploymentResult? Rollout { get; init; }
+}
 
 /// <summary>The script Export-QubeFirewallScript returns for a qube.</summary>
 public sealed record QubeForwardScript(string VMName, string StoredIn, string Path, string Script, int Forwards);
@@ -209,7 +186,8 @@ public static class PortForwardPlanner
         if (forward.Expire is { } expire && expire <= options.Now.ToUnixTimeSeconds())
             throw QubesFirewallException.Invalid("ExpireInPast", $"{forward.Text}: the expiry time is not in the future, the forward would never match.", forward);
 
-        var chain = NetworkChain.Resolve(inventory, forward, options.RequireRunning);
+        // Power states are checked below, for every qube the change reaches, not only the hops.
+        var chain = NetworkChain.Resolve(inventory, forward);
         CheckAddressFamilies(inventory, chain, warnings);
         var declarations = PortForwardDeclaration.ReadAll(inventory, networkedOnly: true);
         var existing = declarations.FirstOrDefault(d => d.VMName == forward.VMName && d.FeatureName == forward.FeatureName);
@@ -256,23 +234,9 @@ public static class PortForwardPlanner
             foreach (var q in new[] { previousChain!.Target }.Concat(previousChain.Hops.Reverse().Select(h => h.Qube)))
                 if (!order.Any(o => o.Name == q.Name)) order.Add(q);
 
-        var steps = new List<PortForwardStep>();
-        if (existing?.FeatureValue != forward.FeatureValue)
-        {
-            steps.Add(new PortForwardStep
-            {
-                Kind = PortForwardStepKind.SetFeature,
-                VMName = forward.VMName,
-                ForQube = forward.VMName,
-                FeatureName = forward.FeatureName,
-                FeatureValue = forward.FeatureValue,
-                Description = $"{forward.VMName}: {(existing is null ? "set" : "change")} feature {forward.FeatureName} = '{forward.FeatureValue}'",
-            });
-        }
-        var layout = ForwardLayout.Build(inventory, after, warnings);
-        steps.AddRange(HopSteps(inventory, layout, order, readFile, options, warnings));
-
-        return new PortForwardPlan
+        var outermostFirst = chain.Hops.Select(h => h.Qube).Append(chain.Target).Concat(order.Skip(chain.Hops.Count + 1)).ToList();
+        var notRunning = QubeStarter.NotRunning(inventory, Reach(inventory, outermostFirst));
+        var plan = new PortForwardPlan
         {
             Operation = operation,
             Forward = forward,
@@ -280,11 +244,34 @@ public static class PortForwardPlanner
             VMName = forward.VMName,
             FeatureName = forward.FeatureName,
             Hops = chain.HopNames.ToList(),
-            Steps = steps,
-            Warnings = warnings.Distinct().ToList(),
             Target = $"{forward.Text} ({chain.Path})",
             AddressFamilies = NftForwardScript.FamilyText(NftForwardScript.Families(chain)),
+            NotRunning = notRunning,
         };
+        if (options.RequireRunning && notRunning.Count > 0)
+            return plan with { IsComplete = false, Warnings = warnings.Distinct().ToList() };
+
+        var steps = new List<DeploymentStep>();
+        if (DeploymentStep.SetFeature(forward.VMName, forward.FeatureName, forward.FeatureValue, existing?.FeatureValue) is { } feature) steps.Add(feature);
+        var layout = ForwardLayout.Build(inventory, after, warnings);
+        var before = ForwardLayout.Build(inventory, previous is null ? others : others.Append(previous), []);
+        var counts = new Dictionary<string, int>(StringComparer.Ordinal);
+        steps.AddRange(HopSteps(inventory, layout, before, order, readFile, options, warnings, counts));
+
+        return plan with { Steps = steps, Warnings = warnings.Distinct().ToList(), ForwardCounts = counts };
+    }
+
+    /// <summary>
+    /// The qubes a change must reach, outermost first: each network qube (its rules are loaded now), and
+    /// the qube keeping each file (for a disposable: its template, after the disposable itself).
+    /// </summary>
+    private static IEnumerable<string> Reach(QubesInventory inventory, IEnumerable<Qube> outermostFirst)
+    {
+        foreach (var qube in outermostFirst)
+        {
+            if (qube.ProvidesNetwork) yield return qube.Name;
+            yield return ForwardPersistence.StorageOf(inventory, qube).Name;
+        }
     }
 
     // ------------------------------------------------------------------ remove
@@ -340,31 +327,27 @@ public static class PortForwardPlanner
             order.Add(target);
         }
 
-        var layout = ForwardLayout.Build(inventory, others, warnings);
-        var steps = HopSteps(inventory, layout, order, readFile, options, warnings).ToList();
-        foreach (var d in matching)
-        {
-            steps.Add(new PortForwardStep
-            {
-                Kind = PortForwardStepKind.RemoveFeature,
-                VMName = target.Name,
-                ForQube = target.Name,
-                FeatureName = d.FeatureName,
-                Description = $"{target.Name}: remove feature {d.FeatureName} (was '{d.FeatureValue}')",
-            });
-        }
         var text = removed?.Text ?? $"{(protocol == ForwardProtocol.Tcp ? "tcp" : "udp")}/{port.ToString(CultureInfo.InvariantCulture)} -> {target.Name}";
-        return new PortForwardPlan
+        var notRunning = QubeStarter.NotRunning(inventory, Reach(inventory, order));
+        var plan = new PortForwardPlan
         {
             Operation = "Remove",
             Forward = removed,
             VMName = target.Name,
             FeatureName = name,
             Hops = hops,
-            Steps = steps,
-            Warnings = warnings.Distinct().ToList(),
             Target = hops.Count > 0 ? $"{text} ({string.Join(" -> ", hops.Append(target.Name))})" : text,
+            NotRunning = notRunning,
         };
+        if (options.RequireRunning && notRunning.Count > 0)
+            return plan with { IsComplete = false, Warnings = warnings.Distinct().ToList() };
+
+        var layout = ForwardLayout.Build(inventory, others, warnings);
+        var before = ForwardLayout.Build(inventory, removed is null ? others : others.Append(removed), []);
+        var counts = new Dictionary<string, int>(StringComparer.Ordinal);
+        var steps = HopSteps(inventory, layout, before, order, readFile, options, warnings, counts).ToList();
+        foreach (var d in matching) steps.Add(DeploymentStep.RemoveFeature(target.Name, d.FeatureName, d.FeatureValue));
+        return plan with { Steps = steps, Warnings = warnings.Distinct().ToList(), ForwardCounts = counts };
     }
 
     // ------------------------------------------------------------------ export / list
@@ -410,92 +393,68 @@ public static class PortForwardPlanner
     // ------------------------------------------------------------------ apply
 
     /// <summary>
-    /// Applies the steps in order; stops at the first failure (an exception or a script that exits
-    /// non-zero) and reports, per qube, what was done and what was not reached.
+    /// Deploys the plan with <see cref="Rollout"/>: in order, the first failure stops it and every change
+    /// made is put back (the feature included, so declarations and qubes agree). Under the backend's
+    /// deployment lock (offline root) the plan is first made again by <paramref name="replan"/>, so a
+    /// forward another process added since the first plan is kept. Reports, per qube, what happened.
     /// </summary>
-    public static PortForwardApplyResult Apply(IQubesBackend backend, PortForwardPlan plan)
+    public static PortForwardApplyResult Apply(IQubesBackend backend, PortForwardPlan plan, RolloutOptions? options = null, Func<PortForwardPlan>? replan = null)
     {
-        var qubes = plan.Steps.Where(s => s.Kind is PortForwardStepKind.WriteFile or PortForwardStepKind.RunScript)
-            .GroupBy(s => s.ForQube).ToList();
-        var state = new Dictionary<string, PortForwardHopResult>(StringComparer.Ordinal);
-        foreach (var group in qubes)
-        {
-            var first = group.First();
-            state[group.Key] = new PortForwardHopResult
-            {
-                VMName = group.Key,
-                Role = RoleOf(plan, group.Key),
-                Forward = plan.Forward?.Text ?? plan.FeatureName,
-                Operation = plan.Operation,
-                StoredIn = first.StoredIn ?? first.VMName,
-                Path = first.Path ?? "",
-                Forwards = first.Forwards,
-                Status = PortForwardHopStatus.NotReached,
-            };
-        }
+        (plan, var run) = Rollout.Deploy(backend, plan, options, replan);
 
-        QubesFirewallException? failure = null;
-        var done = new List<string>();
-        foreach (var step in plan.Steps)
-        {
-            try
-            {
-                switch (step.Kind)
-                {
-                    case PortForwardStepKind.SetFeature:
-                        backend.SetFeature(step.VMName, step.FeatureName!, step.FeatureValue!);
-                        break;
-                    case PortForwardStepKind.RemoveFeature:
-                        backend.RemoveFeature(step.VMName, step.FeatureName!);
-                        break;
-                    case PortForwardStepKind.WriteFile:
-                        backend.WriteQubeFile(step.VMName, step.Path!, step.Content!, ManagedBlock.FileMode);
-                        state[step.ForQube] = state[step.ForQube] with { FileChanged = true, Status = PortForwardHopStatus.Persisted };
-                        break;
-                    case PortForwardStepKind.RunScript:
-                        var r = backend.RunQubeShellScript(step.VMName, step.Script!, $"{plan.Subject}s of {step.VMName}");
-                        var status = !r.Executed ? PortForwardHopStatus.Recorded : r.Succeeded ? PortForwardHopStatus.Applied : PortForwardHopStatus.Failed;
-                        state[step.ForQube] = state[step.ForQube] with { Executed = r.Executed, ExitCode = r.ExitCode, Output = r.Output, Status = status };
-                        if (!r.Succeeded)
-                            throw new QubesFirewallException("PortForwardScriptFailed", FailureKind.InvalidOperation,
-                                $"The {plan.Subject} script failed in '{step.VMName}' (exit code {r.ExitCode.ToString(CultureInfo.InvariantCulture)}): {r.Output.Trim()}", step.VMName);
-                        break;
-                    case PortForwardStepKind.EditFirewall:
-                        FirewallPlanner.Apply(backend, step.Firewall!);
-                        break;
-                }
-                done.Add(step.Description);
-            }
-            catch (Exception caught) when (caught is QubesFirewallException or IOException or UnauthorizedAccessException)
-            {
-                var ex = caught as QubesFirewallException
-                    ?? new QubesFirewallException("QubeFileWriteFailed", FailureKind.WriteError, $"{step.VMName}:{step.Path}: {caught.Message}", step.VMName, caught);
-                if (state.TryGetValue(step.ForQube, out var s) && s.Status != PortForwardHopStatus.Failed)
-                    state[step.ForQube] = s with { Status = PortForwardHopStatus.Failed, Output = ex.Message };
-                failure = new QubesFirewallException("PortForwardPartiallyApplied", ex.Kind, PartialMessage(plan, step, ex, done), plan.FeatureName, ex);
-                break;
-            }
-        }
-        return new PortForwardApplyResult(qubes.Select(g => state[g.Key]).ToList(), failure);
+        var hops = HopResults(run, hop => RoleOf(plan, hop), plan.Forward?.Text ?? plan.FeatureName, plan.Operation, hop => plan.ForwardCounts.GetValueOrDefault(hop));
+
+        var failure = run.Failure("PortForward", $"{plan.Operation} port forward {plan.Target}", "Remove-QubePortForward", plan.Operation == "Remove", hops);
+        return new PortForwardApplyResult(hops, failure) { Plan = plan, Rollout = run };
     }
 
-    private static string PartialMessage(PortForwardPlan plan, PortForwardStep failed, QubesFirewallException ex, List<string> done)
+    /// <summary>
+    /// One result per qube from a rollout's steps (files, runs, Qubes firewall edits; not the features), for
+    /// port forwards and inter-qube links alike: what happened there, the worst status of its steps first.
+    /// </summary>
+    internal static List<PortForwardHopResult> HopResults(DeploymentResult run, Func<string, string> roleOf, string subject, string operation, Func<string, int> counts)
     {
-        var sb = new StringBuilder();
-        sb.Append(plan.Operation).Append(' ').Append(plan.Target).Append(" stopped at \"").Append(failed.Description).Append("\": ").Append(ex.Message);
-        sb.Append(done.Count == 0 ? " Nothing was changed." : " Done before: " + string.Join("; ", done) + ".");
-        var rest = plan.Steps.SkipWhile(s => !ReferenceEquals(s, failed)).Skip(1).Select(s => s.Description).ToList();
-        if (rest.Count > 0) sb.Append(" Not done: ").Append(string.Join("; ", rest)).Append('.');
-        sb.Append(plan.ResumeHint is { } hint ? " " + hint : plan.Operation == "Remove"
-            ? " The outer network qubes were handled first, so the port is closed where it was done; run Remove-QubePortForward again to finish."
-            : " The outermost network qube is changed last, so the port is not open from outside yet; run the command again to finish, or Remove-QubePortForward to undo.");
-        return sb.ToString();
+        var hops = new List<PortForwardHopResult>();
+        foreach (var hop in run.Steps.Select(r => r.Step).Where(s => s.Kind is DeploymentStepKind.WriteFile or DeploymentStepKind.RunScript or DeploymentStepKind.EditFirewall).Select(s => s.Hop).Distinct(StringComparer.Ordinal))
+        {
+            var results = run.For(hop).Where(r => r.Step.Kind is DeploymentStepKind.WriteFile or DeploymentStepKind.RunScript or DeploymentStepKind.EditFirewall).ToList();
+            var write = results.FirstOrDefault(r => r.Step.Kind is DeploymentStepKind.WriteFile or DeploymentStepKind.EditFirewall);
+            var exec = results.FirstOrDefault(r => r.Step.Kind == DeploymentStepKind.RunScript);
+            var first = results[0].Step;
+            var status =
+                results.Any(r => r.Status == DeploymentStepStatus.RollbackFailed) ? PortForwardHopStatus.RollbackFailed
+                : results.Any(r => r.Status == DeploymentStepStatus.Failed) ? PortForwardHopStatus.Failed
+                : results.Any(r => r.Status == DeploymentStepStatus.RolledBack) ? PortForwardHopStatus.RolledBack
+                : results.All(r => r.Status == DeploymentStepStatus.NotReached) ? PortForwardHopStatus.NotReached
+                : exec is null ? (write!.Status == DeploymentStepStatus.Applied ? PortForwardHopStatus.Persisted : PortForwardHopStatus.Unchanged)
+                : exec.Status == DeploymentStepStatus.Recorded ? PortForwardHopStatus.Recorded : PortForwardHopStatus.Applied;
+            var telling = new[] { DeploymentStepStatus.RollbackFailed, DeploymentStepStatus.Failed, DeploymentStepStatus.RolledBack, DeploymentStepStatus.NotReached }
+                .Select(st => results.FirstOrDefault(r => r.Status == st)).FirstOrDefault(r => r is not null);
+            hops.Add(new PortForwardHopResult
+            {
+                VMName = hop,
+                Role = roleOf(hop),
+                Forward = subject,
+                Operation = operation,
+                StoredIn = first.StoredIn ?? first.VMName,
+                Path = first.Path ?? "",
+                Forwards = counts(hop),
+                FileChanged = write?.Status == DeploymentStepStatus.Applied,
+                Executed = exec?.Command?.Executed == true,
+                ExitCode = exec?.Command?.ExitCode,
+                Output = exec?.Command?.Output ?? (exec?.Status == DeploymentStepStatus.Failed ? exec.Message : null),
+                Status = status,
+                Message = telling?.Message ?? string.Join(" ", results.Select(r => r.Message)),
+            });
+        }
+
+        return hops;
     }
 
     // ------------------------------------------------------------------ steps per qube
 
-    private static IEnumerable<PortForwardStep> HopSteps(QubesInventory inventory, ForwardLayout layout, IReadOnlyList<Qube> order,
-        Func<string, string, string?> readFile, PortForwardOptions options, List<string> warnings)
+    private static IEnumerable<DeploymentStep> HopSteps(QubesInventory inventory, ForwardLayout layout, ForwardLayout before, IReadOnlyList<Qube> order,
+        Func<string, string, string?> readFile, PortForwardOptions options, List<string> warnings, Dictionary<string, int> counts)
     {
         var written = new HashSet<string>(StringComparer.Ordinal);
         // each qube's transaction and script are rendered once per plan (a block and a run step use the same text)
@@ -512,6 +471,7 @@ public static class PortForwardPlanner
         foreach (var qube in order)
         {
             var set = layout.For(qube);
+            counts[qube.Name] = set.Count;
             var storage = ForwardPersistence.StorageOf(inventory, qube);
             var path = ForwardPersistence.HookPath(qube);
             var role = set.IsEmpty ? "no forward left" : set.Count == 1 ? "1 forward" : $"{set.Count.ToString(CultureInfo.InvariantCulture)} forwards";
@@ -521,35 +481,10 @@ public static class PortForwardPlanner
                 // The managed block is shared with ConnectTCP bindings and inter-qube links: keep their sections.
                 var body = LinkPersistence.WithLinks(inventory, storage, path,
                     ConnectTcpPersistence.WithBindings(inventory, storage, path, ForwardPersistence.BlockBody(inventory, storage, path, layout.For, s => Generate(s).Script)));
-                string? content;
-                try
-                {
-                    content = body.Length == 0 ? ManagedBlock.Remove(current) : ManagedBlock.Upsert(current, body);
-                }
-                catch (QubesFirewallException ex) when (ex.ErrorId == "ManagedBlockDamaged")
-                {
-                    throw new QubesFirewallException(ex.ErrorId, ex.Kind, $"{storage.Name}:{path}: {ex.Message}", $"{storage.Name}:{path}");
-                }
                 if (current is not null && path == ForwardPersistence.FirewallUserScript && !ManagedBlock.HasShebang(current) && body.Length > 0)
                     warnings.Add($"{storage.Name}:{path} has no '#!' first line: the qubes-firewall service executes the file directly and cannot run it. Add '#!/bin/sh' as its first line.");
-                if (content is not null && content != current)
-                {
-                    var what = body.Length == 0 ? "remove the managed block" : current is null ? "create it (#!/bin/sh, mode 0755) with the managed block"
-                        : ManagedBlock.Extract(current) is null ? "add the managed block (mode 0755)" : "replace the managed block (mode 0755)";
-                    yield return new PortForwardStep
-                    {
-                        Kind = PortForwardStepKind.WriteFile,
-                        VMName = storage.Name,
-                        ForQube = qube.Name,
-                        Path = path,
-                        Content = content,
-                        StoredIn = storage.Name,
-                        Forwards = set.Count,
-                        Description = storage.Name == qube.Name
-                            ? $"{qube.Name}: write {path}: {what} ({role})"
-                            : $"{storage.Name}: write {path} for {qube.Name} (a disposable of {storage.Name}): {what} ({role})",
-                    };
-                }
+                if (DeploymentStep.HookFile(storage.Name, qube.Name, path, current, _ => body, "replace the managed block (mode 0755)", role) is { } write)
+                    yield return write;
             }
             if (options.RequireRunning && qube.State != PowerState.Running)
             {
@@ -558,15 +493,18 @@ public static class PortForwardPlanner
                 continue;
             }
             var (transaction, script) = Generate(set);
-            yield return new PortForwardStep
+            // The rules it had, loaded again if a later qube fails (null: the same as the new ones).
+            var previousScript = NftForwardScript.Render(before.For(qube));
+            yield return new DeploymentStep
             {
-                Kind = PortForwardStepKind.RunScript,
+                Kind = DeploymentStepKind.RunScript,
                 VMName = qube.Name,
                 ForQube = qube.Name,
                 Path = path,
                 Script = script,
+                PreviousScript = previousScript == script ? null : previousScript,
+                ScriptName = $"port forwards of {qube.Name}",
                 StoredIn = storage.Name,
-                Forwards = set.Count,
                 Description = set.IsEmpty
                     ? $"{qube.Name}: run as root: {ListCommands(set)}, then one nft -f - transaction removing the qubesfw-* chains and their jumps:"
                     : $"{qube.Name}: run as root: {ListCommands(set)}, then one nft -f - transaction for its {role}:",
@@ -580,7 +518,6 @@ public static class PortForwardPlanner
 
     private static string RoleOf(PortForwardPlan plan, string qube)
     {
-        if (plan.Roles is not null && plan.Roles.TryGetValue(qube, out var role)) return role;
         if (qube == plan.VMName) return "target";
         var i = plan.Hops.ToList().IndexOf(qube);
         return i >= 0 ? $"hop {(i + 1).ToString(CultureInfo.InvariantCulture)} of {plan.Hops.Count.ToString(CultureInfo.InvariantCulture)}" : "previous hop";

@@ -1,6 +1,7 @@
 using System.Globalization;
 using System.Text;
 using QubesFirewall.Engine.Backends;
+using QubesFirewall.Engine.Deployment;
 using QubesFirewall.Engine.Formats;
 using QubesFirewall.Engine.Model;
 using QubesFirewall.Engine.Persistence;
@@ -26,38 +27,15 @@ public sealed record Dom0PolicyReader(Func<string, IReadOnlyList<string>> List, 
     public static Dom0PolicyReader For(IQubesBackend backend) => new(backend.ListDom0Files, backend.ReadDom0File);
 }
 
-public enum TcpBindingStepKind { SetFeature, RemoveFeature, WriteFile, RunScript, WritePolicy, RemovePolicy }
-
-/// <summary>One change of a binding plan, with the words -WhatIf and -Verbose show.</summary>
-public sealed record TcpBindingStep
-{
-    public required TcpBindingStepKind Kind { get; init; }
-
-    /// <summary>Where the change is made: the client (feature, run), the qube keeping its rc.local (file), dom0 (policy).</summary>
-    public required string VMName { get; init; }
-
-    public required string Description { get; init; }
-
-    /// <summary>More lines for -WhatIf (the policy lines, the units a run installs).</summary>
-    public string? Detail { get; init; }
-
-    public string? FeatureName { get; init; }
-    public string? FeatureValue { get; init; }
-    public string? Path { get; init; }
-    public string? Content { get; init; }
-    public string? Script { get; init; }
-
-    public override string ToString() => Description;
-}
-
 /// <summary>
 /// The ordered changes that add, update or remove one binding. Adding opens from the inside out: the
 /// declaration, the client's listener, the dom0 policy last (the grant); removing closes from the outside in:
 /// the policy first, then the listener, the declaration last. A failure half way therefore never leaves a
 /// grant without its declaration, and running the command again finishes the job. Deterministic: the same
-/// inventory, files and request give the same plan.
+/// inventory, files and request give the same plan. Deployed by <see cref="Rollout"/>: a failure half way puts
+/// every change back, feature included.
 /// </summary>
-public sealed record TcpBindingPlan
+public sealed record TcpBindingPlan : IDeploymentPlan
 {
     public required string Operation { get; init; }
 
@@ -72,7 +50,15 @@ public sealed record TcpBindingPlan
     public required int Port { get; init; }
     public required string FeatureName { get; init; }
 
-    public IReadOnlyList<TcpBindingStep> Steps { get; init; } = [];
+    public IReadOnlyList<DeploymentStep> Steps { get; init; } = [];
+
+    /// <summary>The qube keeping the client's rc.local when it is not running (live: its file is read and written inside it).</summary>
+    public IReadOnlyList<Qube> NotRunning { get; init; } = [];
+
+    /// <summary>False on the live backend when a permanent binding's client part cannot be planned because that qube is not running.</summary>
+    public bool IsComplete { get; init; } = true;
+
+    string IDeploymentPlan.Purpose => $"{Operation.ToLowerInvariant()} the qubes.ConnectTCP binding {Target}";
 
     public IReadOnlyList<string> Warnings { get; init; } = [];
 
@@ -87,20 +73,43 @@ public sealed record TcpBindingPlan
     {
         var sb = new StringBuilder();
         sb.Append(Operation).Append(" qubes.ConnectTCP binding ").Append(Target).Append(':');
-        if (Steps.Count == 0) sb.Append(" nothing to change");
-        var n = 0;
-        foreach (var step in Steps)
-        {
-            sb.Append('\n').Append("  ").Append((++n).ToString(CultureInfo.InvariantCulture)).Append(". ").Append(step.Description);
-            if (step.Detail is { } detail)
-                foreach (var line in detail.TrimEnd('\n').Split('\n')) sb.Append("\n       ").Append(line.Replace("\t", " ", StringComparison.Ordinal));
-        }
+        if (!IsComplete) sb.Append(" first start ").Append(string.Join(", ", NotRunning.Select(q => q.Name))).Append(" (-Start); the steps are planned once it runs");
+        else if (Steps.Count == 0) sb.Append(" nothing to change");
+        DeploymentStep.AppendList(sb, Steps, tab: " ");
         return sb.ToString();
     }
 }
 
-/// <summary>What applying a plan did: the steps done, the run in the client (if any), the failure that stopped it.</summary>
-public sealed record TcpBindingApplyResult(IReadOnlyList<TcpBindingStep> Done, QubeCommandResult? Run, QubesFirewallException? Failure);
+/// <summary>What happened to one change of a binding (the feature, the client's rc.local, its listeners, dom0's policy).</summary>
+public sealed record TcpBindingChangeResult
+{
+    /// <summary>Where the change was made: the client, the qube keeping its rc.local, or dom0.</summary>
+    public required string VMName { get; init; }
+
+    /// <summary>The binding: <c>untrusted -> work:444</c>.</summary>
+    public required string Binding { get; init; }
+
+    public required string Operation { get; init; }
+
+    /// <summary>What changes: <c>/rw/config/rc.local of work</c>, <c>dom0's /etc/qubes/policy.d/70-qubesfirewall.policy</c>.</summary>
+    public required string Change { get; init; }
+
+    public required DeploymentStepStatus Status { get; init; }
+
+    public string? Message { get; init; }
+
+    public override string ToString() => $"{VMName}: {Change}: {Status}";
+}
+
+/// <summary>What applying a plan did, change by change; the run in the client (if any); the failure that stopped it.</summary>
+public sealed record TcpBindingApplyResult(IReadOnlyList<TcpBindingChangeResult> Changes, QubeCommandResult? Run, QubesFirewallException? Failure)
+{
+    /// <summary>The plan deployed (offline: made again under the root's lock).</summary>
+    public TcpBindingPlan? Plan { get; init; }
+
+    /// <summary>How many changes were made (Applied or Recorded).</summary>
+    public int Done => Changes.Count(c => c.Status is DeploymentStepStatus.Applied or DeploymentStepStatus.Recorded);
+}
 
 /// <summary>
 /// Plans qubes.ConnectTCP bindings from the declarations in the client qubes' features (the only source of
@@ -152,20 +161,20 @@ public static class TcpBindingPlanner
         var operation = existing is null ? "Add" : existing.FeatureValue == binding.FeatureValue ? "Reapply" : "Update";
         var after = others.Append(binding).ToList();
 
-        var steps = new List<TcpBindingStep>();
-        if (existing?.FeatureValue != binding.FeatureValue)
-        {
-            steps.Add(new TcpBindingStep
+        var before = previous is null ? others : others.Append(previous).ToList();
+        var touchesClient = binding.Permanent || previous?.Permanent == true || existing is { Binding: null };
+        var notRunning = touchesClient ? QubeStarter.NotRunning(inventory, [ForwardPersistence.StorageOf(inventory, client).Name]) : [];
+        if (options.RequireRunning && binding.Permanent && notRunning.Count > 0)
+            return new TcpBindingPlan
             {
-                Kind = TcpBindingStepKind.SetFeature,
-                VMName = binding.From,
-                FeatureName = binding.FeatureName,
-                FeatureValue = binding.FeatureValue,
-                Description = $"{binding.From}: {(existing is null ? "set" : "change")} feature {binding.FeatureName} = '{binding.FeatureValue}'",
-            });
-        }
-        if (binding.Permanent || previous?.Permanent == true || existing is { Binding: null })
-            steps.AddRange(ClientSteps(inventory, client, after, readFile, options, warnings, removing: !binding.Permanent));
+                Operation = operation, Binding = binding, Previous = previous, From = binding.From, To = binding.To, Port = binding.Port,
+                FeatureName = binding.FeatureName, NotRunning = notRunning, IsComplete = false, Warnings = warnings.Distinct().ToList(),
+            };
+
+        var steps = new List<DeploymentStep>();
+        if (DeploymentStep.SetFeature(binding.From, binding.FeatureName, binding.FeatureValue, existing?.FeatureValue) is { } feature) steps.Add(feature);
+        if (touchesClient)
+            steps.AddRange(ClientSteps(inventory, client, after, before, readFile, options, warnings));
         if (binding.Permanent)
         {
             if (ForwardPersistence.HasCustomPersist(inventory, client))
@@ -193,6 +202,7 @@ public static class TcpBindingPlanner
             Steps = steps,
             Warnings = warnings.Distinct().ToList(),
             Notes = notes,
+            NotRunning = notRunning,
         };
     }
 
@@ -231,20 +241,14 @@ public static class TcpBindingPlanner
         if (removed is null)
             warnings.Add($"The declaration {matching[0].FeatureName} of {from} cannot be read: its line is left out of the policy and its listener (if any) stopped, then the feature is removed.");
 
-        var steps = new List<TcpBindingStep>();
+        var steps = new List<DeploymentStep>();
         steps.AddRange(PolicySteps(declarations, null, after, dom0, warnings).Steps);
-        if (removed is null || removed.Permanent)
-            steps.AddRange(ClientSteps(inventory, client, after, readFile, options, warnings, removing: true));
-        foreach (var d in matching)
-        {
-            steps.Add(new TcpBindingStep
-            {
-                Kind = TcpBindingStepKind.RemoveFeature,
-                VMName = client.Name,
-                FeatureName = d.FeatureName,
-                Description = $"{client.Name}: remove feature {d.FeatureName} (was '{d.FeatureValue}')",
-            });
-        }
+        var touchesClient = removed is null || removed.Permanent;
+        // Removing never waits for the client: the policy line is what grants the call (see ClientSteps).
+        var notRunning = touchesClient ? QubeStarter.NotRunning(inventory, [ForwardPersistence.StorageOf(inventory, client).Name]) : [];
+        if (touchesClient)
+            steps.AddRange(ClientSteps(inventory, client, after, removed is null ? after : after.Append(removed).ToList(), readFile, options, warnings));
+        foreach (var d in matching) steps.Add(DeploymentStep.RemoveFeature(client.Name, d.FeatureName, d.FeatureValue));
         return new TcpBindingPlan
         {
             Operation = "Remove",
@@ -255,6 +259,7 @@ public static class TcpBindingPlanner
             FeatureName = name,
             Steps = steps,
             Warnings = warnings.Distinct().ToList(),
+            NotRunning = notRunning,
         };
     }
 
@@ -274,68 +279,33 @@ public static class TcpBindingPlanner
 
     // ------------------------------------------------------------------ apply
 
-    /// <summary>Applies the steps in order; stops at the first failure (an exception, or a client script that exits non-zero).</summary>
-    public static TcpBindingApplyResult Apply(IQubesBackend backend, TcpBindingPlan plan)
+    /// <summary>
+    /// Deploys the plan with <see cref="Rollout"/> (the same as port forwards): in order, the first failure
+    /// stops it and every change made is put back, the feature included. Under the backend's deployment lock
+    /// (offline root) the plan is first made again by <paramref name="replan"/>, so nothing another process
+    /// changed since the first plan is lost.
+    /// </summary>
+    public static TcpBindingApplyResult Apply(IQubesBackend backend, TcpBindingPlan plan, RolloutOptions? options = null, Func<TcpBindingPlan>? replan = null)
     {
-        var done = new List<TcpBindingStep>();
-        QubeCommandResult? run = null;
-        foreach (var step in plan.Steps)
+        (plan, var rollout) = Rollout.Deploy(backend, plan, options, replan);
+        var changes = rollout.Steps.Select(r => new TcpBindingChangeResult
         {
-            try
-            {
-                switch (step.Kind)
-                {
-                    case TcpBindingStepKind.SetFeature:
-                        backend.SetFeature(step.VMName, step.FeatureName!, step.FeatureValue!);
-                        break;
-                    case TcpBindingStepKind.RemoveFeature:
-                        backend.RemoveFeature(step.VMName, step.FeatureName!);
-                        break;
-                    case TcpBindingStepKind.WriteFile:
-                        backend.WriteQubeFile(step.VMName, step.Path!, step.Content!, ManagedBlock.FileMode);
-                        break;
-                    case TcpBindingStepKind.RunScript:
-                        run = backend.RunQubeShellScript(step.VMName, step.Script!, $"qubes.ConnectTCP bindings of {step.VMName}");
-                        if (!run.Succeeded)
-                            throw new QubesFirewallException("TcpBindingScriptFailed", FailureKind.InvalidOperation,
-                                $"The listener script failed in '{step.VMName}' (exit code {run.ExitCode.ToString(CultureInfo.InvariantCulture)}): {run.Output.Trim()}", step.VMName);
-                        break;
-                    case TcpBindingStepKind.WritePolicy:
-                        backend.WriteDom0File(step.Path!, step.Content!, QrexecPolicy.FileMode);
-                        break;
-                    case TcpBindingStepKind.RemovePolicy:
-                        backend.DeleteDom0File(step.Path!);
-                        break;
-                }
-                done.Add(step);
-            }
-            catch (Exception caught) when (caught is QubesFirewallException or IOException or UnauthorizedAccessException)
-            {
-                var ex = caught as QubesFirewallException
-                    ?? new QubesFirewallException("TcpBindingWriteFailed", FailureKind.WriteError, caught.Message, step.Path, caught);
-                return new TcpBindingApplyResult(done, run, new QubesFirewallException("TcpBindingPartiallyApplied", ex.Kind, PartialMessage(plan, step, ex, done), plan.FeatureName, ex));
-            }
-        }
-        return new TcpBindingApplyResult(done, run, null);
-    }
-
-    private static string PartialMessage(TcpBindingPlan plan, TcpBindingStep failed, QubesFirewallException ex, List<TcpBindingStep> done)
-    {
-        var sb = new StringBuilder();
-        sb.Append(plan.Operation).Append(' ').Append(plan.Target).Append(" stopped at \"").Append(failed.Description).Append("\": ").Append(ex.Message);
-        sb.Append(done.Count == 0 ? " Nothing was changed." : " Done before: " + string.Join("; ", done.Select(d => d.Description)) + ".");
-        var rest = plan.Steps.SkipWhile(s => !ReferenceEquals(s, failed)).Skip(1).Select(s => s.Description).ToList();
-        if (rest.Count > 0) sb.Append(" Not done: ").Append(string.Join("; ", rest)).Append('.');
-        sb.Append(plan.Operation == "Remove"
-            ? " The policy line goes first, so the client cannot call the target any more where that was done; run Remove-QubeTcpBinding again to finish."
-            : " The dom0 policy is written last, so nothing is allowed yet; run the command again to finish, or Remove-QubeTcpBinding to undo.");
-        return sb.ToString();
+            VMName = r.Step.VMName,
+            Binding = plan.Target,
+            Operation = plan.Operation,
+            Change = r.Step.Subject,
+            Status = r.Status,
+            Message = r.Message,
+        }).ToList();
+        var run = rollout.Steps.FirstOrDefault(r => r.Step.Kind == DeploymentStepKind.RunScript)?.Command;
+        var failure = rollout.Failure("TcpBinding", $"{plan.Operation} qubes.ConnectTCP binding {plan.Target}", "Remove-QubeTcpBinding", plan.Operation == "Remove", changes);
+        return new TcpBindingApplyResult(changes, run, failure) { Plan = plan };
     }
 
     // ------------------------------------------------------------------ steps
 
-    private static IEnumerable<TcpBindingStep> ClientSteps(QubesInventory inventory, Qube client, IReadOnlyList<TcpBinding> after,
-        Func<string, string, string?> readFile, TcpBindingOptions options, List<string> warnings, bool removing = false)
+    private static IEnumerable<DeploymentStep> ClientSteps(QubesInventory inventory, Qube client, IReadOnlyList<TcpBinding> after, IReadOnlyList<TcpBinding> before,
+        Func<string, string, string?> readFile, TcpBindingOptions options, List<string> warnings)
     {
         var byClient = after.Where(b => b.Permanent).GroupBy(b => b.From, StringComparer.Ordinal)
             .ToDictionary(g => g.Key, g => (IReadOnlyList<TcpBinding>)g.ToList(), StringComparer.Ordinal);
@@ -349,41 +319,16 @@ public static class TcpBindingPlanner
 
         if (options.RequireRunning && storage.State != PowerState.Running)
         {
-            // the live backend reads and writes a qube's /rw through qvm-run, which needs it running
-            if (!removing)
-                throw new QubesFirewallException("QubeNotRunning", FailureKind.ResourceUnavailable,
-                    $"'{storage.Name}' is {storage.State.ToString().ToLowerInvariant()}: its {path} can be read and changed only while it runs. Start it (qvm-start {storage.Name}) and run the command again" +
-                    " (or declare the binding without -Permanent). Nothing was changed.", storage.Name);
+            // the live backend reads and writes a qube's /rw through qvm-run, which needs it running (a permanent
+            // binding is not planned then, see PlanAdd); a listener that goes away can wait: the policy refuses its calls
             warnings.Add($"'{storage.Name}' is {storage.State.ToString().ToLowerInvariant()}, so its {path} is left as it is: its qubes.ConnectTCP part still starts the listener at boot, " +
                 $"which is harmless once the policy refuses the call. The part is rebuilt from the declarations the next time a binding of {client.Name} changes while {storage.Name} runs.");
             yield break;
         }
-        var current = readFile(storage.Name, path);
-        string? content;
-        try
-        {
-            var body = ConnectTcpPersistence.ReplacePart(ManagedBlock.Extract(current), ConnectTcpPersistence.Part(inventory, storage, PermanentOf));
-            content = body.Trim().Length == 0 ? ManagedBlock.Remove(current) : ManagedBlock.Upsert(current, body);
-        }
-        catch (QubesFirewallException ex) when (ex.ErrorId == "ManagedBlockDamaged")
-        {
-            throw new QubesFirewallException(ex.ErrorId, ex.Kind, $"{storage.Name}:{path}: {ex.Message}", $"{storage.Name}:{path}");
-        }
-        if (content is not null && content != current)
-        {
-            var what = ManagedBlock.Extract(content) is null ? "remove the managed block" : current is null ? "create it (#!/bin/sh, mode 0755) with the managed block"
-                : ManagedBlock.Extract(current) is null ? "add the managed block (mode 0755)" : "replace the qubes.ConnectTCP part of the managed block (mode 0755)";
-            yield return new TcpBindingStep
-            {
-                Kind = TcpBindingStepKind.WriteFile,
-                VMName = storage.Name,
-                Path = path,
-                Content = content,
-                Description = storage.Name == client.Name
-                    ? $"{client.Name}: write {path}: {what} ({Count(mine)})"
-                    : $"{storage.Name}: write {path} for {client.Name} (a disposable of {storage.Name}): {what} ({Count(mine)})",
-            };
-        }
+        var write = DeploymentStep.HookFile(storage.Name, client.Name, path, readFile(storage.Name, path),
+            block => ConnectTcpPersistence.ReplacePart(block, ConnectTcpPersistence.Part(inventory, storage, PermanentOf)),
+            "replace the qubes.ConnectTCP part of the managed block (mode 0755)", Count(mine));
+        if (write is not null) yield return write;
         if (options.RequireRunning && client.State != PowerState.Running)
         {
             warnings.Add($"'{client.Name}' is not running: nothing is started in it now; its listeners follow its rc.local when it starts.");
@@ -394,11 +339,15 @@ public static class TcpBindingPlanner
             detail.Append(ConnectTcpUnits.SocketUnitName(b.LocalPort)).Append(": ListenStream=127.0.0.1:").Append(b.LocalPort.ToString(CultureInfo.InvariantCulture))
                   .Append(", Accept=true; ").Append(ConnectTcpUnits.ServiceUnitName(b.LocalPort)).Append(": ").Append(ConnectTcpUnits.QrexecClientVm).Append(" @default ").Append(b.Call).Append('\n');
         if (mine.Count == 0) detail.Append("(no binding left: stops and removes the module's qubesfirewall-tcp-* units, or its socat listeners)\n");
-        yield return new TcpBindingStep
+        var script = ConnectTcpUnits.Render(client.Name, mine);
+        var previousScript = ConnectTcpUnits.Render(client.Name, before.Where(b => b.Permanent && b.From == client.Name).ToList());
+        yield return new DeploymentStep
         {
-            Kind = TcpBindingStepKind.RunScript,
+            Kind = DeploymentStepKind.RunScript,
             VMName = client.Name,
-            Script = ConnectTcpUnits.Render(client.Name, mine),
+            Script = script,
+            PreviousScript = previousScript == script ? null : previousScript,
+            ScriptName = $"qubes.ConnectTCP bindings of {client.Name}",
             Description = $"{client.Name}: run as root its listener script ({Count(mine)}; the script of its rc.local part): systemd socket units, or socat listeners where systemd does not run:",
             Detail = detail.ToString(),
         };
@@ -407,7 +356,7 @@ public static class TcpBindingPlanner
     private static string Count(IReadOnlyList<TcpBinding> list) =>
         list.Count == 0 ? "no permanent binding left" : list.Count == 1 ? "1 permanent binding" : $"{list.Count.ToString(CultureInfo.InvariantCulture)} permanent bindings";
 
-    private static (IReadOnlyList<TcpBindingStep> Steps, string? Content) PolicySteps(IReadOnlyList<TcpBindingDeclaration> before, TcpBindingDeclaration? replaced,
+    private static (IReadOnlyList<DeploymentStep> Steps, string? Content) PolicySteps(IReadOnlyList<TcpBindingDeclaration> before, TcpBindingDeclaration? replaced,
         IReadOnlyList<TcpBinding> after, Dom0PolicyReader dom0, List<string> warnings)
     {
         var content = QrexecPolicy.Render(after);
@@ -417,20 +366,24 @@ public static class TcpBindingPlanner
             warnings.Add($"dom0's {QrexecPolicy.FilePath} is not what the declarations give (edited by hand, or written from other features): it is rewritten whole from the qubesfirewall.tcp.* features.");
         if (content == current) return ([], content);
         if (content is null)
-            return ([new TcpBindingStep
+            return ([new DeploymentStep
             {
-                Kind = TcpBindingStepKind.RemovePolicy,
+                Kind = DeploymentStepKind.RemoveDom0File,
                 VMName = Dom0,
                 Path = QrexecPolicy.FilePath,
+                PreviousContent = current,
+                Mode = QrexecPolicy.FileMode,
                 Description = $"dom0: remove {QrexecPolicy.FilePath} (no binding left)",
             }], null);
         var lines = content.Split('\n').Where(l => l.Length > 0 && !l.StartsWith('#')).ToList();
-        return ([new TcpBindingStep
+        return ([new DeploymentStep
         {
-            Kind = TcpBindingStepKind.WritePolicy,
+            Kind = DeploymentStepKind.WriteDom0File,
             VMName = Dom0,
             Path = QrexecPolicy.FilePath,
             Content = content,
+            PreviousContent = current,
+            Mode = QrexecPolicy.FileMode,
             Description = $"dom0: {(current is null ? "create" : "rewrite")} {QrexecPolicy.FilePath} ({lines.Count.ToString(CultureInfo.InvariantCulture)} line{(lines.Count == 1 ? "" : "s")}, written under a temporary name qrexec ignores, then renamed):",
             Detail = string.Join('\n', lines),
         }], content);

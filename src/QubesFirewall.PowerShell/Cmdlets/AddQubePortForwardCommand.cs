@@ -62,11 +62,16 @@ public sealed class AddQubePortForwardCommand : QubeCmdlet
     [Parameter]
     public SwitchParameter PassThru { get; set; }
 
+    /// <summary>Start the halted qubes the change must reach (network qubes on the way, the qubes keeping the files), outermost first, instead of refusing them.</summary>
+    [Parameter]
+    public SwitchParameter Start { get; set; }
+
     protected override void ProcessRecord()
     {
         if (!TryEngine(() => PortForward.Create(VMName, Protocol, Port, TargetPort, Type, AllowFrom, Interface,
                 ExpireArgument.ToUnixTime(Expire, Now), Comment), out var forward)) return;
-        if (!TryEngine(() => PortForwardPlanner.PlanAdd(Backend, forward, PortForwardOptions.For(Backend, Now, Force)), out var plan)) return;
+        PortForwardPlan Plan() => PortForwardPlanner.PlanAdd(Backend, forward, PortForwardOptions.For(Backend, Now, Force));
+        if (!TryEngine(Plan, out var first) || StartWhatMustRun(first, Start, Plan) is not { } plan) return;
         foreach (var warning in plan.Warnings) WriteWarning(warning);
         var caption = plan.Operation == "Update" ? "Update port forward" : "Add port forward";
         if (!ShouldProcess(plan.Describe(), $"{caption} {plan.Target}?", caption))
@@ -75,10 +80,7 @@ public sealed class AddQubePortForwardCommand : QubeCmdlet
             return;
         }
         if (plan.OpenToEveryone && plan.Operation != "Reapply" && !Force && !ShouldContinue(OpenQuestion(forward, plan), "Open a port to everyone?")) return;
-        var result = PortForwardPlanner.Apply(Backend, plan);
-        if (PassThru) WriteObject(result.Hops, enumerateCollection: true);
-        if (result.Failure is not null) WriteError(ToErrorRecord(result.Failure));
-        else WriteVerbose($"{plan.Operation}: {plan.Target}: done ({result.Hops.Count} qubes).");
+        DeployPortForward(plan, Plan, PassThru);
     }
 
     private static string OpenQuestion(PortForward forward, PortForwardPlan plan) => forward.Type == ForwardType.External

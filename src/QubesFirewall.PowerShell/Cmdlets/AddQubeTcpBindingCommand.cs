@@ -44,10 +44,15 @@ public sealed class AddQubeTcpBindingCommand : QubeCmdlet
     [Parameter]
     public SwitchParameter PassThru { get; set; }
 
+    /// <summary>Start the qube keeping the client's rc.local when it is halted, instead of refusing (or, when removing, leaving its listener to the next change).</summary>
+    [Parameter]
+    public SwitchParameter Start { get; set; }
+
     protected override void ProcessRecord()
     {
         if (!TryEngine(() => TcpBinding.Create(From, To, Port, LocalPort, Permanent), out var binding)) return;
-        if (!TryEngine(() => TcpBindingPlanner.PlanAdd(Backend, binding, TcpBindingOptions.For(Backend)), out var plan)) return;
+        TcpBindingPlan Plan() => TcpBindingPlanner.PlanAdd(Backend, binding, TcpBindingOptions.For(Backend));
+        if (!TryEngine(Plan, out var first) || StartWhatMustRun(first, Start, Plan) is not { } plan) return;
         foreach (var warning in plan.Warnings) WriteWarning(warning);
         foreach (var note in plan.Notes) WriteVerbose(note);
         var caption = plan.Operation == "Update" ? "Update qubes.ConnectTCP binding" : "Add qubes.ConnectTCP binding";
@@ -56,13 +61,16 @@ public sealed class AddQubeTcpBindingCommand : QubeCmdlet
             ShowWhatIfDetails(() => TcpBindingPlanner.Apply(Backend, plan));
             return;
         }
-        var result = TcpBindingPlanner.Apply(Backend, plan);
+        var activity = $"{plan.Operation} qubes.ConnectTCP binding {plan.Target}";
+        if (!TryEngine(() => TcpBindingPlanner.Apply(Backend, plan, HopProgress(activity), Plan), out var result)) return;
+        CompleteProgress(activity);
+        foreach (var change in result.Changes) WriteVerbose($"{change.VMName}: {change.Change}: {change.Status}. {change.Message}");
         if (result.Failure is not null)
         {
             WriteError(ToErrorRecord(result.Failure));
             return;
         }
-        WriteVerbose($"{plan.Operation}: {plan.Target}: done ({result.Done.Count} change(s){(result.Run is { Executed: false } ? "; the listener script was recorded, not run" : "")}).");
+        WriteVerbose($"{plan.Operation}: {plan.Target}: done ({result.Done} change(s){(result.Run is { Executed: false } ? "; the listener script was recorded, not run" : "")}).");
         if (PassThru) WriteObject(new QubeTcpBinding(binding));
     }
 }

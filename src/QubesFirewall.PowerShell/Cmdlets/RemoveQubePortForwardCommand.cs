@@ -30,18 +30,20 @@ public sealed class RemoveQubePortForwardCommand : QubeCmdlet
     [Parameter]
     public SwitchParameter PassThru { get; set; }
 
+    /// <summary>Start the halted qubes the change must reach (network qubes on the way, the qubes keeping the files), outermost first, instead of refusing them.</summary>
+    [Parameter]
+    public SwitchParameter Start { get; set; }
+
     protected override void ProcessRecord()
     {
-        if (!TryEngine(() => PortForwardPlanner.PlanRemove(Backend, VMName, Protocol, Port, PortForwardOptions.For(Backend, Now)), out var plan)) return;
+        PortForwardPlan Plan() => PortForwardPlanner.PlanRemove(Backend, VMName, Protocol, Port, PortForwardOptions.For(Backend, Now));
+        if (!TryEngine(Plan, out var first) || StartWhatMustRun(first, Start, Plan) is not { } plan) return;
         foreach (var warning in plan.Warnings) WriteWarning(warning);
         if (!ShouldProcess(plan.Describe(), $"Remove port forward {plan.Target} and its rules in {string.Join(", ", plan.Hops.Append(plan.VMName))}?", "Remove port forward"))
         {
             ShowWhatIfDetails(() => PortForwardPlanner.Apply(Backend, plan));
             return;
         }
-        var result = PortForwardPlanner.Apply(Backend, plan);
-        if (PassThru) WriteObject(result.Hops, enumerateCollection: true);
-        if (result.Failure is not null) WriteError(ToErrorRecord(result.Failure));
-        else WriteVerbose($"Remove: {plan.Target}: done ({result.Hops.Count} qubes).");
+        DeployPortForward(plan, Plan, PassThru);
     }
 }

@@ -31,22 +31,30 @@ public sealed class RemoveQubeTcpBindingCommand : QubeCmdlet
     [Parameter]
     public SwitchParameter PassThru { get; set; }
 
+    /// <summary>Start the qube keeping the client's rc.local when it is halted, instead of refusing (or, when removing, leaving its listener to the next change).</summary>
+    [Parameter]
+    public SwitchParameter Start { get; set; }
+
     protected override void ProcessRecord()
     {
-        if (!TryEngine(() => TcpBindingPlanner.PlanRemove(Backend, From, To, Port, TcpBindingOptions.For(Backend)), out var plan)) return;
+        TcpBindingPlan Plan() => TcpBindingPlanner.PlanRemove(Backend, From, To, Port, TcpBindingOptions.For(Backend));
+        if (!TryEngine(Plan, out var first) || StartWhatMustRun(first, Start, Plan) is not { } plan) return;
         foreach (var warning in plan.Warnings) WriteWarning(warning);
         if (!ShouldProcess(plan.Describe(), $"Remove qubes.ConnectTCP binding {plan.Target}: its dom0 policy line{(plan.Binding?.Permanent != false ? ", the listener in " + plan.From : "")} and its feature?", "Remove qubes.ConnectTCP binding"))
         {
             ShowWhatIfDetails(() => TcpBindingPlanner.Apply(Backend, plan));
             return;
         }
-        var result = TcpBindingPlanner.Apply(Backend, plan);
+        var activity = $"{plan.Operation} qubes.ConnectTCP binding {plan.Target}";
+        if (!TryEngine(() => TcpBindingPlanner.Apply(Backend, plan, HopProgress(activity), Plan), out var result)) return;
+        CompleteProgress(activity);
+        foreach (var change in result.Changes) WriteVerbose($"{change.VMName}: {change.Change}: {change.Status}. {change.Message}");
         if (result.Failure is not null)
         {
             WriteError(ToErrorRecord(result.Failure));
             return;
         }
-        WriteVerbose($"Remove: {plan.Target}: done ({result.Done.Count} change(s)).");
+        WriteVerbose($"Remove: {plan.Target}: done ({result.Done} change(s)).");
         if (PassThru && plan.Binding is { } removed) WriteObject(new QubeTcpBinding(removed));
     }
 }

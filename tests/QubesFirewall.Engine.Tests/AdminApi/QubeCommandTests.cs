@@ -3,6 +3,7 @@ using QubesFirewall.Engine.AdminApi;
 using QubesFirewall.Engine.Backends;
 using QubesFirewall.Engine.Deployment;
 using QubesFirewall.Engine.Model;
+using QubesFirewall.Tests.Shared;
 
 namespace QubesFirewall.Engine.Tests.AdminApi;
 
@@ -55,6 +56,35 @@ public sealed class QubeCommandTests : IDisposable
         Assert.Equal(Executable, File.GetUnixFileMode(QvmRun.FileOf("sys-net", FwScript)));
         Assert.Single(Directory.EnumerateFiles(Path.GetDirectoryName(QvmRun.FileOf("sys-net", FwScript))!));
         Assert.Equal(content, Backend.ReadQubeFile("sys-net", FwScript));
+    }
+
+    [Theory]
+    [InlineData("/rw/config/qubes-firewall-user-script")]
+    [InlineData("/rw/config/qubes-firewall.d/50-mine")]
+    public void The_temporary_file_is_hidden_beside_the_target_and_private_until_complete(string path)
+    {
+        // Shims on the command's PATH record the temporary file's name and mode just before chmod and mv touch it.
+        var log = Path.Combine(QvmRun.Folder, "shims.log");
+        foreach (var tool in new[] { "chmod", "mv" })
+        {
+            var shim = Path.Combine(QvmRun.Shims, tool);
+            File.WriteAllText(shim, $"#!/bin/bash\nf=\"${{@: {(tool == "mv" ? "-2:1" : "-1")}}}\"\necho \"{tool} $(stat -c %a \"$f\") $f\" >> '{log}'\nexec /bin/{tool} \"$@\"\n");
+            File.SetUnixFileMode(shim, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+        }
+        Backend.WriteQubeFile("sys-firewall", path, "#!/bin/sh\necho x\n", Executable);
+
+        var lines = File.ReadAllLines(log).Select(l => l.Split(' ', 3)).ToList();
+        Assert.Equal(["chmod", "mv"], lines.Select(l => l[0]));
+        Assert.Equal("600", lines[0][1]); // created by mktemp, filled while only root can read it
+        Assert.Equal("755", lines[1][1]); // its final mode once complete, then renamed
+        Assert.Equal(lines[0][2], lines[1][2]);
+        var target = QvmRun.FileOf("sys-firewall", path);
+        var temporary = lines[1][2];
+        Assert.Equal(Path.GetDirectoryName(target), Path.GetDirectoryName(temporary));
+        Assert.StartsWith("." + Path.GetFileName(target) + ".qfw-tmp.", Path.GetFileName(temporary));
+        // A glob that runs every file of the directory never sees it; afterwards only the target is there.
+        Assert.DoesNotContain(Path.GetFileName(temporary), Directory.EnumerateFiles(Path.GetDirectoryName(target)!).Select(Path.GetFileName).Where(n => !n!.StartsWith('.')));
+        Assert.Equal([Path.GetFileName(target)], Directory.EnumerateFiles(Path.GetDirectoryName(target)!).Select(Path.GetFileName));
     }
 
     [Theory]
@@ -126,96 +156,121 @@ public sealed class QubeCommandTests : IDisposable
 
     // ------------------------------------------------------------------ rollouts
 
-    private List<RolloutStep> Chain(params string[] vms) => vms.Select(vm =>
+    /// <summary>Per qube: its hook file replaced, then a script run from standard input; a rollback writes the old file and runs the old script.</summary>
+    private List<DeploymentStep> Chain(params string[] vms) => vms.SelectMany(vm =>
     {
         var previous = $"#!/bin/sh\necho previous {vm} >> /dev/null\n";
         QvmRun.Put(vm, FwScript, previous, Executable);
-        return new RolloutStep(vm, FwScript, $"#!/bin/sh\necho new {vm}\n", previous, Executable, ApplyPath: FwScript);
+        return new[]
+        {
+            new DeploymentStep { Kind = DeploymentStepKind.WriteFile, VMName = vm, Description = $"{vm}: write", Path = FwScript, Content = $"#!/bin/sh\necho new {vm}\n", PreviousContent = previous, Mode = Executable },
+            new DeploymentStep { Kind = DeploymentStepKind.RunScript, VMName = vm, Description = $"{vm}: run", Script = $"echo run new {vm}\n", PreviousScript = $"echo run previous {vm}\n", ScriptName = "test script" },
+        };
     }).ToList();
+
+    private List<string> Runs() => QvmRun.Calls.Where(c => c.Args[^1] == QubeFileCommands.RunStandardInput).Select(c => Encoding.UTF8.GetString(c.Stdin).Trim()).ToList();
 
     [Fact]
     public void A_rollout_applies_each_hop_in_order()
     {
         var steps = Chain("sys-net", "sys-firewall", "work");
-        var result = new RolloutRunner(Backend).Run(steps);
+        var result = Rollout.Run(Backend, steps);
         Assert.True(result.Succeeded);
-        Assert.All(result.Steps, s => Assert.Equal(RolloutStepStatus.Applied, s.Status));
-        foreach (var s in steps) Assert.Equal(s.NewContent, QvmRun.Read(s.VMName, FwScript));
+        Assert.All(result.Steps, s => Assert.Equal(DeploymentStepStatus.Applied, s.Status));
+        foreach (var s in steps.Where(s => s.Kind == DeploymentStepKind.WriteFile)) Assert.Equal(s.Content, QvmRun.Read(s.VMName, FwScript));
         // Per hop: read (verify), write, run.
-        Assert.Equal(9, QvmRun.Calls.Count);
         Assert.Equal(["sys-net", "sys-net", "sys-net", "sys-firewall", "sys-firewall", "sys-firewall", "work", "work", "work"], QvmRun.Calls.Select(c => c.Args[7]));
+        Assert.Equal(["echo run new sys-net", "echo run new sys-firewall", "echo run new work"], Runs());
     }
 
     [Fact]
     public void One_failing_hop_stops_the_rollout_and_the_others_are_restored()
     {
         var steps = Chain("sys-net", "sys-firewall", "work", "personal");
-        QvmRun.FailIn("work", "exec '/rw/config/qubes-firewall-user-script'");
-        var progress = new List<RolloutStepResult>();
-        var result = new RolloutRunner(Backend, new RolloutOptions { Progress = progress.Add }).Run(steps);
+        QvmRun.FailIn("work", QubeFileCommands.RunStandardInput);
+        var progress = new List<DeploymentProgress>();
+        var result = Rollout.Run(Backend, steps, new RolloutOptions { Progress = progress.Add });
         Assert.False(result.Succeeded);
-        Assert.Equal([RolloutStepStatus.RolledBack, RolloutStepStatus.RolledBack, RolloutStepStatus.Failed, RolloutStepStatus.NotAttempted], result.Steps.Select(s => s.Status));
-        Assert.Contains("boom in work", result.Steps[2].Message);
-        Assert.Contains("previous content was put back", result.Steps[2].Message);
-        foreach (var s in steps) Assert.Equal(s.PreviousContent, QvmRun.Read(s.VMName, FwScript));
+        Assert.True(result.FullyRolledBack);
+        Assert.Equal(
+            [
+                DeploymentStepStatus.RolledBack, DeploymentStepStatus.RolledBack, DeploymentStepStatus.RolledBack, DeploymentStepStatus.RolledBack,
+                DeploymentStepStatus.RolledBack, DeploymentStepStatus.Failed, DeploymentStepStatus.NotReached, DeploymentStepStatus.NotReached,
+            ], result.Steps.Select(s => s.Status));
+        Assert.Contains("boom in work", result.Failed!.Message);
+        foreach (var vm in new[] { "sys-net", "sys-firewall", "work", "personal" }) Assert.Equal($"#!/bin/sh\necho previous {vm} >> /dev/null\n", QvmRun.Read(vm, FwScript));
         Assert.DoesNotContain(QvmRun.Calls, c => c.Args[7] == "personal");
-        // Restored hops ran their previous script again, last changed first.
-        var runs = QvmRun.Calls.Where(c => c.Args[^1].StartsWith("exec '", StringComparison.Ordinal)).Select(c => c.Args[7]).ToList();
-        Assert.Equal(["sys-net", "sys-firewall", "work", "work", "sys-firewall", "sys-net"], runs);
-        Assert.Equal(result.Steps.Count, progress.Select(p => p.Step).Distinct().Count());
+        // The failed hop and then the ones before it, last first, load their previous rules again.
+        Assert.Equal(["echo run new sys-net", "echo run new sys-firewall", "echo run new work", "echo run previous work", "echo run previous sys-firewall", "echo run previous sys-net"], Runs());
+        Assert.Equal(["sys-net", "sys-firewall", "work"], progress.Where(p => !p.RollingBack).Select(p => p.Hop).Distinct());
+        Assert.Equal([3, 3], progress.Where(p => !p.RollingBack).Select(p => p.HopNumber).Skip(4));
+        Assert.All(progress, p => Assert.Equal(4, p.HopCount));
+        Assert.Equal(["work", "work", "sys-firewall", "sys-firewall", "sys-net", "sys-net"], progress.Where(p => p.RollingBack).Select(p => p.Hop));
+        var explained = result.Explain("Add test", "Try again.")!;
+        Assert.Contains("failed at \"work: run\"", explained);
+        Assert.Contains("Rolled back: /rw/config/qubes-firewall-user-script of sys-net; the rules running in sys-net;", explained);
+        Assert.Contains("Nothing is left changed.", explained);
     }
 
     [Fact]
-    public void A_file_changed_since_the_plan_stops_the_rollout()
+    public void A_file_changed_since_the_plan_stops_the_rollout_and_is_left_alone()
     {
         var steps = Chain("sys-net", "sys-firewall");
         QvmRun.Put("sys-firewall", FwScript, "#!/bin/sh\n# edited by hand meanwhile\n", Executable);
-        var result = new RolloutRunner(Backend).Run(steps);
-        Assert.Equal([RolloutStepStatus.RolledBack, RolloutStepStatus.Failed], result.Steps.Select(s => s.Status));
-        Assert.Contains("changed since it was read", result.Steps[1].Message);
+        var result = Rollout.Run(Backend, steps);
+        Assert.Equal([DeploymentStepStatus.RolledBack, DeploymentStepStatus.RolledBack, DeploymentStepStatus.Failed, DeploymentStepStatus.NotReached], result.Steps.Select(s => s.Status));
+        Assert.Contains("changed since it was read", result.Steps[2].Message);
         Assert.Equal("#!/bin/sh\n# edited by hand meanwhile\n", QvmRun.Read("sys-firewall", FwScript));
-        Assert.Equal(steps[0].PreviousContent, QvmRun.Read("sys-net", FwScript));
+        Assert.Equal("#!/bin/sh\necho previous sys-net >> /dev/null\n", QvmRun.Read("sys-net", FwScript));
     }
 
     [Fact]
-    public void Halted_hops_are_refused_by_name_before_anything_changes()
+    public void A_file_the_rollout_created_is_deleted_again()
     {
-        var steps = Chain("sys-net", "sys-whonix", "anon-whonix");
-        var ex = Assert.Throws<QubesFirewallException>(() => new RolloutRunner(Backend).Run(steps));
+        var steps = new List<DeploymentStep>
+        {
+            new() { Kind = DeploymentStepKind.WriteFile, VMName = "work", Description = "work: write", Path = RcLocal, Content = "#!/bin/sh\necho new\n", PreviousContent = null, Mode = Executable },
+            new() { Kind = DeploymentStepKind.RunScript, VMName = "sys-net", Description = "sys-net: run", Script = "exit 5\n", ScriptName = "test script" },
+        };
+        var result = Rollout.Run(Backend, steps);
+        Assert.Equal([DeploymentStepStatus.RolledBack, DeploymentStepStatus.Failed], result.Steps.Select(s => s.Status));
+        Assert.Contains("exit code 5", result.Steps[1].Message);
+        Assert.Null(QvmRun.Read("work", RcLocal));
+        Assert.Equal(QubeFileCommands.Delete(RcLocal), QvmRun.Calls[^1].Args[^1]);
+    }
+
+    [Fact]
+    public void Halted_qubes_are_refused_by_name()
+    {
+        var inventory = Backend.GetInventory();
+        var halted = QubeStarter.NotRunning(inventory, ["sys-net", "sys-whonix", "anon-whonix", "sys-whonix"]);
+        Assert.Equal(["sys-whonix", "anon-whonix"], halted.Select(q => q.Name));
+        var ex = QubeStarter.Refusal(halted, "add a test");
         Assert.Equal("QubesNotRunning", ex.ErrorId);
-        Assert.Contains("sys-whonix (halted)", ex.Message);
-        Assert.Contains("anon-whonix (halted)", ex.Message);
-        Assert.DoesNotContain("sys-net", ex.Message);
+        Assert.Contains("sys-whonix (halted), anon-whonix (halted)", ex.Message);
+        Assert.Contains("-Start", ex.Message);
         Assert.Contains("Nothing was changed", ex.Message);
         Assert.Empty(QvmRun.Calls);
     }
 
     [Fact]
-    public void With_start_halted_hops_are_started_in_chain_order_then_changed()
+    public void Halted_qubes_are_started_in_the_order_given()
     {
-        var steps = Chain("sys-net", "sys-whonix", "anon-whonix");
-        var result = new RolloutRunner(Backend, new RolloutOptions { StartHalted = true }).Run(steps);
-        Assert.True(result.Succeeded);
-        Assert.Equal(["sys-whonix", "anon-whonix"], result.StartedQubes);
+        var halted = QubeStarter.NotRunning(Backend.GetInventory(), ["sys-net", "sys-whonix", "anon-whonix"]);
+        Assert.Equal(["sys-whonix", "anon-whonix"], QubeStarter.Start(Backend, halted, "test"));
         Assert.Equal(["sys-whonix", "anon-whonix"], _live.Server.Calls.Where(c => c.Method == "admin.vm.Start").Select(c => c.Destination));
+        Assert.Empty(QubeStarter.NotRunning(Backend.GetInventory(), ["sys-whonix", "anon-whonix"]));
     }
 
     [Fact]
-    public void The_runner_works_the_same_on_an_offline_root()
+    public void Starting_offline_records_the_power_state()
     {
         var root = Path.Combine(_live.Directory, "offline");
         LiveQubesd.Copy(OfflineRootTests.SamplePath(), root);
         using var offline = new OfflineRoot(root);
-        var steps = new List<RolloutStep>
-        {
-            new("sys-net", FwScript, "#!/bin/sh\necho a\n", null, Executable, FwScript),
-            new("untrusted", RcLocal, "#!/bin/sh\necho b\n", null, Executable, RcLocal),
-        };
-        Assert.Equal("QubesNotRunning", Assert.Throws<QubesFirewallException>(() => new RolloutRunner(offline).Run(steps)).ErrorId);
-        var result = new RolloutRunner(offline, new RolloutOptions { StartHalted = true }).Run(steps);
-        Assert.True(result.Succeeded);
-        Assert.Equal(["untrusted"], result.StartedQubes);
+        var halted = QubeStarter.NotRunning(offline.GetInventory(), ["sys-net", "untrusted"]);
+        Assert.Equal(["untrusted"], QubeStarter.Start(offline, halted, "test"));
         Assert.Equal(PowerState.Running, offline.GetInventory().Get("untrusted").State);
-        Assert.Equal("#!/bin/sh\necho b\n", offline.ReadQubeFile("untrusted", RcLocal));
+        Assert.Equal("Running\n", File.ReadAllText(Path.Combine(root, "qubesfirewall-state", "untrusted", "power-state")));
     }
 }

@@ -155,10 +155,11 @@ public sealed class GeneratedScriptPropertyTests(ITestOutputHelper output) : IDi
             foreach (var step in plan.Steps)
             {
                 if (step.Script is { } s) produced.Add(($"run-{scripts.Count + produced.Count}-{step.VMName}", s));
+                if (step.PreviousScript is { } undo) produced.Add(($"undo-{scripts.Count + produced.Count}-{step.VMName}", undo));
                 if (step.Content is { } content) produced.Add(($"file-{scripts.Count + produced.Count}-{step.VMName}", content));
             }
             var inventory = backend.GetInventory();
-            foreach (var qube in plan.Steps.Select(st => st.ForQube).Distinct(StringComparer.Ordinal))
+            foreach (var qube in plan.Steps.Select(st => st.Hop).Distinct(StringComparer.Ordinal))
                 if (PortForwardPlanner.Export(inventory, qube) is { } export)
                     produced.Add(($"export-{scripts.Count + produced.Count}-{qube}", export.Script));
             foreach (var (name, text) in produced) CheckScript(name, text, comments, interfaces);

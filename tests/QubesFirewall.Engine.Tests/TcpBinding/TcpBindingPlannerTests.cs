@@ -1,3 +1,4 @@
+using QubesFirewall.Engine.Deployment;
 using QubesFirewall.Engine.Backends;
 using QubesFirewall.Engine.Formats;
 using QubesFirewall.Engine.Model;
@@ -48,7 +49,7 @@ public sealed class TcpBindingPlannerTests : IDisposable
     {
         var plan = TcpBindingPlanner.PlanAdd(Backend, Main, Offline);
         Assert.Equal("Add", plan.Operation);
-        Assert.Equal([TcpBindingStepKind.SetFeature, TcpBindingStepKind.WriteFile, TcpBindingStepKind.RunScript, TcpBindingStepKind.WritePolicy], plan.Steps.Select(s => s.Kind));
+        Assert.Equal([DeploymentStepKind.SetFeature, DeploymentStepKind.WriteFile, DeploymentStepKind.RunScript, DeploymentStepKind.WriteDom0File], plan.Steps.Select(s => s.Kind));
         Assert.Equal(["untrusted", "untrusted", "untrusted", "dom0"], plan.Steps.Select(s => s.VMName));
         Assert.Contains("qubes.ConnectTCP +444 untrusted @default allow target=work", plan.Describe());
         Assert.Null(Policy);
@@ -78,7 +79,7 @@ public sealed class TcpBindingPlannerTests : IDisposable
         var before = (Policy, Backend.ReadQubeFile("untrusted", RcLocal), File.ReadAllText(Backend.QubesXmlPath));
         var again = TcpBindingPlanner.PlanAdd(Backend, Main, Offline);
         Assert.Equal("Reapply", again.Operation);
-        Assert.Equal([TcpBindingStepKind.RunScript], again.Steps.Select(s => s.Kind));
+        Assert.Equal([DeploymentStepKind.RunScript], again.Steps.Select(s => s.Kind));
         Assert.Null(TcpBindingPlanner.Apply(Backend, again).Failure);
         Assert.Equal(before, (Policy, Backend.ReadQubeFile("untrusted", RcLocal), File.ReadAllText(Backend.QubesXmlPath)));
     }
@@ -90,7 +91,7 @@ public sealed class TcpBindingPlannerTests : IDisposable
         var policy = Policy;
         var plan = Add(Main with { LocalPort = 20444 });
         Assert.Equal("Update", plan.Operation);
-        Assert.Equal([TcpBindingStepKind.SetFeature, TcpBindingStepKind.WriteFile, TcpBindingStepKind.RunScript], plan.Steps.Select(s => s.Kind));
+        Assert.Equal([DeploymentStepKind.SetFeature, DeploymentStepKind.WriteFile, DeploymentStepKind.RunScript], plan.Steps.Select(s => s.Kind));
         Assert.Equal(policy, Policy);
         Assert.Contains("ListenStream=127.0.0.1:20444", Backend.ReadQubeFile("untrusted", RcLocal));
         Assert.DoesNotContain("10444", Backend.ReadQubeFile("untrusted", RcLocal));
@@ -100,7 +101,7 @@ public sealed class TcpBindingPlannerTests : IDisposable
     public void A_binding_that_is_not_permanent_keeps_only_the_declaration_and_the_policy()
     {
         var plan = Add(Model.TcpBinding.Create("personal", "work", 5432));
-        Assert.Equal([TcpBindingStepKind.SetFeature, TcpBindingStepKind.WritePolicy], plan.Steps.Select(s => s.Kind));
+        Assert.Equal([DeploymentStepKind.SetFeature, DeploymentStepKind.WriteDom0File], plan.Steps.Select(s => s.Kind));
         Assert.Null(Backend.ReadQubeFile("personal", RcLocal));
         Assert.Contains(plan.Notes, n => n.Contains("qvm-connect-tcp 5432:@default:5432", StringComparison.Ordinal));
 
@@ -108,7 +109,7 @@ public sealed class TcpBindingPlannerTests : IDisposable
         Add(Model.TcpBinding.Create("personal", "work", 5432, permanent: true));
         Assert.Contains("qubesfirewall-tcp-5432.socket", Backend.ReadQubeFile("personal", RcLocal));
         var back = Add(Model.TcpBinding.Create("personal", "work", 5432));
-        Assert.Equal([TcpBindingStepKind.SetFeature, TcpBindingStepKind.WriteFile, TcpBindingStepKind.RunScript], back.Steps.Select(s => s.Kind));
+        Assert.Equal([DeploymentStepKind.SetFeature, DeploymentStepKind.WriteFile, DeploymentStepKind.RunScript], back.Steps.Select(s => s.Kind));
         Assert.Equal("#!/bin/sh\n", Backend.ReadQubeFile("personal", RcLocal));
         Assert.Contains("qfw_want=' '", back.Steps[2].Script);
     }
@@ -142,13 +143,13 @@ public sealed class TcpBindingPlannerTests : IDisposable
         Add(Main);
         Add(Model.TcpBinding.Create("personal", "work", 22));
         var plan = Remove("untrusted", "work", 444);
-        Assert.Equal([TcpBindingStepKind.WritePolicy, TcpBindingStepKind.WriteFile, TcpBindingStepKind.RunScript, TcpBindingStepKind.RemoveFeature], plan.Steps.Select(s => s.Kind));
+        Assert.Equal([DeploymentStepKind.WriteDom0File, DeploymentStepKind.WriteFile, DeploymentStepKind.RunScript, DeploymentStepKind.RemoveFeature], plan.Steps.Select(s => s.Kind));
         Assert.Equal(rcBefore, Backend.ReadQubeFile("untrusted", RcLocal));
         Assert.Equal("personal", Assert.Single(QrexecPolicyModel.ParseFile("x", Policy!)).Source);
         Assert.False(Backend.GetInventory().Get("untrusted").Features.ContainsKey("qubesfirewall.tcp.work.444"));
 
         var last = Remove("personal", "work", 22);
-        Assert.Equal([TcpBindingStepKind.RemovePolicy, TcpBindingStepKind.RemoveFeature], last.Steps.Select(s => s.Kind));
+        Assert.Equal([DeploymentStepKind.RemoveDom0File, DeploymentStepKind.RemoveFeature], last.Steps.Select(s => s.Kind));
         Assert.Null(Policy);
         Assert.Equal("TcpBindingNotFound", Assert.Throws<QubesFirewallException>(() => TcpBindingPlanner.PlanRemove(Backend, "personal", "work", 22, Offline)).ErrorId);
     }
@@ -244,8 +245,8 @@ public sealed class TcpBindingPlannerTests : IDisposable
     {
         var plan = Add(Model.TcpBinding.Create("disp7", "work", 444, 10444, true));
         Assert.Contains(plan.Warnings, w => w.Contains("disposable of 'default-dvm'", StringComparison.Ordinal));
-        Assert.Equal("default-dvm", plan.Steps.Single(s => s.Kind == TcpBindingStepKind.WriteFile).VMName);
-        Assert.Equal("disp7", plan.Steps.Single(s => s.Kind == TcpBindingStepKind.RunScript).VMName);
+        Assert.Equal("default-dvm", plan.Steps.Single(s => s.Kind == DeploymentStepKind.WriteFile).VMName);
+        Assert.Equal("disp7", plan.Steps.Single(s => s.Kind == DeploymentStepKind.RunScript).VMName);
         var body = ManagedBlock.Extract(Backend.ReadQubeFile("default-dvm", RcLocal))!;
         Assert.Contains("if [ \"$(qubesdb-read /name 2>/dev/null)\" = 'disp7' ]; then", body);
         Assert.Null(Backend.ReadQubeFile("disp7", RcLocal));
@@ -266,20 +267,26 @@ public sealed class TcpBindingPlannerTests : IDisposable
         var options = new TcpBindingOptions { RequireRunning = true };
         var inventory = Backend.GetInventory();
         var dom0 = Dom0PolicyReader.For(Backend);
-        var ex = Assert.Throws<QubesFirewallException>(() => TcpBindingPlanner.PlanAdd(inventory, Main, options, Backend.ReadQubeFile, dom0));
-        Assert.Equal("QubeNotRunning", ex.ErrorId);
+        // permanent: its rc.local is read inside it, so the plan waits for it (no step, and applying it is refused by name)
+        var blocked = TcpBindingPlanner.PlanAdd(inventory, Main, options, Backend.ReadQubeFile, dom0);
+        Assert.False(blocked.IsComplete);
+        Assert.Empty(blocked.Steps);
+        Assert.Equal(["untrusted"], blocked.NotRunning.Select(q => q.Name));
+        var ex = Assert.Throws<QubesFirewallException>(() => TcpBindingPlanner.Apply(Backend, blocked));
+        Assert.Equal("QubesNotRunning", ex.ErrorId);
+        Assert.Contains("untrusted (halted)", ex.Message);
         // not permanent: no file in the client, nothing to refuse
         var plan = TcpBindingPlanner.PlanAdd(inventory, Model.TcpBinding.Create("untrusted", "work", 444), options, Backend.ReadQubeFile, dom0);
-        Assert.Equal([TcpBindingStepKind.SetFeature, TcpBindingStepKind.WritePolicy], plan.Steps.Select(s => s.Kind));
+        Assert.Equal([DeploymentStepKind.SetFeature, DeploymentStepKind.WriteDom0File], plan.Steps.Select(s => s.Kind));
         // running: the file and the run
         var running = new QubesInventory(inventory.Qubes.Select(q => q.Name == "untrusted" ? q with { State = PowerState.Running } : q).ToList(), inventory.GlobalProperties);
-        Assert.Contains(TcpBindingPlanner.PlanAdd(running, Main, options, Backend.ReadQubeFile, dom0).Steps, s => s.Kind == TcpBindingStepKind.RunScript);
+        Assert.Contains(TcpBindingPlanner.PlanAdd(running, Main, options, Backend.ReadQubeFile, dom0).Steps, s => s.Kind == DeploymentStepKind.RunScript);
 
         // removing never waits for the client: the grant goes, its file is left for the next change while it runs
         Add(Main);
         var halted = Backend.GetInventory();
         var remove = TcpBindingPlanner.PlanRemove(halted, "untrusted", "work", 444, options, (_, _) => throw new InvalidOperationException("no qvm-run into a halted qube"), dom0);
-        Assert.Equal([TcpBindingStepKind.RemovePolicy, TcpBindingStepKind.RemoveFeature], remove.Steps.Select(s => s.Kind));
+        Assert.Equal([DeploymentStepKind.RemoveDom0File, DeploymentStepKind.RemoveFeature], remove.Steps.Select(s => s.Kind));
         Assert.Contains(remove.Warnings, w => w.Contains("harmless once the policy refuses the call", StringComparison.Ordinal));
     }
 
