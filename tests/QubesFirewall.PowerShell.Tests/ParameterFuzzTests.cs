@@ -88,6 +88,12 @@ public sealed class ParameterFuzzTests(ITestOutputHelper output) : IDisposable
         new("Get-QubeTcpBinding", "From", "Get-QubeTcpBinding -From $v", "work", InvalidName, Wildcards: true),
         new("Get-QubeTcpBinding", "To", "Get-QubeTcpBinding -To $v", "personal", InvalidName, Wildcards: true),
         new("Remove-QubeTcpBinding", "To", "Remove-QubeTcpBinding -From work -To $v -Port 23 -Confirm:$false", "personal", InvalidName),
+        new("Enable-QubeInterVmNetwork", "From", "Enable-QubeInterVmNetwork -From $v -To personal -Port 5432 -Force -Confirm:$false", "work", InvalidName),
+        new("Enable-QubeInterVmNetwork", "To", "Enable-QubeInterVmNetwork -From work -To $v -Port 5433 -Force -Confirm:$false", "personal", InvalidName),
+        new("Get-QubeInterVmNetwork", "From", "Get-QubeInterVmNetwork -From $v", "work", InvalidName, Wildcards: true),
+        new("Get-QubeInterVmNetwork", "To", "Get-QubeInterVmNetwork -To $v", "personal", InvalidName, Wildcards: true),
+        new("Disable-QubeInterVmNetwork", "From", "Disable-QubeInterVmNetwork -From $v -To personal -Port 5432 -Confirm:$false", "work", InvalidName),
+        new("Disable-QubeInterVmNetwork", "To", "Disable-QubeInterVmNetwork -From work -To $v -Port 5433 -Confirm:$false", "personal", InvalidName),
     ];
 
     /// <summary>Grammar edge cases that look almost right.</summary>
