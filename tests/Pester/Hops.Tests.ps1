@@ -69,4 +69,19 @@ Describe 'Halted qubes (live)' {
         Use-TestBackend 'live' | Out-Null
         { Add-QubeTcpBinding untrusted work 444 -Permanent -ErrorAction Stop } | Should -Throw -ErrorId 'QubesNotRunning,QubesFirewall.PowerShell.Cmdlets.AddQubeTcpBindingCommand'
     }
+
+    It 'refuses an inter-qube link whose qubes are halted, naming each; -Start -WhatIf names them and starts none' {
+        Use-TestBackend 'live' | Out-Null
+        $err = $null
+        Enable-QubeInterVmNetwork -From work -To untrusted -Port 8080 -Force -ErrorVariable err -ErrorAction SilentlyContinue
+        $err[0].FullyQualifiedErrorId | Should -Be 'QubesNotRunning,QubesFirewall.PowerShell.Cmdlets.EnableQubeInterVmNetworkCommand'
+        "$($err[0])" | Should -Match 'default-dvm \(halted\), untrusted \(halted\)'
+        Get-QubeInterVmNetwork | Should -BeNullOrEmpty
+
+        $warnings = @()
+        $null = Enable-QubeInterVmNetwork -From work -To untrusted -Port 8080 -Force -Start -WhatIf -WarningVariable warnings -WarningAction SilentlyContinue
+        ($warnings -join "`n") | Should -Match 'only once default-dvm, untrusted run'
+        Get-TestCalls | Where-Object { $_ -like 'admin.vm.Start*' -or $_ -like 'admin.vm.feature.Set*' } | Should -BeNullOrEmpty
+        Get-PowerState untrusted | Should -Be 'Halted'
+    }
 }

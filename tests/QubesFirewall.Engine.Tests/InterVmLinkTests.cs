@@ -340,21 +340,36 @@ public sealed class InterVmLinkPlannerTests : IDisposable
     }
 
     [Fact]
-    public void A_halted_network_qube_is_refused_on_the_live_backend_and_a_halted_destination_only_gets_its_file()
+    public void On_the_live_backend_halted_qubes_the_link_reaches_are_named_outermost_first_and_nothing_is_planned()
     {
         var inventory = _root.Backend.GetInventory();
         var live = new InterVmLinkOptions { Now = _root.Now, RequireRunning = true };
-        var halted = inventory.WithPowerStates(n => n == "sys-firewall" ? PowerState.Halted : PowerState.Running);
-        var ex = Assert.Throws<QubesFirewallException>(() =>
-            InterVmLinkPlanner.PlanEnable(halted, [Link("work", "personal", 5432)], live, _root.Backend.ReadQubeFile, _root.Backend.GetFirewall));
-        Assert.Equal("HopNotRunning", ex.ErrorId);
-        Assert.Contains("'sys-firewall'", ex.Message);
+        var halted = inventory.WithPowerStates(n => n is "sys-firewall" or "personal" ? PowerState.Halted : PowerState.Running);
+        var plan = InterVmLinkPlanner.PlanEnable(halted, [Link("work", "personal", 5432)], live, _root.Backend.ReadQubeFile, _root.Backend.GetFirewall);
+        Assert.False(plan.IsComplete);
+        Assert.Empty(plan.Steps);
+        Assert.Equal(["sys-firewall", "personal"], plan.NotRunning.Select(q => q.Name));
 
-        var destinationHalted = inventory.WithPowerStates(n => n == "personal" ? PowerState.Halted : PowerState.Running);
-        var plan = InterVmLinkPlanner.PlanEnable(destinationHalted, [Link("work", "personal", 5432)], live, _root.Backend.ReadQubeFile, _root.Backend.GetFirewall);
-        Assert.Contains(plan.Steps, s => s.Kind == DeploymentStepKind.WriteFile && s.VMName == "personal");
-        Assert.DoesNotContain(plan.Steps, s => s.Kind == DeploymentStepKind.RunScript && s.VMName == "personal");
-        Assert.Contains(plan.Warnings, w => w.Contains("'personal' is not running", StringComparison.Ordinal));
+        // the deployment refuses it by name and changes nothing
+        var before = _root.Backend.GetFirewall("work").Rules.Select(r => r.Text).ToList();
+        var ex = Assert.Throws<QubesFirewallException>(() => InterVmLinkPlanner.Apply(_root.Backend, plan));
+        Assert.Equal("QubesNotRunning", ex.ErrorId);
+        Assert.Contains("sys-firewall (halted), personal (halted)", ex.Message);
+        Assert.Equal(before, _root.Backend.GetFirewall("work").Rules.Select(r => r.Text));
+        Assert.Empty(InterVmLinkPlanner.DeclaredLinks(_root.Backend.GetInventory()));
+
+        // a halted source is not needed (its rules live in dom0); Disable names the halted qubes the same way
+        var sourceHalted = inventory.WithPowerStates(n => n == "work" ? PowerState.Halted : PowerState.Running);
+        var complete = InterVmLinkPlanner.PlanEnable(sourceHalted, [Link("work", "personal", 5432)], live, _root.Backend.ReadQubeFile, _root.Backend.GetFirewall);
+        Assert.True(complete.IsComplete);
+        Assert.Empty(complete.NotRunning);
+        Assert.Contains(complete.Steps, s => s.Kind == DeploymentStepKind.EditFirewall && s.VMName == "work");
+
+        // offline nothing has to run: the halted destination gets its file and its run is recorded
+        var offline = InterVmLinkPlanner.PlanEnable(halted, [Link("work", "personal", 5432)], live with { RequireRunning = false }, _root.Backend.ReadQubeFile, _root.Backend.GetFirewall);
+        Assert.True(offline.IsComplete);
+        Assert.Equal(["sys-firewall", "personal"], offline.NotRunning.Select(q => q.Name));
+        Assert.Contains(offline.Steps, s => s.Kind == DeploymentStepKind.WriteFile && s.VMName == "personal");
     }
 
     [Fact]

@@ -159,7 +159,12 @@ public sealed class LiveInterVmLinkCmdletTests : InterVmLinkCmdletTests
 {
     private readonly LiveStandIn _live;
 
-    public LiveInterVmLinkCmdletTests() => _live = new LiveStandIn(_root.Path, "qfw-link-");
+    public LiveInterVmLinkCmdletTests()
+    {
+        _live = new LiveStandIn(_root.Path, "qfw-link-");
+        // default-dvm keeps the file of the sample's disposable sys-firewall: on the live backend it must run too
+        _live.Server.SetPowerState("default-dvm", PowerState.Running);
+    }
 
     public override void Dispose()
     {
@@ -182,24 +187,34 @@ public sealed class LiveInterVmLinkCmdletTests : InterVmLinkCmdletTests
     }
 
     [Fact]
-    public void A_halted_destination_gets_its_file_and_nothing_is_run_in_it()
-    {
-        var run = Run("Enable-QubeInterVmNetwork -From work -To untrusted -Port 8080 -Force");
-        run.AssertNoErrors();
-        Assert.Contains(run.Warnings, w => w.Contains("'untrusted' is not running", StringComparison.Ordinal));
-        Assert.Contains("tcp dport 8080 accept", StateFile("untrusted", "/rw/config/rc.local"));
-        Assert.DoesNotContain(_live.QvmRunLog, l => l == "untrusted exec /bin/sh -s 2>&1");
-    }
-
-    [Fact]
-    public void A_halted_network_qube_is_refused_naming_it()
+    public void Halted_qubes_are_refused_by_name_outermost_first_and_nothing_changes()
     {
         _live.Server.SetPowerState("sys-firewall", PowerState.Halted);
         var before = _root.Snapshot();
-        var run = Run("Enable-QubeInterVmNetwork -From work -To personal -Port 5432 -Force");
+        _live.Server.ClearCalls();
+        var run = Run("Enable-QubeInterVmNetwork -From work -To untrusted -Port 8080 -Force");
         var error = Assert.Single(run.Errors);
-        Assert.Equal(Fqid("HopNotRunning", "EnableQubeInterVmNetwork"), error.FullyQualifiedErrorId);
-        Assert.Contains("'sys-firewall'", error.ToString());
+        Assert.Equal(Fqid("QubesNotRunning", "EnableQubeInterVmNetwork"), error.FullyQualifiedErrorId);
+        Assert.Contains("sys-firewall (halted), untrusted (halted)", error.ToString());
+        Assert.Contains("-Start", error.ToString());
+        Assert.Equal(0, _live.Server.CountCalls("admin.vm.Start", "sys-firewall"));
+        Assert.Equal(0, _live.Server.CountCalls("admin.vm.feature.Set", "work"));
+        Assert.Empty(_live.QvmRunLog);
         _root.AssertUnchanged(before);
+    }
+
+    [Fact]
+    public void Start_starts_the_halted_qubes_outermost_first_then_deploys_into_them()
+    {
+        _live.Server.SetPowerState("sys-firewall", PowerState.Halted);
+        _live.Server.ClearCalls();
+        var run = Run("Enable-QubeInterVmNetwork -From work -To untrusted -Port 8080 -Force -Start -Verbose");
+        run.AssertNoErrors();
+        Assert.Contains("Started sys-firewall, untrusted.", run.Verbose);
+        var starts = _live.Server.Calls.Where(c => c.Method == "admin.vm.Start").Select(c => c.Destination).ToList();
+        Assert.Equal(["sys-firewall", "untrusted"], starts);
+        Assert.Contains(_live.QvmRunLog, l => l == "untrusted exec /bin/sh -s 2>&1");
+        Assert.Contains("tcp dport 8080 accept", StateFile("untrusted", "/rw/config/rc.local"));
+        Assert.Equal(1, _live.Server.CountCalls("admin.vm.firewall.Set", "work"));
     }
 }

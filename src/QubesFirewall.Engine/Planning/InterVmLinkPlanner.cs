@@ -17,7 +17,7 @@ public sealed record InterVmLinkOptions
     /// <summary>Accept a disposable network qube or destination (its /rw lives in its disposable template).</summary>
     public bool Force { get; init; }
 
-    /// <summary>Live backend: the shared network qube must be running; a halted destination gets its file but nothing is run in it.</summary>
+    /// <summary>Live backend: the qubes the change reaches must run (their files are read and written inside them); offline they need not.</summary>
     public bool RequireRunning { get; init; }
 
     public static InterVmLinkOptions For(IQubesBackend backend, DateTimeOffset now, bool force = false) =>
@@ -43,9 +43,14 @@ public sealed record InterVmLinkPlan : IDeploymentPlan
 
     public IReadOnlyList<DeploymentStep> Steps { get; init; } = [];
 
-    // The qubes a link reaches must run on the live backend; Resolve refuses a halted network qube by name.
-    IReadOnlyList<Qube> IDeploymentPlan.NotRunning => [];
-    bool IDeploymentPlan.IsComplete => true;
+    /// <summary>
+    /// The qubes the change reaches that are not running, outermost first: the network qube and the qubes
+    /// keeping the files (the destinations, a disposable's template). Live, their files are read inside them.
+    /// </summary>
+    public IReadOnlyList<Qube> NotRunning { get; init; } = [];
+
+    /// <summary>False on the live backend while qubes of <see cref="NotRunning"/> are halted: there are no steps yet.</summary>
+    public bool IsComplete { get; init; } = true;
     string IDeploymentPlan.Purpose => $"{Operation.ToLowerInvariant()} inter-qube link {Target}";
 
     public IReadOnlyList<string> Warnings { get; init; } = [];
@@ -161,9 +166,9 @@ public static class InterVmLinkPlanner
     /// <summary>
     /// The qubes of a link. Refuses: unknown qubes, dom0 or remote qubes, a qube without network, two qubes
     /// with different network qubes (naming each one's), a Whonix gateway as network qube, an agent before R4.2,
-    /// and when <paramref name="requireRunning"/> a halted network qube.
+    /// Power states are the planner's business (<see cref="InterVmLinkPlan.NotRunning"/>).
     /// </summary>
-    public static ResolvedLink Resolve(QubesInventory inventory, InterVmLink link, bool requireRunning = false, bool checks = true)
+    public static ResolvedLink Resolve(QubesInventory inventory, InterVmLink link, bool checks = true)
     {
         var from = inventory.Get(link.From);
         var to = inventory.Get(link.To);
@@ -190,9 +195,6 @@ public static class InterVmLinkPlanner
                     "A link between its clients would go around Tor. Nothing was changed.", netvm.Name);
             foreach (var q in new[] { netvm, from, to }) QubesRelease.EnsureSupported(inventory, q);
         }
-        if (requireRunning && netvm.State != PowerState.Running)
-            throw new QubesFirewallException("HopNotRunning", FailureKind.ResourceUnavailable,
-                $"The network qube '{netvm.Name}' of {link.Text} is not running ({netvm.State}). Start it first (qvm-start {netvm.Name}), so its rules can be applied now and not only at its next start. Nothing was changed.", netvm.Name);
         return new ResolvedLink(link, from, to, netvm);
     }
 
@@ -223,7 +225,7 @@ public static class InterVmLinkPlanner
     {
         if (links.Count == 0) throw QubesFirewallException.Invalid("NoLink", "No link was given.");
         var warnings = new List<string>();
-        var resolved = links.Select(l => Resolve(inventory, l, options.RequireRunning)).ToList();
+        var resolved = links.Select(l => Resolve(inventory, l)).ToList();
         var netvm = resolved[0].NetVM;
         CheckDisposables(inventory, resolved, options.Force, warnings);
         foreach (var q in resolved.Select(r => r.NetVM).Concat(resolved.Select(r => r.To)).DistinctBy(q => q.Name))
@@ -231,6 +233,10 @@ public static class InterVmLinkPlanner
                 warnings.Add($"'{q.Name}' has the R4.3 custom-persist service on: Qubes does not run the /rw/config hooks there, so its part of the link is applied now but not when it starts again.");
         if (!ForwardPersistence.RunsFirewallService(netvm))
             warnings.Add($"'{netvm.Name}' does not run the qubes-firewall service: it does not enforce its clients' Qubes firewall, and its part of the link is kept in its {ForwardPersistence.HookPath(netvm)}.");
+
+        var notRunning = NotRunning(inventory, resolved);
+        if (options.RequireRunning && notRunning.Count > 0)
+            return new InterVmLinkPlan { Operation = "Enable", Links = links, NetVM = netvm.Name, Target = TargetText(links, netvm.Name), NotRunning = notRunning, IsComplete = false, Warnings = warnings };
 
         var declarations = InterVmLinkDeclaration.ReadAll(inventory);
         var existing = new HashSet<string>(declarations.Where(d => d.Link is not null).Select(d => d.From + "\0" + d.FeatureName), StringComparer.Ordinal);
@@ -264,6 +270,7 @@ public static class InterVmLinkPlanner
             Operation = operation,
             Links = links,
             NetVM = netvm.Name,
+            NotRunning = notRunning,
             Steps = steps,
             Warnings = warnings.Distinct().ToList(),
             Target = TargetText(links, netvm.Name),
@@ -297,14 +304,17 @@ public static class InterVmLinkPlanner
         {
             try
             {
-                // as Remove-QubePortForward: a halted qube gets its file, and nothing is run in it
-                resolved.Add(Resolve(inventory, l, requireRunning: false, checks: false));
+                resolved.Add(Resolve(inventory, l, checks: false));
             }
             catch (QubesFirewallException ex)
             {
                 warnings.Add($"The qubes of {l.Text} cannot be resolved now ({ex.Message}); only its declaration is removed. Check the scripts and firewall of the qubes it joined.");
             }
         }
+        var netvmName = resolved.FirstOrDefault()?.NetVM.Name ?? inventory.Find(removing[0].From)?.NetVM ?? "";
+        var notRunning = NotRunning(inventory, resolved);
+        if (options.RequireRunning && notRunning.Count > 0)
+            return new InterVmLinkPlan { Operation = "Disable", Links = removing, NetVM = netvmName, Target = TargetText(removing, netvmName), NotRunning = notRunning, IsComplete = false, Warnings = warnings };
         var removed = new HashSet<string>(removing.Select(l => l.From + "\0" + l.FeatureName), StringComparer.Ordinal);
         var remaining = DeclaredLinks(inventory).Where(l => !removed.Contains(l.From + "\0" + l.FeatureName)).ToList();
         var layout = LinkLayout.Build(inventory, remaining, warnings);
@@ -329,15 +339,15 @@ public static class InterVmLinkPlanner
                 Description = $"{l.From}: remove feature {l.FeatureName} (was '{value}')",
             });
         }
-        var netvm = resolved.FirstOrDefault()?.NetVM.Name ?? inventory.Find(removing[0].From)?.NetVM ?? "";
         return new InterVmLinkPlan
         {
             Operation = "Disable",
             Links = removing,
-            NetVM = netvm,
+            NetVM = netvmName,
+            NotRunning = notRunning,
             Steps = steps,
             Warnings = warnings.Distinct().ToList(),
-            Target = TargetText(removing, netvm),
+            Target = TargetText(removing, netvmName),
         };
     }
 
@@ -349,6 +359,11 @@ public static class InterVmLinkPlanner
         var failure = run.Failure("InterVmLink", $"{plan.Operation} inter-qube link {plan.Target}", "Disable-QubeInterVmNetwork", plan.Operation == "Disable", hops);
         return new PortForwardApplyResult(hops, failure) { Rollout = run };
     }
+
+    /// <summary>The qubes of the links that are not running, outermost first: the network qube, then each destination, each with the qube keeping its file.</summary>
+    private static IReadOnlyList<Qube> NotRunning(QubesInventory inventory, IReadOnlyList<ResolvedLink> links) =>
+        QubeStarter.NotRunning(inventory, links.Select(l => l.NetVM).Concat(links.Select(l => l.To))
+            .SelectMany(q => new[] { q.Name, ForwardPersistence.StorageOf(inventory, q).Name }));
 
     private static string TargetText(IReadOnlyList<InterVmLink> links, string netvm)
     {

@@ -40,19 +40,21 @@ public sealed class DisableQubeInterVmNetworkCommand : QubeCmdlet
     [Parameter]
     public SwitchParameter PassThru { get; set; }
 
+    /// <summary>Start the halted qubes the change must reach (the network qube, the destinations, the qubes keeping their files), outermost first, instead of refusing them.</summary>
+    [Parameter]
+    public SwitchParameter Start { get; set; }
+
     protected override void ProcessRecord()
     {
         if (!TryEngine(() => InterVmLink.Expand(From, To, Protocol, LinkPortArgument.Read(Port), Bidirectional), out var links)) return;
-        if (!TryEngine(() => InterVmLinkPlanner.PlanDisable(Backend, links, InterVmLinkOptions.For(Backend, Now)), out var plan)) return;
+        InterVmLinkPlan Plan() => InterVmLinkPlanner.PlanDisable(Backend, links, InterVmLinkOptions.For(Backend, Now));
+        if (!TryEngine(Plan, out var first) || StartWhatMustRun(first, Start, Plan) is not { } plan) return;
         foreach (var warning in plan.Warnings) WriteWarning(warning);
         if (!ShouldProcess(plan.Describe(), $"Disable inter-qube link {plan.Target} and remove its rules?", "Disable inter-qube link"))
         {
             ShowWhatIfDetails(() => InterVmLinkPlanner.Apply(Backend, plan));
             return;
         }
-        var result = InterVmLinkPlanner.Apply(Backend, plan);
-        if (PassThru) WriteObject(result.Hops, enumerateCollection: true);
-        if (result.Failure is not null) WriteError(ToErrorRecord(result.Failure));
-        else WriteVerbose($"Disable: {plan.Target}: done ({plan.Steps.Count} steps).");
+        if (DeployLinks(plan) is { } hops && PassThru) WriteObject(hops, enumerateCollection: true);
     }
 }

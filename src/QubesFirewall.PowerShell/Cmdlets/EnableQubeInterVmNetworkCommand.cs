@@ -46,19 +46,22 @@ public sealed class EnableQubeInterVmNetworkCommand : QubeCmdlet
     [Parameter]
     public SwitchParameter PassThru { get; set; }
 
+    /// <summary>Start the halted qubes the change must reach (the network qube, the destinations, the qubes keeping their files), outermost first, instead of refusing them.</summary>
+    [Parameter]
+    public SwitchParameter Start { get; set; }
+
     protected override void ProcessRecord()
     {
         if (!TryEngine(() => InterVmLink.Expand(From, To, Protocol, LinkPortArgument.Read(Port), Bidirectional), out var links)) return;
-        if (!TryEngine(() => InterVmLinkPlanner.PlanEnable(Backend, links, InterVmLinkOptions.For(Backend, Now, Force)), out var plan)) return;
+        InterVmLinkPlan Plan() => InterVmLinkPlanner.PlanEnable(Backend, links, InterVmLinkOptions.For(Backend, Now, Force));
+        if (!TryEngine(Plan, out var first) || StartWhatMustRun(first, Start, Plan) is not { } plan) return;
         foreach (var warning in plan.Warnings) WriteWarning(warning);
         if (!ShouldProcess(plan.Describe(), $"Enable inter-qube link {plan.Target}?", "Enable inter-qube link"))
         {
             ShowWhatIfDetails(() => InterVmLinkPlanner.Apply(Backend, plan));
             return;
         }
-        var result = InterVmLinkPlanner.Apply(Backend, plan);
-        if (result.Failure is not null) WriteError(ToErrorRecord(result.Failure));
-        else WriteVerbose($"{plan.Operation}: {plan.Target}: done ({plan.Steps.Count} steps).");
+        if (DeployLinks(plan) is null) return;
         if (PassThru) LinkOutput.Write(this, Backend, plan.Links, Now);
     }
 }
