@@ -141,20 +141,6 @@ public abstract class QubeCmdlet : PSCmdlet
         else WriteVerbose($"{result.Plan!.Operation}: {result.Plan.Target}: done ({result.Hops.Count} qubes).");
     }
 
-    /// <summary>
-    /// Deploys an inter-qube link plan (Enable- and Disable-QubeInterVmNetwork) with progress over its qubes.
-    /// Returns one result per qube; a failure (after the rollback) is one error that says what was put back.
-    /// </summary>
-    protected IReadOnlyList<PortForwardHopResult>? DeployLinks(InterVmLinkPlan plan)
-    {
-        var activity = $"{plan.Operation} inter-qube link {plan.Target}";
-        if (!TryEngine(() => InterVmLinkPlanner.Apply(Backend, plan, HopProgress(activity)), out var result)) return null;
-        CompleteProgress(activity);
-        if (result.Failure is not null) WriteError(ToErrorRecord(result.Failure));
-        else WriteVerbose($"{plan.Operation}: {plan.Target}: done ({plan.Steps.Count} steps).");
-        return result.Hops;
-    }
-
     /// <summary>True when the command runs with -WhatIf (given, or through $WhatIfPreference).</summary>
     protected bool WhatIfRequested =>
         MyInvocation.BoundParameters.TryGetValue("WhatIf", out var given)

@@ -11,68 +11,21 @@ namespace QubesFirewall.PowerShell.Cmdlets;
 /// </summary>
 [Cmdlet(VerbsLifecycle.Enable, "QubeInterVmNetwork", SupportsShouldProcess = true)]
 [OutputType(typeof(QubeInterVmLink))]
-public sealed class EnableQubeInterVmNetworkCommand : QubeCmdlet
+public sealed class EnableQubeInterVmNetworkCommand : InterVmLinkCmdlet
 {
-    /// <summary>The source qube (binds from Get-Qube's Name).</summary>
-    [Parameter(Mandatory = true, Position = 0, ValueFromPipelineByPropertyName = true)]
-    [Alias("Name", "VMName")]
-    [ArgumentCompleter(typeof(QubeNameCompleter))]
-    [ValidateNotNullOrEmpty]
-    public string From { get; set; } = "";
-
-    /// <summary>The destination qube.</summary>
-    [Parameter(Mandatory = true, Position = 1, ValueFromPipelineByPropertyName = true)]
-    [ArgumentCompleter(typeof(QubeNameCompleter))]
-    [ValidateNotNullOrEmpty]
-    public string To { get; set; } = "";
-
-    /// <summary>Ports: numbers 1-65535 or ranges "N-M"; none = every port of the protocol.</summary>
-    [Parameter(ValueFromPipelineByPropertyName = true)]
-    [Alias("RemotePort", "DstPorts")]
-    [EmptyAsNull]
-    public object[]? Port { get; set; }
-
-    [Parameter(ValueFromPipelineByPropertyName = true)]
-    public InterVmProtocol Protocol { get; set; } = InterVmProtocol.Tcp;
-
-    /// <summary>Also the link back (To -> From), stored on To.</summary>
-    [Parameter]
-    public SwitchParameter Bidirectional { get; set; }
-
     /// <summary>Accept a disposable network qube or destination (its file is kept in its disposable template).</summary>
     [Parameter]
     public SwitchParameter Force { get; set; }
 
-    [Parameter]
-    public SwitchParameter PassThru { get; set; }
-
-    /// <summary>Start the halted qubes the change must reach (the network qube, the destinations, the qubes keeping their files), outermost first, instead of refusing them.</summary>
-    [Parameter]
-    public SwitchParameter Start { get; set; }
-
     protected override void ProcessRecord()
     {
-        if (!TryEngine(() => InterVmLink.Expand(From, To, Protocol, LinkPortArgument.Read(Port), Bidirectional), out var links)) return;
-        InterVmLinkPlan Plan() => InterVmLinkPlanner.PlanEnable(Backend, links, InterVmLinkOptions.For(Backend, Now, Force));
-        if (!TryEngine(Plan, out var first) || StartWhatMustRun(first, Start, Plan) is not { } plan) return;
-        foreach (var warning in plan.Warnings) WriteWarning(warning);
-        if (!ShouldProcess(plan.Describe(), $"Enable inter-qube link {plan.Target}?", "Enable inter-qube link"))
-        {
-            ShowWhatIfDetails(() => InterVmLinkPlanner.Apply(Backend, plan));
-            return;
-        }
-        if (DeployLinks(plan) is null) return;
-        if (PassThru) LinkOutput.Write(this, Backend, plan.Links, Now);
+        if (PlanAndDeploy(links => InterVmLinkPlanner.PlanEnable(Backend, links, InterVmLinkOptions.For(Backend, Now, Force)),
+                plan => $"Enable inter-qube link {plan.Target}?", "Enable inter-qube link") is { } done && PassThru)
+            LinkOutput.Write(this, Backend, done.Plan.Links, Now);
     }
 }
 
-/// <summary>Shared by the link cmdlets: -Port values and the objects -PassThru writes.</summary>
-internal static class LinkPortArgument
-{
-    public static IReadOnlyList<LinkPorts> Read(object[]? values) =>
-        values is null ? [] : values.Select(v => LinkPorts.FromArgument(v is PSObject p ? p.BaseObject : v)).ToList();
-}
-
+/// <summary>The objects Enable -PassThru writes.</summary>
 internal static class LinkOutput
 {
     /// <summary>Writes the links as Get-QubeInterVmNetwork shows them now (re-read after the change).</summary>

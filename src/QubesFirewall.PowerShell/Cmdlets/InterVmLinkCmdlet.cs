@@ -1,0 +1,72 @@
+using System.Management.Automation;
+using QubesFirewall.Engine.Model;
+using QubesFirewall.Engine.Planning;
+
+namespace QubesFirewall.PowerShell.Cmdlets;
+
+/// <summary>
+/// What Enable- and Disable-QubeInterVmNetwork share: the parameters that name a set of links, and the
+/// way a plan is made (halted qubes named or started), shown (-WhatIf) and deployed.
+/// </summary>
+public abstract class InterVmLinkCmdlet : QubeCmdlet
+{
+    /// <summary>The source qube (binds from Get-Qube's Name).</summary>
+    [Parameter(Mandatory = true, Position = 0, ValueFromPipelineByPropertyName = true)]
+    [Alias("Name", "VMName")]
+    [ArgumentCompleter(typeof(QubeNameCompleter))]
+    [ValidateNotNullOrEmpty]
+    public string From { get; set; } = "";
+
+    /// <summary>The destination qube.</summary>
+    [Parameter(Mandatory = true, Position = 1, ValueFromPipelineByPropertyName = true)]
+    [ArgumentCompleter(typeof(QubeNameCompleter))]
+    [ValidateNotNullOrEmpty]
+    public string To { get; set; } = "";
+
+    /// <summary>Ports: numbers 1-65535, ranges "N-M" or "all"; none = every port of the protocol.</summary>
+    [Parameter(ValueFromPipelineByPropertyName = true)]
+    [Alias("RemotePort", "DstPorts")]
+    [EmptyAsNull]
+    public object[]? Port { get; set; }
+
+    [Parameter(ValueFromPipelineByPropertyName = true)]
+    public InterVmProtocol Protocol { get; set; } = InterVmProtocol.Tcp;
+
+    /// <summary>Also the link back (To -> From), stored on To.</summary>
+    [Parameter]
+    public SwitchParameter Bidirectional { get; set; }
+
+    [Parameter]
+    public SwitchParameter PassThru { get; set; }
+
+    /// <summary>Start the halted qubes the change must reach (the network qube, the destinations, the qubes keeping their files), outermost first, instead of refusing them.</summary>
+    [Parameter]
+    public SwitchParameter Start { get; set; }
+
+    /// <summary>
+    /// Plans the links the parameters name with <paramref name="planner"/>, starts halted qubes (-Start) or refuses
+    /// them, asks, then deploys. Returns the plan and one result per qube, or null when nothing was deployed.
+    /// </summary>
+    protected (InterVmLinkPlan Plan, IReadOnlyList<PortForwardHopResult> Hops)? PlanAndDeploy(
+        Func<IReadOnlyList<InterVmLink>, InterVmLinkPlan> planner, Func<InterVmLinkPlan, string> question, string caption)
+    {
+        if (!TryEngine(() => InterVmLink.Expand(From, To, Protocol, Read(Port), Bidirectional), out var links)) return null;
+        InterVmLinkPlan Plan() => planner(links);
+        if (!TryEngine(Plan, out var first) || StartWhatMustRun(first, Start, Plan) is not { } plan) return null;
+        foreach (var warning in plan.Warnings) WriteWarning(warning);
+        if (!ShouldProcess(plan.Describe(), question(plan), caption))
+        {
+            ShowWhatIfDetails(() => InterVmLinkPlanner.Apply(Backend, plan));
+            return null;
+        }
+        var activity = $"{plan.Operation} inter-qube link {plan.Target}";
+        if (!TryEngine(() => InterVmLinkPlanner.Apply(Backend, plan, HopProgress(activity)), out var result)) return null;
+        CompleteProgress(activity);
+        if (result.Failure is not null) WriteError(ToErrorRecord(result.Failure));
+        else WriteVerbose($"{plan.Operation}: {plan.Target}: done ({plan.Steps.Count} steps).");
+        return (plan, result.Hops);
+    }
+
+    private static IReadOnlyList<LinkPorts> Read(object[]? values) =>
+        values is null ? [] : values.Select(v => LinkPorts.FromArgument(v is PSObject p ? p.BaseObject : v)).ToList();
+}
