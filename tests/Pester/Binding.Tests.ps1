@@ -7,7 +7,7 @@ BeforeAll {
 Describe 'Binding' {
     BeforeEach {
         $env:QUBESFW_ROOT = Join-Path $TestDrive ([guid]::NewGuid().ToString('N').Substring(0, 8))
-        Copy-Item -Recurse (Join-Path $PSScriptRoot '../../examples/qubes-root') $env:QUBESFW_ROOT
+        [Microsoft.VisualBasic.FileIO.FileSystem]::CopyDirectory((Join-Path $PSScriptRoot '../../examples/qubes-root'), $env:QUBESFW_ROOT)
     }
     AfterAll { $env:QUBESFW_ROOT = $null }
 

@@ -131,7 +131,7 @@ Describe 'Examples in docs/cmdlets' {
             $root = Join-Path $work 'qubes-root'
             $cwd = Join-Path $work 'cwd'
             New-Item -ItemType Directory -Path $work, $cwd | Out-Null
-            Copy-Item -LiteralPath $SampleRoot -Destination $root -Recurse
+            [Microsoft.VisualBasic.FileIO.FileSystem]::CopyDirectory($SampleRoot, $root) # fast, keeps the modes
 
             $env:QUBESFW_ROOT = $root
             Push-Location -LiteralPath $cwd

@@ -6,7 +6,8 @@ BeforeAll {
 
     function New-TestRoot {
         $path = Join-Path $TestDrive ([guid]::NewGuid().ToString('N').Substring(0, 8))
-        Copy-Item -Recurse $script:SampleRoot $path
+        # Copy-Item -Recurse takes about 2 s per copy on Linux; this takes milliseconds and keeps the modes
+        [Microsoft.VisualBasic.FileIO.FileSystem]::CopyDirectory($script:SampleRoot, $path)
         $path
     }
 
