@@ -2,7 +2,8 @@
 <#
 .SYNOPSIS
     A tour of QubesFirewall on a copy of the sample Qubes root: qubes, firewall rules,
-    adding and removing rules, and what the firewall qube will enforce.
+    adding and removing rules, what the firewall qube will enforce, a port forward, a
+    qube-to-qube link and the audit.
 .DESCRIPTION
     Runs anywhere pwsh runs: it builds the module if out/QubesFirewall is missing, copies
     examples/qubes-root to a temporary folder (the cmdlets write to it) and points
@@ -20,7 +21,7 @@ if (-not (Test-Path $manifest)) {
 Import-Module $manifest -Force
 
 $root = Join-Path ([IO.Path]::GetTempPath()) ("qubes-root-" + [guid]::NewGuid().ToString('N').Substring(0, 8))
-Copy-Item -Recurse (Join-Path $PSScriptRoot 'qubes-root') $root
+[Microsoft.VisualBasic.FileIO.FileSystem]::CopyDirectory((Join-Path $PSScriptRoot 'qubes-root'), $root)
 $env:QUBESFW_ROOT = $root
 
 function Show([string] $Title, [scriptblock] $Block) {
@@ -38,6 +39,12 @@ Show 'whatif' { Get-QubeFirewallRule work | Where-Object Comment -eq 'temporary 
 Show 'bad input' { try { Add-QubeFirewallRule -VMName work -Action Accept -DstHost 1.2.3.4/33 -ErrorAction Stop } catch { "Refused ($($_.FullyQualifiedErrorId)): $($_.Exception.Message)" } }
 Show 'sync' { Sync-QubeFirewall work -PassThru }
 Show 'remove' { Get-QubeFirewallRule work | Where-Object Comment -eq 'temporary updates' | Remove-QubeFirewallRule -Confirm:$false -PassThru }
+# sys-firewall in the sample is a disposable of default-dvm (as on a default install): -Force accepts that, the warning says what it means
+Show 'forward' { Add-QubePortForward work 8443 -AllowFrom 192.168.1.0/24 -Force -PassThru -WarningAction SilentlyContinue }
+Show 'forwards' { Get-QubePortForward }
+Show 'link' { Enable-QubeInterVmNetwork -From work -To personal -Port 5432 -Force -PassThru -WarningAction SilentlyContinue }
+Show 'audit' { Test-QubeFirewall work, untrusted | Format-Table Severity, VMName, Check, Message -Wrap }
+Show 'undo' { Disable-QubeInterVmNetwork -From work -To personal -Port 5432 -Confirm:$false; Remove-QubePortForward work 8443 -Confirm:$false; Get-QubePortForward; Get-QubeInterVmNetwork }
 
 if ($KeepRoot) { Write-Host "`nThe root stays at $root (`$env:QUBESFW_ROOT = '$root')." -ForegroundColor Green }
 else { Remove-Item -Recurse -Force $root }
