@@ -22,7 +22,7 @@ public class PortForwardBenchmarks
     private QubesInventory _inventory = null!;
     private PortForward _next = null!;
     private QubeForwards _sysNet = null!;
-    private PortForwardOptions _options = null!;
+    private DeploymentOptions _options = null!;
 
     [GlobalSetup]
     public void Setup()
@@ -31,7 +31,7 @@ public class PortForwardBenchmarks
         _next = PortForward.Create("personal", ForwardProtocol.Tcp, 9000, allowFrom: ["192.168.1.0/24"]);
         var forwards = PortForwardDeclaration.ReadAll(_inventory).Select(d => d.Forward!).ToList();
         _sysNet = ForwardLayout.Build(_inventory, forwards, new List<string>()).For(_inventory.Get("sys-net"));
-        _options = new PortForwardOptions { Now = DateTimeOffset.FromUnixTimeSeconds(1800000000) };
+        _options = new DeploymentOptions { Now = DateTimeOffset.FromUnixTimeSeconds(1800000000) };
     }
 
     /// <summary>Read and validate every declaration (the features' grammar).</summary>

@@ -35,10 +35,10 @@ public sealed class ForwardAuditTests : IDisposable
     private static readonly PortForward Web = PortForward.Create("work", ForwardProtocol.Tcp, 443, 8443, allowFrom: ["192.168.1.0/24"]);
 
     private void Add(PortForward f, bool force = false) =>
-        Assert.Null(PortForwardPlanner.Apply(_root.Backend, PortForwardPlanner.PlanAdd(_root.Backend, f, PortForwardOptions.For(_root.Backend, _root.Now, force))).Failure);
+        Assert.Null(PortForwardPlanner.Apply(_root.Backend, PortForwardPlanner.PlanAdd(_root.Backend, f, DeploymentOptions.For(_root.Backend, _root.Now, force))).Failure);
 
     private void Remove(string vm, ForwardProtocol p, int port) =>
-        Assert.Null(PortForwardPlanner.Apply(_root.Backend, PortForwardPlanner.PlanRemove(_root.Backend, vm, p, port, PortForwardOptions.For(_root.Backend, _root.Now))).Failure);
+        Assert.Null(PortForwardPlanner.Apply(_root.Backend, PortForwardPlanner.PlanRemove(_root.Backend, vm, p, port, DeploymentOptions.For(_root.Backend, _root.Now))).Failure);
 
     private List<AuditFinding> Audit(string qube, Func<string, string, string?>? read = null)
     {

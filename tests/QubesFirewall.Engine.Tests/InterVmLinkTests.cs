@@ -128,7 +128,7 @@ public sealed class InterVmLinkPlannerTests : IDisposable
 
     public void Dispose() => _root.Dispose();
 
-    private InterVmLinkOptions Options => InterVmLinkOptions.For(_root.Backend, _root.Now);
+    private DeploymentOptions Options => DeploymentOptions.For(_root.Backend, _root.Now);
 
     private static InterVmLink Link(string from, string to, int port, ForwardProtocol p = ForwardProtocol.Tcp) =>
         InterVmLink.Create(from, to, p, new LinkPorts(port, port));
@@ -306,20 +306,20 @@ public sealed class InterVmLinkPlannerTests : IDisposable
     {
         Enable(Link("work", "personal", 5432));
         var fwd = PortForwardPlanner.PlanAdd(_root.Backend, PortForward.Create("untrusted", ForwardProtocol.Tcp, 8080, type: ForwardType.Internal),
-            PortForwardOptions.For(_root.Backend, _root.Now));
+            DeploymentOptions.For(_root.Backend, _root.Now));
         Assert.Null(PortForwardPlanner.Apply(_root.Backend, fwd).Failure);
         var both = ManagedBlock.Extract(_root.Backend.ReadQubeFile("sys-firewall", UserScript))!;
         Assert.Contains("qubesfw-link-forward", both);
         Assert.Contains("qubesfw-forward", both.Replace("qubesfw-link-forward", ""));
 
-        Assert.Null(PortForwardPlanner.Apply(_root.Backend, PortForwardPlanner.PlanRemove(_root.Backend, "untrusted", ForwardProtocol.Tcp, 8080, PortForwardOptions.For(_root.Backend, _root.Now))).Failure);
+        Assert.Null(PortForwardPlanner.Apply(_root.Backend, PortForwardPlanner.PlanRemove(_root.Backend, "untrusted", ForwardProtocol.Tcp, 8080, DeploymentOptions.For(_root.Backend, _root.Now))).Failure);
         var linksOnly = ManagedBlock.Extract(_root.Backend.ReadQubeFile("sys-firewall", UserScript))!;
         Assert.Equal(LinkPersistence.Extract(both), linksOnly);
         Assert.True(InterVmLinkPlanner.List(_root.Backend.GetInventory(), _root.Backend.ReadQubeFile, _root.Backend.GetFirewall, _root.Now).Single().IsComplete);
 
         // and the link's writer keeps a forward's part
         Assert.Null(PortForwardPlanner.Apply(_root.Backend, PortForwardPlanner.PlanAdd(_root.Backend, PortForward.Create("untrusted", ForwardProtocol.Tcp, 8080, type: ForwardType.Internal),
-            PortForwardOptions.For(_root.Backend, _root.Now))).Failure);
+            DeploymentOptions.For(_root.Backend, _root.Now))).Failure);
         Disable(Link("work", "personal", 5432));
         var forwardOnly = ManagedBlock.Extract(_root.Backend.ReadQubeFile("sys-firewall", UserScript))!;
         Assert.Contains("qubesfw-forward", forwardOnly);
@@ -343,7 +343,7 @@ public sealed class InterVmLinkPlannerTests : IDisposable
     public void On_the_live_backend_halted_qubes_the_link_reaches_are_named_outermost_first_and_nothing_is_planned()
     {
         var inventory = _root.Backend.GetInventory();
-        var live = new InterVmLinkOptions { Now = _root.Now, RequireRunning = true };
+        var live = new DeploymentOptions { Now = _root.Now, RequireRunning = true };
         var halted = inventory.WithPowerStates(n => n is "sys-firewall" or "personal" ? PowerState.Halted : PowerState.Running);
         var plan = InterVmLinkPlanner.PlanEnable(halted, [Link("work", "personal", 5432)], live, _root.Backend.ReadQubeFile, _root.Backend.GetFirewall);
         Assert.False(plan.IsComplete);
@@ -376,9 +376,9 @@ public sealed class InterVmLinkPlannerTests : IDisposable
     public void A_disposable_network_qube_needs_force()
     {
         using var root = new TempRoot(); // the sample: sys-firewall is a disposable of default-dvm
-        var ex = Assert.Throws<QubesFirewallException>(() => InterVmLinkPlanner.PlanEnable(root.Backend, [Link("work", "personal", 5432)], InterVmLinkOptions.For(root.Backend, root.Now)));
+        var ex = Assert.Throws<QubesFirewallException>(() => InterVmLinkPlanner.PlanEnable(root.Backend, [Link("work", "personal", 5432)], DeploymentOptions.For(root.Backend, root.Now)));
         Assert.Equal("DisposableHop", ex.ErrorId);
-        var plan = InterVmLinkPlanner.PlanEnable(root.Backend, [Link("work", "personal", 5432)], InterVmLinkOptions.For(root.Backend, root.Now, force: true));
+        var plan = InterVmLinkPlanner.PlanEnable(root.Backend, [Link("work", "personal", 5432)], DeploymentOptions.For(root.Backend, root.Now, force: true));
         Assert.Contains(plan.Steps, s => s.Kind == DeploymentStepKind.WriteFile && s.VMName == "default-dvm" && s.ForQube == "sys-firewall");
         Assert.Null(InterVmLinkPlanner.Apply(root.Backend, plan).Failure);
         Assert.Contains("if [ \"$(qubesdb-read /name 2>/dev/null)\" = 'sys-firewall' ]; then", root.Backend.ReadQubeFile("default-dvm", UserScript));
@@ -388,7 +388,7 @@ public sealed class InterVmLinkPlannerTests : IDisposable
     public void The_audit_warns_when_a_part_of_a_link_lives_in_a_disposable_template_or_under_custom_persist()
     {
         using var root = new TempRoot(); // the sample: sys-firewall is a disposable of default-dvm
-        Assert.Null(InterVmLinkPlanner.Apply(root.Backend, InterVmLinkPlanner.PlanEnable(root.Backend, [Link("work", "personal", 5432)], InterVmLinkOptions.For(root.Backend, root.Now, force: true))).Failure);
+        Assert.Null(InterVmLinkPlanner.Apply(root.Backend, InterVmLinkPlanner.PlanEnable(root.Backend, [Link("work", "personal", 5432)], DeploymentOptions.For(root.Backend, root.Now, force: true))).Failure);
         AuditContext Context() => new(root.Backend.GetInventory(), root.Backend.GetFirewall, root.Now, root.Backend.ReadQubeFile);
         var findings = FirewallAudit.Run(Context(), [root.Backend.GetInventory().Get("work")]).Where(f => f.Check == InterVmLinkAuditCheck.LinkNotPersistent).ToList();
         var disposable = Assert.Single(findings);
@@ -407,13 +407,13 @@ public sealed class InterVmLinkPlannerTests : IDisposable
     public void The_forward_checks_do_not_take_a_links_section_for_forward_parts()
     {
         using var root = new TempRoot(); // sys-firewall is a disposable: both sections get guarded parts in default-dvm's file
-        Assert.Null(InterVmLinkPlanner.Apply(root.Backend, InterVmLinkPlanner.PlanEnable(root.Backend, [Link("work", "personal", 5432)], InterVmLinkOptions.For(root.Backend, root.Now, force: true))).Failure);
+        Assert.Null(InterVmLinkPlanner.Apply(root.Backend, InterVmLinkPlanner.PlanEnable(root.Backend, [Link("work", "personal", 5432)], DeploymentOptions.For(root.Backend, root.Now, force: true))).Failure);
         AuditContext Context() => new(root.Backend.GetInventory(), root.Backend.GetFirewall, root.Now, root.Backend.ReadQubeFile);
         var qubes = new[] { "work", "personal", "untrusted" }.Select(n => root.Backend.GetInventory().Get(n)).ToList();
         Assert.DoesNotContain(FirewallAudit.Run(Context(), qubes), f => f.Check is ForwardAuditChecks.MissingPart or ForwardAuditChecks.UndeclaredPart);
 
         Assert.Null(PortForwardPlanner.Apply(root.Backend, PortForwardPlanner.PlanAdd(root.Backend, PortForward.Create("untrusted", ForwardProtocol.Tcp, 8080, type: ForwardType.Internal, allowFrom: ["10.137.0.11/32"]),
-            PortForwardOptions.For(root.Backend, root.Now, force: true))).Failure);
+            DeploymentOptions.For(root.Backend, root.Now, force: true))).Failure);
         var findings = FirewallAudit.Run(Context(), qubes);
         Assert.DoesNotContain(findings, f => f.Check is ForwardAuditChecks.MissingPart or ForwardAuditChecks.UndeclaredPart or InterVmLinkAuditCheck.LinkIncomplete);
     }
@@ -422,7 +422,7 @@ public sealed class InterVmLinkPlannerTests : IDisposable
     public void Dotted_destination_names_round_trip_through_the_feature()
     {
         using var root = new TempRoot(QubesXmlBuilder.Standard().Qube("db.prod", 20, "sys-firewall", template: "fedora-42").Build());
-        var plan = InterVmLinkPlanner.PlanEnable(root.Backend, [Link("work", "db.prod", 5432)], InterVmLinkOptions.For(root.Backend, root.Now));
+        var plan = InterVmLinkPlanner.PlanEnable(root.Backend, [Link("work", "db.prod", 5432)], DeploymentOptions.For(root.Backend, root.Now));
         Assert.Null(InterVmLinkPlanner.Apply(root.Backend, plan).Failure);
         Assert.Contains("qubesfirewall.link.db.prod.tcp.5432", root.Backend.GetInventory().Get("work").Features.Keys);
         var listed = InterVmLinkPlanner.List(root.Backend.GetInventory(), root.Backend.ReadQubeFile, root.Backend.GetFirewall, root.Now).Single();
@@ -441,7 +441,7 @@ public sealed class InterVmLinkPlannerTests : IDisposable
             .Qube("work", 11, "sys-firewall", template: "fedora-42")
             .Qube("untrusted", 12, "sys-firewall", template: "fedora-42", features: new Dictionary<string, string> { ["ipv6"] = "" });
         using var root = new TempRoot(ipv6.Build());
-        var plan = InterVmLinkPlanner.PlanEnable(root.Backend, [Link("work", "personal", 5432)], InterVmLinkOptions.For(root.Backend, root.Now));
+        var plan = InterVmLinkPlanner.PlanEnable(root.Backend, [Link("work", "personal", 5432)], DeploymentOptions.For(root.Backend, root.Now));
         Assert.Null(InterVmLinkPlanner.Apply(root.Backend, plan).Failure);
         var rules = root.Backend.GetFirewall("work").Rules.Select(r => r.Text).ToList();
         Assert.Equal(
@@ -455,7 +455,7 @@ public sealed class InterVmLinkPlannerTests : IDisposable
         Assert.True(InterVmLinkPlanner.List(root.Backend.GetInventory(), root.Backend.ReadQubeFile, root.Backend.GetFirewall, root.Now).Single().IPv6);
 
         // untrusted opted out of IPv6: its link is IPv4 only
-        var v4 = InterVmLinkPlanner.PlanEnable(root.Backend, [Link("work", "untrusted", 80)], InterVmLinkOptions.For(root.Backend, root.Now));
+        var v4 = InterVmLinkPlanner.PlanEnable(root.Backend, [Link("work", "untrusted", 80)], DeploymentOptions.For(root.Backend, root.Now));
         Assert.DoesNotContain(v4.Describe().Split('\n'), l => l.Contains("link work to untrusted", StringComparison.Ordinal) && l.Contains("ip6", StringComparison.Ordinal));
         Assert.Contains(v4.Describe().Split('\n'), l => l.Contains("ip saddr 10.137.0.11 ip daddr 10.137.0.12 tcp dport 80 accept comment \"link work to untrusted tcp/80\"", StringComparison.Ordinal));
         Assert.DoesNotContain("dst6", v4.Steps.Single(s => s.Kind == DeploymentStepKind.EditFirewall).Description);

@@ -131,7 +131,7 @@ public sealed class PortForwardIPv6Tests
     public void The_planner_refuses_ipv6_sources_on_a_chain_without_ipv6_and_says_where_to_turn_it_on()
     {
         using var root = new TempRoot(Layout(optOut: "sys-firewall").Build());
-        var options = PortForwardOptions.For(root.Backend, root.Now);
+        var options = DeploymentOptions.For(root.Backend, root.Now);
         var ex = Assert.Throws<QubesFirewallException>(() => PortForwardPlanner.PlanAdd(root.Backend,
             PortForward.Create("work", ForwardProtocol.Tcp, 443, allowFrom: ["192.168.1.0/24", "2001:db8::/32"]), options));
         Assert.Equal("IPv6NotEnabled", ex.ErrorId);
@@ -150,7 +150,7 @@ public sealed class PortForwardIPv6Tests
     {
         using var root = new TempRoot(Layout(sysNetOn: false, optIn: "work").Build());
         Assert.NotNull(root.Backend.GetInventory().Get("work").IPv6);
-        var plan = PortForwardPlanner.PlanAdd(root.Backend, Web, PortForwardOptions.For(root.Backend, root.Now));
+        var plan = PortForwardPlanner.PlanAdd(root.Backend, Web, DeploymentOptions.For(root.Backend, root.Now));
         Assert.Equal("IPv4", plan.AddressFamilies);
         var warning = Assert.Single(plan.Warnings, w => w.Contains("over IPv4 only", StringComparison.Ordinal));
         Assert.Contains("'sys-net', 'sys-firewall' on the way do not", warning);
@@ -160,7 +160,7 @@ public sealed class PortForwardIPv6Tests
     public void Add_then_remove_generates_ip6_and_then_removes_it_from_every_hop()
     {
         using var root = new TempRoot(Layout().Build());
-        var options = PortForwardOptions.For(root.Backend, root.Now);
+        var options = DeploymentOptions.For(root.Backend, root.Now);
         var add = PortForwardPlanner.PlanAdd(root.Backend, PortForward.Create("work", ForwardProtocol.Tcp, 443, allowFrom: ["2001:db8:1::/64"]), options);
         Assert.Equal("IPv6", add.AddressFamilies);
         Assert.Null(PortForwardPlanner.Apply(root.Backend, add).Failure);

@@ -13,7 +13,7 @@ public sealed class PortForwardPlannerTests : IDisposable
 
     public void Dispose() => _root.Dispose();
 
-    private PortForwardOptions Options(bool force = false) => PortForwardOptions.For(_root.Backend, _root.Now, force);
+    private DeploymentOptions Options(bool force = false) => DeploymentOptions.For(_root.Backend, _root.Now, force);
 
     private PortForwardPlan Add(PortForward f, bool force = false)
     {
@@ -299,7 +299,7 @@ public sealed class PortForwardPlannerTests : IDisposable
     [Fact]
     public void Live_planning_names_every_qube_to_reach_that_is_not_running_outermost_first()
     {
-        var live = new PortForwardOptions { Now = _root.Now, RequireRunning = true };
+        var live = new DeploymentOptions { Now = _root.Now, RequireRunning = true };
         foreach (var q in new[] { "sys-net", "work" }) _root.Backend.SetPowerState(q, PowerState.Running);
         var blocked = PortForwardPlanner.PlanAdd(_root.Backend, Web(), live);
         Assert.False(blocked.IsComplete);
@@ -327,7 +327,7 @@ public sealed class PortForwardPlannerTests : IDisposable
         using var root = new TempRoot(new QubesXmlBuilder()
             .Qube("sys-net", 2, null, providesNetwork: true, features: new Dictionary<string, string> { ["service.custom-persist"] = "1" })
             .Qube("app", 3, "sys-net").Build());
-        var plan = PortForwardPlanner.PlanAdd(root.Backend, PortForward.Create("app", ForwardProtocol.Tcp, 80, allowFrom: ["10.0.0.0/8"]), PortForwardOptions.For(root.Backend, root.Now));
+        var plan = PortForwardPlanner.PlanAdd(root.Backend, PortForward.Create("app", ForwardProtocol.Tcp, 80, allowFrom: ["10.0.0.0/8"]), DeploymentOptions.For(root.Backend, root.Now));
         Assert.Contains(plan.Warnings, w => w.Contains("custom-persist", StringComparison.Ordinal) && w.StartsWith("'sys-net'", StringComparison.Ordinal));
     }
 
@@ -338,7 +338,7 @@ public sealed class PortForwardPlannerTests : IDisposable
             .Qube("sys-net", 2, null, providesNetwork: true)
             .Qube("sys-vpn", 3, "sys-net", providesNetwork: true, features: new Dictionary<string, string> { ["service.qubes-firewall"] = "" })
             .Qube("app", 4, "sys-vpn").Build());
-        var plan = PortForwardPlanner.PlanAdd(root.Backend, PortForward.Create("app", ForwardProtocol.Tcp, 80, allowFrom: ["10.0.0.0/8"]), PortForwardOptions.For(root.Backend, root.Now));
+        var plan = PortForwardPlanner.PlanAdd(root.Backend, PortForward.Create("app", ForwardProtocol.Tcp, 80, allowFrom: ["10.0.0.0/8"]), DeploymentOptions.For(root.Backend, root.Now));
         Assert.Equal([("app", "/rw/config/rc.local"), ("sys-vpn", "/rw/config/rc.local"), ("sys-net", "/rw/config/qubes-firewall-user-script")],
             plan.Steps.Where(s => s.Kind == DeploymentStepKind.WriteFile).Select(s => (s.VMName, s.Path!)));
     }

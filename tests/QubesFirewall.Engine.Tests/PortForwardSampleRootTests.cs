@@ -12,7 +12,7 @@ public sealed class PortForwardSampleRootTests : IDisposable
 
     public void Dispose() => _root.Dispose();
 
-    private PortForwardOptions Options(bool force = false) => PortForwardOptions.For(_root.Backend, _root.Now, force);
+    private DeploymentOptions Options(bool force = false) => DeploymentOptions.For(_root.Backend, _root.Now, force);
 
     [Fact]
     public void A_disposable_hop_is_refused_without_force_naming_its_template()

@@ -81,7 +81,7 @@ public sealed class InterVmLinkLabTests : IDisposable
 
         var disable = _pf.Backend;
         var off = InterVmLinkPlanner.PlanDisable(disable, [InterVmLink.Create("work", "personal", ForwardProtocol.Tcp, new LinkPorts(5432, 5432))],
-            InterVmLinkOptions.For(disable, _pf.Now));
+            DeploymentOptions.For(disable, _pf.Now));
         Execute(_lab, _pf, off);
         Blocked(_lab, "work", _lab.Ip("personal"), 5432);
         var after = Rulesets(_lab);
@@ -134,7 +134,7 @@ public sealed class InterVmLinkLabTests : IDisposable
         _pf.Add(PortForward.Create("untrusted", ForwardProtocol.Tcp, 8080, type: ForwardType.Internal, allowFrom: [_lab.Ip("vpn-app") + "/32", _lab.Ip("sys-vpn") + "/32"]));
         var links = InterVmLink.Expand("work", "personal", InterVmProtocol.Udp, [new LinkPorts(5353, 5353)], bidirectional: false)
             .Concat(InterVmLink.Expand("personal", "work", InterVmProtocol.Tcp, [], bidirectional: false)).ToList();
-        Execute(_lab, _pf, InterVmLinkPlanner.PlanEnable(_pf.Backend, links, InterVmLinkOptions.For(_pf.Backend, _pf.Now)));
+        Execute(_lab, _pf, InterVmLinkPlanner.PlanEnable(_pf.Backend, links, DeploymentOptions.For(_pf.Backend, _pf.Now)));
 
         Assert.Equal("personal", Open(_lab, "work", _lab.Ip("personal"), 5353, LabProtocol.Udp).ServerNode);
         Assert.Equal("work", Open(_lab, "personal", _lab.Ip("work"), 7000).ServerNode); // all tcp ports
@@ -147,7 +147,7 @@ public sealed class InterVmLinkLabTests : IDisposable
         Assert.Equal("personal", Open(_lab, "work", _lab.Ip("personal"), 5353, LabProtocol.Udp).ServerNode);
         Assert.Equal("work", Open(_lab, "personal", _lab.Ip("work"), 7000).ServerNode);
 
-        Execute(_lab, _pf, InterVmLinkPlanner.PlanDisable(_pf.Backend, links, InterVmLinkOptions.For(_pf.Backend, _pf.Now)));
+        Execute(_lab, _pf, InterVmLinkPlanner.PlanDisable(_pf.Backend, links, DeploymentOptions.For(_pf.Backend, _pf.Now)));
         Blocked(_lab, "personal", _lab.Ip("work"), 7000);
         var after = Rulesets(_lab);
         foreach (var qube in AllQubes) Assert.Equal(before[qube], after[qube]);
@@ -186,7 +186,7 @@ public sealed class InterVmLinkLabTests : IDisposable
         Enable(lab6, pf6, "work", "personal", 5432);
         Assert.Equal("personal", Open(lab6, "work", lab6.Ip6("personal"), 5432).ServerNode);
 
-        Execute(lab6, pf6, InterVmLinkPlanner.PlanDisable(pf6.Backend, plan.Links, InterVmLinkOptions.For(pf6.Backend, pf6.Now)));
+        Execute(lab6, pf6, InterVmLinkPlanner.PlanDisable(pf6.Backend, plan.Links, DeploymentOptions.For(pf6.Backend, pf6.Now)));
         Blocked(lab6, "work", lab6.Ip6("personal"), 5432);
         var after = Rulesets(lab6);
         foreach (var qube in AllQubes) Assert.Equal(before[qube], after[qube]);
@@ -209,7 +209,7 @@ public sealed class InterVmLinkLabTests : IDisposable
 
     private static InterVmLinkPlan Enable(LabTopology lab, PortForwardLab pf, string from, string to, int port)
     {
-        var plan = InterVmLinkPlanner.PlanEnable(pf.Backend, [InterVmLink.Create(from, to, ForwardProtocol.Tcp, new LinkPorts(port, port))], InterVmLinkOptions.For(pf.Backend, pf.Now));
+        var plan = InterVmLinkPlanner.PlanEnable(pf.Backend, [InterVmLink.Create(from, to, ForwardProtocol.Tcp, new LinkPorts(port, port))], DeploymentOptions.For(pf.Backend, pf.Now));
         Execute(lab, pf, plan);
         return plan;
     }

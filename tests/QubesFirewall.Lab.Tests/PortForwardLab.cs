@@ -38,14 +38,14 @@ public sealed class PortForwardLab : IDisposable
 
     public PortForwardPlan Add(PortForward forward)
     {
-        var plan = PortForwardPlanner.PlanAdd(Backend, forward, PortForwardOptions.For(Backend, Now));
+        var plan = PortForwardPlanner.PlanAdd(Backend, forward, DeploymentOptions.For(Backend, Now));
         Execute(plan);
         return plan;
     }
 
     public PortForwardPlan Remove(string vmName, ForwardProtocol protocol, int port)
     {
-        var plan = PortForwardPlanner.PlanRemove(Backend, vmName, protocol, port, PortForwardOptions.For(Backend, Now));
+        var plan = PortForwardPlanner.PlanRemove(Backend, vmName, protocol, port, DeploymentOptions.For(Backend, Now));
         Execute(plan);
         return plan;
     }

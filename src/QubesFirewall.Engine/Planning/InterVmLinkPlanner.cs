@@ -9,21 +9,6 @@ using QubesFirewall.Engine.Scripts;
 
 namespace QubesFirewall.Engine.Planning;
 
-/// <summary>How an inter-qube link plan is made.</summary>
-public sealed record InterVmLinkOptions
-{
-    public DateTimeOffset Now { get; init; } = DateTimeOffset.UtcNow;
-
-    /// <summary>Accept a disposable network qube or destination (its /rw lives in its disposable template).</summary>
-    public bool Force { get; init; }
-
-    /// <summary>Live backend: the qubes the change reaches must run (their files are read and written inside them); offline they need not.</summary>
-    public bool RequireRunning { get; init; }
-
-    public static InterVmLinkOptions For(IQubesBackend backend, DateTimeOffset now, bool force = false) =>
-        new() { Now = now, Force = force, RequireRunning = backend is not OfflineRoot };
-}
-
 /// <summary>
 /// The changes that enable or disable a set of links (one request: one or two protocols, several port specs,
 /// maybe both directions). Enabling goes from the inside out: the declarations, the destinations' input
@@ -216,11 +201,11 @@ public static class InterVmLinkPlanner
 
     // ------------------------------------------------------------------ enable / disable
 
-    public static InterVmLinkPlan PlanEnable(IQubesBackend backend, IReadOnlyList<InterVmLink> links, InterVmLinkOptions options) =>
+    public static InterVmLinkPlan PlanEnable(IQubesBackend backend, IReadOnlyList<InterVmLink> links, DeploymentOptions options) =>
         PlanEnable(backend.GetInventory(), links, options, backend.ReadQubeFile, backend.GetFirewall);
 
     /// <summary>The pure planner: inventory, the links of one request, file reader (qube, path → content or null), rule-list reader.</summary>
-    public static InterVmLinkPlan PlanEnable(QubesInventory inventory, IReadOnlyList<InterVmLink> links, InterVmLinkOptions options,
+    public static InterVmLinkPlan PlanEnable(QubesInventory inventory, IReadOnlyList<InterVmLink> links, DeploymentOptions options,
         Func<string, string, string?> readFile, Func<string, FirewallDocument> readFirewall)
     {
         if (links.Count == 0) throw QubesFirewallException.Invalid("NoLink", "No link was given.");
@@ -277,7 +262,7 @@ public static class InterVmLinkPlanner
         };
     }
 
-    public static InterVmLinkPlan PlanDisable(IQubesBackend backend, IReadOnlyList<InterVmLink> links, InterVmLinkOptions options) =>
+    public static InterVmLinkPlan PlanDisable(IQubesBackend backend, IReadOnlyList<InterVmLink> links, DeploymentOptions options) =>
         PlanDisable(backend.GetInventory(), links, options, backend.ReadQubeFile, backend.GetFirewall);
 
     /// <summary>
@@ -285,7 +270,7 @@ public static class InterVmLinkPlanner
     /// their lines in the network qube's and the destination's blocks, then their features. Links that are not
     /// declared are refused (all of them) or, when some are, left out with a warning.
     /// </summary>
-    public static InterVmLinkPlan PlanDisable(QubesInventory inventory, IReadOnlyList<InterVmLink> links, InterVmLinkOptions options,
+    public static InterVmLinkPlan PlanDisable(QubesInventory inventory, IReadOnlyList<InterVmLink> links, DeploymentOptions options,
         Func<string, string, string?> readFile, Func<string, FirewallDocument> readFirewall)
     {
         if (links.Count == 0) throw QubesFirewallException.Invalid("NoLink", "No link was given.");
@@ -374,7 +359,7 @@ public static class InterVmLinkPlanner
     // ------------------------------------------------------------------ steps
 
     private static IEnumerable<DeploymentStep> QubeSteps(QubesInventory inventory, LinkLayout layout, IReadOnlyList<Qube> order,
-        Func<string, string, string?> readFile, InterVmLinkOptions options, List<string> warnings)
+        Func<string, string, string?> readFile, DeploymentOptions options, List<string> warnings)
     {
         var before = LinkLayout.Build(inventory, DeclaredLinks(inventory), null);
         var written = new HashSet<string>(StringComparer.Ordinal);

@@ -9,24 +9,6 @@ using QubesFirewall.Engine.Scripts;
 
 namespace QubesFirewall.Engine.Planning;
 
-/// <summary>How a port forward plan is made.</summary>
-public sealed record PortForwardOptions
-{
-    public DateTimeOffset Now { get; init; } = DateTimeOffset.UtcNow;
-
-    /// <summary>Accept a disposable on the way (its /rw lives in its disposable template, shared with every disposable made from it).</summary>
-    public bool Force { get; init; }
-
-    /// <summary>
-    /// Live backend: the network qubes on the way must be running (their rules are applied now), and a
-    /// halted qube gets its file but nothing is run in it. Offline every run is recorded, nothing checked.
-    /// </summary>
-    public bool RequireRunning { get; init; }
-
-    public static PortForwardOptions For(IQubesBackend backend, DateTimeOffset now, bool force = false) =>
-        new() { Now = now, Force = force, RequireRunning = backend is not OfflineRoot };
-}
-
 /// <summary>
 /// An ordered list of changes that adds, updates or removes one port forward: the feature of the
 /// target, then for each qube on the way its hook file (managed block) and a run of its script.
@@ -172,14 +154,14 @@ public static class PortForwardPlanner
     // ------------------------------------------------------------------ add
 
     /// <summary>Plans adding (or updating) a forward; reads the inventory and the hook files of the qubes on the way.</summary>
-    public static PortForwardPlan PlanAdd(IQubesBackend backend, PortForward forward, PortForwardOptions options)
+    public static PortForwardPlan PlanAdd(IQubesBackend backend, PortForward forward, DeploymentOptions options)
     {
         var inventory = backend.GetInventory();
         return PlanAdd(inventory, forward, options, backend.ReadQubeFile, vm => backend.GetFirewall(vm).Rules);
     }
 
     /// <summary>The pure planner: inventory, request, file reader (qube, path -> content or null), firewall reader (for internal forwards' sources; may be null).</summary>
-    public static PortForwardPlan PlanAdd(QubesInventory inventory, PortForward forward, PortForwardOptions options,
+    public static PortForwardPlan PlanAdd(QubesInventory inventory, PortForward forward, DeploymentOptions options,
         Func<string, string, string?> readFile, Func<string, IReadOnlyList<FirewallRule>>? readFirewall = null)
     {
         var warnings = new List<string>();
@@ -276,7 +258,7 @@ public static class PortForwardPlanner
 
     // ------------------------------------------------------------------ remove
 
-    public static PortForwardPlan PlanRemove(IQubesBackend backend, string vmName, ForwardProtocol protocol, int port, PortForwardOptions options) =>
+    public static PortForwardPlan PlanRemove(IQubesBackend backend, string vmName, ForwardProtocol protocol, int port, DeploymentOptions options) =>
         PlanRemove(backend.GetInventory(), vmName, protocol, port, options, backend.ReadQubeFile);
 
     /// <summary>
@@ -285,7 +267,7 @@ public static class PortForwardPlanner
     /// The qubes on its way get their scripts rebuilt without it; a qube left with no forward loses the
     /// module's chains, jumps and managed block.
     /// </summary>
-    public static PortForwardPlan PlanRemove(QubesInventory inventory, string vmName, ForwardProtocol protocol, int port, PortForwardOptions options,
+    public static PortForwardPlan PlanRemove(QubesInventory inventory, string vmName, ForwardProtocol protocol, int port, DeploymentOptions options,
         Func<string, string, string?> readFile)
     {
         var warnings = new List<string>();
@@ -454,7 +436,7 @@ public static class PortForwardPlanner
     // ------------------------------------------------------------------ steps per qube
 
     private static IEnumerable<DeploymentStep> HopSteps(QubesInventory inventory, ForwardLayout layout, ForwardLayout before, IReadOnlyList<Qube> order,
-        Func<string, string, string?> readFile, PortForwardOptions options, List<string> warnings, Dictionary<string, int> counts)
+        Func<string, string, string?> readFile, DeploymentOptions options, List<string> warnings, Dictionary<string, int> counts)
     {
         var written = new HashSet<string>(StringComparer.Ordinal);
         // each qube's transaction and script are rendered once per plan (a block and a run step use the same text)

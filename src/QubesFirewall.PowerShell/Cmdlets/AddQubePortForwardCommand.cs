@@ -70,7 +70,7 @@ public sealed class AddQubePortForwardCommand : QubeCmdlet
     {
         if (!TryEngine(() => PortForward.Create(VMName, Protocol, Port, TargetPort, Type, AllowFrom, Interface,
                 ExpireArgument.ToUnixTime(Expire, Now), Comment), out var forward)) return;
-        PortForwardPlan Plan() => PortForwardPlanner.PlanAdd(Backend, forward, PortForwardOptions.For(Backend, Now, Force));
+        PortForwardPlan Plan() => PortForwardPlanner.PlanAdd(Backend, forward, DeploymentOptions.For(Backend, Now, Force));
         if (!TryEngine(Plan, out var first) || StartWhatMustRun(first, Start, Plan) is not { } plan) return;
         foreach (var warning in plan.Warnings) WriteWarning(warning);
         var caption = plan.Operation == "Update" ? "Update port forward" : "Add port forward";

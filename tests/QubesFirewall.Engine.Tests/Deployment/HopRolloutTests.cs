@@ -104,7 +104,7 @@ public sealed class HopRolloutTests : IDisposable
 
     public void Dispose() => _root.Dispose();
 
-    private PortForwardOptions Options => PortForwardOptions.For(_root.Backend, _root.Now);
+    private DeploymentOptions Options => DeploymentOptions.For(_root.Backend, _root.Now);
 
     private static PortForward Web(string allow = "192.168.1.0/24") => PortForward.Create("work", ForwardProtocol.Tcp, 443, allowFrom: [allow]);
 
@@ -233,7 +233,7 @@ public sealed class HopRolloutTests : IDisposable
         {
             using var backend = new OfflineRoot(_root.Path, () => _root.Now); // each writer its own backend, as separate processes have
             var forward = PortForward.Create(i % 2 == 0 ? "work" : "untrusted", ForwardProtocol.Tcp, 9000 + i, allowFrom: ["10.0.0.0/8"]);
-            var options = PortForwardOptions.For(backend, _root.Now);
+            var options = DeploymentOptions.For(backend, _root.Now);
             go.Wait();
             try
             {

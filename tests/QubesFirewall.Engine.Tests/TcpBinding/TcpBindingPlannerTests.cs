@@ -212,7 +212,7 @@ public sealed class TcpBindingPlannerTests : IDisposable
     public void The_listener_shares_the_managed_block_with_a_port_forward_without_disturbing_it()
     {
         var forward = PortForward.Create("work", ForwardProtocol.Tcp, 443, allowFrom: ["192.168.1.0/24"]);
-        Assert.Null(PortForwardPlanner.Apply(Backend, PortForwardPlanner.PlanAdd(Backend, forward, PortForwardOptions.For(Backend, _root.Now))).Failure);
+        Assert.Null(PortForwardPlanner.Apply(Backend, PortForwardPlanner.PlanAdd(Backend, forward, DeploymentOptions.For(Backend, _root.Now))).Failure);
         var forwardOnly = ManagedBlock.Extract(Backend.ReadQubeFile("work", RcLocal))!;
 
         Add(Model.TcpBinding.Create("work", "personal", 22, 2222, true));
@@ -234,9 +234,9 @@ public sealed class TcpBindingPlannerTests : IDisposable
         Add(Model.TcpBinding.Create("work", "personal", 22, 2222, true));
         var section = ConnectTcpPersistence.Extract(ManagedBlock.Extract(Backend.ReadQubeFile("work", RcLocal)));
         var forward = PortForward.Create("work", ForwardProtocol.Tcp, 443, allowFrom: ["192.168.1.0/24"]);
-        Assert.Null(PortForwardPlanner.Apply(Backend, PortForwardPlanner.PlanAdd(Backend, forward, PortForwardOptions.For(Backend, _root.Now))).Failure);
+        Assert.Null(PortForwardPlanner.Apply(Backend, PortForwardPlanner.PlanAdd(Backend, forward, DeploymentOptions.For(Backend, _root.Now))).Failure);
         Assert.Equal(section, ConnectTcpPersistence.Extract(ManagedBlock.Extract(Backend.ReadQubeFile("work", RcLocal))));
-        Assert.Null(PortForwardPlanner.Apply(Backend, PortForwardPlanner.PlanRemove(Backend, "work", ForwardProtocol.Tcp, 443, PortForwardOptions.For(Backend, _root.Now))).Failure);
+        Assert.Null(PortForwardPlanner.Apply(Backend, PortForwardPlanner.PlanRemove(Backend, "work", ForwardProtocol.Tcp, 443, DeploymentOptions.For(Backend, _root.Now))).Failure);
         Assert.Equal(section, ConnectTcpPersistence.Extract(ManagedBlock.Extract(Backend.ReadQubeFile("work", RcLocal))));
     }
 

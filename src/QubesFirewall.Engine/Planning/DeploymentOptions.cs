@@ -1,0 +1,21 @@
+using QubesFirewall.Engine.Backends;
+
+namespace QubesFirewall.Engine.Planning;
+
+/// <summary>How a plan that reaches into qubes is made (port forwards, inter-qube links).</summary>
+public sealed record DeploymentOptions
+{
+    public DateTimeOffset Now { get; init; } = DateTimeOffset.UtcNow;
+
+    /// <summary>Accept a disposable on the way (its /rw lives in its disposable template, shared with every disposable made from it).</summary>
+    public bool Force { get; init; }
+
+    /// <summary>
+    /// Live backend: the qubes the change reaches must run (their files are read and written inside them, their
+    /// rules loaded now). Offline nothing has to run: files are written directly and every run is recorded.
+    /// </summary>
+    public bool RequireRunning { get; init; }
+
+    public static DeploymentOptions For(IQubesBackend backend, DateTimeOffset now, bool force = false) =>
+        new() { Now = now, Force = force, RequireRunning = backend is not OfflineRoot };
+}
