@@ -214,6 +214,19 @@ public abstract class QubeCmdlet : PSCmdlet
         }
     }
 
+    /// <summary>
+    /// A pattern naming qubes of <paramref name="inventory"/>: as <see cref="NamePattern"/>, and a name without
+    /// wildcards must be a qube there (QubeNotFound otherwise, like Get-Qube), while a wildcard may match none.
+    /// </summary>
+    protected WildcardPattern? QubePattern(string pattern, Engine.Model.QubesInventory inventory)
+    {
+        if (NamePattern(pattern) is not { } wildcard) return null;
+        if (WildcardPattern.ContainsWildcardCharacters(pattern) || inventory.Find(pattern) is not null) return wildcard;
+        WriteError(ToErrorRecord(new QubesFirewallException("QubeNotFound", FailureKind.ObjectNotFound,
+            $"There is no qube named '{Engine.Model.RuleGrammar.Printable(pattern)}' in {Backend.Description}.", pattern)));
+        return null;
+    }
+
     public static ErrorRecord ToErrorRecord(QubesFirewallException ex) =>
         new(ex, ex.ErrorId, CategoryOf(ex.Kind), ex.Target)
         {

@@ -30,13 +30,7 @@ public sealed class GetQubeInterVmNetworkCommand : QubeCmdlet
         if (toPatterns.Any(p => p is null)) return;
         foreach (var pattern in From is { Length: > 0 } ? From : ["*"])
         {
-            if (NamePattern(pattern) is not { } wildcard) continue;
-            if (!WildcardPattern.ContainsWildcardCharacters(pattern) && inventory.Find(pattern) is null)
-            {
-                WriteError(ToErrorRecord(new QubesFirewallException("QubeNotFound", FailureKind.ObjectNotFound,
-                    $"There is no qube named '{RuleGrammar.Printable(pattern)}' in {Backend.Description}.", pattern)));
-                continue;
-            }
+            if (QubePattern(pattern, inventory) is not { } wildcard) continue;
             if (!TryEngine(() => InterVmLinkPlanner.List(inventory, Backend.ReadQubeFile, Backend.GetFirewall, Now, wildcard.IsMatch), out var links)) continue;
             foreach (var link in links)
             {

@@ -30,13 +30,7 @@ public sealed class GetQubePortForwardCommand : QubeCmdlet
         var patterns = VMName is { Length: > 0 } ? VMName : ["*"];
         foreach (var pattern in patterns)
         {
-            if (NamePattern(pattern) is not { } wildcard) continue;
-            if (!WildcardPattern.ContainsWildcardCharacters(pattern) && inventory.Find(pattern) is null)
-            {
-                WriteError(ToErrorRecord(new QubesFirewallException("QubeNotFound", FailureKind.ObjectNotFound,
-                    $"There is no qube named '{RuleGrammar.Printable(pattern)}' in {Backend.Description}.", pattern)));
-                continue;
-            }
+            if (QubePattern(pattern, inventory) is not { } wildcard) continue;
             foreach (var forward in PortForwardPlanner.List(inventory, Now, name => wildcard.IsMatch(name)))
             {
                 if (Port is { Length: > 0 } && (forward.Port is not { } p || !Port.Contains(p))) continue;

@@ -40,13 +40,7 @@ public sealed class GetQubeTcpBindingCommand : QubeCmdlet
         }
         foreach (var pattern in From is { Length: > 0 } ? From : ["*"])
         {
-            if (NamePattern(pattern) is not { } wildcard) continue;
-            if (!WildcardPattern.ContainsWildcardCharacters(pattern) && inventory.Find(pattern) is null)
-            {
-                WriteError(ToErrorRecord(new QubesFirewallException("QubeNotFound", FailureKind.ObjectNotFound,
-                    $"There is no qube named '{RuleGrammar.Printable(pattern)}' in {Backend.Description}.", pattern)));
-                continue;
-            }
+            if (QubePattern(pattern, inventory) is not { } wildcard) continue;
             foreach (var binding in TcpBindingPlanner.List(inventory, name => wildcard.IsMatch(name)))
             {
                 if (targets.Count > 0 && (binding.To is not { } to || !targets.Any(t => t.IsMatch(to)))) continue;
