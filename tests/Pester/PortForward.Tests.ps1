@@ -2,19 +2,7 @@
 BeforeAll {
     $modulePath = if ($env:QUBESFW_TEST_MODULE) { $env:QUBESFW_TEST_MODULE } else { Join-Path $PSScriptRoot '../../out/QubesFirewall/QubesFirewall.psd1' }
     Import-Module $modulePath -Force
-    $script:SampleRoot = Join-Path $PSScriptRoot '../../examples/qubes-root'
-
-    function New-TestRoot {
-        $path = Join-Path $TestDrive ([guid]::NewGuid().ToString('N').Substring(0, 8))
-        # Copy-Item -Recurse takes about 2 s per copy on Linux; this takes milliseconds and keeps the modes
-        [Microsoft.VisualBasic.FileIO.FileSystem]::CopyDirectory($script:SampleRoot, $path)
-        $path
-    }
-
-    function Get-StateFile([string] $Qube, [string] $Path) {
-        $file = Join-Path $env:QUBESFW_ROOT "qubesfirewall-state/$Qube/$($Path.TrimStart('/'))"
-        if (Test-Path -LiteralPath $file) { Get-Content -LiteralPath $file -Raw }
-    }
+    . (Join-Path $PSScriptRoot 'TestBackend.ps1')
 }
 
 Describe 'Add-QubePortForward' {
