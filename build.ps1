@@ -131,7 +131,10 @@ function Invoke-ModulePackage {
     # out/QubesFirewall/ plus NuGet's own metadata; Install-PSResource installs it from a folder.
     Get-ChildItem -LiteralPath $Out -Filter 'QubesFirewall.*.nupkg' | Remove-Item -Force
     Write-Host '==> Compress-PSResource' -ForegroundColor Cyan
-    Compress-PSResource -Path $ModuleOut -DestinationPath $Out
+    # From out/: where the user's data folder does not exist yet, .NET gives PSResourceGet an empty
+    # one and its repository list would land in the working directory.
+    Push-Location $Out
+    try { Compress-PSResource -Path $ModuleOut -DestinationPath $Out } finally { Pop-Location }
     $nupkg = Join-Path $Out "QubesFirewall.$Version.nupkg"
     if (-not (Test-Path -LiteralPath $nupkg)) { throw "Compress-PSResource did not write $nupkg." }
     Write-Host "Package written: $nupkg"
