@@ -68,9 +68,12 @@ function Invoke-Package {
     Copy-Item (Join-Path $HelpOut '*') (Join-Path $ModuleOut 'en-US') -Recurse
     # The sample Qubes root ships with the module so a user can try it anywhere (copy it before writing).
     Copy-Item (Join-Path $Root 'examples/qubes-root') (Join-Path $ModuleOut 'examples/qubes-root') -Recurse
-    # .gitkeep files only keep empty qube folders in git: Install-PSResource drops dot files (and a
-    # package holds no empty folder), and the engine creates a qube's folder when it first writes there.
+    # .gitkeep files only keep empty qube folders in git: Install-PSResource drops dot files and a
+    # package holds no empty folder, so the staged module has neither (the engine creates a qube's
+    # folder when it first writes there).
     Get-ChildItem (Join-Path $ModuleOut 'examples') -Recurse -Force -File -Filter '.gitkeep' | Remove-Item -Force
+    Get-ChildItem (Join-Path $ModuleOut 'examples') -Recurse -Directory | Sort-Object { $_.FullName.Length } -Descending |
+        Where-Object { -not (Get-ChildItem -LiteralPath $_.FullName -Force) } | Remove-Item
     Copy-Item (Join-Path $Root 'LICENSE') $ModuleOut
     $forbidden = Get-ChildItem $ModuleOut -Recurse -Include 'System.Management.Automation.dll', 'PowerShellStandard*'
     if ($forbidden) { throw "The staged module must not carry PowerShell's own assemblies: $($forbidden.Name -join ', ')" }

@@ -63,6 +63,8 @@ Describe 'The package file' {
             }
         } finally { $zip.Dispose() }
         $staged.Count | Should -BeGreaterThan 5
+        # A package holds files only: the staged folder has no empty folder the package would lose.
+        Get-ChildItem -LiteralPath $script:ModuleDir -Recurse -Directory -Force | Where-Object { -not (Get-ChildItem -LiteralPath $_.FullName -Force) } | Should -BeNullOrEmpty
         ($packed.Keys | Sort-Object) | Should -Be ($staged.Keys | Sort-Object)
         foreach ($name in $staged.Keys) { $packed[$name] | Should -Be $staged[$name] -Because $name }
         $packed.Keys | Should -Contain 'QubesFirewall.psd1'
