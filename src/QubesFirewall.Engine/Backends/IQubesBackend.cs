@@ -42,6 +42,13 @@ public interface IQubesBackend : IDisposable
     /// </summary>
     string? ReadQubeFile(string vmName, string path);
 
+    /// <summary>
+    /// The permission bits of a file of a qube's persistent storage (null: it does not exist, or the backend cannot
+    /// tell). A rollback writes the previous content back with the previous mode: a hook file that was 0644
+    /// (deliberately not run) stays 0644.
+    /// </summary>
+    UnixFileMode? ReadQubeFileMode(string vmName, string path) => null;
+
     /// <summary>Replaces a file of a qube's persistent storage atomically, with the given mode.</summary>
     void WriteQubeFile(string vmName, string path, string content, UnixFileMode mode);
 
