@@ -226,7 +226,7 @@ public sealed class ForwardPartsCheck : IAuditCheck
         {
             string where;
             HashSet<string> stored;
-            string? failure = null;
+            QubesFirewallException? failure = null;
             try
             {
                 (where, stored) = data.Stored(holder);
@@ -234,15 +234,19 @@ public sealed class ForwardPartsCheck : IAuditCheck
             catch (QubesFirewallException ex)
             {
                 (where, stored) = ("", []);
-                failure = ex.Message;
+                failure = ex;
             }
             if (failure is not null)
             {
-                // only worth a word when something is declared; undeclared leftovers are looked for where the file can be read
-                if (declared.Count > 0)
-                    yield return new AuditFinding(AuditSeverity.Info, qube.Name, AuditChecks.CheckFailed, null,
-                        $"The port forward parts in '{holder.Name}' could not be checked: {failure}",
-                        $"Start '{holder.Name}' (or fix what the message says), then run Test-QubeFirewall -VMName {qube.Name} again.");
+                // Never skipped in silence: a file that cannot be read or judged is a finding. A qube answering what
+                // cannot be a hook file (too large, not a file mode) is an error; a halted qube only could not be asked.
+                var hostile = failure.Kind == FailureKind.InvalidData;
+                if (declared.Count > 0 || hostile || holder.Name == qube.Name)
+                    yield return new AuditFinding(hostile ? AuditSeverity.Error : AuditSeverity.Info, qube.Name, AuditChecks.CheckFailed, null,
+                        $"The port forward parts in '{holder.Name}' could not be checked{(declared.Count == 0 ? " (nor whether it holds rules no declaration gives)" : "")}: {failure.Message}",
+                        hostile
+                            ? $"Look at that file in '{holder.Name}' (a compromised or broken qube can answer anything); once it is a hook file again, run Test-QubeFirewall -VMName {qube.Name} again."
+                            : $"Start '{holder.Name}' (or fix what the message says), then run Test-QubeFirewall -VMName {qube.Name} again.");
                 continue;
             }
             var expected = data.Expected(holder);
@@ -283,8 +287,9 @@ public sealed class ForwardPartsCheck : IAuditCheck
                         ? $"Remove-QubePortForward -VMName {qube.Name} -Port {port.ToString(CultureInfo.InvariantCulture)} -Protocol {protocol}, then add it again with Add-QubePortForward if you want it"
                         : other is not null
                             ? $"{ForwardAuditChecks.ReapplyCommand(inventory, other, data.Chains[(other.VMName, other.FeatureName)])} (re-applying a forward that crosses {holder.Name} rewrites its file from the declarations)"
-                            : $"Add-QubePortForward -VMName {qube.Name} -Port {port.ToString(CultureInfo.InvariantCulture)} -Protocol {protocol} -AllowFrom 192.0.2.1 -Force; Remove-QubePortForward -VMName {qube.Name} -Port {port.ToString(CultureInfo.InvariantCulture)} -Protocol {protocol} -Confirm:$false " +
-                              "(declaring it for a documentation-only source, then removing it, rewrites the file of every qube on the way without it)";
+                            // derived from the file's content: never a command that opens anything, only what removes the lines
+                            : $"Remove the lines with comment \"{text} to {qube.Name}\" from the module's managed block of {where} " +
+                              $"(Export-QubeFirewallScript -VMName {holder.Name} prints what the declarations give '{holder.Name}'), then restart {holder.Name}";
                     yield return new AuditFinding(AuditSeverity.Error, qube.Name, ForwardAuditChecks.UndeclaredPart, null,
                         $"{where} holds port forward rules for {text} to '{qube.Name}' ({extra.ToString(CultureInfo.InvariantCulture)} rule{(extra == 1 ? "" : "s")}), but {why}: they open the port at {holder.Name}'s next start, and Get-QubePortForward does not show it.",
                         fix);
