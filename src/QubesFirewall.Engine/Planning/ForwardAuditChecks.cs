@@ -40,7 +40,7 @@ public static partial class ForwardAuditChecks
     /// <summary>Re-applying a declared forward rewrites the file of every qube on its way from the declarations.</summary>
     internal static string ReapplyCommand(QubesInventory inventory, PortForward f, NetworkChain? chain) =>
         $"Get-QubePortForward -VMName {f.VMName} -Port {f.Port.ToString(CultureInfo.InvariantCulture)} -Protocol {f.Protocol} | Add-QubePortForward" +
-        (chain is not null && PartsOf(chain).Any(q => q.Class == QubeClass.DispVM) ? " -Force" : "");
+        (chain is not null && PartsOf(chain).Any(q => QubesFacts.IsDisposable(q)) ? " -Force" : "");
 
     /// <summary>What the forward checks share for one audit: the declarations, their chains, the expected and stored rule lines.</summary>
     internal sealed class Data
@@ -153,11 +153,11 @@ public sealed class ForwardDisposableHopCheck : IAuditCheck
             {
                 var role = ForwardAuditChecks.RoleIn(chain, part);
                 var path = ForwardPersistence.HookPath(part);
-                if (part.Class == QubeClass.DispVM)
+                if (QubesFacts.IsDisposable(part))
                 {
                     var storage = ForwardPersistence.StorageOf(inventory, part);
                     var autoCleanup = part.Properties.TryGetValue("auto_cleanup", out var ac) && ac.Equals("True", StringComparison.OrdinalIgnoreCase);
-                    var siblings = inventory.Qubes.Where(q => q.Class == QubeClass.DispVM && q.Template == storage.Name && q.Name != part.Name).Select(q => q.Name).ToList();
+                    var siblings = inventory.Qubes.Where(q => QubesFacts.IsDisposable(q) && q.Template == storage.Name && q.Name != part.Name).Select(q => q.Name).ToList();
                     yield return new AuditFinding(AuditSeverity.Warning, qube.Name, ForwardAuditChecks.DisposableHop, null,
                         $"{forward.Text} ({forward.FeatureName}) passes through '{part.Name}' ({role}), a disposable of '{storage.Name}': its /rw is a fresh copy of {storage.Name}'s at each start, " +
                         $"so its part of the forward lives in {storage.Name}:{path} and comes back only while that file keeps it" +
@@ -168,7 +168,7 @@ public sealed class ForwardDisposableHopCheck : IAuditCheck
                 }
                 else if (part.TemplateForDispVMs)
                 {
-                    var disposables = inventory.Qubes.Where(q => q.Class == QubeClass.DispVM && q.Template == part.Name).Select(q => q.Name).ToList();
+                    var disposables = inventory.Qubes.Where(q => QubesFacts.IsDisposable(q) && q.Template == part.Name).Select(q => q.Name).ToList();
                     yield return new AuditFinding(AuditSeverity.Warning, qube.Name, ForwardAuditChecks.DisposableHop, null,
                         $"{forward.Text} ({forward.FeatureName}) passes through '{part.Name}' ({role}), a disposable template (template_for_dispvms): every disposable started from it gets a copy of its {path}, " +
                         $"this forward's part included, and runs it at start" + (disposables.Count > 0 ? $" (now: {string.Join(", ", disposables)})" : "") + ".",
