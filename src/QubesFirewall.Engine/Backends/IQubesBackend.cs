@@ -58,8 +58,8 @@ public interface IQubesBackend : IDisposable
     /// <summary>
     /// Holds off other deployments into qubes of this backend until disposed, so that a plan made under it
     /// (files read) is written before anyone else plans: the offline root locks a file of its state folder,
-    /// across processes. Null when the backend has no such lock (live: qubesd has none; each file is read
-    /// again just before it is written instead, and a change made meanwhile is refused).
+    /// across processes; the live backend a lock file in the user's runtime directory (qubesd has none), and
+    /// each file is read again just before it is written as well. Null when the backend has no such lock.
     /// </summary>
     IDisposable? LockDeployments() => null;
 

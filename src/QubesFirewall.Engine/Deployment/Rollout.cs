@@ -281,7 +281,7 @@ public sealed record DeploymentResult(IReadOnlyList<DeploymentStepResult> Steps)
 public static class Rollout
 {
     /// <summary>
-    /// Deploys a plan: under the backend's deployment lock (offline root) the plan is first made again by
+    /// Deploys a plan: under the backend's deployment lock (offline root, live dom0) the plan is first made again by
     /// <paramref name="replan"/>, so nothing another process deployed since the first plan is lost; a plan
     /// that still needs halted qubes is refused by name. Returns the plan deployed and what happened.
     /// </summary>
