@@ -194,6 +194,7 @@ public static class PortForwardPlanner
                 "or open another port and translate it with -TargetPort. Nothing was changed.", forward);
         }
 
+        WarnStoredConflicts(inventory, others, warnings);
         CheckDisposables(inventory, chain, options.Force, warnings);
         CheckCustomPersist(inventory, chain, warnings);
         if (forward.Type == ForwardType.External && chain.Hops.Count > 2)
@@ -243,6 +244,26 @@ public static class PortForwardPlanner
         steps.AddRange(HopSteps(inventory, layout, before, order, readFile, options, warnings, counts));
 
         return plan with { Steps = steps, Warnings = warnings.Distinct().ToList(), ForwardCounts = counts };
+    }
+
+    /// <summary>
+    /// Conflicts already among the stored declarations (two forwards of one port through one network qube, e.g.
+    /// declarations written by hand or before they carried their qube's uuid): named in a warning, since this plan
+    /// does not create them and must not be refused for them (copies never count: they are not in <paramref name="stored"/>).
+    /// </summary>
+    private static void WarnStoredConflicts(QubesInventory inventory, IReadOnlyList<PortForward> stored, List<string> warnings)
+    {
+        var taken = new Dictionary<(string Hop, ForwardProtocol Protocol, int Port), PortForward>();
+        foreach (var f in stored)
+        {
+            if (!TryResolve(inventory, f, out var c, out _)) continue;
+            foreach (var hop in c!.HopNames)
+            {
+                if (!taken.TryAdd((hop, f.Protocol, f.Port), f) && taken[(hop, f.Protocol, f.Port)] is { } first)
+                    warnings.Add($"{f.ProtocolText}/{f.Port.ToString(CultureInfo.InvariantCulture)} is declared for both '{first.VMName}' ({first.FeatureName}) and '{f.VMName}' ({f.FeatureName}) through {hop}: " +
+                        $"a network qube passes a port to one qube only. Remove one of them (Remove-QubePortForward -VMName {f.VMName} -Port {f.Port.ToString(CultureInfo.InvariantCulture)} -Protocol {f.Protocol}).");
+            }
+        }
     }
 
     /// <summary>
@@ -305,7 +326,9 @@ public static class PortForwardPlanner
         }
         else
         {
-            warnings.Add(removed is null
+            warnings.Add(removed is null && matching[0].Ownership == Trust.DeclarationOwnership.Copied
+                ? $"The declaration {matching[0].FeatureName} of {target.Name} was copied from another qube and never deployed: only the feature is removed."
+                : removed is null
                 ? $"The declaration {matching[0].FeatureName} of {target.Name} cannot be read, so the network qubes it crossed are unknown: only the feature is removed. Check the scripts of the network qubes (Export-QubeFirewallScript)."
                 : $"The network chain of {removed.Text} cannot be resolved now ({why}); only its declaration is removed. If the qube's netvm changed since the forward was added, the old network qubes still carry its rules until their scripts are rebuilt.");
             order.Add(target);
