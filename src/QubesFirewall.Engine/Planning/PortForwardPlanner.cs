@@ -188,12 +188,13 @@ public static class PortForwardPlanner
             var shared = otherChain!.HopNames.Intersect(chain.HopNames, StringComparer.Ordinal).ToList();
             if (shared.Count == 0) continue;
             throw new QubesFirewallException("PortAlreadyForwarded", FailureKind.ResourceExists,
-                $"{forward.ProtocolText}/{forward.Port.ToString(CultureInfo.InvariantCulture)} is already forwarded to '{other.VMName}' through {string.Join(", ", shared)} " +
+                $"{forward.ProtocolText}/{forward.Port.ToString(CultureInfo.InvariantCulture)} is already forwarded to '{other.VMName}' through {string.Join(", ", shared)}, so {forward.Text} cannot be declared " +
                 $"({otherChain.Path}{(other.IsExpiredAt(options.Now) ? ", expired" : "")}; feature {other.FeatureName} of {other.VMName}). A network qube can pass one port to one qube only. " +
                 $"Remove that forward first (Remove-QubePortForward -VMName {other.VMName} -Port {other.Port.ToString(CultureInfo.InvariantCulture)} -Protocol {other.Protocol}), " +
                 "or open another port and translate it with -TargetPort. Nothing was changed.", forward);
         }
 
+        WarnStoredConflicts(inventory, others, warnings);
         CheckDisposables(inventory, chain, options.Force, warnings);
         CheckCustomPersist(inventory, chain, warnings);
         if (forward.Type == ForwardType.External && chain.Hops.Count > 2)
@@ -207,7 +208,9 @@ public static class PortForwardPlanner
 
         var after = others.Append(forward).ToList();
         var previous = existing?.Forward;
-        var operation = existing is null ? "Add" : existing.FeatureValue == forward.FeatureValue ? "Reapply" : "Update";
+        // the declaration carries the target's uuid, so a copy (qvm-clone, restore) is recognised and never deployed
+        var value = Trust.DeclarationOwner.Bind(chain.Target.Uuid, forward.FeatureValue);
+        var operation = existing is null ? "Add" : existing.FeatureValue == value ? "Reapply" : "Update";
 
         // inside out: the target first, the outermost hop last; qubes only the old declaration crossed at the end
         var order = new List<Qube> { chain.Target };
@@ -234,13 +237,33 @@ public static class PortForwardPlanner
             return plan with { IsComplete = false, Warnings = warnings.Distinct().ToList() };
 
         var steps = new List<DeploymentStep>();
-        if (DeploymentStep.SetFeature(forward.VMName, forward.FeatureName, forward.FeatureValue, existing?.FeatureValue) is { } feature) steps.Add(feature);
+        if (DeploymentStep.SetFeature(forward.VMName, forward.FeatureName, value, existing?.FeatureValue) is { } feature) steps.Add(feature);
         var layout = ForwardLayout.Build(inventory, after, warnings);
         var before = ForwardLayout.Build(inventory, previous is null ? others : others.Append(previous), []);
         var counts = new Dictionary<string, int>(StringComparer.Ordinal);
         steps.AddRange(HopSteps(inventory, layout, before, order, readFile, options, warnings, counts));
 
         return plan with { Steps = steps, Warnings = warnings.Distinct().ToList(), ForwardCounts = counts };
+    }
+
+    /// <summary>
+    /// Conflicts already among the stored declarations (two forwards of one port through one network qube, e.g.
+    /// declarations written by hand or before they carried their qube's uuid): named in a warning, since this plan
+    /// does not create them and must not be refused for them (copies never count: they are not in <paramref name="stored"/>).
+    /// </summary>
+    private static void WarnStoredConflicts(QubesInventory inventory, IReadOnlyList<PortForward> stored, List<string> warnings)
+    {
+        var taken = new Dictionary<(string Hop, ForwardProtocol Protocol, int Port), PortForward>();
+        foreach (var f in stored)
+        {
+            if (!TryResolve(inventory, f, out var c, out _)) continue;
+            foreach (var hop in c!.HopNames)
+            {
+                if (!taken.TryAdd((hop, f.Protocol, f.Port), f) && taken[(hop, f.Protocol, f.Port)] is { } first)
+                    warnings.Add($"{f.ProtocolText}/{f.Port.ToString(CultureInfo.InvariantCulture)} is declared for both '{first.VMName}' ({first.FeatureName}) and '{f.VMName}' ({f.FeatureName}) through {hop}: " +
+                        $"a network qube passes a port to one qube only. Remove one of them (Remove-QubePortForward -VMName {f.VMName} -Port {f.Port.ToString(CultureInfo.InvariantCulture)} -Protocol {f.Protocol}).");
+            }
+        }
     }
 
     /// <summary>
@@ -278,6 +301,8 @@ public static class PortForwardPlanner
         var matching = PortForwardDeclaration.Read(target)
             .Where(d => PortForwardFeature.TryParseName(d.FeatureName, out var p, out var n, lenient: true) && p == protocol && n == port).ToList();
         var name = PortForwardFeature.NameFor(protocol, port);
+        if (matching.Count == 0 && PlanRemoveLeftovers(inventory, target, protocol, port, options, readFile, declarations) is { } leftovers)
+            return leftovers;
         if (matching.Count == 0)
             throw new QubesFirewallException("PortForwardNotFound", FailureKind.ObjectNotFound,
                 $"'{target.Name}' has no port forward {(protocol == ForwardProtocol.Tcp ? "tcp" : "udp")}/{port.ToString(CultureInfo.InvariantCulture)} (no feature {name}). Get-QubePortForward lists the declared ones.", name);
@@ -303,7 +328,9 @@ public static class PortForwardPlanner
         }
         else
         {
-            warnings.Add(removed is null
+            warnings.Add(removed is null && matching[0].Ownership == Trust.DeclarationOwnership.Copied
+                ? $"The declaration {matching[0].FeatureName} of {target.Name} was copied from another qube and never deployed: only the feature is removed."
+                : removed is null
                 ? $"The declaration {matching[0].FeatureName} of {target.Name} cannot be read, so the network qubes it crossed are unknown: only the feature is removed. Check the scripts of the network qubes (Export-QubeFirewallScript)."
                 : $"The network chain of {removed.Text} cannot be resolved now ({why}); only its declaration is removed. If the qube's netvm changed since the forward was added, the old network qubes still carry its rules until their scripts are rebuilt.");
             order.Add(target);
@@ -329,6 +356,49 @@ public static class PortForwardPlanner
         var counts = new Dictionary<string, int>(StringComparer.Ordinal);
         var steps = HopSteps(inventory, layout, before, order, readFile, options, warnings, counts).ToList();
         foreach (var d in matching) steps.Add(DeploymentStep.RemoveFeature(target.Name, d.FeatureName, d.FeatureValue));
+        return plan with { Steps = steps, Warnings = warnings.Distinct().ToList(), ForwardCounts = counts };
+    }
+
+    /// <summary>
+    /// Rules of a forward no feature declares any more, left in the hook files of the qubes on the target's way
+    /// (a declaration removed behind the module's back, a file restored from a backup): the plan rebuilds those
+    /// files from the declarations, so the rules go and nothing is opened. Null when no such file holds any.
+    /// </summary>
+    private static PortForwardPlan? PlanRemoveLeftovers(QubesInventory inventory, Qube target, ForwardProtocol protocol, int port, DeploymentOptions options,
+        Func<string, string, string?> readFile, IReadOnlyList<PortForwardDeclaration> declarations)
+    {
+        var text = $"{(protocol == ForwardProtocol.Tcp ? "tcp" : "udp")}/{port.ToString(CultureInfo.InvariantCulture)}";
+        var marker = $" comment \"{text} to {target.Name}\"";
+        var order = inventory.UpstreamOf(target.Name).Reverse().Append(target).ToList();
+        var holding = new List<Qube>();
+        foreach (var q in order)
+        {
+            string? body;
+            try { body = ManagedBlock.Extract(readFile(ForwardPersistence.StorageOf(inventory, q).Name, ForwardPersistence.HookPath(q))); }
+            catch (QubesFirewallException) { continue; }
+            if (body is not null && body.Contains(marker, StringComparison.Ordinal)) holding.Add(q);
+        }
+        if (holding.Count == 0) return null;
+        var warnings = new List<string>
+        {
+            $"No feature declares {text} to '{target.Name}', but the hook files of {string.Join(", ", holding.Select(q => q.Name))} hold its rules: they are rebuilt from the declarations, without them.",
+        };
+        var others = declarations.Where(d => d.Forward is not null).Select(d => d.Forward!).ToList();
+        var notRunning = QubeStarter.NotRunning(inventory, Reach(inventory, holding));
+        var plan = new PortForwardPlan
+        {
+            Operation = "Remove",
+            VMName = target.Name,
+            FeatureName = PortForwardFeature.NameFor(protocol, port),
+            Hops = holding.Where(q => q.Name != target.Name).Select(q => q.Name).ToList(),
+            Target = $"{text} -> {target.Name} (undeclared rules in {string.Join(", ", holding.Select(q => q.Name))})",
+            NotRunning = notRunning,
+        };
+        if (options.RequireRunning && notRunning.Count > 0)
+            return plan with { IsComplete = false, Warnings = warnings };
+        var layout = ForwardLayout.Build(inventory, others, warnings);
+        var counts = new Dictionary<string, int>(StringComparer.Ordinal);
+        var steps = HopSteps(inventory, layout, layout, holding, readFile, options, warnings, counts).ToList();
         return plan with { Steps = steps, Warnings = warnings.Distinct().ToList(), ForwardCounts = counts };
     }
 
@@ -362,7 +432,10 @@ public static class PortForwardPlanner
             if (vmFilter is not null && !vmFilter(d.VMName)) continue;
             if (d.Forward is null)
             {
-                result.Add(new QubePortForward(d, null, [], false, d.Problem));
+                // a copy (qvm-clone, restore) shows what it declares, with its Problem: never deployed
+                result.Add(d is { Ownership: Trust.DeclarationOwnership.Copied, Declared: { } copy }
+                    ? new QubePortForward(d, copy, [], copy.IsExpiredAt(now), d.Problem)
+                    : new QubePortForward(d, null, [], false, d.Problem));
                 continue;
             }
             var hops = TryResolve(inventory, d.Forward, out var chain, out var why) ? chain!.HopNames.ToList() : [];
@@ -515,7 +588,7 @@ public static class PortForwardPlanner
             var storage = ForwardPersistence.StorageOf(inventory, qube);
             if (storage.Name == qube.Name) continue;
             var path = ForwardPersistence.HookPath(qube);
-            var siblings = inventory.Qubes.Where(q => q.Class == QubeClass.DispVM && q.Template == storage.Name && q.Name != qube.Name).Select(q => q.Name).ToList();
+            var siblings = inventory.Qubes.Where(q => QubesFacts.IsDisposable(q) && q.Template == storage.Name && q.Name != qube.Name).Select(q => q.Name).ToList();
             var role = qube.Name == chain.Target.Name ? "the target" : "on the way";
             var others = siblings.Count == 0
                 ? $"No other disposable of {storage.Name} exists now, but every disposable started from it later gets the file too"
