@@ -49,7 +49,6 @@ public sealed class HostileQubesXmlTests
     }
 
     [Theory]
-    [InlineData("netvm", "Domain-0")]
     [InlineData("netvm", "sys-gone")]
     [InlineData("template", "fedora-99")]
     public void A_reference_to_a_qube_the_file_does_not_hold_is_refused(string property, string value)
