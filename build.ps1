@@ -66,6 +66,8 @@ function Invoke-Package {
     Copy-Item (Join-Path $HelpOut '*') (Join-Path $ModuleOut 'en-US') -Recurse
     # The sample Qubes root ships with the module so a user can try it anywhere (copy it before writing).
     Copy-Item (Join-Path $Root 'examples/qubes-root') (Join-Path $ModuleOut 'examples/qubes-root') -Recurse
+    # The example of a user's own Pester suite, next to the root it runs against by default.
+    Copy-Item (Join-Path $Root 'examples/MyQubes.Tests.ps1') (Join-Path $ModuleOut 'examples')
     Copy-Item (Join-Path $Root 'LICENSE') $ModuleOut
     $forbidden = Get-ChildItem $ModuleOut -Recurse -Include 'System.Management.Automation.dll', 'PowerShellStandard*'
     if ($forbidden) { throw "The staged module must not carry PowerShell's own assemblies: $($forbidden.Name -join ', ')" }

@@ -69,7 +69,7 @@ Describe 'Test-QubeFirewall (<Backend>)' -ForEach @(@{ Backend = 'offline' }, @{
     It 'shows the Fix under the message in the default view' {
         Add-QubeFirewallRule -VMName work -Rule 'action=accept dst4=192.168.10.0/24 proto=tcp dstports=8080' -Position 7
         $text = Test-QubeFirewall work | Out-String -Width 400
-        $text | Should -Match 'Fix: ''action=accept specialtarget=dns'', .* \| Set-QubeFirewallRule -VMName work'
+        $text | Should -Match '(?s)Fix: ''action=accept specialtarget=dns'', .* \| Set-QubeFirewallRule -VMName work'
         # a finding without a Fix shows none
         Test-QubeFirewall personal | Out-String -Width 400 | Should -Not -Match 'Fix:'
     }
