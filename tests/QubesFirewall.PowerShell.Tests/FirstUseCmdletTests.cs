@@ -98,4 +98,43 @@ public sealed class FirstUseCmdletTests : IDisposable
         // a line does not say the same change twice either ("feature X of q: Applied. Set feature X of q.")
         Assert.DoesNotContain(run.Verbose, v => v.Contains(": Applied. ", StringComparison.Ordinal));
     }
+
+    [Fact]
+    public void Set_QubeIPv6_plans_the_links_and_forwards_it_affects_again_in_its_own_plan()
+    {
+        Run("Enable-QubeInterVmNetwork -From work -To personal -Port 5432 -Force -WarningAction SilentlyContinue").AssertNoErrors();
+        Assert.False(Assert.Single(Run("Get-QubeInterVmNetwork").Of<QubeInterVmLink>()).IPv6);
+
+        var before = _root.Snapshot();
+        // -WhatIf lists them (in the host); the same ShouldProcess steps, confirmed, are in -Verbose
+        Run("Set-QubeIPv6 sys-net -Enabled $true -WhatIf -WarningAction SilentlyContinue").AssertNoErrors();
+        _root.AssertUnchanged(before);
+        var run = Run("Set-QubeIPv6 sys-net -Enabled $true -Verbose -Confirm:$false -WarningAction SilentlyContinue");
+        run.AssertNoErrors();
+        Assert.Contains("Performing the operation \"Plan the link again for the IPv6 change (its IPv6 part follows the ipv6 features)\" on target \"link work -> personal tcp/5432\".", run.Verbose);
+
+        var link = Assert.Single(Run("Get-QubeInterVmNetwork").Of<QubeInterVmLink>());
+        Assert.True(link.IPv6);
+        Assert.True(link.IsComplete); // no part MISSING after IPv6 came on
+        Assert.DoesNotContain(Run("Test-QubeFirewall work").Of<AuditFinding>(), f => f.Check == InterVmLinkAuditCheck.LinkIncomplete);
+    }
+
+    [Fact]
+    public void IPv6_turned_on_behind_the_modules_back_shows_IPv4_only_parts_not_missing_ones_and_the_fix_adds_the_IPv6_half()
+    {
+        Run("Enable-QubeInterVmNetwork -From work -To personal -Port 5432 -Force -WarningAction SilentlyContinue").AssertNoErrors();
+        using (var backend = new Engine.Backends.OfflineRoot(_root.Path)) backend.SetFeature("sys-net", "ipv6", "1");
+
+        var link = Assert.Single(Run("Get-QubeInterVmNetwork").Of<QubeInterVmLink>());
+        Assert.Equal(["Forward", "Input", "Firewall"], link.IPv4OnlyParts);
+        Assert.StartsWith("IPv6 was turned on along the link since it was made", link.Change);
+        var finding = Assert.Single(Run("Test-QubeFirewall work").Of<AuditFinding>(), f => f.Check == InterVmLinkAuditCheck.LinkIncomplete);
+        Assert.Equal(AuditSeverity.Warning, finding.Severity); // it works over IPv4
+        Assert.StartsWith("The link work -> personal tcp/5432 works over IPv4 only", finding.Message);
+
+        Run("& ([scriptblock]::Create($fix))", new Dictionary<string, object?> { ["fix"] = finding.Fix }).AssertNoErrors();
+        Assert.True(Assert.Single(Run("Get-QubeInterVmNetwork").Of<QubeInterVmLink>()).IsComplete);
+    }
+
+    private PsRun Run(string script, IDictionary<string, object?> variables) => PowerShellHost.Run(script, _root.Path, variables);
 }

@@ -39,6 +39,12 @@ public sealed class InterVmLinkAuditCheck : IAuditCheck
                     $"Disable-QubeInterVmNetwork -From {FixCommand.Name(link.From)} -To {FixCommand.Name(link.To)} -Protocol {link.Protocol} -Port {FixCommand.Word(link.Port)} -Confirm:$false");
                 continue;
             }
+            if (link.Change is not null && link.IPv4OnlyParts.Count == new[] { link.ForwardRulePresent, link.InputRulePresent, link.FirewallRulePresent }.Count(p => p == false))
+            {
+                // Not broken: IPv6 came on since the link was made, and only the IPv6 half is missing.
+                yield return new AuditFinding(AuditSeverity.Warning, qube.Name, LinkIncomplete, null, $"The link {link} works over IPv4 only: {link.Change}", again);
+                continue;
+            }
             var missing = new List<string>();
             if (link.ForwardRulePresent == false) missing.Add($"the forward accept in {link.NetVM}'s managed block");
             if (link.InputRulePresent == false) missing.Add($"the input accept in {link.To}'s managed block");
