@@ -29,13 +29,15 @@ public static class PortForwardAllowFrom
     }
 
     /// <summary>Who can connect to a forward open to everyone.</summary>
-    public static string OpenWarning(PortForward forward, PortForwardPlan plan) => forward.Type == ForwardType.External
-        ? $"{forward.Text} is open to everyone: anyone who can reach {plan.Hops[0]} on its outside network{(forward.Interface is null ? "s" : " " + forward.Interface)} (a public Wi-Fi, the whole LAN, the internet if it has a public address) can connect to {forward.VMName}."
-        : $"{forward.Text} is open to everyone: every qube whose network qube is {plan.Hops[0]}{(forward.Interface is null ? "" : $" and everything arriving on its {forward.Interface}")} can connect to {forward.VMName}.";
+    public static string OpenWarning(PortForward forward, PortForwardPlan plan) => $"{forward.Text} is open to everyone: {Who(forward, plan)}";
+
+    private static string Who(PortForward forward, PortForwardPlan plan) => forward.Type == ForwardType.External
+        ? $"anyone who can reach {plan.Hops[0]} on its outside network{(forward.Interface is null ? "s" : " " + forward.Interface)} (a public Wi-Fi, the whole LAN, the internet if it has a public address) can connect to {forward.VMName}."
+        : $"every qube whose network qube is {plan.Hops[0]}{(forward.Interface is null ? "" : $" and everything arriving on its {forward.Interface}")} can connect to {forward.VMName}.";
 
     public static QubesFirewallException Required(PortForward forward, PortForwardPlan plan) =>
         new("AllowFromRequired", FailureKind.InvalidArgument,
-            $"{forward.Text} has no -AllowFrom, so it would be open to everyone ({OpenWarning(forward, plan)}) " +
+            $"{forward.Text} has no -AllowFrom, so it would be open to everyone: {Who(forward, plan)} " +
             "Give the sources allowed, for example -AllowFrom 192.168.1.0/24, or -AllowFrom Any to open it to everyone on purpose " +
             "(then asked for confirmation as a high-impact change; a script adds -Confirm:$false). -Force does not open a port. Nothing was changed.", forward.Text);
 }
