@@ -16,6 +16,7 @@
         'Get-Qube'
         'Get-QubeFirewallRule'
         'Add-QubeFirewallRule'
+        'Set-QubeFirewallRule'
         'Remove-QubeFirewallRule'
         'Sync-QubeFirewall'
         'Get-QubePortForward'

@@ -74,6 +74,8 @@ function Invoke-Package {
     Get-ChildItem (Join-Path $ModuleOut 'examples') -Recurse -Force -File -Filter '.gitkeep' | Remove-Item -Force
     Get-ChildItem (Join-Path $ModuleOut 'examples') -Recurse -Directory | Sort-Object { $_.FullName.Length } -Descending |
         Where-Object { -not (Get-ChildItem -LiteralPath $_.FullName -Force) } | Remove-Item
+    # The example of a user's own Pester suite, next to the root it runs against by default.
+    Copy-Item (Join-Path $Root 'examples/MyQubes.Tests.ps1') (Join-Path $ModuleOut 'examples')
     Copy-Item (Join-Path $Root 'LICENSE') $ModuleOut
     $forbidden = Get-ChildItem $ModuleOut -Recurse -Include 'System.Management.Automation.dll', 'PowerShellStandard*'
     if ($forbidden) { throw "The staged module must not carry PowerShell's own assemblies: $($forbidden.Name -join ', ')" }

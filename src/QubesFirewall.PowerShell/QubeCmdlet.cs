@@ -148,6 +148,20 @@ public abstract class QubeCmdlet : PSCmdlet
             : LanguagePrimitives.IsTrue(SessionState.PSVariable.GetValue("WhatIfPreference"));
 
     /// <summary>
+    /// A second question for one dangerous case of a command whose ConfirmImpact is lower (a port opened to everyone),
+    /// asked as ConfirmImpact High would be: not under -WhatIf (ShouldProcess said no before), not when -Confirm was
+    /// given (ShouldProcess asked already) or -Confirm:$false, not when $ConfirmPreference is None; otherwise asked.
+    /// </summary>
+    protected bool ConfirmHighImpact(string query, string caption)
+    {
+        if (WhatIfRequested) return false;
+        if (MyInvocation.BoundParameters.ContainsKey("Confirm")) return true; // -Confirm asked in ShouldProcess; -Confirm:$false said yes
+        var preference = SessionState.PSVariable.GetValue("ConfirmPreference");
+        if (preference is ConfirmImpact.None || (preference is string p && p.Equals("None", StringComparison.OrdinalIgnoreCase))) return true;
+        return ShouldContinue(query, caption);
+    }
+
+    /// <summary>
     /// Under -WhatIf, runs <paramref name="apply"/> against the backend's dry run so the user also sees
     /// every call and every file content it would send (the live backend); the plan's own What-if lines
     /// are all an offline root has to show.

@@ -12,4 +12,24 @@ Describe 'about_QubesFirewall' {
         }
         $text | Should -Match 'qubesd'
     }
+
+    It 'lists every cmdlet of the manifest under SEE ALSO' {
+        # A cmdlet added to CmdletsToExport must be added to the topic's "See also" too.
+        $manifest = Import-PowerShellDataFile (Join-Path $PSScriptRoot '../../QubesFirewall.psd1')
+        $topic = Get-Content -Raw (Join-Path $PSScriptRoot '../../docs/about/about_QubesFirewall.md')
+        $seeAlso = ($topic -split '(?m)^## See also\s*$')[1]
+        $seeAlso | Should -Not -BeNullOrEmpty
+        $listed = [regex]::Matches($seeAlso, '\b[A-Z][a-z]+-Qube[A-Za-z0-9]*\b').Value | Sort-Object -Unique
+        $listed | Should -Be ($manifest.CmdletsToExport | Sort-Object -Unique)
+        # and Get-Help shows them
+        $text = Get-Help about_QubesFirewall | Out-String
+        foreach ($cmdlet in $manifest.CmdletsToExport) { $text | Should -Match ([regex]::Escape($cmdlet)) }
+    }
+
+    It 'tells how to test your own rules with Pester, with the example that CI runs' {
+        $text = Get-Help about_QubesFirewall | Out-String
+        $text | Should -Match 'TESTING YOUR RULES WITH PESTER'
+        $text | Should -Match 'MyQubes.Tests.ps1'
+        Join-Path $PSScriptRoot '../../examples/MyQubes.Tests.ps1' | Should -Exist
+    }
 }

@@ -10,7 +10,7 @@ Describe 'Test-QubeFirewall (<Backend>)' -ForEach @(@{ Backend = 'offline' }, @{
     AfterEach { Reset-TestBackend }
 
     It 'audits every qube with a network qube, in qubes.xml order' {
-        $findings = Test-QubeFirewall
+        $findings = Test-QubeFirewall -Severity Info
         $findings.VMName | Select-Object -Unique | Should -Be @('anon-whonix', 'default-dvm', 'personal', 'sys-firewall', 'sys-whonix', 'untrusted', 'whonix-workstation-18-dvm', 'work')
         ($findings | Where-Object Severity -eq Error) | Should -BeNullOrEmpty
         $personal = $findings | Where-Object VMName -eq personal
@@ -43,9 +43,9 @@ Describe 'Test-QubeFirewall (<Backend>)' -ForEach @(@{ Backend = 'offline' }, @{
     }
 
     It 'binds qubes and rules from the pipeline, each qube once' {
-        (Get-Qube -NetVM sys-whonix | Test-QubeFirewall).VMName | Should -Be @('anon-whonix', 'whonix-workstation-18-dvm')
-        @(Get-QubeFirewallRule work | Test-QubeFirewall).Count | Should -Be 1
-        (Test-QubeFirewall vault).Check | Should -Be 'NoNetVM'
+        (Get-Qube -NetVM sys-whonix | Test-QubeFirewall -Severity Info).VMName | Should -Be @('anon-whonix', 'whonix-workstation-18-dvm')
+        @(Get-QubeFirewallRule work | Test-QubeFirewall -Severity Info).Count | Should -Be 1
+        (Test-QubeFirewall vault -Severity Info).Check | Should -Be 'NoNetVM'
     }
 
     It 'reports an unknown qube with QubeNotFound' {
@@ -57,6 +57,21 @@ Describe 'Test-QubeFirewall (<Backend>)' -ForEach @(@{ Backend = 'offline' }, @{
         $text | Should -Match 'Qube: personal'
         $text | Should -Match 'Severity\s+Check\s+No\s+Message'
         $text | Should -Match 'Warning\s+HostName\s+3'
+    }
+
+    It 'returns warnings and errors by default, everything with -Severity Info' {
+        # The sample: one warning (personal's host name) among ten findings, nine of them Info.
+        @(Test-QubeFirewall).ForEach({ "$($_.VMName) $($_.Severity) $($_.Check)" }) | Should -Be @('personal Warning HostName')
+        @(Test-QubeFirewall -Severity Info).Count | Should -Be 10
+        @(Test-QubeFirewall -Severity Error) | Should -BeNullOrEmpty
+    }
+
+    It 'shows the Fix under the message in the default view' {
+        Add-QubeFirewallRule -VMName work -Rule 'action=accept dst4=192.168.10.0/24 proto=tcp dstports=8080' -Position 7
+        $text = Test-QubeFirewall work | Out-String -Width 400
+        $text | Should -Match '(?s)Fix: ''action=accept specialtarget=dns'', .* \| Set-QubeFirewallRule -VMName work'
+        # a finding without a Fix shows none
+        Test-QubeFirewall personal | Out-String -Width 400 | Should -Not -Match 'Fix:'
     }
 
     It 'changes nothing' {

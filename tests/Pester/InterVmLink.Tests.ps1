@@ -55,7 +55,7 @@ Describe 'Enable-, Get- and Disable-QubeInterVmNetwork' {
         $finding = Test-QubeFirewall work | Where-Object Check -eq 'LinkIncomplete'
         $finding.Severity | Should -Be 'Error'
         $finding.Message | Should -Match "input accept in personal's managed block"
-        $finding.Fix | Should -Be 'Enable-QubeInterVmNetwork -From work -To personal -Protocol Tcp -Port 5432'
+        $finding.Fix | Should -Be 'Enable-QubeInterVmNetwork -From work -To personal -Protocol Tcp -Port 5432 -Force'
     }
 }
 

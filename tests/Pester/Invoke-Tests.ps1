@@ -12,7 +12,10 @@ $ErrorActionPreference = 'Stop'
 Import-Module $PesterPath -Force
 $env:QUBESFW_TEST_MODULE = $ModulePath
 $config = New-PesterConfiguration
-$config.Run.Path = $PSScriptRoot
+# The suite, and the example of a user's own Pester suite (examples/*.Tests.ps1), which imports the module by
+# name as a user would: the staged module's folder goes first on PSModulePath.
+$env:PSModulePath = (Split-Path (Split-Path $ModulePath)) + [IO.Path]::PathSeparator + $env:PSModulePath
+$config.Run.Path = @($PSScriptRoot, (Join-Path $PSScriptRoot '../../examples'))
 $config.Run.PassThru = $true
 $config.Run.Exit = $false
 $config.Output.Verbosity = 'Normal'

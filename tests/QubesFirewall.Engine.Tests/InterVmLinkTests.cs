@@ -215,6 +215,10 @@ public sealed class InterVmLinkPlannerTests : IDisposable
         var ex = Assert.Throws<QubesFirewallException>(() => InterVmLinkPlanner.PlanEnable(_root.Backend, [Link("work", "vpn-app", 22)], Options));
         Assert.Equal("DifferentNetVM", ex.ErrorId);
         Assert.Contains("'work' uses the network qube 'sys-firewall' and 'vpn-app' uses 'sys-vpn'", ex.Message);
+        // sys-vpn sits behind sys-firewall, where VPN qubes sit: vpn-app is not told to leave it
+        Assert.DoesNotContain("qvm-prefs vpn-app", ex.Message);
+        Assert.Contains("Moving 'vpn-app' off 'sys-vpn' is not the way: that would take it off its tunnel", ex.Message);
+        Assert.Contains("Add-QubeTcpBinding -From work -To vpn-app -Port 22.", ex.Message);
         var none = Assert.Throws<QubesFirewallException>(() => InterVmLinkPlanner.PlanEnable(_root.Backend, [Link("work", "vault", 22)], Options));
         Assert.Equal("NoNetVM", none.ErrorId);
         Assert.Contains("'vault'", none.Message);

@@ -26,7 +26,7 @@ public abstract class FirewallAuditCmdletTests : IDisposable
     [Fact]
     public void The_sample_audited_whole()
     {
-        var run = Run("Test-QubeFirewall");
+        var run = Run("Test-QubeFirewall -Severity Info");
         run.AssertNoErrors();
         Assert.Equal(
         [
@@ -53,8 +53,9 @@ public abstract class FirewallAuditCmdletTests : IDisposable
         var dead = run.Of<AuditFinding>().Single(f => f.Check == AuditChecks.DeadRule);
         Assert.Equal((AuditSeverity.Error, 7), (dead.Severity, dead.Number!.Value));
         Assert.Equal("action=accept dst4=192.168.10.0/24 proto=tcp dstports=8080-8080", dead.Rule!.Text);
-        Assert.Equal("Get-QubeFirewallRule -VMName work | Where-Object Text -in 'action=accept dst4=192.168.10.0/24 proto=tcp dstports=8080-8080' | Remove-QubeFirewallRule -Confirm:$false; "
-            + "'action=accept dst4=192.168.10.0/24 proto=tcp dstports=8080-8080' | Add-QubeFirewallRule -VMName work -Position 6", dead.Fix);
+        Assert.Equal("'action=accept specialtarget=dns', 'action=accept proto=icmp', 'action=accept dst4=10.1.2.0/24 proto=tcp dstports=443-443 comment=intranet https', "
+            + "'action=accept dst4=10.1.2.10/32 proto=tcp dstports=22-22 comment=build server ssh', 'action=accept proto=tcp dstports=80-80', 'action=accept proto=tcp dstports=443-443', "
+            + "'action=accept dst4=192.168.10.0/24 proto=tcp dstports=8080-8080', 'action=drop' | Set-QubeFirewallRule -VMName work", dead.Fix);
 
         var fix = new Dictionary<string, object?> { ["fix"] = dead.Fix };
         var apply = PowerShellHost.Run("& ([scriptblock]::Create($fix))", variables: fix, root: RootForScripts, environment: EnvironmentForScripts);
@@ -76,11 +77,11 @@ public abstract class FirewallAuditCmdletTests : IDisposable
     [Fact]
     public void Qubes_bind_from_the_pipeline_and_each_is_audited_once()
     {
-        var run = Run("Get-Qube -NetVM sys-whonix | Test-QubeFirewall");
+        var run = Run("Get-Qube -NetVM sys-whonix | Test-QubeFirewall -Severity Info");
         run.AssertNoErrors();
         Assert.Equal(["anon-whonix", "whonix-workstation-18-dvm"], run.Of<AuditFinding>().Select(f => f.VMName));
 
-        var rules = Run("Get-QubeFirewallRule work | Test-QubeFirewall");
+        var rules = Run("Get-QubeFirewallRule work | Test-QubeFirewall -Severity Info");
         rules.AssertNoErrors();
         Assert.Equal([("work", AuditSeverity.Info, AuditChecks.EnforcedIn, (int?)null)], Shape(rules));
     }
@@ -88,7 +89,7 @@ public abstract class FirewallAuditCmdletTests : IDisposable
     [Fact]
     public void Wildcards_names_without_network_and_dom0()
     {
-        var run = Run("Test-QubeFirewall 'sys-*', dom0 -Verbose");
+        var run = Run("Test-QubeFirewall -Severity Info 'sys-*', dom0 -Verbose");
         run.AssertNoErrors();
         Assert.Equal(
         [
@@ -103,7 +104,7 @@ public abstract class FirewallAuditCmdletTests : IDisposable
     [Fact]
     public void An_unknown_qube_is_an_error_and_the_rest_goes_on()
     {
-        var run = Run("Test-QubeFirewall nosuch, work");
+        var run = Run("Test-QubeFirewall -Severity Info nosuch, work");
         Assert.Equal("QubeNotFound,QubesFirewall.PowerShell.Cmdlets.TestQubeFirewallCommand", Assert.Single(run.Errors).FullyQualifiedErrorId);
         Assert.Equal(["work"], run.Of<AuditFinding>().Select(f => f.VMName));
     }
@@ -131,7 +132,7 @@ public abstract class FirewallAuditCmdletTests : IDisposable
               </rules>
             </firewall>
             """);
-        var run = Run("Test-QubeFirewall untrusted");
+        var run = Run("Test-QubeFirewall -Severity Info untrusted");
         run.AssertNoErrors();
         Assert.Equal(
         [
@@ -177,7 +178,7 @@ public sealed class LiveFirewallAuditCmdletTests : FirewallAuditCmdletTests
     public void The_audit_only_reads()
     {
         Server.ClearCalls();
-        Run("Test-QubeFirewall").AssertNoErrors();
+        Run("Test-QubeFirewall -Severity Info").AssertNoErrors();
         Assert.All(Server.Calls, c => Assert.Matches(@"\.(List|Get|GetAll)$", c.Method));
         Assert.Equal(8, Server.CountCalls("admin.vm.firewall.Get"));
     }

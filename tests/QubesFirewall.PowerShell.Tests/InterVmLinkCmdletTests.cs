@@ -75,6 +75,15 @@ public abstract class InterVmLinkCmdletTests : IDisposable
         Assert.Equal(Fqid("DifferentNetVM", "EnableQubeInterVmNetwork"), error.FullyQualifiedErrorId);
         Assert.Contains("'work' uses the network qube 'sys-firewall' and 'anon-whonix' uses 'sys-whonix'", error.ToString());
         _root.AssertUnchanged(before);
+        // Never advice that takes anon-whonix off Tor (qvm-prefs anon-whonix netvm sys-firewall), nor -Type Internal,
+        // which sys-whonix refuses: why the link cannot be, and what can: qubes.ConnectTCP.
+        var text = error.ToString();
+        Assert.DoesNotContain("qvm-prefs", text);
+        Assert.DoesNotContain("-Type Internal", text);
+        Assert.Contains("Moving 'anon-whonix' off 'sys-whonix' is not the way: that would take it off Tor", text);
+        Assert.Contains("use qubes.ConnectTCP: Add-QubeTcpBinding -From work -To anon-whonix -Port 80.", text);
+        // ... and the command it names works
+        Run("Add-QubeTcpBinding -From work -To anon-whonix -Port 80").AssertNoErrors();
     }
 
     [Theory]
@@ -132,10 +141,11 @@ public abstract class InterVmLinkCmdletTests : IDisposable
         var finding = Assert.Single(Run("Test-QubeFirewall work").Of<AuditFinding>(), f => f.Check == InterVmLinkAuditCheck.LinkIncomplete);
         Assert.Equal(AuditSeverity.Error, finding.Severity);
         Assert.Contains("the accept for personal in work's own Qubes firewall", finding.Message);
-        Assert.Equal("Enable-QubeInterVmNetwork -From work -To personal -Protocol Tcp -Port 5432", finding.Fix);
+        // -Force, as the link needed it: sys-firewall is a disposable, its part lives in default-dvm
+        Assert.Equal("Enable-QubeInterVmNetwork -From work -To personal -Protocol Tcp -Port 5432 -Force", finding.Fix);
 
-        // the fix it names puts back just that part
-        Run(finding.Fix! + " -Force").AssertNoErrors();
+        // the fix it names, as it is, puts back just that part
+        Run(finding.Fix!).AssertNoErrors();
         Assert.True(Assert.Single(Run("Get-QubeInterVmNetwork").Of<QubeInterVmLink>()).IsComplete);
     }
 }

@@ -86,20 +86,50 @@ public sealed class PortForwardCmdletTests : IDisposable
     }
 
     [Fact]
-    public void A_port_open_to_everyone_is_asked_about_unless_Force()
+    public void A_port_open_to_everyone_needs_AllowFrom_Any_and_is_asked_at_high_impact_never_by_Force()
     {
-        // a root without a disposable on the way, so only the open-port question is left
+        // a root without a disposable on the way, so -Force has nothing to accept
         var xml = File.ReadAllText(Path.Combine(_root.Path, "qubes.xml"))
             .Replace("<domain id=\"domain-7\" class=\"DispVM\">", "<domain id=\"domain-7\" class=\"AppVM\">", StringComparison.Ordinal);
         File.WriteAllText(Path.Combine(_root.Path, "qubes.xml"), xml);
         var before = _root.Snapshot();
-        var asked = Run("Add-QubePortForward -VMName work -Port 80");
-        Assert.Contains(asked.Errors, e => e.FullyQualifiedErrorId.StartsWith("HostFunctionNotImplemented", StringComparison.Ordinal));
+
+        // no -AllowFrom: refused, with the hint; -Force does not stand for it
+        foreach (var script in new[] { "Add-QubePortForward -VMName work -Port 80", "Add-QubePortForward -VMName work -Port 80 -Force", "Add-QubePortForward -VMName work -Port 80 -Force -Confirm:$false" })
+        {
+            var refused = Run(script);
+            var error = Assert.Single(refused.Errors);
+            Assert.Equal("AllowFromRequired,QubesFirewall.PowerShell.Cmdlets.AddQubePortForwardCommand", error.FullyQualifiedErrorId);
+            Assert.Contains("-AllowFrom Any to open it to everyone on purpose", error.ToString());
+            Assert.Contains("-Force does not open a port", error.ToString());
+        }
+        // -AllowFrom Any: asked as ConfirmImpact High (no host here: the question fails), -WhatIf neither asks nor refuses
+        Assert.Contains(Run("Add-QubePortForward -VMName work -Port 80 -AllowFrom Any").Errors, e => e.FullyQualifiedErrorId.StartsWith("HostFunctionNotImplemented", StringComparison.Ordinal));
+        Assert.Contains(Run("Add-QubePortForward -VMName work -Port 80 -AllowFrom Any -Force").Errors, e => e.FullyQualifiedErrorId.StartsWith("HostFunctionNotImplemented", StringComparison.Ordinal));
+        Run("Add-QubePortForward -VMName work -Port 80 -AllowFrom Any -WhatIf").AssertNoErrors();
+        Assert.Equal("InvalidAllowFrom,QubesFirewall.PowerShell.Cmdlets.AddQubePortForwardCommand",
+            Assert.Single(Run("Add-QubePortForward -VMName work -Port 80 -AllowFrom Any, 10.0.0.0/8 -Confirm:$false").Errors).FullyQualifiedErrorId);
         _root.AssertUnchanged(before);
 
-        Run("Add-QubePortForward -VMName work -Port 80 -Force").AssertNoErrors();
+        Run("Add-QubePortForward -VMName work -Port 80 -AllowFrom Any -Confirm:$false").AssertNoErrors();
         Run("Add-QubePortForward -VMName work -Port 81 -AllowFrom 10.0.0.0/8").AssertNoErrors(); // with sources: no question
-        Assert.Equal([80, 81], Run("Get-QubePortForward work").Of<QubePortForward>().Select(f => f.Port!.Value).Order());
+        var forwards = Run("Get-QubePortForward work").Of<QubePortForward>().OrderBy(f => f.Port).ToList();
+        Assert.Equal([80, 81], forwards.Select(f => f.Port!.Value));
+        Assert.Empty(forwards[0].AllowFrom);
+        // re-applying the open forward as declared (the audit's fix) asks nothing
+        Run("Get-QubePortForward -VMName work -Port 80 | Add-QubePortForward").AssertNoErrors();
+    }
+
+    [Fact]
+    public void WhatIf_shows_a_plan_through_a_disposable_without_Force_and_says_running_it_needs_it()
+    {
+        var before = _root.Snapshot();
+        var run = Run("Add-QubePortForward -VMName work -Port 443 -AllowFrom 192.168.1.0/24 -WhatIf");
+        run.AssertNoErrors();
+        Assert.Contains(run.Warnings, w => w.StartsWith("Running this needs -Force: 'sys-firewall' (on the way) is a disposable of 'default-dvm'", StringComparison.Ordinal));
+        _root.AssertUnchanged(before);
+        Assert.Equal("DisposableHop,QubesFirewall.PowerShell.Cmdlets.AddQubePortForwardCommand",
+            Assert.Single(Run("Add-QubePortForward -VMName work -Port 443 -AllowFrom 192.168.1.0/24").Errors).FullyQualifiedErrorId);
     }
 
     [Theory]

@@ -62,9 +62,6 @@ public interface IAuditCheck
     IEnumerable<AuditFinding> Run(AuditContext context, Qube qube);
 }
 
-/// <summary>How a network qube treats its clients' Qubes firewall rules.</summary>
-public sealed record NetVmEnforcement(string NetVM, bool Enforces, string Reason, string? Fix);
-
 /// <summary>
 /// What the audit reads: the inventory, each qube's stored rules (read once each, on first use), the
 /// time, and for checks that look inside qubes a reader of their /rw files. Reading through the
@@ -103,29 +100,14 @@ public sealed class AuditContext
     /// <summary>The qube's network qube, or null.</summary>
     public Qube? NetVmOf(Qube qube) => qube.NetVM is { } n ? Inventory.Find(n) : null;
 
-    public NetVmEnforcement EnforcementOf(Qube netvm) => FirewallAudit.EnforcementOf(Inventory, netvm);
+    public NetVmEnforcement EnforcementOf(Qube netvm) => Enforcement.OfNetVm(Inventory, netvm);
 }
 
 /// <summary>
 /// Test-QubeFirewall's engine: for each qube, what in its firewall will not work as the user thinks.
 /// Pure and deterministic: the same context gives the same findings, in the same order (qube by
 /// qube as asked; per qube the checks in a fixed order, each in rule order).
-/// <para>
-/// <b>Who enforces a qube's rules.</b> Only the qube's own network qube (its netvm), and only if the
-/// <c>qubes-firewall</c> service runs there. Every qube that provides network runs it by default
-/// (core-agent-linux <c>qubes-sysinit.sh</c>: on for the NetVM and ProxyVM types that qubesd gives a
-/// qube with provides_network). The audit decides from what dom0 knows, in this order:
-/// (1) feature <c>service.qubes-firewall</c> on the network qube with the empty value (what
-/// <c>qvm-service N qubes-firewall off</c> stores) → not enforced; any non-empty value is on (qubesd
-/// writes <c>str(int(bool(value)))</c> into the qube's QubesDB, so even <c>0</c> turns it on);
-/// (2) feature <c>qubes-firewall</c> off on the network qube or its template chain (the template's
-/// agent reports whether qubes-firewall.service is enabled there) → not enforced;
-/// (3) a Whonix gateway (<see cref="QubesFacts.IsWhonixGateway"/>: tagged <c>anon-gateway</c>, or feature
-/// <c>whonix-gw</c> true along its template chain) → not enforced: it routes its clients through Tor with a firewall of its own;
-/// otherwise enforced. VPN qubes are judged by the same rules and never guessed from names: VPN
-/// recipes that keep qubes-firewall running in the VPN qube keep their clients' rules enforced, those
-/// that turn it off do so with <c>qvm-service</c>, which (1) sees.
-/// </para>
+/// Who enforces a qube's rules is decided in one place, <see cref="Enforcement"/>.
 /// </summary>
 public static partial class FirewallAudit
 {
@@ -189,12 +171,11 @@ public static partial class FirewallAudit
         {
             readable = false;
             findings.Add(new AuditFinding(AuditSeverity.Error, qube.Name, AuditChecks.UnreadableFirewall, null,
-                $"The firewall rules of '{qube.Name}' cannot be read: {ex.Message} qubesd cannot load such a list either.",
-                $"Fix or remove {qube.RelativeDirectory ?? "appvms/" + qube.Name}/firewall.xml in dom0 (removing it restores the default: accept everything), then restart qubesd (sudo systemctl restart qubesd)."));
+                $"The firewall rules of '{qube.Name}' cannot be read: {ex.Message} qubesd cannot load such a list either. Fix or remove {qube.RelativeDirectory ?? "appvms/" + qube.Name}/firewall.xml in dom0 (removing it restores the default: accept everything), then restart qubesd (sudo systemctl restart qubesd).",
+                null));
         }
         if (qube.NetVM is null)
-            findings.Add(new AuditFinding(AuditSeverity.Info, qube.Name, AuditChecks.NoNetVM, null,
-                $"'{qube.Name}' has no network qube: its firewall rules are not used (they apply again once it gets a netvm).", null));
+            findings.Add(new AuditFinding(AuditSeverity.Info, qube.Name, AuditChecks.NoNetVM, null, Planning.Enforcement.Of(context.Inventory, qube).Message, null));
         foreach (var check in checks ?? DefaultChecks())
         {
             var builtIn = check is Check;
@@ -209,7 +190,7 @@ public static partial class FirewallAudit
             catch (QubesFirewallException ex)
             {
                 found.Add(new AuditFinding(AuditSeverity.Warning, qube.Name, AuditChecks.CheckFailed, null,
-                    $"The check '{check.Name}' could not finish for '{qube.Name}': {ex.Message}", "Fix what the message says, then run Test-QubeFirewall again."));
+                    $"The check '{check.Name}' could not finish for '{qube.Name}': {ex.Message} Fix what that says, then run Test-QubeFirewall again.", null));
             }
             findings.AddRange(found);
         }
@@ -223,65 +204,26 @@ public static partial class FirewallAudit
 
     // ------------------------------------------------------------------ enforcement
 
-    /// <summary>Whether a network qube enforces its clients' rules, and why (see the class remarks for the order of the tests).</summary>
-    public static NetVmEnforcement EnforcementOf(QubesInventory inventory, Qube netvm)
-    {
-        var name = netvm.Name;
-        if (QubesFacts.Service(netvm, "qubes-firewall") == false)
-            return new NetVmEnforcement(name, false,
-                $"its qubes-firewall service is turned off (feature service.qubes-firewall is empty, as 'qvm-service {name} qubes-firewall off' sets it)",
-                $"qvm-service --enable {name} qubes-firewall; then restart {name} (or run 'sudo systemctl start qubes-firewall' in it)");
-
-        if (QubesFacts.AgentHasFirewallService(inventory, netvm) == false)
-        {
-            // the qube along the template chain whose report decides (check_with_template)
-            var q = QubesFacts.TemplateChain(inventory, netvm).First(t => t.Features.ContainsKey("qubes-firewall"));
-            return new NetVmEnforcement(name, false,
-                    q.Name == name
-                        ? "its Qubes agent reports that the qubes-firewall service is not enabled in it (feature qubes-firewall is off)"
-                        : $"its template '{q.Name}' reports that the qubes-firewall service is not enabled there (feature qubes-firewall is off)",
-                    $"In '{q.Name}': sudo systemctl enable qubes-firewall.service (package qubes-core-agent-networking), shut '{q.Name}' down, then restart {name}");
-        }
-
-        if (QubesFacts.IsWhonixGateway(inventory, netvm))
-            return new NetVmEnforcement(name, false,
-                "it is a Whonix gateway: it sends its clients' traffic through Tor with a firewall of its own and does not run the qubes-firewall service",
-                null);
-
-        var note = netvm.Features.TryGetValue("service.qubes-firewall", out var service) && service is { Length: > 0 } && service != "1"
-            ? $" (its feature service.qubes-firewall is '{service}', which qubesd reads as on: any value but the empty string turns a service on)"
-            : "";
-        return new NetVmEnforcement(name, true, "its qubes-firewall service builds the qube's chain from them" + note, null);
-    }
-
     private static IEnumerable<AuditFinding> Enforcement(AuditContext context, Qube qube)
     {
-        var netvm = context.NetVmOf(qube);
-        if (netvm is null)
+        var who = Planning.Enforcement.Of(context.Inventory, qube);
+        if (who.Enforced)
         {
-            yield return new AuditFinding(AuditSeverity.Error, qube.Name, AuditChecks.NotEnforced, null,
-                $"The rules of '{qube.Name}' are not enforced: its netvm '{qube.NetVM}' does not exist.",
-                $"qvm-prefs {qube.Name} netvm <a network qube>");
+            yield return new AuditFinding(AuditSeverity.Info, qube.Name, AuditChecks.EnforcedIn, null, who.Message, null);
             yield break;
         }
-        var enforcement = EnforcementOf(context.Inventory, netvm);
-        var families = qube.IPv6 is null ? $"{qube.IP}" : $"{qube.IP} and {qube.IPv6}";
-        if (enforcement.Enforces)
+        if (!who.NetVmExists)
         {
-            yield return new AuditFinding(AuditSeverity.Info, qube.Name, AuditChecks.EnforcedIn, null,
-                $"The rules of '{qube.Name}' are enforced in '{netvm.Name}' (for {families}): {enforcement.Reason}.", null);
+            yield return new AuditFinding(AuditSeverity.Error, qube.Name, AuditChecks.NotEnforced, null, who.Message, who.Fix);
             yield break;
         }
         var visible = context.VisibleRules(qube.Name).Select(r => r.Rule).ToList();
-        var fix = enforcement.Fix ?? $"Give '{qube.Name}' a network qube that runs qubes-firewall (qvm-prefs {qube.Name} netvm sys-firewall, which also takes it off Tor), or filter in the Whonix gateway itself";
         if (RestrictsNothing(visible))
             yield return new AuditFinding(AuditSeverity.Info, qube.Name, AuditChecks.NotEnforced, null,
-                $"The rules of '{qube.Name}' are not enforced: its network qube '{netvm.Name}' does not enforce them ({enforcement.Reason}). Its list accepts everything, so nothing is lost today; a rule added later would not be enforced either.",
-                fix);
+                who.Message + " Its list accepts everything, so nothing is lost today; a rule added later would not be enforced either.", who.Fix);
         else
             yield return new AuditFinding(AuditSeverity.Error, qube.Name, AuditChecks.NotEnforced, null,
-                $"The rules of '{qube.Name}' are NOT enforced: its network qube '{netvm.Name}' does not enforce them ({enforcement.Reason}). What the list drops passes through '{netvm.Name}' unfiltered.",
-                fix);
+                who.Message + $" What the list drops passes through '{who.NetVM}' unfiltered.", who.Fix);
     }
 
     /// <summary>True when the list lets everything through anyway: accept rules up to a lasting accept-all.</summary>
@@ -299,21 +241,28 @@ public static partial class FirewallAudit
     {
         if (qube.IPv6 is null || context.NetVmOf(qube) is not { } netvm || netvm.IPv6 is not null) yield break;
         var decided = IPv6Planner.Decide(context.Inventory, qube).DecidedBy ?? qube.Name;
+        var top = IPv6Planner.TopOf(context.Inventory, qube).Name;
         yield return new AuditFinding(AuditSeverity.Warning, qube.Name, AuditChecks.IPv6WithoutUplink, null,
-            $"'{qube.Name}' has an IPv6 address ({qube.IPv6}, from the ipv6 feature of '{decided}'), but its network qube '{netvm.Name}' has IPv6 off: '{qube.Name}' has no IPv6 gateway, so no IPv6 connection.",
-            $"Set-QubeIPv6 -VMName {IPv6Planner.TopOf(context.Inventory, qube).Name} -Enabled $true (the chain inherits it), or Set-QubeIPv6 -VMName {decided} -Inherit");
+            $"'{qube.Name}' has an IPv6 address ({qube.IPv6}, from the ipv6 feature of '{decided}'), but its network qube '{netvm.Name}' has IPv6 off: '{qube.Name}' has no IPv6 gateway, so no IPv6 connection. The fix turns IPv6 on where the chain starts, '{top}' (the chain inherits it); to drop IPv6 here instead: Set-QubeIPv6 -VMName {decided} -Inherit.",
+            $"Set-QubeIPv6 -VMName {FixCommand.Name(top)} -Enabled $true");
     }
 
     // ------------------------------------------------------------------ rules
 
     private static IEnumerable<AuditFinding> InvalidRules(AuditContext context, Qube qube)
     {
-        foreach (var r in context.VisibleRules(qube.Name))
+        var rules = context.VisibleRules(qube.Name);
+        var valid = rules.Where(r => r.Rule.IsValid).Select(r => r.Rule).ToList();
+        var invalid = rules.Count - valid.Count;
+        // Every invalid rule goes in one Set (a list still holding one is refused); an all-invalid list cannot be fixed that way.
+        var fix = valid.Count > 0 ? FirewallSet.Command(qube.Name, valid) : null;
+        foreach (var r in rules)
         {
             if (r.Rule.IsValid) continue;
             yield return new AuditFinding(AuditSeverity.Error, qube.Name, AuditChecks.InvalidRule, r,
-                $"Rule {r.Number} ('{r.Text}') is refused by today's qubesd: {string.Join("; ", r.Problems)}. An older qubesd let it in; R4.3's qubesd refuses it (and an empty host has crashed qubesd's Get and kept sys-firewall from starting), and every change of this list through qubesd, which sends the whole list, fails while it is there.",
-                RemoveCommand(r) + "; then add it back with valid values");
+                $"Rule {r.Number} ('{r.Text}') is refused by today's qubesd: {string.Join("; ", r.Problems)}. An older qubesd let it in; R4.3's qubesd refuses it (and an empty host has crashed qubesd's Get and kept sys-firewall from starting), and every change of this list through qubesd, which sends the whole list, fails while it is there. "
+                + (fix is null ? "No rule of the list is valid: set a new list with Set-QubeFirewallRule." : $"The fix sets the list without {(invalid == 1 ? "it" : $"the {invalid} invalid rules")}; add {(invalid == 1 ? "it" : "them")} back with valid values."),
+                fix);
         }
     }
 
@@ -341,9 +290,10 @@ public static partial class FirewallAudit
             else kinds.Add((r, "move", null));
         }
         var movable = kinds.Where(k => k.Kind == "move").Select(k => k.Rule).ToList();
-        var texts = string.Join(", ", movable.Select(r => Quote(r.Text)));
+        // The moved rules go in front of the catch-all; copies of earlier rules are left out (a Set takes each rule once).
+        var moved = new HashSet<QubeFirewallRule>(movable.Concat(kinds.Where(k => k.Kind == "duplicate").Select(k => k.Rule)));
         var moveFix = movable.Count == 0 ? null
-            : $"Get-QubeFirewallRule -VMName {qube.Name} | Where-Object Text -in {texts} | Remove-QubeFirewallRule -Confirm:$false; {texts} | Add-QubeFirewallRule -VMName {qube.Name} -Position {stop}";
+            : FirewallSet.Command(qube.Name, rules.Take(stop).Concat(movable).Concat(rules.Skip(stop).Where(r => !moved.Contains(r))).Select(r => r.Rule));
         var before = $"rule {stop} ('{catchAll.Text}') before it {verb} everything, and the first rule that matches decides";
         foreach (var (r, kind, earlier) in kinds)
         {
@@ -355,13 +305,13 @@ public static partial class FirewallAudit
                     moveFix),
                 "catch-all" => new AuditFinding(AuditSeverity.Error, qube.Name, AuditChecks.DeadRule, r,
                     $"Rule {r.Number} ('{r.Text}') never applies: {before}. If it was meant to replace rule {stop}, remove rule {stop} instead.",
-                    RemoveCommand(r)),
+                    Without(rules, r)),
                 "duplicate" => new AuditFinding(AuditSeverity.Info, qube.Name, AuditChecks.DeadRule, r,
                     $"Rule {r.Number} never applies (it comes after the catch-all rule {stop}) and repeats rule {earlier}: it has no effect.",
-                    RemoveCommand(r)),
+                    Without(rules, r)),
                 _ => new AuditFinding(AuditSeverity.Info, qube.Name, AuditChecks.DeadRule, r,
                     $"Rule {r.Number} never applies (it comes after the catch-all rule {stop}, which {verb} everything), and it would {(r.Action == RuleAction.Accept ? "accept" : "drop")} too: it has no effect.",
-                    RemoveCommand(r)),
+                    Without(rules, r)),
             };
         }
     }
@@ -375,9 +325,11 @@ public static partial class FirewallAudit
             var ipv6 = qube.IPv6 is null ? "" :
                 $" '{qube.Name}' has IPv6, so the name is also looked up for IPv6: a name without an IPv6 (AAAA) address makes '{netvm}' reject all of its IPv6 traffic.";
             var replacement = r.Text.Replace("dsthost=" + host.Value, "dst4=<address>/32", StringComparison.Ordinal);
+            // No Fix: only the user knows the host's addresses.
             yield return new AuditFinding(AuditSeverity.Warning, qube.Name, AuditChecks.HostName, r,
-                $"Rule {r.Number} names the host '{host.Value}'. It is resolved once, inside '{netvm}', when the rules are applied (at the qube's start and on each reload), not per connection: addresses the name gets later are not covered, and if the name does not resolve at that moment, '{netvm}' rejects ALL of '{qube.Name}''s traffic until the next reload.{ipv6}",
-                $"If the host has fixed addresses, use them instead: {RemoveCommand(r)}; {Quote(replacement)} | Add-QubeFirewallRule -VMName {qube.Name} -Position {r.Number} (one rule per address, or their network). Otherwise make sure '{netvm}' can resolve it whenever the rules are applied.");
+                $"Rule {r.Number} names the host '{host.Value}'. It is resolved once, inside '{netvm}', when the rules are applied (at the qube's start and on each reload), not per connection: addresses the name gets later are not covered, and if the name does not resolve at that moment, '{netvm}' rejects ALL of '{qube.Name}''s traffic until the next reload.{ipv6} "
+                + $"If the host has fixed addresses, put them in its place ('{replacement}', one rule per address, or their network, with Set-QubeFirewallRule); otherwise make sure '{netvm}' can resolve it whenever the rules are applied.",
+                null);
         }
     }
 
@@ -389,8 +341,9 @@ public static partial class FirewallAudit
             var family = host.Kind == HostKind.IPv6 ? "IPv6" : "IPv4";
             var anyHost = r.Rule with { DstHost = null };
             yield return new AuditFinding(AuditSeverity.Warning, qube.Name, AuditChecks.ZeroPrefix, r,
-                $"Rule {r.Number} has the network '{host.Value}': a /0 prefix keeps no bit of the address, so it matches every {family} host. And qvm-firewall and the Qube Manager (qubesadmin) leave out a /0 address when they write the list back, which turns it into a rule for every host, IPv4 and IPv6 alike (qubes-issues 9323).",
-                $"For one network, give it its real prefix (for example /24 or /64). For every host, leave the host out: {RemoveCommand(r)}; {Quote(anyHost.Text)} | Add-QubeFirewallRule -VMName {qube.Name} -Position {r.Number}");
+                $"Rule {r.Number} has the network '{host.Value}': a /0 prefix keeps no bit of the address, so it matches every {family} host. And qvm-firewall and the Qube Manager (qubesadmin) leave out a /0 address when they write the list back, which turns it into a rule for every host, IPv4 and IPv6 alike (qubes-issues 9323). "
+                + "The fix leaves the host out (the rule then is for every host, as it is in effect); for one network, give it its real prefix (for example /24 or /64) instead.",
+                FirewallSet.Command(qube.Name, context.VisibleRules(qube.Name).Select(x => x.Number == r.Number ? anyHost : x.Rule)));
         }
     }
 
@@ -403,8 +356,9 @@ public static partial class FirewallAudit
             var top = IPv6Planner.TopOf(context.Inventory, qube).Name;
             yield return new AuditFinding(r.Action == RuleAction.Accept ? AuditSeverity.Warning : AuditSeverity.Info, qube.Name, AuditChecks.IPv6Rule, r,
                 $"Rule {r.Number} is for IPv6 ({r.Rule.DstHost!.Value}), but '{qube.Name}' has no IPv6 address (IPv6 is off along its netvm chain): qubesd sends the rule to no one, so it has no effect"
-                + (r.Action == RuleAction.Accept ? " and that IPv6 host stays unreachable." : " (there is no IPv6 traffic to drop)."),
-                $"To use IPv6, turn it on where the chain starts: Set-QubeIPv6 -VMName {top} -Enabled $true. Otherwise remove the rule: {RemoveCommand(r)}");
+                + (r.Action == RuleAction.Accept ? " and that IPv6 host stays unreachable." : " (there is no IPv6 traffic to drop).")
+                + $" The fix removes the rule; to use IPv6 instead, turn it on where the chain starts: Set-QubeIPv6 -VMName {top} -Enabled $true.",
+                Without(context.VisibleRules(qube.Name), r));
         }
     }
 
@@ -416,16 +370,18 @@ public static partial class FirewallAudit
         {
             if (!rule.IsExpiredAt(now)) continue;
             yield return new AuditFinding(AuditSeverity.Info, qube.Name, AuditChecks.Expired, null,
-                $"The rule '{rule.Text}' expired on {FormatTime(rule.ExpireTime!.Value)}: qubesd no longer sends it to '{netvm}', leaves it out of the list and drops it from firewall.xml at its next save.",
-                $"Nothing, if it was meant to end. To have it for another week: {Quote(WithExpire(rule, "+604800"))} | Add-QubeFirewallRule -VMName {qube.Name}");
+                $"The rule '{rule.Text}' expired on {FormatTime(rule.ExpireTime!.Value)}: qubesd no longer sends it to '{netvm}', leaves it out of the list and drops it from firewall.xml at its next save. "
+                + $"Nothing to do if it was meant to end; to have it for another week, add '{WithExpire(rule, "+604800")}' again.",
+                null);
         }
         foreach (var r in context.VisibleRules(qube.Name))
         {
             if (r.Rule.ExpireTime is not { } expire || expire - now > ExpiryWarning) continue;
             var effect = r.Action == RuleAction.Accept ? "what it accepts falls to the rules after it" : "what it drops falls to the rules after it";
             yield return new AuditFinding(AuditSeverity.Warning, qube.Name, AuditChecks.ExpiresSoon, r,
-                $"Rule {r.Number} expires on {FormatTime(expire)}, in {FormatSpan(expire - now)}: then qubesd stops sending it to '{netvm}', and {effect}.",
-                $"Nothing, if it is meant to end. To keep it a week longer: {RemoveCommand(r)}; {Quote(WithExpire(r.Rule, "+604800"))} | Add-QubeFirewallRule -VMName {qube.Name} -Position {r.Number}");
+                $"Rule {r.Number} expires on {FormatTime(expire)}, in {FormatSpan(expire - now)}: then qubesd stops sending it to '{netvm}', and {effect}. "
+                + $"Nothing to do if it is meant to end; to keep it a week longer, put '{WithExpire(r.Rule, "+604800")}' in its place (Set-QubeFirewallRule).",
+                null);
         }
     }
 
@@ -437,8 +393,11 @@ public static partial class FirewallAudit
         var (problem, rule, fix) = QubeManagerProblem(qube.Name, rules);
         if (problem is null) yield break;
         yield return new AuditFinding(AuditSeverity.Info, qube.Name, AuditChecks.QubeManagerShape, rule,
-            $"The Qube Manager's firewall tab cannot show this list ({problem}): it says \"Firewall has been modified manually\" and disables its controls for '{qube.Name}'. qvm-firewall and this module handle it.",
-            fix ?? "Nothing, if you manage these rules with qvm-firewall or this module. For the tab, the list may hold only accept rules for hosts, protocols and ports (no comment needed), the plain 'accept dns' and 'accept icmp' rules, at most a bare accept with an expiry, and must end in a plain 'accept' or 'drop'.");
+            $"The Qube Manager's firewall tab cannot show this list ({problem}): it says \"Firewall has been modified manually\" and disables its controls for '{qube.Name}'. qvm-firewall and this module handle it"
+            + (fix is null
+                ? ": nothing to do if you manage these rules with them. For the tab, the list may hold only accept rules for hosts, protocols and ports (no comment needed), the plain 'accept dns' and 'accept icmp' rules, at most a bare accept with an expiry, and must end in a plain 'accept' or 'drop'."
+                : ". The fix adds the missing rules in front of the final drop (DNS and ICMP are then allowed)."),
+            fix);
     }
 
     /// <summary>
@@ -480,7 +439,7 @@ public static partial class FirewallAudit
             if (!dns) missing.Add("'action=accept specialtarget=dns'");
             if (!icmp) missing.Add("'action=accept proto=icmp'");
             return ($"it ends in drop without {string.Join(" and ", missing)}", null,
-                $"{string.Join(", ", missing)} | Add-QubeFirewallRule -VMName {vmName} (both go in front of the final drop; DNS and ICMP are then allowed)");
+                $"{string.Join(", ", missing)} | Add-QubeFirewallRule -VMName {FixCommand.Name(vmName)}");
         }
         return (null, null, null);
     }
@@ -503,12 +462,9 @@ public static partial class FirewallAudit
 
     // ------------------------------------------------------------------ fixes
 
-    /// <summary>A PowerShell single-quoted string.</summary>
-    internal static string Quote(string s) => "'" + s.Replace("'", "''", StringComparison.Ordinal) + "'";
-
-    /// <summary>Removes exactly this rule: the piped object is matched on its number and text, so a changed list refuses it.</summary>
-    internal static string RemoveCommand(QubeFirewallRule r) =>
-        $"Get-QubeFirewallRule -VMName {r.VMName} | Where-Object {{ $_.Number -eq {r.Number} -and $_.Text -eq {Quote(r.Text)} }} | Remove-QubeFirewallRule -Confirm:$false";
+    /// <summary>Sets the list without this rule; null when it is the only one (an empty list is no fix).</summary>
+    internal static string? Without(IReadOnlyList<QubeFirewallRule> rules, QubeFirewallRule r) =>
+        rules.Count <= 1 ? null : FirewallSet.Command(r.VMName, rules.Where(x => x.Number != r.Number).Select(x => x.Rule));
 
     /// <summary>The rule's text with another expire value (e.g. "+604800": seconds from when it is added).</summary>
     internal static string WithExpire(FirewallRule rule, string expire)

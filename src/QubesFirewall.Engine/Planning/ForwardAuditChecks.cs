@@ -39,7 +39,7 @@ public static partial class ForwardAuditChecks
 
     /// <summary>Re-applying a declared forward rewrites the file of every qube on its way from the declarations.</summary>
     internal static string ReapplyCommand(QubesInventory inventory, PortForward f, NetworkChain? chain) =>
-        $"Get-QubePortForward -VMName {f.VMName} -Port {f.Port.ToString(CultureInfo.InvariantCulture)} -Protocol {f.Protocol} | Add-QubePortForward" +
+        $"Get-QubePortForward -VMName {FixCommand.Name(f.VMName)} -Port {f.Port.ToString(CultureInfo.InvariantCulture)} -Protocol {f.Protocol} | Add-QubePortForward" +
         (chain is not null && PartsOf(chain).Any(q => QubesFacts.IsDisposable(q)) ? " -Force" : "");
 
     /// <summary>What the forward checks share for one audit: the declarations, their chains, the expected and stored rule lines.</summary>
@@ -162,17 +162,19 @@ public sealed class ForwardDisposableHopCheck : IAuditCheck
                         $"{forward.Text} ({forward.FeatureName}) passes through '{part.Name}' ({role}), a disposable of '{storage.Name}': its /rw is a fresh copy of {storage.Name}'s at each start, " +
                         $"so its part of the forward lives in {storage.Name}:{path} and comes back only while that file keeps it" +
                         (siblings.Count > 0 ? $"; the other disposables of {storage.Name} ({string.Join(", ", siblings)}) get the file too (each part runs only in the qube it names)" : "") +
-                        (autoCleanup ? $". '{part.Name}' is also removed when it shuts down (auto_cleanup), and the forward with it" : "") + ".",
+                        (autoCleanup ? $". '{part.Name}' is also removed when it shuts down (auto_cleanup), and the forward with it" : "") + ". " +
                         $"Make '{part.Name}' a regular qube (qvm-create --class AppVM{(part.ProvidesNetwork ? " --property provides_network=True" : "")} with the same template, then move its clients or services to it and run {ForwardAuditChecks.ReapplyCommand(inventory, forward, chain)}); " +
-                        $"or keep it, and after any change of {storage.Name}'s /rw/config check its part with Export-QubeFirewallScript -VMName {part.Name}.");
+                        $"or keep it, and after any change of {storage.Name}'s /rw/config check its part with Export-QubeFirewallScript -VMName {part.Name}.",
+                        null);
                 }
                 else if (part.TemplateForDispVMs)
                 {
                     var disposables = inventory.Qubes.Where(q => QubesFacts.IsDisposable(q) && q.Template == part.Name).Select(q => q.Name).ToList();
                     yield return new AuditFinding(AuditSeverity.Warning, qube.Name, ForwardAuditChecks.DisposableHop, null,
                         $"{forward.Text} ({forward.FeatureName}) passes through '{part.Name}' ({role}), a disposable template (template_for_dispvms): every disposable started from it gets a copy of its {path}, " +
-                        $"this forward's part included, and runs it at start" + (disposables.Count > 0 ? $" (now: {string.Join(", ", disposables)})" : "") + ".",
-                        $"Use a qube that is not a disposable template on the way (qvm-prefs {part.Name} template_for_dispvms False, if no disposable needs it), then run {ForwardAuditChecks.ReapplyCommand(inventory, forward, chain)}.");
+                        $"this forward's part included, and runs it at start" + (disposables.Count > 0 ? $" (now: {string.Join(", ", disposables)})" : "") + ". " +
+                        $"Use a qube that is not a disposable template on the way (qvm-prefs {part.Name} template_for_dispvms False, if no disposable needs it), then run {ForwardAuditChecks.ReapplyCommand(inventory, forward, chain)}.",
+                        null);
                 }
             }
         }
@@ -195,8 +197,9 @@ public sealed class ForwardCustomPersistCheck : IAuditCheck
                 if (!ForwardPersistence.HasCustomPersist(context.Inventory, part)) continue;
                 yield return new AuditFinding(AuditSeverity.Warning, qube.Name, ForwardAuditChecks.CustomPersistHop, null,
                     $"{forward.Text} ({forward.FeatureName}) passes through '{part.Name}' ({ForwardAuditChecks.RoleIn(chain, part)}), which has the R4.3 custom-persist service on: " +
-                    $"Qubes does not run its {ForwardPersistence.HookPath(part)} at start, so its part of the forward is lost when '{part.Name}' restarts.",
-                    ForwardPersistence.CustomPersistFix(part));
+                    $"Qubes does not run its {ForwardPersistence.HookPath(part)} at start, so its part of the forward is lost when '{part.Name}' restarts. " +
+                    ForwardPersistence.CustomPersistFix(part),
+                    null);
             }
         }
     }
@@ -243,10 +246,11 @@ public sealed class ForwardPartsCheck : IAuditCheck
                 var hostile = failure.Kind == FailureKind.InvalidData;
                 if (declared.Count > 0 || hostile)
                     yield return new AuditFinding(hostile ? AuditSeverity.Error : AuditSeverity.Info, qube.Name, AuditChecks.CheckFailed, null,
-                        $"The port forward parts in '{holder.Name}' could not be checked{(declared.Count == 0 ? " (nor whether it holds rules no declaration gives)" : "")}: {failure.Message}",
-                        hostile
+                        $"The port forward parts in '{holder.Name}' could not be checked{(declared.Count == 0 ? " (nor whether it holds rules no declaration gives)" : "")}: {failure.Message} " +
+                        (hostile
                             ? $"Look at that file in '{holder.Name}' (a compromised or broken qube can answer anything); once it is a hook file again, run Test-QubeFirewall -VMName {qube.Name} again."
-                            : $"Start '{holder.Name}' (or fix what the message says), then run Test-QubeFirewall -VMName {qube.Name} again.");
+                            : $"Start '{holder.Name}' (or fix what the message says), then run Test-QubeFirewall -VMName {qube.Name} again."),
+                        null);
                 continue;
             }
             var expected = data.Expected(holder);
@@ -270,8 +274,8 @@ public sealed class ForwardPartsCheck : IAuditCheck
                         : have.Count == 0 ? "does not hold its part"
                         : $"holds another version of its part ({missing.ToString(CultureInfo.InvariantCulture)} rule{(missing == 1 ? "" : "s")} missing, {extra.ToString(CultureInfo.InvariantCulture)} not declared)";
                     yield return new AuditFinding(AuditSeverity.Error, qube.Name, ForwardAuditChecks.MissingPart, null,
-                        $"{forward.Text} is declared ({forward.FeatureName}), but {where} {what}. At {holder.Name}'s next start the forward does not work as declared.",
-                        ForwardAuditChecks.ReapplyCommand(inventory, forward, declaration.Chain) + " (rewrites the file of every qube on the way from the declaration)");
+                        $"{forward.Text} is declared ({forward.FeatureName}), but {where} {what}. At {holder.Name}'s next start the forward does not work as declared. The fix rewrites the file of every qube on the way from the declaration.",
+                        ForwardAuditChecks.ReapplyCommand(inventory, forward, declaration.Chain));
                 }
                 else
                 {
@@ -283,15 +287,17 @@ public sealed class ForwardPartsCheck : IAuditCheck
                     var why = invalid is not null
                         ? $"its declaration {invalid.FeatureName} cannot be read ({invalid.Problem?.TrimEnd('.')})"
                         : $"no declaration gives it (no feature {feature} on {qube.Name})";
-                    var fix = invalid is not null
-                        ? $"Remove-QubePortForward -VMName {qube.Name} -Port {port.ToString(CultureInfo.InvariantCulture)} -Protocol {protocol}, then add it again with Add-QubePortForward if you want it"
+                    var name = FixCommand.Name(qube.Name);
+                    var portText = port.ToString(CultureInfo.InvariantCulture);
+                    var (fix, how) = invalid is not null
+                        ? ($"Remove-QubePortForward -VMName {name} -Port {portText} -Protocol {protocol} -Confirm:$false", " The fix removes it; add it again with Add-QubePortForward if you want it.")
                         : other is not null
-                            ? $"{ForwardAuditChecks.ReapplyCommand(inventory, other, data.Chains[(other.VMName, other.FeatureName)])} (re-applying a forward that crosses {holder.Name} rewrites its file from the declarations)"
+                            ? (ForwardAuditChecks.ReapplyCommand(inventory, other, data.Chains[(other.VMName, other.FeatureName)]), $" The fix re-applies a forward that crosses {holder.Name}, which rewrites its file from the declarations.")
                             // derived from the file's content: never a command that opens anything; it rebuilds the files without the rules
-                            : $"Remove-QubePortForward -VMName {qube.Name} -Port {port.ToString(CultureInfo.InvariantCulture)} -Protocol {protocol} -Confirm:$false " +
-                              "(no declaration gives these rules: it rebuilds the file of every qube on the way from the declarations, without them; it opens nothing)";
+                            : ($"Remove-QubePortForward -VMName {name} -Port {portText} -Protocol {protocol} -Confirm:$false",
+                               " The fix rebuilds the file of every qube on the way from the declarations, without these rules; it opens nothing.");
                     yield return new AuditFinding(AuditSeverity.Error, qube.Name, ForwardAuditChecks.UndeclaredPart, null,
-                        $"{where} holds port forward rules for {text} to '{qube.Name}' ({extra.ToString(CultureInfo.InvariantCulture)} rule{(extra == 1 ? "" : "s")}), but {why}: they open the port at {holder.Name}'s next start, and Get-QubePortForward does not show it.",
+                        $"{where} holds port forward rules for {text} to '{qube.Name}' ({extra.ToString(CultureInfo.InvariantCulture)} rule{(extra == 1 ? "" : "s")}), but {why}: they open the port at {holder.Name}'s next start, and Get-QubePortForward does not show it.{how}",
                         fix);
                 }
             }

@@ -101,7 +101,7 @@ public static class IPv6Planner
     public static (bool Enabled, string? DecidedBy) Decide(QubesInventory inventory, Qube qube) => Decide(inventory, qube, null, null);
 
     // check_with_netvm with the feature of one qube (overrideName) replaced by overrideValue (null: absent).
-    private static (bool Enabled, string? DecidedBy) Decide(QubesInventory inventory, Qube qube, string? overrideValue, string? overrideName)
+    internal static (bool Enabled, string? DecidedBy) Decide(QubesInventory inventory, Qube qube, string? overrideValue, string? overrideName)
     {
         var seen = new HashSet<string>(StringComparer.Ordinal);
         for (Qube? q = qube; q is not null && seen.Add(q.Name); q = q.NetVM is { } n ? inventory.Find(n) : null)

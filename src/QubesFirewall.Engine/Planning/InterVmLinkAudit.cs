@@ -31,12 +31,18 @@ public sealed class InterVmLinkAuditCheck : IAuditCheck
         var links = InterVmLinkPlanner.List(context.Inventory, context.ReadQubeFile, vm => context.Firewall(vm), context.Now, name => name == qube.Name);
         foreach (var link in links)
         {
-            var again = EnableCommand(link);
+            var again = EnableCommand(link, NeedsForce(context.Inventory, link));
             if (link.Problem is not null)
             {
                 yield return new AuditFinding(AuditSeverity.Error, qube.Name, LinkIncomplete, null,
-                    $"The link {link} cannot work: {link.Problem}",
-                    $"Fix it, or remove it: Disable-QubeInterVmNetwork -From {link.From} -To {link.To} -Protocol {link.Protocol} -Port {link.Port}");
+                    $"The link {link} cannot work: {link.Problem} Fix that, or remove the link (the fix removes it).",
+                    $"Disable-QubeInterVmNetwork -From {FixCommand.Name(link.From)} -To {FixCommand.Name(link.To)} -Protocol {link.Protocol} -Port {FixCommand.Word(link.Port)} -Confirm:$false");
+                continue;
+            }
+            if (link.Change is not null && link.IPv4OnlyParts.Count == new[] { link.ForwardRulePresent, link.InputRulePresent, link.FirewallRulePresent }.Count(p => p == false))
+            {
+                // Not broken: IPv6 came on since the link was made, and only the IPv6 half is missing.
+                yield return new AuditFinding(AuditSeverity.Warning, qube.Name, LinkIncomplete, null, $"The link {link} works over IPv4 only: {link.Change}", again);
                 continue;
             }
             var missing = new List<string>();
@@ -52,8 +58,8 @@ public sealed class InterVmLinkAuditCheck : IAuditCheck
             if (link.FirewallRulePresent is null) unknown.Add($"{link.From}'s rule list");
             if (unknown.Count > 0 && context.ReadQubeFile is not null)
                 yield return new AuditFinding(AuditSeverity.Warning, qube.Name, LinkUnchecked, null,
-                    $"The link {link} could not be checked completely: {string.Join(" and ", unknown)} could not be read (a qube that is not running?).",
-                    "Start the qubes of the link, then run Test-QubeFirewall again.");
+                    $"The link {link} could not be checked completely: {string.Join(" and ", unknown)} could not be read (a qube that is not running?). Start the qubes of the link, then run Test-QubeFirewall again.",
+                    null);
             foreach (var name in new[] { link.NetVM, link.To }.Distinct())
             {
                 if (name is null || context.Inventory.Find(name) is not { } part) continue;
@@ -61,16 +67,21 @@ public sealed class InterVmLinkAuditCheck : IAuditCheck
                 if (storage.Name != part.Name)
                     yield return new AuditFinding(AuditSeverity.Warning, qube.Name, LinkNotPersistent, null,
                         $"'{part.Name}', which keeps a part of the link {link}, is a disposable of '{storage.Name}': its part lives in {storage.Name}'s {ForwardPersistence.HookPath(part)}, " +
-                        $"which every disposable of {storage.Name} gets (the part checks the qube's name before it runs).",
-                        $"To keep it to {part.Name} alone, make {part.Name} a non-disposable qube.");
+                        $"which every disposable of {storage.Name} gets (the part checks the qube's name before it runs). To keep it to {part.Name} alone, make {part.Name} a non-disposable qube.",
+                        null);
                 if (ForwardPersistence.HasCustomPersist(context.Inventory, part))
                     yield return new AuditFinding(AuditSeverity.Warning, qube.Name, LinkNotPersistent, null,
-                        $"'{part.Name}', which keeps a part of the link {link}, has the R4.3 custom-persist service on: Qubes does not run its /rw/config hooks, so its part is gone after it restarts.",
-                        $"Make {ForwardPersistence.HookPath(part)} persistent in {part.Name} (a custom-persist bind for /rw/config), or turn custom-persist off (qvm-service {part.Name} custom-persist off).");
+                        $"'{part.Name}', which keeps a part of the link {link}, has the R4.3 custom-persist service on: Qubes does not run its /rw/config hooks, so its part is gone after it restarts. " +
+                        $"Make {ForwardPersistence.HookPath(part)} persistent in {part.Name} (a custom-persist bind for /rw/config), or turn custom-persist off (qvm-service {part.Name} custom-persist off).",
+                        null);
             }
         }
     }
 
-    private static string EnableCommand(QubeInterVmLink link) =>
-        $"Enable-QubeInterVmNetwork -From {link.From} -To {link.To} -Protocol {link.Protocol}{(link.Port == LinkPorts.AllText ? "" : " -Port " + link.Port)}";
+    private static string EnableCommand(QubeInterVmLink link, bool force) =>
+        $"Enable-QubeInterVmNetwork -From {FixCommand.Name(link.From)} -To {FixCommand.Name(link.To)} -Protocol {link.Protocol}{(link.Port == LinkPorts.AllText ? "" : " -Port " + FixCommand.Word(link.Port))}{(force ? " -Force" : "")}";
+
+    // A part kept in a disposable's template: Enable refuses it without -Force, as it refused the first time.
+    private static bool NeedsForce(QubesInventory inventory, QubeInterVmLink link) =>
+        new[] { link.NetVM, link.To }.Any(n => n is not null && inventory.Find(n) is { } q && ForwardPersistence.StorageOf(inventory, q).Name != q.Name);
 }

@@ -97,6 +97,15 @@ public sealed record QubeInterVmLink
 
     /// <summary>Bound to its qube's uuid, Legacy (no uuid yet: adopt it with Enable-QubeInterVmNetwork), or Copied (never deployed).</summary>
     public Trust.DeclarationOwnership Ownership { get; init; }
+    /// <summary>
+    /// The parts (<c>Forward</c>, <c>Input</c>, <c>Firewall</c>) in place for IPv4 but not for IPv6: IPv6 was turned on
+    /// along the link since it was made. Not broken: the link works over IPv4; Enable again (Set-QubeIPv6 does it with
+    /// the change) adds the IPv6 half.
+    /// </summary>
+    public IReadOnlyList<string> IPv4OnlyParts { get; init; } = [];
+
+    /// <summary>What changed since the link was made, when that explains parts missing (IPv6 turned on), else null.</summary>
+    public string? Change { get; init; }
 
     /// <summary>All three parts are in place.</summary>
     public bool IsComplete => ForwardRulePresent == true && InputRulePresent == true && FirewallRulePresent == true && Problem is null;
@@ -170,9 +179,7 @@ public static class InterVmLinkPlanner
                     $"'{q.Name}' has no network qube (its netvm is none), so no traffic can reach or leave it. Set its netvm first (qvm-prefs {q.Name} netvm sys-firewall).", q.Name);
         }
         if (from.NetVM != to.NetVM)
-            throw new QubesFirewallException("DifferentNetVM", FailureKind.InvalidOperation,
-                $"'{from.Name}' uses the network qube '{from.NetVM}' and '{to.Name}' uses '{to.NetVM}': a link joins two qubes behind the same network qube, " +
-                $"which passes the traffic between its own clients. Give both the same netvm (qvm-prefs {to.Name} netvm {from.NetVM}), or publish the service with Add-QubePortForward -Type Internal. Nothing was changed.", link);
+            throw DifferentNetVm(inventory, link, from, to);
         var netvm = inventory.Find(from.NetVM!) ?? throw new QubesFirewallException("NetVmNotFound", FailureKind.ObjectNotFound,
             $"'{from.Name}' uses '{from.NetVM}' as its network qube, but there is no qube of that name.", from.NetVM);
         if (checks)
@@ -180,11 +187,39 @@ public static class InterVmLinkPlanner
             if (QubesFacts.IsWhonixGateway(inventory, netvm))
                 throw new QubesFirewallException("WhonixInChain", FailureKind.InvalidOperation,
                     $"'{netvm.Name}', the network qube of '{from.Name}' and '{to.Name}', is a Whonix gateway: it sends its clients' traffic through Tor and does not run the qubes-firewall service. " +
-                    "A link between its clients would go around Tor. Nothing was changed.", netvm.Name);
+                    $"A link between its clients would go around Tor. Nothing was changed. {ConnectTcpAdvice(link)}", netvm.Name);
             foreach (var q in new[] { netvm, from, to }) QubesRelease.EnsureSupported(inventory, q);
         }
         return new ResolvedLink(link, from, to, netvm);
     }
+
+    /// <summary>
+    /// Two qubes behind different network qubes. The advice never moves a qube off a Whonix gateway or a VPN-like
+    /// network qube (<see cref="Enforcement.IsAnonymizingOrTunnel"/>): that would take it off Tor or the tunnel.
+    /// It says why the link cannot be made, and what can: qubes.ConnectTCP, which needs no network between them.
+    /// </summary>
+    private static QubesFirewallException DifferentNetVm(QubesInventory inventory, InterVmLink link, Qube from, Qube to)
+    {
+        var why = $"'{from.Name}' uses the network qube '{from.NetVM}' and '{to.Name}' uses '{to.NetVM}': a link joins two qubes behind the same network qube, " +
+                  "which passes the traffic between its own clients. Nothing was changed.";
+        var kept = new[] { from, to }.Where(q => inventory.Find(q.NetVM!) is { } n && Enforcement.IsAnonymizingOrTunnel(inventory, n)).ToList();
+        string advice;
+        if (kept.Count > 0)
+        {
+            var names = string.Join(" and ", kept.Select(q => $"'{q.Name}' off '{q.NetVM}'"));
+            var whonix = kept.Any(q => QubesFacts.IsWhonixGateway(inventory, inventory.Find(q.NetVM!)!));
+            advice = $" Moving {names} is not the way: that would take it off {(whonix ? "Tor" : "its tunnel")}, and a link around it would bypass it. {ConnectTcpAdvice(link)}";
+        }
+        else
+            advice = $" Give both the same netvm (qvm-prefs {to.Name} netvm {from.NetVM}), or publish the service with Add-QubePortForward -Type Internal. {ConnectTcpAdvice(link)}";
+        return new QubesFirewallException("DifferentNetVM", FailureKind.InvalidOperation, why + advice, link);
+    }
+
+    /// <summary>What works between any two qubes, whatever their network: qrexec's qubes.ConnectTCP (TCP only).</summary>
+    private static string ConnectTcpAdvice(InterVmLink link) =>
+        link.Protocol == ForwardProtocol.Tcp && link.Ports.IsSinglePort
+            ? $"For TCP from '{link.From}' to '{link.To}' without any network between them, use qubes.ConnectTCP: Add-QubeTcpBinding -From {link.From} -To {link.To} -Port {link.Ports.First.ToString(System.Globalization.CultureInfo.InvariantCulture)}."
+            : $"For TCP from '{link.From}' to '{link.To}' without any network between them, use qubes.ConnectTCP (Add-QubeTcpBinding -From {link.From} -To {link.To} -Port <port>, one port per binding).";
 
     /// <summary>The valid declarations of the inventory.</summary>
     public static IReadOnlyList<InterVmLink> DeclaredLinks(QubesInventory inventory) =>
@@ -528,15 +563,32 @@ public static class InterVmLinkPlanner
             var forwardSection = SectionOf(r.NetVM);
             var inputSection = SectionOf(r.To);
             var rules = Rules(r.From.Name);
-            bool HasAll(string section, string chain, Func<ResolvedLink, NftFamily, IEnumerable<string>> lines) =>
-                families.All(f => lines(r, f).All(rule => section.Contains($"add rule {NftForwardScript.Table(f)} {chain} {rule}\n", StringComparison.Ordinal)));
+            bool HasFamilies(IEnumerable<NftFamily> of, string section, string chain, Func<ResolvedLink, NftFamily, IEnumerable<string>> lines) =>
+                of.All(f => lines(r, f).All(rule => section.Contains($"add rule {NftForwardScript.Table(f)} {chain} {rule}\n", StringComparison.Ordinal)));
+            bool HasAll(string section, string chain, Func<ResolvedLink, NftFamily, IEnumerable<string>> lines) => HasFamilies(families, section, chain, lines);
+            bool HasIPv4(string section, string chain, Func<ResolvedLink, NftFamily, IEnumerable<string>> lines) => HasFamilies([NftFamily.Ip], section, chain, lines);
+            var forward = forwardSection is null ? (bool?)null : HasAll(forwardSection, NftLinkScript.ForwardChain, NftLinkScript.ForwardRules);
+            var input = inputSection is null ? (bool?)null : HasAll(inputSection, NftLinkScript.InputChain, NftLinkScript.InputRules);
+            var firewall = rules is null ? (bool?)null : FirewallRules(r).All(rule => IsEffective(rules, rule));
+            // With IPv6 on along the link, a part that holds its IPv4 half only was made before IPv6 was turned on.
+            var ipv4Only = new List<string>();
+            if (r.HasIPv6)
+            {
+                if (forward == false && HasIPv4(forwardSection!, NftLinkScript.ForwardChain, NftLinkScript.ForwardRules)) ipv4Only.Add("Forward");
+                if (input == false && HasIPv4(inputSection!, NftLinkScript.InputChain, NftLinkScript.InputRules)) ipv4Only.Add("Input");
+                if (firewall == false && IsEffective(rules!, FirewallRules(r)[0])) ipv4Only.Add("Firewall");
+            }
             result.Add(item with
             {
                 NetVM = r.NetVM.Name,
                 IPv6 = r.HasIPv6,
-                ForwardRulePresent = forwardSection is null ? null : HasAll(forwardSection, NftLinkScript.ForwardChain, NftLinkScript.ForwardRules),
-                InputRulePresent = inputSection is null ? null : HasAll(inputSection, NftLinkScript.InputChain, NftLinkScript.InputRules),
-                FirewallRulePresent = rules is null ? null : FirewallRules(r).All(rule => IsEffective(rules, rule)),
+                ForwardRulePresent = forward,
+                InputRulePresent = input,
+                FirewallRulePresent = firewall,
+                IPv4OnlyParts = ipv4Only,
+                Change = ipv4Only.Count == 0 ? null
+                    : $"IPv6 was turned on along the link since it was made: its {string.Join(", ", ipv4Only.Select(p => p.ToLowerInvariant()))} part{(ipv4Only.Count == 1 ? " is" : "s are")} in place for IPv4 only. " +
+                      $"It works over IPv4; Enable-QubeInterVmNetwork -From {d.Link.From} -To {d.Link.To} again (Set-QubeIPv6 does it with the change) adds the IPv6 half.",
             });
         }
         return result;

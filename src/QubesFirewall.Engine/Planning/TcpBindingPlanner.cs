@@ -99,6 +99,10 @@ public sealed record TcpBindingChangeResult
     public string? Message { get; init; }
 
     public override string ToString() => $"{VMName}: {Change}: {Status}";
+
+    /// <summary>One line for -Verbose: the message alone when it says what was done, else the change, its status and the message.</summary>
+    public string Describe() =>
+        Status == DeploymentStepStatus.Applied && Message is { Length: > 0 } ? $"{VMName}: {Message}" : $"{VMName}: {Change}: {Status}. {Message}";
 }
 
 /// <summary>What applying a plan did, change by change; the run in the client (if any); the failure that stopped it.</summary>

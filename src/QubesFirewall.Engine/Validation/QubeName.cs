@@ -25,6 +25,8 @@ public static partial class QubeName
         if (name.Length > MaxLength) return $"A qube name must be shorter than 32 characters ('{Formats.QubesXml.Printable(name)}' has {name.Length}).";
         if (name[0] is (>= '0' and <= '9') or '_' or '.' or '-')
             return $"A qube name cannot start with a hyphen, underscore, dot or digit: '{Formats.QubesXml.Printable(name)}'.";
+        if (name.IndexOfAny(['*', '?', '[']) >= 0)
+            return $"'{Formats.QubesXml.Printable(name)}' is a wildcard, and this parameter takes one qube by its name. To act on several qubes, pipe them in: Get-Qube {Formats.QubesXml.Printable(name)} | ...";
         if (!Allowed().IsMatch(name))
             return $"A qube name may contain only ASCII letters, digits, '_', '.' and '-', starting with a letter: '{Formats.QubesXml.Printable(name)}' is not valid.";
         if (name == "Domain-0") return "A qube cannot be named 'Domain-0'.";

@@ -13,11 +13,8 @@ namespace QubesFirewall.PowerShell.Cmdlets;
 // -Rule, an object with rule properties binds the fields).
 [Cmdlet(VerbsCommon.Add, "QubeFirewallRule", SupportsShouldProcess = true)]
 [OutputType(typeof(QubeFirewallRule))]
-public sealed class AddQubeFirewallRuleCommand : QubeCmdlet
+public sealed class AddQubeFirewallRuleCommand : FirewallRuleInputCmdlet
 {
-    private const string FieldsSet = "Fields";
-    private const string TextSet = "Text";
-
     private readonly Dictionary<string, List<RuleInsertion>> _pending = new(StringComparer.Ordinal);
     private readonly HashSet<string> _refused = new(StringComparer.Ordinal);
 
@@ -26,46 +23,6 @@ public sealed class AddQubeFirewallRuleCommand : QubeCmdlet
     [ArgumentCompleter(typeof(QubeNameCompleter))]
     [ValidateNotNullOrEmpty]
     public string VMName { get; set; } = "";
-
-    [Parameter(Mandatory = true, ParameterSetName = FieldsSet, ValueFromPipelineByPropertyName = true)]
-    public RuleAction Action { get; set; }
-
-    [Parameter(ParameterSetName = FieldsSet, ValueFromPipelineByPropertyName = true)]
-    [EmptyAsNull]
-    public RuleProtocol? Protocol { get; set; }
-
-    [Parameter(ParameterSetName = FieldsSet, ValueFromPipelineByPropertyName = true)]
-    [Alias("RemoteAddress")]
-    [EmptyAsNull]
-    public string? DstHost { get; set; }
-
-    [Parameter(ParameterSetName = FieldsSet, ValueFromPipelineByPropertyName = true)]
-    [Alias("RemotePort")]
-    [EmptyAsNull]
-    public string? DstPorts { get; set; }
-
-    [Parameter(ParameterSetName = FieldsSet, ValueFromPipelineByPropertyName = true)]
-    [EmptyAsNull]
-    public int? IcmpType { get; set; }
-
-    [Parameter(ParameterSetName = FieldsSet, ValueFromPipelineByPropertyName = true)]
-    [EmptyAsNull]
-    public SpecialTarget? SpecialTarget { get; set; }
-
-    /// <summary>A DateTime, a TimeSpan from now, Unix seconds or "+SECONDS".</summary>
-    [Parameter(ParameterSetName = FieldsSet, ValueFromPipelineByPropertyName = true)]
-    [EmptyAsNull]
-    public object? Expire { get; set; }
-
-    [Parameter(ParameterSetName = FieldsSet, ValueFromPipelineByPropertyName = true)]
-    [Alias("Description")]
-    [EmptyAsNull]
-    public string? Comment { get; set; }
-
-    /// <summary>One rule in the qvm-firewall / Admin API text form.</summary>
-    [Parameter(Mandatory = true, Position = 1, ParameterSetName = TextSet, ValueFromPipeline = true)]
-    [AllowEmptyString]
-    public RuleLine Rule { get; set; } = new("");
 
     /// <summary>0-based index the rule takes, as qvm-firewall's --before; the list's length appends.</summary>
     [Parameter(ValueFromPipelineByPropertyName = true)]
@@ -77,14 +34,9 @@ public sealed class AddQubeFirewallRuleCommand : QubeCmdlet
 
     protected override void ProcessRecord()
     {
-        var line = Rule.Text;
-        if (ParameterSetName == TextSet && (string.IsNullOrWhiteSpace(line) || line.TrimStart().StartsWith('#')))
-            return; // blank lines and comments in a rules file
         try
         {
-            var rule = ParameterSetName == TextSet
-                ? RuleText.Parse(line.Trim(), Now)
-                : FirewallRule.Create(Action, Protocol, DstHost, DstPorts, IcmpType, SpecialTarget, ExpireArgument.ToUnixTime(Expire, Now), Comment);
+            if (ReadRule() is not { } rule) return; // blank lines and comments in a rules file
             if (!_pending.TryGetValue(VMName, out var list)) _pending[VMName] = list = [];
             list.Add(new RuleInsertion(rule, Position));
         }
@@ -106,6 +58,7 @@ public sealed class AddQubeFirewallRuleCommand : QubeCmdlet
                 continue;
             }
             if (!TryEngine(() => FirewallPlanner.PlanInsert(Backend, vmName, insertions, Now), out var change)) continue;
+            WarnIfNotEnforced(vmName);
             var accepted = change.Steps.Where(s => ShouldProcess(s.Target, s.Action)).ToList();
             if (accepted.Count == 0)
             {

@@ -36,6 +36,7 @@ public sealed class AddQubePortForwardCommand : QubeCmdlet
     [Parameter(ValueFromPipelineByPropertyName = true)]
     public ForwardType Type { get; set; } = ForwardType.External;
 
+    /// <summary>The source networks allowed; <c>Any</c> (alone) opens the port to everyone, which then asks at ConfirmImpact High.</summary>
     [Parameter(ValueFromPipelineByPropertyName = true)]
     [Alias("RemoteAddress")]
     [EmptyAsNull]
@@ -55,7 +56,7 @@ public sealed class AddQubePortForwardCommand : QubeCmdlet
     [EmptyAsNull]
     public string? Comment { get; set; }
 
-    /// <summary>Accept a disposable on the way, and skip the question about a port open to everyone.</summary>
+    /// <summary>Accept a disposable on the way. It does not open a port to everyone: that takes -AllowFrom Any.</summary>
     [Parameter]
     public SwitchParameter Force { get; set; }
 
@@ -68,22 +69,48 @@ public sealed class AddQubePortForwardCommand : QubeCmdlet
 
     protected override void ProcessRecord()
     {
-        if (!TryEngine(() => PortForward.Create(VMName, Protocol, Port, TargetPort, Type, AllowFrom, Interface,
+        if (!TryEngine(() => PortForwardAllowFrom.Read(AllowFrom), out var allowFrom)) return;
+        if (!TryEngine(() => PortForward.Create(VMName, Protocol, Port, TargetPort, Type, allowFrom.Sources, Interface,
                 ExpireArgument.ToUnixTime(Expire, Now), Comment), out var forward)) return;
-        PortForwardPlan Plan() => PortForwardPlanner.PlanAdd(Backend, forward, DeploymentOptions.For(Backend, Now, Force));
+        // -WhatIf shows the plan and refuses nothing: a disposable on the way becomes a warning that running it needs -Force.
+        var force = Force || WhatIfRequested;
+        PortForwardPlan Plan() => PortForwardPlanner.PlanAdd(Backend, forward, DeploymentOptions.For(Backend, Now, force));
         if (!TryEngine(Plan, out var first) || StartWhatMustRun(first, Start, Plan) is not { } plan) return;
+        if (!Force && WhatIfRequested && TryDisposableRefusal(forward) is { } refusal) WriteWarning("Running this needs -Force: " + refusal);
+        var open = plan.OpenToEveryone && plan.Operation != "Reapply";
+        if (open && !allowFrom.Given)
+        {
+            WriteError(ToErrorRecord(PortForwardAllowFrom.Required(forward, plan)));
+            return;
+        }
         foreach (var warning in plan.Warnings) WriteWarning(warning);
         var caption = plan.Operation == "Update" ? "Update port forward" : "Add port forward";
-        if (!ShouldProcess(plan.Describe(), $"{caption} {plan.Target}?", caption))
+        if (!ShouldProcess(plan.Describe() + (open ? Environment.NewLine + OpenWarning(forward, plan) : ""), $"{caption} {plan.Target}?", caption))
         {
             ShowWhatIfDetails(() => PortForwardPlanner.Apply(Backend, plan));
             return;
         }
-        if (plan.OpenToEveryone && plan.Operation != "Reapply" && !Force && !ShouldContinue(OpenQuestion(forward, plan), "Open a port to everyone?")) return;
+        // Open to everyone: asked as at ConfirmImpact High, so a script says -Confirm:$false knowingly (never -Force).
+        if (open && !ConfirmHighImpact(OpenWarning(forward, plan) + " Continue?", "Open a port to everyone?")) return;
         DeployPortForward(plan, Plan, PassThru);
     }
 
-    private static string OpenQuestion(PortForward forward, PortForwardPlan plan) => forward.Type == ForwardType.External
-        ? $"{forward.Text} has no -AllowFrom: anyone who can reach {plan.Hops[0]} on its outside network{(forward.Interface is null ? "s" : " " + forward.Interface)} (a public Wi-Fi, the whole LAN, the internet if it has a public address) can connect to {forward.VMName}. Continue?"
-        : $"{forward.Text} has no -AllowFrom: every qube whose network qube is {plan.Hops[0]}{(forward.Interface is null ? "" : $" and everything arriving on its {forward.Interface}")} can connect to {forward.VMName}. Continue?";
+    private string? TryDisposableRefusal(PortForward forward)
+    {
+        try
+        {
+            PortForwardPlanner.PlanAdd(Backend, forward, DeploymentOptions.For(Backend, Now));
+            return null;
+        }
+        catch (QubesFirewallException ex) when (ex.ErrorId == "DisposableHop")
+        {
+            return ex.Message;
+        }
+        catch (QubesFirewallException)
+        {
+            return null;
+        }
+    }
+
+    private static string OpenWarning(PortForward forward, PortForwardPlan plan) => PortForwardAllowFrom.OpenWarning(forward, plan);
 }

@@ -64,7 +64,7 @@ public sealed class AddQubeTcpBindingCommand : QubeCmdlet
         var activity = $"{plan.Operation} qubes.ConnectTCP binding {plan.Target}";
         if (!TryEngine(() => TcpBindingPlanner.Apply(Backend, plan, HopProgress(activity), Plan), out var result)) return;
         CompleteProgress(activity);
-        foreach (var change in result.Changes) WriteVerbose($"{change.VMName}: {change.Change}: {change.Status}. {change.Message}");
+        foreach (var change in result.Changes) WriteVerbose(change.Describe());
         if (result.Failure is not null)
         {
             WriteError(ToErrorRecord(result.Failure));

@@ -16,7 +16,7 @@ public sealed class GetQubeCommand : QubeCmdlet
 
     /// <summary>Only qubes whose network qube is this one.</summary>
     [Parameter]
-    [ArgumentCompleter(typeof(QubeNameCompleter))]
+    [ArgumentCompleter(typeof(NetworkQubeCompleter))]
     public string? NetVM { get; set; }
 
     protected override void ProcessRecord()

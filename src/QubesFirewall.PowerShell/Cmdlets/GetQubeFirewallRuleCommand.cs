@@ -9,15 +9,16 @@ namespace QubesFirewall.PowerShell.Cmdlets;
 [OutputType(typeof(QubeFirewallRule))]
 public sealed class GetQubeFirewallRuleCommand : QubeCmdlet
 {
-    [Parameter(Mandatory = true, Position = 0, ValueFromPipeline = true, ValueFromPipelineByPropertyName = true)]
+    /// <summary>The qubes (wildcards allowed); without it, every qube, as the other Get- cmdlets list everything.</summary>
+    [Parameter(Position = 0, ValueFromPipeline = true, ValueFromPipelineByPropertyName = true)]
     [Alias("Name")]
     [SupportsWildcards]
     [ArgumentCompleter(typeof(QubeNameCompleter))]
-    public string[] VMName { get; set; } = [];
+    public string[]? VMName { get; set; }
 
     protected override void ProcessRecord()
     {
-        foreach (var name in VMName)
+        foreach (var name in VMName ?? ["*"])
         {
             var targets = Resolve(name);
             foreach (var qube in targets)

@@ -27,6 +27,7 @@ public sealed class RemoveQubeFirewallRuleCommand : QubeCmdlet
 
     [Parameter(Mandatory = true, Position = 1, ParameterSetName = NumberSet, ValueFromPipelineByPropertyName = true)]
     [ValidateRange(0, int.MaxValue)]
+    [ArgumentCompleter(typeof(RuleNumberCompleter))]
     public int[] Number { get; set; } = [];
 
     [Parameter(Mandatory = true, ParameterSetName = InputObjectSet, ValueFromPipeline = true)]

@@ -17,7 +17,7 @@ public sealed class RepairQubeNetVmCommand : QubeCmdlet
 
     /// <summary>Only the running clients of these network qubes; without it, the clients of every network qube.</summary>
     [Parameter(Position = 0, ValueFromPipeline = true)]
-    [ArgumentCompleter(typeof(QubeNameCompleter))]
+    [ArgumentCompleter(typeof(NetworkQubeCompleter))]
     [ValidateNotNullOrEmpty]
     public string[]? NetVM { get; set; }
 
@@ -40,17 +40,21 @@ public sealed class RepairQubeNetVmCommand : QubeCmdlet
         if (plan.Steps.Count == 0)
             WriteVerbose(_netVms.Count == 0 ? "No running qube has a network qube: nothing to re-attach." : $"No running qube has {string.Join(" or ", _netVms)} as its network qube: nothing to re-attach.");
 
+        // One question for the whole plan (during an outage it re-attaches many qubes), its text every step in order.
+        var asked = plan.Steps.Where(s => s.Kind is NetVmRepairStepKind.Start or NetVmRepairStepKind.Reattach).ToList();
+        var go = asked.Count == 0 || ShouldProcess(
+            $"Repair network attachments, in this order:{Environment.NewLine}" + string.Join(Environment.NewLine, asked.Select((s, i) => $"  {i + 1}. {s.Target}: {s.Operation}")),
+            $"Re-attach {asked.Count(s => s.Kind == NetVmRepairStepKind.Reattach)} qube(s) to their network qube" +
+            (asked.Any(s => s.Kind == NetVmRepairStepKind.Start) ? ", starting the halted network qubes first?" : "?"),
+            "Repair-QubeNetVm");
         var failedStarts = new HashSet<string>(StringComparer.Ordinal);
         foreach (var step in plan.Steps)
         {
-            if (step.Kind is NetVmRepairStepKind.Start or NetVmRepairStepKind.Reattach)
+            if (!go && step.Kind is NetVmRepairStepKind.Start or NetVmRepairStepKind.Reattach)
             {
-                if (!ShouldProcess(step.Target, step.Operation))
-                {
-                    // Not started: its clients cannot be attached either.
-                    if (step.Kind == NetVmRepairStepKind.Start) failedStarts.Add(step.VMName);
-                    continue;
-                }
+                // Not started: its clients cannot be attached either.
+                if (step.Kind == NetVmRepairStepKind.Start) failedStarts.Add(step.VMName);
+                continue;
             }
             var result = NetVmRepairPlanner.Execute(Backend, step, failedStarts);
             if (result.Action == NetVmRepairAction.Failed)

@@ -45,8 +45,20 @@ public sealed class SetQubeIPv6Command : QubeCmdlet
             }
             else
             {
-                if (!ShouldProcess(change.VMName, $"{change.Operation}: {change.Command}")) continue;
+                // The links and forwards whose IPv6 part the change turns on or off are part of the plan: -WhatIf shows them.
+                if (!TryEngine(() => IPv6Effects.Of(Backend.GetInventory(), change), out var effects)) continue;
+                var go = ShouldProcess(change.VMName, $"{change.Operation}: {change.Command}");
+                var steps = effects.Steps().ToList();
+                var accepted = steps.Select(s => ShouldProcess(s.Target, s.Action)).ToList();
+                if (!go) continue;
                 if (!TryEngine(() => IPv6Planner.Apply(Backend, change))) continue;
+                if (Backend is Engine.AdminApi.AdminApiBackend live) live.Invalidate(); // the next plans read the new feature
+                var links = effects.Links.Where((_, i) => accepted[i]).ToList();
+                var forwards = effects.Forwards.Where((_, i) => accepted[effects.Links.Count + i]).ToList();
+                if (links.Count + forwards.Count > 0 && TryEngine(() => IPv6Effects.Redeploy(Backend, links, forwards, Now), out var failure) && failure is not null)
+                    WriteError(ToErrorRecord(failure));
+                else if (links.Count + forwards.Count > 0)
+                    WriteVerbose($"{change.VMName}: planned again for the IPv6 change: {string.Join("; ", steps.Where((_, i) => accepted[i]).Select(s => s.Target))}.");
             }
             foreach (var warning in change.Warnings) WriteWarning(warning);
             WriteVerbose($"{change.VMName}: IPv6 is {(change.EnabledAfter ? "on" : "off")}" +

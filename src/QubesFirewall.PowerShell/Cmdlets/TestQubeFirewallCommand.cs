@@ -25,6 +25,10 @@ public sealed class TestQubeFirewallCommand : QubeCmdlet
     [ValidateNotNullOrEmpty]
     public string[]? VMName { get; set; }
 
+    /// <summary>The least severe finding shown: Warning (the default) shows errors and warnings, Info everything.</summary>
+    [Parameter]
+    public AuditSeverity Severity { get; set; } = AuditSeverity.Warning;
+
     // Checks that look inside qubes (port forwards, links) read through the backend; nothing is read unless one asks.
     private AuditContext Context => _context ??= new AuditContext(Backend.GetInventory(), Backend.GetFirewall, Now, Backend.ReadQubeFile);
 
@@ -41,7 +45,7 @@ public sealed class TestQubeFirewallCommand : QubeCmdlet
             {
                 if (qube.Class == QubeClass.AdminVM) { WriteVerbose("dom0 has no Qubes firewall; skipped."); continue; }
                 if (!_audited.Add(qube.Name)) continue;
-                if (TryEngine(() => FirewallAudit.Audit(Context, qube), out var findings)) WriteObject(findings, enumerateCollection: true);
+                if (TryEngine(() => FirewallAudit.Audit(Context, qube), out var findings)) Write(findings);
             }
         }
     }
@@ -52,10 +56,13 @@ public sealed class TestQubeFirewallCommand : QubeCmdlet
         {
             if (TryEngine(() => FirewallAudit.DefaultTargets(Context.Inventory), out var targets))
                 foreach (var qube in targets)
-                    if (TryEngine(() => FirewallAudit.Audit(Context, qube), out var findings)) WriteObject(findings, enumerateCollection: true);
+                    if (TryEngine(() => FirewallAudit.Audit(Context, qube), out var findings)) Write(findings);
         }
         base.EndProcessing();
     }
+
+    // Severity sorts Error first: a finding is shown when it is at least as severe as -Severity.
+    private void Write(IEnumerable<AuditFinding> findings) => WriteObject(findings.Where(f => f.Severity <= Severity), enumerateCollection: true);
 
     private IReadOnlyList<Qube> Resolve(string name, WildcardPattern? wildcard)
     {

@@ -40,7 +40,7 @@ public sealed class QubesFactsTests
         Assert.Equal(runs, QubesFacts.RunsFirewallService(netvm));
         // the planners' hook file and the audit's verdict follow the same answer
         Assert.Equal(runs ? ForwardPersistence.FirewallUserScript : ForwardPersistence.RcLocal, ForwardPersistence.HookPath(netvm));
-        Assert.Equal(runs, FirewallAudit.EnforcementOf(inv, netvm).Enforces);
+        Assert.Equal(runs, Enforcement.OfNetVm(inv, netvm).Enforces);
     }
 
     // core-admin qubes/features.py lines 169-175 and 193-198: check_with_template — the first qube along the chain that has the feature decides.
@@ -72,7 +72,7 @@ public sealed class QubesFactsTests
         Assert.Equal(gateway, QubesFacts.IsWhonixGateway(inv, inv.Get("gw")));
         Assert.True(QubesFacts.IsWhonixGateway(inv, inv.Get("tagged")));
         // planners refuse what the audit reports: one answer
-        Assert.Equal(!gateway, FirewallAudit.EnforcementOf(inv, inv.Get("gw")).Enforces);
+        Assert.Equal(!gateway, Enforcement.OfNetVm(inv, inv.Get("gw")).Enforces);
     }
 
     // core-agent-linux post-install.d/10-qubes-core-agent-features.sh lines 94-98, core-admin core_features.py lines 91-100, r3compatibility.py line 82.
@@ -85,8 +85,8 @@ public sealed class QubesFactsTests
         Assert.False(QubesFacts.AgentHasFirewallService(inv, inv.Get("a")));
         Assert.True(QubesFacts.AgentHasFirewallService(inv, inv.Get("b")));
         Assert.True(QubesFacts.AgentHasFirewallService(inv, inv.Get("c")));
-        Assert.False(FirewallAudit.EnforcementOf(inv, inv.Get("a")).Enforces);
-        Assert.True(FirewallAudit.EnforcementOf(inv, inv.Get("b")).Enforces);
+        Assert.False(Enforcement.OfNetVm(inv, inv.Get("a")).Enforces);
+        Assert.True(Enforcement.OfNetVm(inv, inv.Get("b")).Enforces);
     }
 
     // core-admin qubes/vm/dispvm.py line 118 (class DispVM, volumes not saved on stop) and line 250 (its template).

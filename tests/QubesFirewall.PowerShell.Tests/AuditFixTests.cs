@@ -1,0 +1,127 @@
+using System.Management.Automation.Language;
+using QubesFirewall.Engine.Planning;
+
+namespace QubesFirewall.PowerShell.Tests;
+
+/// <summary>
+/// A finding's Fix is a command of this module that runs, or empty. Every value in it is a validated name or a
+/// single-quoted literal, so values of an unchecked offline root (a comment with ';', '$(', a backtick, quotes)
+/// stay data: parsed with PowerShell's own parser, a Fix holds only the module's cmdlets.
+/// </summary>
+public sealed class AuditFixTests : IDisposable
+{
+    private readonly SampleRootCopy _root = new();
+
+    public void Dispose() => _root.Dispose();
+
+    private PsRun Run(string script) => PowerShellHost.Run(script, _root.Path);
+
+    private static readonly Lazy<HashSet<string>> ModuleCmdlets = new(() =>
+        PowerShellHost.Run("(Get-Command -Module QubesFirewall).Name").Output.Select(o => o.ToString()).ToHashSet(StringComparer.OrdinalIgnoreCase));
+
+    /// <summary>Parses <paramref name="fix"/>: no parse error, at least one command, every command a cmdlet of the module, no code anywhere else.</summary>
+    private static void AssertOnlyModuleCommands(string fix)
+    {
+        var ast = Parser.ParseInput(fix, out _, out var errors);
+        Assert.True(errors.Length == 0, $"'{fix}' does not parse: {string.Join("; ", errors.Select(e => e.Message))}");
+        var commands = ast.FindAll(a => a is CommandAst, true).Cast<CommandAst>().ToList();
+        Assert.NotEmpty(commands);
+        foreach (var command in commands)
+            Assert.True(command.GetCommandName() is { } name && ModuleCmdlets.Value.Contains(name), $"'{command}' in '{fix}' is not a command of the module");
+        Assert.Empty(ast.FindAll(a => a is SubExpressionAst or ExpandableStringExpressionAst or ScriptBlockExpressionAst or InvokeMemberExpressionAst
+            or MemberExpressionAst or IndexExpressionAst or ConvertExpressionAst or AttributedExpressionAst, true));
+        foreach (var variable in ast.FindAll(a => a is VariableExpressionAst, true).Cast<VariableExpressionAst>())
+            Assert.Contains(variable.VariablePath.UserPath, new[] { "true", "false" });
+    }
+
+    [Theory]
+    [InlineData("a; Remove-Item -Recurse /")]
+    [InlineData("$(Remove-Item x)")]
+    [InlineData("x`\"; y")]
+    [InlineData("it's")]
+    [InlineData("\u2018x\u2019; Remove-Item \u201Ay\u201B")]
+    [InlineData("'")]
+    public void The_quoting_function_gives_one_string_literal(string value)
+    {
+        var quoted = FixCommand.Quote(value);
+        var ast = Parser.ParseInput(quoted, out _, out var errors);
+        Assert.Empty(errors);
+        var literal = Assert.IsType<StringConstantExpressionAst>(Assert.Single(ast.FindAll(a => a is StringConstantExpressionAst, true)));
+        Assert.Equal(value, literal.Value);
+        Assert.Equal(StringConstantType.SingleQuoted, literal.StringConstantType);
+    }
+
+    [Fact]
+    public void Every_fix_on_the_sample_runs_and_resolves_its_finding()
+    {
+        // One of each kind of finding with a Fix, made the way users make them.
+        Run("""
+            Add-QubeFirewallRule -VMName work -Rule 'action=accept dst4=192.168.10.0/24 proto=tcp dstports=8080' -Position 7
+            'action=accept dst4=10.0.0.0/0 proto=tcp dstports=80', 'action=accept dst6=2001:db8::/32' | Add-QubeFirewallRule -VMName untrusted
+            'action=accept dst4=10.1.0.0/16', 'action=drop' | Set-QubeFirewallRule -VMName default-dvm
+            Set-QubeIPv6 -VMName personal -Enabled $true -WarningAction SilentlyContinue
+            Set-QubeIPv6 -VMName untrusted -Enabled $false
+            Enable-QubeInterVmNetwork -From work -To personal -Port 5432 -Force -WarningAction SilentlyContinue
+            Get-QubeFirewallRule work | Where-Object { $_.Rule.Comment -eq 'qubesfirewall link to personal' } | Remove-QubeFirewallRule -Confirm:$false
+            Add-QubePortForward -VMName work -Port 443 -AllowFrom 192.168.1.0/24 -Force -WarningAction SilentlyContinue
+            """).AssertNoErrors();
+        File.WriteAllText(Path.Combine(_root.Path, "qubesfirewall-state/sys-net/rw/config/qubes-firewall-user-script"), "#!/bin/sh\n");
+        File.WriteAllText(_root.FirewallXml("sys-whonix"), """
+            <firewall version="2"><rules>
+              <rule><properties><property name="action">accept</property><property name="proto">tcp</property><property name="dstports">65536</property></properties></rule>
+              <rule><properties><property name="action">accept</property></properties></rule>
+            </rules></firewall>
+            """);
+
+        var seen = new HashSet<string>(StringComparer.Ordinal);
+        for (var round = 0; round < 30; round++)
+        {
+            var findings = Run("Test-QubeFirewall -Severity Info").Of<AuditFinding>().Where(f => f.Fix is not null).ToList();
+            if (findings.Count == 0) break;
+            // Turning IPv6 on plans the links and forwards again, which would repair them before their own fixes ran: last.
+            var finding = findings.OrderBy(f => f.Check == AuditChecks.IPv6WithoutUplink).First();
+            var key = $"{finding.VMName} {finding.Check} {finding.Number} {finding.Fix}";
+            Assert.True(seen.Add(key), $"the fix did not resolve its finding: {key}");
+            AssertOnlyModuleCommands(finding.Fix!);
+            var fix = new Dictionary<string, object?> { ["fix"] = finding.Fix };
+            var run = PowerShellHost.Run("$WarningPreference = 'SilentlyContinue'; & ([scriptblock]::Create($fix))", _root.Path, fix);
+            run.AssertNoErrors();
+        }
+        Assert.DoesNotContain(Run("Test-QubeFirewall -Severity Info").Of<AuditFinding>(), f => f.Fix is not null);
+        // Each kind was met and fixed.
+        var checks = seen.Select(k => k.Split(' ')[1]).ToHashSet();
+        var expected = new[] { AuditChecks.DeadRule, AuditChecks.ZeroPrefix, AuditChecks.IPv6Rule, AuditChecks.QubeManagerShape,
+            AuditChecks.IPv6WithoutUplink, AuditChecks.InvalidRule, InterVmLinkAuditCheck.LinkIncomplete, ForwardAuditChecks.MissingPart };
+        Assert.True(expected.All(checks.Contains), "fixed: " + string.Join(" | ", seen));
+    }
+
+    [Fact]
+    public void Hostile_values_of_an_offline_root_give_fixes_that_only_run_module_cmdlets()
+    {
+        // Comments qubesd accepts (';' is one of its characters) and values only an edited file holds.
+        static string Rule(params (string Name, string Value)[] p) =>
+            "<rule><properties>" + string.Concat(p.Select(x => $"<property name=\"{x.Name}\">{System.Security.SecurityElement.Escape(x.Value)}</property>")) + "</properties></rule>";
+        File.WriteAllText(_root.FirewallXml("work"), "<firewall version=\"2\"><rules>" +
+            Rule(("action", "accept"), ("proto", "tcp"), ("dstports", "22"), ("comment", "a; Remove-Item -Recurse /; b")) +
+            Rule(("action", "accept"), ("dsthost", "10.0.0.0/0"), ("comment", "x;y")) +
+            Rule(("action", "drop")) +
+            Rule(("action", "accept"), ("proto", "tcp"), ("dstports", "443"), ("comment", "$(Remove-Item -Recurse /)")) +
+            Rule(("action", "accept"), ("proto", "udp"), ("dstports", "53"), ("comment", "it's `$x` \u2019; Remove-Item /")) +
+            Rule(("action", "accept"), ("dsthost", "evil;$(rm -rf /)'\u2018")) +
+            Rule(("action", "accept"), ("proto", "tcp"), ("dstports", "8080"), ("comment", "z; Get-Process")) +
+            "</rules></firewall>");
+        var findings = Run("Test-QubeFirewall work -Severity Info").Of<AuditFinding>().ToList();
+        var fixes = findings.Where(f => f.Fix is not null).Select(f => f.Fix!).Distinct().ToList();
+        Assert.Contains(findings, f => f.Check == AuditChecks.InvalidRule);
+        Assert.Contains(findings, f => f.Check == AuditChecks.DeadRule);
+        Assert.Contains(findings, f => f.Check == AuditChecks.ZeroPrefix);
+        Assert.Contains(fixes, f => f.Contains("Remove-Item -Recurse /", StringComparison.Ordinal)); // the hostile text is in there, as data
+        foreach (var fix in fixes) AssertOnlyModuleCommands(fix);
+        // Run, the invalid-rule fix sets the list without the invalid rules; the comments stay what they were.
+        var invalid = findings.First(f => f.Check == AuditChecks.InvalidRule).Fix!;
+        PowerShellHost.Run("& ([scriptblock]::Create($fix))", _root.Path, new Dictionary<string, object?> { ["fix"] = invalid }).AssertNoErrors();
+        var comments = Run("(Get-QubeFirewallRule work).Comment").Output.Select(o => o?.ToString()).ToList();
+        Assert.Contains("a; Remove-Item -Recurse /; b", comments);
+        Assert.Contains("z; Get-Process", comments);
+    }
+}
