@@ -65,6 +65,7 @@ public sealed class AddQubeFirewallRuleCommand : QubeCmdlet
     /// <summary>One rule in the qvm-firewall / Admin API text form.</summary>
     [Parameter(Mandatory = true, Position = 1, ParameterSetName = TextSet, ValueFromPipeline = true)]
     [AllowEmptyString]
+    [RuleLineTransformation]
     public RuleLine Rule { get; set; } = new("");
 
     /// <summary>0-based index the rule takes, as qvm-firewall's --before; the list's length appends.</summary>
