@@ -23,6 +23,8 @@ param(
     # New processes for the first-pipeline row.
     [int] $FirstRepeat = 5,
     [string] $ModulePath = (Join-Path $PSScriptRoot '../out/QubesFirewall/QubesFirewall.psd1'),
+    # Only the first-pipeline row (e.g. to compare ReadyToRun builds).
+    [switch] $FirstOnly,
     # Return the rows as objects instead of printing the table.
     [switch] $PassThru
 )
@@ -40,7 +42,7 @@ function Copy-Root([string] $To) {
 }
 
 function Get-Median([double[]] $Values) {
-    $sorted = $Values | Sort-Object
+    $sorted = @($Values | Sort-Object)
     $n = $sorted.Count
     if ($n % 2) { $sorted[($n - 1) / 2] } else { ($sorted[$n / 2 - 1] + $sorted[$n / 2]) / 2 }
 }
@@ -84,13 +86,14 @@ $ErrorActionPreference = 'Stop'
 $watch = [Diagnostics.Stopwatch]::StartNew()
 Import-Module $ModulePath
 $import = $watch.Elapsed.TotalMilliseconds
-$jitted = [System.Runtime.JitInfo]::GetCompiledMethodCount($false)
-$jitTime = [System.Runtime.JitInfo]::GetCompilationTime($false)
+# JIT work on this thread (the pipeline's): what ReadyToRun code saves; background tier-1 recompiles not counted.
+$jitted = [System.Runtime.JitInfo]::GetCompiledMethodCount($true)
+$jitTime = [System.Runtime.JitInfo]::GetCompilationTime($true)
 $watch.Restart()
 Get-Content $RulesFile | Add-QubeFirewallRule -VMName $Qube -Root $Root
 $first = $watch.Elapsed.TotalMilliseconds
-$jitted = [System.Runtime.JitInfo]::GetCompiledMethodCount($false) - $jitted
-$jitTime = ([System.Runtime.JitInfo]::GetCompilationTime($false) - $jitTime).TotalMilliseconds
+$jitted = [System.Runtime.JitInfo]::GetCompiledMethodCount($true) - $jitted
+$jitTime = ([System.Runtime.JitInfo]::GetCompilationTime($true) - $jitTime).TotalMilliseconds
 $floors = for ($i = 0; $i -lt $Repeat; $i++) {
     $watch.Restart()
     Get-Content $RulesFile | Measure-Object | Out-Null
@@ -99,14 +102,17 @@ $floors = for ($i = 0; $i -lt $Repeat; $i++) {
 [pscustomobject]@{ ImportMs = $import; FirstMs = $first; Jitted = $jitted; JitMs = $jitTime; FloorMs = ($floors | Sort-Object)[[math]::Floor($floors.Count / 2)] } | ConvertTo-Json -Compress
 '@
     $pwsh = Join-Path $PSHOME 'pwsh'
-    $firsts = for ($i = 0; $i -lt $FirstRepeat; $i++) {
+    $firsts = @(for ($i = 0; $i -lt $FirstRepeat; $i++) {
         $root = Copy-Root (Join-Path $work "first-$i")
         $json = & $pwsh -NoProfile -NonInteractive -File $child -ModulePath $ModulePath -RulesFile $rulesFile -Root $root -Qube $qube -Repeat $Repeat
         if ($LASTEXITCODE -ne 0) { throw "The first-pipeline process failed: $json" }
         $json | ConvertFrom-Json
-    }
+    })
     $firstRatio = Get-Median ($firsts | ForEach-Object { $_.FirstMs / $_.FloorMs })
 
+    $firstRow = [pscustomobject]@{ Work = 'text lines, first pipeline of the session (JIT included)'; Key = 'First'; Ms = Get-Median ($firsts.FirstMs); FloorMs = Get-Median ($firsts.FloorMs); Ratio = $firstRatio; Goal = 3; Floor = 'text'; Jitted = Get-Median ($firsts.Jitted); JitMs = Get-Median ($firsts.JitMs); ImportMs = Get-Median ($firsts.ImportMs) }
+    $rows = @($firstRow)
+    if (-not $FirstOnly) {
     # Warm rows, in this process.
     Import-Module $ModulePath
     $root = Copy-Root (Join-Path $work 'warm')
@@ -125,18 +131,18 @@ $floors = for ($i = 0; $i -lt $Repeat; $i++) {
     $get = Measure-Pair -Work { Get-QubeFirewallRule $qube -Root $root | Measure-Object } -Floor $textFloor
     $sync = Measure-Pair -Work { Sync-QubeFirewall $qube -Root $root -PassThru | Measure-Object } -Floor $textFloor
 
-    $rows = @(
-        [pscustomobject]@{ Work = 'text lines, first pipeline of the session (JIT included)'; Key = 'First'; Ms = Get-Median ($firsts.FirstMs); FloorMs = Get-Median ($firsts.FloorMs); Ratio = $firstRatio; Goal = 3; Floor = 'text' }
+    $rows += @(
         [pscustomobject]@{ Work = "text lines, warm, $Rules new rules"; Key = 'Warm'; Ms = $text.WorkMs; FloorMs = $text.FloorMs; Ratio = $text.WorkMs / $text.FloorMs; Goal = 2; Floor = 'text' }
         [pscustomobject]@{ Work = 'objects by property name, warm'; Key = 'Objects'; Ms = $objs.WorkMs; FloorMs = $objs.FloorMs; Ratio = $objs.WorkMs / $objs.FloorMs; Goal = 2; Floor = 'object' }
         [pscustomobject]@{ Work = "Get-QubeFirewallRule of the $count-rule qube"; Key = 'Get'; Ms = $get.WorkMs; FloorMs = $get.FloorMs; Ratio = $get.WorkMs / $get.FloorMs; Goal = 1; Floor = 'text' }
         [pscustomobject]@{ Work = 'Sync-QubeFirewall -PassThru of it'; Key = 'Sync'; Ms = $sync.WorkMs; FloorMs = $sync.FloorMs; Ratio = $sync.WorkMs / $sync.FloorMs; Goal = 1; Floor = 'text' }
     )
+    }
     if ($PassThru) { return $rows }
 
     "pwsh $($PSVersionTable.PSVersion), .NET $([Environment]::Version), $([Environment]::ProcessorCount) cores, load $((Get-Content /proc/loadavg -ErrorAction SilentlyContinue) -split ' ' | Select-Object -First 3)"
-    "first pipeline (new process, median of $FirstRepeat): module import $([math]::Round((Get-Median ($firsts.ImportMs)), 1)) ms before it; during it $(Get-Median ($firsts.Jitted)) methods JIT-compiled in $([math]::Round((Get-Median ($firsts.JitMs)), 1)) ms"
-    "other rows: medians of $Repeat runs"
+    "first pipeline (new process, median of $FirstRepeat): module import $([math]::Round((Get-Median ($firsts.ImportMs)), 1)) ms before it; during it $(Get-Median ($firsts.Jitted)) methods JIT-compiled on its thread in $([math]::Round((Get-Median ($firsts.JitMs)), 1)) ms"
+    "module: $ModulePath; other rows: medians of $Repeat runs"
     ''
     '| work | ms | floor ms | ratio | goal |'
     '|---|---:|---:|---:|---:|'

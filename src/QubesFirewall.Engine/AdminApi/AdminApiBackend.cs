@@ -13,8 +13,9 @@ namespace QubesFirewall.Engine.AdminApi;
 /// The live dom0 backend: every read and write through qubesd's Admin API (never a file behind
 /// qubesd's back), every change inside a qube through qvm-run with fixed commands.
 /// <para>
-/// Calls, per operation: the inventory is <c>admin.vm.List</c> + <c>admin.property.GetAll</c> + one
-/// <c>admin.vm.property.GetAll</c> per qube, read once per backend instance (one cmdlet invocation)
+/// Calls, per operation: the inventory is <c>admin.vm.List</c>, then one <c>admin.vm.property.GetAll</c> per qube
+/// when something first looks at that qube (<c>admin.property.GetAll</c> only if the global properties are read),
+/// read once per backend instance (one cmdlet invocation)
 /// and read again after this backend changed a feature, property or power state; a qube's features,
 /// tags and the label colours are read only when first used (<c>feature.List</c> + one <c>feature.Get</c>
 /// each, <c>tag.List</c>, <c>label.List</c> + <c>label.Get</c> each). A firewall edit is a Get when it is
@@ -49,13 +50,16 @@ public sealed partial class AdminApiBackend : IQubesBackend
     /// <summary>Forgets the cached inventory; the next <see cref="GetInventory"/> reads it again.</summary>
     public void Invalidate() => _inventory = null;
 
+    // admin.vm.List now; each qube's GetAll when the plan first looks at it, the global properties and labels only if
+    // someone reads them: a cmdlet on one qube makes 2 calls for the inventory, a listing of N qubes 1 + N.
     private QubesInventory ReadInventory()
     {
         var list = ListQubes();
-        var globals = ReadProperties(global: true, "dom0");
-        var globalMap = globals.Values.Where(p => !p.IsDefault).ToDictionary(p => p.Name, p => p.Value, StringComparer.Ordinal);
-        var qubes = list.Select(e => BuildQube(e, ReadProperties(global: false, e.Name))).ToList();
-        return new QubesInventory(qubes, globalMap, new LazyMap(ReadLabels));
+        var entries = list.ToDictionary(e => e.Name, StringComparer.Ordinal);
+        var globals = new LazyMap(() => ReadProperties(global: true, "dom0").Values.Where(p => !p.IsDefault)
+            .ToDictionary(p => p.Name, p => p.Value, StringComparer.Ordinal));
+        return new QubesInventory(list.Select(e => e.Name).ToList(), name => BuildQube(entries[name], ReadProperties(global: false, name)),
+            globals, new LazyMap(ReadLabels));
     }
 
     /// <summary><c>admin.vm.List</c> on dom0: every qube with its class and power state, in qubesd's order.</summary>
