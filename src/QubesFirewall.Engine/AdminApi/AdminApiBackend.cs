@@ -147,7 +147,7 @@ public sealed partial class AdminApiBackend : IQubesBackend
             DispId = props.TryGetValue("dispid", out var dispid) && dispid.Value.Length > 0 ? AdminApiReplies.ParseInt(dispid, what) : null,
             TemplateForDispVMs = props.TryGetValue("template_for_dispvms", out var tfd) && AdminApiReplies.ParseBool(tfd, what),
             DefaultDispVM = cls == QubeClass.RemoteVM ? null : Value("default_dispvm"),
-            Features = new LazyMap(() => ReadFeatures(entry.Name)),
+            Features = new LazyFeatures(this, entry.Name),
             Properties = props.Values.Where(p => !p.IsDefault).ToDictionary(p => p.Name, p => p.Value, StringComparer.Ordinal),
             Tags = new LazyList(() => ReadTags(entry.Name)),
             RelativeDirectory = cls switch
@@ -185,13 +185,6 @@ public sealed partial class AdminApiBackend : IQubesBackend
         }
     }
 
-    private Dictionary<string, string> ReadFeatures(string vmName)
-    {
-        var map = new Dictionary<string, string>(StringComparer.Ordinal);
-        foreach (var name in ListFeatures(vmName))
-            if (GetFeature(vmName, name) is { } value) map[name] = value;
-        return map;
-    }
 
     private List<string> ReadTags(string vmName) =>
         AdminApiReplies.ParseNames(Client.CallText("admin.vm.tag.List", vmName), QubesdClient.Describe("admin.vm.tag.List", null, vmName)).ToList();
@@ -487,6 +480,43 @@ public sealed partial class AdminApiBackend : IQubesBackend
         public bool TryGetValue(string key, out string value) => Map.TryGetValue(key, out value!);
         public IEnumerator<KeyValuePair<string, string>> GetEnumerator() => Map.GetEnumerator();
         IEnumerator IEnumerable.GetEnumerator() => GetEnumerator();
+    }
+
+    /// <summary>
+    /// A qube's features, read as little as the caller needs: one <c>feature.Get</c> for a feature looked up by name
+    /// (none once the names are listed and it is not there), one <c>feature.List</c> for the names, and a Get for each
+    /// value enumerated. Each is read once.
+    /// </summary>
+    private sealed class LazyFeatures(AdminApiBackend backend, string vmName) : IReadOnlyDictionary<string, string>
+    {
+        private readonly Dictionary<string, string?> _values = new(StringComparer.Ordinal);
+        private IReadOnlyList<string>? _names;
+
+        private IReadOnlyList<string> Names => _names ??= backend.ListFeatures(vmName);
+
+        public bool TryGetValue(string key, out string value)
+        {
+            if (!_values.TryGetValue(key, out var known))
+                _values[key] = known = _names is not null && !_names.Contains(key, StringComparer.Ordinal) ? null : backend.GetFeature(vmName, key);
+            value = known!;
+            return known is not null;
+        }
+
+        public string this[string key] => TryGetValue(key, out var value) ? value : throw new KeyNotFoundException($"'{vmName}' has no feature '{key}'.");
+        public bool ContainsKey(string key) => TryGetValue(key, out _);
+        /// <summary>The names alone (one List): a caller after some features by name reads only their values.</summary>
+        public IEnumerable<string> Keys => Names.Where(n => !_values.TryGetValue(n, out var known) || known is not null);
+        public IEnumerable<string> Values => Pairs().Select(p => p.Value);
+        public int Count => Pairs().Count();
+        public IEnumerator<KeyValuePair<string, string>> GetEnumerator() => Pairs().GetEnumerator();
+        IEnumerator IEnumerable.GetEnumerator() => GetEnumerator();
+
+        // A feature removed between the List and its Get is left out, as before.
+        private IEnumerable<KeyValuePair<string, string>> Pairs()
+        {
+            foreach (var name in Names)
+                if (TryGetValue(name, out var value)) yield return new(name, value);
+        }
     }
 
     private sealed class LazyList(Func<List<string>> load) : IReadOnlyList<string>

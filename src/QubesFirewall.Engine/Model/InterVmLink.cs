@@ -179,7 +179,7 @@ public sealed record InterVmLinkDeclaration(string From, string FeatureName, str
     public static IReadOnlyList<InterVmLinkDeclaration> Read(Qube qube)
     {
         var list = new List<InterVmLinkDeclaration>();
-        foreach (var (name, value) in qube.Features.Where(f => InterVmLinkFeature.IsLinkFeature(f.Key)).OrderBy(f => f.Key, StringComparer.Ordinal))
+        foreach (var (name, value) in qube.FeaturesNamed(InterVmLinkFeature.IsLinkFeature))
         {
             if (!InterVmLinkFeature.TryParseName(name, out var to, out var protocol, out var ports))
                 list.Add(new(qube.Name, name, value, null, $"The feature name {name} is not qubesfirewall.link.<qube>.<tcp|udp>.<N|N-M|all>."));
