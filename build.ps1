@@ -65,6 +65,7 @@ function Invoke-Package {
     foreach ($file in 'QubesFirewall.PowerShell.dll', 'QubesFirewall.Engine.dll', 'CliWrap.dll', 'QubesFirewall.format.ps1xml') {
         Copy-Item (Join-Path $bin $file) $ModuleOut
     }
+    Invoke-ReadyToRun $bin
     Copy-Item (Join-Path $HelpOut '*') (Join-Path $ModuleOut 'en-US') -Recurse
     # The sample Qubes root ships with the module so a user can try it anywhere (copy it before writing).
     Copy-Item (Join-Path $Root 'examples/qubes-root') (Join-Path $ModuleOut 'examples/qubes-root') -Recurse
@@ -143,6 +144,17 @@ function Invoke-ModulePackage {
     $nupkg = Join-Path $Out "QubesFirewall.$Version.nupkg"
     if (-not (Test-Path -LiteralPath $nupkg)) { throw "Compress-PSResource did not write $nupkg." }
     Write-Host "Package written: $nupkg"
+}
+
+# ReadyToRun (issue #21): tools/ReadyToRun precompiles the two module assemblies for linux-x64 against the .NET
+# that pwsh 7.6 runs on, and the staged module takes them (the IL inside is unchanged: any other runtime or
+# platform JIT-compiles it as before). See bench/README.md for what it measured.
+function Invoke-ReadyToRun([string] $ModuleBin) {
+    $r2r = Join-Path $Out 'r2r'
+    Invoke-Native 'ReadyToRun (linux-x64)' {
+        dotnet publish (Join-Path $Root 'tools/ReadyToRun') -c $Configuration -o $r2r --nologo -v quiet -clp:ErrorsOnly "-p:ModuleBin=$ModuleBin/"
+    }
+    foreach ($file in 'QubesFirewall.PowerShell.dll', 'QubesFirewall.Engine.dll') { Copy-Item (Join-Path $r2r $file) $ModuleOut -Force }
 }
 
 function Invoke-Tests {

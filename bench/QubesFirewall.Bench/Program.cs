@@ -15,10 +15,20 @@ using QubesFirewall.TestQubesd;
 //
 //   dotnet pwsh ./build.ps1 -Task Package
 //   dotnet run -c Release --project bench/QubesFirewall.Bench -- [qubes=1000] [rules=20] [qvm-firewall sample qubes=25]
+//       [--service-ms 1] [--latency-ms 0.2]
+// qubesd's work is modelled in the stand-in (issue #21): --service-ms per call behind one lock (qubesd runs every
+// handler in one asyncio loop, so calls never overlap there), --latency-ms per connection outside it (0 and 0: none).
 
-var qubeCount = args.Length > 0 ? int.Parse(args[0], CultureInfo.InvariantCulture) : 1000;
-var rulesPerQube = args.Length > 1 ? int.Parse(args[1], CultureInfo.InvariantCulture) : 20;
-var sampleQubes = args.Length > 2 ? int.Parse(args[2], CultureInfo.InvariantCulture) : 25;
+var named = new Dictionary<string, double>(StringComparer.Ordinal) { ["--service-ms"] = 1, ["--latency-ms"] = 0.2 };
+var positional = new List<string>();
+for (var i = 0; i < args.Length; i++)
+{
+    if (named.ContainsKey(args[i]) && i + 1 < args.Length) named[args[i]] = double.Parse(args[++i], CultureInfo.InvariantCulture);
+    else positional.Add(args[i]);
+}
+var qubeCount = positional.Count > 0 ? int.Parse(positional[0], CultureInfo.InvariantCulture) : 1000;
+var rulesPerQube = positional.Count > 1 ? int.Parse(positional[1], CultureInfo.InvariantCulture) : 20;
+var sampleQubes = positional.Count > 2 ? int.Parse(positional[2], CultureInfo.InvariantCulture) : 25;
 
 var repo = FindRepo();
 var manifest = Path.Combine(repo, "out", "QubesFirewall", "QubesFirewall.psd1");
@@ -28,8 +38,13 @@ var work = Path.Combine(Path.GetTempPath(), "qfw-bench-" + Guid.NewGuid().ToStri
 try
 {
     var names = MakeRoot(Path.Combine(work, "root"), Path.Combine(repo, "examples", "qubes-root"), qubeCount);
-    using var server = new FakeQubesd(Path.Combine(work, "root"), Path.Combine(work, "qubesd.sock"));
+    using var server = new FakeQubesd(Path.Combine(work, "root"), Path.Combine(work, "qubesd.sock"))
+    {
+        ServiceTime = TimeSpan.FromMilliseconds(named["--service-ms"]),
+        ConnectionLatency = TimeSpan.FromMilliseconds(named["--latency-ms"]),
+    };
     Console.WriteLine($"{qubeCount} qubes x {rulesPerQube} rules = {qubeCount * rulesPerQube:N0} rules, stand-in qubesd at {server.SocketPath}");
+    Console.WriteLine($"modelled qubesd: {named["--service-ms"]} ms of work per call behind one lock, {named["--latency-ms"]} ms per connection");
     Console.WriteLine($"machine: {Environment.ProcessorCount} cores, .NET {Environment.Version}");
 
     // The input: one object per rule, bound by property name (what Import-Csv would give).
@@ -72,7 +87,7 @@ try
     var check = server.RuleLines(names[^1]);
     Console.WriteLine($"  check: {names[^1]} now has {check.Count} rules, {check.Count(l => l.Contains("bench rule", StringComparison.Ordinal))} from the bench");
 
-    // Reading the inventory of all qubes once (Get-Qube): one List, one global GetAll, one GetAll per qube.
+    // Reading the inventory of all qubes once (Get-Qube): one List, one GetAll per qube.
     server.ClearCalls();
     watch.Restart();
     Invoke(runspace, "Get-Qube | Out-Null", null);

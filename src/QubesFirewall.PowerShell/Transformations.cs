@@ -90,3 +90,15 @@ public sealed class RuleLine(string text)
 
     public override string ToString() => Text;
 }
+
+/// <summary>
+/// Makes a piped string a <see cref="RuleLine"/> before PowerShell tries to bind it, so a line binds -Rule in the
+/// binder's first pass (no coercion needed). Without it each line first went through the by-property-name pass,
+/// ten member look-ups on the string for the fields' parameters, most of a text pipeline's time.
+/// </summary>
+[AttributeUsage(AttributeTargets.Property | AttributeTargets.Field)]
+public sealed class RuleLineTransformationAttribute : ArgumentTransformationAttribute
+{
+    public override object? Transform(EngineIntrinsics engineIntrinsics, object? inputData) =>
+        (inputData is PSObject pso ? pso.BaseObject : inputData) is string text ? new RuleLine(text) : inputData;
+}

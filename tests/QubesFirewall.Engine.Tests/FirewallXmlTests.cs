@@ -144,4 +144,61 @@ public class FirewallXmlTests
         Assert.Equal("InvalidFirewallXml", ex.ErrorId);
         Assert.Contains("test.xml", ex.Message);
     }
+
+    // The one-pass reader keeps the meaning a LINQ to XML tree gave these files (what qubesd's lxml reads too).
+    [Fact]
+    public void A_value_is_all_the_text_inside_its_property_and_only_the_first_rules_and_properties_count()
+    {
+        const string xml =
+            "<?xml version=\"1.0\"?>\n<!-- a comment -->\n<firewall version=\"2\">\n" +
+            "  <other><rules><rule><properties><property name=\"action\">drop</property></properties></rule></rules></other>\n" +
+            "  <rules>\n" +
+            "    <rule><ignored/><properties>" +
+            "<property name=\"action\">acc<b>ep</b><![CDATA[t]]></property>" +
+            "<property name=\"comment\"> two  words </property>" +
+            "<x:property xmlns:x=\"urn:x\" name=\"proto\">tcp</x:property>" +
+            "<note>not a property</note>" +
+            "</properties><properties><property name=\"proto\">udp</property></properties></rule>\n" +
+            "    <anything><properties><property name=\"action\">drop</property><property name=\"x-owner\"/></properties></anything>\n" +
+            "    <rule/>\n" +
+            "  </rules>\n" +
+            "  <rules><rule><properties><property name=\"action\">drop</property></properties></rule></rules>\n" +
+            "</firewall>\n";
+        var ex = Assert.Throws<QubesFirewallException>(() => Parse(xml));
+        // The third rule (line 8) has no action; the two before it were read as a tree reads them.
+        Assert.Contains("test.xml, line 8", ex.Message);
+        var doc = Parse(xml.Replace("    <rule/>\n", "", StringComparison.Ordinal));
+        Assert.Equal(2, doc.Rules.Count);
+        Assert.Equal("action=accept comment= two  words ", doc.Rules[0].Text);
+        Assert.Equal("action=drop", doc.Rules[1].Text);
+        Assert.Equal([new KeyValuePair<string, string>("x-owner", "")], doc.Rules[1].UnknownProperties);
+    }
+
+    [Fact]
+    public void A_well_formedness_error_later_in_the_file_wins_over_a_bad_value_before_it()
+    {
+        const string bad = "<firewall version=\"2\"><rules><rule><properties><property name=\"action\">forward</property></properties></rule></rules>";
+        var value = Assert.Throws<QubesFirewallException>(() => Parse(bad + "</firewall>"));
+        Assert.Contains("neither accept nor drop", value.Message);
+        var form = Assert.Throws<QubesFirewallException>(() => Parse(bad + "<rules></firewall>"));
+        Assert.Contains("not well-formed XML", form.Message);
+        var nameless = Assert.Throws<QubesFirewallException>(() => Parse(
+            "<firewall version=\"2\"><rules><rule><properties>\n<property>accept</property></properties></rule></rules></firewall>"));
+        Assert.Contains("a property without a name (line 2)", nameless.Message);
+    }
+
+    [Fact]
+    public void Reads_from_a_stream_that_cannot_seek_and_version_1_files_still()
+    {
+        var v1 = "<QubesFirewallRules policy=\"deny\" dns=\"allow\" icmp=\"allow\"><rule address=\"10.0.0.1\" proto=\"tcp\" port=\"22\"/></QubesFirewallRules>";
+        var doc = FirewallXml.Parse(new OneWayStream(Encoding.UTF8.GetBytes(v1)), "v1.xml");
+        Assert.Equal(1, doc.Version);
+        Assert.Equal("action=accept dst4=10.0.0.1/32 proto=tcp dstports=22-22", doc.Rules[2].Text);
+        Assert.Equal(4, FirewallXml.Parse(new OneWayStream(Encoding.UTF8.GetBytes(QubesdFile)), "v2.xml").Rules.Count);
+    }
+
+    private sealed class OneWayStream(byte[] bytes) : MemoryStream(bytes)
+    {
+        public override bool CanSeek => false;
+    }
 }

@@ -87,6 +87,17 @@ public sealed class FakeQubesd : IDisposable
     /// <summary>R4.3 and later add <c>uuid=...</c> to each admin.vm.List line.</summary>
     public bool ListWithUuid { get; set; }
 
+    /// <summary>
+    /// Modelled work of qubesd per call (zero: none). qubesd runs every handler in one asyncio loop, so this time
+    /// is spent behind one lock: overlapping calls wait for each other and only the latency below overlaps.
+    /// </summary>
+    public TimeSpan ServiceTime { get; set; }
+
+    /// <summary>Modelled cost of one connection outside qubesd's loop (socket, framing, the client's side); it overlaps.</summary>
+    public TimeSpan ConnectionLatency { get; set; }
+
+    private readonly SemaphoreSlim _serviceLoop = new(1, 1);
+
     /// <summary>Called after a call was handled and before the reply is sent (e.g. to change state "concurrently").</summary>
     public Action<FakeQubesd, RecordedCall>? AfterCall { get; set; }
 
@@ -322,6 +333,19 @@ public sealed class FakeQubesd : IDisposable
             {
                 _faults.Remove(fault);
                 if (fault.Count > 1) _faults.Insert(0, fault with { Count = fault.Count - 1 });
+            }
+        }
+        if (ConnectionLatency > TimeSpan.Zero) await Task.Delay(ConnectionLatency, _stop.Token);
+        if (ServiceTime > TimeSpan.Zero)
+        {
+            await _serviceLoop.WaitAsync(_stop.Token);
+            try
+            {
+                await Task.Delay(ServiceTime, _stop.Token);
+            }
+            finally
+            {
+                _serviceLoop.Release();
             }
         }
         switch (fault?.Kind)

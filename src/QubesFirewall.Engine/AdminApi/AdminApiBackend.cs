@@ -14,8 +14,9 @@ namespace QubesFirewall.Engine.AdminApi;
 /// The live dom0 backend: every read and write through qubesd's Admin API (never a file behind
 /// qubesd's back), every change inside a qube through qvm-run with fixed commands.
 /// <para>
-/// Calls, per operation: the inventory is <c>admin.vm.List</c> + <c>admin.property.GetAll</c> + one
-/// <c>admin.vm.property.GetAll</c> per qube, read once per backend instance (one cmdlet invocation)
+/// Calls, per operation: the inventory is <c>admin.vm.List</c>, then one <c>admin.vm.property.GetAll</c> per qube
+/// when something first looks at that qube (<c>admin.property.GetAll</c> only if the global properties are read),
+/// read once per backend instance (one cmdlet invocation)
 /// and read again after this backend changed a feature, property or power state; a qube's features,
 /// tags and the label colours are read only when first used (<c>feature.List</c> + one <c>feature.Get</c>
 /// each, <c>tag.List</c>, <c>label.List</c> + <c>label.Get</c> each). A firewall edit is a Get when it is
@@ -53,13 +54,16 @@ public sealed partial class AdminApiBackend : IQubesBackend
     /// <summary>Forgets the cached inventory; the next <see cref="GetInventory"/> reads it again.</summary>
     public void Invalidate() => _inventory = null;
 
+    // admin.vm.List now; each qube's GetAll when the plan first looks at it, the global properties and labels only if
+    // someone reads them: a cmdlet on one qube makes 2 calls for the inventory, a listing of N qubes 1 + N.
     private QubesInventory ReadInventory()
     {
         var list = ListQubes();
-        var globals = ReadProperties(global: true, "dom0");
-        var globalMap = globals.Values.Where(p => !p.IsDefault).ToDictionary(p => p.Name, p => p.Value, StringComparer.Ordinal);
-        var qubes = list.Select(e => BuildQube(e, ReadProperties(global: false, e.Name))).ToList();
-        return new QubesInventory(qubes, globalMap, new LazyMap(ReadLabels));
+        var entries = list.ToDictionary(e => e.Name, StringComparer.Ordinal);
+        var globals = new LazyMap(() => ReadProperties(global: true, "dom0").Values.Where(p => !p.IsDefault)
+            .ToDictionary(p => p.Name, p => p.Value, StringComparer.Ordinal));
+        return new QubesInventory(list.Select(e => e.Name).ToList(), name => BuildQube(entries[name], ReadProperties(global: false, name)),
+            globals, new LazyMap(ReadLabels));
     }
 
     /// <summary><c>admin.vm.List</c> on dom0: every qube with its class and power state, in qubesd's order.</summary>
@@ -148,7 +152,7 @@ public sealed partial class AdminApiBackend : IQubesBackend
             DispId = props.TryGetValue("dispid", out var dispid) && dispid.Value.Length > 0 ? AdminApiReplies.ParseInt(dispid, what) : null,
             TemplateForDispVMs = props.TryGetValue("template_for_dispvms", out var tfd) && AdminApiReplies.ParseBool(tfd, what),
             DefaultDispVM = cls == QubeClass.RemoteVM ? null : Value("default_dispvm"),
-            Features = new LazyMap(() => ReadFeatures(entry.Name)),
+            Features = new LazyFeatures(this, entry.Name),
             Properties = props.Values.Where(p => !p.IsDefault).ToDictionary(p => p.Name, p => p.Value, StringComparer.Ordinal),
             Tags = new LazyList(() => ReadTags(entry.Name)),
             RelativeDirectory = cls switch
@@ -186,13 +190,6 @@ public sealed partial class AdminApiBackend : IQubesBackend
         }
     }
 
-    private Dictionary<string, string> ReadFeatures(string vmName)
-    {
-        var map = new Dictionary<string, string>(StringComparer.Ordinal);
-        foreach (var name in ListFeatures(vmName))
-            if (GetFeature(vmName, name) is { } value) map[name] = value;
-        return map;
-    }
 
     private List<string> ReadTags(string vmName) =>
         AdminApiReplies.ParseNames(Client.CallText("admin.vm.tag.List", vmName), QubesdClient.Describe("admin.vm.tag.List", null, vmName)).ToList();
@@ -498,6 +495,43 @@ public sealed partial class AdminApiBackend : IQubesBackend
         public bool TryGetValue(string key, out string value) => Map.TryGetValue(key, out value!);
         public IEnumerator<KeyValuePair<string, string>> GetEnumerator() => Map.GetEnumerator();
         IEnumerator IEnumerable.GetEnumerator() => GetEnumerator();
+    }
+
+    /// <summary>
+    /// A qube's features, read as little as the caller needs: one <c>feature.Get</c> for a feature looked up by name
+    /// (none once the names are listed and it is not there), one <c>feature.List</c> for the names, and a Get for each
+    /// value enumerated. Each is read once.
+    /// </summary>
+    private sealed class LazyFeatures(AdminApiBackend backend, string vmName) : IReadOnlyDictionary<string, string>
+    {
+        private readonly Dictionary<string, string?> _values = new(StringComparer.Ordinal);
+        private IReadOnlyList<string>? _names;
+
+        private IReadOnlyList<string> Names => _names ??= backend.ListFeatures(vmName);
+
+        public bool TryGetValue(string key, out string value)
+        {
+            if (!_values.TryGetValue(key, out var known))
+                _values[key] = known = _names is not null && !_names.Contains(key, StringComparer.Ordinal) ? null : backend.GetFeature(vmName, key);
+            value = known!;
+            return known is not null;
+        }
+
+        public string this[string key] => TryGetValue(key, out var value) ? value : throw new KeyNotFoundException($"'{vmName}' has no feature '{key}'.");
+        public bool ContainsKey(string key) => TryGetValue(key, out _);
+        /// <summary>The names alone (one List): a caller after some features by name reads only their values.</summary>
+        public IEnumerable<string> Keys => Names.Where(n => !_values.TryGetValue(n, out var known) || known is not null);
+        public IEnumerable<string> Values => Pairs().Select(p => p.Value);
+        public int Count => Pairs().Count();
+        public IEnumerator<KeyValuePair<string, string>> GetEnumerator() => Pairs().GetEnumerator();
+        IEnumerator IEnumerable.GetEnumerator() => GetEnumerator();
+
+        // A feature removed between the List and its Get is left out, as before.
+        private IEnumerable<KeyValuePair<string, string>> Pairs()
+        {
+            foreach (var name in Names)
+                if (TryGetValue(name, out var value)) yield return new(name, value);
+        }
     }
 
     private sealed class LazyList(Func<List<string>> load) : IReadOnlyList<string>

@@ -169,7 +169,7 @@ public static partial class AdminApiReplies
             if (commentAt >= 0) properties.Add(new("comment", line[(commentAt + "comment=".Length)..]));
             try
             {
-                rules.Add(FirewallXml.FromProperties(properties, $"{what}, rule {i}"));
+                rules.Add(FirewallXml.FromProperties(properties, what, "rule", i));
             }
             catch (QubesFirewallException ex)
             {

@@ -247,23 +247,38 @@ internal sealed class QubesDbStore(string path)
     public IReadOnlyList<QubesDbEntry> Read(string qubeName)
     {
         if (!File.Exists(path)) return [];
-        return File.ReadAllLines(path)
-            .Where(l => l.Length > 0)
-            .Select(l => { var tab = l.IndexOf('\t'); return new QubesDbEntry(qubeName, l[..tab], l[(tab + 1)..]) { Rendered = false }; })
-            .ToList();
+        return Entries(File.ReadAllText(path)).Select(e => new QubesDbEntry(qubeName, e.Key, e.Value) { Rendered = false }).ToList();
+    }
+
+    // One "path<TAB>value" per line.
+    private static IEnumerable<KeyValuePair<string, string>> Entries(string text)
+    {
+        foreach (var line in text.Split('\n'))
+        {
+            var l = line.TrimEnd('\r');
+            if (l.Length == 0) continue;
+            var tab = l.IndexOf('\t');
+            yield return new(l[..tab], l[(tab + 1)..]);
+        }
     }
 
     public void Replace(IEnumerable<string> subtreesToClear, IReadOnlyList<QubesDbEntry> entries)
     {
         using var _ = FileLock.Acquire(FileLock.PathFor(path));
-        var map = new SortedDictionary<string, string>(StringComparer.Ordinal);
-        foreach (var e in Read("")) map[e.Path] = e.Value;
-        foreach (var prefix in subtreesToClear)
-            foreach (var key in map.Keys.Where(k => k.StartsWith(prefix, StringComparison.Ordinal)).ToList())
-                map.Remove(key);
+        // A hash map sorted once at the end: a network qube of a 10,000-rule client holds 10,000 keys.
+        var map = new Dictionary<string, string>(StringComparer.Ordinal);
+        var before = File.Exists(path) ? File.ReadAllText(path) : null;
+        foreach (var (key, value) in Entries(before ?? "")) map[key] = value;
+        var clear = subtreesToClear.ToList();
+        foreach (var key in map.Keys.Where(k => clear.Any(prefix => k.StartsWith(prefix, StringComparison.Ordinal))).ToList())
+            map.Remove(key);
         foreach (var e in entries) map[e.Path] = e.Value;
+        var keys = map.Keys.ToArray();
+        Array.Sort(keys, StringComparer.Ordinal);
         var sb = new StringBuilder();
-        foreach (var (k, v) in map) sb.Append(k).Append('\t').Append(v).Append('\n');
-        AtomicFile.WriteAllText(path, sb.ToString());
+        foreach (var k in keys) sb.Append(k).Append('\t').Append(map[k]).Append('\n');
+        var content = sb.ToString();
+        if (content == before) return; // as qubesd's reload, running it again changes nothing: nothing to write
+        AtomicFile.WriteAllText(path, content);
     }
 }

@@ -25,23 +25,46 @@ public static class FirewallXml
     public static FirewallDocument Load(string path)
     {
         if (!File.Exists(path)) return FirewallDocument.Default;
+        byte[] bytes;
         try
         {
-            using var stream = File.OpenRead(path);
-            return Parse(stream, path);
+            // One read of the whole file (a 10,000-rule file is about 2 MB): far fewer system calls than
+            // the XML reader's small reads from a FileStream.
+            bytes = File.ReadAllBytes(path);
         }
         catch (FileNotFoundException)
         {
             return FirewallDocument.Default;
         }
+        return Parse(new MemoryStream(bytes, writable: false), path);
     }
+
+    private static readonly XmlReaderSettings ReaderSettings = new() { DtdProcessing = DtdProcessing.Prohibit, XmlResolver = null };
 
     public static FirewallDocument Parse(Stream stream, string sourceName)
     {
+        if (!stream.CanSeek)
+        {
+            var copy = new MemoryStream();
+            stream.CopyTo(copy);
+            copy.Position = 0;
+            stream = copy;
+        }
+        var start = stream.Position;
+        try
+        {
+            // Version 2 (what every qubesd since R4.0 writes) is read in one pass without building a tree.
+            if (TryReadV2(stream, sourceName) is { } document) return document;
+        }
+        catch (XmlException ex)
+        {
+            throw Invalid(sourceName, $"not well-formed XML (line {ex.LineNumber}): {ex.Message}");
+        }
+        stream.Position = start;
         XDocument doc;
         try
         {
-            using var reader = XmlReader.Create(stream, new XmlReaderSettings { DtdProcessing = DtdProcessing.Prohibit, XmlResolver = null });
+            using var reader = XmlReader.Create(stream, ReaderSettings);
             doc = XDocument.Load(reader, LoadOptions.SetLineInfo);
         }
         catch (XmlException ex)
@@ -54,27 +77,136 @@ public static class FirewallXml
         return version switch
         {
             "1" => new FirewallDocument(ReadV1(root, sourceName), 1, true),
-            "2" => new FirewallDocument(ReadV2(root, sourceName), 2, true),
             _ => throw Invalid(sourceName, $"unsupported firewall.xml version '{RuleGrammar.Printable(version)}'"),
         };
     }
 
-    private static List<FirewallRule> ReadV2(XElement root, string source)
+    /// <summary>
+    /// Reads a version 2 file with one forward-only reader, with the meaning LINQ to XML gives it: the root's first
+    /// <c>rules</c> child, each element in it a rule, the first <c>properties</c> child of a rule, its <c>property</c>
+    /// children, a property's value all the text inside it. Rules are built as they are read; the first value error is
+    /// held until the whole document was read, so a well-formedness error anywhere wins, as when a tree was built
+    /// first. Null when the root is not version 2.
+    /// </summary>
+    private static FirewallDocument? TryReadV2(Stream stream, string source)
     {
-        var rulesElement = root.Element("rules") ?? throw Invalid(source, "no <rules> element");
-        var rules = new List<FirewallRule>();
-        foreach (var ruleElement in rulesElement.Elements())
+        using var reader = XmlReader.Create(stream, ReaderSettings);
+        reader.MoveToContent();
+        if ((reader.GetAttribute("version") ?? "1") != "2") return null;
+        var state = new V2State(reader, source);
+        if (!reader.IsEmptyElement)
         {
-            var line = ((IXmlLineInfo)ruleElement).LineNumber;
-            var values = new List<KeyValuePair<string, string>>();
-            foreach (var prop in ruleElement.Element("properties")?.Elements("property") ?? [])
+            reader.Read();
+            while (reader.NodeType != XmlNodeType.EndElement && !reader.EOF)
             {
-                var name = (string?)prop.Attribute("name") ?? throw Invalid(source, $"a property without a name (line {((IXmlLineInfo)prop).LineNumber})");
-                values.Add(new(name, prop.Value));
+                if (reader.NodeType == XmlNodeType.Element && state.Rules is null && IsNamed(reader, "rules")) ReadRules(state);
+                else if (reader.NodeType == XmlNodeType.Element) reader.Skip();
+                else reader.Read();
             }
-            rules.Add(FromProperties(values, $"{source}, line {line}"));
         }
-        return rules;
+        while (reader.Read()) { } // the rest of the document must be well-formed too
+        if (state.Rules is null) throw Invalid(source, "no <rules> element");
+        if (state.Error is not null) throw state.Error;
+        return new FirewallDocument(state.Rules, 2, true);
+    }
+
+    private sealed class V2State(XmlReader reader, string source)
+    {
+        public XmlReader Reader { get; } = reader;
+        public IXmlLineInfo LineInfo { get; } = (IXmlLineInfo)reader;
+        public string Source { get; } = source;
+        public List<FirewallRule>? Rules { get; set; }
+        /// <summary>The first value error, thrown once the document is known to be well-formed.</summary>
+        public QubesFirewallException? Error { get; set; }
+        /// <summary>One rule's properties, reused from rule to rule.</summary>
+        public List<KeyValuePair<string, string>> Values { get; } = new(8);
+    }
+
+    private static bool IsNamed(XmlReader reader, string name) => reader.LocalName == name && reader.NamespaceURI.Length == 0;
+
+    // On a <rules> start tag; returns after its end.
+    private static void ReadRules(V2State state)
+    {
+        var reader = state.Reader;
+        state.Rules = [];
+        if (reader.IsEmptyElement) { reader.Read(); return; }
+        reader.Read();
+        while (reader.NodeType != XmlNodeType.EndElement && !reader.EOF)
+        {
+            if (reader.NodeType != XmlNodeType.Element) { reader.Read(); continue; }
+            var line = state.LineInfo.LineNumber;
+            state.Values.Clear();
+            var found = false;
+            if (reader.IsEmptyElement) reader.Read();
+            else
+            {
+                reader.Read();
+                while (reader.NodeType != XmlNodeType.EndElement && !reader.EOF)
+                {
+                    if (reader.NodeType == XmlNodeType.Element && !found && IsNamed(reader, "properties"))
+                    {
+                        found = true;
+                        ReadProperties(state);
+                    }
+                    else if (reader.NodeType == XmlNodeType.Element) reader.Skip();
+                    else reader.Read();
+                }
+                reader.Read();
+            }
+            if (state.Error is not null) continue;
+            try
+            {
+                state.Rules.Add(FromProperties(state.Values, state.Source, "line", line));
+            }
+            catch (QubesFirewallException ex)
+            {
+                state.Error = ex;
+            }
+        }
+        reader.Read();
+    }
+
+    // On a <properties> start tag; returns after its end.
+    private static void ReadProperties(V2State state)
+    {
+        var reader = state.Reader;
+        if (reader.IsEmptyElement) { reader.Read(); return; }
+        reader.Read();
+        while (reader.NodeType != XmlNodeType.EndElement && !reader.EOF)
+        {
+            if (reader.NodeType == XmlNodeType.Element && IsNamed(reader, "property"))
+            {
+                var name = reader.GetAttribute("name");
+                var line = state.LineInfo.LineNumber;
+                var value = ReadText(reader);
+                if (name is not null) state.Values.Add(new(name, value));
+                else state.Error ??= Invalid(state.Source, $"a property without a name (line {line})");
+            }
+            else if (reader.NodeType == XmlNodeType.Element) reader.Skip();
+            else reader.Read();
+        }
+        reader.Read();
+    }
+
+    // An element's value as XElement.Value gives it: every text node inside it, nested elements included. Returns after its end.
+    private static string ReadText(XmlReader reader)
+    {
+        if (reader.IsEmptyElement) { reader.Read(); return ""; }
+        var depth = reader.Depth;
+        string? single = null;
+        StringBuilder? sb = null;
+        reader.Read();
+        while (!(reader.NodeType == XmlNodeType.EndElement && reader.Depth == depth) && !reader.EOF)
+        {
+            if (reader.NodeType is XmlNodeType.Text or XmlNodeType.CDATA or XmlNodeType.Whitespace or XmlNodeType.SignificantWhitespace)
+            {
+                if (single is null) single = reader.Value;
+                else (sb ??= new StringBuilder(single)).Append(reader.Value);
+            }
+            reader.Read();
+        }
+        reader.Read();
+        return sb?.ToString() ?? single ?? "";
     }
 
     /// <summary>
@@ -82,10 +214,15 @@ public static class FirewallXml
     /// accepted (port 65536, an empty host) are kept and listed in Problems; values that make no
     /// sense at all make the file unreadable, as they do for qubesd.
     /// </summary>
-    internal static FirewallRule FromProperties(IReadOnlyList<KeyValuePair<string, string>> values, string where)
+    internal static FirewallRule FromProperties(IReadOnlyList<KeyValuePair<string, string>> values, string where) =>
+        FromProperties(values, where, "", 0);
+
+    /// <summary>As above; the place is "<paramref name="source"/>, <paramref name="unit"/> <paramref name="number"/>", put together only for an error.</summary>
+    internal static FirewallRule FromProperties(IReadOnlyList<KeyValuePair<string, string>> values, string source, string unit, int number)
     {
-        var problems = new List<string>();
-        var unknown = new List<KeyValuePair<string, string>>();
+        string Where() => unit.Length == 0 ? source : $"{source}, {unit} {number}";
+        List<string>? problems = null;
+        List<KeyValuePair<string, string>>? unknown = null;
         RuleAction? action = null;
         RuleProtocol? proto = null;
         HostSpec? host = null;
@@ -95,20 +232,21 @@ public static class FirewallXml
         SpecialTarget? special = null;
         long? expire = null;
         string? comment = null;
-        var seen = new HashSet<string>(StringComparer.Ordinal);
-
-        foreach (var (name, value) in values)
+        for (var i = 0; i < values.Count; i++)
         {
-            if (!seen.Add(name)) throw Invalid(where, $"property '{name}' appears twice");
+            var (name, value) = values[i];
+            // A rule has a handful of properties: a scan of the earlier ones costs less than a set per rule.
+            for (var j = 0; j < i; j++)
+                if (string.Equals(values[j].Key, name, StringComparison.Ordinal)) throw Invalid(Where(), $"property '{name}' appears twice");
             switch (name)
             {
                 case "action":
                     action = RuleText.ParseAction(value)
-                        ?? throw Invalid(where, $"action '{RuleGrammar.Printable(value)}' is neither accept nor drop; qubesd fails to load such a file");
+                        ?? throw Invalid(Where(), $"action '{RuleGrammar.Printable(value)}' is neither accept nor drop; qubesd fails to load such a file");
                     break;
                 case "proto":
                     proto = RuleText.ParseProtocol(value)
-                        ?? throw Invalid(where, $"proto '{RuleGrammar.Printable(value)}' is not tcp, udp or icmp");
+                        ?? throw Invalid(Where(), $"proto '{RuleGrammar.Printable(value)}' is not tcp, udp or icmp");
                     break;
                 case "dsthost":
                     if (HostSpec.TryParse(value, out var parsed, out var hostError))
@@ -116,44 +254,44 @@ public static class FirewallXml
                     else
                     {
                         rawHost = value;
-                        problems.Add($"dsthost '{RuleGrammar.Printable(value)}' is invalid: {hostError}");
+                        (problems ??= []).Add($"dsthost '{RuleGrammar.Printable(value)}' is invalid: {hostError}");
                     }
                     break;
                 case "dstports":
                     if (PortRange.TryParse(value, strict: false, out var range, out var portError))
                     {
                         ports = range;
-                        if (!range.IsValid) problems.Add($"dstports '{value}' is out of range (0-65535, first ≤ last); qubesd of R4.3 refuses it");
+                        if (!range.IsValid) (problems ??= []).Add($"dstports '{value}' is out of range (0-65535, first ≤ last); qubesd of R4.3 refuses it");
                     }
-                    else throw Invalid(where, $"dstports '{RuleGrammar.Printable(value)}': {portError}");
+                    else throw Invalid(Where(), $"dstports '{RuleGrammar.Printable(value)}': {portError}");
                     break;
                 case "icmptype":
                     if (value.Length is 0 or > 3 || !value.All(char.IsAsciiDigit) || int.Parse(value, CultureInfo.InvariantCulture) > 255)
-                        throw Invalid(where, $"icmptype '{RuleGrammar.Printable(value)}' is not 0-255");
+                        throw Invalid(Where(), $"icmptype '{RuleGrammar.Printable(value)}' is not 0-255");
                     icmp = int.Parse(value, CultureInfo.InvariantCulture);
                     break;
                 case "specialtarget":
-                    if (value != "dns") throw Invalid(where, $"specialtarget '{RuleGrammar.Printable(value)}' is not dns");
+                    if (value != "dns") throw Invalid(Where(), $"specialtarget '{RuleGrammar.Printable(value)}' is not dns");
                     special = SpecialTarget.Dns;
                     break;
                 case "expire":
-                    if (value.Length is 0 or > 12 || !value.All(char.IsAsciiDigit)) throw Invalid(where, $"expire '{RuleGrammar.Printable(value)}' is not a Unix time");
+                    if (value.Length is 0 or > 12 || !value.All(char.IsAsciiDigit)) throw Invalid(Where(), $"expire '{RuleGrammar.Printable(value)}' is not a Unix time");
                     expire = long.Parse(value, CultureInfo.InvariantCulture);
                     break;
                 case "comment":
-                    if (value.Any(c => !RuleGrammar.IsCommentChar(c))) problems.Add("the comment has characters qubesd refuses");
+                    if (!RuleGrammar.IsComment(value)) (problems ??= []).Add("the comment has characters qubesd refuses");
                     comment = value.Length == 0 ? null : value;
                     break;
                 default:
-                    unknown.Add(new(name, value));
+                    (unknown ??= []).Add(new(name, value));
                     break;
             }
         }
-        if (action is null) throw Invalid(where, "a rule without an action");
+        if (action is null) throw Invalid(Where(), "a rule without an action");
         if (ports is not null && proto is not (RuleProtocol.Tcp or RuleProtocol.Udp))
-            problems.Add("dstports without proto tcp or udp");
+            (problems ??= []).Add("dstports without proto tcp or udp");
         if (icmp is not null && proto != RuleProtocol.Icmp)
-            problems.Add("icmptype without proto icmp");
+            (problems ??= []).Add("icmptype without proto icmp");
         return new FirewallRule
         {
             Action = action.Value,
@@ -165,8 +303,8 @@ public static class FirewallXml
             SpecialTarget = special,
             Expire = expire,
             Comment = comment,
-            UnknownProperties = unknown,
-            Problems = problems,
+            UnknownProperties = unknown ?? (IReadOnlyList<KeyValuePair<string, string>>)[],
+            Problems = problems ?? (IReadOnlyList<string>)[],
         };
     }
 
@@ -250,17 +388,17 @@ public static class FirewallXml
     /// <summary>The rule's properties in the order and spelling qubesd stores them.</summary>
     public static IEnumerable<KeyValuePair<string, string>> StoredProperties(FirewallRule rule)
     {
-        var known = new Dictionary<string, string> { ["action"] = RuleText.ActionText(rule.Action) };
-        if (rule.Comment is { Length: > 0 } c) known["comment"] = c;
-        if (rule.Expire is { } e) known["expire"] = e.ToString(CultureInfo.InvariantCulture);
-        if (rule.DstHost is { } h) known["dsthost"] = h.Value;
-        if (rule.Protocol is { } p) known["proto"] = RuleText.ProtocolText(p);
-        if (rule.SpecialTarget is not null) known["specialtarget"] = "dns";
-        if (rule.DstPorts is { } ports) known["dstports"] = ports.ToString();
-        if (rule.IcmpType is { } i) known["icmptype"] = i.ToString(CultureInfo.InvariantCulture);
-        foreach (var name in KnownOrder)
-            if (known.TryGetValue(name, out var v)) yield return new(name, v);
-        foreach (var kv in rule.UnknownProperties) yield return kv;
+        // In KnownOrder, without a map per rule (a 10,000-rule file renders them all).
+        var list = new List<KeyValuePair<string, string>>(4 + rule.UnknownProperties.Count) { new(KnownOrder[0], RuleText.ActionText(rule.Action)) };
+        if (rule.Comment is { Length: > 0 } c) list.Add(new(KnownOrder[1], c));
+        if (rule.Expire is { } e) list.Add(new(KnownOrder[2], e.ToString(CultureInfo.InvariantCulture)));
+        if (rule.DstHost is { } h) list.Add(new(KnownOrder[3], h.Value));
+        if (rule.Protocol is { } p) list.Add(new(KnownOrder[4], RuleText.ProtocolText(p)));
+        if (rule.SpecialTarget is not null) list.Add(new(KnownOrder[5], "dns"));
+        if (rule.DstPorts is { } ports) list.Add(new(KnownOrder[6], ports.ToString()));
+        if (rule.IcmpType is { } i) list.Add(new(KnownOrder[7], i.ToString(CultureInfo.InvariantCulture)));
+        list.AddRange(rule.UnknownProperties);
+        return list;
     }
 
     private static string Escape(string value) => value.Replace("&", "&amp;").Replace("<", "&lt;").Replace(">", "&gt;");

@@ -54,14 +54,20 @@ public sealed record FirewallRule
         int? icmpType = null,
         SpecialTarget? specialTarget = null,
         long? expire = null,
-        string? comment = null)
+        string? comment = null) =>
+        FromParts(action, protocol, dstHost is null ? null : HostSpec.Parse(dstHost), dstPorts is null ? null : PortRange.Parse(dstPorts),
+            icmpType, specialTarget, expire, comment);
+
+    /// <summary>As <see cref="Create"/>, with the host and ports already parsed.</summary>
+    internal static FirewallRule FromParts(RuleAction action, RuleProtocol? protocol, HostSpec? dstHost, PortRange? dstPorts,
+        int? icmpType, SpecialTarget? specialTarget, long? expire, string? comment)
     {
         var rule = new FirewallRule
         {
             Action = action,
             Protocol = protocol,
-            DstHost = dstHost is null ? null : HostSpec.Parse(dstHost),
-            DstPorts = dstPorts is null ? null : PortRange.Parse(dstPorts),
+            DstHost = dstHost,
+            DstPorts = dstPorts,
             IcmpType = icmpType,
             SpecialTarget = specialTarget,
             Expire = expire,

@@ -187,7 +187,7 @@ public sealed record InterVmLinkDeclaration(string From, string FeatureName, str
     public static IReadOnlyList<InterVmLinkDeclaration> Read(Qube qube)
     {
         var list = new List<InterVmLinkDeclaration>();
-        foreach (var (name, value) in qube.Features.Where(f => InterVmLinkFeature.IsLinkFeature(f.Key)).OrderBy(f => f.Key, StringComparer.Ordinal))
+        foreach (var (name, value) in qube.FeaturesNamed(InterVmLinkFeature.IsLinkFeature))
         {
             var (uuid, rest, problem) = Trust.DeclarationOwner.Split(value);
             var ownership = Trust.DeclarationOwner.Of(qube, uuid);

@@ -384,7 +384,7 @@ public sealed record PortForwardDeclaration(string VMName, string FeatureName, s
 
     public static IEnumerable<PortForwardDeclaration> Read(Qube qube)
     {
-        foreach (var (name, value) in qube.Features.Where(f => PortForwardFeature.IsForwardFeature(f.Key)).OrderBy(f => f.Key, StringComparer.Ordinal))
+        foreach (var (name, value) in qube.FeaturesNamed(PortForwardFeature.IsForwardFeature))
         {
             PortForward? forward = null;
             var (uuid, rest, problem) = Trust.DeclarationOwner.Split(value);

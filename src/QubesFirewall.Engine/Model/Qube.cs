@@ -107,5 +107,15 @@ public sealed record Qube
 
     public override string ToString() => Name;
 
+    /// <summary>
+    /// The features whose names match, in name order: the names are looked at first, so the live backend reads the
+    /// values of these features only (not every feature of the qube).
+    /// </summary>
+    public IEnumerable<KeyValuePair<string, string>> FeaturesNamed(Func<string, bool> match)
+    {
+        foreach (var name in Features.Keys.Where(match).Order(StringComparer.Ordinal).ToList())
+            if (Features.TryGetValue(name, out var value)) yield return new(name, value);
+    }
+
     private static readonly IReadOnlyDictionary<string, string> EmptyMap = new Dictionary<string, string>(StringComparer.Ordinal);
 }

@@ -3,21 +3,40 @@ namespace QubesFirewall.Engine.Model;
 /// <summary>Every qube of a Qubes system, in qubes.xml order, with the global properties.</summary>
 public sealed class QubesInventory
 {
-    private readonly Dictionary<string, Qube> _byName;
+    private readonly Dictionary<string, Qube?> _byName;
+    private readonly IReadOnlyList<string> _names;
+    private readonly Func<string, Qube>? _load;
+    private IReadOnlyList<Qube>? _qubes;
 
     public QubesInventory(IReadOnlyList<Qube> qubes, IReadOnlyDictionary<string, string> globalProperties,
         IReadOnlyDictionary<string, string>? labels = null, string? sourcePath = null)
+        : this(qubes.Select(q => q.Name).ToList(), null, globalProperties, labels, sourcePath)
     {
-        Qubes = qubes;
-        GlobalProperties = globalProperties;
-        Labels = labels ?? new Dictionary<string, string>(StringComparer.Ordinal);
-        SourcePath = sourcePath;
-        _byName = new Dictionary<string, Qube>(StringComparer.Ordinal);
+        _qubes = qubes;
         foreach (var q in qubes) _byName[q.Name] = q;
     }
 
+    /// <summary>
+    /// An inventory whose qubes are read one by one when first asked for (<paramref name="load"/>, e.g. one Admin API
+    /// <c>GetAll</c> each): a plan that looks at three qubes reads three, a listing reads them all, each once.
+    /// </summary>
+    public QubesInventory(IReadOnlyList<string> names, Func<string, Qube>? load, IReadOnlyDictionary<string, string> globalProperties,
+        IReadOnlyDictionary<string, string>? labels = null, string? sourcePath = null)
+    {
+        _names = names;
+        _load = load;
+        GlobalProperties = globalProperties;
+        Labels = labels ?? new Dictionary<string, string>(StringComparer.Ordinal);
+        SourcePath = sourcePath;
+        _byName = new Dictionary<string, Qube?>(StringComparer.Ordinal);
+        foreach (var name in names) _byName[name] = null;
+    }
+
     /// <summary>The qubes in the order qubes.xml lists them (dom0 first when qubes.xml lacks it, as qubesd adds it).</summary>
-    public IReadOnlyList<Qube> Qubes { get; }
+    public IReadOnlyList<Qube> Qubes => _qubes ??= _names.Select(n => Find(n)!).ToList();
+
+    /// <summary>Every qube's name, in inventory order, without reading any qube.</summary>
+    public IReadOnlyList<string> Names => _names;
 
     /// <summary>Global properties as stored (default_netvm, default_template, default_dispvm, clockvm, updatevm, ...).</summary>
     public IReadOnlyDictionary<string, string> GlobalProperties { get; }
@@ -32,7 +51,11 @@ public sealed class QubesInventory
     public string? DefaultNetVM => GlobalProperties.TryGetValue("default_netvm", out var v) && v.Length > 0 ? v : null;
 
     /// <summary>The qube with exactly this name (names are case-sensitive), or null.</summary>
-    public Qube? Find(string name) => name is not null && _byName.TryGetValue(name, out var q) ? q : null;
+    public Qube? Find(string name)
+    {
+        if (name is null || !_byName.TryGetValue(name, out var qube)) return null;
+        return qube ?? (_byName[name] = _load!(name));
+    }
 
     /// <summary>The qube with this name, or a QubeNotFound error.</summary>
     public Qube Get(string name) => Find(name) ?? throw new QubesFirewallException("QubeNotFound", FailureKind.ObjectNotFound,

@@ -11,6 +11,14 @@ public static class RuleGrammar
     /// <summary>Characters qubesd allows in a comment: the value set plus space.</summary>
     public static bool IsCommentChar(char c) => IsSafeValueChar(c) || c == ' ';
 
+    /// <summary>True when every character may stand in a comment.</summary>
+    public static bool IsComment(ReadOnlySpan<char> comment)
+    {
+        foreach (var c in comment)
+            if (!IsCommentChar(c)) return false;
+        return true;
+    }
+
     public static void ValidateComment(string comment)
     {
         for (var i = 0; i < comment.Length; i++)

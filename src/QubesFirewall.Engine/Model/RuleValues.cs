@@ -35,29 +35,29 @@ public sealed record HostSpec(string Value, HostKind Kind, int PrefixLength)
         host = null;
         error = "";
         if (string.IsNullOrEmpty(value)) { error = "the host is empty"; return false; }
-        if (value.Count(c => c == '/') > 1) { error = "more than one '/'"; return false; }
         var slash = value.IndexOf('/');
+        if (slash >= 0 && value.IndexOf('/', slash + 1) >= 0) { error = "more than one '/'"; return false; }
         if (slash < 0)
         {
             if (TryIPv6(value)) { host = new HostSpec(value + "/128", HostKind.IPv6, 128); return true; }
             if (TryIPv4(value)) { host = new HostSpec(value + "/32", HostKind.IPv4, 32); return true; }
-            if (value.All(c => c is >= 'a' and <= 'z' or >= '0' and <= '9' or '-' or '.' or '_'))
+            if (!value.AsSpan().ContainsAnyExcept(HostNameChars))
             {
                 // qubesd would accept "1.2.3.999" as a host name; it can never resolve, and a failed
                 // lookup makes the firewall qube reject all of the client's traffic.
-                if (!value.Any(c => c is >= 'a' and <= 'z')) { error = "not a valid IPv4 address, and a host name needs a letter"; return false; }
+                if (!value.AsSpan().ContainsAnyInRange('a', 'z')) { error = "not a valid IPv4 address, and a host name needs a letter"; return false; }
                 if (value.Length > 253) { error = "a host name has at most 253 characters"; return false; }
                 host = new HostSpec(value, HostKind.Name, 0);
                 return true;
             }
-            error = value.Any(c => c is >= 'A' and <= 'Z')
+            error = value.AsSpan().ContainsAnyInRange('A', 'Z')
                 ? "host names are lower case (letters a-z, digits, '-', '.', '_')"
                 : "not an IPv4 or IPv6 address, and not a host name of a-z, 0-9, '-', '.', '_'";
             return false;
         }
         var address = value[..slash];
-        var prefixText = value[(slash + 1)..];
-        if (prefixText.Length == 0 || prefixText.Length > 3 || !prefixText.All(char.IsAsciiDigit)) { error = "bad prefix length"; return false; }
+        var prefixText = value.AsSpan(slash + 1);
+        if (prefixText.Length == 0 || prefixText.Length > 3 || prefixText.ContainsAnyExceptInRange('0', '9')) { error = "bad prefix length"; return false; }
         var prefix = int.Parse(prefixText, CultureInfo.InvariantCulture);
         if (TryIPv6(address))
         {
@@ -78,25 +78,33 @@ public sealed record HostSpec(string Value, HostKind Kind, int PrefixLength)
     /// <summary>Dotted quad, four decimal octets, no leading zeros (as glibc's inet_pton).</summary>
     internal static bool TryIPv4(string s)
     {
-        var parts = s.Split('.');
-        if (parts.Length != 4) return false;
-        foreach (var p in parts)
+        var rest = s.AsSpan();
+        for (var part = 0; part < 4; part++)
         {
-            if (p.Length is 0 or > 3 || !p.All(char.IsAsciiDigit)) return false;
+            var dot = rest.IndexOf('.');
+            if (part < 3 ? dot < 0 : dot >= 0) return false;
+            var p = part < 3 ? rest[..dot] : rest;
+            if (p.Length is 0 or > 3 || p.ContainsAnyExceptInRange('0', '9')) return false;
             if (p.Length > 1 && p[0] == '0') return false;
             if (int.Parse(p, CultureInfo.InvariantCulture) > 255) return false;
+            if (part < 3) rest = rest[(dot + 1)..];
         }
         return true;
     }
 
+    private static readonly System.Buffers.SearchValues<char> HostNameChars =
+        System.Buffers.SearchValues.Create("abcdefghijklmnopqrstuvwxyz0123456789-._");
+
     internal static bool TryIPv6(string s)
     {
         if (!s.Contains(':') || s.Length > 45) return false;
-        if (!s.All(c => char.IsAsciiHexDigit(c) || c is ':' or '.')) return false;
+        if (s.AsSpan().ContainsAnyExcept(IPv6Chars)) return false;
         return IPAddress.TryParse(s, out var ip) && ip.AddressFamily == AddressFamily.InterNetworkV6;
     }
 
     internal static string Printable(string? s) => RuleGrammar.Printable(s);
+
+    private static readonly System.Buffers.SearchValues<char> IPv6Chars = System.Buffers.SearchValues.Create("0123456789abcdefABCDEF:.");
 }
 
 /// <summary>A destination port or range, 0-65535, first ≤ last.</summary>
@@ -125,23 +133,27 @@ public readonly record struct PortRange(int First, int Last)
     /// "N" or "N-M". Leading zeros are dropped ("080" is 80). Lenient mode accepts values an
     /// older qubesd let through (65536, reversed range) so such files still load.
     /// </summary>
-    internal static bool TryParse(string? value, bool strict, out PortRange range, out string error)
+    internal static bool TryParse(string? value, bool strict, out PortRange range, out string error) =>
+        TryParse(value.AsSpan(), strict, out range, out error);
+
+    internal static bool TryParse(ReadOnlySpan<char> value, bool strict, out PortRange range, out string error)
     {
         range = default;
         error = "";
-        if (string.IsNullOrEmpty(value)) { error = "empty"; return false; }
-        var parts = value.Split('-');
-        if (parts.Length > 2) { error = "use N or N-M"; return false; }
-        var numbers = new int[2];
-        for (var i = 0; i < parts.Length; i++)
+        if (value.IsEmpty) { error = "empty"; return false; }
+        var dash = value.IndexOf('-');
+        if (dash >= 0 && value[(dash + 1)..].IndexOf('-') >= 0) { error = "use N or N-M"; return false; }
+        Span<int> numbers = stackalloc int[2];
+        var count = dash < 0 ? 1 : 2;
+        for (var i = 0; i < count; i++)
         {
-            var p = parts[i];
-            if (p.Length == 0 || !p.All(char.IsAsciiDigit)) { error = "use N or N-M with decimal digits"; return false; }
+            var p = dash < 0 ? value : i == 0 ? value[..dash] : value[(dash + 1)..];
+            if (p.Length == 0 || p.ContainsAnyExceptInRange('0', '9')) { error = "use N or N-M with decimal digits"; return false; }
             var trimmed = p.TrimStart('0');
             if (trimmed.Length > 6) { error = "ports are 0-65535"; return false; }
             numbers[i] = trimmed.Length == 0 ? 0 : int.Parse(trimmed, CultureInfo.InvariantCulture);
         }
-        range = new PortRange(numbers[0], parts.Length == 2 ? numbers[1] : numbers[0]);
+        range = new PortRange(numbers[0], count == 2 ? numbers[1] : numbers[0]);
         if (strict && (range.First > MaxPort || range.Last > MaxPort)) { error = "ports are 0-65535"; return false; }
         if (strict && range.First > range.Last) { error = "the first port of a range must not be above the last"; return false; }
         return true;

@@ -206,7 +206,7 @@ public sealed record TcpBindingDeclaration(string From, string FeatureName, stri
 
     public static IEnumerable<TcpBindingDeclaration> Read(Qube qube)
     {
-        foreach (var (name, value) in qube.Features.Where(f => TcpBindingFeature.IsBindingFeature(f.Key)).OrderBy(f => f.Key, StringComparer.Ordinal))
+        foreach (var (name, value) in qube.FeaturesNamed(TcpBindingFeature.IsBindingFeature))
         {
             TcpBinding? binding = null;
             var (uuid, rest, problem) = Trust.DeclarationOwner.Split(value);

@@ -13,9 +13,18 @@ public sealed record FirewallChange(string VMName, FirewallDocument Snapshot, Fi
     /// <summary>The same change limited to the steps the user confirmed.</summary>
     public FirewallChange Restrict(IReadOnlyCollection<FirewallChangeStep> accepted)
     {
-        var insertions = Edit.Insertions.Where(i => accepted.Any(s => ReferenceEquals(s.Insertion, i))).ToList();
-        var removals = Edit.Removals.Where(r => accepted.Any(s => ReferenceEquals(s.Removal, r))).ToList();
-        return this with { Edit = new FirewallEdit(insertions, removals), Steps = Steps.Where(accepted.Contains).ToList() };
+        // Set lookups by identity: a pipeline of 10,000 rules is 10,000 steps (a list scan per step was quadratic).
+        var steps = new HashSet<FirewallChangeStep>(accepted, ReferenceEqualityComparer.Instance);
+        if (steps.Count == Steps.Count && Steps.All(steps.Contains)) return this;
+        var kept = new HashSet<object>(ReferenceEqualityComparer.Instance);
+        foreach (var step in steps)
+        {
+            if (step.Insertion is { } i) kept.Add(i);
+            if (step.Removal is { } r) kept.Add(r);
+        }
+        var insertions = Edit.Insertions.Where(kept.Contains).ToList();
+        var removals = Edit.Removals.Where(kept.Contains).ToList();
+        return this with { Edit = new FirewallEdit(insertions, removals), Steps = Steps.Where(steps.Contains).ToList() };
     }
 }
 
@@ -28,13 +37,19 @@ public static class FirewallPlanner
     public static FirewallChange PlanInsert(IQubesBackend backend, string vmName, IReadOnlyList<RuleInsertion> insertions, DateTimeOffset now)
     {
         foreach (var insertion in insertions) insertion.Rule.Validate();
-        return PlanInsert(backend.GetFirewall(vmName), vmName, insertions, now);
+        return Insert(backend.GetFirewall(vmName), vmName, insertions, now);
     }
 
     /// <summary>The pure planner, on a rule list already read.</summary>
     public static FirewallChange PlanInsert(FirewallDocument snapshot, string vmName, IReadOnlyList<RuleInsertion> insertions, DateTimeOffset now)
     {
         foreach (var insertion in insertions) insertion.Rule.Validate();
+        return Insert(snapshot, vmName, insertions, now);
+    }
+
+    // The insertions are validated (once: a 10,000-rule pipeline validated each rule twice here).
+    private static FirewallChange Insert(FirewallDocument snapshot, string vmName, IReadOnlyList<RuleInsertion> insertions, DateTimeOffset now)
+    {
         var visible = Visible(snapshot, now);
         var edit = FirewallEdit.Insert(insertions);
         var preview = edit.ApplyTo(visible);

@@ -55,6 +55,7 @@ public abstract class FirewallRuleInputCmdlet : QubeCmdlet
     /// <summary>One rule in the qvm-firewall / Admin API text form.</summary>
     [Parameter(Mandatory = true, Position = 1, ParameterSetName = TextSet, ValueFromPipeline = true)]
     [AllowEmptyString]
+    [RuleLineTransformation]
     public RuleLine Rule { get; set; } = new("");
 
     /// <summary>The rule this input gives; null for a blank line or a # comment of a rules file (and for input of other parameter sets).</summary>

@@ -21,12 +21,14 @@ public sealed class GetQubeCommand : QubeCmdlet
 
     protected override void ProcessRecord()
     {
-        var qubes = Backend.GetInventory().Qubes;
+        var inventory = Backend.GetInventory();
         var patterns = Name is { Length: > 0 } ? Name : ["*"];
         foreach (var pattern in patterns)
         {
             if (NamePattern(pattern) is not { } wildcard) continue;
-            var matches = qubes.Where(q => wildcard.IsMatch(q.Name) && (NetVM is null || string.Equals(q.NetVM, NetVM, StringComparison.Ordinal))).ToList();
+            // Names first: the live backend then reads only the qubes that match (Get-Qube work: 2 calls, not 1 + every qube).
+            var matches = inventory.Names.Where(wildcard.IsMatch).Select(n => inventory.Find(n)!)
+                .Where(q => NetVM is null || string.Equals(q.NetVM, NetVM, StringComparison.Ordinal)).ToList();
             if (matches.Count == 0 && !WildcardPattern.ContainsWildcardCharacters(pattern))
             {
                 WriteError(ToErrorRecord(new Engine.QubesFirewallException("QubeNotFound", Engine.FailureKind.ObjectNotFound,

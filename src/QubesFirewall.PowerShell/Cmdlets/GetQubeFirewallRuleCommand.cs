@@ -35,6 +35,7 @@ public sealed class GetQubeFirewallRuleCommand : QubeCmdlet
     {
         if (!WildcardPattern.ContainsWildcardCharacters(name)) return [name];
         if (NamePattern(name) is not { } wildcard) return [];
-        return Backend.GetInventory().Qubes.Where(q => q.Class != QubeClass.AdminVM && wildcard.IsMatch(q.Name)).Select(q => q.Name);
+        var inventory = Backend.GetInventory();
+        return inventory.Names.Where(wildcard.IsMatch).Where(n => inventory.Find(n)!.Class != QubeClass.AdminVM).ToList();
     }
 }

@@ -47,15 +47,21 @@ public sealed class AdminApiBackendTests : IDisposable
     }
 
     [Fact]
-    public void The_inventory_costs_one_list_one_global_getall_and_one_getall_per_qube_once_per_backend()
+    public void The_inventory_costs_one_list_and_one_getall_per_qube_looked_at_once_per_backend()
     {
+        // A plan on one qube reads the list and that qube.
+        Assert.Equal("sys-firewall", Backend.GetInventory().Get("work").NetVM);
+        Assert.Equal(["admin.vm.List dom0", "admin.vm.property.GetAll work"], Server.Calls.Select(c => $"{c.Method} {c.Destination}"));
+        // A listing reads every other qube once; the global properties only when someone reads them.
         var qubes = Backend.GetInventory().Qubes.Count;
         Backend.GetInventory();
         Backend.GetInventory().Find("work");
-        Assert.Equal(qubes + 2, Server.Calls.Count);
+        Assert.Equal(qubes + 1, Server.Calls.Count);
         Assert.Equal(1, Server.CountCalls("admin.vm.List"));
-        Assert.Equal(1, Server.CountCalls("admin.property.GetAll"));
+        Assert.Equal(0, Server.CountCalls("admin.property.GetAll"));
         Assert.Equal(qubes, Server.CountCalls("admin.vm.property.GetAll"));
+        Assert.Equal("sys-firewall", Backend.GetInventory().DefaultNetVM);
+        Assert.Equal(1, Server.CountCalls("admin.property.GetAll"));
         // Features are read when first looked at: one List and one Get per feature, for that qube only.
         var features = Backend.GetInventory().Get("sys-firewall").Features;
         Assert.Equal("1", features["servicevm"]);
@@ -63,12 +69,51 @@ public sealed class AdminApiBackendTests : IDisposable
     }
 
     [Fact]
+    public void A_feature_looked_up_by_name_is_one_get_and_the_names_one_list()
+    {
+        var work = Backend.GetInventory().Get("work");
+        Server.ClearCalls();
+        Assert.False(work.Features.TryGetValue("whonix-gw", out _));
+        Assert.False(work.Features.TryGetValue("whonix-gw", out _)); // read once
+        Assert.Equal(["admin.vm.feature.Get+whonix-gw work"], Server.Calls.Select(c => $"{c.Key} {c.Destination}"));
+        // Declarations look at the names first, then read only the values of those that match.
+        var sysNet = Backend.GetInventory().Get("sys-net");
+        Server.ClearCalls();
+        Assert.Empty(sysNet.FeaturesNamed(n => n.StartsWith("qubesfirewall.", StringComparison.Ordinal)));
+        Assert.Equal(["admin.vm.feature.List sys-net"], Server.Calls.Select(c => $"{c.Key} {c.Destination}"));
+        // Once the names are known, a feature the qube lacks costs nothing; enumerating reads each value once.
+        Assert.False(sysNet.Features.TryGetValue("no-such-feature", out _));
+        var all = sysNet.Features.ToList();
+        Assert.Equal(Server.CountCalls("admin.vm.feature.Get", "sys-net"), all.Count);
+        Assert.Equal(all.Select(f => f.Key).Order(StringComparer.Ordinal), sysNet.FeaturesNamed(_ => true).Select(f => f.Key));
+        Assert.Equal(new OfflineRoot(_live.Root).GetInventory().Get("sys-net").Features.OrderBy(f => f.Key), all.OrderBy(f => f.Key));
+        Assert.Equal(1, Server.CountCalls("admin.vm.feature.List"));
+    }
+
+    [Fact]
+    public void The_stand_in_qubesd_models_qubesds_one_loop_and_the_connection_latency()
+    {
+        Server.ServiceTime = TimeSpan.FromMilliseconds(150);
+        var watch = System.Diagnostics.Stopwatch.StartNew();
+        // Three calls at once: qubesd handles one at a time, so they take three service times, not one.
+        Parallel.For(0, 3, _ => new QubesdClient(Server.SocketPath).CallText("admin.vm.List", "dom0"));
+        Assert.True(watch.Elapsed >= TimeSpan.FromMilliseconds(3 * 150 - 10), $"three overlapping calls took {watch.ElapsedMilliseconds} ms");
+        Server.ServiceTime = TimeSpan.Zero;
+        Server.ConnectionLatency = TimeSpan.FromMilliseconds(200);
+        watch.Restart();
+        new QubesdClient(Server.SocketPath).CallText("admin.vm.List", "dom0");
+        Assert.True(watch.Elapsed >= TimeSpan.FromMilliseconds(190), $"a call with 200 ms of latency took {watch.ElapsedMilliseconds} ms");
+    }
+
+    [Fact]
     public void Without_getall_each_property_is_read_with_get()
     {
         Server.SupportsGetAll = false;
-        Backend.GetInventory();
-        Assert.Equal(1, Server.CountCalls("admin.property.GetAll")); // tried once, then never again
-        Assert.Equal(0, Server.CountCalls("admin.vm.property.GetAll"));
+        _ = Backend.GetInventory().Qubes;
+        _ = Backend.GetInventory().GlobalProperties.Count;
+        Assert.Equal(1, Server.CountCalls("admin.vm.property.GetAll")); // tried once, then never again
+        Assert.Equal(0, Server.CountCalls("admin.property.GetAll"));
+        Assert.True(Server.CountCalls("admin.property.Get") > 0);
         Assert.True(Server.CountCalls("admin.vm.property.Get") > 16);
         Assert.Contains(Server.Calls, c => Raw(c) == "admin.vm.property.Get+netvm dom0 name work\0");
         Assert.Equal("sys-firewall", Backend.GetInventory().Get("work").NetVM);
