@@ -171,8 +171,9 @@ public static class AgentFeatures
     private static void AddSourceParts(List<(string Name, List<string> Fields)> parts, string baseName, string vmName, List<string> head,
         IReadOnlyList<string>? sources, List<string> tail)
     {
-        var chunks = new List<IReadOnlyList<string>?>();
-        Split(sources, chunks, head, tail, vmName);
+        // the final value: "for=<name> gen=<16 hex> " + head + "src=..." + tail
+        var other = "for=".Length + vmName.Length + " gen=".Length + 16 + 1 + head.Sum(h => h.Length + 1) + "src=".Length + tail.Sum(t => t.Length + 1);
+        var chunks = SplitSources(sources, other);
         for (var i = 0; i < chunks.Count; i++)
         {
             var fields = new List<string>(head) { "src=" + (chunks[i] is { } c ? string.Join(",", c) : "any") };
@@ -181,19 +182,24 @@ public static class AgentFeatures
         }
     }
 
-    private static void Split(IReadOnlyList<string>? sources, List<IReadOnlyList<string>?> chunks, List<string> head, List<string> tail, string vmName)
+    /// <summary>The source lists of the keys of one part: one list when <paramref name="otherBytes"/> plus the sources fit a value, else halves, recursively.</summary>
+    internal static List<IReadOnlyList<string>?> SplitSources(IReadOnlyList<string>? sources, int otherBytes)
     {
-        // worst-case length of the final value: "for=<name> gen=<16 hex> " + fields
-        var length = "for=".Length + vmName.Length + " gen=".Length + 16 + 1 + head.Sum(h => h.Length + 1) + "src=".Length
-            + (sources is null ? 3 : sources.Sum(s => s.Length + 1) - 1) + tail.Sum(t => t.Length + 1);
-        if (length <= MaxValueBytes || sources is null || sources.Count < 2)
+        var chunks = new List<IReadOnlyList<string>?>();
+        void Split(IReadOnlyList<string>? list)
         {
-            chunks.Add(sources);
-            return;
+            var length = otherBytes + (list is null ? 3 : list.Sum(s => s.Length + 1) - 1);
+            if (length <= MaxValueBytes || list is null || list.Count < 2)
+            {
+                chunks.Add(list);
+                return;
+            }
+            var half = list.Count / 2;
+            Split(list.Take(half).ToList());
+            Split(list.Skip(half).ToList());
         }
-        var half = sources.Count / 2;
-        Split(sources.Take(half).ToList(), chunks, head, tail, vmName);
-        Split(sources.Skip(half).ToList(), chunks, head, tail, vmName);
+        Split(sources);
+        return chunks;
     }
 
     private static List<string> Tail(PortForward f)
