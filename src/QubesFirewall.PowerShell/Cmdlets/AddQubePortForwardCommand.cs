@@ -66,11 +66,17 @@ public sealed class AddQubePortForwardCommand : QubeCmdlet
     [Parameter]
     public SwitchParameter Start { get; set; }
 
+    /// <summary>Through the agent: set the features and return, without asking the qubes' agents whether they applied them.</summary>
+    [Parameter]
+    public SwitchParameter NoWait { get; set; }
+
+    private TimeSpan AgentWait => NoWait ? TimeSpan.Zero : TimeSpan.FromSeconds(5);
+
     protected override void ProcessRecord()
     {
         if (!TryEngine(() => PortForward.Create(VMName, Protocol, Port, TargetPort, Type, AllowFrom, Interface,
                 ExpireArgument.ToUnixTime(Expire, Now), Comment), out var forward)) return;
-        PortForwardPlan Plan() => PortForwardPlanner.PlanAdd(Backend, forward, DeploymentOptions.For(Backend, Now, Force));
+        PortForwardPlan Plan() => PortForwardPlanner.PlanAdd(Backend, forward, DeploymentOptions.For(Backend, Now, Force) with { AgentWait = AgentWait });
         if (!TryEngine(Plan, out var first) || StartWhatMustRun(first, Start, Plan) is not { } plan) return;
         foreach (var warning in plan.Warnings) WriteWarning(warning);
         var caption = plan.Operation == "Update" ? "Update port forward" : "Add port forward";
