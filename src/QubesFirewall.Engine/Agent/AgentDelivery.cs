@@ -140,7 +140,7 @@ public static class AgentDelivery
                 }
             }
             if (waiting.Count == 0 || clock.Elapsed >= wait) break;
-            Thread.Sleep(100);
+            Thread.Sleep(250);
         }
         foreach (var vm in waiting)
             outcomes[vm] = new(vm, generations[vm], AgentOutcomeKind.Unconfirmed,

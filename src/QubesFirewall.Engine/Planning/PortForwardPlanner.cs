@@ -661,7 +661,9 @@ public static class PortForwardPlanner
                 $"can only be kept in {storage.Name}. {others}; the part written for {qube.Name} checks the qube's name and runs only there, and {storage.Name} itself must be reachable (started) to change it.";
             if (!force)
                 throw new QubesFirewallException("DisposableHop", FailureKind.InvalidOperation,
-                    message + " Use -Force to write it there anyway, or make the qube a non-disposable (for sys-firewall: qvm-create --class AppVM). Nothing was changed.", qube.Name);
+                    message + " Use -Force to write it there anyway, or make the qube a non-disposable (for sys-firewall: qvm-create --class AppVM). " +
+                    $"Or install the QubesFirewall agent once in the qubes on the way (Install-QubeFirewallAgent -VMName {string.Join(", ", chain.HopNames.Append(chain.Target.Name))}): " +
+                    $"then a change is feature calls in dom0 and nothing is written into {storage.Name}. Nothing was changed.", qube.Name);
             warnings.Add(message);
         }
     }
