@@ -290,4 +290,46 @@ public sealed class AgentLabTests : IDisposable
         _agents.WaitApplied("sys-net", gen);
         Assert.Equal(good["sys-net"], _lab.ListRuleset("sys-net"));
     }
+
+    [Fact]
+    public void Add_and_Remove_QubePortForward_through_the_agent_are_feature_calls_that_the_agents_turn_into_real_traffic()
+    {
+        using var work = _lab.StartServer("work", 8080);
+        foreach (var qube in AgentQubes) _pf.Backend.SetFeature(qube, AgentScript.VersionFeature, AgentScript.Version);
+        StartAgents();
+        foreach (var qube in AgentQubes) _agents.WaitApplied(qube, null);
+        var before = Rulesets();
+
+        var clock = Stopwatch.StartNew();
+        var plan = PortForwardPlanner.PlanAdd(_pf.Backend, PortForward.Create("work", ForwardProtocol.Tcp, 8443, 8080, allowFrom: [Outside + "/32"]),
+            DeploymentOptions.For(_pf.Backend, _pf.Now));
+        Assert.True(plan.ViaAgent);
+        Assert.All(plan.Steps, s => Assert.Equal(Engine.Deployment.DeploymentStepKind.SetFeature, s.Kind));
+        var result = PortForwardPlanner.Apply(_pf.Backend, plan);
+        Assert.Null(result.Failure);
+        Mirror(plan.Steps);
+        var applied = plan.AgentGenerations.Select(g => _agents.WaitApplied(g.Key, g.Value)).Max();
+        var traffic = TimeToTraffic(clock, "outside", SysNetLan, 8443);
+        _output.WriteLine($"Add-QubePortForward via the agent: plan+features {applied.TotalMilliseconds:F0} ms to applied, {traffic.TotalMilliseconds:F0} ms to traffic");
+        Assert.Equal("work", Open("outside", SysNetLan, 8443).ServerNode);
+        Blocked("outside2", SysNetLan, 8443);
+
+        var remove = PortForwardPlanner.PlanRemove(_pf.Backend, "work", ForwardProtocol.Tcp, 8443, DeploymentOptions.For(_pf.Backend, _pf.Now));
+        Assert.True(remove.ViaAgent);
+        Assert.Null(PortForwardPlanner.Apply(_pf.Backend, remove).Failure);
+        Mirror(remove.Steps);
+        foreach (var (qube, gen) in remove.AgentGenerations) _agents.WaitApplied(qube, gen == "none" ? null : gen);
+        Blocked("outside", SysNetLan, 8443);
+        Assert.Equal(before, Rulesets());
+    }
+
+    /// <summary>qubesd's export of the plan's vm-config.* feature calls to the running qubes' QubesDB.</summary>
+    private void Mirror(IEnumerable<Engine.Deployment.DeploymentStep> steps)
+    {
+        foreach (var s in steps.Where(s => s.FeatureName!.StartsWith(AgentFeatures.VmConfigPrefix, StringComparison.Ordinal) && AgentQubes.Contains(s.VMName)))
+        {
+            if (s.Kind == Engine.Deployment.DeploymentStepKind.RemoveFeature) _agents.RemoveFeature(s.VMName, s.FeatureName!);
+            else _agents.SetFeature(s.VMName, s.FeatureName!, s.FeatureValue!);
+        }
+    }
 }
