@@ -103,4 +103,35 @@ public sealed class AgentDeliveryTests : IDisposable
         Assert.Equal([("c", DeploymentStepKind.SetFeature, "3"), ("b", DeploymentStepKind.SetFeature, "old"), ("a", DeploymentStepKind.RemoveFeature, null)],
             undo.Select(s => (s.FeatureName!, s.Kind, s.FeatureValue)));
     }
+
+    private IReadOnlyList<AuditFinding> AgentFindings(string qube)
+    {
+        var inventory = _root.Backend.GetInventory();
+        return FirewallAudit.Audit(new AuditContext(inventory, _root.Backend.GetFirewall, _root.Now), inventory.Get(qube))
+            .Where(f => f.Check is AgentAuditCheck.AgentKeysStale or AgentAuditCheck.AgentMissing).ToList();
+    }
+
+    [Fact]
+    public void Test_QubeFirewall_finds_stale_and_stray_agent_keys_from_dom0_facts()
+    {
+        Assert.Null(PortForwardPlanner.Apply(_root.Backend, PortForwardPlanner.PlanAdd(_root.Backend, Web, Options)).Failure);
+        foreach (var qube in new[] { "sys-net", "sys-firewall", "work" }) Assert.Empty(AgentFindings(qube));
+
+        // work's address changed by qvm-prefs: sys-firewall translates to the old one, work accepts on the old one
+        _root.Backend.SetProperty("work", "ip", "10.137.0.99");
+        var stale = Assert.Single(AgentFindings("sys-firewall"));
+        Assert.Equal((AuditSeverity.Error, AgentAuditCheck.AgentKeysStale), (stale.Severity, stale.Check));
+        Assert.Contains("1 key(s) missing or different", stale.Message, StringComparison.Ordinal);
+        Assert.Single(AgentFindings("work"));
+        Assert.Empty(AgentFindings("sys-net")); // sys-net translates to sys-firewall's address, which did not change
+        _root.Backend.ResetProperty("work", "ip");
+        Assert.Empty(AgentFindings("sys-firewall"));
+
+        // a stray key, and keys on a qube without the agent
+        _root.Backend.SetFeature("sys-net", "vm-config.qubesfw.hop4.09999.tcp.0000000000", "for=sys-net gen=0 proto=tcp");
+        Assert.Contains("1 stray key(s)", Assert.Single(AgentFindings("sys-net")).Message, StringComparison.Ordinal);
+        _root.Backend.RemoveFeature("work", AgentScript.VersionFeature);
+        var missing = Assert.Single(AgentFindings("work"));
+        Assert.Equal((AuditSeverity.Warning, "Install-QubeFirewallAgent -VMName work"), (missing.Severity, missing.Fix));
+    }
 }
