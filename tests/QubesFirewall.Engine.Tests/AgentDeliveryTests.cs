@@ -134,4 +134,26 @@ public sealed class AgentDeliveryTests : IDisposable
         var missing = Assert.Single(AgentFindings("work"));
         Assert.Equal((AuditSeverity.Warning, "Install-QubeFirewallAgent -VMName work"), (missing.Severity, missing.Fix));
     }
+
+    [Fact]
+    public void A_link_through_the_agent_is_features_and_the_sources_firewall_edit_only()
+    {
+        _root.Backend.SetFeature("personal", AgentScript.VersionFeature, AgentScript.Version);
+        var link = InterVmLink.Create("work", "personal", ForwardProtocol.Tcp, new LinkPorts(5432, 5432));
+        var plan = InterVmLinkPlanner.PlanEnable(_root.Backend, [link], Options);
+        Assert.True(plan.ViaAgent);
+        Assert.Equal(["SetFeature work", "SetFeature personal", "SetFeature personal", "SetFeature sys-firewall", "SetFeature sys-firewall", "EditFirewall work"],
+            plan.Steps.Select(s => $"{s.Kind} {s.VMName}"));
+        Assert.Null(InterVmLinkPlanner.Apply(_root.Backend, plan).Failure);
+        Assert.Single(AgentKeys("sys-firewall"), k => k.Key.StartsWith("vm-config.qubesfw.lnet4.", StringComparison.Ordinal));
+        Assert.Null(_root.Backend.ReadQubeFile("default-dvm", "/rw/config/qubes-firewall-user-script"));
+
+        var disable = InterVmLinkPlanner.PlanDisable(_root.Backend, [link], Options);
+        Assert.True(disable.ViaAgent);
+        Assert.Equal("EditFirewall", disable.Steps[0].Kind.ToString());
+        Assert.Equal((DeploymentStepKind.RemoveFeature, link.FeatureName), (disable.Steps[^1].Kind, disable.Steps[^1].FeatureName));
+        Assert.Null(InterVmLinkPlanner.Apply(_root.Backend, disable).Failure);
+        Assert.Empty(AgentKeys("sys-firewall"));
+        Assert.Empty(AgentKeys("personal"));
+    }
 }

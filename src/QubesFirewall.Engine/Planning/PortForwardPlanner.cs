@@ -476,12 +476,26 @@ public static class PortForwardPlanner
     private static PortForwardApplyResult ApplyViaAgent(IQubesBackend backend, PortForwardPlan plan, RolloutOptions? options, Func<PortForwardPlan>? replan)
     {
         (plan, var run) = Rollout.Deploy(backend, plan, options, replan);
-        var subject = plan.Forward?.Text ?? plan.FeatureName;
         var failure = run.Failure("PortForward", $"{plan.Operation} port forward {plan.Target}", "Remove-QubePortForward", plan.Operation == "Remove", null);
         if (failure is not null) return new PortForwardApplyResult([], failure) { Plan = plan, Rollout = run };
-        IReadOnlyList<AgentOutcome> outcomes = plan.AgentWait <= TimeSpan.Zero && backend is not OfflineRoot
-            ? plan.AgentGenerations.Select(g => new AgentOutcome(g.Key, g.Value, AgentOutcomeKind.Unconfirmed, "not asked (-NoWait)")).ToList()
-            : AgentDelivery.Confirm(backend, backend.GetInventory(), plan.AgentGenerations, plan.AgentWait);
+        var p = plan;
+        var (hops, error) = ConfirmAgents(backend, run, plan.AgentGenerations, plan.AgentWait, q => RoleOf(p, q), plan.Forward?.Text ?? plan.FeatureName,
+            plan.Operation, q => p.ForwardCounts.GetValueOrDefault(q), "PortForward", $"{plan.Operation} port forward {plan.Target}");
+        return new PortForwardApplyResult(hops, error) { Plan = plan, Rollout = run };
+    }
+
+    /// <summary>
+    /// After the feature calls of a change through the agent (port forwards, links): each running qube's agent asked for its
+    /// generation; one result per qube. A Failed agent rolls every applied feature back (<paramref name="errorPrefix"/>AgentFailed);
+    /// Unconfirmed is an error without rollback (<paramref name="errorPrefix"/>AgentUnconfirmed); with a zero wait nothing is asked (Sent).
+    /// </summary>
+    internal static (List<PortForwardHopResult> Hops, QubesFirewallException? Error) ConfirmAgents(IQubesBackend backend, DeploymentResult run,
+        IReadOnlyDictionary<string, string> generations, TimeSpan wait, Func<string, string> roleOf, string subject, string operation,
+        Func<string, int> counts, string errorPrefix, string what)
+    {
+        IReadOnlyList<AgentOutcome> outcomes = wait <= TimeSpan.Zero && backend is not OfflineRoot
+            ? generations.OrderBy(g => g.Key, StringComparer.Ordinal).Select(g => new AgentOutcome(g.Key, g.Value, AgentOutcomeKind.Unconfirmed, "not asked (-NoWait)")).ToList()
+            : AgentDelivery.Confirm(backend, backend.GetInventory(), generations, wait);
         var failed = outcomes.Where(o => o.Kind == AgentOutcomeKind.Failed).ToList();
         var rolledBack = false;
         if (failed.Count > 0)
@@ -492,31 +506,31 @@ public static class PortForwardPlanner
         var hops = outcomes.Select(o => new PortForwardHopResult
         {
             VMName = o.VMName,
-            Role = RoleOf(plan, o.VMName),
+            Role = roleOf(o.VMName),
             Forward = subject,
-            Operation = plan.Operation,
+            Operation = operation,
             StoredIn = o.VMName,
             Path = AgentFeatures.Prefix + "*",
-            Forwards = plan.ForwardCounts.GetValueOrDefault(o.VMName),
+            Forwards = counts(o.VMName),
             Status = o.Kind switch
             {
                 AgentOutcomeKind.Applied => failed.Count > 0 ? PortForwardHopStatus.RolledBack : PortForwardHopStatus.Applied,
                 AgentOutcomeKind.Failed => PortForwardHopStatus.Failed,
                 AgentOutcomeKind.Pending => PortForwardHopStatus.Pending,
                 AgentOutcomeKind.Recorded => PortForwardHopStatus.Recorded,
-                _ => plan.AgentWait <= TimeSpan.Zero ? PortForwardHopStatus.Sent : PortForwardHopStatus.Unconfirmed,
+                _ => wait <= TimeSpan.Zero ? PortForwardHopStatus.Sent : PortForwardHopStatus.Unconfirmed,
             },
             Message = o.Message is null ? $"generation {o.Generation}" : RuleGrammar.Printable(o.Message),
         }).ToList();
         QubesFirewallException? error = null;
         if (failed.Count > 0)
-            error = new QubesFirewallException("PortForwardAgentFailed", FailureKind.InvalidOperation,
-                $"{plan.Operation} port forward {plan.Target}: {string.Join("; ", failed.Select(f => RuleGrammar.Printable(f.Message)))}. " +
-                (rolledBack ? "Every feature was put back as it was." : "Putting the features back failed too: check Test-QubeFirewall."), plan.Target);
-        else if (plan.AgentWait > TimeSpan.Zero && outcomes.FirstOrDefault(o => o.Kind == AgentOutcomeKind.Unconfirmed) is { } silent)
-            error = new QubesFirewallException("PortForwardAgentUnconfirmed", FailureKind.ResourceUnavailable,
-                $"{plan.Operation} port forward {plan.Target}: the features are set, but {string.Join("; ", outcomes.Where(o => o.Kind == AgentOutcomeKind.Unconfirmed).Select(o => RuleGrammar.Printable(o.Message)))}.", plan.Target);
-        return new PortForwardApplyResult(hops, error) { Plan = plan, Rollout = run };
+            error = new QubesFirewallException(errorPrefix + "AgentFailed", FailureKind.InvalidOperation,
+                $"{what}: {string.Join("; ", failed.Select(f => RuleGrammar.Printable(f.Message)))}. " +
+                (rolledBack ? "Every feature was put back as it was." : "Putting the features back failed too: check Test-QubeFirewall."), what);
+        else if (wait > TimeSpan.Zero && outcomes.Any(o => o.Kind == AgentOutcomeKind.Unconfirmed))
+            error = new QubesFirewallException(errorPrefix + "AgentUnconfirmed", FailureKind.ResourceUnavailable,
+                $"{what}: the features are set, but {string.Join("; ", outcomes.Where(o => o.Kind == AgentOutcomeKind.Unconfirmed).Select(o => RuleGrammar.Printable(o.Message)))}.", what);
+        return (hops, error);
     }
 
     /// <summary>The warning (for now: hook files are still written) that names the qubes without the agent and the command that installs it.</summary>
