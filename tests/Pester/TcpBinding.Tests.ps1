@@ -78,7 +78,7 @@ Describe 'qubes.ConnectTCP bindings (<Backend>)' -ForEach @(@{ Backend = 'offlin
         $b.From | Should -Be 'personal'
         $b.Permanent | Should -BeFalse
         $b.Command | Should -Be 'qvm-connect-tcp 5432:@default:5432'
-        (Get-Qube personal).Features['qubesfirewall.tcp.work.5432'] | Should -Be 'localport=5432 permanent=no'
+        (Get-Qube personal).Features['qubesfirewall.tcp.work.5432'] | Should -Be 'uuid=30f0be04-363a-548e-b2e8-c23ae627912a localport=5432 permanent=no' # bound to personal's uuid
         $lines = @(Get-PolicyLines)
         $lines.Count | Should -Be 1
         $lines[0] | Should -Be @('qubes.ConnectTCP', '+5432', 'personal', '@default', 'allow', 'target=work')

@@ -65,7 +65,7 @@ public static class AgentInstaller
     public static readonly string[] LegacyFiles = [ForwardPersistence.FirewallUserScript, ForwardPersistence.RcLocal];
 
     /// <summary>Where the hook goes: network qubes that run qubes-firewall start it from qubes-firewall.d, the others from rc.local.d.</summary>
-    public static string HookPathFor(Qube qube) => ForwardPersistence.RunsFirewallService(qube) ? AgentScript.FirewallHookPath : AgentScript.RcLocalHookPath;
+    public static string HookPathFor(Qube qube) => QubesFacts.RunsFirewallService(qube) ? AgentScript.FirewallHookPath : AgentScript.RcLocalHookPath;
 
     /// <summary>The qube whose /rw keeps the agent: the qube, or a disposable's template (then a confirmation names it).</summary>
     public static Qube StorageOf(QubesInventory inventory, Qube qube) => ForwardPersistence.StorageOf(inventory, qube);
@@ -77,7 +77,7 @@ public static class AgentInstaller
     {
         var storage = StorageOf(inventory, qube);
         if (storage.Name == qube.Name) return null;
-        var firewall = ForwardPersistence.RunsFirewallService(qube);
+        var firewall = QubesFacts.RunsFirewallService(qube);
         return $"'{qube.Name}' is a disposable of '{storage.Name}': its /rw is a fresh copy of {storage.Name}'s at each start, so the agent is kept in {storage.Name}'s " +
             (firewall
                 ? $"/rw/config/qubes-firewall.d, which only network qubes running qubes-firewall execute: ordinary disposables of {storage.Name} never run it."

@@ -102,8 +102,11 @@ public sealed record QubeInterVmLink
 
     public required string FeatureName { get; init; }
 
-    /// <summary>Why the link cannot work as declared (not resolvable, invalid feature), else null.</summary>
+    /// <summary>Why the link cannot work as declared (not resolvable, invalid feature, copied from another qube), else null.</summary>
     public string? Problem { get; init; }
+
+    /// <summary>Bound to its qube's uuid, Legacy (no uuid yet: adopt it with Enable-QubeInterVmNetwork), or Copied (never deployed).</summary>
+    public Trust.DeclarationOwnership Ownership { get; init; }
 
     /// <summary>All three parts are in place.</summary>
     public bool IsComplete => ForwardRulePresent == true && InputRulePresent == true && FirewallRulePresent == true && Problem is null;
@@ -184,7 +187,7 @@ public static class InterVmLinkPlanner
             $"'{from.Name}' uses '{from.NetVM}' as its network qube, but there is no qube of that name.", from.NetVM);
         if (checks)
         {
-            if (NetworkChain.IsWhonixGateway(inventory, netvm))
+            if (QubesFacts.IsWhonixGateway(inventory, netvm))
                 throw new QubesFirewallException("WhonixInChain", FailureKind.InvalidOperation,
                     $"'{netvm.Name}', the network qube of '{from.Name}' and '{to.Name}', is a Whonix gateway: it sends its clients' traffic through Tor and does not run the qubes-firewall service. " +
                     "A link between its clients would go around Tor. Nothing was changed.", netvm.Name);
@@ -229,32 +232,14 @@ public static class InterVmLinkPlanner
         foreach (var q in resolved.Select(r => r.NetVM).Concat(resolved.Select(r => r.To)).DistinctBy(q => q.Name))
             if (ForwardPersistence.HasCustomPersist(inventory, q))
                 warnings.Add($"'{q.Name}' has the R4.3 custom-persist service on: Qubes does not run the /rw/config hooks there, so its part of the link is applied now but not when it starts again.");
-        if (!ForwardPersistence.RunsFirewallService(netvm))
+        if (!QubesFacts.RunsFirewallService(netvm))
             warnings.Add($"'{netvm.Name}' does not run the qubes-firewall service: it does not enforce its clients' Qubes firewall, and its part of the link is kept in its {ForwardPersistence.HookPath(netvm)}.");
 
         var notRunning = NotRunning(inventory, resolved);
         if (options.RequireRunning && notRunning.Count > 0)
             return new InterVmLinkPlan { Operation = "Enable", Links = links, NetVM = netvm.Name, Target = TargetText(links, netvm.Name), NotRunning = notRunning, IsComplete = false, Warnings = warnings };
 
-        var declarations = InterVmLinkDeclaration.ReadAll(inventory);
-        var existing = new HashSet<string>(declarations.Where(d => d.Link is not null).Select(d => d.From + "\0" + d.FeatureName), StringComparer.Ordinal);
-        foreach (var d in declarations.Where(d => d.Link is null)) warnings.Add($"{d.Problem} The feature of {d.From} is ignored.");
-
-        var steps = new List<DeploymentStep>();
-        foreach (var link in links.Where(l => !existing.Contains(l.From + "\0" + l.FeatureName)))
-        {
-            var value = InterVmLinkFeature.FormatValue(options.Now);
-            steps.Add(new DeploymentStep
-            {
-                Kind = DeploymentStepKind.SetFeature,
-                VMName = link.From,
-                ForQube = link.From,
-                FeatureName = link.FeatureName,
-                FeatureValue = value,
-                PreviousFeatureValue = null,
-                Description = $"{link.From}: set feature {link.FeatureName} = '{value}'",
-            });
-        }
+        var steps = EnableDeclarationSteps(inventory, links, options, warnings);
         var operation = steps.Count == 0 ? "Reapply" : "Enable";
         var after = DeclaredLinks(inventory).Concat(links).DistinctBy(l => l.From + "\0" + l.FeatureName).ToList();
         var layout = LinkLayout.Build(inventory, after, warnings);
@@ -275,20 +260,41 @@ public static class InterVmLinkPlanner
         };
     }
 
+    /// <summary>The declaration features Enable sets: none for a link in force and bound to its qube; a legacy (no uuid) or copied one is adopted.</summary>
+    private static List<DeploymentStep> EnableDeclarationSteps(QubesInventory inventory, IReadOnlyList<InterVmLink> links, DeploymentOptions options, List<string> warnings)
+    {
+        var declarations = InterVmLinkDeclaration.ReadAll(inventory);
+        // in force and bound to its qube: nothing to set; a legacy (no uuid) or copied one is adopted (written again with the uuid)
+        var existing = new HashSet<string>(declarations.Where(d => d.Link is not null && (d.Ownership == Trust.DeclarationOwnership.Bound || inventory.Get(d.From).Uuid is null)).Select(d => d.From + "\0" + d.FeatureName), StringComparer.Ordinal);
+        foreach (var d in declarations.Where(d => d.Link is null && !links.Any(l => l.From == d.From && l.FeatureName == d.FeatureName))) warnings.Add($"{d.Problem} The feature of {d.From} is ignored.");
+
+        var steps = new List<DeploymentStep>();
+        foreach (var link in links.Where(l => !existing.Contains(l.From + "\0" + l.FeatureName)))
+        {
+            var stored = declarations.FirstOrDefault(d => d.From == link.From && d.FeatureName == link.FeatureName);
+            var value = Trust.DeclarationOwner.Bind(inventory.Get(link.From).Uuid, stored is { Link: not null } && InterVmLinkFeature.EnabledAt(stored.FeatureValue) is { } since
+                ? InterVmLinkFeature.FormatValue(since) : InterVmLinkFeature.FormatValue(options.Now));
+            steps.Add(new DeploymentStep
+            {
+                Kind = DeploymentStepKind.SetFeature,
+                VMName = link.From,
+                ForQube = link.From,
+                FeatureName = link.FeatureName,
+                FeatureValue = value,
+                PreviousFeatureValue = stored?.FeatureValue,
+                Description = $"{link.From}: {(stored is null ? "set" : "adopt")} feature {link.FeatureName} = '{value}'",
+            });
+        }
+        return steps;
+    }
+
     /// <summary>Enable through the agent: the declarations, the derived keys of every qube, then the sources' firewalls (dom0); nothing written into a qube.</summary>
     private static InterVmLinkPlan PlanEnableViaAgent(QubesInventory inventory, IReadOnlyList<InterVmLink> links, List<ResolvedLink> resolved, DeploymentOptions options,
         Func<string, FirewallDocument> readFirewall, List<string> warnings)
     {
-        var declarations = InterVmLinkDeclaration.ReadAll(inventory);
-        var existing = new HashSet<string>(declarations.Where(d => d.Link is not null).Select(d => d.From + "\0" + d.FeatureName), StringComparer.Ordinal);
-        var steps = new List<DeploymentStep>();
+        var steps = EnableDeclarationSteps(inventory, links, options, warnings);
         var after = inventory;
-        foreach (var link in links.Where(l => !existing.Contains(l.From + "\0" + l.FeatureName)))
-        {
-            var value = InterVmLinkFeature.FormatValue(options.Now);
-            steps.Add(DeploymentStep.SetFeature(link.From, link.FeatureName, value, null)!);
-            after = AgentDelivery.WithFeature(after, link.From, link.FeatureName, value);
-        }
+        foreach (var step in steps) after = AgentDelivery.WithFeature(after, step.VMName, step.FeatureName!, step.FeatureValue);
         var operation = steps.Count == 0 ? "Reapply" : "Enable";
         var generations = new Dictionary<string, string>(StringComparer.Ordinal);
         steps.AddRange(AgentDelivery.KeySteps(inventory, after, generations, warnings));
@@ -587,6 +593,7 @@ public static class InterVmLinkPlanner
                 FeatureName = d.FeatureName,
                 Enabled = InterVmLinkFeature.EnabledAt(d.FeatureValue),
                 Problem = d.Problem,
+                Ownership = d.Ownership,
             };
             if (d.Link is null) { result.Add(item); continue; }
             ResolvedLink r;

@@ -207,12 +207,13 @@ public static class PortForwardPlanner
             var shared = otherChain!.HopNames.Intersect(chain.HopNames, StringComparer.Ordinal).ToList();
             if (shared.Count == 0) continue;
             throw new QubesFirewallException("PortAlreadyForwarded", FailureKind.ResourceExists,
-                $"{forward.ProtocolText}/{forward.Port.ToString(CultureInfo.InvariantCulture)} is already forwarded to '{other.VMName}' through {string.Join(", ", shared)} " +
+                $"{forward.ProtocolText}/{forward.Port.ToString(CultureInfo.InvariantCulture)} is already forwarded to '{other.VMName}' through {string.Join(", ", shared)}, so {forward.Text} cannot be declared " +
                 $"({otherChain.Path}{(other.IsExpiredAt(options.Now) ? ", expired" : "")}; feature {other.FeatureName} of {other.VMName}). A network qube can pass one port to one qube only. " +
                 $"Remove that forward first (Remove-QubePortForward -VMName {other.VMName} -Port {other.Port.ToString(CultureInfo.InvariantCulture)} -Protocol {other.Protocol}), " +
                 "or open another port and translate it with -TargetPort. Nothing was changed.", forward);
         }
 
+        WarnStoredConflicts(inventory, others, warnings);
         var reach = chain.HopNames.Append(chain.Target.Name).ToList();
         if (existing?.Forward is { } replaced && TryResolve(inventory, replaced, out var replacedChain, out _))
             reach.AddRange(replacedChain!.HopNames.Append(replacedChain.Target.Name));
@@ -234,14 +235,16 @@ public static class PortForwardPlanner
 
         var after = others.Append(forward).ToList();
         var previous = existing?.Forward;
-        var operation = existing is null ? "Add" : existing.FeatureValue == forward.FeatureValue ? "Reapply" : "Update";
+        // the declaration carries the target's uuid, so a copy (qvm-clone, restore) is recognised and never deployed
+        var value = Trust.DeclarationOwner.Bind(chain.Target.Uuid, forward.FeatureValue);
+        var operation = existing is null ? "Add" : existing.FeatureValue == value ? "Reapply" : "Update";
         if (viaAgent)
         {
             // the declaration first, then the keys of every qube: a failure half way takes the declaration back too
             var generations = new Dictionary<string, string>(StringComparer.Ordinal);
             var agentSteps = new List<DeploymentStep>();
-            if (DeploymentStep.SetFeature(forward.VMName, forward.FeatureName, forward.FeatureValue, existing?.FeatureValue) is { } declaration) agentSteps.Add(declaration);
-            agentSteps.AddRange(AgentDelivery.KeySteps(inventory, AgentDelivery.WithFeature(inventory, forward.VMName, forward.FeatureName, forward.FeatureValue), generations, warnings));
+            if (DeploymentStep.SetFeature(forward.VMName, forward.FeatureName, value, existing?.FeatureValue) is { } declaration) agentSteps.Add(declaration);
+            agentSteps.AddRange(AgentDelivery.KeySteps(inventory, AgentDelivery.WithFeature(inventory, forward.VMName, forward.FeatureName, value), generations, warnings));
             return new PortForwardPlan
             {
                 Operation = operation,
@@ -286,13 +289,33 @@ public static class PortForwardPlanner
             return plan with { IsComplete = false, Warnings = warnings.Distinct().ToList() };
 
         var steps = new List<DeploymentStep>();
-        if (DeploymentStep.SetFeature(forward.VMName, forward.FeatureName, forward.FeatureValue, existing?.FeatureValue) is { } feature) steps.Add(feature);
+        if (DeploymentStep.SetFeature(forward.VMName, forward.FeatureName, value, existing?.FeatureValue) is { } feature) steps.Add(feature);
         var layout = ForwardLayout.Build(inventory, after, warnings);
         var before = ForwardLayout.Build(inventory, previous is null ? others : others.Append(previous), []);
         var counts = new Dictionary<string, int>(StringComparer.Ordinal);
         steps.AddRange(HopSteps(inventory, layout, before, order, readFile, options, warnings, counts));
 
         return plan with { Steps = steps, Warnings = warnings.Distinct().ToList(), ForwardCounts = counts };
+    }
+
+    /// <summary>
+    /// Conflicts already among the stored declarations (two forwards of one port through one network qube, e.g.
+    /// declarations written by hand or before they carried their qube's uuid): named in a warning, since this plan
+    /// does not create them and must not be refused for them (copies never count: they are not in <paramref name="stored"/>).
+    /// </summary>
+    private static void WarnStoredConflicts(QubesInventory inventory, IReadOnlyList<PortForward> stored, List<string> warnings)
+    {
+        var taken = new Dictionary<(string Hop, ForwardProtocol Protocol, int Port), PortForward>();
+        foreach (var f in stored)
+        {
+            if (!TryResolve(inventory, f, out var c, out _)) continue;
+            foreach (var hop in c!.HopNames)
+            {
+                if (!taken.TryAdd((hop, f.Protocol, f.Port), f) && taken[(hop, f.Protocol, f.Port)] is { } first)
+                    warnings.Add($"{f.ProtocolText}/{f.Port.ToString(CultureInfo.InvariantCulture)} is declared for both '{first.VMName}' ({first.FeatureName}) and '{f.VMName}' ({f.FeatureName}) through {hop}: " +
+                        $"a network qube passes a port to one qube only. Remove one of them (Remove-QubePortForward -VMName {f.VMName} -Port {f.Port.ToString(CultureInfo.InvariantCulture)} -Protocol {f.Protocol}).");
+            }
+        }
     }
 
     /// <summary>
@@ -355,7 +378,9 @@ public static class PortForwardPlanner
         }
         else
         {
-            warnings.Add(removed is null
+            warnings.Add(removed is null && matching[0].Ownership == Trust.DeclarationOwnership.Copied
+                ? $"The declaration {matching[0].FeatureName} of {target.Name} was copied from another qube and never deployed: only the feature is removed."
+                : removed is null
                 ? $"The declaration {matching[0].FeatureName} of {target.Name} cannot be read, so the network qubes it crossed are unknown: only the feature is removed. Check the scripts of the network qubes (Export-QubeFirewallScript)."
                 : $"The network chain of {removed.Text} cannot be resolved now ({why}); only its declaration is removed. If the qube's netvm changed since the forward was added, the old network qubes still carry its rules until their scripts are rebuilt.");
             order.Add(target);
@@ -439,7 +464,10 @@ public static class PortForwardPlanner
             if (vmFilter is not null && !vmFilter(d.VMName)) continue;
             if (d.Forward is null)
             {
-                result.Add(new QubePortForward(d, null, [], false, d.Problem));
+                // a copy (qvm-clone, restore) shows what it declares, with its Problem: never deployed
+                result.Add(d is { Ownership: Trust.DeclarationOwnership.Copied, Declared: { } copy }
+                    ? new QubePortForward(d, copy, [], copy.IsExpiredAt(now), d.Problem)
+                    : new QubePortForward(d, null, [], false, d.Problem));
                 continue;
             }
             var hops = TryResolve(inventory, d.Forward, out var chain, out var why) ? chain!.HopNames.ToList() : [];
@@ -666,7 +694,7 @@ public static class PortForwardPlanner
             var storage = ForwardPersistence.StorageOf(inventory, qube);
             if (storage.Name == qube.Name) continue;
             var path = ForwardPersistence.HookPath(qube);
-            var siblings = inventory.Qubes.Where(q => q.Class == QubeClass.DispVM && q.Template == storage.Name && q.Name != qube.Name).Select(q => q.Name).ToList();
+            var siblings = inventory.Qubes.Where(q => QubesFacts.IsDisposable(q) && q.Template == storage.Name && q.Name != qube.Name).Select(q => q.Name).ToList();
             var role = qube.Name == chain.Target.Name ? "the target" : "on the way";
             var others = siblings.Count == 0
                 ? $"No other disposable of {storage.Name} exists now, but every disposable started from it later gets the file too"
