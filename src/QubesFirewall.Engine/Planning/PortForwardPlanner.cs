@@ -353,6 +353,8 @@ public static class PortForwardPlanner
         var matching = PortForwardDeclaration.Read(target)
             .Where(d => PortForwardFeature.TryParseName(d.FeatureName, out var p, out var n, lenient: true) && p == protocol && n == port).ToList();
         var name = PortForwardFeature.NameFor(protocol, port);
+        if (matching.Count == 0 && PlanRemoveLeftovers(inventory, target, protocol, port, options, readFile, declarations) is { } leftovers)
+            return leftovers;
         if (matching.Count == 0)
             throw new QubesFirewallException("PortForwardNotFound", FailureKind.ObjectNotFound,
                 $"'{target.Name}' has no port forward {(protocol == ForwardProtocol.Tcp ? "tcp" : "udp")}/{port.ToString(CultureInfo.InvariantCulture)} (no feature {name}). Get-QubePortForward lists the declared ones.", name);
@@ -431,6 +433,49 @@ public static class PortForwardPlanner
         var counts = new Dictionary<string, int>(StringComparer.Ordinal);
         var steps = HopSteps(inventory, layout, before, order, readFile, options, warnings, counts).ToList();
         foreach (var d in matching) steps.Add(DeploymentStep.RemoveFeature(target.Name, d.FeatureName, d.FeatureValue));
+        return plan with { Steps = steps, Warnings = warnings.Distinct().ToList(), ForwardCounts = counts };
+    }
+
+    /// <summary>
+    /// Rules of a forward no feature declares any more, left in the hook files of the qubes on the target's way
+    /// (a declaration removed behind the module's back, a file restored from a backup): the plan rebuilds those
+    /// files from the declarations, so the rules go and nothing is opened. Null when no such file holds any.
+    /// </summary>
+    private static PortForwardPlan? PlanRemoveLeftovers(QubesInventory inventory, Qube target, ForwardProtocol protocol, int port, DeploymentOptions options,
+        Func<string, string, string?> readFile, IReadOnlyList<PortForwardDeclaration> declarations)
+    {
+        var text = $"{(protocol == ForwardProtocol.Tcp ? "tcp" : "udp")}/{port.ToString(CultureInfo.InvariantCulture)}";
+        var marker = $" comment \"{text} to {target.Name}\"";
+        var order = inventory.UpstreamOf(target.Name).Reverse().Append(target).ToList();
+        var holding = new List<Qube>();
+        foreach (var q in order)
+        {
+            string? body;
+            try { body = ManagedBlock.Extract(readFile(ForwardPersistence.StorageOf(inventory, q).Name, ForwardPersistence.HookPath(q))); }
+            catch (QubesFirewallException) { continue; }
+            if (body is not null && body.Contains(marker, StringComparison.Ordinal)) holding.Add(q);
+        }
+        if (holding.Count == 0) return null;
+        var warnings = new List<string>
+        {
+            $"No feature declares {text} to '{target.Name}', but the hook files of {string.Join(", ", holding.Select(q => q.Name))} hold its rules: they are rebuilt from the declarations, without them.",
+        };
+        var others = declarations.Where(d => d.Forward is not null).Select(d => d.Forward!).ToList();
+        var notRunning = QubeStarter.NotRunning(inventory, Reach(inventory, holding));
+        var plan = new PortForwardPlan
+        {
+            Operation = "Remove",
+            VMName = target.Name,
+            FeatureName = PortForwardFeature.NameFor(protocol, port),
+            Hops = holding.Where(q => q.Name != target.Name).Select(q => q.Name).ToList(),
+            Target = $"{text} -> {target.Name} (undeclared rules in {string.Join(", ", holding.Select(q => q.Name))})",
+            NotRunning = notRunning,
+        };
+        if (options.RequireRunning && notRunning.Count > 0)
+            return plan with { IsComplete = false, Warnings = warnings };
+        var layout = ForwardLayout.Build(inventory, others, warnings);
+        var counts = new Dictionary<string, int>(StringComparer.Ordinal);
+        var steps = HopSteps(inventory, layout, layout, holding, readFile, options, warnings, counts).ToList();
         return plan with { Steps = steps, Warnings = warnings.Distinct().ToList(), ForwardCounts = counts };
     }
 
