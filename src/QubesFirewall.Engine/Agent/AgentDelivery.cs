@@ -123,7 +123,7 @@ public static class AgentDelivery
                 var status = AgentStatus.Parse(text);
                 if (status is null)
                 {
-                    last[vm] = text.TrimEnd() == "state=none" ? "the agent has written no status (is it running?)" : "its status is not in the agent's grammar: " + RuleGrammar.Printable(text.Length > 200 ? text[..200] : text);
+                    last[vm] = text.TrimEnd() == "state=none" ? "the agent has written no status (is it running?)" : "its status is not in the agent's grammar: " + Trust.QubeText.Escape(text.Length > 200 ? text[..200] : text);
                     continue;
                 }
                 last[vm] = $"state={status.State} gen={status.Generation}: {status.Message}";

@@ -154,7 +154,7 @@ public static class AgentInstaller
             var run = backend.RunQubeShellScript(qube.Name, $"{AgentScript.AgentPath} hook\n", "start the QubesFirewall agent");
             if (run.Executed && !run.Succeeded)
                 throw new QubesFirewallException("AgentStartFailed", FailureKind.WriteError,
-                    $"The agent was installed in '{storage.Name}' but did not start in '{qube.Name}' (exit {run.ExitCode}): {Trust(run.Output)}", qube.Name);
+                    $"The agent was installed in '{storage.Name}' but did not start in '{qube.Name}' (exit {run.ExitCode}): {Shown(run.Output)}", qube.Name);
             started = run.Executed;
         }
         var recorded = qube.Features.GetValueOrDefault(AgentScript.VersionFeature);
@@ -217,10 +217,10 @@ public static class AgentInstaller
         return true;
     }
 
-    // what a qube printed: control characters escaped, bounded
-    private static string Trust(string output)
+    // what a qube printed: control characters escaped (the one sanitizer for qube output), bounded
+    private static string Shown(string output)
     {
-        var text = RuleGrammar.Printable(output.Length > 400 ? output[..400] : output);
+        var text = Trust.QubeText.Escape(output.Length > 400 ? output[..400] : output);
         return text.Length == 0 ? "(no output)" : text;
     }
 }
