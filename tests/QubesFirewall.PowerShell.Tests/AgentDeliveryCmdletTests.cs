@@ -108,6 +108,13 @@ public sealed class AgentDeliveryCmdletTests : IDisposable
             return r;
         }, "add, through the agent, asking the agents (none answers)");
         Assert.True(wait.QvmRun >= 2, $"{wait.QvmRun} status reads");
+
+        // -Deep reads the status of each running qube with the same one command; without an agent there, it says so
+        var deep = Run("Test-QubeFirewallAgent -VMName sys-net, default-dvm -Deep");
+        deep.AssertNoErrors();
+        var states = deep.Of<QubeFirewallAgent>().ToDictionary(a => a.VMName);
+        Assert.Equal((AgentState.Current, "no status: the agent has not run since the qube started"), (states["sys-net"].State, states["sys-net"].Status));
+        Assert.Equal((AgentState.Missing, (string?)null), (states["default-dvm"].State, states["default-dvm"].Status)); // halted: nothing read
         Assert.All(_qvmRun.Calls.TakeLast(wait.QvmRun), c => Assert.Equal(AgentDelivery.StatusCommand, System.Text.Encoding.UTF8.GetString(c.Stdin)));
     }
 

@@ -107,6 +107,19 @@ public static class AgentInstaller
         };
     }
 
+    /// <summary>
+    /// -Deep: the agent's status line read from the running qube (one bounded qvm-run read; the line must match the agent's
+    /// grammar, anything else is shown escaped). Null offline or for a halted qube.
+    /// </summary>
+    public static string? ReadStatus(IQubesBackend backend, Qube qube)
+    {
+        if (backend is OfflineRoot || qube.State != PowerState.Running) return null;
+        var output = backend.RunQubeShellScript(qube.Name, AgentDelivery.StatusCommand, "read the QubesFirewall agent status").Output;
+        return AgentStatus.Parse(output) is { } status
+            ? $"state={status.State} gen={status.Generation} applied={status.Applied} version={status.Version} msg={status.Message}"
+            : output.TrimEnd() == "state=none" ? "no status: the agent has not run since the qube started" : "not an agent status: " + Shown(output);
+    }
+
     /// <summary>The qubes without the agent (the current version), among <paramref name="names"/>; what forward and link cmdlets name in QubeFirewallAgentMissing.</summary>
     public static IReadOnlyList<string> Missing(QubesInventory inventory, IEnumerable<string> names) =>
         names.Distinct(StringComparer.Ordinal).Where(n => inventory.Find(n) is { } q && q.Features.GetValueOrDefault(AgentScript.VersionFeature) is null).ToList();

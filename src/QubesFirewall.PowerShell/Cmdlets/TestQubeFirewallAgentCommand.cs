@@ -14,12 +14,18 @@ public sealed class TestQubeFirewallAgentCommand : QubeCmdlet
     [ValidateNotNullOrEmpty]
     public string[] VMName { get; set; } = [];
 
+    /// <summary>Also reads each running qube's agent status (one bounded qvm-run read per qube).</summary>
+    [Parameter]
+    public SwitchParameter Deep { get; set; }
+
     protected override void ProcessRecord()
     {
         foreach (var name in VMName)
         {
             if (!TryEngine(() => Backend.GetInventory(), out var inventory)) continue;
-            if (TryEngine(() => AgentInstaller.Test(inventory, name), out var result)) WriteObject(result);
+            if (!TryEngine(() => AgentInstaller.Test(inventory, name), out var result)) continue;
+            if (Deep && TryEngine(() => AgentInstaller.ReadStatus(Backend, inventory.Get(result.VMName)), out var status)) result = result with { Status = status };
+            WriteObject(result);
         }
     }
 }
