@@ -32,6 +32,9 @@
         'Get-QubeInterVmNetwork'
         'Enable-QubeInterVmNetwork'
         'Disable-QubeInterVmNetwork'
+        'Install-QubeFirewallAgent'
+        'Test-QubeFirewallAgent'
+        'Uninstall-QubeFirewallAgent'
     )
     FunctionsToExport    = @()
     AliasesToExport      = @()

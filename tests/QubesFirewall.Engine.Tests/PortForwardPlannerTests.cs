@@ -52,7 +52,10 @@ public sealed class PortForwardPlannerTests : IDisposable
             plan.Steps.Select(s => (s.Kind, s.VMName)));
         Assert.Equal(["/rw/config/rc.local", "/rw/config/qubes-firewall-user-script", "/rw/config/qubes-firewall-user-script"],
             plan.Steps.Where(s => s.Kind == DeploymentStepKind.WriteFile).Select(s => s.Path));
-        Assert.Empty(plan.Warnings);
+        // without the agent in the qubes, the change goes into hook files, and the warning names the qubes and the install command
+        var warning = Assert.Single(plan.Warnings);
+        Assert.StartsWith("QubeFirewallAgentMissing: sys-net, sys-firewall, work have no QubesFirewall agent", warning, StringComparison.Ordinal);
+        Assert.Contains("Install-QubeFirewallAgent -VMName sys-net, sys-firewall, work", warning, StringComparison.Ordinal);
 
         var text = plan.Describe();
         Assert.StartsWith("Add port forward tcp/443 -> work:8443 (sys-net -> sys-firewall -> work):", text);

@@ -16,6 +16,12 @@ public sealed record DeploymentOptions
     /// </summary>
     public bool RequireRunning { get; init; }
 
+    /// <summary>
+    /// Delivery through the agent: how long to wait for each running qube's agent to confirm the new generation
+    /// (its status read with bounded qvm-run reads); zero skips the poll (-NoWait).
+    /// </summary>
+    public TimeSpan AgentWait { get; init; } = TimeSpan.FromSeconds(5);
+
     public static DeploymentOptions For(IQubesBackend backend, DateTimeOffset now, bool force = false) =>
         new() { Now = now, Force = force, RequireRunning = backend is not OfflineRoot };
 }

@@ -5,7 +5,11 @@ namespace QubesFirewall.Engine.Planning;
 
 public static partial class FirewallAudit
 {
-    static partial void AddExtensionChecks(List<IAuditCheck> checks) => checks.Add(new InterVmLinkAuditCheck());
+    static partial void AddExtensionChecks(List<IAuditCheck> checks)
+    {
+        checks.Add(new InterVmLinkAuditCheck());
+        checks.Add(new Agent.AgentAuditCheck());
+    }
 }
 
 /// <summary>

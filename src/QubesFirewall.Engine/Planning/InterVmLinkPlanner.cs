@@ -1,3 +1,4 @@
+using QubesFirewall.Engine.Agent;
 using System.Globalization;
 using System.Text;
 using QubesFirewall.Engine.Backends;
@@ -18,6 +19,15 @@ namespace QubesFirewall.Engine.Planning;
 /// </summary>
 public sealed record InterVmLinkPlan : IDeploymentPlan
 {
+    /// <summary>Through the agent (the network qube and the destinations have it): feature calls and the sources' firewalls only, nothing written into a qube.</summary>
+    public bool ViaAgent { get; init; }
+
+    /// <summary>Via the agent: the generation each qube whose keys change must report.</summary>
+    public IReadOnlyDictionary<string, string> AgentGenerations { get; init; } = new Dictionary<string, string>();
+
+    /// <summary>Via the agent: how long to wait for the agents' confirmation (zero: not asked).</summary>
+    public TimeSpan AgentWait { get; init; }
+
     /// <summary>Enable, Reapply (everything already declared) or Disable.</summary>
     public required string Operation { get; init; }
 
@@ -250,6 +260,9 @@ public static class InterVmLinkPlanner
         var warnings = new List<string>();
         var resolved = links.Select(l => Resolve(inventory, l)).ToList();
         var netvm = resolved[0].NetVM;
+        var agentQubes = resolved.Select(r => r.NetVM.Name).Concat(resolved.Select(r => r.To.Name)).ToList();
+        if (AgentDelivery.AllHaveAgent(inventory, agentQubes)) return PlanEnableViaAgent(inventory, links, resolved, options, readFirewall, warnings);
+        warnings.Add(PortForwardPlanner.AgentMissingWarning(inventory, agentQubes));
         CheckDisposables(inventory, resolved, options.Force, warnings);
         foreach (var q in resolved.Select(r => r.NetVM).Concat(resolved.Select(r => r.To)).DistinctBy(q => q.Name))
             if (ForwardPersistence.HasCustomPersist(inventory, q))
@@ -261,6 +274,30 @@ public static class InterVmLinkPlanner
         if (options.RequireRunning && notRunning.Count > 0)
             return new InterVmLinkPlan { Operation = "Enable", Links = links, NetVM = netvm.Name, Target = TargetText(links, netvm.Name), NotRunning = notRunning, IsComplete = false, Warnings = warnings };
 
+        var steps = EnableDeclarationSteps(inventory, links, options, warnings);
+        var operation = steps.Count == 0 ? "Reapply" : "Enable";
+        var after = DeclaredLinks(inventory).Concat(links).DistinctBy(l => l.From + "\0" + l.FeatureName).ToList();
+        var layout = LinkLayout.Build(inventory, after, warnings);
+
+        // inside out: destinations, the network qube, then the sources' firewalls
+        var order = resolved.Select(r => r.To).Append(netvm).DistinctBy(q => q.Name).ToList();
+        steps.AddRange(QubeSteps(inventory, layout, order, readFile, options, warnings));
+        steps.AddRange(FirewallSteps(resolved, readFirewall, options.Now, adding: true, keep: []));
+        return new InterVmLinkPlan
+        {
+            Operation = operation,
+            Links = links,
+            NetVM = netvm.Name,
+            NotRunning = notRunning,
+            Steps = steps,
+            Warnings = warnings.Distinct().ToList(),
+            Target = TargetText(links, netvm.Name),
+        };
+    }
+
+    /// <summary>The declaration features Enable sets: none for a link in force and bound to its qube; a legacy (no uuid) or copied one is adopted.</summary>
+    private static List<DeploymentStep> EnableDeclarationSteps(QubesInventory inventory, IReadOnlyList<InterVmLink> links, DeploymentOptions options, List<string> warnings)
+    {
         var declarations = InterVmLinkDeclaration.ReadAll(inventory);
         // in force and bound to its qube: nothing to set; a legacy (no uuid) or copied one is adopted (written again with the uuid)
         var existing = new HashSet<string>(declarations.Where(d => d.Link is not null && (d.Ownership == Trust.DeclarationOwnership.Bound || inventory.Get(d.From).Uuid is null)).Select(d => d.From + "\0" + d.FeatureName), StringComparer.Ordinal);
@@ -283,23 +320,31 @@ public static class InterVmLinkPlanner
                 Description = $"{link.From}: {(stored is null ? "set" : "adopt")} feature {link.FeatureName} = '{value}'",
             });
         }
-        var operation = steps.Count == 0 ? "Reapply" : "Enable";
-        var after = DeclaredLinks(inventory).Concat(links).DistinctBy(l => l.From + "\0" + l.FeatureName).ToList();
-        var layout = LinkLayout.Build(inventory, after, warnings);
+        return steps;
+    }
 
-        // inside out: destinations, the network qube, then the sources' firewalls
-        var order = resolved.Select(r => r.To).Append(netvm).DistinctBy(q => q.Name).ToList();
-        steps.AddRange(QubeSteps(inventory, layout, order, readFile, options, warnings));
+    /// <summary>Enable through the agent: the declarations, the derived keys of every qube, then the sources' firewalls (dom0); nothing written into a qube.</summary>
+    private static InterVmLinkPlan PlanEnableViaAgent(QubesInventory inventory, IReadOnlyList<InterVmLink> links, List<ResolvedLink> resolved, DeploymentOptions options,
+        Func<string, FirewallDocument> readFirewall, List<string> warnings)
+    {
+        var steps = EnableDeclarationSteps(inventory, links, options, warnings);
+        var after = inventory;
+        foreach (var step in steps) after = AgentDelivery.WithFeature(after, step.VMName, step.FeatureName!, step.FeatureValue);
+        var operation = steps.Count == 0 ? "Reapply" : "Enable";
+        var generations = new Dictionary<string, string>(StringComparer.Ordinal);
+        steps.AddRange(AgentDelivery.KeySteps(inventory, after, generations, warnings));
         steps.AddRange(FirewallSteps(resolved, readFirewall, options.Now, adding: true, keep: []));
         return new InterVmLinkPlan
         {
             Operation = operation,
             Links = links,
-            NetVM = netvm.Name,
-            NotRunning = notRunning,
+            NetVM = resolved[0].NetVM.Name,
             Steps = steps,
             Warnings = warnings.Distinct().ToList(),
-            Target = TargetText(links, netvm.Name),
+            Target = TargetText(links, resolved[0].NetVM.Name),
+            ViaAgent = true,
+            AgentGenerations = generations,
+            AgentWait = options.AgentWait,
         };
     }
 
@@ -338,6 +383,35 @@ public static class InterVmLinkPlanner
             }
         }
         var netvmName = resolved.FirstOrDefault()?.NetVM.Name ?? inventory.Find(removing[0].From)?.NetVM ?? "";
+        var agentQubes = resolved.Select(r => r.NetVM.Name).Concat(resolved.Select(r => r.To.Name)).ToList();
+        if (resolved.Count > 0 && AgentDelivery.AllHaveAgent(inventory, agentQubes))
+        {
+            // outside in: the sources' firewalls, the keys of every qube, the declarations last
+            var gone = new HashSet<string>(removing.Select(l => l.From + "\0" + l.FeatureName), StringComparer.Ordinal);
+            var kept = DeclaredLinks(inventory).Where(l => !gone.Contains(l.From + "\0" + l.FeatureName))
+                .Select(l => { try { return Resolve(inventory, l, checks: false); } catch (QubesFirewallException) { return null; } })
+                .Where(r => r is not null).Select(r => r!).ToList();
+            var agentSteps = new List<DeploymentStep>(FirewallSteps(resolved, readFirewall, options.Now, adding: false, kept));
+            var without = inventory;
+            foreach (var l in removing) without = AgentDelivery.WithFeature(without, l.From, l.FeatureName, null);
+            var generations = new Dictionary<string, string>(StringComparer.Ordinal);
+            agentSteps.AddRange(AgentDelivery.KeySteps(inventory, without, generations, warnings));
+            foreach (var l in removing)
+                agentSteps.Add(DeploymentStep.RemoveFeature(l.From, l.FeatureName, declarations.First(d => d.From == l.From && d.FeatureName == l.FeatureName).FeatureValue));
+            return new InterVmLinkPlan
+            {
+                Operation = "Disable",
+                Links = removing,
+                NetVM = netvmName,
+                Steps = agentSteps,
+                Warnings = warnings.Distinct().ToList(),
+                Target = TargetText(removing, netvmName),
+                ViaAgent = true,
+                AgentGenerations = generations,
+                AgentWait = options.AgentWait,
+            };
+        }
+        if (resolved.Count > 0) warnings.Add(PortForwardPlanner.AgentMissingWarning(inventory, agentQubes));
         var notRunning = NotRunning(inventory, resolved);
         if (options.RequireRunning && notRunning.Count > 0)
             return new InterVmLinkPlan { Operation = "Disable", Links = removing, NetVM = netvmName, Target = TargetText(removing, netvmName), NotRunning = notRunning, IsComplete = false, Warnings = warnings };
@@ -381,6 +455,15 @@ public static class InterVmLinkPlanner
     public static PortForwardApplyResult Apply(IQubesBackend backend, InterVmLinkPlan plan, RolloutOptions? options = null)
     {
         (plan, var run) = Rollout.Deploy(backend, plan, options, replan: null);
+        if (plan.ViaAgent)
+        {
+            var what = $"{plan.Operation} inter-qube link {plan.Target}";
+            var stopped = run.Failure("InterVmLink", what, "Disable-QubeInterVmNetwork", plan.Operation == "Disable", null);
+            if (stopped is not null) return new PortForwardApplyResult([], stopped) { Rollout = run };
+            var p = plan;
+            var (agentHops, error) = PortForwardPlanner.ConfirmAgents(backend, run, plan.AgentGenerations, plan.AgentWait, q => p.RoleOf(q), plan.Target, plan.Operation, _ => 0, "InterVmLink", what);
+            return new PortForwardApplyResult(agentHops, error) { Rollout = run };
+        }
         var hops = PortForwardPlanner.HopResults(run, plan.RoleOf, plan.Target, plan.Operation, _ => 0);
         var failure = run.Failure("InterVmLink", $"{plan.Operation} inter-qube link {plan.Target}", "Disable-QubeInterVmNetwork", plan.Operation == "Disable", hops);
         return new PortForwardApplyResult(hops, failure) { Rollout = run };

@@ -1,5 +1,6 @@
 using System.Globalization;
 using System.Text;
+using QubesFirewall.Engine.Agent;
 using QubesFirewall.Engine.Backends;
 using QubesFirewall.Engine.Deployment;
 using QubesFirewall.Engine.Formats;
@@ -56,6 +57,18 @@ public sealed record PortForwardPlan : IDeploymentPlan
     /// <summary>How many forwards each qube's script carries after the change (qubes whose file or rules change).</summary>
     public IReadOnlyDictionary<string, int> ForwardCounts { get; init; } = new Dictionary<string, int>();
 
+    /// <summary>
+    /// Delivered through the agent (every qube on the way records it): the steps are only feature calls in dom0 (the
+    /// declaration and the derived <c>vm-config.qubesfw.*</c> keys); nothing is written into or run in a qube.
+    /// </summary>
+    public bool ViaAgent { get; init; }
+
+    /// <summary>Via the agent: for each qube whose keys change, the generation its agent must report (<c>none</c> for an emptied set).</summary>
+    public IReadOnlyDictionary<string, string> AgentGenerations { get; init; } = new Dictionary<string, string>();
+
+    /// <summary>Via the agent: how long to wait for the agents' confirmation (zero: not asked).</summary>
+    public TimeSpan AgentWait { get; init; }
+
     string IDeploymentPlan.Purpose => $"{Operation.ToLowerInvariant()} port forward {Target}";
 
     /// <summary>True when the port is open to anyone who reaches the first hop (no -AllowFrom).</summary>
@@ -91,6 +104,12 @@ public enum PortForwardHopStatus
     RolledBack,
     /// <summary>Putting it back failed: this qube needs attention (see Message).</summary>
     RollbackFailed,
+    /// <summary>Via the agent: the qube is halted; its agent applies the new keys when it starts.</summary>
+    Pending,
+    /// <summary>Via the agent: no confirmation of the new generation in time.</summary>
+    Unconfirmed,
+    /// <summary>Via the agent: the features are set; the agent was not asked (-NoWait).</summary>
+    Sent,
 }
 
 /// <summary>The result for one qube of a port forward change (Add-/Remove-QubePortForward -PassThru).</summary>
@@ -195,15 +214,23 @@ public static class PortForwardPlanner
         }
 
         WarnStoredConflicts(inventory, others, warnings);
-        CheckDisposables(inventory, chain, options.Force, warnings);
-        CheckCustomPersist(inventory, chain, warnings);
+        var reach = chain.HopNames.Append(chain.Target.Name).ToList();
+        if (existing?.Forward is { } replaced && TryResolve(inventory, replaced, out var replacedChain, out _))
+            reach.AddRange(replacedChain!.HopNames.Append(replacedChain.Target.Name));
+        var viaAgent = AgentDelivery.AllHaveAgent(inventory, reach);
+        if (!viaAgent)
+        {
+            CheckDisposables(inventory, chain, options.Force, warnings);
+            CheckCustomPersist(inventory, chain, warnings);
+            warnings.Add(AgentMissingWarning(inventory, reach));
+        }
         if (forward.Type == ForwardType.External && chain.Hops.Count > 2)
             warnings.Add($"{forward.Text} crosses {chain.Hops.Count} network qubes ({chain.Path}). Replies leave each of them by its own routing table: " +
                 $"if one of {string.Join(", ", chain.Hops.Skip(1).Take(chain.Hops.Count - 2).Select(h => h.Name))} sends its traffic into a VPN tunnel, the replies go there too and the connection fails. " +
                 "To publish a port through a VPN, forward it from the VPN's own interface with -Type Internal -Interface <tunnel> instead.");
         if (forward.Type == ForwardType.Internal && forward.Interface is null && readFirewall is not null)
             CheckSourceFirewalls(inventory, chain, readFirewall, options.Now, warnings);
-        if (options.RequireRunning && chain.Target.State != PowerState.Running)
+        if (options.RequireRunning && chain.Target.State != PowerState.Running && !viaAgent)
             warnings.Add($"'{chain.Target.Name}' is not running: its part is stored in its {ForwardPersistence.HookPath(chain.Target)} and applies when it starts.");
 
         var after = others.Append(forward).ToList();
@@ -211,6 +238,31 @@ public static class PortForwardPlanner
         // the declaration carries the target's uuid, so a copy (qvm-clone, restore) is recognised and never deployed
         var value = Trust.DeclarationOwner.Bind(chain.Target.Uuid, forward.FeatureValue);
         var operation = existing is null ? "Add" : existing.FeatureValue == value ? "Reapply" : "Update";
+        if (viaAgent)
+        {
+            // the declaration first, then the keys of every qube: a failure half way takes the declaration back too
+            var generations = new Dictionary<string, string>(StringComparer.Ordinal);
+            var agentSteps = new List<DeploymentStep>();
+            if (DeploymentStep.SetFeature(forward.VMName, forward.FeatureName, value, existing?.FeatureValue) is { } declaration) agentSteps.Add(declaration);
+            agentSteps.AddRange(AgentDelivery.KeySteps(inventory, AgentDelivery.WithFeature(inventory, forward.VMName, forward.FeatureName, value), generations, warnings));
+            return new PortForwardPlan
+            {
+                Operation = operation,
+                Forward = forward,
+                Previous = previous,
+                VMName = forward.VMName,
+                FeatureName = forward.FeatureName,
+                Hops = chain.HopNames.ToList(),
+                Target = $"{forward.Text} ({chain.Path})",
+                AddressFamilies = NftForwardScript.FamilyText(NftForwardScript.Families(chain)),
+                Steps = agentSteps,
+                ViaAgent = true,
+                AgentGenerations = generations,
+                AgentWait = options.AgentWait,
+                Warnings = warnings.Distinct().ToList(),
+                ForwardCounts = generations.Keys.ToDictionary(q => q, q => ForwardLayout.Build(inventory, after, []).For(inventory.Get(q)).Count, StringComparer.Ordinal),
+            };
+        }
 
         // inside out: the target first, the outermost hop last; qubes only the old declaration crossed at the end
         var order = new List<Qube> { chain.Target };
@@ -337,6 +389,31 @@ public static class PortForwardPlanner
         }
 
         var text = removed?.Text ?? $"{(protocol == ForwardProtocol.Tcp ? "tcp" : "udp")}/{port.ToString(CultureInfo.InvariantCulture)} -> {target.Name}";
+        if (chain is not null && AgentDelivery.AllHaveAgent(inventory, order.Select(q => q.Name)))
+        {
+            // the keys first (the rules go), the declaration last
+            var withoutIt = inventory;
+            foreach (var d in matching) withoutIt = AgentDelivery.WithFeature(withoutIt, target.Name, d.FeatureName, null);
+            var generations = new Dictionary<string, string>(StringComparer.Ordinal);
+            var agentSteps = AgentDelivery.KeySteps(inventory, withoutIt, generations, warnings);
+            foreach (var d in matching) agentSteps.Add(DeploymentStep.RemoveFeature(target.Name, d.FeatureName, d.FeatureValue));
+            return new PortForwardPlan
+            {
+                Operation = "Remove",
+                Forward = removed,
+                VMName = target.Name,
+                FeatureName = name,
+                Hops = hops,
+                Target = $"{text} ({string.Join(" -> ", hops.Append(target.Name))})",
+                Steps = agentSteps,
+                ViaAgent = true,
+                AgentGenerations = generations,
+                AgentWait = options.AgentWait,
+                Warnings = warnings.Distinct().ToList(),
+                ForwardCounts = generations.Keys.ToDictionary(q => q, q => ForwardLayout.Build(inventory, others, []).For(inventory.Get(q)).Count, StringComparer.Ordinal),
+            };
+        }
+        if (chain is not null) warnings.Add(AgentMissingWarning(inventory, order.Select(q => q.Name)));
         var notRunning = QubeStarter.NotRunning(inventory, Reach(inventory, order));
         var plan = new PortForwardPlan
         {
@@ -455,12 +532,86 @@ public static class PortForwardPlanner
     /// </summary>
     public static PortForwardApplyResult Apply(IQubesBackend backend, PortForwardPlan plan, RolloutOptions? options = null, Func<PortForwardPlan>? replan = null)
     {
+        if (plan.ViaAgent) return ApplyViaAgent(backend, plan, options, replan);
         (plan, var run) = Rollout.Deploy(backend, plan, options, replan);
 
         var hops = HopResults(run, hop => RoleOf(plan, hop), plan.Forward?.Text ?? plan.FeatureName, plan.Operation, hop => plan.ForwardCounts.GetValueOrDefault(hop));
 
         var failure = run.Failure("PortForward", $"{plan.Operation} port forward {plan.Target}", "Remove-QubePortForward", plan.Operation == "Remove", hops);
         return new PortForwardApplyResult(hops, failure) { Plan = plan, Rollout = run };
+    }
+
+    /// <summary>
+    /// Delivery through the agent: the feature calls (rolled back by the rollout if one fails), then each running qube's
+    /// agent asked for the new generation. A Failed agent rolls every feature back; Unconfirmed is an error without rollback
+    /// (the features are what the qube must carry; the agent may still apply them).
+    /// </summary>
+    private static PortForwardApplyResult ApplyViaAgent(IQubesBackend backend, PortForwardPlan plan, RolloutOptions? options, Func<PortForwardPlan>? replan)
+    {
+        (plan, var run) = Rollout.Deploy(backend, plan, options, replan);
+        var failure = run.Failure("PortForward", $"{plan.Operation} port forward {plan.Target}", "Remove-QubePortForward", plan.Operation == "Remove", null);
+        if (failure is not null) return new PortForwardApplyResult([], failure) { Plan = plan, Rollout = run };
+        var p = plan;
+        var (hops, error) = ConfirmAgents(backend, run, plan.AgentGenerations, plan.AgentWait, q => RoleOf(p, q), plan.Forward?.Text ?? plan.FeatureName,
+            plan.Operation, q => p.ForwardCounts.GetValueOrDefault(q), "PortForward", $"{plan.Operation} port forward {plan.Target}");
+        return new PortForwardApplyResult(hops, error) { Plan = plan, Rollout = run };
+    }
+
+    /// <summary>
+    /// After the feature calls of a change through the agent (port forwards, links): each running qube's agent asked for its
+    /// generation; one result per qube. A Failed agent rolls every applied feature back (<paramref name="errorPrefix"/>AgentFailed);
+    /// Unconfirmed is an error without rollback (<paramref name="errorPrefix"/>AgentUnconfirmed); with a zero wait nothing is asked (Sent).
+    /// </summary>
+    internal static (List<PortForwardHopResult> Hops, QubesFirewallException? Error) ConfirmAgents(IQubesBackend backend, DeploymentResult run,
+        IReadOnlyDictionary<string, string> generations, TimeSpan wait, Func<string, string> roleOf, string subject, string operation,
+        Func<string, int> counts, string errorPrefix, string what)
+    {
+        IReadOnlyList<AgentOutcome> outcomes = wait <= TimeSpan.Zero && backend is not OfflineRoot
+            ? generations.OrderBy(g => g.Key, StringComparer.Ordinal).Select(g => new AgentOutcome(g.Key, g.Value, AgentOutcomeKind.Unconfirmed, "not asked (-NoWait)")).ToList()
+            : AgentDelivery.Confirm(backend, backend.GetInventory(), generations, wait);
+        var failed = outcomes.Where(o => o.Kind == AgentOutcomeKind.Failed).ToList();
+        var rolledBack = false;
+        if (failed.Count > 0)
+        {
+            var undo = Rollout.Run(backend, AgentDelivery.Undo(run.Steps.Where(r => r.Status == DeploymentStepStatus.Applied).Select(r => r.Step)));
+            rolledBack = undo.Steps.All(r => r.Status == DeploymentStepStatus.Applied);
+        }
+        var hops = outcomes.Select(o => new PortForwardHopResult
+        {
+            VMName = o.VMName,
+            Role = roleOf(o.VMName),
+            Forward = subject,
+            Operation = operation,
+            StoredIn = o.VMName,
+            Path = AgentFeatures.Prefix + "*",
+            Forwards = counts(o.VMName),
+            Status = o.Kind switch
+            {
+                AgentOutcomeKind.Applied => failed.Count > 0 ? PortForwardHopStatus.RolledBack : PortForwardHopStatus.Applied,
+                AgentOutcomeKind.Failed => PortForwardHopStatus.Failed,
+                AgentOutcomeKind.Pending => PortForwardHopStatus.Pending,
+                AgentOutcomeKind.Recorded => PortForwardHopStatus.Recorded,
+                _ => wait <= TimeSpan.Zero ? PortForwardHopStatus.Sent : PortForwardHopStatus.Unconfirmed,
+            },
+            Message = o.Message is null ? $"generation {o.Generation}" : RuleGrammar.Printable(o.Message),
+        }).ToList();
+        QubesFirewallException? error = null;
+        if (failed.Count > 0)
+            error = new QubesFirewallException(errorPrefix + "AgentFailed", FailureKind.InvalidOperation,
+                $"{what}: {string.Join("; ", failed.Select(f => RuleGrammar.Printable(f.Message)))}. " +
+                (rolledBack ? "Every feature was put back as it was." : "Putting the features back failed too: check Test-QubeFirewall."), what);
+        else if (wait > TimeSpan.Zero && outcomes.Any(o => o.Kind == AgentOutcomeKind.Unconfirmed))
+            error = new QubesFirewallException(errorPrefix + "AgentUnconfirmed", FailureKind.ResourceUnavailable,
+                $"{what}: the features are set, but {string.Join("; ", outcomes.Where(o => o.Kind == AgentOutcomeKind.Unconfirmed).Select(o => RuleGrammar.Printable(o.Message)))}.", what);
+        return (hops, error);
+    }
+
+    /// <summary>The warning (for now: hook files are still written) that names the qubes without the agent and the command that installs it.</summary>
+    internal static string AgentMissingWarning(QubesInventory inventory, IEnumerable<string> qubes)
+    {
+        var missing = AgentInstaller.Missing(inventory, qubes);
+        return $"QubeFirewallAgentMissing: {string.Join(", ", missing)} {(missing.Count == 1 ? "has" : "have")} no QubesFirewall agent, so this change is written into hook files inside the qubes (the older way). " +
+            $"Install it once (Install-QubeFirewallAgent -VMName {string.Join(", ", missing)}) and changes become feature calls in dom0 only.";
     }
 
     /// <summary>
@@ -597,7 +748,9 @@ public static class PortForwardPlanner
                 $"can only be kept in {storage.Name}. {others}; the part written for {qube.Name} checks the qube's name and runs only there, and {storage.Name} itself must be reachable (started) to change it.";
             if (!force)
                 throw new QubesFirewallException("DisposableHop", FailureKind.InvalidOperation,
-                    message + " Use -Force to write it there anyway, or make the qube a non-disposable (for sys-firewall: qvm-create --class AppVM). Nothing was changed.", qube.Name);
+                    message + " Use -Force to write it there anyway, or make the qube a non-disposable (for sys-firewall: qvm-create --class AppVM). " +
+                    $"Or install the QubesFirewall agent once in the qubes on the way (Install-QubeFirewallAgent -VMName {string.Join(", ", chain.HopNames.Append(chain.Target.Name))}): " +
+                    $"then a change is feature calls in dom0 and nothing is written into {storage.Name}. Nothing was changed.", qube.Name);
             warnings.Add(message);
         }
     }

@@ -192,10 +192,10 @@ public static class NftForwardScript
     }
 
     // The next address in a family: null when the forward is not generated for it at this hop.
-    private static string? NextAddress(ChainHop hop, NftFamily family) =>
+    public static string? NextAddress(ChainHop hop, NftFamily family) =>
         family == NftFamily.Ip ? (IsFamily(hop.NextAddress, family) ? hop.NextAddress : null) : hop.NextAddress6;
 
-    private static string? LocalAddress(ChainHop hop, NftFamily family) =>
+    public static string? LocalAddress(ChainHop hop, NftFamily family) =>
         family == NftFamily.Ip ? hop.LocalAddress : hop.LocalAddress6;
 
     /// <summary>
@@ -235,15 +235,29 @@ public static class NftForwardScript
     private static bool TrySources(PortForward f, NftFamily family, out string match)
     {
         match = "";
+        if (!TrySourceList(f, family, out var kept)) return false;
+        if (kept is null) return true;
+        var key = $"{AddrKeyword(family)} saddr";
+        match = kept.Count == 1 ? $"{key} {kept[0]}" : $"{key} {{ {string.Join(", ", kept)} }}";
+        return true;
+    }
+
+    /// <summary>
+    /// The sources of a forward in one family, as they go into a rule: null for "any source"; false when the
+    /// forward allows sources but none of this family (then it must not match at all in this family: no rule,
+    /// never "any"). Networks inside another listed network are left out (older nft refuses overlapping set
+    /// elements); a single host is written without its prefix.
+    /// </summary>
+    public static bool TrySourceList(PortForward f, NftFamily family, out IReadOnlyList<string>? sources)
+    {
+        sources = null;
         if (f.AllowFrom.Count == 0) return true;
         var kind = family == NftFamily.Ip ? HostKind.IPv4 : HostKind.IPv6;
         var nets = f.AllowFrom.Where(h => h.Kind == kind).ToList();
         if (nets.Count == 0) return false;
-        var kept = nets.Where(n => !nets.Any(o => !ReferenceEquals(o, n) && o.PrefixLength < n.PrefixLength && PortForward.Contains(o, n.Value[..n.Value.IndexOf('/')])))
+        sources = nets.Where(n => !nets.Any(o => !ReferenceEquals(o, n) && o.PrefixLength < n.PrefixLength && PortForward.Contains(o, n.Value[..n.Value.IndexOf('/')])))
             .Select(n => n.PrefixLength == (kind == HostKind.IPv4 ? 32 : 128) ? n.Value[..n.Value.IndexOf('/')] : n.Value)
             .ToList();
-        var key = $"{AddrKeyword(family)} saddr";
-        match = kept.Count == 1 ? $"{key} {kept[0]}" : $"{key} {{ {string.Join(", ", kept)} }}";
         return true;
     }
 

@@ -112,7 +112,7 @@ public static class NftLinkScript
     }
 
     /// <summary>The address pair for a family (addresses come from the inventory, computed from qids: never user text), or null.</summary>
-    private static (string Key, string From, string To)? Addresses(ResolvedLink l, NftFamily family)
+    public static (string Key, string From, string To)? Addresses(ResolvedLink l, NftFamily family)
     {
         if (family == NftFamily.Ip)
             return l.From.IP is { } f && l.To.IP is { } t ? ("ip", Address(f, false), Address(t, false)) : null;

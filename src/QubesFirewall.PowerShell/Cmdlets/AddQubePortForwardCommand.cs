@@ -67,6 +67,12 @@ public sealed class AddQubePortForwardCommand : QubeCmdlet
     [Parameter]
     public SwitchParameter Start { get; set; }
 
+    /// <summary>Through the agent: set the features and return, without asking the qubes' agents whether they applied them.</summary>
+    [Parameter]
+    public SwitchParameter NoWait { get; set; }
+
+    private TimeSpan AgentWait => NoWait ? TimeSpan.Zero : TimeSpan.FromSeconds(5);
+
     protected override void ProcessRecord()
     {
         if (!TryEngine(() => PortForwardAllowFrom.Read(AllowFrom), out var allowFrom)) return;
@@ -74,7 +80,7 @@ public sealed class AddQubePortForwardCommand : QubeCmdlet
                 ExpireArgument.ToUnixTime(Expire, Now), Comment), out var forward)) return;
         // -WhatIf shows the plan and refuses nothing: a disposable on the way becomes a warning that running it needs -Force.
         var force = Force || WhatIfRequested;
-        PortForwardPlan Plan() => PortForwardPlanner.PlanAdd(Backend, forward, DeploymentOptions.For(Backend, Now, force));
+        PortForwardPlan Plan() => PortForwardPlanner.PlanAdd(Backend, forward, DeploymentOptions.For(Backend, Now, force) with { AgentWait = AgentWait });
         if (!TryEngine(Plan, out var first) || StartWhatMustRun(first, Start, Plan) is not { } plan) return;
         if (!Force && WhatIfRequested && TryDisposableRefusal(forward) is { } refusal) WriteWarning("Running this needs -Force: " + refusal);
         var open = plan.OpenToEveryone && plan.Operation != "Reapply";

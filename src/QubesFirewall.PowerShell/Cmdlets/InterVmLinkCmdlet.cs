@@ -43,6 +43,13 @@ public abstract class InterVmLinkCmdlet : QubeCmdlet
     [Parameter]
     public SwitchParameter Start { get; set; }
 
+    /// <summary>Through the agent: set the features and return, without asking the qubes' agents whether they applied them.</summary>
+    [Parameter]
+    public SwitchParameter NoWait { get; set; }
+
+    /// <summary>How long to wait for the agents' confirmation (zero with -NoWait).</summary>
+    protected TimeSpan AgentWait => NoWait ? TimeSpan.Zero : TimeSpan.FromSeconds(5);
+
     /// <summary>
     /// Plans the links the parameters name with <paramref name="planner"/>, starts halted qubes (-Start) or refuses
     /// them, asks, then deploys. Returns the plan and one result per qube, or null when nothing was deployed.

@@ -1,0 +1,157 @@
+using System.Diagnostics;
+using System.Text.RegularExpressions;
+using QubesFirewall.Engine.Backends;
+using QubesFirewall.Engine.Deployment;
+using QubesFirewall.Engine.Model;
+
+namespace QubesFirewall.Engine.Agent;
+
+/// <summary>What the agent of one qube reported for the generation a change gave it.</summary>
+public enum AgentOutcomeKind
+{
+    /// <summary>The agent loaded that generation.</summary>
+    Applied,
+    /// <summary>The agent refused it or nft did (the message says why); the change is rolled back.</summary>
+    Failed,
+    /// <summary>The qube is halted: qubesd writes its keys at its next start and the agent applies them then.</summary>
+    Pending,
+    /// <summary>No answer with that generation in time (or an answer outside the grammar).</summary>
+    Unconfirmed,
+    /// <summary>Offline root: the features are written; nothing runs.</summary>
+    Recorded,
+}
+
+/// <summary>One qube's outcome, with the agent's message (sanitized) when it has one.</summary>
+public sealed record AgentOutcome(string VMName, string? Generation, AgentOutcomeKind Kind, string? Message);
+
+/// <summary>The agent's status line, read with a strict grammar.</summary>
+public sealed partial record AgentStatus(string State, string Generation, string Applied, string Version, string Message)
+{
+    /// <summary>The longest status line dom0 accepts (the agent cuts its message at 400 bytes).</summary>
+    public const int MaxLength = 600;
+
+    [GeneratedRegex(@"\Astate=(applied|partial|waiting|refused|failed) gen=([0-9a-f]{16}|none) applied=([0-9a-f]{16}|none) version=([0-9a-f]{12}) msg=([ -~]{0,400})\n?\z", RegexOptions.CultureInvariant)]
+    private static partial Regex Line();
+
+    /// <summary>The status from what the qube printed; null when it is not one status line of the grammar.</summary>
+    public static AgentStatus? Parse(string? text)
+    {
+        if (text is null || text.Length > MaxLength) return null;
+        var m = Line().Match(text);
+        return m.Success ? new AgentStatus(m.Groups[1].Value, m.Groups[2].Value, m.Groups[3].Value, m.Groups[4].Value, m.Groups[5].Value) : null;
+    }
+}
+
+/// <summary>
+/// Delivery through the agent (invariant 3): a change is the declaration feature plus the derived <c>vm-config.qubesfw.*</c>
+/// features of every qube, set and removed in dom0; afterwards each running qube whose keys changed is asked, by one bounded
+/// read of its status file per poll, whether its agent applied the new generation.
+/// </summary>
+public static class AgentDelivery
+{
+    public const string StatusCommand = "cat /run/qubesfw/status 2>/dev/null || echo state=none\n";
+
+    /// <summary>Whether every named qube records the agent (feature <c>qubesfirewall.agent</c>).</summary>
+    public static bool AllHaveAgent(QubesInventory inventory, IEnumerable<string> qubes) =>
+        AgentInstaller.Missing(inventory, qubes).Count == 0;
+
+    /// <summary>The inventory with one feature of one qube set (or removed when <paramref name="value"/> is null), as it is after the declaration step.</summary>
+    public static QubesInventory WithFeature(QubesInventory inventory, string vmName, string name, string? value)
+    {
+        var qubes = inventory.Qubes.Select(q =>
+        {
+            if (q.Name != vmName) return q;
+            var features = new Dictionary<string, string>(q.Features, StringComparer.Ordinal);
+            if (value is null) features.Remove(name);
+            else features[name] = value;
+            return q with { Features = features };
+        }).ToList();
+        return new QubesInventory(qubes, inventory.GlobalProperties, inventory.Labels, inventory.SourcePath);
+    }
+
+    /// <summary>
+    /// The feature steps that bring every qube's agent keys to what <paramref name="after"/> derives (keys of
+    /// <paramref name="current"/> compared), qube by qube in the order of <see cref="AgentFeatures.Changes(Qube, QubeAgentKeys)"/>;
+    /// <paramref name="generations"/> gets, for each qube whose keys change, the generation its agent must report ("none" for an emptied set).
+    /// </summary>
+    public static List<DeploymentStep> KeySteps(QubesInventory current, QubesInventory after, IDictionary<string, string> generations, ICollection<string> warnings)
+    {
+        var keys = AgentFeatures.DeriveAll(after, warnings);
+        var steps = new List<DeploymentStep>();
+        foreach (var change in AgentFeatures.Changes(current, keys))
+        {
+            generations[change.VMName] = keys.TryGetValue(change.VMName, out var k) && k.Generation is { } g ? g : "none";
+            steps.Add(change.IsRemove
+                ? DeploymentStep.RemoveFeature(change.VMName, change.Feature, change.Previous!)
+                : DeploymentStep.SetFeature(change.VMName, change.Feature, change.Value!, change.Previous)!);
+        }
+        return steps;
+    }
+
+    /// <summary>
+    /// Asks each qube's agent whether it applied its generation: halted qubes are Pending, the offline root Recorded; a running
+    /// qube is read (one bounded qvm-run per poll) until its status names the generation, up to <paramref name="wait"/>.
+    /// </summary>
+    public static IReadOnlyList<AgentOutcome> Confirm(IQubesBackend backend, QubesInventory inventory, IReadOnlyDictionary<string, string> generations, TimeSpan wait)
+    {
+        var outcomes = new Dictionary<string, AgentOutcome>(StringComparer.Ordinal);
+        var waiting = new List<string>();
+        foreach (var (vm, gen) in generations.OrderBy(g => g.Key, StringComparer.Ordinal))
+        {
+            var qube = inventory.Find(vm);
+            if (backend is OfflineRoot) outcomes[vm] = new(vm, gen, AgentOutcomeKind.Recorded, null);
+            else if (qube is null || qube.State != PowerState.Running) outcomes[vm] = new(vm, gen, AgentOutcomeKind.Pending, $"{vm} is not running: its agent applies generation {gen} when it starts.");
+            else waiting.Add(vm);
+        }
+        var clock = Stopwatch.StartNew();
+        var last = new Dictionary<string, string>(StringComparer.Ordinal);
+        while (waiting.Count > 0)
+        {
+            foreach (var vm in waiting.ToList())
+            {
+                var gen = generations[vm];
+                string? text;
+                try
+                {
+                    text = backend.RunQubeShellScript(vm, StatusCommand, "read the QubesFirewall agent status").Output;
+                }
+                catch (QubesFirewallException ex)
+                {
+                    last[vm] = ex.Message;
+                    continue;
+                }
+                var status = AgentStatus.Parse(text);
+                if (status is null)
+                {
+                    last[vm] = text.TrimEnd() == "state=none" ? "the agent has written no status (is it running?)" : "its status is not in the agent's grammar: " + Trust.QubeText.Escape(text.Length > 200 ? text[..200] : text);
+                    continue;
+                }
+                last[vm] = $"state={status.State} gen={status.Generation}: {status.Message}";
+                if (status.Generation != gen) continue;
+                if (status.State == "applied" && status.Applied == gen)
+                {
+                    outcomes[vm] = new(vm, gen, AgentOutcomeKind.Applied, null);
+                    waiting.Remove(vm);
+                }
+                else if (status.State is "failed" or "partial" or "refused")
+                {
+                    outcomes[vm] = new(vm, gen, AgentOutcomeKind.Failed, $"the agent of {vm} reports {status.State}: {status.Message}");
+                    waiting.Remove(vm);
+                }
+            }
+            if (waiting.Count == 0 || clock.Elapsed >= wait) break;
+            Thread.Sleep(250);
+        }
+        foreach (var vm in waiting)
+            outcomes[vm] = new(vm, generations[vm], AgentOutcomeKind.Unconfirmed,
+                $"no confirmation of generation {generations[vm]} from {vm} within {wait.TotalSeconds:0.#} s ({last.GetValueOrDefault(vm) ?? "no answer"}). Test-QubeFirewallAgent -VMName {vm}");
+        return outcomes.Values.OrderBy(o => o.VMName, StringComparer.Ordinal).ToList();
+    }
+
+    /// <summary>The steps that put features back as they were before <paramref name="applied"/> (reverse order).</summary>
+    public static List<DeploymentStep> Undo(IEnumerable<DeploymentStep> applied) =>
+        applied.Where(s => s.Kind is DeploymentStepKind.SetFeature or DeploymentStepKind.RemoveFeature).Reverse().Select(s =>
+            s.PreviousFeatureValue is null
+                ? DeploymentStep.RemoveFeature(s.VMName, s.FeatureName!, s.FeatureValue ?? "")
+                : DeploymentStep.SetFeature(s.VMName, s.FeatureName!, s.PreviousFeatureValue, s.Kind == DeploymentStepKind.RemoveFeature ? null : s.FeatureValue)).OfType<DeploymentStep>().ToList();
+}

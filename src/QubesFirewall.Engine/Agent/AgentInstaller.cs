@@ -1,0 +1,239 @@
+using QubesFirewall.Engine.Backends;
+using QubesFirewall.Engine.Model;
+using QubesFirewall.Engine.Persistence;
+
+namespace QubesFirewall.Engine.Agent;
+
+/// <summary>What Install-, Test- and Uninstall-QubeFirewallAgent found or did in one qube.</summary>
+public enum AgentState
+{
+    /// <summary>Install: written now (or written again: an earlier version was there).</summary>
+    Installed,
+    /// <summary>Install: already there, same version; nothing written.</summary>
+    Unchanged,
+    /// <summary>Test: the qube records the version this module ships.</summary>
+    Current,
+    /// <summary>Test: the qube records another version: run Install-QubeFirewallAgent again.</summary>
+    Outdated,
+    /// <summary>Test: no agent recorded on the qube.</summary>
+    Missing,
+    /// <summary>Uninstall: files and record removed.</summary>
+    Removed,
+}
+
+/// <summary>One qube's agent: where it is kept, the version, what happened (Install-/Test-/Uninstall-QubeFirewallAgent output).</summary>
+public sealed record QubeFirewallAgent
+{
+    public required string VMName { get; init; }
+
+    /// <summary>The qube whose /rw keeps the agent (a disposable's template).</summary>
+    public required string StoredIn { get; init; }
+
+    /// <summary>The hook that starts it: qubes-firewall.d in network qubes, rc.local.d elsewhere.</summary>
+    public required string HookPath { get; init; }
+
+    /// <summary>The version recorded on the qube (feature <c>qubesfirewall.agent</c>), null when none.</summary>
+    public string? Version { get; init; }
+
+    /// <summary>The version this module ships.</summary>
+    public string ModuleVersion { get; init; } = AgentScript.Version;
+
+    public AgentState State { get; init; }
+
+    /// <summary>Install: files of earlier versions whose managed block was removed (the user's own lines kept).</summary>
+    public IReadOnlyList<string> Migrated { get; init; } = [];
+
+    /// <summary>Whether the agent was started (or stopped) in the running qube now.</summary>
+    public bool Started { get; init; }
+
+    /// <summary>-Deep: the agent's status line as read from the qube (sanitized), null when not read.</summary>
+    public string? Status { get; init; }
+
+    public string? Message { get; init; }
+
+    public override string ToString() => $"{VMName}: {State}";
+}
+
+/// <summary>
+/// The one place that writes into qubes: installs the agent (<see cref="AgentScript"/>) where the qube keeps it across
+/// restarts, with the hook that starts it, migrates away the managed blocks of earlier versions, records the version on
+/// the qube (feature <c>qubesfirewall.agent</c>), and starts it in the qube when it runs. Idempotent.
+/// </summary>
+public static class AgentInstaller
+{
+    /// <summary>The hook files of earlier versions, whose managed block Install removes (the user's lines stay byte for byte).</summary>
+    public static readonly string[] LegacyFiles = [ForwardPersistence.FirewallUserScript, ForwardPersistence.RcLocal];
+
+    /// <summary>Where the hook goes: network qubes that run qubes-firewall start it from qubes-firewall.d, the others from rc.local.d.</summary>
+    public static string HookPathFor(Qube qube) => QubesFacts.RunsFirewallService(qube) ? AgentScript.FirewallHookPath : AgentScript.RcLocalHookPath;
+
+    /// <summary>The qube whose /rw keeps the agent: the qube, or a disposable's template (then a confirmation names it).</summary>
+    public static Qube StorageOf(QubesInventory inventory, Qube qube) => ForwardPersistence.StorageOf(inventory, qube);
+
+    /// <summary>
+    /// The question asked once before installing into a disposable's template, or null for other qubes.
+    /// </summary>
+    public static string? DisposableQuestion(QubesInventory inventory, Qube qube)
+    {
+        var storage = StorageOf(inventory, qube);
+        if (storage.Name == qube.Name) return null;
+        var firewall = QubesFacts.RunsFirewallService(qube);
+        return $"'{qube.Name}' is a disposable of '{storage.Name}': its /rw is a fresh copy of {storage.Name}'s at each start, so the agent is kept in {storage.Name}'s " +
+            (firewall
+                ? $"/rw/config/qubes-firewall.d, which only network qubes running qubes-firewall execute: ordinary disposables of {storage.Name} never run it."
+                : $"/rw/config/rc.local.d: every disposable of {storage.Name} starts it; with no key of its own it changes nothing there.") +
+            $" Nothing is written into {storage.Name} for later changes: they reach {qube.Name} through its own features.";
+    }
+
+    /// <summary>What Test finds from dom0 facts only (the feature on the qube): nothing is read from the qube.</summary>
+    public static QubeFirewallAgent Test(QubesInventory inventory, string vmName)
+    {
+        var qube = inventory.Get(Validation.QubeName.Validate(vmName));
+        var version = qube.Features.GetValueOrDefault(AgentScript.VersionFeature);
+        var state = version is null ? AgentState.Missing : version == AgentScript.Version ? AgentState.Current : AgentState.Outdated;
+        return new QubeFirewallAgent
+        {
+            VMName = qube.Name,
+            StoredIn = StorageOf(inventory, qube).Name,
+            HookPath = HookPathFor(qube),
+            Version = version,
+            State = state,
+            Message = state switch
+            {
+                AgentState.Missing => $"No agent recorded: Install-QubeFirewallAgent -VMName {qube.Name}",
+                AgentState.Outdated => $"Version {version} recorded, the module ships {AgentScript.Version}: Install-QubeFirewallAgent -VMName {qube.Name}",
+                _ => null,
+            },
+        };
+    }
+
+    /// <summary>
+    /// -Deep: the agent's status line read from the running qube (one bounded qvm-run read; the line must match the agent's
+    /// grammar, anything else is shown escaped). Null offline or for a halted qube.
+    /// </summary>
+    public static string? ReadStatus(IQubesBackend backend, Qube qube)
+    {
+        if (backend is OfflineRoot || qube.State != PowerState.Running) return null;
+        var output = backend.RunQubeShellScript(qube.Name, AgentDelivery.StatusCommand, "read the QubesFirewall agent status").Output;
+        return AgentStatus.Parse(output) is { } status
+            ? $"state={status.State} gen={status.Generation} applied={status.Applied} version={status.Version} msg={status.Message}"
+            : output.TrimEnd() == "state=none" ? "no status: the agent has not run since the qube started" : "not an agent status: " + Shown(output);
+    }
+
+    /// <summary>The qubes without the agent (the current version), among <paramref name="names"/>; what forward and link cmdlets name in QubeFirewallAgentMissing.</summary>
+    public static IReadOnlyList<string> Missing(QubesInventory inventory, IEnumerable<string> names) =>
+        names.Distinct(StringComparer.Ordinal).Where(n => inventory.Find(n) is { } q && q.Features.GetValueOrDefault(AgentScript.VersionFeature) is null).ToList();
+
+    /// <summary>
+    /// Installs (or updates) the agent of one qube: refuses under R4.3's custom-persist (Qubes skips the /rw hooks there);
+    /// writes the agent and its hook where the qube keeps them (and, for a running disposable, into the disposable too, so it
+    /// starts now); removes the managed blocks earlier versions wrote; starts the agent when the qube runs; records the version.
+    /// </summary>
+    public static QubeFirewallAgent Install(IQubesBackend backend, string vmName)
+    {
+        var inventory = backend.GetInventory();
+        var qube = inventory.Get(Validation.QubeName.Validate(vmName));
+        if (qube.Class is QubeClass.AdminVM or QubeClass.TemplateVM)
+            throw new QubesFirewallException("AgentNotForThisQube", FailureKind.InvalidOperation,
+                $"'{qube.Name}' is {(qube.Class == QubeClass.AdminVM ? "dom0" : "a template")}: the agent runs in qubes that pass or receive forwarded traffic.", qube.Name);
+        if (ForwardPersistence.HasCustomPersist(inventory, qube))
+            throw new QubesFirewallException("CustomPersist", FailureKind.InvalidOperation,
+                $"'{qube.Name}' has the R4.3 custom-persist service on: Qubes does not run the /rw/config hooks there, so the agent would never start. " +
+                $"Turn custom-persist off for it (qvm-service --disable {qube.Name} custom-persist), or have its template start the agent. Nothing was changed.", qube.Name);
+        var storage = StorageOf(inventory, qube);
+        var hookPath = HookPathFor(qube);
+        var hook = AgentScript.HookText(hookPath == AgentScript.FirewallHookPath);
+        var changed = false;
+        var targets = new List<string> { storage.Name };
+        if (storage.Name != qube.Name && qube.State == PowerState.Running) targets.Add(qube.Name);
+        var migrated = new List<string>();
+        foreach (var where in targets)
+        {
+            changed |= WriteIfDifferent(backend, where, AgentScript.AgentPath, AgentScript.Text);
+            changed |= WriteIfDifferent(backend, where, hookPath, hook);
+            foreach (var path in LegacyFiles)
+            {
+                var content = backend.ReadQubeFile(where, path);
+                if (content is null || ManagedBlock.Extract(content) is null) continue;
+                var without = ManagedBlock.Remove(content) ?? "";
+                backend.WriteQubeFile(where, path, without, ManagedBlock.FileMode);
+                migrated.Add($"{where}:{path}");
+                changed = true;
+            }
+        }
+        var started = false;
+        if (qube.State == PowerState.Running)
+        {
+            var run = backend.RunQubeShellScript(qube.Name, $"{AgentScript.AgentPath} hook\n", "start the QubesFirewall agent");
+            if (run.Executed && !run.Succeeded)
+                throw new QubesFirewallException("AgentStartFailed", FailureKind.WriteError,
+                    $"The agent was installed in '{storage.Name}' but did not start in '{qube.Name}' (exit {run.ExitCode}): {Shown(run.Output)}", qube.Name);
+            started = run.Executed;
+        }
+        var recorded = qube.Features.GetValueOrDefault(AgentScript.VersionFeature);
+        if (recorded != AgentScript.Version)
+        {
+            backend.SetFeature(qube.Name, AgentScript.VersionFeature, AgentScript.Version);
+            changed = true;
+        }
+        return new QubeFirewallAgent
+        {
+            VMName = qube.Name,
+            StoredIn = storage.Name,
+            HookPath = hookPath,
+            Version = AgentScript.Version,
+            State = changed ? AgentState.Installed : AgentState.Unchanged,
+            Migrated = migrated,
+            Started = started,
+            Message = migrated.Count > 0 ? $"Removed the managed block of earlier versions from {string.Join(", ", migrated)}; the other lines are unchanged." : null,
+        };
+    }
+
+    /// <summary>Stops the agent in the running qube, removes its files and the version record. The rules it applied last stay until the qube restarts.</summary>
+    public static QubeFirewallAgent Uninstall(IQubesBackend backend, string vmName)
+    {
+        var inventory = backend.GetInventory();
+        var qube = inventory.Get(Validation.QubeName.Validate(vmName));
+        var storage = StorageOf(inventory, qube);
+        var hookPath = HookPathFor(qube);
+        var stopped = false;
+        if (qube.State == PowerState.Running)
+        {
+            var run = backend.RunQubeShellScript(qube.Name,
+                "systemctl stop qubesfw-agent.service 2>/dev/null\npid=$(cat /run/qubesfw/agent.pid 2>/dev/null) && kill -TERM -\"$pid\" 2>/dev/null\nexit 0\n",
+                "stop the QubesFirewall agent");
+            stopped = run.Executed;
+        }
+        foreach (var where in new[] { storage.Name, qube.Name }.Distinct(StringComparer.Ordinal))
+        {
+            if (where != storage.Name && qube.State != PowerState.Running) continue;
+            backend.DeleteQubeFile(where, hookPath);
+            backend.DeleteQubeFile(where, AgentScript.AgentPath);
+        }
+        backend.RemoveFeature(qube.Name, AgentScript.VersionFeature);
+        return new QubeFirewallAgent
+        {
+            VMName = qube.Name,
+            StoredIn = storage.Name,
+            HookPath = hookPath,
+            Version = null,
+            State = AgentState.Removed,
+            Started = stopped,
+            Message = "The rules the agent applied last stay until the qube restarts; forwards and links through it need the agent again.",
+        };
+    }
+
+    private static bool WriteIfDifferent(IQubesBackend backend, string vm, string path, string content)
+    {
+        if (backend.ReadQubeFile(vm, path) == content) return false;
+        backend.WriteQubeFile(vm, path, content, ManagedBlock.FileMode);
+        return true;
+    }
+
+    // what a qube printed: control characters escaped (the one sanitizer for qube output), bounded
+    private static string Shown(string output)
+    {
+        var text = Trust.QubeText.Escape(output.Length > 400 ? output[..400] : output);
+        return text.Length == 0 ? "(no output)" : text;
+    }
+}

@@ -1,0 +1,103 @@
+using QubesFirewall.Engine.Agent;
+using QubesFirewall.Engine.Backends;
+using QubesFirewall.Engine.Persistence;
+using QubesFirewall.Tests.Shared;
+
+namespace QubesFirewall.PowerShell.Tests;
+
+/// <summary>Install-, Test- and Uninstall-QubeFirewallAgent on a copy of the sample root (sys-firewall is a disposable of default-dvm there).</summary>
+public sealed class AgentCmdletTests : IDisposable
+{
+    private readonly SampleRootCopy _root = new();
+
+    public void Dispose() => _root.Dispose();
+
+    private PsRun Run(string script) => PowerShellHost.Run(script, root: _root.Path);
+
+    private string? File(string qube, string path)
+    {
+        using var backend = new OfflineRoot(_root.Path);
+        return backend.ReadQubeFile(qube, path);
+    }
+
+    private string? Feature(string qube, string name)
+    {
+        using var backend = new OfflineRoot(_root.Path);
+        return backend.GetInventory().Get(qube).Features.GetValueOrDefault(name);
+    }
+
+    [Fact]
+    public void Install_writes_the_agent_and_its_hook_where_each_qube_keeps_them_records_the_version_and_again_changes_nothing()
+    {
+        var before = Run("Test-QubeFirewallAgent -VMName sys-net, sys-firewall, work");
+        before.AssertNoErrors();
+        Assert.All(before.Of<QubeFirewallAgent>(), a => Assert.Equal(AgentState.Missing, a.State));
+
+        var run = Run("Install-QubeFirewallAgent -VMName sys-net, sys-firewall, work -Force");
+        run.AssertNoErrors();
+        var results = run.Of<QubeFirewallAgent>().ToDictionary(a => a.VMName);
+        Assert.All(results.Values, a => Assert.Equal(AgentState.Installed, a.State));
+        Assert.Equal("default-dvm", results["sys-firewall"].StoredIn);
+        Assert.Equal(AgentScript.FirewallHookPath, results["sys-net"].HookPath);
+        Assert.Equal(AgentScript.FirewallHookPath, results["sys-firewall"].HookPath);
+        Assert.Equal(AgentScript.RcLocalHookPath, results["work"].HookPath);
+
+        Assert.Equal(AgentScript.Text, File("sys-net", AgentScript.AgentPath));
+        Assert.Equal(AgentScript.Text, File("default-dvm", AgentScript.AgentPath));
+        Assert.Equal(AgentScript.HookText(firewallHook: true), File("default-dvm", AgentScript.FirewallHookPath));
+        Assert.Equal(AgentScript.HookText(firewallHook: false), File("work", AgentScript.RcLocalHookPath));
+        Assert.StartsWith("#!/bin/sh\n", AgentScript.Text, StringComparison.Ordinal);
+        foreach (var qube in new[] { "sys-net", "sys-firewall", "work" }) Assert.Equal(AgentScript.Version, Feature(qube, AgentScript.VersionFeature));
+        Assert.Null(Feature("default-dvm", AgentScript.VersionFeature));
+
+        var again = Run("Install-QubeFirewallAgent -VMName sys-net, sys-firewall, work -Force");
+        again.AssertNoErrors();
+        Assert.All(again.Of<QubeFirewallAgent>(), a => Assert.Equal(AgentState.Unchanged, a.State));
+        var test = Run("Test-QubeFirewallAgent -VMName sys-net, sys-firewall, work");
+        Assert.All(test.Of<QubeFirewallAgent>(), a => Assert.Equal(AgentState.Current, a.State));
+    }
+
+    [Fact]
+    public void Install_removes_the_managed_block_of_earlier_versions_and_keeps_the_users_lines_byte_for_byte()
+    {
+        const string head = "#!/bin/sh\r\n# mine\nnft add rule ip qubes custom-input tcp dport 22 accept\n";
+        const string tail = "echo 'after the block'  \n\n# end";
+        var old = head + ManagedBlock.Render("nft -f - <<'X'\nflush chain ip qubes qubesfw-forward\nX\n") + tail;
+        using (var backend = new OfflineRoot(_root.Path)) backend.WriteQubeFile("sys-net", ForwardPersistence.FirewallUserScript, old, ManagedBlock.FileMode);
+
+        var run = Run("Install-QubeFirewallAgent -VMName sys-net");
+        run.AssertNoErrors();
+        var result = Assert.Single(run.Of<QubeFirewallAgent>());
+        Assert.Equal(["sys-net:/rw/config/qubes-firewall-user-script"], result.Migrated);
+        Assert.Equal(head + tail, File("sys-net", ForwardPersistence.FirewallUserScript));
+    }
+
+    [Fact]
+    public void Custom_persist_is_refused_with_the_reason_and_nothing_is_written()
+    {
+        using (var backend = new OfflineRoot(_root.Path)) backend.SetFeature("work", "service.custom-persist", "1");
+        var run = Run("Install-QubeFirewallAgent -VMName work");
+        var error = Assert.Single(run.Errors);
+        Assert.StartsWith("CustomPersist,", error.FullyQualifiedErrorId, StringComparison.Ordinal);
+        Assert.Contains("qvm-service --disable work custom-persist", error.ToString(), StringComparison.Ordinal);
+        Assert.Null(File("work", AgentScript.AgentPath));
+        Assert.Null(Feature("work", AgentScript.VersionFeature));
+    }
+
+    [Fact]
+    public void Uninstall_removes_the_files_and_the_record_and_WhatIf_changes_nothing()
+    {
+        Run("Install-QubeFirewallAgent -VMName work").AssertNoErrors();
+        var snapshot = _root.Snapshot();
+        Run("Uninstall-QubeFirewallAgent -VMName work -WhatIf").AssertNoErrors();
+        _root.AssertUnchanged(snapshot);
+
+        var run = Run("Uninstall-QubeFirewallAgent -VMName work -Confirm:$false");
+        run.AssertNoErrors();
+        Assert.Equal(AgentState.Removed, Assert.Single(run.Of<QubeFirewallAgent>()).State);
+        Assert.Null(File("work", AgentScript.AgentPath));
+        Assert.Null(File("work", AgentScript.RcLocalHookPath));
+        Assert.Null(Feature("work", AgentScript.VersionFeature));
+        Assert.Equal(AgentState.Missing, Assert.Single(Run("Test-QubeFirewallAgent work").Of<QubeFirewallAgent>()).State);
+    }
+}

@@ -1,0 +1,147 @@
+using QubesFirewall.Engine.Agent;
+using QubesFirewall.Engine.Backends;
+using QubesFirewall.Engine.Model;
+using QubesFirewall.Engine.Planning;
+using QubesFirewall.TestQubesd;
+using QubesFirewall.Tests.Shared;
+using Xunit.Abstractions;
+
+namespace QubesFirewall.PowerShell.Tests;
+
+/// <summary>
+/// One forward through sys-net and the disposable sys-firewall on the live backend (stand-in qubesd, stand-in qvm-run):
+/// with the agent recorded on the qubes, Add-/Remove-QubePortForward are feature calls only, with no write into default-dvm
+/// and no -Force; the Admin API calls and qvm-run processes of both deliveries are counted side by side.
+/// </summary>
+[System.Runtime.Versioning.UnsupportedOSPlatform("windows")]
+public sealed class AgentDeliveryCmdletTests : IDisposable
+{
+    private static readonly string OriginalPath = Environment.GetEnvironmentVariable("PATH") ?? "/usr/bin:/bin";
+    private static readonly string[] Qubes = ["sys-net", "sys-firewall", "work"];
+
+    private readonly ITestOutputHelper _output;
+    private readonly SampleRootCopy _root = new();
+    private readonly string _dir = Path.Combine(Path.GetTempPath(), "qfw-agent-" + Guid.NewGuid().ToString("N")[..10]);
+    private FakeQubesd? _server;
+    private StandInQvmRun? _qvmRun;
+
+    public AgentDeliveryCmdletTests(ITestOutputHelper output)
+    {
+        _output = output;
+        Directory.CreateDirectory(_dir);
+    }
+
+    private void Start(bool withAgent)
+    {
+        if (withAgent)
+        {
+            using var backend = new OfflineRoot(_root.Path);
+            foreach (var q in Qubes) backend.SetFeature(q, AgentScript.VersionFeature, AgentScript.Version);
+        }
+        _server = new FakeQubesd(_root.Path, Path.Combine(_dir, "qubesd.sock"));
+        _qvmRun = new StandInQvmRun(Path.Combine(_dir, "qvm-run"), powerStates: Path.Combine(_root.Path, "qubesfirewall-state"));
+        _qvmRun.FakeNft();
+    }
+
+    public void Dispose()
+    {
+        _server?.Dispose();
+        try { Directory.Delete(_dir, recursive: true); } catch (IOException) { }
+        _root.Dispose();
+    }
+
+    private PsRun Run(string script) => PowerShellHost.Run(script, environment: new Dictionary<string, string>
+    {
+        ["QUBESFW_ROOT"] = "",
+        ["QUBESFW_QUBESD_SOCKET"] = _server!.SocketPath,
+        ["PATH"] = _qvmRun!.BinFolder + ":" + OriginalPath,
+    });
+
+    private (int Calls, int Writes, int QvmRun) Count(Func<PsRun> run, string what)
+    {
+        _server!.ClearCalls();
+        var qvmBefore = _qvmRun!.Calls.Count;
+        var result = run();
+        var calls = _server.Calls;
+        var writes = calls.Count(c => c.Method is "admin.vm.feature.Set" or "admin.vm.feature.Remove");
+        var qvm = _qvmRun.Calls.Count - qvmBefore;
+        _output.WriteLine($"{what}: {calls.Count} Admin API calls ({writes} feature.Set/Remove), {qvm} qvm-run processes; errors: {result.Errors.Count}");
+        _output.WriteLine("  " + string.Join(", ", calls.GroupBy(c => c.Method).Select(g => $"{g.Key} x{g.Count()}")));
+        return (calls.Count, writes, qvm);
+    }
+
+    [Fact]
+    public void With_the_agent_a_forward_through_a_disposable_sys_firewall_is_feature_calls_only_without_Force()
+    {
+        Start(withAgent: true);
+        var add = Count(() =>
+        {
+            var r = Run("Add-QubePortForward work 443 -AllowFrom 192.168.1.0/24 -NoWait -PassThru");
+            r.AssertNoErrors();
+            Assert.All(r.Of<PortForwardHopResult>(), h => Assert.Equal(PortForwardHopStatus.Sent, h.Status));
+            return r;
+        }, "add, through the agent");
+        Assert.Equal(0, add.QvmRun);
+        Assert.Equal(7, add.Writes); // the declaration, then one data key and gen for each of sys-net, sys-firewall, work
+        Assert.All(_server!.Calls.Where(c => c.Method is "admin.vm.feature.Set" or "admin.vm.feature.Remove"),
+            c => Assert.Contains(c.Destination, Qubes));
+        Assert.Equal(0, _server.CountCalls("admin.vm.Start"));
+        Assert.Null(_qvmRun!.Read("default-dvm", "/rw/config/qubes-firewall-user-script"));
+
+        var remove = Count(() =>
+        {
+            var r = Run("Remove-QubePortForward work 443 -NoWait -Confirm:$false");
+            r.AssertNoErrors();
+            return r;
+        }, "remove, through the agent");
+        Assert.Equal(0, remove.QvmRun);
+        Assert.Equal(7, remove.Writes);
+
+        // without -NoWait: one status read per running qube per poll, and no confirmation from a qube without a running agent is an error
+        var wait = Count(() =>
+        {
+            var r = Run("Add-QubePortForward work 443 -AllowFrom 192.168.1.0/24 -PassThru");
+            var error = Assert.Single(r.Errors);
+            Assert.StartsWith("PortForwardAgentUnconfirmed,", error.FullyQualifiedErrorId, StringComparison.Ordinal);
+            var hops = r.Of<PortForwardHopResult>().ToDictionary(h => h.VMName, h => h.Status);
+            Assert.Equal(PortForwardHopStatus.Unconfirmed, hops["sys-net"]);
+            return r;
+        }, "add, through the agent, asking the agents (none answers)");
+        Assert.True(wait.QvmRun >= 2, $"{wait.QvmRun} status reads");
+
+        // -Deep reads the status of each running qube with the same one command; without an agent there, it says so
+        var deep = Run("Test-QubeFirewallAgent -VMName sys-net, default-dvm -Deep");
+        deep.AssertNoErrors();
+        var states = deep.Of<QubeFirewallAgent>().ToDictionary(a => a.VMName);
+        Assert.Equal((AgentState.Current, "no status: the agent has not run since the qube started"), (states["sys-net"].State, states["sys-net"].Status));
+        Assert.Equal((AgentState.Missing, (string?)null), (states["default-dvm"].State, states["default-dvm"].Status)); // halted: nothing read
+        Assert.All(_qvmRun.Calls.TakeLast(wait.QvmRun), c => Assert.Equal(AgentDelivery.StatusCommand, System.Text.Encoding.UTF8.GetString(c.Stdin)));
+    }
+
+    [Fact]
+    public void Without_the_agent_the_same_forward_writes_hook_files_through_qvm_run_and_needs_Force_and_default_dvm()
+    {
+        Start(withAgent: false);
+        _server!.SetPowerState("default-dvm", PowerState.Running);
+        var refused = Run("Add-QubePortForward work 443 -AllowFrom 192.168.1.0/24");
+        var disposable = Assert.Single(refused.Errors);
+        Assert.StartsWith("DisposableHop,", disposable.FullyQualifiedErrorId, StringComparison.Ordinal);
+        Assert.Contains("Install-QubeFirewallAgent -VMName sys-net, sys-firewall, work", disposable.ToString(), StringComparison.Ordinal);
+
+        var add = Count(() =>
+        {
+            var r = Run("Add-QubePortForward work 443 -AllowFrom 192.168.1.0/24 -Force");
+            r.AssertNoErrors();
+            return r;
+        }, "add, hook files (before)");
+        Assert.True(add.QvmRun >= 6, $"{add.QvmRun} qvm-run processes");
+        Assert.NotNull(_qvmRun!.Read("default-dvm", "/rw/config/qubes-firewall-user-script"));
+        var remove = Count(() =>
+        {
+            var r = Run("Remove-QubePortForward work 443 -Confirm:$false");
+            r.AssertNoErrors();
+            return r;
+        }, "remove, hook files (before)");
+        Assert.True(remove.QvmRun >= 6, $"{remove.QvmRun} qvm-run processes");
+    }
+}
