@@ -30,6 +30,11 @@
         'Get-QubeInterVmNetwork'
         'Enable-QubeInterVmNetwork'
         'Disable-QubeInterVmNetwork'
+        'Get-QubeNetwork'
+        'Show-QubeNetwork'
+        'Export-QubeNetworkConfiguration'
+        'Test-QubeNetworkConfiguration'
+        'Invoke-QubeNetworkConfiguration'
     )
     FunctionsToExport    = @()
     AliasesToExport      = @()
