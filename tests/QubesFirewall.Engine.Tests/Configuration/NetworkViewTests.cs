@@ -96,6 +96,16 @@ public sealed class NetworkViewTests
     }
 
     [Fact]
+    public void The_README_shows_the_sample_roots_diagram_and_tree_as_they_are()
+    {
+        var readme = File.ReadAllText(Path.Combine(TempRoot.SamplePath(), "..", "..", "README.md")).Replace("\r", "", StringComparison.Ordinal);
+        var start = readme.IndexOf("```mermaid\n", StringComparison.Ordinal) + "```mermaid\n".Length;
+        Assert.Equal(NetworkRenderer.Mermaid(Sample()), readme[start..(readme.IndexOf("```", start, StringComparison.Ordinal))]);
+        var tree = readme.IndexOf("PS> Show-QubeNetwork\n", StringComparison.Ordinal) + "PS> Show-QubeNetwork\n".Length;
+        Assert.Equal(NetworkRenderer.Tree(Sample(), TreeStyle.Plain), readme[tree..(readme.IndexOf("```", tree, StringComparison.Ordinal))]);
+    }
+
+    [Fact]
     public void The_sample_root_as_Dot()
     {
         var dot = NetworkRenderer.Dot(Sample());
