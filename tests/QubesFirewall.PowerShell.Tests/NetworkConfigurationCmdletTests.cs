@@ -238,6 +238,25 @@ public sealed class LiveNetworkConfigurationCmdletTests : NetworkConfigurationCm
     protected override PsRun Run(string script) => PowerShellHost.Run(script, environment: _live.Environment);
 
     [Fact]
+    public void Halted_qubes_are_refused_by_name_or_started_with_Start()
+    {
+        _live.Server.SetPowerState("untrusted", PowerState.Halted);
+        var file = File("u.psd1");
+        Run($"Export-QubeNetworkConfiguration untrusted -Path '{file}'").AssertNoErrors();
+        System.IO.File.WriteAllText(file, EditQube(System.IO.File.ReadAllText(file), "untrusted", "Bindings = @()",
+            "Bindings = @(\n                @{ To = 'work'; Port = 444; LocalPort = 10444; Permanent = $true }\n            )"));
+        var before = _root.Snapshot();
+        var refused = Run($"Invoke-QubeNetworkConfiguration '{file}' -Confirm:$false");
+        Assert.Equal("QubesNotRunning,QubesFirewall.PowerShell.Cmdlets.InvokeQubeNetworkConfigurationCommand", Assert.Single(refused.Errors).FullyQualifiedErrorId);
+        Assert.Contains("untrusted (halted)", refused.Errors[0].ToString());
+        _root.AssertUnchanged(before);
+        _live.Server.ClearCalls();
+        Run($"Invoke-QubeNetworkConfiguration '{file}' -Start -Confirm:$false").AssertNoErrors();
+        Assert.Equal(1, _live.Server.CountCalls("admin.vm.Start", "untrusted"));
+        Assert.Empty(Run($"Test-QubeNetworkConfiguration '{file}'").Output);
+    }
+
+    [Fact]
     public void The_netvm_goes_through_qubesd()
     {
         var file = File("u.psd1");

@@ -218,7 +218,8 @@ public static class ConfigurationPlanner
             Take(plan, plan.Warnings);
         }
 
-        var down = notRunning.DistinctBy(q => q.Name).ToList();
+        // outermost first, so each qube started finds its netvm running
+        var down = notRunning.DistinctBy(q => q.Name).OrderBy(q => sim.Inventory.UpstreamOf(q.Name).Count).ToList();
         return new ConfigurationPlan
         {
             Steps = down.Count > 0 ? [] : steps,

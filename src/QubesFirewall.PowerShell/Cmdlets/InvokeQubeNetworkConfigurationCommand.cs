@@ -28,18 +28,17 @@ public sealed class InvokeQubeNetworkConfigurationCommand : NetworkConfiguration
     [Parameter]
     public SwitchParameter PassThru { get; set; }
 
+    /// <summary>Start the halted qubes the plan must reach (network qubes first) instead of refusing them.</summary>
+    [Parameter]
+    public SwitchParameter Start { get; set; }
+
     protected override void ProcessRecord()
     {
         if (!TryReadConfiguration(out var configuration, out var path)) return;
         ConfigurationPlan Plan() => ConfigurationPlanner.Plan(SystemReader.For(Backend), configuration, Prune,
             DeploymentOptions.For(Backend, Now, Force), TcpBindingOptions.For(Backend));
-        if (!TryEngine(Plan, out var plan)) return;
+        if (!TryEngine(Plan, out var first) || StartWhatMustRun(first, Start, Plan) is not { } plan) return;
         foreach (var warning in plan.Warnings) WriteWarning(warning);
-        if (!plan.IsComplete)
-        {
-            WriteError(ToErrorRecord(QubeStarter.Refusal(plan.NotRunning, plan.Purpose)));
-            return;
-        }
         if (plan.IsEmpty)
         {
             WriteVerbose($"{path}: the system already matches the file; nothing to change.");
