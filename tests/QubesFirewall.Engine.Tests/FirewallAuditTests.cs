@@ -27,7 +27,8 @@ public sealed class FirewallAuditTests
         new Q("behind-vpn", 9, NetVm: "vpn", Template: "fedora"),
         new Q("vault", 10, NetVm: "", Template: "fedora"),
         new Q("behind-vpn2", 11, NetVm: "vpn2", Template: "fedora"),
-        new Q("whonix-gateway-17", 12, Class: "TemplateVM"),
+        // as Qubes has it: the salt (qvm/template-whonix-gateway.sls) or the template's own request sets whonix-gw
+        new Q("whonix-gateway-17", 12, Class: "TemplateVM", Features: F(("whonix-gw", "1"))),
         new Q("sys-old", 13, NetVm: "sys-firewall", Provides: true, Template: "old-tpl"),
         new Q("old-tpl", 14, Class: "TemplateVM", Features: F(("qubes-firewall", ""))),
         new Q("legacy", 15, NetVm: "sys-old", Template: "fedora"),

@@ -5,6 +5,7 @@ using QubesFirewall.Engine.Backends;
 using QubesFirewall.Engine.Formats;
 using QubesFirewall.Engine.Model;
 using QubesFirewall.Engine.Planning;
+using QubesFirewall.Engine.Trust;
 using QubesFirewall.Engine.Validation;
 
 namespace QubesFirewall.Engine.AdminApi;
@@ -41,6 +42,9 @@ public sealed partial class AdminApiBackend : IQubesBackend
 
     /// <summary>How long a command inside a qube may run.</summary>
     public TimeSpan CommandTimeout { get; set; } = TimeSpan.FromMinutes(2);
+
+    /// <summary>How much a qube may answer (a file read back, a script's output); over it the read fails and nothing is written.</summary>
+    public QubeAnswerLimits AnswerLimits { get; set; } = new();
 
     // ------------------------------------------------------------------ inventory
 
@@ -362,10 +366,19 @@ public sealed partial class AdminApiBackend : IQubesBackend
     public string? ReadQubeFile(string vmName, string path)
     {
         QubeName.Validate(vmName);
-        var result = _runner.Run(vmName, QubeFileCommands.Read(path), ReadOnlyMemory<byte>.Empty, CommandTimeout);
+        var result = _runner.Run(vmName, QubeFileCommands.Read(path), ReadOnlyMemory<byte>.Empty, CommandTimeout, QubeAnswerLimit.File(AnswerLimits, path));
         if (result.ExitCode == QubeFileCommands.MissingExitCode) return null;
         if (result.ExitCode != 0) throw CommandFailed(vmName, $"read {path}", result);
         return result.OutputText;
+    }
+
+    public UnixFileMode? ReadQubeFileMode(string vmName, string path)
+    {
+        QubeName.Validate(vmName);
+        var result = _runner.Run(vmName, QubeFileCommands.Mode(path), ReadOnlyMemory<byte>.Empty, CommandTimeout, QubeAnswerLimit.Output(AnswerLimits, $"tell the mode of {path}"));
+        if (result.ExitCode == QubeFileCommands.MissingExitCode) return null;
+        if (result.ExitCode != 0) throw CommandFailed(vmName, $"tell the mode of {path}", result);
+        return QubeFileModes.Parse(result.OutputText, vmName, path);
     }
 
     /// <summary>
@@ -393,7 +406,8 @@ public sealed partial class AdminApiBackend : IQubesBackend
     private bool ReportInsteadOfRunning(string vmName, string command, string? standardInput)
     {
         if (_dryRun is not { } report) return false;
-        report($"qvm-run --pass-io --no-gui --no-autostart -u root {vmName} '{command}'" + (standardInput is null ? "" : " with standard input:\n" + standardInput));
+        // The content may hold the qube's own lines: shown escaped, never byte for byte.
+        report($"qvm-run --pass-io --no-gui --no-autostart -u root {vmName} '{command}'" + (standardInput is null ? "" : " with standard input:\n" + QubeText.Escape(standardInput)));
         return true;
     }
 
@@ -401,7 +415,7 @@ public sealed partial class AdminApiBackend : IQubesBackend
     {
         QubeName.Validate(vmName);
         if (ReportInsteadOfRunning(vmName, QubeFileCommands.Write(path, mode), content)) return;
-        var result = _runner.Run(vmName, QubeFileCommands.Write(path, mode), AtomicFileEncoding.GetBytes(content), CommandTimeout);
+        var result = _runner.Run(vmName, QubeFileCommands.Write(path, mode), QubeText.Encode(content), CommandTimeout, QubeAnswerLimit.Output(AnswerLimits, $"write {path}"));
         if (result.ExitCode != 0) throw CommandFailed(vmName, $"write {path}", result);
     }
 
@@ -409,7 +423,7 @@ public sealed partial class AdminApiBackend : IQubesBackend
     {
         QubeName.Validate(vmName);
         if (ReportInsteadOfRunning(vmName, QubeFileCommands.Delete(path), null)) return;
-        var result = _runner.Run(vmName, QubeFileCommands.Delete(path), ReadOnlyMemory<byte>.Empty, CommandTimeout);
+        var result = _runner.Run(vmName, QubeFileCommands.Delete(path), ReadOnlyMemory<byte>.Empty, CommandTimeout, QubeAnswerLimit.Output(AnswerLimits, $"delete {path}"));
         if (result.ExitCode != 0) throw CommandFailed(vmName, $"delete {path}", result);
     }
 
@@ -417,8 +431,8 @@ public sealed partial class AdminApiBackend : IQubesBackend
     {
         QubeName.Validate(vmName);
         if (ReportInsteadOfRunning(vmName, QubeFileCommands.Run(path), null)) return new QubeCommandResult(vmName, path, 0, "", Executed: false);
-        var result = _runner.Run(vmName, QubeFileCommands.Run(path), ReadOnlyMemory<byte>.Empty, CommandTimeout);
-        var output = result.OutputText + result.StandardError;
+        var result = _runner.Run(vmName, QubeFileCommands.Run(path), ReadOnlyMemory<byte>.Empty, CommandTimeout, QubeAnswerLimit.Output(AnswerLimits, $"run {path}"));
+        var output = result.ShownOutput + result.ShownError;
         if (result.ExitCode != 0 && NotRunning(vmName) is { } state)
             throw NotRunningError(vmName, state, $"run {path}");
         return new QubeCommandResult(vmName, path, result.ExitCode, output, Executed: true);
@@ -432,10 +446,10 @@ public sealed partial class AdminApiBackend : IQubesBackend
     {
         QubeName.Validate(vmName);
         if (ReportInsteadOfRunning(vmName, QubeFileCommands.RunStandardInput, script)) return new QubeCommandResult(vmName, "(standard input)", 0, "", Executed: false);
-        var result = _runner.Run(vmName, QubeFileCommands.RunStandardInput, AtomicFileEncoding.GetBytes(script), CommandTimeout);
+        var result = _runner.Run(vmName, QubeFileCommands.RunStandardInput, AtomicFileEncoding.GetBytes(script), CommandTimeout, QubeAnswerLimit.Output(AnswerLimits, $"run {description.Replace('\n', ' ')}"));
         if (result.ExitCode != 0 && NotRunning(vmName) is { } state)
             throw NotRunningError(vmName, state, $"run {description.Replace('\n', ' ')}");
-        return new QubeCommandResult(vmName, "(standard input)", result.ExitCode, result.OutputText + result.StandardError, Executed: true);
+        return new QubeCommandResult(vmName, "(standard input)", result.ExitCode, result.ShownOutput + result.ShownError, Executed: true);
     }
 
     private static readonly UTF8Encoding AtomicFileEncoding = new(encoderShouldEmitUTF8Identifier: false);
@@ -461,7 +475,7 @@ public sealed partial class AdminApiBackend : IQubesBackend
     private QubesFirewallException CommandFailed(string vmName, string what, QubeProcessResult result)
     {
         if (NotRunning(vmName) is { } state) return NotRunningError(vmName, state, what);
-        var detail = result.StandardError.Trim();
+        var detail = result.ShownError.Trim();
         return new QubesFirewallException("QubeCommandFailed", FailureKind.InvalidOperation,
             $"Cannot {what} in '{vmName}': qvm-run exited with code {result.ExitCode}" + (detail.Length > 0 ? $": {RuleGrammar.Printable(detail)}" : "."), vmName);
     }

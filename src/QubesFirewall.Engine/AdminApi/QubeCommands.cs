@@ -3,15 +3,27 @@ using System.Globalization;
 using System.Text;
 using System.Text.RegularExpressions;
 using CliWrap;
+using QubesFirewall.Engine.Trust;
 using QubesFirewall.Engine.Model;
 using QubesFirewall.Engine.Validation;
 
 namespace QubesFirewall.Engine.AdminApi;
 
-/// <summary>What a command run inside a qube returned.</summary>
-public sealed record QubeProcessResult(int ExitCode, byte[] StandardOutput, string StandardError)
+/// <summary>
+/// What a command run inside a qube returned, each stream within its <see cref="QubeAnswerLimit"/>. The bytes are
+/// the qube's: <see cref="OutputText"/> keeps them (<see cref="QubeText.Decode"/>); show them only through
+/// <see cref="QubeText.Escape"/> (<see cref="ShownOutput"/>, <see cref="ShownError"/>).
+/// </summary>
+public sealed record QubeProcessResult(int ExitCode, byte[] StandardOutput, byte[] StandardError)
 {
-    public string OutputText => Encoding.UTF8.GetString(StandardOutput);
+    /// <summary>Standard output as text, every byte kept (non-UTF-8 bytes as U+DC80–U+DCFF).</summary>
+    public string OutputText => QubeText.Decode(StandardOutput);
+
+    /// <summary>Standard output, escaped for showing.</summary>
+    public string ShownOutput => QubeText.Show(StandardOutput);
+
+    /// <summary>Error output, escaped for showing.</summary>
+    public string ShownError => QubeText.Show(StandardError);
 }
 
 /// <summary>
@@ -20,7 +32,11 @@ public sealed record QubeProcessResult(int ExitCode, byte[] StandardOutput, stri
 /// </summary>
 public interface IQubeCommandRunner
 {
-    QubeProcessResult Run(string vmName, string command, ReadOnlyMemory<byte> standardInput, TimeSpan timeout);
+    /// <summary>
+    /// Runs <paramref name="command"/>; each output stream is read through a <see cref="BoundedReader"/>: over
+    /// <paramref name="limit"/> the process is killed and QubeAnswerTooLarge names the qube and what it was asked.
+    /// </summary>
+    QubeProcessResult Run(string vmName, string command, ReadOnlyMemory<byte> standardInput, TimeSpan timeout, QubeAnswerLimit limit);
 }
 
 /// <summary>
@@ -49,23 +65,36 @@ public sealed class QvmRunCommandRunner : IQubeCommandRunner
     public static IReadOnlyList<string> Arguments(string vmName, string command) =>
         ["--pass-io", "--no-gui", "--no-autostart", "--no-filter-escape-chars", "--no-color-output", "-u", "root", QubeName.Validate(vmName), command];
 
-    public QubeProcessResult Run(string vmName, string command, ReadOnlyMemory<byte> standardInput, TimeSpan timeout)
+    public QubeProcessResult Run(string vmName, string command, ReadOnlyMemory<byte> standardInput, TimeSpan timeout, QubeAnswerLimit limit)
     {
         var executable = Resolve();
-        var stdout = new MemoryStream();
-        var stderr = new StringBuilder();
+        var stdout = new BoundedReader(limit.StandardOutputBytes);
+        var stderr = new BoundedReader(limit.StandardErrorBytes);
         using var cts = new CancellationTokenSource(timeout);
+        // Over the cap: stop reading and kill qvm-run (cancelling CliWrap's execution kills the process).
+        PipeTarget Bounded(BoundedReader reader) => PipeTarget.Create(async (stream, ct) =>
+        {
+            if (!await reader.ReadAsync(stream, ct).ConfigureAwait(false)) await cts.CancelAsync().ConfigureAwait(false);
+        });
+        QubesFirewallException TooLarge() => stdout.Exceeded
+            ? BoundedReader.TooLarge(vmName, limit.What, "output", limit.StandardOutputBytes)
+            : BoundedReader.TooLarge(vmName, limit.What, "error output", limit.StandardErrorBytes);
         try
         {
             var result = Cli.Wrap(executable)
                 .WithArguments(Arguments(vmName, command))
                 .WithStandardInputPipe(PipeSource.FromBytes(standardInput))
-                .WithStandardOutputPipe(PipeTarget.ToStream(stdout))
-                .WithStandardErrorPipe(PipeTarget.ToStringBuilder(stderr))
+                .WithStandardOutputPipe(Bounded(stdout))
+                .WithStandardErrorPipe(Bounded(stderr))
                 .WithValidation(CommandResultValidation.None)
                 .ExecuteAsync(cts.Token)
                 .GetAwaiter().GetResult();
-            return new QubeProcessResult(result.ExitCode, stdout.ToArray(), stderr.ToString());
+            if (stdout.Exceeded || stderr.Exceeded) throw TooLarge();
+            return new QubeProcessResult(result.ExitCode, stdout.ToArray(), stderr.ToArray());
+        }
+        catch (OperationCanceledException) when (stdout.Exceeded || stderr.Exceeded)
+        {
+            throw TooLarge();
         }
         catch (OperationCanceledException)
         {
@@ -119,6 +148,13 @@ public static partial class QubeFileCommands
     {
         var p = ValidatePath(path);
         return $"if [ -e '{p}' ]; then exec cat -- '{p}'; else exit {MissingExitCode}; fi";
+    }
+
+    /// <summary>Prints the file's permission bits in octal (<c>644</c>), or exits with <see cref="MissingExitCode"/> when it does not exist.</summary>
+    public static string Mode(string path)
+    {
+        var p = ValidatePath(path);
+        return $"if [ -e '{p}' ]; then exec stat -c %a -- '{p}'; else exit {MissingExitCode}; fi";
     }
 
     /// <summary>

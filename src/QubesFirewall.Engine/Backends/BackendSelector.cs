@@ -16,9 +16,10 @@ public static class BackendSelector
     public static IQubesBackend Open(string? root, Func<string, string?>? environment = null)
     {
         environment ??= Environment.GetEnvironmentVariable;
-        if (!string.IsNullOrEmpty(root)) return new OfflineRoot(root);
+        var limits = Trust.QubeAnswerLimits.FromEnvironment(environment);
+        if (!string.IsNullOrEmpty(root)) return new OfflineRoot(root) { AnswerLimits = limits };
         var fromEnvironment = environment(RootVariable);
-        if (!string.IsNullOrEmpty(fromEnvironment)) return new OfflineRoot(fromEnvironment);
+        if (!string.IsNullOrEmpty(fromEnvironment)) return new OfflineRoot(fromEnvironment) { AnswerLimits = limits };
         var socket = environment(SocketVariable);
         if (string.IsNullOrEmpty(socket)) socket = DefaultSocket;
         if (File.Exists(socket))
@@ -26,6 +27,8 @@ public static class BackendSelector
             {
                 // dom0's own files (the qrexec policy) are local; $env:QUBESFW_DOM0_ROOT points them elsewhere.
                 Dom0Root = environment(Dom0Files.RootVariable) is { Length: > 0 } dom0Root ? dom0Root : "/",
+                AnswerLimits = limits,
+                DeploymentLockPath = AdminApiBackend.DefaultLockPath(environment),
             };
         throw new QubesFirewallException("NoBackend", FailureKind.ResourceUnavailable,
             $"No Qubes root was given and there is no qubesd socket at {socket}. In dom0, run where qubesd runs (its socket is {DefaultSocket}; $env:{SocketVariable} names another). Anywhere else, pass -Root <directory> or set $env:{RootVariable} to a directory laid out like dom0's /var/lib/qubes; the module ships a sample in its examples/qubes-root folder (copy it first: the cmdlets write to it).", socket);

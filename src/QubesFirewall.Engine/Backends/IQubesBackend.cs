@@ -42,6 +42,13 @@ public interface IQubesBackend : IDisposable
     /// </summary>
     string? ReadQubeFile(string vmName, string path);
 
+    /// <summary>
+    /// The permission bits of a file of a qube's persistent storage (null: it does not exist, or the backend cannot
+    /// tell). A rollback writes the previous content back with the previous mode: a hook file that was 0644
+    /// (deliberately not run) stays 0644.
+    /// </summary>
+    UnixFileMode? ReadQubeFileMode(string vmName, string path) => null;
+
     /// <summary>Replaces a file of a qube's persistent storage atomically, with the given mode.</summary>
     void WriteQubeFile(string vmName, string path, string content, UnixFileMode mode);
 
@@ -51,8 +58,8 @@ public interface IQubesBackend : IDisposable
     /// <summary>
     /// Holds off other deployments into qubes of this backend until disposed, so that a plan made under it
     /// (files read) is written before anyone else plans: the offline root locks a file of its state folder,
-    /// across processes. Null when the backend has no such lock (live: qubesd has none; each file is read
-    /// again just before it is written instead, and a change made meanwhile is refused).
+    /// across processes; the live backend a lock file in the user's runtime directory (qubesd has none), and
+    /// each file is read again just before it is written as well. Null when the backend has no such lock.
     /// </summary>
     IDisposable? LockDeployments() => null;
 

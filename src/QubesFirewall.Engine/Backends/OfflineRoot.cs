@@ -121,10 +121,25 @@ public sealed partial class OfflineRoot : IQubesBackend
         return Path.Combine(StatePath, vmName, path.TrimStart('/'));
     }
 
+    /// <summary>How large a qube's file may be (the same caps as the live backend's reads).</summary>
+    public Trust.QubeAnswerLimits AnswerLimits { get; set; } = new();
+
+    /// <summary>The file's text, every byte kept (<see cref="Trust.QubeText.Decode"/>); a file over the cap is refused.</summary>
     public string? ReadQubeFile(string vmName, string path)
     {
         var file = QubeFilePath(vmName, path);
-        return File.Exists(file) ? File.ReadAllText(file) : null;
+        if (!File.Exists(file)) return null;
+        using var stream = new FileStream(file, FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete);
+        var reader = new Trust.BoundedReader(AnswerLimits.FileBytes);
+        if (!reader.ReadAsync(stream, CancellationToken.None).GetAwaiter().GetResult())
+            throw Trust.BoundedReader.TooLarge(vmName, $"read {path}", "output", AnswerLimits.FileBytes);
+        return Trust.QubeText.Decode(reader.ToArray());
+    }
+
+    public UnixFileMode? ReadQubeFileMode(string vmName, string path)
+    {
+        var file = QubeFilePath(vmName, path);
+        return File.Exists(file) && !OperatingSystem.IsWindows() ? File.GetUnixFileMode(file) : null;
     }
 
     public void WriteQubeFile(string vmName, string path, string content, UnixFileMode mode)
@@ -132,7 +147,7 @@ public sealed partial class OfflineRoot : IQubesBackend
         GetQube(vmName);
         var file = QubeFilePath(vmName, path);
         using var _ = FileLock.Acquire(FileLock.PathFor(file));
-        AtomicFile.WriteAllText(file, content, mode);
+        AtomicFile.WriteAllBytes(file, Trust.QubeText.Encode(content), mode);
     }
 
     public void DeleteQubeFile(string vmName, string path)

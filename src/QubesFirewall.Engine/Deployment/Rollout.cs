@@ -186,6 +186,9 @@ public enum DeploymentStepStatus
 /// <summary>What happened at one step.</summary>
 public sealed record DeploymentStepResult(DeploymentStep Step, DeploymentStepStatus Status, string Message, QubeCommandResult? Command = null)
 {
+    /// <summary>For a file written in a qube: the mode the file had before (null: none, or unknown); a rollback gives it back.</summary>
+    public UnixFileMode? PreviousMode { get; init; }
+
     public override string ToString() => $"{Step.Hop}: {Step.Subject}: {Status}";
 }
 
@@ -203,9 +206,34 @@ public sealed record RolloutOptions
 /// <summary>What a rollout did, step by step, in plan order; <see cref="Failed"/> is the step that stopped it.</summary>
 public sealed record DeploymentResult(IReadOnlyList<DeploymentStepResult> Steps)
 {
-    public DeploymentStepResult? Failed => Steps.FirstOrDefault(s => s.Status == DeploymentStepStatus.Failed);
+    /// <summary>
+    /// The step that stopped the rollout: the one that failed, whether or not putting it back worked (then its
+    /// status is RollbackFailed: the last reached step, all after it NotReached). Null when every step was reached
+    /// and none failed.
+    /// </summary>
+    public DeploymentStepResult? Failed =>
+        Steps.FirstOrDefault(s => s.Status == DeploymentStepStatus.Failed) ?? Steps.LastOrDefault(s => s.Status == DeploymentStepStatus.RollbackFailed);
 
-    public bool Succeeded => Failed is null;
+    /// <summary>True only when no step is Failed, RollbackFailed or NotReached.</summary>
+    public bool Succeeded => Failed is null && Steps.All(s => s.Status is not (DeploymentStepStatus.Failed or DeploymentStepStatus.RollbackFailed or DeploymentStepStatus.NotReached));
+
+    /// <summary>
+    /// The qubes a failed rollout left Failed, RollbackFailed or NotReached, each with the worst of these (in that
+    /// order: RollbackFailed, Failed, NotReached), in plan order.
+    /// </summary>
+    public IReadOnlyList<(string Qube, DeploymentStepStatus Status)> LeftQubes =>
+        Steps.GroupBy(s => s.Step.Hop, StringComparer.Ordinal)
+            .Select(g => (Qube: g.Key, Status: Worst(g.Select(s => s.Status))))
+            .Where(x => x.Status is DeploymentStepStatus.Failed or DeploymentStepStatus.RollbackFailed or DeploymentStepStatus.NotReached)
+            .ToList();
+
+    private static DeploymentStepStatus Worst(IEnumerable<DeploymentStepStatus> statuses)
+    {
+        var list = statuses.ToList();
+        foreach (var s in new[] { DeploymentStepStatus.RollbackFailed, DeploymentStepStatus.Failed, DeploymentStepStatus.NotReached })
+            if (list.Contains(s)) return s;
+        return list.Count > 0 ? list[^1] : DeploymentStepStatus.Unchanged;
+    }
 
     /// <summary>True when a failure was followed by a complete rollback: nothing is left changed.</summary>
     public bool FullyRolledBack => !Succeeded && Steps.All(s => s.Status != DeploymentStepStatus.RollbackFailed);
@@ -226,9 +254,12 @@ public sealed record DeploymentResult(IReadOnlyList<DeploymentStepResult> Steps)
         var stuck = Steps.Where(s => s.Status == DeploymentStepStatus.RollbackFailed).ToList();
         if (back.Count > 0) sb.Append(" Rolled back: ").Append(string.Join("; ", back)).Append('.');
         if (stuck.Count > 0)
-            sb.Append(" Could NOT be put back (check these by hand): ").Append(string.Join("; ", stuck.Select(s => $"{s.Step.Subject}: {s.Message}"))).Append('.');
+            sb.Append(" Could NOT be put back (check these by hand): ")
+              .Append(string.Join("; ", stuck.Select(s => ReferenceEquals(s, failed) ? $"{s.Step.Subject} (see above)" : $"{s.Step.Subject}: {s.Message}"))).Append('.');
         else
             sb.Append(back.Count > 0 ? " Nothing is left changed." : " Nothing had been changed before it.");
+        if (LeftQubes is { Count: > 0 } left)
+            sb.Append(" Qubes left: ").Append(string.Join(", ", left.Select(l => $"{l.Qube} ({l.Status})"))).Append('.');
         sb.Append(' ').Append(whatNext);
         return sb.ToString();
     }
@@ -258,7 +289,7 @@ public sealed record DeploymentResult(IReadOnlyList<DeploymentStepResult> Steps)
 public static class Rollout
 {
     /// <summary>
-    /// Deploys a plan: under the backend's deployment lock (offline root) the plan is first made again by
+    /// Deploys a plan: under the backend's deployment lock (offline root, live dom0) the plan is first made again by
     /// <paramref name="replan"/>, so nothing another process deployed since the first plan is lost; a plan
     /// that still needs halted qubes is refused by name. Returns the plan deployed and what happened.
     /// </summary>
@@ -290,14 +321,14 @@ public static class Rollout
             if (touched)
             {
                 Report(steps[i], back: true);
-                if (Undo(backend, steps[i]) is { } why)
+                if (Undo(backend, results[i]) is { } why)
                     results[i] = result with { Status = DeploymentStepStatus.RollbackFailed, Message = result.Message.TrimEnd() + $" Putting it back failed too: {why}" };
             }
             for (var j = i - 1; j >= 0; j--)
             {
                 if (results[j].Status is not (DeploymentStepStatus.Applied or DeploymentStepStatus.Recorded)) continue;
                 Report(steps[j], back: true);
-                results[j] = Undo(backend, steps[j]) is { } why
+                results[j] = Undo(backend, results[j]) is { } why
                     ? results[j] with { Status = DeploymentStepStatus.RollbackFailed, Message = $"Could not be put back after '{steps[i].Hop}' failed: {why}" }
                     : results[j] with { Status = DeploymentStepStatus.RolledBack, Message = $"Put back as it was because '{steps[i].Hop}' failed." };
             }
@@ -325,6 +356,8 @@ public static class Rollout
                 {
                     var inQube = step.Kind == DeploymentStepKind.WriteFile;
                     var wanted = step.Kind == DeploymentStepKind.RemoveDom0File ? null : step.Content;
+                    // The mode the file has now, so a rollback gives it back (a 0644 rc.local must not come back 0755).
+                    var previousMode = inQube && step.PreviousContent is not null ? backend.ReadQubeFileMode(step.VMName, step.Path!) : null;
                     if (options.VerifyFiles)
                     {
                         var current = inQube ? backend.ReadQubeFile(step.VMName, step.Path!) : backend.ReadDom0File(step.Path!);
@@ -336,7 +369,7 @@ public static class Rollout
                     if (inQube) backend.WriteQubeFile(step.VMName, step.Path!, step.Content!, step.Mode);
                     else if (wanted is null) backend.DeleteDom0File(step.Path!);
                     else backend.WriteDom0File(step.Path!, wanted, step.Mode);
-                    return (Done(DeploymentStepStatus.Applied, wanted is null ? $"Removed {step.Subject}." : $"Wrote {step.Subject}."), true);
+                    return (Done(DeploymentStepStatus.Applied, wanted is null ? $"Removed {step.Subject}." : $"Wrote {step.Subject}.") with { PreviousMode = previousMode }, true);
                 }
                 case DeploymentStepKind.RunScript:
                 {
@@ -367,8 +400,9 @@ public static class Rollout
     }
 
     /// <summary>Puts one step back; null on success, else why not.</summary>
-    private static string? Undo(IQubesBackend backend, DeploymentStep step)
+    private static string? Undo(IQubesBackend backend, DeploymentStepResult done)
     {
+        var step = done.Step;
         try
         {
             switch (step.Kind)
@@ -383,7 +417,7 @@ public static class Rollout
                 case DeploymentStepKind.WriteFile:
                     // A file the plan created is deleted again: an empty executable hook would not run.
                     if (step.PreviousContent is null) backend.DeleteQubeFile(step.VMName, step.Path!);
-                    else backend.WriteQubeFile(step.VMName, step.Path!, step.PreviousContent, step.Mode);
+                    else backend.WriteQubeFile(step.VMName, step.Path!, step.PreviousContent, done.PreviousMode ?? step.Mode);
                     break;
                 case DeploymentStepKind.WriteDom0File:
                 case DeploymentStepKind.RemoveDom0File:

@@ -123,6 +123,9 @@ public static partial class QubesXml
         foreach (var label in root.Elements("labels").Elements("label"))
         {
             var name = label.Value;
+            if (!LabelPattern().IsMatch(name))
+                throw new QubesFirewallException("InvalidQubesXml", FailureKind.InvalidData,
+                    $"{where}: the label at line {LineOf(label)} is named '{Printable(name)}', which is not a label name (ASCII letters, digits, '_' and '-'). qubesd never stores such a value; fix the file before using this root.", sourcePath);
             labelColors[name] = (string?)label.Attribute("color") ?? "";
             labelByKey[name] = name;
             var id = (string?)label.Attribute("id");
@@ -142,6 +145,7 @@ public static partial class QubesXml
         foreach (var el in root.Elements("domains").Elements("domain"))
         {
             var raw = ReadDomain(el, where);
+            ValidateDomain(raw, where);
             if (byName.TryGetValue(raw.Name, out var other))
                 throw new QubesFirewallException("InvalidQubesXml", FailureKind.InvalidData,
                     $"{where} lists the qube '{Printable(raw.Name)}' twice (lines {LineOf(other.Element)} and {LineOf(el)}).", sourcePath);
@@ -321,6 +325,40 @@ public static partial class QubesXml
             Tags = tags,
         };
     }
+
+    /// <summary>
+    /// An offline root is just files: every value that reaches a script, a file or a message is checked here, where
+    /// it enters, as qubesd's property types would check it (core-admin <c>qubes/vm/__init__.py</c> validate_name and
+    /// the uuid property, <c>qubes/vm/mix/net.py</c> lines 136-145: ip and ip6 are IPv4Address and IPv6Address).
+    /// A value qubesd could never have stored is refused, naming the qube, the property and the line.
+    /// </summary>
+    private static void ValidateDomain(RawDomain d, string where)
+    {
+        QubesFirewallException Bad(string property, string value, string what) => new("InvalidQubesXml", FailureKind.InvalidData,
+            $"{where}: the qube '{Printable(d.Name)}' (line {LineOf(d.Element)}) has {property} '{Printable(value)}', which {what}. qubesd never stores such a value; fix the file (or restore it) before using this root.", d.Name);
+        if (d.Class != QubeClass.AdminVM && QubeName.Problem(d.Name) is { } nameProblem)
+            throw new QubesFirewallException("InvalidQubesXml", FailureKind.InvalidData,
+                $"{where}: the domain at line {LineOf(d.Element)} has an invalid name: {nameProblem}", d.Name);
+        foreach (var reference in new[] { "netvm", "template", "default_dispvm", "management_dispvm", "audiovm", "guivm" })
+            if (d.Properties.TryGetValue(reference, out var v) && v.Length > 0 && !QubeName.IsValid(v) && v != "dom0")
+                throw Bad(reference, v, "is not a qube name");
+        if (d.Properties.TryGetValue("ip", out var ip) && ip.Length > 0 && TryCanonicalIPv4(ip) is null)
+            throw Bad("ip", ip, "is not an IPv4 address (qubesd's ip property is an ipaddress.IPv4Address: four decimal numbers 0-255 and nothing else)");
+        if (d.Properties.TryGetValue("ip6", out var ip6) && ip6.Length > 0 && TryCanonicalIPv6(ip6) is null)
+            throw Bad("ip6", ip6, "is not an IPv6 address (qubesd's ip6 property is an ipaddress.IPv6Address)");
+        foreach (var address in new[] { "gateway", "gateway6", "visible_ip", "visible_ip6", "visible_gateway", "visible_gateway6", "dns" })
+            if (d.Properties.TryGetValue(address, out var v) && v.Length > 0 && TryCanonicalIPv4(v) is null && TryCanonicalIPv6(v) is null && !v.Split(' ').All(a => TryCanonicalIPv4(a) is not null))
+                throw Bad(address, v, "is not an IP address");
+        if (d.Properties.TryGetValue("uuid", out var uuid) && uuid.Length > 0 && !Guid.TryParseExact(uuid, "D", out _))
+            throw Bad("uuid", uuid, "is not a UUID (8-4-4-4-12 hexadecimal digits)");
+        if (d.Properties.TryGetValue("label", out var label) && label.Length > 0 && !LabelPattern().IsMatch(label))
+            throw Bad("label", label, "is not a label name (ASCII letters, digits, '_' and '-')");
+        if (d.Properties.TryGetValue("dispid", out var dispid) && dispid.Length > 0 && ParseInt(dispid) is null)
+            throw Bad("dispid", dispid, "is not a number");
+    }
+
+    [GeneratedRegex(@"\A[A-Za-z0-9_-]{1,64}\z", RegexOptions.CultureInvariant)]
+    private static partial Regex LabelPattern();
 
     private static string ClassLabel(string className) => className.Length == 0 ? "class-less" : Printable(className);
 

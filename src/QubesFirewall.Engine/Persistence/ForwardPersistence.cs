@@ -16,22 +16,17 @@ public static class ForwardPersistence
     /// <c>/rw/config/qubes-firewall-user-script</c> each time that service starts (before it loads the
     /// clients' rules); every other qube runs <c>/rw/config/rc.local</c> at boot (qubes-misc-post).
     /// </summary>
-    public static string HookPath(Qube qube) => RunsFirewallService(qube) ? FirewallUserScript : RcLocal;
+    public static string HookPath(Qube qube) => QubesFacts.RunsFirewallService(qube) ? FirewallUserScript : RcLocal;
 
-    /// <summary>Network qubes run qubes-firewall unless its service feature is explicitly off.</summary>
-    public static bool RunsFirewallService(Qube qube) =>
-        qube.ProvidesNetwork && !(qube.Features.TryGetValue("service.qubes-firewall", out var v) && !NetworkChain.IsTrue(v));
+    /// <summary>The qube whose /rw holds the file (<see cref="QubesFacts.StorageOf"/>).</summary>
+    public static Qube StorageOf(QubesInventory inventory, Qube qube) => QubesFacts.StorageOf(inventory, qube);
 
     /// <summary>
-    /// The qube whose /rw holds the file: the qube itself, or for a disposable its disposable template
-    /// (a disposable's private volume is a fresh copy of the template's at each start).
+    /// R4.3's custom-persist service turns off every /rw/config hook of the qube (core-agent-linux
+    /// <c>qubesagent/firewall.py</c> lines 91-92 look at the qube's own /var/run/qubes-service/custom-persist):
+    /// the qube's own service setting (a disposable has its copy of its template's features).
     /// </summary>
-    public static Qube StorageOf(QubesInventory inventory, Qube qube) =>
-        qube.Class == QubeClass.DispVM && qube.Template is { } t && inventory.Find(t) is { } template ? template : qube;
-
-    /// <summary>R4.3's custom-persist service turns off every /rw/config hook of the qube.</summary>
-    public static bool HasCustomPersist(QubesInventory inventory, Qube qube) =>
-        NetworkChain.TemplateChain(inventory, qube).Take(2).Any(q => q.Features.TryGetValue("service.custom-persist", out var v) && NetworkChain.IsTrue(v));
+    public static bool HasCustomPersist(QubesInventory inventory, Qube qube) => QubesFacts.Service(qube, "custom-persist") == true;
 
     /// <summary>
     /// What to do about custom-persist: the agent then runs neither rc.local nor the
@@ -40,7 +35,7 @@ public static class ForwardPersistence
     /// </summary>
     public static string CustomPersistFix(Qube qube) =>
         $"Turn custom-persist off for it (qvm-service --disable {qube.Name} custom-persist), or have its template run the script at start " +
-        $"(Export-QubeFirewallScript -VMName {qube.Name} gives it{(RunsFirewallService(qube) ? "; a network qube runs the executables of the template's /etc/qubes/qubes-firewall.d/" : "")}).";
+        $"(Export-QubeFirewallScript -VMName {qube.Name} gives it{(QubesFacts.RunsFirewallService(qube) ? "; a network qube runs the executables of the template's /etc/qubes/qubes-firewall.d/" : "")}).";
 
     /// <summary>
     /// The body of the managed block of one file: the script of the qube that owns the file, or, in a

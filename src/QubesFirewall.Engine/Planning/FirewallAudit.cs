@@ -120,8 +120,8 @@ public sealed class AuditContext
 /// writes <c>str(int(bool(value)))</c> into the qube's QubesDB, so even <c>0</c> turns it on);
 /// (2) feature <c>qubes-firewall</c> off on the network qube or its template chain (the template's
 /// agent reports whether qubes-firewall.service is enabled there) → not enforced;
-/// (3) a Whonix gateway (its template chain named whonix-gateway*, or with feature <c>whonix-gw</c>, or
-/// tagged <c>anon-gateway</c>) → not enforced: it routes its clients through Tor with a firewall of its own;
+/// (3) a Whonix gateway (<see cref="QubesFacts.IsWhonixGateway"/>: tagged <c>anon-gateway</c>, or feature
+/// <c>whonix-gw</c> true along its template chain) → not enforced: it routes its clients through Tor with a firewall of its own;
 /// otherwise enforced. VPN qubes are judged by the same rules and never guessed from names: VPN
 /// recipes that keep qubes-firewall running in the VPN qube keep their clients' rules enforced, those
 /// that turn it off do so with <c>qvm-service</c>, which (1) sees.
@@ -226,49 +226,31 @@ public static partial class FirewallAudit
     public static NetVmEnforcement EnforcementOf(QubesInventory inventory, Qube netvm)
     {
         var name = netvm.Name;
-        if (netvm.Features.TryGetValue("service.qubes-firewall", out var service) && service.Length == 0)
+        if (QubesFacts.Service(netvm, "qubes-firewall") == false)
             return new NetVmEnforcement(name, false,
                 $"its qubes-firewall service is turned off (feature service.qubes-firewall is empty, as 'qvm-service {name} qubes-firewall off' sets it)",
                 $"qvm-service --enable {name} qubes-firewall; then restart {name} (or run 'sudo systemctl start qubes-firewall' in it)");
 
-        foreach (var q in TemplateChain(inventory, netvm))
+        if (QubesFacts.AgentHasFirewallService(inventory, netvm) == false)
         {
-            if (q.Features.TryGetValue("qubes-firewall", out var agent) && agent.Length == 0)
-                return new NetVmEnforcement(name, false,
+            // the qube along the template chain whose report decides (check_with_template)
+            var q = QubesFacts.TemplateChain(inventory, netvm).First(t => t.Features.ContainsKey("qubes-firewall"));
+            return new NetVmEnforcement(name, false,
                     q.Name == name
                         ? "its Qubes agent reports that the qubes-firewall service is not enabled in it (feature qubes-firewall is off)"
                         : $"its template '{q.Name}' reports that the qubes-firewall service is not enabled there (feature qubes-firewall is off)",
                     $"In '{q.Name}': sudo systemctl enable qubes-firewall.service (package qubes-core-agent-networking), shut '{q.Name}' down, then restart {name}");
         }
 
-        if (IsWhonixGateway(inventory, netvm))
+        if (QubesFacts.IsWhonixGateway(inventory, netvm))
             return new NetVmEnforcement(name, false,
                 "it is a Whonix gateway: it sends its clients' traffic through Tor with a firewall of its own and does not run the qubes-firewall service",
                 null);
 
-        var note = service is { Length: > 0 } && service != "1"
+        var note = netvm.Features.TryGetValue("service.qubes-firewall", out var service) && service is { Length: > 0 } && service != "1"
             ? $" (its feature service.qubes-firewall is '{service}', which qubesd reads as on: any value but the empty string turns a service on)"
             : "";
         return new NetVmEnforcement(name, true, "its qubes-firewall service builds the qube's chain from them" + note, null);
-    }
-
-    /// <summary>Whonix gateway: template chain named whonix-gateway*, or with feature whonix-gw on, or tagged anon-gateway.</summary>
-    public static bool IsWhonixGateway(QubesInventory inventory, Qube qube)
-    {
-        foreach (var q in TemplateChain(inventory, qube))
-        {
-            if (q.Class == QubeClass.TemplateVM && q.Name.StartsWith("whonix-gateway", StringComparison.OrdinalIgnoreCase)) return true;
-            if (q.Features.TryGetValue("whonix-gw", out var v) && v.Length > 0 && v != "0") return true;
-            if (q.Tags.Contains("anon-gateway", StringComparer.Ordinal)) return true;
-        }
-        return false;
-    }
-
-    private static IEnumerable<Qube> TemplateChain(QubesInventory inventory, Qube qube)
-    {
-        var seen = new HashSet<string>(StringComparer.Ordinal);
-        for (Qube? q = qube; q is not null && seen.Add(q.Name); q = q.Template is { } t ? inventory.Find(t) : null)
-            yield return q;
     }
 
     private static IEnumerable<AuditFinding> Enforcement(AuditContext context, Qube qube)

@@ -40,7 +40,7 @@ public static partial class ForwardAuditChecks
     /// <summary>Re-applying a declared forward rewrites the file of every qube on its way from the declarations.</summary>
     internal static string ReapplyCommand(QubesInventory inventory, PortForward f, NetworkChain? chain) =>
         $"Get-QubePortForward -VMName {f.VMName} -Port {f.Port.ToString(CultureInfo.InvariantCulture)} -Protocol {f.Protocol} | Add-QubePortForward" +
-        (chain is not null && PartsOf(chain).Any(q => q.Class == QubeClass.DispVM) ? " -Force" : "");
+        (chain is not null && PartsOf(chain).Any(q => QubesFacts.IsDisposable(q)) ? " -Force" : "");
 
     /// <summary>What the forward checks share for one audit: the declarations, their chains, the expected and stored rule lines.</summary>
     internal sealed class Data
@@ -153,11 +153,11 @@ public sealed class ForwardDisposableHopCheck : IAuditCheck
             {
                 var role = ForwardAuditChecks.RoleIn(chain, part);
                 var path = ForwardPersistence.HookPath(part);
-                if (part.Class == QubeClass.DispVM)
+                if (QubesFacts.IsDisposable(part))
                 {
                     var storage = ForwardPersistence.StorageOf(inventory, part);
                     var autoCleanup = part.Properties.TryGetValue("auto_cleanup", out var ac) && ac.Equals("True", StringComparison.OrdinalIgnoreCase);
-                    var siblings = inventory.Qubes.Where(q => q.Class == QubeClass.DispVM && q.Template == storage.Name && q.Name != part.Name).Select(q => q.Name).ToList();
+                    var siblings = inventory.Qubes.Where(q => QubesFacts.IsDisposable(q) && q.Template == storage.Name && q.Name != part.Name).Select(q => q.Name).ToList();
                     yield return new AuditFinding(AuditSeverity.Warning, qube.Name, ForwardAuditChecks.DisposableHop, null,
                         $"{forward.Text} ({forward.FeatureName}) passes through '{part.Name}' ({role}), a disposable of '{storage.Name}': its /rw is a fresh copy of {storage.Name}'s at each start, " +
                         $"so its part of the forward lives in {storage.Name}:{path} and comes back only while that file keeps it" +
@@ -168,7 +168,7 @@ public sealed class ForwardDisposableHopCheck : IAuditCheck
                 }
                 else if (part.TemplateForDispVMs)
                 {
-                    var disposables = inventory.Qubes.Where(q => q.Class == QubeClass.DispVM && q.Template == part.Name).Select(q => q.Name).ToList();
+                    var disposables = inventory.Qubes.Where(q => QubesFacts.IsDisposable(q) && q.Template == part.Name).Select(q => q.Name).ToList();
                     yield return new AuditFinding(AuditSeverity.Warning, qube.Name, ForwardAuditChecks.DisposableHop, null,
                         $"{forward.Text} ({forward.FeatureName}) passes through '{part.Name}' ({role}), a disposable template (template_for_dispvms): every disposable started from it gets a copy of its {path}, " +
                         $"this forward's part included, and runs it at start" + (disposables.Count > 0 ? $" (now: {string.Join(", ", disposables)})" : "") + ".",
@@ -226,7 +226,7 @@ public sealed class ForwardPartsCheck : IAuditCheck
         {
             string where;
             HashSet<string> stored;
-            string? failure = null;
+            QubesFirewallException? failure = null;
             try
             {
                 (where, stored) = data.Stored(holder);
@@ -234,15 +234,19 @@ public sealed class ForwardPartsCheck : IAuditCheck
             catch (QubesFirewallException ex)
             {
                 (where, stored) = ("", []);
-                failure = ex.Message;
+                failure = ex;
             }
             if (failure is not null)
             {
-                // only worth a word when something is declared; undeclared leftovers are looked for where the file can be read
-                if (declared.Count > 0)
-                    yield return new AuditFinding(AuditSeverity.Info, qube.Name, AuditChecks.CheckFailed, null,
-                        $"The port forward parts in '{holder.Name}' could not be checked: {failure}",
-                        $"Start '{holder.Name}' (or fix what the message says), then run Test-QubeFirewall -VMName {qube.Name} again.");
+                // Never skipped in silence: a file that cannot be read or judged is a finding. A qube answering what
+                // cannot be a hook file (too large, not a file mode) is an error; a halted qube only could not be asked.
+                var hostile = failure.Kind == FailureKind.InvalidData;
+                if (declared.Count > 0 || hostile || holder.Name == qube.Name)
+                    yield return new AuditFinding(hostile ? AuditSeverity.Error : AuditSeverity.Info, qube.Name, AuditChecks.CheckFailed, null,
+                        $"The port forward parts in '{holder.Name}' could not be checked{(declared.Count == 0 ? " (nor whether it holds rules no declaration gives)" : "")}: {failure.Message}",
+                        hostile
+                            ? $"Look at that file in '{holder.Name}' (a compromised or broken qube can answer anything); once it is a hook file again, run Test-QubeFirewall -VMName {qube.Name} again."
+                            : $"Start '{holder.Name}' (or fix what the message says), then run Test-QubeFirewall -VMName {qube.Name} again.");
                 continue;
             }
             var expected = data.Expected(holder);
@@ -283,8 +287,9 @@ public sealed class ForwardPartsCheck : IAuditCheck
                         ? $"Remove-QubePortForward -VMName {qube.Name} -Port {port.ToString(CultureInfo.InvariantCulture)} -Protocol {protocol}, then add it again with Add-QubePortForward if you want it"
                         : other is not null
                             ? $"{ForwardAuditChecks.ReapplyCommand(inventory, other, data.Chains[(other.VMName, other.FeatureName)])} (re-applying a forward that crosses {holder.Name} rewrites its file from the declarations)"
-                            : $"Add-QubePortForward -VMName {qube.Name} -Port {port.ToString(CultureInfo.InvariantCulture)} -Protocol {protocol} -AllowFrom 192.0.2.1 -Force; Remove-QubePortForward -VMName {qube.Name} -Port {port.ToString(CultureInfo.InvariantCulture)} -Protocol {protocol} -Confirm:$false " +
-                              "(declaring it for a documentation-only source, then removing it, rewrites the file of every qube on the way without it)";
+                            // derived from the file's content: never a command that opens anything, only what removes the lines
+                            : $"Remove the lines with comment \"{text} to {qube.Name}\" from the module's managed block of {where} " +
+                              $"(Export-QubeFirewallScript -VMName {holder.Name} prints what the declarations give '{holder.Name}'), then restart {holder.Name}";
                     yield return new AuditFinding(AuditSeverity.Error, qube.Name, ForwardAuditChecks.UndeclaredPart, null,
                         $"{where} holds port forward rules for {text} to '{qube.Name}' ({extra.ToString(CultureInfo.InvariantCulture)} rule{(extra == 1 ? "" : "s")}), but {why}: they open the port at {holder.Name}'s next start, and Get-QubePortForward does not show it.",
                         fix);

@@ -174,7 +174,7 @@ public static class InterVmLinkPlanner
             $"'{from.Name}' uses '{from.NetVM}' as its network qube, but there is no qube of that name.", from.NetVM);
         if (checks)
         {
-            if (NetworkChain.IsWhonixGateway(inventory, netvm))
+            if (QubesFacts.IsWhonixGateway(inventory, netvm))
                 throw new QubesFirewallException("WhonixInChain", FailureKind.InvalidOperation,
                     $"'{netvm.Name}', the network qube of '{from.Name}' and '{to.Name}', is a Whonix gateway: it sends its clients' traffic through Tor and does not run the qubes-firewall service. " +
                     "A link between its clients would go around Tor. Nothing was changed.", netvm.Name);
@@ -216,7 +216,7 @@ public static class InterVmLinkPlanner
         foreach (var q in resolved.Select(r => r.NetVM).Concat(resolved.Select(r => r.To)).DistinctBy(q => q.Name))
             if (ForwardPersistence.HasCustomPersist(inventory, q))
                 warnings.Add($"'{q.Name}' has the R4.3 custom-persist service on: Qubes does not run the /rw/config hooks there, so its part of the link is applied now but not when it starts again.");
-        if (!ForwardPersistence.RunsFirewallService(netvm))
+        if (!QubesFacts.RunsFirewallService(netvm))
             warnings.Add($"'{netvm.Name}' does not run the qubes-firewall service: it does not enforce its clients' Qubes firewall, and its part of the link is kept in its {ForwardPersistence.HookPath(netvm)}.");
 
         var notRunning = NotRunning(inventory, resolved);

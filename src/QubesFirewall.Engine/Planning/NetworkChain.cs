@@ -163,7 +163,7 @@ public sealed record NetworkChain(PortForward Forward, Qube Target, IReadOnlyLis
 
     private static void CheckWhonix(QubesInventory inventory, Qube qube, bool isTarget)
     {
-        if (!IsWhonixGateway(inventory, qube)) return;
+        if (!QubesFacts.IsWhonixGateway(inventory, qube)) return;
         var where = isTarget ? $"'{qube.Name}' is a Whonix gateway" : $"'{qube.Name}', on the way, is a Whonix gateway";
         throw new QubesFirewallException("WhonixInChain", FailureKind.InvalidOperation,
             $"{where}. A Whonix gateway sends everything its clients do through Tor, and its clients are reachable only as Tor onion services; " +
@@ -171,29 +171,6 @@ public sealed record NetworkChain(PortForward Forward, Qube Target, IReadOnlyLis
             "does not run the qubes-firewall service that enforces its clients' rules. Nothing was changed. To publish a service of an anon qube, " +
             "configure an onion service in the gateway; to expose this qube to the network, give it a netvm that is not a Whonix gateway.", qube.Name);
     }
-
-    /// <summary>A Whonix gateway: tagged <c>anon-gateway</c>, or based on a template with the <c>whonix-gw</c> feature (or Whonix as distribution and the gw marker).</summary>
-    public static bool IsWhonixGateway(QubesInventory inventory, Qube qube)
-    {
-        foreach (var q in TemplateChain(inventory, qube))
-        {
-            if (q.Tags.Contains("anon-gateway", StringComparer.Ordinal)) return true;
-            if (q.Features.TryGetValue("whonix-gw", out var v) && IsTrue(v)) return true;
-        }
-        return false;
-    }
-
-    /// <summary>The qube, its template, that template's template (a disposable's template is an AppVM with its own template), ...</summary>
-    public static IEnumerable<Qube> TemplateChain(QubesInventory inventory, Qube qube)
-    {
-        var seen = new HashSet<string>(StringComparer.Ordinal);
-        for (Qube? q = qube; q is not null && seen.Add(q.Name); q = q.Template is { } t ? inventory.Find(t) : null)
-            yield return q;
-    }
-
-    /// <summary>Feature truth as qubesd's features do it: the empty string and "0" are false... and so is "False".</summary>
-    internal static bool IsTrue(string? value) =>
-        value is not null && value.Length > 0 && value != "0" && !value.Equals("false", StringComparison.OrdinalIgnoreCase);
 
     internal static string Port(int port) => port.ToString(CultureInfo.InvariantCulture);
 }
@@ -208,7 +185,7 @@ public static class QubesRelease
     /// </summary>
     public static void EnsureSupported(QubesInventory inventory, Qube qube)
     {
-        foreach (var q in NetworkChain.TemplateChain(inventory, qube))
+        foreach (var q in QubesFacts.TemplateChain(inventory, qube))
         {
             if (!q.Features.TryGetValue("qubes-agent-version", out var version)) continue;
             if (TryParse(version, out var major, out var minor) && (major < 4 || (major == 4 && minor < 2)))

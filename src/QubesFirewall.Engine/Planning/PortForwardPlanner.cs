@@ -515,7 +515,7 @@ public static class PortForwardPlanner
             var storage = ForwardPersistence.StorageOf(inventory, qube);
             if (storage.Name == qube.Name) continue;
             var path = ForwardPersistence.HookPath(qube);
-            var siblings = inventory.Qubes.Where(q => q.Class == QubeClass.DispVM && q.Template == storage.Name && q.Name != qube.Name).Select(q => q.Name).ToList();
+            var siblings = inventory.Qubes.Where(q => QubesFacts.IsDisposable(q) && q.Template == storage.Name && q.Name != qube.Name).Select(q => q.Name).ToList();
             var role = qube.Name == chain.Target.Name ? "the target" : "on the way";
             var others = siblings.Count == 0
                 ? $"No other disposable of {storage.Name} exists now, but every disposable started from it later gets the file too"

@@ -178,8 +178,9 @@ public sealed class QubeCommandTests : IDisposable
         Assert.True(result.Succeeded);
         Assert.All(result.Steps, s => Assert.Equal(DeploymentStepStatus.Applied, s.Status));
         foreach (var s in steps.Where(s => s.Kind == DeploymentStepKind.WriteFile)) Assert.Equal(s.Content, QvmRun.Read(s.VMName, FwScript));
-        // Per hop: read (verify), write, run.
-        Assert.Equal(["sys-net", "sys-net", "sys-net", "sys-firewall", "sys-firewall", "sys-firewall", "work", "work", "work"], QvmRun.Calls.Select(c => c.Args[7]));
+        // Per hop: the file's mode (for a rollback), read (verify), write, run.
+        Assert.Equal(["sys-net", "sys-net", "sys-net", "sys-net", "sys-firewall", "sys-firewall", "sys-firewall", "sys-firewall", "work", "work", "work", "work"], QvmRun.Calls.Select(c => c.Args[7]));
+        Assert.Equal(QubeFileCommands.Mode(FwScript), QvmRun.Calls[0].Args[^1]);
         Assert.Equal(["echo run new sys-net", "echo run new sys-firewall", "echo run new work"], Runs());
     }
 
