@@ -255,14 +255,14 @@ public static class ConfigurationPlanner
     }
 
     /// <summary>
-    /// Why leaving this network qube matters: a Whonix gateway (as the audit recognises one), or a VPN qube — one
+    /// Why leaving this network qube matters: a Whonix gateway (<see cref="QubesFacts.IsWhonixGateway"/>), or a VPN qube — one
     /// that provides network and is marked as such: a <c>service.vpn-handler-*</c> feature turned on (the Qubes VPN
     /// recipes' service), or the tag <c>vpn</c>. Names are never guessed from.
     /// </summary>
     public static string? SensitiveReason(QubesInventory inventory, string qubeName)
     {
         if (inventory.Find(qubeName) is not { } q) return null;
-        if (FirewallAudit.IsWhonixGateway(inventory, q)) return "the Whonix gateway";
+        if (QubesFacts.IsWhonixGateway(inventory, q)) return "the Whonix gateway";
         if (IsVpnQube(q)) return "the VPN qube";
         return null;
     }
