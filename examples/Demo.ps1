@@ -44,7 +44,12 @@ Show 'forward' { Add-QubePortForward work 8443 -AllowFrom 192.168.1.0/24 -Force 
 Show 'forwards' { Get-QubePortForward }
 Show 'link' { Enable-QubeInterVmNetwork -From work -To personal -Port 5432 -Force -PassThru -WarningAction SilentlyContinue }
 Show 'audit' { Test-QubeFirewall work, untrusted | Format-Table Severity, VMName, Check, Message -Wrap }
+Show 'picture' { Show-QubeNetwork }
+$file = Join-Path $root 'work.psd1'
+Show 'as code' { Export-QubeNetworkConfiguration -VMName work -Path $file; Get-Content $file | Select-Object -Skip 2 }
 Show 'undo' { Disable-QubeInterVmNetwork -From work -To personal -Port 5432 -Confirm:$false; Remove-QubePortForward work 8443 -Confirm:$false; Get-QubePortForward; Get-QubeInterVmNetwork }
+Show 'drift' { Test-QubeNetworkConfiguration $file | Format-Table VMName, Kind, Item, Expected, Actual -Wrap }
+Show 'back as the file says' { Invoke-QubeNetworkConfiguration $file -Force -Confirm:$false -WarningAction SilentlyContinue; Test-QubeNetworkConfiguration $file; Show-QubeNetwork }
 
 if ($KeepRoot) { Write-Host "`nThe root stays at $root (`$env:QUBESFW_ROOT = '$root')." -ForegroundColor Green }
 else { Remove-Item -Recurse -Force $root }
