@@ -1,3 +1,4 @@
+using QubesFirewall.TestQubesd;
 using QubesFirewall.Engine.Configuration;
 using QubesFirewall.Engine.Deployment;
 using QubesFirewall.Engine.Model;
@@ -253,6 +254,28 @@ public sealed class LiveNetworkConfigurationCmdletTests : NetworkConfigurationCm
         _live.Server.ClearCalls();
         Run($"Invoke-QubeNetworkConfiguration '{file}' -Start -Confirm:$false").AssertNoErrors();
         Assert.Equal(1, _live.Server.CountCalls("admin.vm.Start", "untrusted"));
+        Assert.Empty(Run($"Test-QubeNetworkConfiguration '{file}'").Output);
+    }
+
+    [Fact]
+    public void A_call_qubesd_refuses_half_way_puts_back_everything_before_it()
+    {
+        var file = File("net.psd1");
+        Run($"Export-QubeNetworkConfiguration -Path '{file}'").AssertNoErrors();
+        var original = System.IO.File.ReadAllText(file);
+        var edited = EditQube(original, "personal", "IPv6 = 'Inherit'", "IPv6 = 'Disabled'");
+        edited = EditQube(edited, "untrusted", "NetVM = '(default)'", "NetVM = 'sys-net'");
+        edited = EditQube(edited, "work", "                'action=drop'\n", "                'action=accept proto=udp dstports=53-53'\n                'action=drop'\n");
+        edited = EditQube(edited, "untrusted", "Bindings = @()", "Bindings = @(\n                @{ To = 'work'; Port = 444; LocalPort = 10444; Permanent = $true }\n            )");
+        System.IO.File.WriteAllText(file, edited);
+        _live.Server.InjectFault(new Fault(FaultKind.ExceptionReply, "admin.vm.feature.Set", "untrusted", Message: "refused for the test"));
+        var run = Run($"Invoke-QubeNetworkConfiguration '{file}' -Confirm:$false");
+        var error = Assert.Single(run.Errors);
+        Assert.Equal("NetworkConfigurationRolledBack,QubesFirewall.PowerShell.Cmdlets.InvokeQubeNetworkConfigurationCommand", error.FullyQualifiedErrorId);
+        Assert.Contains("refused for the test", error.ToString());
+        // netvm, ipv6 and rules went through qubesd before the refusal, and were put back through it
+        Assert.Equal(2, _live.Server.CountCalls("admin.vm.property.Set", "untrusted") + _live.Server.CountCalls("admin.vm.property.Reset", "untrusted"));
+        System.IO.File.WriteAllText(file, original);
         Assert.Empty(Run($"Test-QubeNetworkConfiguration '{file}'").Output);
     }
 
