@@ -6,7 +6,9 @@ namespace QubesFirewall.PowerShell;
 
 /// <summary>
 /// Turns an empty string into null, so objects from CSV files (where a missing value is an
-/// empty cell) bind to optional parameters instead of failing the conversion.
+/// empty cell) bind to optional parameters instead of failing the conversion. A value of white space
+/// only is refused with a clear error: it is not "absent" (-DstHost ' ' must never become a rule
+/// without a host, which accepts everything).
 /// </summary>
 [AttributeUsage(AttributeTargets.Property | AttributeTargets.Field)]
 public sealed class EmptyAsNullAttribute : ArgumentTransformationAttribute
@@ -14,8 +16,14 @@ public sealed class EmptyAsNullAttribute : ArgumentTransformationAttribute
     public override object? Transform(EngineIntrinsics engineIntrinsics, object? inputData)
     {
         var value = inputData is PSObject pso ? pso.BaseObject : inputData;
-        return value is string s && string.IsNullOrWhiteSpace(s) ? null : inputData;
+        if (value is string s && s.Length == 0) return null;
+        if (value is string w && string.IsNullOrWhiteSpace(w)) throw WhiteSpace();
+        if (value is object[] items && items.Any(i => (i is PSObject p ? p.BaseObject : i) is string x && x.Length > 0 && string.IsNullOrWhiteSpace(x))) throw WhiteSpace();
+        return inputData;
     }
+
+    private static ArgumentTransformationMetadataException WhiteSpace() =>
+        new("The value is only white space. Give a value, or leave the parameter out (an empty string also means 'not given').");
 }
 
 /// <summary>Reads -Expire: a DateTime/DateTimeOffset, a TimeSpan from now, Unix seconds, or "+SECONDS".</summary>
@@ -24,23 +32,37 @@ public static class ExpireArgument
     public static long? ToUnixTime(object? value, DateTimeOffset now)
     {
         value = value is PSObject pso ? pso.BaseObject : value;
-        long result = value switch
-        {
-            null => 0,
-            DateTime dt => new DateTimeOffset(dt.Kind == DateTimeKind.Unspecified ? DateTime.SpecifyKind(dt, DateTimeKind.Local) : dt).ToUnixTimeSeconds(),
-            DateTimeOffset dto => dto.ToUnixTimeSeconds(),
-            TimeSpan span => (now + span).ToUnixTimeSeconds(),
-            int i => i,
-            long l => l,
-            string s => FromString(s.Trim(), now),
-            _ => throw Bad(value.ToString()),
-        };
         if (value is null) return null;
+        long result;
+        try
+        {
+            result = value switch
+            {
+                DateTime dt => new DateTimeOffset(dt.Kind == DateTimeKind.Unspecified ? DateTime.SpecifyKind(dt, DateTimeKind.Local) : dt).ToUnixTimeSeconds(),
+                DateTimeOffset dto => dto.ToUnixTimeSeconds(),
+                TimeSpan span => (now + span).ToUnixTimeSeconds(),
+                int i => i,
+                long l => l,
+                string s => FromString(s.Trim(), now),
+                _ => throw Bad(value.ToString()),
+            };
+        }
+        catch (Exception ex) when (ex is ArgumentOutOfRangeException or OverflowException)
+        {
+            throw OutOfRange(value);
+        }
+        if (result > MaxUnixTime) throw OutOfRange(value);
         if (result <= now.ToUnixTimeSeconds())
             throw QubesFirewallException.Invalid("ExpireInPast",
                 $"The expiry time {DateTimeOffset.FromUnixTimeSeconds(Math.Max(0, result)).LocalDateTime:u} is not in the future: the rule would never apply.", value);
         return result;
     }
+
+    /// <summary>9999-12-31 23:59:59 UTC, the last time a rule can expire at.</summary>
+    public const long MaxUnixTime = 253402300799;
+
+    private static QubesFirewallException OutOfRange(object value) => QubesFirewallException.Invalid("InvalidExpire",
+        $"The expiry time '{Engine.Model.RuleGrammar.Printable(value.ToString())}' is out of range: it must fall before the year 10000 (give a date, a TimeSpan such as (New-TimeSpan -Days 7), Unix seconds or +SECONDS).", value);
 
     private static long FromString(string s, DateTimeOffset now)
     {

@@ -144,6 +144,7 @@ public sealed partial class AdminApiBackend : IQubesBackend
             ProvidesNetwork = networking && props.TryGetValue("provides_network", out var pn) && AdminApiReplies.ParseBool(pn, what),
             Template = cls is QubeClass.AppVM or QubeClass.DispVM ? Value("template") : null,
             Label = Value("label"),
+            Uuid = Value("uuid") is { } uuid && Guid.TryParseExact(uuid, "D", out var parsedUuid) ? parsedUuid.ToString("D") : null,
             DispId = props.TryGetValue("dispid", out var dispid) && dispid.Value.Length > 0 ? AdminApiReplies.ParseInt(dispid, what) : null,
             TemplateForDispVMs = props.TryGetValue("template_for_dispvms", out var tfd) && AdminApiReplies.ParseBool(tfd, what),
             DefaultDispVM = cls == QubeClass.RemoteVM ? null : Value("default_dispvm"),

@@ -254,6 +254,7 @@ public static partial class QubesXml
                 ProvidesNetwork = d.ProvidesNetwork,
                 Template = template,
                 Label = label,
+                Uuid = props.TryGetValue("uuid", out var uuid) && uuid.Length > 0 ? uuid.ToLowerInvariant() : null,
                 DispId = dispId,
                 TemplateForDispVMs = ParseBool(props.GetValueOrDefault("template_for_dispvms")) ?? false,
                 DefaultDispVM = effectiveDefaultDispVm,

@@ -362,6 +362,12 @@ public sealed record PortForwardDeclaration(string VMName, string FeatureName, s
 {
     public bool IsValid => Forward is not null;
 
+    /// <summary>Whose the declaration is (<see cref="Trust.DeclarationOwner"/>): a copied one has no <see cref="Forward"/> (never deployed, never counted).</summary>
+    public Trust.DeclarationOwnership Ownership { get; init; } = Trust.DeclarationOwnership.Bound;
+
+    /// <summary>What the feature declares, copied or not (for showing a copy; planners use <see cref="Forward"/>).</summary>
+    public PortForward? Declared { get; init; }
+
     /// <summary>
     /// Every forward feature of the inventory, in qube order then feature name order. With
     /// <paramref name="networkedOnly"/>, only qubes that have a network qube (no forward can reach the
@@ -381,16 +387,27 @@ public sealed record PortForwardDeclaration(string VMName, string FeatureName, s
         foreach (var (name, value) in qube.Features.Where(f => PortForwardFeature.IsForwardFeature(f.Key)).OrderBy(f => f.Key, StringComparer.Ordinal))
         {
             PortForward? forward = null;
-            string? problem = null;
-            try
+            var (uuid, rest, problem) = Trust.DeclarationOwner.Split(value);
+            if (problem is not null) problem = $"The port forward feature '{RuleGrammar.Printable(name)}' cannot be read: {problem}.";
+            else
             {
-                forward = PortForwardFeature.Parse(qube.Name, name, value);
+                try
+                {
+                    forward = PortForwardFeature.Parse(qube.Name, name, rest);
+                }
+                catch (QubesFirewallException ex)
+                {
+                    problem = ex.Message;
+                }
             }
-            catch (QubesFirewallException ex)
+            var ownership = Trust.DeclarationOwner.Of(qube, uuid);
+            if (forward is not null && ownership == Trust.DeclarationOwnership.Copied)
             {
-                problem = ex.Message;
+                problem = Trust.DeclarationOwner.CopiedProblem(qube, name, uuid!, Trust.DeclarationOwner.Fixes(forward));
+                yield return new PortForwardDeclaration(qube.Name, name, value, null, problem) { Ownership = ownership, Declared = forward };
+                continue;
             }
-            yield return new PortForwardDeclaration(qube.Name, name, value, forward, problem);
+            yield return new PortForwardDeclaration(qube.Name, name, value, forward, problem) { Ownership = ownership, Declared = forward };
         }
     }
 }

@@ -84,6 +84,9 @@ public sealed record Qube
     /// <summary>Label name (red, orange, ..., black).</summary>
     public string? Label { get; init; }
 
+    /// <summary>qubesd's <c>uuid</c> property (write-once, never cloned); null when the root has none. Declarations carry it.</summary>
+    public string? Uuid { get; init; }
+
     /// <summary>Disposable id (DispVM), from which its 10.138.x.y address comes.</summary>
     public int? DispId { get; init; }
 

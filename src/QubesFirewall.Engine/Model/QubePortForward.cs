@@ -17,6 +17,7 @@ public sealed class QubePortForward
         Hops = hops.ToArray();
         IsExpired = isExpired;
         Problem = problem;
+        Ownership = declaration.Ownership;
         if (forward is null && PortForwardFeature.TryParseName(declaration.FeatureName, out var p, out var n, lenient: true))
             (Protocol, Port) = (p, n);
         else if (forward is not null)
@@ -69,6 +70,9 @@ public sealed class QubePortForward
 
     /// <summary>Why the declaration cannot be read, or why its network chain cannot be resolved now; null when all is well.</summary>
     public string? Problem { get; }
+
+    /// <summary>Bound to its qube's uuid, Legacy (no uuid yet: adopt it by piping it to Add-QubePortForward), or Copied (never deployed; see Problem).</summary>
+    public Trust.DeclarationOwnership Ownership { get; }
 
     /// <summary><c>tcp/443 -> work:8443</c></summary>
     public string Text => Forward?.Text ?? $"{FeatureName} of {VMName} (invalid)";

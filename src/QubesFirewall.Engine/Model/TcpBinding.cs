@@ -188,6 +188,12 @@ public sealed record TcpBindingDeclaration(string From, string FeatureName, stri
 {
     public bool IsValid => Binding is not null;
 
+    /// <summary>Whose the declaration is (<see cref="Trust.DeclarationOwner"/>): a copied one has no <see cref="Binding"/> (never deployed, never counted).</summary>
+    public Trust.DeclarationOwnership Ownership { get; init; } = Trust.DeclarationOwnership.Bound;
+
+    /// <summary>What the feature declares, copied or not.</summary>
+    public TcpBinding? Declared { get; init; }
+
     /// <summary>Every binding feature of the inventory, in qube order then feature name order (dom0 has none: it cannot be a client).</summary>
     public static IReadOnlyList<TcpBindingDeclaration> ReadAll(QubesInventory inventory)
     {
@@ -203,16 +209,27 @@ public sealed record TcpBindingDeclaration(string From, string FeatureName, stri
         foreach (var (name, value) in qube.Features.Where(f => TcpBindingFeature.IsBindingFeature(f.Key)).OrderBy(f => f.Key, StringComparer.Ordinal))
         {
             TcpBinding? binding = null;
-            string? problem = null;
-            try
+            var (uuid, rest, problem) = Trust.DeclarationOwner.Split(value);
+            if (problem is not null) problem = $"The qubes.ConnectTCP binding feature '{RuleGrammar.Printable(name)}' cannot be read: {problem}.";
+            else
             {
-                binding = TcpBindingFeature.Parse(qube.Name, name, value);
+                try
+                {
+                    binding = TcpBindingFeature.Parse(qube.Name, name, rest);
+                }
+                catch (QubesFirewallException ex)
+                {
+                    problem = ex.Message;
+                }
             }
-            catch (QubesFirewallException ex)
+            var ownership = Trust.DeclarationOwner.Of(qube, uuid);
+            if (binding is not null && ownership == Trust.DeclarationOwnership.Copied)
             {
-                problem = ex.Message;
+                problem = Trust.DeclarationOwner.CopiedProblem(qube, name, uuid!, Trust.DeclarationOwner.Fixes(binding));
+                yield return new TcpBindingDeclaration(qube.Name, name, value, null, problem) { Ownership = ownership, Declared = binding };
+                continue;
             }
-            yield return new TcpBindingDeclaration(qube.Name, name, value, binding, problem);
+            yield return new TcpBindingDeclaration(qube.Name, name, value, binding, problem) { Ownership = ownership, Declared = binding };
         }
     }
 }
@@ -229,8 +246,10 @@ public sealed class QubeTcpBinding
         From = declaration.From;
         FeatureName = declaration.FeatureName;
         FeatureValue = declaration.FeatureValue;
-        Binding = declaration.Binding;
+        // a copy (qvm-clone, restore) shows what it declares, with its Problem: never deployed
+        Binding = declaration.Binding ?? (declaration.Ownership == Trust.DeclarationOwnership.Copied ? declaration.Declared : null);
         Problem = declaration.Problem;
+        Ownership = declaration.Ownership;
         if (Binding is not null)
             (To, Port) = (Binding.To, Binding.Port);
         else if (TcpBindingFeature.TryParseName(declaration.FeatureName, out var to, out var port, lenient: true))
@@ -279,6 +298,9 @@ public sealed class QubeTcpBinding
     public bool IsValid => Binding is not null;
 
     public string? Problem { get; }
+
+    /// <summary>Bound to its client's uuid, Legacy (no uuid yet: adopt it with Add-QubeTcpBinding), or Copied (never deployed; see Problem).</summary>
+    public Trust.DeclarationOwnership Ownership { get; }
 
     public string Text => Binding?.Text ?? $"{FeatureName} of {From} (invalid)";
 

@@ -151,6 +151,7 @@ public static partial class FirewallAudit
     {
         var checks = new List<IAuditCheck>(BuiltInChecks);
         checks.AddRange(ForwardAuditChecks.All);
+        checks.Add(new DeclarationOwnershipCheck());
         AddExtensionChecks(checks);
         return checks;
     }

@@ -92,8 +92,11 @@ public sealed record QubeInterVmLink
 
     public required string FeatureName { get; init; }
 
-    /// <summary>Why the link cannot work as declared (not resolvable, invalid feature), else null.</summary>
+    /// <summary>Why the link cannot work as declared (not resolvable, invalid feature, copied from another qube), else null.</summary>
     public string? Problem { get; init; }
+
+    /// <summary>Bound to its qube's uuid, Legacy (no uuid yet: adopt it with Enable-QubeInterVmNetwork), or Copied (never deployed).</summary>
+    public Trust.DeclarationOwnership Ownership { get; init; }
 
     /// <summary>All three parts are in place.</summary>
     public bool IsComplete => ForwardRulePresent == true && InputRulePresent == true && FirewallRulePresent == true && Problem is null;
@@ -224,13 +227,16 @@ public static class InterVmLinkPlanner
             return new InterVmLinkPlan { Operation = "Enable", Links = links, NetVM = netvm.Name, Target = TargetText(links, netvm.Name), NotRunning = notRunning, IsComplete = false, Warnings = warnings };
 
         var declarations = InterVmLinkDeclaration.ReadAll(inventory);
-        var existing = new HashSet<string>(declarations.Where(d => d.Link is not null).Select(d => d.From + "\0" + d.FeatureName), StringComparer.Ordinal);
-        foreach (var d in declarations.Where(d => d.Link is null)) warnings.Add($"{d.Problem} The feature of {d.From} is ignored.");
+        // in force and bound to its qube: nothing to set; a legacy (no uuid) or copied one is adopted (written again with the uuid)
+        var existing = new HashSet<string>(declarations.Where(d => d.Link is not null && (d.Ownership == Trust.DeclarationOwnership.Bound || inventory.Get(d.From).Uuid is null)).Select(d => d.From + "\0" + d.FeatureName), StringComparer.Ordinal);
+        foreach (var d in declarations.Where(d => d.Link is null && !links.Any(l => l.From == d.From && l.FeatureName == d.FeatureName))) warnings.Add($"{d.Problem} The feature of {d.From} is ignored.");
 
         var steps = new List<DeploymentStep>();
         foreach (var link in links.Where(l => !existing.Contains(l.From + "\0" + l.FeatureName)))
         {
-            var value = InterVmLinkFeature.FormatValue(options.Now);
+            var stored = declarations.FirstOrDefault(d => d.From == link.From && d.FeatureName == link.FeatureName);
+            var value = Trust.DeclarationOwner.Bind(inventory.Get(link.From).Uuid, stored is { Link: not null } && InterVmLinkFeature.EnabledAt(stored.FeatureValue) is { } since
+                ? InterVmLinkFeature.FormatValue(since) : InterVmLinkFeature.FormatValue(options.Now));
             steps.Add(new DeploymentStep
             {
                 Kind = DeploymentStepKind.SetFeature,
@@ -238,8 +244,8 @@ public static class InterVmLinkPlanner
                 ForQube = link.From,
                 FeatureName = link.FeatureName,
                 FeatureValue = value,
-                PreviousFeatureValue = null,
-                Description = $"{link.From}: set feature {link.FeatureName} = '{value}'",
+                PreviousFeatureValue = stored?.FeatureValue,
+                Description = $"{link.From}: {(stored is null ? "set" : "adopt")} feature {link.FeatureName} = '{value}'",
             });
         }
         var operation = steps.Count == 0 ? "Reapply" : "Enable";
@@ -504,6 +510,7 @@ public static class InterVmLinkPlanner
                 FeatureName = d.FeatureName,
                 Enabled = InterVmLinkFeature.EnabledAt(d.FeatureValue),
                 Problem = d.Problem,
+                Ownership = d.Ownership,
             };
             if (d.Link is null) { result.Add(item); continue; }
             ResolvedLink r;

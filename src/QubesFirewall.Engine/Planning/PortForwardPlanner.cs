@@ -188,7 +188,7 @@ public static class PortForwardPlanner
             var shared = otherChain!.HopNames.Intersect(chain.HopNames, StringComparer.Ordinal).ToList();
             if (shared.Count == 0) continue;
             throw new QubesFirewallException("PortAlreadyForwarded", FailureKind.ResourceExists,
-                $"{forward.ProtocolText}/{forward.Port.ToString(CultureInfo.InvariantCulture)} is already forwarded to '{other.VMName}' through {string.Join(", ", shared)} " +
+                $"{forward.ProtocolText}/{forward.Port.ToString(CultureInfo.InvariantCulture)} is already forwarded to '{other.VMName}' through {string.Join(", ", shared)}, so {forward.Text} cannot be declared " +
                 $"({otherChain.Path}{(other.IsExpiredAt(options.Now) ? ", expired" : "")}; feature {other.FeatureName} of {other.VMName}). A network qube can pass one port to one qube only. " +
                 $"Remove that forward first (Remove-QubePortForward -VMName {other.VMName} -Port {other.Port.ToString(CultureInfo.InvariantCulture)} -Protocol {other.Protocol}), " +
                 "or open another port and translate it with -TargetPort. Nothing was changed.", forward);
@@ -207,7 +207,9 @@ public static class PortForwardPlanner
 
         var after = others.Append(forward).ToList();
         var previous = existing?.Forward;
-        var operation = existing is null ? "Add" : existing.FeatureValue == forward.FeatureValue ? "Reapply" : "Update";
+        // the declaration carries the target's uuid, so a copy (qvm-clone, restore) is recognised and never deployed
+        var value = Trust.DeclarationOwner.Bind(chain.Target.Uuid, forward.FeatureValue);
+        var operation = existing is null ? "Add" : existing.FeatureValue == value ? "Reapply" : "Update";
 
         // inside out: the target first, the outermost hop last; qubes only the old declaration crossed at the end
         var order = new List<Qube> { chain.Target };
@@ -234,7 +236,7 @@ public static class PortForwardPlanner
             return plan with { IsComplete = false, Warnings = warnings.Distinct().ToList() };
 
         var steps = new List<DeploymentStep>();
-        if (DeploymentStep.SetFeature(forward.VMName, forward.FeatureName, forward.FeatureValue, existing?.FeatureValue) is { } feature) steps.Add(feature);
+        if (DeploymentStep.SetFeature(forward.VMName, forward.FeatureName, value, existing?.FeatureValue) is { } feature) steps.Add(feature);
         var layout = ForwardLayout.Build(inventory, after, warnings);
         var before = ForwardLayout.Build(inventory, previous is null ? others : others.Append(previous), []);
         var counts = new Dictionary<string, int>(StringComparer.Ordinal);
@@ -362,7 +364,10 @@ public static class PortForwardPlanner
             if (vmFilter is not null && !vmFilter(d.VMName)) continue;
             if (d.Forward is null)
             {
-                result.Add(new QubePortForward(d, null, [], false, d.Problem));
+                // a copy (qvm-clone, restore) shows what it declares, with its Problem: never deployed
+                result.Add(d is { Ownership: Trust.DeclarationOwnership.Copied, Declared: { } copy }
+                    ? new QubePortForward(d, copy, [], copy.IsExpiredAt(now), d.Problem)
+                    : new QubePortForward(d, null, [], false, d.Problem));
                 continue;
             }
             var hops = TryResolve(inventory, d.Forward, out var chain, out var why) ? chain!.HopNames.ToList() : [];

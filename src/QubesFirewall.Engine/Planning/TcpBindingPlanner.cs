@@ -158,7 +158,9 @@ public static class TcpBindingPlanner
                 $"Local port {binding.LocalPort.ToString(CultureInfo.InvariantCulture)} of '{binding.From}' already listens for {sameLocal.Text}. Choose another -LocalPort. Nothing was changed.", binding.Text);
 
         var previous = existing?.Binding;
-        var operation = existing is null ? "Add" : existing.FeatureValue == binding.FeatureValue ? "Reapply" : "Update";
+        // the declaration carries the client's uuid, so a copy (qvm-clone, restore) is recognised and never deployed
+        var value = Trust.DeclarationOwner.Bind(client.Uuid, binding.FeatureValue);
+        var operation = existing is null ? "Add" : existing.FeatureValue == value ? "Reapply" : "Update";
         var after = others.Append(binding).ToList();
 
         var before = previous is null ? others : others.Append(previous).ToList();
@@ -172,7 +174,7 @@ public static class TcpBindingPlanner
             };
 
         var steps = new List<DeploymentStep>();
-        if (DeploymentStep.SetFeature(binding.From, binding.FeatureName, binding.FeatureValue, existing?.FeatureValue) is { } feature) steps.Add(feature);
+        if (DeploymentStep.SetFeature(binding.From, binding.FeatureName, value, existing?.FeatureValue) is { } feature) steps.Add(feature);
         if (touchesClient)
             steps.AddRange(ClientSteps(inventory, client, after, before, readFile, options, warnings));
         if (binding.Permanent)

@@ -53,6 +53,7 @@ public sealed class GetQubeTcpBindingCommand : QubeCmdlet
                         binding.FeatureName)));
                     continue;
                 }
+                if (binding.Problem is not null) WriteWarning($"{binding}: {binding.Problem}");
                 WriteObject(binding);
             }
         }
