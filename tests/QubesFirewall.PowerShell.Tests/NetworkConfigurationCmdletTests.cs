@@ -97,8 +97,10 @@ public abstract class NetworkConfigurationCmdletTests : IDisposable
         Assert.Contains("untrusted: set netvm to (none) (was (default) = sys-firewall): qvm-prefs untrusted netvm ''", plan);
         Assert.Contains("personal: Set feature ipv6 to '1' (IPv6 on): qvm-features personal ipv6 '1'", plan);
         Assert.Contains("work: set the Qubes firewall: remove 0 rule(s), add 2 (9 rules after)", plan);
-        Assert.Contains("work: set feature qubesfirewall.forward.tcp.443 = 'target=8443 type=external allow=192.168.1.0/24'", plan);
-        Assert.Contains("untrusted: set feature qubesfirewall.tcp.work.444 = 'localport=10444 permanent=yes'", plan);
+        // declarations carry their qube's uuid (work and untrusted in the sample's qubes.xml); the file never does
+        Assert.Contains("work: set feature qubesfirewall.forward.tcp.443 = 'uuid=cf61609e-57bb-57dc-ad09-54ed6950a50b target=8443 type=external allow=192.168.1.0/24'", plan);
+        Assert.Contains("untrusted: set feature qubesfirewall.tcp.work.444 = 'uuid=18a18eda-8704-53c7-97a0-e949a989b6fe localport=10444 permanent=yes'", plan);
+        Assert.DoesNotContain("uuid", System.IO.File.ReadAllText(file), StringComparison.Ordinal);
         var after = Run($"Test-QubeNetworkConfiguration -Path '{file}'");
         after.AssertNoErrors();
         Assert.Empty(after.Output);
@@ -178,6 +180,39 @@ public abstract class NetworkConfigurationCmdletTests : IDisposable
     }
 
     [Fact]
+    public void Copied_declarations_are_drift_of_their_own_adopted_when_listed_and_pruned_when_not()
+    {
+        // a clone of personal would carry these: bound to personal's uuid (30f0be04-...), not to work's
+        const string personal = "uuid=30f0be04-363a-548e-b2e8-c23ae627912a ";
+        var file = File("work.psd1");
+        Run($"Export-QubeNetworkConfiguration work -Path '{file}'").AssertNoErrors();
+        Run("Add-QubePortForward -VMName work -Port 8080 -AllowFrom 10.0.0.0/8 -Force").AssertNoErrors();
+        Run($"Export-QubeNetworkConfiguration work -Path '{File("listed.psd1")}'").AssertNoErrors();
+        Run("Remove-QubePortForward -VMName work -Port 8080 -Confirm:$false").AssertNoErrors();
+        SetFeature("work", "qubesfirewall.forward.tcp.8080", personal + "target=8080 type=external allow=10.0.0.0/8");
+        SetFeature("work", "qubesfirewall.tcp.mail.444", personal + "localport=444 permanent=no");
+
+        var drift = Run($"Test-QubeNetworkConfiguration '{file}'").Of<ConfigurationDrift>().Select(d => $"{d.Kind} {d.Item} | {d.Expected} | {d.Actual}").ToList();
+        Assert.Equal(
+        [
+            "Copied tcp/8080 |  | target=8080 type=external allow=10.0.0.0/8 (copied: bound to uuid 30f0be04-363a-548e-b2e8-c23ae627912a, not to this qube)",
+            "Copied mail:444 |  | localport=444 permanent=no (copied: bound to uuid 30f0be04-363a-548e-b2e8-c23ae627912a, not to this qube)",
+        ], drift);
+        // the file that lists the forward adopts it: declared again, bound to work
+        var listed = Run($"Test-QubeNetworkConfiguration '{File("listed.psd1")}'").Of<ConfigurationDrift>().ToList();
+        Assert.Contains(listed, d => d.Kind == DriftKind.Copied && d.Item == "tcp/8080" && d.Expected == "target=8080 type=external allow=10.0.0.0/8");
+        Run($"Invoke-QubeNetworkConfiguration '{File("listed.psd1")}' -Force -Confirm:$false").AssertNoErrors();
+        Assert.DoesNotContain(Run($"Test-QubeNetworkConfiguration '{File("listed.psd1")}'").Of<ConfigurationDrift>(), d => d.Item == "tcp/8080");
+        Assert.Equal("uuid=cf61609e-57bb-57dc-ad09-54ed6950a50b target=8080 type=external allow=10.0.0.0/8",
+            Run("(Get-Qube work).Features['qubesfirewall.forward.tcp.8080']").Output.Single().ToString());
+        // the first file does not list them: -Prune removes the forward and the copied binding
+        Run($"Invoke-QubeNetworkConfiguration '{file}' -Prune -Force -Confirm:$false").AssertNoErrors();
+        Assert.Empty(Run($"Test-QubeNetworkConfiguration '{file}'").Output);
+    }
+
+    protected abstract void SetFeature(string qube, string name, string value);
+
+    [Fact]
     public void Json_round_trips_the_same_as_psd1()
     {
         var json = File("net.json");
@@ -194,6 +229,12 @@ public abstract class NetworkConfigurationCmdletTests : IDisposable
 public sealed class OfflineNetworkConfigurationCmdletTests : NetworkConfigurationCmdletTests
 {
     protected override PsRun Run(string script) => PowerShellHost.Run(script, _root.Path);
+
+    protected override void SetFeature(string qube, string name, string value)
+    {
+        using var root = new Engine.Backends.OfflineRoot(_root.Path);
+        root.SetFeature(qube, name, value);
+    }
 
     [Fact]
     public void A_failing_step_puts_back_everything_before_it()
@@ -237,6 +278,12 @@ public sealed class LiveNetworkConfigurationCmdletTests : NetworkConfigurationCm
     }
 
     protected override PsRun Run(string script) => PowerShellHost.Run(script, environment: _live.Environment);
+
+    protected override void SetFeature(string qube, string name, string value)
+    {
+        using var backend = Engine.Backends.BackendSelector.Open(null, n => _live.Environment.GetValueOrDefault(n));
+        backend.SetFeature(qube, name, value);
+    }
 
     [Fact]
     public void Halted_qubes_are_refused_by_name_or_started_with_Start()

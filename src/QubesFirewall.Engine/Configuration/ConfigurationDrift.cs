@@ -2,6 +2,7 @@ using System.Globalization;
 using QubesFirewall.Engine.Formats;
 using QubesFirewall.Engine.Model;
 using QubesFirewall.Engine.Planning;
+using QubesFirewall.Engine.Trust;
 
 namespace QubesFirewall.Engine.Configuration;
 
@@ -72,25 +73,27 @@ internal sealed class QubeDiff
             RulesNow = rulesNow,
             RulesWanted = rulesWanted,
         };
+        // A declaration is as the file says when its words are the file's and it is bound to this qube (its uuid):
+        // a legacy one (no uuid yet) is adopted, a copied one (another qube's uuid) shows as Copied; both are declared again.
         if (wanted.Forwards is { } forwards)
         {
             var declared = PortForwardDeclaration.Read(qube).ToList();
             foreach (var f in forwards)
-                if (declared.FirstOrDefault(d => d.FeatureName == f.FeatureName) is not { } d || d.FeatureValue != f.FeatureValue)
+                if (declared.FirstOrDefault(d => d.FeatureName == f.FeatureName) is not { } d || d.FeatureValue != DeclarationOwner.Bind(qube.Uuid, f.FeatureValue))
                     diff.ForwardsToSet.Add(f);
             diff.ForwardsExtra.AddRange(declared.Where(d => !forwards.Any(f => f.FeatureName == d.FeatureName)));
         }
         if (wanted.Links is { } links)
         {
             var declared = InterVmLinkDeclaration.Read(qube);
-            diff.LinksToAdd.AddRange(links.Where(l => !declared.Any(d => d.Link is not null && d.FeatureName == l.FeatureName)));
-            diff.LinksExtra.AddRange(declared.Where(d => d.Link is null || !links.Any(l => l.FeatureName == d.FeatureName)));
+            diff.LinksToAdd.AddRange(links.Where(l => !declared.Any(d => d.Link is not null && d.FeatureName == l.FeatureName && IsBound(qube, d.Ownership))));
+            diff.LinksExtra.AddRange(declared.Where(d => d.Link is null && d.Ownership != DeclarationOwnership.Copied || !links.Any(l => l.FeatureName == d.FeatureName)));
         }
         if (wanted.Bindings is { } bindings)
         {
             var declared = TcpBindingDeclaration.Read(qube).ToList();
             foreach (var b in bindings)
-                if (declared.FirstOrDefault(d => d.FeatureName == b.FeatureName) is not { } d || d.FeatureValue != b.FeatureValue)
+                if (declared.FirstOrDefault(d => d.FeatureName == b.FeatureName) is not { } d || d.FeatureValue != DeclarationOwner.Bind(qube.Uuid, b.FeatureValue))
                     diff.BindingsToSet.Add(b);
             diff.BindingsExtra.AddRange(declared.Where(d => !bindings.Any(b => b.FeatureName == d.FeatureName)));
         }
@@ -102,6 +105,10 @@ internal sealed class QubeDiff
     /// catch-all, and so does this, unless the file lists them already): a file exported before a link was added to it
     /// stays true once the link is applied. Links are the file's when it manages them, else the qube's declared ones.
     /// </summary>
+    /// <summary>In force and bound to the qube: carries its uuid, or the qube has none to carry (a root without uuids).</summary>
+    private static bool IsBound(Qube qube, DeclarationOwnership ownership) =>
+        ownership == DeclarationOwnership.Bound || (ownership == DeclarationOwnership.Legacy && qube.Uuid is null);
+
     private static IReadOnlyList<FirewallRule> WithLinkRules(QubesInventory inventory, QubeConfiguration wanted, Qube qube, IReadOnlyList<FirewallRule> fileRules)
     {
         var links = wanted.Links ?? InterVmLinkDeclaration.Read(qube).Where(d => d.Link is not null).Select(d => d.Link!).ToList();
@@ -128,18 +135,40 @@ internal sealed class QubeDiff
         if (IPv6Changes) yield return new(name, DriftKind.IPv6, null, Wanted.IPv6.ToString(), IPv6Now.ToString());
         if (RulesWanted is { } rules)
             yield return new(name, DriftKind.Rules, null, string.Join("\n", rules.Select(r => r.Text)), string.Join("\n", RulesNow.Select(r => r.Text)));
+        var forwards = PortForwardDeclaration.Read(Qube).ToDictionary(d => d.FeatureName, d => d.Ownership, StringComparer.Ordinal);
+        var links = InterVmLinkDeclaration.Read(Qube).ToDictionary(d => d.FeatureName, d => d.Ownership, StringComparer.Ordinal);
+        var bindings = TcpBindingDeclaration.Read(Qube).ToDictionary(d => d.FeatureName, d => d.Ownership, StringComparer.Ordinal);
         foreach (var f in ForwardsToSet)
-            yield return new(name, DriftKind.Forward, $"{f.ProtocolText}/{f.Port.ToString(CultureInfo.InvariantCulture)}", f.FeatureValue, Qube.Features.GetValueOrDefault(f.FeatureName));
+            yield return new(name, KindOf(forwards, f.FeatureName, DriftKind.Forward), $"{f.ProtocolText}/{f.Port.ToString(CultureInfo.InvariantCulture)}", f.FeatureValue, Stored(f.FeatureName));
         foreach (var d in ForwardsExtra)
-            yield return new(name, DriftKind.Forward, ForwardItem(d.FeatureName), null, d.FeatureValue);
+            yield return new(name, KindOf(forwards, d.FeatureName, DriftKind.Forward), ForwardItem(d.FeatureName), null, Stored(d.FeatureName));
         foreach (var l in LinksToAdd)
-            yield return new(name, DriftKind.Link, LinkItem(l), "declared", null);
+            yield return new(name, KindOf(links, l.FeatureName, DriftKind.Link), LinkItem(l), "declared", Stored(l.FeatureName) is null ? null : "declared" + Owner(l.FeatureName));
         foreach (var d in LinksExtra)
-            yield return new(name, DriftKind.Link, d.Link is { } l ? LinkItem(l) : d.FeatureName, null, "declared");
+            yield return new(name, KindOf(links, d.FeatureName, DriftKind.Link), (d.Link ?? d.Declared) is { } l ? LinkItem(l) : d.FeatureName, null, "declared" + Owner(d.FeatureName));
         foreach (var b in BindingsToSet)
-            yield return new(name, DriftKind.Binding, $"{b.To}:{b.Port.ToString(CultureInfo.InvariantCulture)}", b.FeatureValue, Qube.Features.GetValueOrDefault(b.FeatureName));
+            yield return new(name, KindOf(bindings, b.FeatureName, DriftKind.Binding), $"{b.To}:{b.Port.ToString(CultureInfo.InvariantCulture)}", b.FeatureValue, Stored(b.FeatureName));
         foreach (var d in BindingsExtra)
-            yield return new(name, DriftKind.Binding, d.Binding is { } b ? $"{b.To}:{b.Port.ToString(CultureInfo.InvariantCulture)}" : d.FeatureName, null, d.FeatureValue);
+            yield return new(name, KindOf(bindings, d.FeatureName, DriftKind.Binding), (d.Binding ?? d.Declared) is { } b ? $"{b.To}:{b.Port.ToString(CultureInfo.InvariantCulture)}" : d.FeatureName, null, Stored(d.FeatureName));
+    }
+
+    private static DriftKind KindOf(Dictionary<string, DeclarationOwnership> ownership, string feature, DriftKind kind) =>
+        ownership.TryGetValue(feature, out var o) && o == DeclarationOwnership.Copied ? DriftKind.Copied : kind;
+
+    /// <summary>A stored declaration as the file would say it (no uuid), and whose it is when it is not this qube's.</summary>
+    private string? Stored(string feature) =>
+        Qube.Features.TryGetValue(feature, out var value) ? DeclarationOwner.Split(value).Declaration + Owner(feature) : null;
+
+    private string Owner(string feature)
+    {
+        if (!Qube.Features.TryGetValue(feature, out var value)) return "";
+        var uuid = DeclarationOwner.Split(value).Uuid;
+        return DeclarationOwner.Of(Qube, uuid) switch
+        {
+            DeclarationOwnership.Copied => $" (copied: bound to uuid {uuid}, not to this qube)",
+            DeclarationOwnership.Legacy when Qube.Uuid is not null => " (no uuid: not bound to this qube yet)",
+            _ => "",
+        };
     }
 
     private static string ForwardItem(string featureName) =>

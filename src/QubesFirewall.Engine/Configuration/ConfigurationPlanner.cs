@@ -114,9 +114,10 @@ public static class ConfigurationPlanner
         {
             if (prune) forwardsOut.AddRange(d.ForwardsExtra.Select(x => (x.VMName, x.FeatureName)));
             if (prune) bindingsOut.AddRange(d.BindingsExtra);
-            if (prune) linksOut.AddRange(d.LinksExtra.Where(x => x.Link is not null).Select(x => x.Link!));
+            // copies (another qube's uuid) are removed like the qube's own: Disable and Remove never refuse them
+            if (prune) linksOut.AddRange(d.LinksExtra.Select(x => x.Link ?? x.Declared).OfType<InterVmLink>());
             if (prune)
-                foreach (var bad in d.LinksExtra.Where(x => x.Link is null))
+                foreach (var bad in d.LinksExtra.Where(x => x.Link is null && x.Declared is null))
                     warnings.Add($"{bad.From}: the feature {bad.FeatureName} is not a link this module can remove ({bad.Problem}); remove it with qvm-features --unset {bad.From} {bad.FeatureName}.");
             forwardsIn.AddRange(d.ForwardsToSet);
             linksIn.AddRange(d.LinksToAdd);
@@ -136,9 +137,8 @@ public static class ConfigurationPlanner
             var stillWanted = owner?.Links is { } list ? list.Any(l => l.FeatureName == link.FeatureName) : !(prune && owner is not null);
             if (stillWanted) linksIn.Add(link);
         }
-        if (moving.Any(m => inventory.Get(m).ProvidesNetwork && inventory.ClientsOf(m).Count > 0))
-            foreach (var m in moving.Where(m => inventory.Get(m).ProvidesNetwork && inventory.ClientsOf(m).Count > 0))
-                warnings.Add($"'{m}' gets another netvm and serves qubes itself: port forwards through it are laid out again only for its own; check the others with Test-QubeFirewall afterwards.");
+        foreach (var m in moving.Where(m => inventory.Get(m).ProvidesNetwork && inventory.ClientsOf(m).Count > 0))
+            warnings.Add($"'{m}' gets another netvm and serves qubes itself: port forwards through it are laid out again only for its own; check the others with Test-QubeFirewall afterwards.");
 
         foreach (var (vm, feature) in forwardsOut.Distinct())
         {
