@@ -125,7 +125,7 @@ public static class NetworkRenderer
     private static IEnumerable<string> Markers(QubeNetworkNode n, TreeStyle style)
     {
         foreach (var f in n.Forwards.Where(f => f.VMName == n.Name))
-            yield return $"{style.Forward} forward {ForwardText(f)}";
+            yield return $"{style.Forward} forward {ForwardText(f)}" + (IsCopy(f) ? " COPIED from another qube, never deployed" : "");
         foreach (var l in n.Links.Where(l => l.From == n.Name))
             yield return $"{style.LinkOut} link {l.From} -> {l.To} {l.ProtocolText}/{l.Ports}";
         foreach (var l in n.Links.Where(l => l.To == n.Name))
@@ -170,7 +170,7 @@ public static class NetworkRenderer
         var sb = new StringBuilder("flowchart LR\n");
         var networked = nodes.Where(n => n.NetVM is not null || n.ProvidesNetwork).ToList();
         var offline = nodes.Where(n => n.NetVM is null && !n.ProvidesNetwork).ToList();
-        var external = nodes.SelectMany(n => n.Forwards.Where(f => f.VMName == n.Name && f.Type == ForwardType.External)).ToList();
+        var external = nodes.SelectMany(n => n.Forwards.Where(f => f.VMName == n.Name && f.Type == ForwardType.External && !IsCopy(f))).ToList();
         if (external.Count > 0) sb.Append("    outside((outside))\n");
         foreach (var n in networked) sb.Append("    ").Append(ids[n.Name]).Append("[\"").Append(NodeLabel(n, "<br/>")).Append("\"]\n");
         if (offline.Count > 0)
@@ -183,7 +183,7 @@ public static class NetworkRenderer
             sb.Append("    ").Append(ids[n.NetVM!]).Append(" --> ").Append(ids[n.Name]).Append('\n');
         foreach (var n in nodes)
         {
-            foreach (var f in n.Forwards.Where(f => f.VMName == n.Name))
+            foreach (var f in n.Forwards.Where(f => f.VMName == n.Name && !IsCopy(f)))
             {
                 var from = f.Type == ForwardType.External ? "outside" : n.NetVM is { } p && ids.TryGetValue(p, out var pid) ? pid : "outside";
                 sb.Append("    ").Append(from).Append(" -.->|\"").Append(EdgeForward(f)).Append("\"| ").Append(ids[n.Name]).Append('\n');
@@ -207,7 +207,7 @@ public static class NetworkRenderer
     {
         var sb = new StringBuilder("digraph qubes {\n    rankdir=LR;\n    node [shape=box, fontname=\"sans-serif\"];\n");
         var names = nodes.Select(n => n.Name).ToHashSet(StringComparer.Ordinal);
-        if (nodes.Any(n => n.Forwards.Any(f => f.VMName == n.Name && f.Type == ForwardType.External)))
+        if (nodes.Any(n => n.Forwards.Any(f => f.VMName == n.Name && f.Type == ForwardType.External && !IsCopy(f))))
             sb.Append("    \"(outside)\" [shape=ellipse];\n");
         foreach (var n in nodes)
         {
@@ -220,7 +220,7 @@ public static class NetworkRenderer
             sb.Append("    \"").Append(n.NetVM).Append("\" -> \"").Append(n.Name).Append("\";\n");
         foreach (var n in nodes)
         {
-            foreach (var f in n.Forwards.Where(f => f.VMName == n.Name))
+            foreach (var f in n.Forwards.Where(f => f.VMName == n.Name && !IsCopy(f)))
             {
                 var from = f.Type == ForwardType.External || n.NetVM is null ? "(outside)" : n.NetVM;
                 sb.Append("    \"").Append(from).Append("\" -> \"").Append(n.Name).Append("\" [style=dashed, label=\"").Append(EdgeForward(f)).Append("\"];\n");
@@ -233,6 +233,9 @@ public static class NetworkRenderer
         sb.Append("}\n");
         return sb.ToString();
     }
+
+    /// <summary>A declaration copied from another qube (qvm-clone, restore): shown in the tree, never drawn as in force.</summary>
+    private static bool IsCopy(QubePortForward f) => f.Ownership == Trust.DeclarationOwnership.Copied;
 
     private static string NodeLabel(QubeNetworkNode n, string newline) =>
         n.Name + (n.IP is { } ip ? newline + ip : "") + (n.NetVM is not null && n.EnforcedBy is null ? newline + "rules not enforced" : "");

@@ -146,6 +146,18 @@ public sealed class NetworkViewTests
     }
 
     [Fact]
+    public void A_copied_forward_is_marked_in_the_tree_and_left_out_of_the_diagrams()
+    {
+        using var root = new TempRoot();
+        // bound to personal's uuid (the sample's qubes.xml), found on work: what qvm-clone of personal would leave
+        root.Backend.SetFeature("work", "qubesfirewall.forward.tcp.8080", "uuid=30f0be04-363a-548e-b2e8-c23ae627912a target=8080 type=external allow=10.0.0.0/8");
+        var nodes = NetworkView.Build(new AuditContext(root.Backend.GetInventory(), root.Backend.GetFirewall, root.Now));
+        Assert.Contains("            => forward tcp/8080 from 10.0.0.0/8 (external) COPIED from another qube, never deployed\n", NetworkRenderer.Tree(nodes, TreeStyle.Plain));
+        Assert.DoesNotContain("outside", NetworkRenderer.Mermaid(nodes));
+        Assert.DoesNotContain("(outside)", NetworkRenderer.Dot(nodes));
+    }
+
+    [Fact]
     public void Forwards_links_and_bindings_are_marked_where_they_touch()
     {
         using var root = new TempRoot(QubesXmlBuilder.Standard().Build("sys-firewall"));
