@@ -1,4 +1,5 @@
 # Module manifest source for QubesFirewall; build.ps1 -Task Package stages it into out/QubesFirewall/.
+# ModuleVersion is the one version: the assemblies (Directory.Build.props) and the package take it from here.
 @{
     RootModule           = 'QubesFirewall.PowerShell.dll'
     ModuleVersion        = '0.1.0'
@@ -41,9 +42,10 @@
     VariablesToExport    = @()
     PrivateData          = @{
         PSData = @{
-            Tags         = @('Qubes', 'QubesOS', 'Firewall', 'nftables', 'PortForwarding', 'Linux')
+            Tags         = @('Qubes', 'QubesOS', 'dom0', 'Firewall', 'nftables', 'PortForwarding', 'Linux', 'PSEdition_Core')
             LicenseUri   = 'https://opensource.org/license/mit'
-            ReleaseNotes = 'First release: qubes, firewall rules, QubesDB sync on an offline Qubes root.'
+            # build.ps1 fills this with the section of CHANGELOG.md for ModuleVersion in the packaged copy.
+            ReleaseNotes = ''
         }
     }
 }

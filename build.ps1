@@ -6,7 +6,8 @@
     Tasks (run in the order given):
       Build    compile the solution (engine, cmdlets, tests, tools)
       Docs     turn docs/cmdlets/*.md (PlatyPS layout) into the MAML help Get-Help reads
-      Package  Build + Docs, then stage the importable module in out/QubesFirewall/
+      Package  Build + Docs, then stage the importable module in out/QubesFirewall/ and pack it
+               as out/QubesFirewall.<version>.nupkg, the package Install-PSResource installs
       Test     Package, then the xunit suites (engine, cmdlets, network lab) and the Pester
                suite; fails when either fails
 .EXAMPLE
@@ -58,7 +59,8 @@ function Invoke-Package {
     $bin = Join-Path $Root "src/QubesFirewall.PowerShell/bin/$Configuration/net8.0"
     if (Test-Path $ModuleOut) { Remove-Item -Recurse -Force $ModuleOut }
     New-Item -ItemType Directory -Force -Path (Join-Path $ModuleOut 'en-US') | Out-Null
-    Copy-Item (Join-Path $Root 'QubesFirewall.psd1') $ModuleOut
+    $version = Get-ModuleVersion
+    Write-StagedManifest -Version $version
     # CliWrap runs qvm-run for the live backend; it ships beside the engine.
     foreach ($file in 'QubesFirewall.PowerShell.dll', 'QubesFirewall.Engine.dll', 'CliWrap.dll', 'QubesFirewall.format.ps1xml') {
         Copy-Item (Join-Path $bin $file) $ModuleOut
@@ -66,10 +68,79 @@ function Invoke-Package {
     Copy-Item (Join-Path $HelpOut '*') (Join-Path $ModuleOut 'en-US') -Recurse
     # The sample Qubes root ships with the module so a user can try it anywhere (copy it before writing).
     Copy-Item (Join-Path $Root 'examples/qubes-root') (Join-Path $ModuleOut 'examples/qubes-root') -Recurse
+    # .gitkeep files only keep empty qube folders in git: Install-PSResource drops dot files and a
+    # package holds no empty folder, so the staged module has neither (the engine creates a qube's
+    # folder when it first writes there).
+    Get-ChildItem (Join-Path $ModuleOut 'examples') -Recurse -Force -File -Filter '.gitkeep' | Remove-Item -Force
+    Get-ChildItem (Join-Path $ModuleOut 'examples') -Recurse -Directory | Sort-Object { $_.FullName.Length } -Descending |
+        Where-Object { -not (Get-ChildItem -LiteralPath $_.FullName -Force) } | Remove-Item
     Copy-Item (Join-Path $Root 'LICENSE') $ModuleOut
     $forbidden = Get-ChildItem $ModuleOut -Recurse -Include 'System.Management.Automation.dll', 'PowerShellStandard*'
     if ($forbidden) { throw "The staged module must not carry PowerShell's own assemblies: $($forbidden.Name -join ', ')" }
     Write-Host "Module staged in $ModuleOut"
+    Assert-StagedVersion -Version $version
+    Invoke-ModulePackage -Version $version
+}
+
+# One version: the manifest's ModuleVersion. Directory.Build.props gives it to the assemblies,
+# these functions to the packaged manifest (with its release notes) and to the package.
+function Get-ModuleVersion {
+    $version = (Import-PowerShellDataFile -LiteralPath (Join-Path $Root 'QubesFirewall.psd1')).ModuleVersion
+    if ($version -notmatch '^\d+\.\d+\.\d+$') { throw "QubesFirewall.psd1: ModuleVersion '$version' is not major.minor.patch." }
+    $version
+}
+
+function Get-ReleaseNote {
+    param([string] $Version)
+    # The section '## <Version>' of CHANGELOG.md, up to the next '## ' heading.
+    $changelog = Join-Path $Root 'CHANGELOG.md'
+    $lines = if (Test-Path -LiteralPath $changelog) { Get-Content -LiteralPath $changelog } else { @() }
+    $start = -1
+    for ($i = 0; $i -lt $lines.Count; $i++) {
+        if ($lines[$i] -match "^##\s+\[?$([regex]::Escape($Version))\]?(\s|$)") { $start = $i; break }
+    }
+    if ($start -lt 0) { throw "CHANGELOG.md has no section '## $Version' for the manifest's ModuleVersion: add one (see its head)." }
+    $body = for ($i = $start + 1; $i -lt $lines.Count -and $lines[$i] -notmatch '^##\s'; $i++) { $lines[$i] }
+    $notes = ($body -join "`n").Trim()
+    if (-not $notes) { throw "CHANGELOG.md: the section '## $Version' is empty." }
+    $notes
+}
+
+function Write-StagedManifest {
+    param([string] $Version)
+    # The manifest source with PSData.ReleaseNotes = '' filled from CHANGELOG.md (a single-quoted
+    # string: only ' needs doubling).
+    $text = Get-Content -Raw -LiteralPath (Join-Path $Root 'QubesFirewall.psd1')
+    $pattern = "(?m)^(\s*ReleaseNotes\s*=\s*)''\s*$"
+    if ([regex]::Matches($text, $pattern).Count -ne 1) { throw "QubesFirewall.psd1 needs exactly one line ReleaseNotes = '' for the build to fill." }
+    $quoted = "'" + (Get-ReleaseNote -Version $Version).Replace("'", "''") + "'"
+    $text = $text -replace $pattern, { $_.Groups[1].Value + $quoted }
+    [System.IO.File]::WriteAllText((Join-Path $ModuleOut 'QubesFirewall.psd1'), $text, [System.Text.UTF8Encoding]::new($false))
+}
+
+function Assert-StagedVersion {
+    param([string] $Version)
+    $manifest = Test-ModuleManifest -Path (Join-Path $ModuleOut 'QubesFirewall.psd1') -ErrorAction Stop
+    if ("$($manifest.Version)" -ne $Version) { throw "Staged manifest version $($manifest.Version), expected $Version." }
+    foreach ($dll in 'QubesFirewall.PowerShell.dll', 'QubesFirewall.Engine.dll') {
+        $v = [System.Reflection.AssemblyName]::GetAssemblyName((Join-Path $ModuleOut $dll)).Version
+        if ("$($v.Major).$($v.Minor).$($v.Build)" -ne $Version) { throw "$dll has version $v, the manifest ${Version}: rebuild (dotnet build reads ModuleVersion from QubesFirewall.psd1)." }
+    }
+}
+
+function Invoke-ModulePackage {
+    param([string] $Version)
+    # PSResourceGet (shipped with pwsh 7.4+) packs the staged folder as it is: the .nupkg holds exactly
+    # out/QubesFirewall/ plus NuGet's own metadata; Install-PSResource installs it from a folder.
+    Get-ChildItem -LiteralPath $Out -Filter 'QubesFirewall.*.nupkg' | Remove-Item -Force
+    Write-Host '==> Compress-PSResource' -ForegroundColor Cyan
+    # From out/: where the user's data folder does not exist yet, .NET gives PSResourceGet an empty
+    # one and its repository list would land in the working directory.
+    Push-Location $Out
+    try { Compress-PSResource -Path $ModuleOut -DestinationPath $Out } finally { Pop-Location }
+    $nupkg = Join-Path $Out "QubesFirewall.$Version.nupkg"
+    if (-not (Test-Path -LiteralPath $nupkg)) { throw "Compress-PSResource did not write $nupkg." }
+    Write-Host "Package written: $nupkg"
 }
 
 function Invoke-Tests {

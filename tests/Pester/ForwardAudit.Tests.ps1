@@ -3,29 +3,7 @@
 BeforeAll {
     $modulePath = if ($env:QUBESFW_TEST_MODULE) { $env:QUBESFW_TEST_MODULE } else { Join-Path $PSScriptRoot '../../out/QubesFirewall/QubesFirewall.psd1' }
     Import-Module $modulePath -Force
-    $script:SampleRoot = Join-Path $PSScriptRoot '../../examples/qubes-root'
-
-    function New-TestRoot {
-        $path = Join-Path $TestDrive ([guid]::NewGuid().ToString('N').Substring(0, 8))
-        # Copy-Item -Recurse takes about 2 s per copy on Linux; this takes milliseconds and keeps the modes
-        [Microsoft.VisualBasic.FileIO.FileSystem]::CopyDirectory($script:SampleRoot, $path)
-        $path
-    }
-
-    function Get-StateFilePath([string] $Qube, [string] $Path) {
-        Join-Path $env:QUBESFW_ROOT "qubesfirewall-state/$Qube/$($Path.TrimStart('/'))"
-    }
-
-    # qvm-features on the copy, through the module's own offline backend (as qubesd stores features in qubes.xml)
-    function Set-TestFeature([string] $Qube, [string] $Name, [string] $Value) {
-        $backend = [QubesFirewall.Engine.Backends.OfflineRoot]::new($env:QUBESFW_ROOT, $null)
-        try { $backend.SetFeature($Qube, $Name, $Value) } finally { $backend.Dispose() }
-    }
-
-    function Remove-TestFeature([string] $Qube, [string] $Name) {
-        $backend = [QubesFirewall.Engine.Backends.OfflineRoot]::new($env:QUBESFW_ROOT, $null)
-        try { $backend.RemoveFeature($Qube, $Name) } finally { $backend.Dispose() }
-    }
+    . (Join-Path $PSScriptRoot 'TestBackend.ps1')
 }
 
 Describe 'Test-QubeFirewall: port forward checks' {
@@ -69,7 +47,8 @@ Describe 'Test-QubeFirewall: port forward checks' {
         $findings.Count | Should -Be 2
         $findings[0].Severity | Should -Be 'Error'
         $findings[0].Message | Should -Match 'no declaration gives it'
-        Invoke-Expression ($findings[0].Fix -replace ' \(declaring.*$', '') -WarningAction SilentlyContinue
+        $findings[0].Fix | Should -Not -Match 'Add-Qube'   # derived from a file's content: it opens nothing
+        Invoke-Expression ($findings[0].Fix -replace ' \(.*$', '') -WarningAction SilentlyContinue
         Test-QubeFirewall work | Where-Object Check -like 'Forward*Part' | Should -BeNullOrEmpty
         Get-Content -Raw -LiteralPath (Get-StateFilePath sys-net /rw/config/qubes-firewall-user-script) | Should -Not -Match 'qubesfw'
     }

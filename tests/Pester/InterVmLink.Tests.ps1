@@ -4,11 +4,6 @@ BeforeAll {
     $modulePath = if ($env:QUBESFW_TEST_MODULE) { $env:QUBESFW_TEST_MODULE } else { Join-Path $PSScriptRoot '../../out/QubesFirewall/QubesFirewall.psd1' }
     Import-Module $modulePath -Force
     . (Join-Path $PSScriptRoot 'TestBackend.ps1')
-
-    function Get-StateFile([string] $Qube, [string] $Path) {
-        $file = Join-Path $env:QUBESFW_ROOT "qubesfirewall-state/$Qube/$($Path.TrimStart('/'))"
-        if (Test-Path -LiteralPath $file) { Get-Content -LiteralPath $file -Raw }
-    }
 }
 
 Describe 'Enable-, Get- and Disable-QubeInterVmNetwork' {

@@ -2,19 +2,7 @@
 BeforeAll {
     $modulePath = if ($env:QUBESFW_TEST_MODULE) { $env:QUBESFW_TEST_MODULE } else { Join-Path $PSScriptRoot '../../out/QubesFirewall/QubesFirewall.psd1' }
     Import-Module $modulePath -Force
-    $script:SampleRoot = Join-Path $PSScriptRoot '../../examples/qubes-root'
-
-    function New-TestRoot {
-        $path = Join-Path $TestDrive ([guid]::NewGuid().ToString('N').Substring(0, 8))
-        # Copy-Item -Recurse takes about 2 s per copy on Linux; this takes milliseconds and keeps the modes
-        [Microsoft.VisualBasic.FileIO.FileSystem]::CopyDirectory($script:SampleRoot, $path)
-        $path
-    }
-
-    function Get-StateFile([string] $Qube, [string] $Path) {
-        $file = Join-Path $env:QUBESFW_ROOT "qubesfirewall-state/$Qube/$($Path.TrimStart('/'))"
-        if (Test-Path -LiteralPath $file) { Get-Content -LiteralPath $file -Raw }
-    }
+    . (Join-Path $PSScriptRoot 'TestBackend.ps1')
 }
 
 Describe 'Add-QubePortForward' {
@@ -25,7 +13,7 @@ Describe 'Add-QubePortForward' {
         $hops = Get-Qube work | Add-QubePortForward -Port 443 -AllowFrom 192.168.1.0/24 -Force -PassThru -WarningAction SilentlyContinue
         $hops.VMName | Should -Be @('work', 'sys-firewall', 'sys-net')
         $hops.Status | Select-Object -Unique | Should -Be 'Recorded'
-        (Get-Qube work).Features['qubesfirewall.forward.tcp.443'] | Should -Be 'target=443 type=external allow=192.168.1.0/24'
+        (Get-Qube work).Features['qubesfirewall.forward.tcp.443'] | Should -Be 'uuid=cf61609e-57bb-57dc-ad09-54ed6950a50b target=443 type=external allow=192.168.1.0/24' # bound to work's uuid
         Get-StateFile sys-net /rw/config/qubes-firewall-user-script | Should -Match '(?m)^# >>> qubesfirewall managed block: do not edit >>>$'
         Get-StateFile default-dvm /rw/config/qubes-firewall-user-script | Should -Match "qubesdb-read /name 2>/dev/null\)`" = 'sys-firewall'"
         Get-StateFile work /rw/config/rc.local | Should -Match 'add rule ip qubes qubesfw-input iifgroup 1 ip saddr 192.168.1.0/24 ip daddr 10.137.0.11 tcp dport 443 accept'

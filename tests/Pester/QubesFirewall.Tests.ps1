@@ -2,74 +2,7 @@
 BeforeAll {
     $modulePath = if ($env:QUBESFW_TEST_MODULE) { $env:QUBESFW_TEST_MODULE } else { Join-Path $PSScriptRoot '../../out/QubesFirewall/QubesFirewall.psd1' }
     Import-Module $modulePath -Force
-    $script:SampleRoot = Join-Path $PSScriptRoot '../../examples/qubes-root'
-
-    function New-TestRoot {
-        $path = Join-Path $TestDrive ([guid]::NewGuid().ToString('N').Substring(0, 8))
-        # Copy-Item -Recurse takes about 2 s per copy on Linux; this takes milliseconds and keeps the modes
-        [Microsoft.VisualBasic.FileIO.FileSystem]::CopyDirectory($script:SampleRoot, $path)
-        $path
-    }
-
-    # The stand-in qubesd (tools/TestQubesd): serves a root on a socket the way qubesd serves dom0,
-    # writing its changes back to that root, so the same expectations hold for both backends.
-    function Start-TestQubesd([string] $Root, [string] $Socket, [string] $Log) {
-        $dll = $env:QUBESFW_TEST_QUBESD
-        if (-not $dll -or -not (Test-Path $dll)) {
-            $dll = Get-ChildItem (Join-Path $PSScriptRoot '../../tools/TestQubesd/bin') -Recurse -Filter TestQubesd.dll -ErrorAction SilentlyContinue |
-                Sort-Object LastWriteTime -Descending | Select-Object -First 1 -ExpandProperty FullName
-        }
-        if (-not $dll) { throw 'TestQubesd.dll is not built: run build.ps1 -Task Build first.' }
-        $start = [System.Diagnostics.ProcessStartInfo]::new('dotnet')
-        foreach ($a in @($dll, $Root, $Socket) + $(if ($Log) { '--log', $Log })) { $start.ArgumentList.Add($a) }
-        $start.RedirectStandardInput = $true   # the server stops when its standard input closes
-        $start.RedirectStandardOutput = $true
-        $start.UseShellExecute = $false
-        $process = [System.Diagnostics.Process]::Start($start)
-        $deadline = (Get-Date).AddSeconds(20)
-        while (-not (Test-Path $Socket)) {
-            if ($process.HasExited) { throw "TestQubesd exited with code $($process.ExitCode)" }
-            if ((Get-Date) -gt $deadline) { Stop-Process -Id $process.Id; throw 'TestQubesd did not start within 20 s' }
-            Start-Sleep -Milliseconds 50
-        }
-        $process
-    }
-
-    function Stop-TestQubesd($Process) {
-        if (-not $Process) { return }
-        $Process.StandardInput.Close()
-        if (-not $Process.WaitForExit(5000)) { Stop-Process -Id $Process.Id }
-        $Process.Dispose()
-    }
-
-    # Points the cmdlets at a fresh copy of the sample root, directly (offline) or through the stand-in qubesd (live).
-    function Use-TestBackend([string] $Backend) {
-        $script:root = New-TestRoot
-        $script:server = $null
-        if ($Backend -eq 'live') {
-            $script:socket = Join-Path $TestDrive ('q' + [guid]::NewGuid().ToString('N').Substring(0, 8) + '.sock')
-            $script:callLog = "$($script:socket).log"
-            $script:server = Start-TestQubesd -Root $script:root -Socket $script:socket -Log $script:callLog
-            $env:QUBESFW_ROOT = $null
-            $env:QUBESFW_QUBESD_SOCKET = $script:socket
-        }
-        else {
-            $env:QUBESFW_ROOT = $script:root
-        }
-        $script:root
-    }
-
-    function Reset-TestBackend {
-        Stop-TestQubesd $script:server
-        $script:server = $null
-        $env:QUBESFW_QUBESD_SOCKET = $null
-        $env:QUBESFW_ROOT = $null
-    }
-
-    function Get-RootHash([string] $Root) {
-        Get-ChildItem $Root -Recurse -File | Where-Object Name -notlike '*.lock' | Sort-Object FullName |
-            ForEach-Object { '{0} {1}' -f $_.FullName, (Get-FileHash $_.FullName -Algorithm SHA256).Hash }
-    }
+    . (Join-Path $PSScriptRoot 'TestBackend.ps1')
 }
 
 Describe 'Get-Qube (<Backend>)' -ForEach @(@{ Backend = 'offline' }, @{ Backend = 'live' }) {

@@ -3,63 +3,7 @@
 BeforeAll {
     $modulePath = if ($env:QUBESFW_TEST_MODULE) { $env:QUBESFW_TEST_MODULE } else { Join-Path $PSScriptRoot '../../out/QubesFirewall/QubesFirewall.psd1' }
     Import-Module $modulePath -Force
-    $script:SampleRoot = Join-Path $PSScriptRoot '../../examples/qubes-root'
-
-    function New-TestRoot {
-        $path = Join-Path $TestDrive ([guid]::NewGuid().ToString('N').Substring(0, 8))
-        # Copy-Item -Recurse takes about 2 s per copy on Linux; this takes milliseconds and keeps the modes
-        [Microsoft.VisualBasic.FileIO.FileSystem]::CopyDirectory($script:SampleRoot, $path)
-        $path
-    }
-
-    function Start-TestQubesd([string] $Root, [string] $Socket) {
-        $dll = $env:QUBESFW_TEST_QUBESD
-        if (-not $dll -or -not (Test-Path $dll)) {
-            $dll = Get-ChildItem (Join-Path $PSScriptRoot '../../tools/TestQubesd/bin') -Recurse -Filter TestQubesd.dll -ErrorAction SilentlyContinue |
-                Sort-Object LastWriteTime -Descending | Select-Object -First 1 -ExpandProperty FullName
-        }
-        if (-not $dll) { throw 'TestQubesd.dll is not built: run build.ps1 -Task Build first.' }
-        $start = [System.Diagnostics.ProcessStartInfo]::new('dotnet')
-        foreach ($a in @($dll, $Root, $Socket)) { $start.ArgumentList.Add($a) }
-        $start.RedirectStandardInput = $true
-        $start.RedirectStandardOutput = $true
-        $start.UseShellExecute = $false
-        $process = [System.Diagnostics.Process]::Start($start)
-        $deadline = (Get-Date).AddSeconds(20)
-        while (-not (Test-Path $Socket)) {
-            if ($process.HasExited) { throw "TestQubesd exited with code $($process.ExitCode)" }
-            if ((Get-Date) -gt $deadline) { Stop-Process -Id $process.Id; throw 'TestQubesd did not start within 20 s' }
-            Start-Sleep -Milliseconds 50
-        }
-        $process
-    }
-
-    function Use-TestBackend([string] $Backend) {
-        $script:root = New-TestRoot
-        $script:server = $null
-        if ($Backend -eq 'live') {
-            $socket = Join-Path $TestDrive ('t' + [guid]::NewGuid().ToString('N').Substring(0, 8) + '.sock')
-            $script:server = Start-TestQubesd -Root $script:root -Socket $socket
-            $env:QUBESFW_ROOT = $null
-            $env:QUBESFW_QUBESD_SOCKET = $socket
-            $env:QUBESFW_DOM0_ROOT = Join-Path $script:root 'qubesfirewall-state/dom0'
-        }
-        else {
-            $env:QUBESFW_ROOT = $script:root
-        }
-    }
-
-    function Reset-TestBackend {
-        if ($script:server) {
-            $script:server.StandardInput.Close()
-            if (-not $script:server.WaitForExit(5000)) { Stop-Process -Id $script:server.Id }
-            $script:server.Dispose()
-            $script:server = $null
-        }
-        $env:QUBESFW_QUBESD_SOCKET = $null
-        $env:QUBESFW_DOM0_ROOT = $null
-        $env:QUBESFW_ROOT = $null
-    }
+    . (Join-Path $PSScriptRoot 'TestBackend.ps1')
 
     function Get-PolicyLines {
         $file = Join-Path $script:root 'qubesfirewall-state/dom0/etc/qubes/policy.d/70-qubesfirewall.policy'
@@ -78,7 +22,7 @@ Describe 'qubes.ConnectTCP bindings (<Backend>)' -ForEach @(@{ Backend = 'offlin
         $b.From | Should -Be 'personal'
         $b.Permanent | Should -BeFalse
         $b.Command | Should -Be 'qvm-connect-tcp 5432:@default:5432'
-        (Get-Qube personal).Features['qubesfirewall.tcp.work.5432'] | Should -Be 'localport=5432 permanent=no'
+        (Get-Qube personal).Features['qubesfirewall.tcp.work.5432'] | Should -Be 'uuid=30f0be04-363a-548e-b2e8-c23ae627912a localport=5432 permanent=no' # bound to personal's uuid
         $lines = @(Get-PolicyLines)
         $lines.Count | Should -Be 1
         $lines[0] | Should -Be @('qubes.ConnectTCP', '+5432', 'personal', '@default', 'allow', 'target=work')

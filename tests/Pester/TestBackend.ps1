@@ -1,5 +1,5 @@
-# Helpers dot-sourced by Repair.Tests.ps1, IPv6.Tests.ps1 and Audit.Tests.ps1 (in their BeforeAll):
-# a fresh copy of the sample root, used directly (offline) or served by the stand-in qubesd (live).
+# Helpers every Pester file dot-sources in its BeforeAll: a fresh copy of the sample root, used directly
+# (offline) or served by the stand-in qubesd (live), and small readers of what the cmdlets wrote.
 
 $script:SampleRoot = Join-Path $PSScriptRoot '../../examples/qubes-root'
 
@@ -58,6 +58,8 @@ function Use-TestBackend([string] $Backend, [hashtable] $PowerStates = @{}) {
         $script:server = Start-TestQubesd -Root $script:root -Socket $script:socket -Log $script:callLog
         $env:QUBESFW_ROOT = $null
         $env:QUBESFW_QUBESD_SOCKET = $script:socket
+        # dom0's own files (the qrexec policy) go to the copy, never to this machine's /etc
+        $env:QUBESFW_DOM0_ROOT = Join-Path $script:root 'qubesfirewall-state/dom0'
     }
     else {
         $env:QUBESFW_ROOT = $script:root
@@ -70,10 +72,38 @@ function Reset-TestBackend {
     Stop-TestQubesd $script:server
     $script:server = $null
     $env:QUBESFW_QUBESD_SOCKET = $null
+    $env:QUBESFW_DOM0_ROOT = $null
     $env:QUBESFW_ROOT = $null
 }
 
 # The calls the stand-in qubesd logged (live only), e.g. 'admin.vm.property.Set+netvm work'.
 function Get-TestCalls {
     if ($script:callLog -and (Test-Path $script:callLog)) { Get-Content $script:callLog } else { @() }
+}
+
+# A file inside a qube, as the offline root keeps it in its state folder: the path, or the text ($null if absent).
+function Get-StateFilePath([string] $Qube, [string] $Path) {
+    Join-Path $env:QUBESFW_ROOT "qubesfirewall-state/$Qube/$($Path.TrimStart('/'))"
+}
+
+function Get-StateFile([string] $Qube, [string] $Path) {
+    $file = Get-StateFilePath $Qube $Path
+    if (Test-Path -LiteralPath $file) { Get-Content -LiteralPath $file -Raw }
+}
+
+# qvm-features on the offline copy, through the module's own offline backend (as qubesd stores features in qubes.xml).
+function Set-TestFeature([string] $Qube, [string] $Name, [string] $Value) {
+    $backend = [QubesFirewall.Engine.Backends.OfflineRoot]::new($env:QUBESFW_ROOT, $null)
+    try { $backend.SetFeature($Qube, $Name, $Value) } finally { $backend.Dispose() }
+}
+
+function Remove-TestFeature([string] $Qube, [string] $Name) {
+    $backend = [QubesFirewall.Engine.Backends.OfflineRoot]::new($env:QUBESFW_ROOT, $null)
+    try { $backend.RemoveFeature($Qube, $Name) } finally { $backend.Dispose() }
+}
+
+# Every file of a root with its hash (locks left out): equal before and after means nothing was written.
+function Get-RootHash([string] $Root) {
+    Get-ChildItem $Root -Recurse -File | Where-Object Name -notlike '*.lock' | Sort-Object FullName |
+        ForEach-Object { '{0} {1}' -f $_.FullName, (Get-FileHash $_.FullName -Algorithm SHA256).Hash }
 }

@@ -45,6 +45,8 @@ public sealed class CrashConsistencyTests(ITestOutputHelper output) : IDisposabl
             output.WriteLine($"{CrashWrites.KindText(r.Kind),-18} runs {r.Runs}, killed inside a write {r.KilledInsideAWrite} ({r.KilledAfterTempAppeared} just after its temporary file appeared), temp files left by kills {r.TempFilesLeftByKills} (at most {r.MaxTempFilesSeen} at once), versions written {r.Versions}, corrupt files {r.Corrupt}, {r.Elapsed.TotalSeconds:0.0} s");
         output.WriteLine($"total: {reports.Sum(r => r.Runs)} kill -9 runs, {reports.Sum(r => r.Corrupt)} corrupt files, {watch.Elapsed.TotalSeconds:0.0} s");
         Assert.All(reports, r => Assert.Equal(0, r.Corrupt));
+        // A dead writer's temporary file is removed by the next write, so kills never pile them up.
+        Assert.All(reports, r => Assert.True(r.MaxTempFilesSeen <= 1, $"{r.Kind}: {r.MaxTempFilesSeen} temporary files at once"));
         Assert.True(reports.Sum(r => r.Runs) >= 4 * RunsPerKind);
         // Nearly every kill must have landed inside a write (between "begin" and "done").
         Assert.All(reports, r => Assert.True(r.KilledInsideAWrite >= r.Runs * 9 / 10, $"{r.Kind}: only {r.KilledInsideAWrite} of {r.Runs} kills landed inside a write"));

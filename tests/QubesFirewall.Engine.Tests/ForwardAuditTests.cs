@@ -150,19 +150,13 @@ public sealed class ForwardAuditTests : IDisposable
         Assert.Equal("sys-net:/rw/config/qubes-firewall-user-script holds port forward rules for tcp/443 to 'work' (2 rules), but no declaration gives it (no feature qubesfirewall.forward.tcp.443 on work): " +
             "they open the port at sys-net's next start, and Get-QubePortForward does not show it.", findings[0].Message);
         var fix = findings[0].Fix!;
-        // derived from the file's content: the fix removes the lines, it never opens anything (no Add-QubePortForward)
-        Assert.StartsWith("Remove the lines with comment \"tcp/443 to work\" from the module's managed block of sys-net:/rw/config/qubes-firewall-user-script", fix);
-        Assert.Contains("Export-QubeFirewallScript -VMName sys-net", fix);
+        // derived from the file's content: the fix rebuilds the files, it never opens anything (no Add-QubePortForward)
+        Assert.StartsWith("Remove-QubePortForward -VMName work -Port 443 -Protocol Tcp -Confirm:$false", fix);
         Assert.All(findings, f => Assert.DoesNotContain("Add-Qube", f.Fix));
 
-        // the fix, by hand: the lines go, and the audit is clean
-        foreach (var (qube, file) in new[] { ("sys-net", ForwardPersistence.FirewallUserScript), ("sys-firewall", ForwardPersistence.FirewallUserScript) })
-        {
-            var storage = ForwardPersistence.StorageOf(_root.Backend.GetInventory(), _root.Backend.GetInventory().Get(qube)).Name;
-            var content = _root.Backend.ReadQubeFile(storage, file)!;
-            var kept = string.Join("\n", content.Split('\n').Where(l => !l.Contains("comment \"tcp/443 to work\"", StringComparison.Ordinal)));
-            _root.Backend.WriteQubeFile(storage, file, kept, ManagedBlock.FileMode);
-        }
+        // the fix, through the planner: the leftover rules go, nothing else changes
+        Remove("work", ForwardProtocol.Tcp, 443);
+        Assert.Null(ManagedBlock.Extract(_root.Backend.ReadQubeFile("sys-net", ForwardPersistence.FirewallUserScript)));
         Assert.Empty(Audit("work"));
     }
 

@@ -53,7 +53,7 @@ public sealed class PortForwardCmdletTests : IDisposable
         var run = Run("Add-QubePortForward work 8443 -TargetPort 443 -AllowFrom 203.0.113.0/24 -Force -Verbose -Confirm:$false");
         run.AssertNoErrors();
         var plan = Assert.Single(run.Verbose, v => v.StartsWith("Add port forward tcp/8443 -> work:443 (sys-net -> sys-firewall -> work):", StringComparison.Ordinal));
-        Assert.Contains("1. work: set feature qubesfirewall.forward.tcp.8443 = 'target=443 type=external allow=203.0.113.0/24'", plan);
+        Assert.Contains("1. work: set feature qubesfirewall.forward.tcp.8443 = 'uuid=cf61609e-57bb-57dc-ad09-54ed6950a50b target=443 type=external allow=203.0.113.0/24'", plan);
         Assert.Contains("work: write /rw/config/rc.local", plan);
         Assert.Contains("default-dvm: write /rw/config/qubes-firewall-user-script for sys-firewall", plan);
         Assert.Contains("sys-net: run as root: nft -a list table ip qubes, then one nft -f - transaction", plan);
@@ -188,7 +188,7 @@ public sealed class PortForwardCmdletTests : IDisposable
         Assert.Equal(Fqid("QubeNotFound", "GetQubePortForward"), Assert.Single(Run("Get-QubePortForward nosuch").Errors).FullyQualifiedErrorId);
 
         var xml = Path.Combine(_root.Path, "qubes.xml");
-        File.WriteAllText(xml, File.ReadAllText(xml).Replace("<feature name=\"qubesfirewall.forward.tcp.443\">target=443", "<feature name=\"qubesfirewall.forward.tcp.443\">target=99999", StringComparison.Ordinal));
+        File.WriteAllText(xml, File.ReadAllText(xml).Replace("target=443 type=external allow=10.0.0.0/8", "target=99999 type=external allow=10.0.0.0/8", StringComparison.Ordinal));
         var run = Run("Get-QubePortForward");
         Assert.Equal(Fqid("InvalidPortForwardFeature", "GetQubePortForward"), Assert.Single(run.Errors).FullyQualifiedErrorId);
         Assert.Contains("Remove-QubePortForward -VMName work -Port 443", run.Errors[0].ToString());

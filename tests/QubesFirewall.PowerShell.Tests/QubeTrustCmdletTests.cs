@@ -93,6 +93,7 @@ public sealed class QubeTrustCmdletTests : IDisposable
         SysNetAnswers300MB();
         var run = Run("Add-QubePortForward work 443 -AllowFrom 192.168.1.0/24 -Force -PassThru");
         var error = Assert.Single(run.Errors);
+        _output.WriteLine(error.ToString());
         Assert.Equal(Fqid("QubeAnswerTooLarge", "AddQubePortForward"), error.FullyQualifiedErrorId);
         Assert.Contains($"'sys-net' answered more than 1 MiB on its output when asked to read {FwScript}", error.ToString());
         Assert.Equal(0, _server.CountCalls("admin.vm.feature.Set"));
@@ -106,6 +107,7 @@ public sealed class QubeTrustCmdletTests : IDisposable
         SysNetAnswers300MB();
         var run = Run("Test-QubeFirewall -VMName sys-net");
         var finding = Assert.Single(run.Of<AuditFinding>(), f => f.Check == AuditChecks.CheckFailed);
+        _output.WriteLine($"{finding.Severity} {finding.Check}: {finding.Message} Fix: {finding.Fix}");
         Assert.Equal(AuditSeverity.Error, finding.Severity);
         Assert.Contains("'sys-net' answered more than 1 MiB", finding.Message);
         Assert.Contains(FwScript, finding.Message);
@@ -159,6 +161,7 @@ public sealed class QubeTrustCmdletTests : IDisposable
         var run = Run("Add-QubePortForward work 443 -AllowFrom 192.168.1.0/24 -Force -WhatIf");
         run.AssertNoErrors();
         var shown = string.Join("\n", run.Information);
+        _output.WriteLine(shown);
         Assert.Contains("# \\x1b]0;pwned\\x07\\x1b[2J\\x9broot@dom0:~# ", shown);
         Assert.DoesNotContain(shown, IsControl);
         Assert.Empty(Writes);
@@ -172,6 +175,7 @@ public sealed class QubeTrustCmdletTests : IDisposable
         run.AssertNoErrors();
         var hops = run.Of<PortForwardHopResult>().ToList();
         Assert.Equal(3, hops.Count);
+        _output.WriteLine(hops[0].Output);
         Assert.All(hops, h => Assert.Contains("\\x1b]0;owned\\x07\\x1b[2J\\x9broot@dom0:~# ", h.Output));
         Assert.All(hops, h => Assert.DoesNotContain(h.Output!, IsControl));
     }
@@ -183,6 +187,7 @@ public sealed class QubeTrustCmdletTests : IDisposable
         File.WriteAllText(Path.Combine(_dir, "nft-broken"), "sys-net\n");
         var run = Run("Remove-QubePortForward work 443 -Confirm:$false -PassThru; $?");
         var error = Assert.Single(run.Errors);
+        _output.WriteLine(error.ToString());
         Assert.Equal(Fqid("PortForwardPartiallyApplied", "RemoveQubePortForward"), error.FullyQualifiedErrorId);
         var message = error.ToString();
         Assert.Contains("sys-net (RollbackFailed)", message);

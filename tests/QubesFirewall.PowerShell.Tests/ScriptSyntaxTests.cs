@@ -12,13 +12,7 @@ public class ScriptSyntaxTests
         return data;
     }
 
-    private static IEnumerable<string> ScriptPaths()
-    {
-        foreach (var file in Directory.EnumerateFiles(Repo.Root, "*.ps1", SearchOption.AllDirectories)
-                     .Where(f => !f.Contains($"{Path.DirectorySeparatorChar}out{Path.DirectorySeparatorChar}") && !f.Contains($"{Path.DirectorySeparatorChar}bin{Path.DirectorySeparatorChar}") && !f.Contains($"{Path.DirectorySeparatorChar}obj{Path.DirectorySeparatorChar}"))
-                     .Order(StringComparer.Ordinal))
-            yield return Path.GetRelativePath(Repo.Root, file);
-    }
+    private static IEnumerable<string> ScriptPaths() => RepoFiles.Relative("*.ps1");
 
     [Theory]
     [MemberData(nameof(Scripts))]

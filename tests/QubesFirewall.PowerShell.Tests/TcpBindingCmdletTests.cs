@@ -53,7 +53,8 @@ public abstract class TcpBindingCmdletTests : IDisposable
         Assert.Equal("qubesfirewall-tcp-2222.socket", b.Unit);
         Assert.Equal("qubes.ConnectTCP\t+22\twork\t@default\tallow target=personal", b.PolicyLine);
 
-        Assert.Equal("localport=2222 permanent=yes", Run("(Get-Qube work).Features['qubesfirewall.tcp.personal.22']").Output.Single().BaseObject);
+        Assert.Equal("uuid=cf61609e-57bb-57dc-ad09-54ed6950a50b localport=2222 permanent=yes", // bound to work's uuid
+            Run("(Get-Qube work).Features['qubesfirewall.tcp.personal.22']").Output.Single().BaseObject);
         var allowed = Decide("work", 22);
         Assert.Equal(("allow", "personal", "70-qubesfirewall.policy"), (allowed.Outcome, allowed.Target, allowed.Rule!.File));
         Assert.Equal("deny", Decide("personal", 22).Outcome);
@@ -120,7 +121,7 @@ public abstract class TcpBindingCmdletTests : IDisposable
         var run = Run("Add-QubeTcpBinding work personal 22 -LocalPort 2222 -Permanent -Verbose -Confirm:$false");
         run.AssertNoErrors();
         var plan = Assert.Single(run.Verbose, v => v.StartsWith("Add qubes.ConnectTCP binding work -> personal:22", StringComparison.Ordinal));
-        Assert.Contains("1. work: set feature qubesfirewall.tcp.personal.22 = 'localport=2222 permanent=yes'", plan);
+        Assert.Contains("1. work: set feature qubesfirewall.tcp.personal.22 = 'uuid=cf61609e-57bb-57dc-ad09-54ed6950a50b localport=2222 permanent=yes'", plan);
         Assert.Contains("2. work: write /rw/config/rc.local", plan);
         Assert.Contains("3. work: run as root", plan);
         Assert.Contains("4. dom0: create /etc/qubes/policy.d/70-qubesfirewall.policy", plan);

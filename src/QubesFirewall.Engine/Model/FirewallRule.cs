@@ -1,5 +1,3 @@
-using System.Globalization;
-
 namespace QubesFirewall.Engine.Model;
 
 /// <summary>
@@ -108,6 +106,4 @@ public sealed record FirewallRule
     public string Text => RuleText.Format(this);
 
     public override string ToString() => Text;
-
-    public static string FormatExpire(long expire) => expire.ToString(CultureInfo.InvariantCulture);
 }

@@ -241,7 +241,7 @@ public sealed class ForwardPartsCheck : IAuditCheck
                 // Never skipped in silence: a file that cannot be read or judged is a finding. A qube answering what
                 // cannot be a hook file (too large, not a file mode) is an error; a halted qube only could not be asked.
                 var hostile = failure.Kind == FailureKind.InvalidData;
-                if (declared.Count > 0 || hostile || holder.Name == qube.Name)
+                if (declared.Count > 0 || hostile)
                     yield return new AuditFinding(hostile ? AuditSeverity.Error : AuditSeverity.Info, qube.Name, AuditChecks.CheckFailed, null,
                         $"The port forward parts in '{holder.Name}' could not be checked{(declared.Count == 0 ? " (nor whether it holds rules no declaration gives)" : "")}: {failure.Message}",
                         hostile
@@ -287,9 +287,9 @@ public sealed class ForwardPartsCheck : IAuditCheck
                         ? $"Remove-QubePortForward -VMName {qube.Name} -Port {port.ToString(CultureInfo.InvariantCulture)} -Protocol {protocol}, then add it again with Add-QubePortForward if you want it"
                         : other is not null
                             ? $"{ForwardAuditChecks.ReapplyCommand(inventory, other, data.Chains[(other.VMName, other.FeatureName)])} (re-applying a forward that crosses {holder.Name} rewrites its file from the declarations)"
-                            // derived from the file's content: never a command that opens anything, only what removes the lines
-                            : $"Remove the lines with comment \"{text} to {qube.Name}\" from the module's managed block of {where} " +
-                              $"(Export-QubeFirewallScript -VMName {holder.Name} prints what the declarations give '{holder.Name}'), then restart {holder.Name}";
+                            // derived from the file's content: never a command that opens anything; it rebuilds the files without the rules
+                            : $"Remove-QubePortForward -VMName {qube.Name} -Port {port.ToString(CultureInfo.InvariantCulture)} -Protocol {protocol} -Confirm:$false " +
+                              "(no declaration gives these rules: it rebuilds the file of every qube on the way from the declarations, without them; it opens nothing)";
                     yield return new AuditFinding(AuditSeverity.Error, qube.Name, ForwardAuditChecks.UndeclaredPart, null,
                         $"{where} holds port forward rules for {text} to '{qube.Name}' ({extra.ToString(CultureInfo.InvariantCulture)} rule{(extra == 1 ? "" : "s")}), but {why}: they open the port at {holder.Name}'s next start, and Get-QubePortForward does not show it.",
                         fix);

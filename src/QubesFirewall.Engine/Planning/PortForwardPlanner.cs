@@ -194,6 +194,7 @@ public static class PortForwardPlanner
                 "or open another port and translate it with -TargetPort. Nothing was changed.", forward);
         }
 
+        WarnStoredConflicts(inventory, others, warnings);
         CheckDisposables(inventory, chain, options.Force, warnings);
         CheckCustomPersist(inventory, chain, warnings);
         if (forward.Type == ForwardType.External && chain.Hops.Count > 2)
@@ -246,6 +247,26 @@ public static class PortForwardPlanner
     }
 
     /// <summary>
+    /// Conflicts already among the stored declarations (two forwards of one port through one network qube, e.g.
+    /// declarations written by hand or before they carried their qube's uuid): named in a warning, since this plan
+    /// does not create them and must not be refused for them (copies never count: they are not in <paramref name="stored"/>).
+    /// </summary>
+    private static void WarnStoredConflicts(QubesInventory inventory, IReadOnlyList<PortForward> stored, List<string> warnings)
+    {
+        var taken = new Dictionary<(string Hop, ForwardProtocol Protocol, int Port), PortForward>();
+        foreach (var f in stored)
+        {
+            if (!TryResolve(inventory, f, out var c, out _)) continue;
+            foreach (var hop in c!.HopNames)
+            {
+                if (!taken.TryAdd((hop, f.Protocol, f.Port), f) && taken[(hop, f.Protocol, f.Port)] is { } first)
+                    warnings.Add($"{f.ProtocolText}/{f.Port.ToString(CultureInfo.InvariantCulture)} is declared for both '{first.VMName}' ({first.FeatureName}) and '{f.VMName}' ({f.FeatureName}) through {hop}: " +
+                        $"a network qube passes a port to one qube only. Remove one of them (Remove-QubePortForward -VMName {f.VMName} -Port {f.Port.ToString(CultureInfo.InvariantCulture)} -Protocol {f.Protocol}).");
+            }
+        }
+    }
+
+    /// <summary>
     /// The qubes a change must reach, outermost first: each network qube (its rules are loaded now), and
     /// the qube keeping each file (for a disposable: its template, after the disposable itself).
     /// </summary>
@@ -280,6 +301,8 @@ public static class PortForwardPlanner
         var matching = PortForwardDeclaration.Read(target)
             .Where(d => PortForwardFeature.TryParseName(d.FeatureName, out var p, out var n, lenient: true) && p == protocol && n == port).ToList();
         var name = PortForwardFeature.NameFor(protocol, port);
+        if (matching.Count == 0 && PlanRemoveLeftovers(inventory, target, protocol, port, options, readFile, declarations) is { } leftovers)
+            return leftovers;
         if (matching.Count == 0)
             throw new QubesFirewallException("PortForwardNotFound", FailureKind.ObjectNotFound,
                 $"'{target.Name}' has no port forward {(protocol == ForwardProtocol.Tcp ? "tcp" : "udp")}/{port.ToString(CultureInfo.InvariantCulture)} (no feature {name}). Get-QubePortForward lists the declared ones.", name);
@@ -305,7 +328,9 @@ public static class PortForwardPlanner
         }
         else
         {
-            warnings.Add(removed is null
+            warnings.Add(removed is null && matching[0].Ownership == Trust.DeclarationOwnership.Copied
+                ? $"The declaration {matching[0].FeatureName} of {target.Name} was copied from another qube and never deployed: only the feature is removed."
+                : removed is null
                 ? $"The declaration {matching[0].FeatureName} of {target.Name} cannot be read, so the network qubes it crossed are unknown: only the feature is removed. Check the scripts of the network qubes (Export-QubeFirewallScript)."
                 : $"The network chain of {removed.Text} cannot be resolved now ({why}); only its declaration is removed. If the qube's netvm changed since the forward was added, the old network qubes still carry its rules until their scripts are rebuilt.");
             order.Add(target);
@@ -331,6 +356,49 @@ public static class PortForwardPlanner
         var counts = new Dictionary<string, int>(StringComparer.Ordinal);
         var steps = HopSteps(inventory, layout, before, order, readFile, options, warnings, counts).ToList();
         foreach (var d in matching) steps.Add(DeploymentStep.RemoveFeature(target.Name, d.FeatureName, d.FeatureValue));
+        return plan with { Steps = steps, Warnings = warnings.Distinct().ToList(), ForwardCounts = counts };
+    }
+
+    /// <summary>
+    /// Rules of a forward no feature declares any more, left in the hook files of the qubes on the target's way
+    /// (a declaration removed behind the module's back, a file restored from a backup): the plan rebuilds those
+    /// files from the declarations, so the rules go and nothing is opened. Null when no such file holds any.
+    /// </summary>
+    private static PortForwardPlan? PlanRemoveLeftovers(QubesInventory inventory, Qube target, ForwardProtocol protocol, int port, DeploymentOptions options,
+        Func<string, string, string?> readFile, IReadOnlyList<PortForwardDeclaration> declarations)
+    {
+        var text = $"{(protocol == ForwardProtocol.Tcp ? "tcp" : "udp")}/{port.ToString(CultureInfo.InvariantCulture)}";
+        var marker = $" comment \"{text} to {target.Name}\"";
+        var order = inventory.UpstreamOf(target.Name).Reverse().Append(target).ToList();
+        var holding = new List<Qube>();
+        foreach (var q in order)
+        {
+            string? body;
+            try { body = ManagedBlock.Extract(readFile(ForwardPersistence.StorageOf(inventory, q).Name, ForwardPersistence.HookPath(q))); }
+            catch (QubesFirewallException) { continue; }
+            if (body is not null && body.Contains(marker, StringComparison.Ordinal)) holding.Add(q);
+        }
+        if (holding.Count == 0) return null;
+        var warnings = new List<string>
+        {
+            $"No feature declares {text} to '{target.Name}', but the hook files of {string.Join(", ", holding.Select(q => q.Name))} hold its rules: they are rebuilt from the declarations, without them.",
+        };
+        var others = declarations.Where(d => d.Forward is not null).Select(d => d.Forward!).ToList();
+        var notRunning = QubeStarter.NotRunning(inventory, Reach(inventory, holding));
+        var plan = new PortForwardPlan
+        {
+            Operation = "Remove",
+            VMName = target.Name,
+            FeatureName = PortForwardFeature.NameFor(protocol, port),
+            Hops = holding.Where(q => q.Name != target.Name).Select(q => q.Name).ToList(),
+            Target = $"{text} -> {target.Name} (undeclared rules in {string.Join(", ", holding.Select(q => q.Name))})",
+            NotRunning = notRunning,
+        };
+        if (options.RequireRunning && notRunning.Count > 0)
+            return plan with { IsComplete = false, Warnings = warnings };
+        var layout = ForwardLayout.Build(inventory, others, warnings);
+        var counts = new Dictionary<string, int>(StringComparer.Ordinal);
+        var steps = HopSteps(inventory, layout, layout, holding, readFile, options, warnings, counts).ToList();
         return plan with { Steps = steps, Warnings = warnings.Distinct().ToList(), ForwardCounts = counts };
     }
 

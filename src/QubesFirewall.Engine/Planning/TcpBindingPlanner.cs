@@ -275,10 +275,6 @@ public static class TcpBindingPlanner
             .Select(d => new QubeTcpBinding(d))
             .ToList();
 
-    /// <summary>The dom0 policy file the declarations give (null: no binding, no file).</summary>
-    public static string? RenderPolicy(QubesInventory inventory) =>
-        QrexecPolicy.Render(TcpBindingDeclaration.ReadAll(inventory).Where(d => d.Binding is not null).Select(d => d.Binding!));
-
     // ------------------------------------------------------------------ apply
 
     /// <summary>

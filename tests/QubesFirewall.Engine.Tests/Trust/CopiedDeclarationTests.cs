@@ -1,9 +1,9 @@
-using System.Xml.Linq;
 using QubesFirewall.Engine.Formats;
 using QubesFirewall.Engine.Model;
 using QubesFirewall.Engine.Persistence;
 using QubesFirewall.Engine.Planning;
 using QubesFirewall.Engine.Trust;
+using QubesFirewall.Tests.Shared;
 
 namespace QubesFirewall.Engine.Tests.Trust;
 
@@ -22,27 +22,7 @@ public sealed class CopiedDeclarationTests : IDisposable
 
     private QubesInventory Inventory => _root.Backend.GetInventory();
 
-    /// <summary>What qvm-clone does in qubes.xml: the same properties and features, a new name, qid and uuid, no ip of its own.</summary>
-    private void Clone(string source, string clone, int qid)
-    {
-        var path = Path.Combine(_root.Path, "qubes.xml");
-        var doc = XDocument.Load(path);
-        var domain = doc.Descendants("domain").Single(d => d.Descendants("property").Any(p => (string?)p.Attribute("name") == "name" && p.Value == source));
-        var copy = new XElement(domain);
-        copy.SetAttributeValue("id", "domain-" + qid);
-        foreach (var p in copy.Element("properties")!.Elements("property").ToList())
-        {
-            switch ((string?)p.Attribute("name"))
-            {
-                case "name": p.Value = clone; break;
-                case "qid": p.Value = qid.ToString(System.Globalization.CultureInfo.InvariantCulture); break;
-                case "uuid": p.Value = Guid.NewGuid().ToString("D"); break;
-                case "ip" or "ip6" or "mac": p.Remove(); break;
-            }
-        }
-        domain.Parent!.Add(copy);
-        doc.Save(path);
-    }
+    private void Clone(string source, string clone, int qid) => QubeCloner.Clone(_root.Path, source, clone, qid);
 
     private void AddForward(PortForward f) => Assert.Null(PortForwardPlanner.Apply(_root.Backend, PortForwardPlanner.PlanAdd(_root.Backend, f, Options)).Failure);
 
