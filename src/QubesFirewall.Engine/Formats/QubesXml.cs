@@ -159,6 +159,18 @@ public static partial class QubesXml
 
         var syntheticDom0 = !byQid.ContainsKey(0) && !byName.ContainsKey("dom0");
 
+        // qubesd resolves a qube property (netvm, template) to a qube of the file when it loads it, and fails on
+        // one that names no qube; a chain through a qube that does not exist would mean nothing here either.
+        bool Exists(string name) => byName.ContainsKey(name) || (name == "dom0" && syntheticDom0);
+        foreach (var d in domains)
+            foreach (var reference in new[] { "netvm", "template" })
+                if (d.Properties.TryGetValue(reference, out var v) && v.Length > 0 && !Exists(v))
+                    throw new QubesFirewallException("InvalidQubesXml", FailureKind.InvalidData,
+                        $"{where}: the qube '{Printable(d.Name)}' (line {LineOf(d.Element)}) has {reference} '{Printable(v)}', which is no qube of the file. qubesd would not load it; fix the file (or restore it) before using this root.", d.Name);
+        if (globals.TryGetValue("default_netvm", out var globalNetVm) && globalNetVm.Length > 0 && !Exists(globalNetVm))
+            throw new QubesFirewallException("InvalidQubesXml", FailureKind.InvalidData,
+                $"{where}: default_netvm is '{Printable(globalNetVm)}', which is no qube of the file. qubesd would not load it; fix the file (or restore it) before using this root.", sourcePath);
+
         // Effective netvm, as qubesd's NetVMMixin.netvm: the property when set ("" = none), else the
         // class default: default_netvm for AppVM/StandaloneVM/DispVM (provides_network or not), none
         // for TemplateVM. AdminVM and RemoteVM have no netvm.

@@ -224,12 +224,7 @@ public sealed class ReaderFuzzTests(ITestOutputHelper output) : IDisposable
                 return;
             }
             loaded++;
-            foreach (var q in inventory.Qubes)
-            {
-                _ = (q.Name, q.NetVM, q.IP, q.IPv6, q.Template, q.Label, q.Class, q.ProvidesNetwork, q.DispId);
-                _ = q.Features.Count + q.Properties.Count + q.Tags.Count;
-                _ = inventory.UpstreamOf(q.Name).Count + inventory.ClientsOf(q.Name).Count;
-            }
+            AssertUsable(inventory, xml);
             // One in five: write a feature into what loaded (a locked atomic rewrite): done, or refused clearly.
             if (pick % 5 != 0 || inventory.Qubes.Count == 0) return;
             var qube = inventory.Qubes[pick % inventory.Qubes.Count].Name;
@@ -254,6 +249,35 @@ public sealed class ReaderFuzzTests(ITestOutputHelper output) : IDisposable
         output.WriteLine($"  loaded {loaded} of {n}; feature writes into what loaded: {writes} done, {refusedWrites} refused");
         Assert.InRange(loaded, 1, n - 1);
         Assert.True(writes > 0, "no feature write into a loaded file succeeded");
+    }
+
+    /// <summary>
+    /// What the reader returned, checked against the XML itself (read here with XDocument, not with the
+    /// reader under test): one qube per domain element with its name property, names unique and valid
+    /// Qubes names, every netvm, template and default_netvm a qube of the file, every address an address.
+    /// </summary>
+    private static void AssertUsable(QubesInventory inventory, string xml)
+    {
+        var names = System.Xml.Linq.XDocument.Parse(xml, System.Xml.Linq.LoadOptions.PreserveWhitespace).Descendants("domain")
+            .Select(d => d.Element("properties")?.Elements("property").FirstOrDefault(p => (string?)p.Attribute("name") == "name")?.Value
+                         ?? ((string?)d.Attribute("class") == "AdminVM" ? "dom0" : null)) // dom0 carries no name property
+            .ToList();
+        Assert.Equal(names, inventory.Qubes.Select(q => q.Name));
+        Assert.Equal(inventory.Qubes.Count, inventory.Qubes.Select(q => q.Name).Distinct(StringComparer.Ordinal).Count());
+        foreach (var q in inventory.Qubes)
+        {
+            Assert.True(QubesFirewall.Engine.Validation.QubeName.IsValid(q.Name) || q.Name == "dom0", $"qube name {Fuzz.Show(q.Name)}");
+            Assert.True(q.NetVM is null || inventory.Qubes.Any(o => o.Name == q.NetVM), $"{q.Name}: netvm {Fuzz.Show(q.NetVM)} is no qube");
+            Assert.True(q.Template is null || inventory.Qubes.Any(o => o.Name == q.Template), $"{q.Name}: template {Fuzz.Show(q.Template)} is no qube");
+            Assert.True(q.IP is null || System.Net.IPAddress.TryParse(q.IP, out var a) && a.AddressFamily == System.Net.Sockets.AddressFamily.InterNetwork && a.ToString() == q.IP,
+                $"{q.Name}: ip {Fuzz.Show(q.IP)}");
+            Assert.True(q.IPv6 is null || System.Net.IPAddress.TryParse(q.IPv6, out var b) && b.AddressFamily == System.Net.Sockets.AddressFamily.InterNetworkV6,
+                $"{q.Name}: ip6 {Fuzz.Show(q.IPv6)}");
+            _ = (q.Label, q.Class, q.ProvidesNetwork, q.DispId);
+            _ = q.Features.Count + q.Properties.Count + q.Tags.Count;
+            _ = inventory.UpstreamOf(q.Name).Count + inventory.ClientsOf(q.Name).Count;
+        }
+        Assert.True(inventory.DefaultNetVM is null || inventory.Qubes.Any(o => o.Name == inventory.DefaultNetVM), $"default_netvm {Fuzz.Show(inventory.DefaultNetVM)} is no qube");
     }
 
     // ------------------------------------------------------------------ declarations in qube features

@@ -48,6 +48,18 @@ public sealed class HostileQubesXmlTests
         Assert.DoesNotContain(ex.Message, c => c is < ' ' or '\x7f' or (>= '\x80' and <= '\x9f'));
     }
 
+    [Theory]
+    [InlineData("netvm", "Domain-0")]
+    [InlineData("netvm", "sys-gone")]
+    [InlineData("template", "fedora-99")]
+    public void A_reference_to_a_qube_the_file_does_not_hold_is_refused(string property, string value)
+    {
+        var ex = Assert.Throws<QubesFirewallException>(() => QubesXml.Parse(With("work", property, value), "qubes.xml"));
+        Assert.Equal("InvalidQubesXml", ex.ErrorId);
+        Assert.Contains($"the qube 'work' (line ", ex.Message);
+        Assert.Contains($"has {property} '{value}', which is no qube of the file", ex.Message);
+    }
+
     [Fact]
     public void A_newline_in_ip_is_shown_escaped()
     {
