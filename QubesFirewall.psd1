@@ -35,6 +35,11 @@
         'Install-QubeFirewallAgent'
         'Test-QubeFirewallAgent'
         'Uninstall-QubeFirewallAgent'
+        'Get-QubeNetwork'
+        'Show-QubeNetwork'
+        'Export-QubeNetworkConfiguration'
+        'Test-QubeNetworkConfiguration'
+        'Invoke-QubeNetworkConfiguration'
     )
     FunctionsToExport    = @()
     AliasesToExport      = @()

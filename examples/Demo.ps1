@@ -44,7 +44,12 @@ Show-DemoStep 'forward' { Add-QubePortForward work 8443 -AllowFrom 192.168.1.0/2
 Show-DemoStep 'forwards' { Get-QubePortForward }
 Show-DemoStep 'link' { Enable-QubeInterVmNetwork -From work -To personal -Port 5432 -Force -PassThru -WarningAction SilentlyContinue }
 Show-DemoStep 'audit' { Test-QubeFirewall work, untrusted | Format-Table Severity, VMName, Check, Message -Wrap }
+Show-DemoStep 'picture' { Show-QubeNetwork }
+$file = Join-Path $root 'work.psd1'
+Show-DemoStep 'as code' { Export-QubeNetworkConfiguration -VMName work -Path $file; Get-Content $file | Select-Object -Skip 2 }
 Show-DemoStep 'undo' { Disable-QubeInterVmNetwork -From work -To personal -Port 5432 -Confirm:$false; Remove-QubePortForward work 8443 -Confirm:$false; Get-QubePortForward; Get-QubeInterVmNetwork }
+Show-DemoStep 'drift' { Test-QubeNetworkConfiguration $file | Format-Table VMName, Kind, Item, Expected, Actual -Wrap }
+Show-DemoStep 'back as the file says' { Invoke-QubeNetworkConfiguration $file -Force -Confirm:$false -WarningAction SilentlyContinue; Test-QubeNetworkConfiguration $file; Show-QubeNetwork }
 
 if ($KeepRoot) { Write-Host "`nThe root stays at $root (`$env:QUBESFW_ROOT = '$root')." -ForegroundColor Green }
 else { Remove-Item -Recurse -Force $root }

@@ -35,7 +35,7 @@ Describe 'Admin API calls of each command' {
         $script:actual = [ordered]@{}
         foreach ($s in $script:expected) {
             Set-Content $script:callLog -Value $null -NoNewline
-            Invoke-Expression $s.Command -ErrorAction Stop -WarningAction SilentlyContinue | Out-Null
+            & { $ErrorActionPreference = 'Stop'; $WarningPreference = 'SilentlyContinue'; & ([scriptblock]::Create($s.Command)) | Out-Null }
             $script:actual[$s.Command] = @(Get-TestCalls | Where-Object { $_ } | Group-Object | Sort-Object Name | ForEach-Object { "$($_.Count) $($_.Name)" })
         }
     }

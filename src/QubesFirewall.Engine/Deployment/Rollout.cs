@@ -20,6 +20,8 @@ public enum DeploymentStepKind
     RemoveDom0File,
     /// <summary>Add or remove rules of a qube's own Qubes firewall (an inter-qube link's accept for its destination).</summary>
     EditFirewall,
+    /// <summary>Set a qube property (null value: reset it to its default), such as netvm; a rollback restores the previous value.</summary>
+    SetProperty,
 }
 
 /// <summary>
@@ -74,6 +76,11 @@ public sealed record DeploymentStep
     /// <summary>For <see cref="DeploymentStepKind.EditFirewall"/>: the planned rule-list change; a rollback applies its inverse.</summary>
     public Planning.FirewallChange? Firewall { get; init; }
 
+    /// <summary>For <see cref="DeploymentStepKind.SetProperty"/>: the property, its new value (null: reset to default) and its value before (null: it was at its default).</summary>
+    public string? PropertyName { get; init; }
+    public string? PropertyValue { get; init; }
+    public string? PreviousPropertyValue { get; init; }
+
     /// <summary>Short words for rollback reports: <c>/rw/config/rc.local of work</c>.</summary>
     public string Subject => Kind switch
     {
@@ -81,6 +88,7 @@ public sealed record DeploymentStep
         DeploymentStepKind.WriteFile => $"{Path} of {VMName}",
         DeploymentStepKind.RunScript => $"the rules running in {VMName}",
         DeploymentStepKind.EditFirewall => $"the Qubes firewall of {VMName}",
+        DeploymentStepKind.SetProperty => $"property {PropertyName} of {VMName}",
         _ => $"dom0's {Path}",
     };
 
@@ -376,6 +384,10 @@ public static class Rollout
                     if (step.Firewall!.Edit.IsEmpty) return (Done(DeploymentStepStatus.Unchanged, "Already up to date."), false);
                     Planning.FirewallPlanner.Apply(backend, step.Firewall);
                     return (Done(DeploymentStepStatus.Applied, $"Changed {step.Subject}."), true);
+                case DeploymentStepKind.SetProperty:
+                    if (step.PropertyValue is null) backend.ResetProperty(step.VMName, step.PropertyName!);
+                    else backend.SetProperty(step.VMName, step.PropertyName!, step.PropertyValue);
+                    return (Done(DeploymentStepStatus.Applied, $"Set {step.Subject}."), true);
                 default:
                     throw new InvalidOperationException(step.Kind.ToString());
             }
@@ -415,6 +427,10 @@ public static class Rollout
                 case DeploymentStepKind.EditFirewall:
                     var inverse = Planning.FirewallPlanner.Inverse(step.Firewall!);
                     if (!inverse.IsEmpty) backend.ApplyFirewallEdit(step.VMName, inverse, backend.GetFirewall(step.VMName));
+                    break;
+                case DeploymentStepKind.SetProperty:
+                    if (step.PreviousPropertyValue is null) backend.ResetProperty(step.VMName, step.PropertyName!);
+                    else backend.SetProperty(step.VMName, step.PropertyName!, step.PreviousPropertyValue);
                     break;
                 case DeploymentStepKind.RunScript:
                     if (step.PreviousScript is null) break;

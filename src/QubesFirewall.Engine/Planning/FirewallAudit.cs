@@ -227,7 +227,7 @@ public static partial class FirewallAudit
     }
 
     /// <summary>True when the list lets everything through anyway: accept rules up to a lasting accept-all.</summary>
-    private static bool RestrictsNothing(IReadOnlyList<FirewallRule> visible)
+    internal static bool RestrictsNothing(IReadOnlyList<FirewallRule> visible)
     {
         foreach (var rule in visible)
         {
