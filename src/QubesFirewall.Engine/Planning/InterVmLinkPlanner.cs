@@ -542,6 +542,19 @@ public static class InterVmLinkPlanner
             FirewallChange change;
             if (adding)
             {
+                // A link's IPv6 half left over from when IPv6 was on along it (Set-QubeIPv6 plans links again when it
+                // turns off): the link's own comment, protocol and ports, an IPv6 host, and the link has no IPv6 now.
+                var stale = visible.Select((r, i) => (r, i))
+                    .Where(x => group.Any(l => !l.HasIPv6 && x.r.Comment == RuleComment(l.Link) && x.r.DstHost?.Kind == HostKind.IPv6
+                                              && FirewallRules(l).Any(w => w.Protocol == x.r.Protocol && w.DstPorts == x.r.DstPorts)))
+                    .Select(x => (x.i, (string?)x.r.Text)).ToList();
+                if (stale.Count > 0)
+                {
+                    var removal = FirewallPlanner.PlanRemove(snapshot, vm, stale, now);
+                    yield return FirewallStep(vm, removal, "remove from");
+                    snapshot = snapshot with { Rules = removal.Preview.Rules };
+                    texts = FirewallPlanner.Visible(snapshot, now).Select(r => r.Text).ToList();
+                }
                 var missing = wanted.Where(r => !texts.Contains(r.Text)).ToList();
                 if (missing.Count == 0) continue;
                 change = FirewallPlanner.PlanInsert(snapshot, vm, missing.Select(r => new RuleInsertion(r)).ToList(), now);
@@ -554,16 +567,21 @@ public static class InterVmLinkPlanner
                 if (targets.Count == 0) continue;
                 change = FirewallPlanner.PlanRemove(snapshot, vm, targets, now);
             }
-            var lines = change.Steps.Where(s => !s.Action.StartsWith("Keep", StringComparison.Ordinal)).ToList();
-            yield return new DeploymentStep
-            {
-                Kind = DeploymentStepKind.EditFirewall,
-                VMName = vm,
-                ForQube = vm,
-                Firewall = change,
-                Description = $"{vm}: {(adding ? "add to" : "remove from")} its Qubes firewall: {string.Join("; ", lines.Select(s => s.Target[(vm.Length + 2)..] + " (" + s.Action.ToLowerInvariant() + ")"))}",
-            };
+            yield return FirewallStep(vm, change, adding ? "add to" : "remove from");
         }
+    }
+
+    private static DeploymentStep FirewallStep(string vm, FirewallChange change, string verb)
+    {
+        var lines = change.Steps.Where(s => !s.Action.StartsWith("Keep", StringComparison.Ordinal)).ToList();
+        return new DeploymentStep
+        {
+            Kind = DeploymentStepKind.EditFirewall,
+            VMName = vm,
+            ForQube = vm,
+            Firewall = change,
+            Description = $"{vm}: {verb} its Qubes firewall: {string.Join("; ", lines.Select(s => s.Target[(vm.Length + 2)..] + " (" + s.Action.ToLowerInvariant() + ")"))}",
+        };
     }
 
     private static void CheckDisposables(QubesInventory inventory, IReadOnlyList<ResolvedLink> links, bool force, List<string> warnings)
