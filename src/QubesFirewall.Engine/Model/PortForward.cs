@@ -386,28 +386,8 @@ public sealed record PortForwardDeclaration(string VMName, string FeatureName, s
     {
         foreach (var (name, value) in qube.FeaturesNamed(PortForwardFeature.IsForwardFeature))
         {
-            PortForward? forward = null;
-            var (uuid, rest, problem) = Trust.DeclarationOwner.Split(value);
-            if (problem is not null) problem = $"The port forward feature '{RuleGrammar.Printable(name)}' cannot be read: {problem}.";
-            else
-            {
-                try
-                {
-                    forward = PortForwardFeature.Parse(qube.Name, name, rest);
-                }
-                catch (QubesFirewallException ex)
-                {
-                    problem = ex.Message;
-                }
-            }
-            var ownership = Trust.DeclarationOwner.Of(qube, uuid);
-            if (forward is not null && ownership == Trust.DeclarationOwnership.Copied)
-            {
-                problem = Trust.DeclarationOwner.CopiedProblem(qube, name, uuid!, Trust.DeclarationOwner.Fixes(forward));
-                yield return new PortForwardDeclaration(qube.Name, name, value, null, problem) { Ownership = ownership, Declared = forward };
-                continue;
-            }
-            yield return new PortForwardDeclaration(qube.Name, name, value, forward, problem) { Ownership = ownership, Declared = forward };
+            var read = Trust.DeclarationOwner.Read(qube, name, value, "port forward", rest => PortForwardFeature.Parse(qube.Name, name, rest), Trust.DeclarationOwner.Fixes);
+            yield return new PortForwardDeclaration(qube.Name, name, value, read.InForce, read.Problem) { Ownership = read.Ownership, Declared = read.Declared };
         }
     }
 }

@@ -208,28 +208,8 @@ public sealed record TcpBindingDeclaration(string From, string FeatureName, stri
     {
         foreach (var (name, value) in qube.FeaturesNamed(TcpBindingFeature.IsBindingFeature))
         {
-            TcpBinding? binding = null;
-            var (uuid, rest, problem) = Trust.DeclarationOwner.Split(value);
-            if (problem is not null) problem = $"The qubes.ConnectTCP binding feature '{RuleGrammar.Printable(name)}' cannot be read: {problem}.";
-            else
-            {
-                try
-                {
-                    binding = TcpBindingFeature.Parse(qube.Name, name, rest);
-                }
-                catch (QubesFirewallException ex)
-                {
-                    problem = ex.Message;
-                }
-            }
-            var ownership = Trust.DeclarationOwner.Of(qube, uuid);
-            if (binding is not null && ownership == Trust.DeclarationOwnership.Copied)
-            {
-                problem = Trust.DeclarationOwner.CopiedProblem(qube, name, uuid!, Trust.DeclarationOwner.Fixes(binding));
-                yield return new TcpBindingDeclaration(qube.Name, name, value, null, problem) { Ownership = ownership, Declared = binding };
-                continue;
-            }
-            yield return new TcpBindingDeclaration(qube.Name, name, value, binding, problem) { Ownership = ownership, Declared = binding };
+            var read = Trust.DeclarationOwner.Read(qube, name, value, "qubes.ConnectTCP binding", rest => TcpBindingFeature.Parse(qube.Name, name, rest), Trust.DeclarationOwner.Fixes);
+            yield return new TcpBindingDeclaration(qube.Name, name, value, read.InForce, read.Problem) { Ownership = read.Ownership, Declared = read.Declared };
         }
     }
 }

@@ -56,6 +56,31 @@ public static partial class DeclarationOwner
         : Normalize(qube.Uuid) is not { } own || own == storedUuid ? DeclarationOwnership.Bound
         : DeclarationOwnership.Copied;
 
+    /// <summary>
+    /// Reads one declaration feature of <paramref name="qube"/> (a port forward, a binding): splits off the uuid,
+    /// parses the rest with <paramref name="parse"/>, and keeps a copy out of force. <c>InForce</c> is what is
+    /// deployed (null: unreadable or copied), <c>Declared</c> what the words say (also for a copy).
+    /// </summary>
+    public static (T? InForce, T? Declared, string? Problem, DeclarationOwnership Ownership) Read<T>(Qube qube, string featureName, string value,
+        string kind, Func<string, T> parse, Func<T, (string Adopt, string Remove)> fixes) where T : class
+    {
+        var (uuid, rest, problem) = Split(value);
+        var ownership = Of(qube, uuid);
+        if (problem is not null) return (null, null, $"The {kind} feature '{RuleGrammar.Printable(featureName)}' cannot be read: {problem}.", ownership);
+        T declared;
+        try
+        {
+            declared = parse(rest);
+        }
+        catch (QubesFirewallException ex)
+        {
+            return (null, null, ex.Message, ownership);
+        }
+        return ownership == DeclarationOwnership.Copied
+            ? (null, declared, CopiedProblem(qube, featureName, uuid!, fixes(declared)), ownership)
+            : (declared, declared, null, ownership);
+    }
+
     /// <summary>The Problem of a copied declaration: what it is, and the two fixes.</summary>
     public static string CopiedProblem(Qube qube, string featureName, string storedUuid, (string Adopt, string Remove) fixes) => CopiedProblem(qube, featureName, storedUuid, fixes.Adopt, fixes.Remove);
 
