@@ -238,6 +238,17 @@ public static class PortForwardPlanner
         // the declaration carries the target's uuid, so a copy (qvm-clone, restore) is recognised and never deployed
         var value = Trust.DeclarationOwner.Bind(chain.Target.Uuid, forward.FeatureValue);
         var operation = existing is null ? "Add" : existing.FeatureValue == value ? "Reapply" : "Update";
+        var basePlan = new PortForwardPlan
+        {
+            Operation = operation,
+            Forward = forward,
+            Previous = previous,
+            VMName = forward.VMName,
+            FeatureName = forward.FeatureName,
+            Hops = chain.HopNames.ToList(),
+            Target = $"{forward.Text} ({chain.Path})",
+            AddressFamilies = NftForwardScript.FamilyText(NftForwardScript.Families(chain)),
+        };
         if (viaAgent)
         {
             // the declaration first, then the keys of every qube: a failure half way takes the declaration back too
@@ -245,16 +256,8 @@ public static class PortForwardPlanner
             var agentSteps = new List<DeploymentStep>();
             if (DeploymentStep.SetFeature(forward.VMName, forward.FeatureName, value, existing?.FeatureValue) is { } declaration) agentSteps.Add(declaration);
             agentSteps.AddRange(AgentDelivery.KeySteps(inventory, AgentDelivery.WithFeature(inventory, forward.VMName, forward.FeatureName, value), generations, warnings));
-            return new PortForwardPlan
+            return basePlan with
             {
-                Operation = operation,
-                Forward = forward,
-                Previous = previous,
-                VMName = forward.VMName,
-                FeatureName = forward.FeatureName,
-                Hops = chain.HopNames.ToList(),
-                Target = $"{forward.Text} ({chain.Path})",
-                AddressFamilies = NftForwardScript.FamilyText(NftForwardScript.Families(chain)),
                 Steps = agentSteps,
                 ViaAgent = true,
                 AgentGenerations = generations,
@@ -273,18 +276,7 @@ public static class PortForwardPlanner
 
         var outermostFirst = chain.Hops.Select(h => h.Qube).Append(chain.Target).Concat(order.Skip(chain.Hops.Count + 1)).ToList();
         var notRunning = QubeStarter.NotRunning(inventory, Reach(inventory, outermostFirst));
-        var plan = new PortForwardPlan
-        {
-            Operation = operation,
-            Forward = forward,
-            Previous = previous,
-            VMName = forward.VMName,
-            FeatureName = forward.FeatureName,
-            Hops = chain.HopNames.ToList(),
-            Target = $"{forward.Text} ({chain.Path})",
-            AddressFamilies = NftForwardScript.FamilyText(NftForwardScript.Families(chain)),
-            NotRunning = notRunning,
-        };
+        var plan = basePlan with { NotRunning = notRunning };
         if (options.RequireRunning && notRunning.Count > 0)
             return plan with { IsComplete = false, Warnings = warnings.Distinct().ToList() };
 
