@@ -81,6 +81,12 @@ public sealed class FakeQubesd : IDisposable
     /// <summary>False: behave like R4.0's qubesd, which has no admin.vm.property.GetAll / admin.property.GetAll.</summary>
     public bool SupportsGetAll { get; set; } = true;
 
+    /// <summary>
+    /// Behave like qubesd before core-admin commit f92669dd (April 2026), which let port 65536 through
+    /// (DstPorts checked <c>port &gt; 65536</c>): it reads and accepts such rules, the newer one fails on them.
+    /// </summary>
+    public bool AcceptsPort65536 { get; set; }
+
     /// <summary>R4.3 and later add <c>uuid=...</c> to each admin.vm.List line.</summary>
     public bool ListWithUuid { get; set; }
 
@@ -133,7 +139,7 @@ public sealed class FakeQubesd : IDisposable
         {
             var vm = _store.Find(vmName) ?? throw new ArgumentException($"no qube {vmName}");
             var now = _clock();
-            SetRules(vm, change(RulesOf(vm).Select(r => r.ApiRule(now)).OfType<string>().ToList()).Select(QubesdRule.FromApiString).ToList());
+            SetRules(vm, change(RulesOf(vm).Select(r => r.ApiRule(now)).OfType<string>().ToList()).Select(l => QubesdRule.FromApiString(l, AcceptsPort65536)).ToList());
         }
     }
 
@@ -166,7 +172,7 @@ public sealed class FakeQubesd : IDisposable
     private string FirewallPath(QubesdDomain vm) =>
         Path.Combine(RootPath, vm.Class == "TemplateVM" ? "vm-templates" : "appvms", vm.Name, "firewall.xml");
 
-    private List<QubesdRule> RulesOf(QubesdDomain vm) => vm.Rules ??= QubesdFirewall.Load(FirewallPath(vm));
+    private List<QubesdRule> RulesOf(QubesdDomain vm) => vm.Rules ??= QubesdFirewall.Load(FirewallPath(vm), AcceptsPort65536);
 
     // admin.vm.firewall.Set (admin.py l.2265-2281): the list replaces the old one, Firewall.save writes it and
     // fires firewall-changed (firewall.py l.627), which reloads the rules into the network qube (net.py l.761).
@@ -460,7 +466,7 @@ public sealed class FakeQubesd : IDisposable
                 {
                     try
                     {
-                        rules.Add(QubesdRule.FromApiString(line));
+                        rules.Add(QubesdRule.FromApiString(line, AcceptsPort65536));
                     }
                     catch (RuleValueError e)
                     {

@@ -13,24 +13,24 @@ internal static class QubesdFirewall
     /// <c>Firewall.load</c> (l.526-545): no file means the default list, one rule <c>action=accept</c>
     /// (<c>load_defaults</c>, l.507); <c>version</c> "1" (the default) or "2", anything else refused.
     /// </summary>
-    public static List<QubesdRule> Load(string path)
+    public static List<QubesdRule> Load(string path, bool acceptPort65536 = false)
     {
         if (!File.Exists(path)) return [QubesdRule.Of("accept")];
         var root = XDocument.Load(path).Root!;
         return ((string?)root.Attribute("version") ?? "1") switch
         {
             "1" => LoadV1(root),
-            "2" => LoadV2(root),
+            "2" => LoadV2(root, acceptPort65536),
             var v => throw new InvalidDataException($"Unsupported firewall.xml version: {v}"),
         };
     }
 
     // load_v2 (l.581-586): each element of <rules> is a Rule built from its <properties>/<property>
     // (PropertyHolder.load_properties, qubes/__init__.py l.737-757: the value is the ref attribute or the text).
-    private static List<QubesdRule> LoadV2(XElement root) =>
+    private static List<QubesdRule> LoadV2(XElement root, bool acceptPort65536) =>
         root.Element("rules")!.Elements().Select(rule => QubesdRule.FromStored(
             rule.Elements("properties").Elements("property").Select(p =>
-                new KeyValuePair<string, string>((string)p.Attribute("name")!, (string?)p.Attribute("ref") ?? p.Value)))).ToList();
+                new KeyValuePair<string, string>((string)p.Attribute("name")!, (string?)p.Attribute("ref") ?? p.Value)), acceptPort65536)).ToList();
 
     // load_v1 (l.547-579), the format before Qubes 4.0: policy allow|deny; the dns and icmp attributes (the
     // policy when absent) give the first two rules, a DNS rule and an ICMP rule; each <rule> element takes

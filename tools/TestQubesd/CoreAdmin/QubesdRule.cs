@@ -24,6 +24,11 @@ public sealed class QubesdRule
 
     private readonly Dictionary<string, string> _values = new(StringComparer.Ordinal);
 
+    // qubesd before core-admin commit f92669dd (April 2026: "reject invalid port 65536") checked "port > 65536".
+    private readonly bool _acceptPort65536;
+
+    private QubesdRule(bool acceptPort65536 = false) => _acceptPort65536 = acceptPort65536;
+
     public string? this[string property] => _values.GetValueOrDefault(property);
 
     /// <summary>DstHost.type (firewall.py l.101-166): dst4, dst6 or dsthost (a host name); null without dsthost.</summary>
@@ -51,7 +56,7 @@ public sealed class QubesdRule
         "proto" => (Choice(untrusted, "tcp", "udp", "icmp"), null),              // Proto, l.88
         "specialtarget" => (Choice(untrusted, "dns"), null),                     // SpecialTarget, l.214
         "dsthost" => DstHost(untrusted, prefixLength),
-        "dstports" => (DstPorts(untrusted), null),
+        "dstports" => (DstPorts(untrusted, _acceptPort65536), null),
         "icmptype" => (IcmpType(untrusted), null),
         "expire" => (Expire(untrusted), null),
         "comment" => (Comment(untrusted), null),
@@ -102,7 +107,7 @@ public sealed class QubesdRule
     }
 
     // DstPorts.__init__ (l.174-191): "N" or "N-M" read with Python's int(), 0-65535, N <= M; stored "N" or "N-M".
-    private static string DstPorts(string untrusted)
+    private static string DstPorts(string untrusted, bool acceptPort65536)
     {
         var dashes = untrusted.Count(c => c == '-');
         string[] ends = dashes switch
@@ -112,7 +117,7 @@ public sealed class QubesdRule
             _ => throw new RuleValueError(untrusted),
         };
         var range = ends.Select(e => PythonText.TryInt(e, out var v) ? v : throw new RuleValueError("invalid literal for int()")).ToArray();
-        if (range.Any(p => p < 0 || p >= 65536)) throw new RuleValueError("Ports out of range");
+        if (range.Any(p => p < 0 || p > (acceptPort65536 ? 65536 : 65535))) throw new RuleValueError("Ports out of range");
         if (range[0] > range[1]) throw new RuleValueError("Invalid port range");
         return Option(range[0] == range[1] ? range[0].ToString(CultureInfo.InvariantCulture) : $"{range[0]}-{range[1]}");
     }
@@ -167,9 +172,9 @@ public sealed class QubesdRule
     /// only if not empty); the rest is stripped and split on single spaces into key=value options, each key
     /// once; dst4, dst6 and dstname are all read as dsthost (whatever address they hold).
     /// </summary>
-    public static QubesdRule FromApiString(string untrustedRule)
+    public static QubesdRule FromApiString(string untrustedRule, bool acceptPort65536 = false)
     {
-        var rule = new QubesdRule();
+        var rule = new QubesdRule(acceptPort65536);
         var at = untrustedRule.IndexOf("comment=", StringComparison.Ordinal);
         var options = at < 0 ? untrustedRule : untrustedRule[..at];
         var comment = at < 0 ? "" : untrustedRule[(at + "comment=".Length)..];
@@ -204,9 +209,9 @@ public sealed class QubesdRule
     private static readonly char[] PythonWhitespace = [' ', '\t', '\n', '\v', '\f', '\r', '\x1c', '\x1d', '\x1e', '\x1f'];
 
     /// <summary>A rule of a version 2 firewall.xml (<c>Rule(xml)</c>, <c>PropertyHolder.load_properties</c>): the last value of a name wins.</summary>
-    public static QubesdRule FromStored(IEnumerable<KeyValuePair<string, string>> properties)
+    public static QubesdRule FromStored(IEnumerable<KeyValuePair<string, string>> properties, bool acceptPort65536 = false)
     {
-        var rule = new QubesdRule();
+        var rule = new QubesdRule(acceptPort65536);
         foreach (var (name, value) in properties)
         {
             // PropertyHolder.__init__ (qubes/__init__.py l.619-628) refuses a property the class does not have.
