@@ -210,7 +210,7 @@ public sealed class AdminApiBackendTests : IDisposable
         var now = DateTimeOffset.UtcNow;
         var change = FirewallPlanner.PlanInsert(Backend, "work", [new RuleInsertion(RuleText.Parse("action=accept dst4=10.99.0.1"))], now);
         // Another admin adds a rule after this plan was made.
-        Server.EditRules("work", rules => { rules.Insert(0, RuleText.Parse("action=drop dst4=192.0.2.66")); return rules; });
+        Server.EditRules("work", rules => { rules.Insert(0, "action=drop dst4=192.0.2.66"); return rules; });
         var before = Server.RuleLines("work");
         var ex = Assert.Throws<QubesFirewallException>(() => FirewallPlanner.Apply(Backend, change));
         Assert.Equal("FirewallChangedSinceRead", ex.ErrorId);
@@ -337,7 +337,8 @@ public sealed class AdminApiBackendTests : IDisposable
         Assert.Equal("admin.vm.property.Reset+netvm dom0 name work\0", Raw(Server.Calls[^1]));
         Assert.Equal(NetVmSource.Default, Backend.GetInventory().Get("work").NetVmSource);
         var refused = Assert.Throws<QubesdException>(() => Backend.SetProperty("work", "netvm", "vault"));
-        Assert.Equal("QubesPropertyValueError", refused.QubesdClass);
+        // core-admin qubes/vm/mix/net.py _setter_netvm (l.70-76) raises QubesValueError for a qube that does not provide network
+        Assert.Equal("QubesValueError", refused.QubesdClass);
     }
 
     [Fact]
