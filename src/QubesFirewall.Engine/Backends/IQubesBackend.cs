@@ -109,19 +109,23 @@ public interface IQubesBackend : IDisposable
 
     /// <summary>The names of the files of a dom0 directory, in ordinal order; empty when it does not exist.</summary>
     IReadOnlyList<string> ListDom0Files(string directory) =>
-        throw new QubesFirewallException("Dom0FilesNotSupported", FailureKind.NotImplemented, $"{Description} has no access to dom0's files.", directory);
+        throw NoDom0Files(Description, directory);
 
     /// <summary>A dom0 file's content; null when it does not exist.</summary>
     string? ReadDom0File(string path) =>
-        throw new QubesFirewallException("Dom0FilesNotSupported", FailureKind.NotImplemented, $"{Description} has no access to dom0's files.", path);
+        throw NoDom0Files(Description, path);
 
     /// <summary>Replaces a dom0 file atomically (temporary name that qrexec ignores, then rename), with the given mode.</summary>
     void WriteDom0File(string path, string content, UnixFileMode mode) =>
-        throw new QubesFirewallException("Dom0FilesNotSupported", FailureKind.NotImplemented, $"{Description} has no access to dom0's files.", path);
+        throw NoDom0Files(Description, path);
 
     /// <summary>Removes a dom0 file; false when it was not there.</summary>
     bool DeleteDom0File(string path) =>
-        throw new QubesFirewallException("Dom0FilesNotSupported", FailureKind.NotImplemented, $"{Description} has no access to dom0's files.", path);
+        throw NoDom0Files(Description, path);
+
+    /// <summary>The Dom0FilesNotSupported error of a backend without dom0's files (an offline root).</summary>
+    private static QubesFirewallException NoDom0Files(string description, string path) =>
+        new(ErrorIds.Dom0FilesNotSupported, FailureKind.NotImplemented, $"{description} has no access to dom0's files.", path);
 }
 
 /// <summary>What running a script in a qube did.</summary>
