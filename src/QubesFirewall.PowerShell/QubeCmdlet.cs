@@ -48,8 +48,8 @@ public abstract class QubeCmdlet : PSCmdlet
     protected override void EndProcessing()
     {
         // Live: say how many Admin API calls this invocation made (the cost -Verbose users can check).
-        if (_backend is Engine.AdminApi.AdminApiBackend live)
-            WriteVerbose($"{live.Client.CallCount} Admin API call(s) to {live.Description}.");
+        if (_backend?.CallCount is { } calls)
+            WriteVerbose($"{calls} Admin API call(s) to {_backend.Description}.");
         DisposeBackend();
     }
 

@@ -41,6 +41,12 @@ public sealed partial class AdminApiBackend : IQubesBackend
 
     public string Description => $"qubesd at {Client.SocketPath}";
 
+    /// <summary>The Admin API calls made so far (the cost -Verbose reports).</summary>
+    public long? CallCount => Client.CallCount;
+
+    /// <summary>One admin.vm.List, not the whole inventory (one GetAll per qube).</summary>
+    public IReadOnlyList<string> ListQubeNames() => ListQubes().Select(e => e.Name).ToList();
+
     /// <summary>How long a command inside a qube may run.</summary>
     public TimeSpan CommandTimeout { get; set; } = TimeSpan.FromMinutes(2);
 

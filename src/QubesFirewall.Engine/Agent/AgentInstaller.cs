@@ -113,7 +113,7 @@ public static class AgentInstaller
     /// </summary>
     public static string? ReadStatus(IQubesBackend backend, Qube qube)
     {
-        if (backend is OfflineRoot || qube.State != PowerState.Running) return null;
+        if (!backend.RunsInQubes || qube.State != PowerState.Running) return null;
         var output = backend.RunQubeShellScript(qube.Name, AgentDelivery.StatusCommand, "read the QubesFirewall agent status").Output;
         return AgentStatus.Parse(output) is { } status
             ? $"state={status.State} gen={status.Generation} applied={status.Applied} version={status.Version} msg={status.Message}"

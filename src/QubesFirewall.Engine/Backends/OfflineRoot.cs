@@ -35,6 +35,9 @@ public sealed partial class OfflineRoot : IQubesBackend
 
     public string Description => $"offline root {RootPath}";
 
+    /// <summary>Every change to a qube is recorded in the state folder; nothing has to run.</summary>
+    public bool RunsInQubes => false;
+
     public QubesInventory GetInventory()
     {
         var inventory = QubesXml.Load(QubesXmlPath);

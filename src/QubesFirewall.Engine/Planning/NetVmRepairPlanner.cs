@@ -278,11 +278,11 @@ public static class NetVmRepairPlanner
             }
         }
 
-        if (backend is OfflineRoot offline && step.Kind == NetVmRepairStepKind.Reattach)
+        if (step.Kind == NetVmRepairStepKind.Reattach)
         {
             try
             {
-                offline.RecordNetworkReattach(step.VMName, step.NetVM!, string.Join("; ", commands));
+                backend.RecordNetworkReattach(step.VMName, step.NetVM!, string.Join("; ", commands));
             }
             catch (QubesFirewallException ex)
             {

@@ -558,7 +558,7 @@ public static class PortForwardPlanner
         IReadOnlyDictionary<string, string> generations, TimeSpan wait, Func<string, string> roleOf, string subject, string operation,
         Func<string, int> counts, string failedId, string unconfirmedId, string what)
     {
-        IReadOnlyList<AgentOutcome> outcomes = wait <= TimeSpan.Zero && backend is not OfflineRoot
+        IReadOnlyList<AgentOutcome> outcomes = wait <= TimeSpan.Zero && backend.RunsInQubes
             ? generations.OrderBy(g => g.Key, StringComparer.Ordinal).Select(g => new AgentOutcome(g.Key, g.Value, AgentOutcomeKind.Unconfirmed, "not asked (-NoWait)")).ToList()
             : AgentDelivery.Confirm(backend, backend.GetInventory(), generations, wait);
         var failed = outcomes.Where(o => o.Kind == AgentOutcomeKind.Failed).ToList();

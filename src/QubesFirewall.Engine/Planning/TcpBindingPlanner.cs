@@ -18,7 +18,7 @@ public sealed record TcpBindingOptions
     /// </summary>
     public bool RequireRunning { get; init; }
 
-    public static TcpBindingOptions For(IQubesBackend backend) => new() { RequireRunning = backend is not OfflineRoot };
+    public static TcpBindingOptions For(IQubesBackend backend) => new() { RequireRunning = backend.RunsInQubes };
 }
 
 /// <summary>Read access to dom0's policy files for a plan (the backend's, or a test's).</summary>
