@@ -41,6 +41,12 @@ public sealed partial class AdminApiBackend : IQubesBackend
 
     public string Description => $"qubesd at {Client.SocketPath}";
 
+    /// <summary>The Admin API calls made so far (the cost -Verbose reports).</summary>
+    public long? CallCount => Client.CallCount;
+
+    /// <summary>One admin.vm.List, not the whole inventory (one GetAll per qube).</summary>
+    public IReadOnlyList<string> ListQubeNames() => ListQubes().Select(e => e.Name).ToList();
+
     /// <summary>How long a command inside a qube may run.</summary>
     public TimeSpan CommandTimeout { get; set; } = TimeSpan.FromMinutes(2);
 
@@ -108,7 +114,7 @@ public sealed partial class AdminApiBackend : IQubesBackend
 
     // qubesd before R4.3 answers an unknown method with nothing; later ones with ProtocolError "no such method".
     private static bool IsUnknownMethod(QubesFirewallException ex) =>
-        ex.ErrorId == "QubesdEmptyReply" || ex is QubesdException { QubesdClass: "ProtocolError" } q && q.QubesdMessage.Contains("no such method", StringComparison.Ordinal);
+        ex.ErrorId == ErrorIds.QubesdEmptyReply || ex is QubesdException { QubesdClass: "ProtocolError" } q && q.QubesdMessage.Contains("no such method", StringComparison.Ordinal);
 
     private Qube BuildQube(QubesdVmListEntry entry, IReadOnlyDictionary<string, QubesdProperty> props)
     {
@@ -184,7 +190,7 @@ public sealed partial class AdminApiBackend : IQubesBackend
         {
             return Client.CallText("admin.vm.feature.Get", QubeName.Validate(vmName), name);
         }
-        catch (QubesdException ex) when (ex.ErrorId == "FeatureNotFound")
+        catch (QubesdException ex) when (ex.ErrorId == ErrorIds.FeatureNotFound)
         {
             return null;
         }
@@ -200,7 +206,7 @@ public sealed partial class AdminApiBackend : IQubesBackend
     {
         QubeName.Validate(vmName);
         if (vmName == "dom0")
-            throw new QubesFirewallException("NoFirewall", FailureKind.InvalidOperation, "dom0 has no network and no firewall rules (qubesd refuses admin.vm.firewall.* for it).", vmName);
+            throw new QubesFirewallException(ErrorIds.NoFirewall, FailureKind.InvalidOperation, "dom0 has no network and no firewall rules (qubesd refuses admin.vm.firewall.* for it).", vmName);
         return AdminApiReplies.ParseFirewall(Client.CallText("admin.vm.firewall.Get", vmName), QubesdClient.Describe("admin.vm.firewall.Get", null, vmName));
     }
 
@@ -217,7 +223,7 @@ public sealed partial class AdminApiBackend : IQubesBackend
         var planned = FirewallPlanner.Visible(snapshot, now).Select(r => r.Text).ToList();
         var visible = FirewallPlanner.Visible(current, now);
         if (!planned.SequenceEqual(visible.Select(r => r.Text), StringComparer.Ordinal))
-            throw new QubesFirewallException("FirewallChangedSinceRead", FailureKind.InvalidOperation,
+            throw new QubesFirewallException(ErrorIds.FirewallChangedSinceRead, FailureKind.InvalidOperation,
                 $"The firewall rules of '{vmName}' changed since they were read for this command (someone else edited them, or qubesd reloaded them): {DescribeDifference(planned, visible.Select(r => r.Text).ToList())}. Nothing was changed; run the command again to plan on the current list.", vmName);
         var outcome = edit.ApplyTo(visible);
         if (outcome.Rules.Select(r => r.Text).SequenceEqual(visible.Select(r => r.Text), StringComparer.Ordinal))
@@ -245,7 +251,7 @@ public sealed partial class AdminApiBackend : IQubesBackend
     {
         QubeName.Validate(vmName);
         if (rules.Count == 0)
-            throw new QubesFirewallException("EmptyRuleList", FailureKind.InvalidOperation,
+            throw new QubesFirewallException(ErrorIds.EmptyRuleList, FailureKind.InvalidOperation,
                 $"The rule list of '{vmName}' would be empty, and qubesd's Admin API cannot set an empty list (admin.vm.firewall.Set requires a payload). Keep at least one rule: 'action=drop' blocks everything, 'action=accept' allows everything. Nothing was changed.", vmName);
         for (var i = 0; i < rules.Count; i++)
         {
@@ -272,7 +278,7 @@ public sealed partial class AdminApiBackend : IQubesBackend
                 if (size > QubesdClient.MaxRequestBytes) break;
                 fit++;
             }
-            throw new QubesFirewallException("FirewallRequestTooLarge", FailureKind.InvalidOperation,
+            throw new QubesFirewallException(ErrorIds.FirewallRequestTooLarge, FailureKind.InvalidOperation,
                 string.Create(CultureInfo.InvariantCulture,
                     $"The {rules.Count:N0} rules of '{vmName}' make a Set request of {header + payload.Length:N0} bytes, over qubesd's limit of {QubesdClient.MaxRequestBytes:N0} bytes per request: only the first {fit:N0} of these rules would fit. Shorten the list (fewer rules, shorter comments, networks instead of single hosts). Nothing was changed."),
                 vmName);
@@ -289,7 +295,7 @@ public sealed partial class AdminApiBackend : IQubesBackend
         QubeName.Validate(vmName);
         var qube = GetInventory().Get(vmName);
         if (qube.NetVM is null)
-            throw new QubesFirewallException("NoNetVM", FailureKind.InvalidOperation, $"'{qube.Name}' has no network qube, so no qube enforces its firewall rules. Set its netvm first.", vmName);
+            throw new QubesFirewallException(ErrorIds.NoNetVM, FailureKind.InvalidOperation, $"'{qube.Name}' has no network qube, so no qube enforces its firewall rules. Set its netvm first.", vmName);
         var rules = GetFirewall(vmName).Rules;
         Client.Call("admin.vm.firewall.Reload", vmName);
         return QubesDbRenderer.Render(qube.NetVM, qube.IP, qube.IPv6, rules, _clock());
@@ -315,7 +321,7 @@ public sealed partial class AdminApiBackend : IQubesBackend
             Client.Call("admin.vm.feature.Remove", vmName, name);
             return true;
         }
-        catch (QubesdException ex) when (ex.ErrorId == "FeatureNotFound")
+        catch (QubesdException ex) when (ex.ErrorId == ErrorIds.FeatureNotFound)
         {
             return false;
         }
@@ -331,7 +337,7 @@ public sealed partial class AdminApiBackend : IQubesBackend
         QubeName.Validate(vmName);
         ValidatePropertyName(name);
         if (value.Any(c => c is < '\x20' or > '\x7E'))
-            throw QubesFirewallException.Invalid("InvalidPropertyValue", $"The value of property '{name}' must be printable ASCII.", value);
+            throw QubesFirewallException.Invalid(ErrorIds.InvalidPropertyValue, $"The value of property '{name}' must be printable ASCII.", value);
         Client.Call("admin.vm.property.Set", vmName, name, Encoding.ASCII.GetBytes(value));
         Invalidate();
     }
@@ -348,7 +354,7 @@ public sealed partial class AdminApiBackend : IQubesBackend
     private static void ValidatePropertyName(string name)
     {
         if (name.Length == 0 || !(char.IsAsciiLetter(name[0]) || name[0] == '_') || !name.All(c => char.IsAsciiLetterOrDigit(c) || c == '_'))
-            throw QubesFirewallException.Invalid("InvalidPropertyName", $"'{RuleGrammar.Printable(name)}' is not a valid property name (letters, digits and '_', not starting with a digit).", name);
+            throw QubesFirewallException.Invalid(ErrorIds.InvalidPropertyName, $"'{RuleGrammar.Printable(name)}' is not a valid property name (letters, digits and '_', not starting with a digit).", name);
     }
 
     /// <summary><c>admin.vm.Start</c>; returns once qubesd reports the qube started.</summary>
@@ -467,14 +473,14 @@ public sealed partial class AdminApiBackend : IQubesBackend
     }
 
     private static QubesFirewallException NotRunningError(string vmName, PowerState state, string what) =>
-        new("QubeNotRunning", FailureKind.ResourceUnavailable,
+        new(ErrorIds.QubeNotRunning, FailureKind.ResourceUnavailable,
             $"Cannot {what} in '{vmName}': the qube is {state.ToString().ToLowerInvariant()}, not running. Start it first (qvm-start {vmName}, or the cmdlet's -Start switch where it has one).", vmName);
 
     private QubesFirewallException CommandFailed(string vmName, string what, QubeProcessResult result)
     {
         if (NotRunning(vmName) is { } state) return NotRunningError(vmName, state, what);
         var detail = result.ShownError.Trim();
-        return new QubesFirewallException("QubeCommandFailed", FailureKind.InvalidOperation,
+        return new QubesFirewallException(ErrorIds.QubeCommandFailed, FailureKind.InvalidOperation,
             $"Cannot {what} in '{vmName}': qvm-run exited with code {result.ExitCode}" + (detail.Length > 0 ? $": {RuleGrammar.Printable(detail)}" : "."), vmName);
     }
 

@@ -99,7 +99,7 @@ public static class AgentDelivery
         foreach (var (vm, gen) in generations.OrderBy(g => g.Key, StringComparer.Ordinal))
         {
             var qube = inventory.Find(vm);
-            if (backend is OfflineRoot) outcomes[vm] = new(vm, gen, AgentOutcomeKind.Recorded, null);
+            if (!backend.RunsInQubes) outcomes[vm] = new(vm, gen, AgentOutcomeKind.Recorded, null);
             else if (qube is null || qube.State != PowerState.Running) outcomes[vm] = new(vm, gen, AgentOutcomeKind.Pending, $"{vm} is not running: its agent applies generation {gen} when it starts.");
             else waiting.Add(vm);
         }

@@ -157,7 +157,7 @@ public static class AgentFeatures
         parts.Sort((a, b) => string.CompareOrdinal(a.Name, b.Name));
         for (var i = 1; i < parts.Count; i++)
             if (parts[i].Name == parts[i - 1].Name)
-                throw new QubesFirewallException("AgentKeyCollision", FailureKind.InvalidData, $"Two rule parts of '{vmName}' derive the same key {parts[i].Name}.", parts[i].Name);
+                throw new QubesFirewallException(ErrorIds.AgentKeyCollision, FailureKind.InvalidData, $"Two rule parts of '{vmName}' derive the same key {parts[i].Name}.", parts[i].Name);
         var digest = new StringBuilder();
         digest.Append("qubesfw 1 for=").Append(vmName).Append('\n');
         foreach (var (name, fields) in parts) digest.Append(name).Append(' ').Append(string.Join(" ", fields)).Append('\n');
@@ -246,13 +246,13 @@ public static class AgentFeatures
     public static void Validate(string feature, string value)
     {
         if (!feature.StartsWith(Prefix, StringComparison.Ordinal))
-            throw new QubesFirewallException("InvalidAgentKey", FailureKind.InvalidData, $"'{RuleGrammar.Printable(feature)}' is not an agent key ({Prefix}*).", feature);
+            throw new QubesFirewallException(ErrorIds.InvalidAgentKey, FailureKind.InvalidData, $"'{RuleGrammar.Printable(feature)}' is not an agent key ({Prefix}*).", feature);
         var name = feature[VmConfigPrefix.Length..];
         if (name.Length is 0 or > MaxNameBytes || !char.IsAsciiLetterLower(name[0]) || !name.All(c => char.IsAsciiLetterLower(c) || char.IsAsciiDigit(c) || c is '.' or '_' or '-'))
-            throw new QubesFirewallException("InvalidAgentKey", FailureKind.InvalidData,
+            throw new QubesFirewallException(ErrorIds.InvalidAgentKey, FailureKind.InvalidData,
                 $"The agent key '{RuleGrammar.Printable(feature)}' does not fit QubesDB: the part after {VmConfigPrefix} must be 1 to {MaxNameBytes} bytes of lowercase letters, digits, '.', '_' and '-', starting with a letter.", feature);
         if (value.Length > MaxValueBytes || value.Any(c => c is < ' ' or > '~'))
-            throw new QubesFirewallException("InvalidAgentKey", FailureKind.InvalidData,
+            throw new QubesFirewallException(ErrorIds.InvalidAgentKey, FailureKind.InvalidData,
                 $"The value of agent key '{feature}' does not fit QubesDB: at most {MaxValueBytes} bytes of printable ASCII ({value.Length} given).", feature);
     }
 

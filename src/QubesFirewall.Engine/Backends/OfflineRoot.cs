@@ -23,7 +23,7 @@ public sealed partial class OfflineRoot : IQubesBackend
         RootPath = Path.GetFullPath(root);
         _clock = clock ?? (() => DateTimeOffset.UtcNow);
         if (!File.Exists(QubesXmlPath))
-            throw new QubesFirewallException("QubesRootNotFound", FailureKind.ObjectNotFound,
+            throw new QubesFirewallException(ErrorIds.QubesRootNotFound, FailureKind.ObjectNotFound,
                 $"'{RootPath}' is not a Qubes root: it has no qubes.xml. Point -Root or $env:QUBESFW_ROOT at a directory laid out like dom0's /var/lib/qubes (the module ships one in its examples/qubes-root folder).", RootPath);
     }
 
@@ -35,6 +35,9 @@ public sealed partial class OfflineRoot : IQubesBackend
 
     public string Description => $"offline root {RootPath}";
 
+    /// <summary>Every change to a qube is recorded in the state folder; nothing has to run.</summary>
+    public bool RunsInQubes => false;
+
     public QubesInventory GetInventory()
     {
         var inventory = QubesXml.Load(QubesXmlPath);
@@ -42,7 +45,7 @@ public sealed partial class OfflineRoot : IQubesBackend
     }
 
     public Qube GetQube(string vmName) => GetInventory().Find(QubeName.Validate(vmName))
-        ?? throw new QubesFirewallException("QubeNotFound", FailureKind.ObjectNotFound, $"There is no qube named '{RuleGrammar.Printable(vmName)}' in {Description}.", vmName);
+        ?? throw QubesInventory.NotFound(vmName, Description);
 
     /// <summary>The qube's directory as qubesd lays it out: templates under vm-templates, others under appvms.</summary>
     public string QubeDirectory(Qube qube) =>
@@ -50,7 +53,7 @@ public sealed partial class OfflineRoot : IQubesBackend
 
     /// <summary>dom0 has no Qubes firewall: qubesd keeps rules only for qubes that can have a netvm.</summary>
     public string FirewallPath(Qube qube) => qube.Class == QubeClass.AdminVM
-        ? throw new QubesFirewallException("NoFirewall", FailureKind.InvalidOperation, $"'{qube.Name}' is dom0, which has no Qubes firewall (it has no network qube).", qube.Name)
+        ? throw new QubesFirewallException(ErrorIds.NoFirewall, FailureKind.InvalidOperation, $"'{qube.Name}' is dom0, which has no Qubes firewall (it has no network qube).", qube.Name)
         : Path.Combine(QubeDirectory(qube), "firewall.xml");
 
     public FirewallDocument GetFirewall(string vmName) => FirewallXml.Load(FirewallPath(GetQube(vmName)));
@@ -77,9 +80,9 @@ public sealed partial class OfflineRoot : IQubesBackend
     public IReadOnlyList<QubesDbEntry> SyncFirewall(string vmName)
     {
         var inventory = GetInventory();
-        var qube = inventory.Find(QubeName.Validate(vmName)) ?? throw new QubesFirewallException("QubeNotFound", FailureKind.ObjectNotFound, $"There is no qube named '{RuleGrammar.Printable(vmName)}' in {Description}.", vmName);
+        var qube = inventory.Find(QubeName.Validate(vmName)) ?? throw QubesInventory.NotFound(vmName, Description);
         if (qube.NetVM is null)
-            throw new QubesFirewallException("NoNetVM", FailureKind.InvalidOperation, $"'{qube.Name}' has no network qube, so no qube enforces its firewall rules. Set its netvm first.", vmName);
+            throw new QubesFirewallException(ErrorIds.NoNetVM, FailureKind.InvalidOperation, $"'{qube.Name}' has no network qube, so no qube enforces its firewall rules. Set its netvm first.", vmName);
         var rules = FirewallXml.Load(FirewallPath(qube)).Rules;
         var entries = QubesDbRenderer.Render(qube.NetVM, qube.IP, qube.IPv6, rules, _clock());
         var store = new QubesDbStore(Path.Combine(StatePath, qube.NetVM, "qubesdb.txt"));
@@ -117,7 +120,7 @@ public sealed partial class OfflineRoot : IQubesBackend
     {
         QubeName.Validate(vmName);
         if (!path.StartsWith("/rw/", StringComparison.Ordinal) || path.Contains("/../", StringComparison.Ordinal) || path.EndsWith("/..", StringComparison.Ordinal))
-            throw QubesFirewallException.Invalid("InvalidQubePath", $"'{RuleGrammar.Printable(path)}' is not a path under /rw.", path);
+            throw QubesFirewallException.Invalid(ErrorIds.InvalidQubePath, $"'{RuleGrammar.Printable(path)}' is not a path under /rw.", path);
         return Path.Combine(StatePath, vmName, path.TrimStart('/'));
     }
 
@@ -168,7 +171,7 @@ public sealed partial class OfflineRoot : IQubesBackend
         }
         catch (IOException ex)
         {
-            throw new QubesFirewallException("DeploymentLocked", FailureKind.ResourceUnavailable,
+            throw new QubesFirewallException(ErrorIds.DeploymentLocked, FailureKind.ResourceUnavailable,
                 $"Another deployment into {Description} has held {file} for 5 minutes; nothing was changed. Try again when it has finished.", file, ex);
         }
     }
@@ -206,7 +209,7 @@ public sealed partial class OfflineRoot : IQubesBackend
     {
         var qube = GetQube(vmName);
         if (qube.Class is QubeClass.AdminVM or QubeClass.RemoteVM)
-            throw new QubesFirewallException("QubeCannotStart", FailureKind.InvalidOperation, $"'{qube.Name}' is an {qube.Class}; it is not started by qubesd.", vmName);
+            throw new QubesFirewallException(ErrorIds.QubeCannotStart, FailureKind.InvalidOperation, $"'{qube.Name}' is an {qube.Class}; it is not started by qubesd.", vmName);
         if (ReadPowerState(qube.Name) != PowerState.Running) SetPowerState(qube.Name, PowerState.Running);
     }
 

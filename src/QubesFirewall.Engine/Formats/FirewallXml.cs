@@ -404,5 +404,5 @@ public static class FirewallXml
     private static string Escape(string value) => value.Replace("&", "&amp;").Replace("<", "&lt;").Replace(">", "&gt;");
 
     private static QubesFirewallException Invalid(string source, string why) =>
-        new("InvalidFirewallXml", FailureKind.InvalidData, $"Cannot read {source}: {why}.", source);
+        new(ErrorIds.InvalidFirewallXml, FailureKind.InvalidData, $"Cannot read {source}: {why}.", source);
 }

@@ -58,8 +58,15 @@ public sealed class QubesInventory
     }
 
     /// <summary>The qube with this name, or a QubeNotFound error.</summary>
-    public Qube Get(string name) => Find(name) ?? throw new QubesFirewallException("QubeNotFound", FailureKind.ObjectNotFound,
-        $"There is no qube named '{Formats.QubesXml.Printable(name)}'" + (SourcePath is null ? "." : $" in {SourcePath}."), name);
+    public Qube Get(string name) => Find(name) ?? throw NotFound(name, SourcePath);
+
+    /// <summary>
+    /// The one QubeNotFound error: there is no qube named <paramref name="name"/> (in <paramref name="where"/>:
+    /// a backend's description or a file, when given).
+    /// </summary>
+    public static QubesFirewallException NotFound(string name, string? where = null) =>
+        new(ErrorIds.QubeNotFound, FailureKind.ObjectNotFound,
+            $"There is no qube named '{RuleGrammar.Printable(name)}'" + (where is null ? "." : $" in {where}."), name);
 
     /// <summary>Qubes whose effective netvm is <paramref name="netVm"/>, in inventory order (qubesd's connected_vms).</summary>
     public IReadOnlyList<Qube> ClientsOf(string netVm) =>

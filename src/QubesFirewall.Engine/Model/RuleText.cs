@@ -214,5 +214,5 @@ public static class RuleText
     }
 
     private static QubesFirewallException Bad(string line, string why) =>
-        QubesFirewallException.Invalid("InvalidRuleText", $"Invalid rule '{RuleGrammar.Printable(line)}': {why}.", line);
+        QubesFirewallException.Invalid(ErrorIds.InvalidRuleText, $"Invalid rule '{RuleGrammar.Printable(line)}': {why}.", line);
 }

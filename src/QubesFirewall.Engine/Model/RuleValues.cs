@@ -27,7 +27,7 @@ public sealed record HostSpec(string Value, HostKind Kind, int PrefixLength)
     public override string ToString() => Value;
 
     public static HostSpec Parse(string value) =>
-        TryParse(value, out var host, out var error) ? host! : throw QubesFirewallException.Invalid("InvalidDstHost", $"Invalid destination host '{Printable(value)}': {error}.", value);
+        TryParse(value, out var host, out var error) ? host! : throw QubesFirewallException.Invalid(ErrorIds.InvalidDstHost, $"Invalid destination host '{Printable(value)}': {error}.", value);
 
     /// <summary>qubesd's DstHost grammar, stricter where qubesd would accept something that can never work.</summary>
     public static bool TryParse(string? value, out HostSpec? host, out string error)
@@ -125,7 +125,7 @@ public readonly record struct PortRange(int First, int Last)
     public bool IsValid => First is >= 0 and <= MaxPort && Last is >= 0 and <= MaxPort && First <= Last;
 
     public static PortRange Parse(string value) =>
-        TryParse(value, out var range, out var error) ? range : throw QubesFirewallException.Invalid("InvalidDstPorts", $"Invalid destination ports '{HostSpec.Printable(value)}': {error}.", value);
+        TryParse(value, out var range, out var error) ? range : throw QubesFirewallException.Invalid(ErrorIds.InvalidDstPorts, $"Invalid destination ports '{HostSpec.Printable(value)}': {error}.", value);
 
     public static bool TryParse(string? value, out PortRange range, out string error) => TryParse(value, strict: true, out range, out error);
 

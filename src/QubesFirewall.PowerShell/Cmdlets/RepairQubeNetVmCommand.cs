@@ -59,7 +59,7 @@ public sealed class RepairQubeNetVmCommand : QubeCmdlet
             var result = NetVmRepairPlanner.Execute(Backend, step, failedStarts);
             if (result.Action == NetVmRepairAction.Failed)
                 WriteError(ToErrorRecord(new QubesFirewallException(
-                    step.Kind == NetVmRepairStepKind.Refuse ? "NetVmNotRunning" : "NetVmRepairFailed",
+                    step.Kind == NetVmRepairStepKind.Refuse ? ErrorIds.NetVmNotRunning : ErrorIds.NetVmRepairFailed,
                     step.Kind == NetVmRepairStepKind.Refuse ? FailureKind.ResourceUnavailable : FailureKind.InvalidOperation,
                     $"{step.VMName}: {result.Reason}", step.VMName)));
             else if (result.Action == NetVmRepairAction.Skipped)

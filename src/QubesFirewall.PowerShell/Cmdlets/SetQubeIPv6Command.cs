@@ -52,7 +52,7 @@ public sealed class SetQubeIPv6Command : QubeCmdlet
                 var accepted = steps.Select(s => ShouldProcess(s.Target, s.Action)).ToList();
                 if (!go) continue;
                 if (!TryEngine(() => IPv6Planner.Apply(Backend, change))) continue;
-                if (Backend is Engine.AdminApi.AdminApiBackend live) live.Invalidate(); // the next plans read the new feature
+                Backend.Invalidate(); // the next plans read the new feature
                 var links = effects.Links.Where((_, i) => accepted[i]).ToList();
                 var forwards = effects.Forwards.Where((_, i) => accepted[effects.Links.Count + i]).ToList();
                 if (links.Count + forwards.Count > 0 && TryEngine(() => IPv6Effects.Redeploy(Backend, links, forwards, Now), out var failure) && failure is not null)
