@@ -82,6 +82,13 @@ public interface IQubesBackend : IDisposable
     void ResetProperty(string vmName, string name);
 
     /// <summary>
+    /// Completes the re-attach of a qube whose netvm was just set to its current value (Repair-QubeNetVm). Live: nothing to
+    /// do, qubesd detached, attached and reloaded its firewall on the set. Offline: its firewall entries are written
+    /// into the network qube's QubesDB and the re-attach (<paramref name="commands"/>) logged in the state folder.
+    /// </summary>
+    void NetworkReattached(string vmName, string netVm, string commands) { }
+
+    /// <summary>
     /// -WhatIf: until the scope ends, changes are reported (every call and every file content that
     /// would be sent) instead of made. Null when the backend has nothing more to show than the plan.
     /// </summary>

@@ -32,6 +32,8 @@ public sealed record ConfigurationPlan : IDeploymentPlan
 
     public string Purpose => "apply the network configuration";
 
+    public string Target => "the network configuration";
+
     /// <summary>What the file changes, as Test-QubeNetworkConfiguration shows it (before the plan).</summary>
     public IReadOnlyList<ConfigurationDrift> Drift { get; init; } = [];
 

@@ -1,4 +1,6 @@
+using System.Globalization;
 using QubesFirewall.Engine.Backends;
+using QubesFirewall.Engine.Deployment;
 using QubesFirewall.Engine.Formats;
 using QubesFirewall.Engine.Model;
 
@@ -100,6 +102,22 @@ public static class FirewallPlanner
             .Select(x => new RuleRemoval(x.number, x.rule.Text)).ToList();
         var insertions = change.Preview.Removed.OrderBy(r => r.Number).Select(r => new RuleInsertion(RuleText.Parse(r.Text), r.Number)).ToList();
         return new FirewallEdit(insertions, removals);
+    }
+
+    /// <summary>The plan of Add- or Remove-QubeFirewallRule for one qube: one rule-list edit, each rule a line of it.</summary>
+    public static Plan AsPlan(FirewallChange change, PlanOperation operation)
+    {
+        var removing = operation == PlanOperation.Remove;
+        var count = change.Steps.Count.ToString(CultureInfo.InvariantCulture);
+        var purpose = removing ? $"remove firewall rules of {change.VMName}" : $"add firewall rules to {change.VMName}";
+        return new Plan
+        {
+            Operation = operation,
+            Target = change.VMName,
+            Purpose = purpose,
+            Description = $"{(removing ? "Remove firewall rules of" : "Add firewall rules to")} {change.VMName}:",
+            Steps = change.Edit.IsEmpty ? [] : [DeploymentStep.EditFirewall(change, $"{change.VMName}: {(removing ? "remove" : "add")} {count} rule(s) of the Qubes firewall")],
+        };
     }
 
     public static FirewallEditOutcome Apply(IQubesBackend backend, FirewallChange change) =>
