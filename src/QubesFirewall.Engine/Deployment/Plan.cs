@@ -95,7 +95,9 @@ public sealed record Plan : IDeploymentPlan
     /// <summary>Deploys the plan (under the backend's deployment lock, made again by <paramref name="replan"/> first when it has one).</summary>
     public PlanResult Apply(IQubesBackend backend, RolloutOptions? options = null, Func<Plan>? replan = null)
     {
-        var (plan, result) = Rollout.Deploy(backend, this, options, replan);
+        // Under the backend's deployment lock only when the plan is made again under it: a plan whose steps deploy
+        // plans of their own (an ipv6 change) takes the lock in each of those.
+        var (plan, result) = replan is null ? (this, Rollout.Run(backend, Steps, options)) : Rollout.Deploy(backend, this, options, replan);
         return new PlanResult(plan, result, plan.Failure(result));
     }
 

@@ -8,27 +8,9 @@ namespace QubesFirewall.Engine.Planning;
 
 /// <summary>
 /// One qube's planned rule-list change: the snapshot it was planned on, the edit, and the list
-/// it would produce. Each step describes itself for ShouldProcess / -WhatIf.
+/// it would produce. Each step (a rule) is a line of the plan's text.
 /// </summary>
-public sealed record FirewallChange(string VMName, FirewallDocument Snapshot, FirewallEdit Edit, FirewallEditOutcome Preview, IReadOnlyList<FirewallChangeStep> Steps)
-{
-    /// <summary>The same change limited to the steps the user confirmed.</summary>
-    public FirewallChange Restrict(IReadOnlyCollection<FirewallChangeStep> accepted)
-    {
-        // Set lookups by identity: a pipeline of 10,000 rules is 10,000 steps (a list scan per step was quadratic).
-        var steps = new HashSet<FirewallChangeStep>(accepted, ReferenceEqualityComparer.Instance);
-        if (steps.Count == Steps.Count && Steps.All(steps.Contains)) return this;
-        var kept = new HashSet<object>(ReferenceEqualityComparer.Instance);
-        foreach (var step in steps)
-        {
-            if (step.Insertion is { } i) kept.Add(i);
-            if (step.Removal is { } r) kept.Add(r);
-        }
-        var insertions = Edit.Insertions.Where(kept.Contains).ToList();
-        var removals = Edit.Removals.Where(kept.Contains).ToList();
-        return this with { Edit = new FirewallEdit(insertions, removals), Steps = Steps.Where(steps.Contains).ToList() };
-    }
-}
+public sealed record FirewallChange(string VMName, FirewallDocument Snapshot, FirewallEdit Edit, FirewallEditOutcome Preview, IReadOnlyList<FirewallChangeStep> Steps);
 
 /// <summary>One rule added or removed, with the words ShouldProcess shows.</summary>
 public sealed record FirewallChangeStep(string Target, string Action, RuleInsertion? Insertion, RuleRemoval? Removal);
