@@ -230,7 +230,7 @@ public sealed partial class OfflineRoot : IQubesBackend
     /// when it attaches a running qube (it reloads the qube's firewall into the network qube's QubesDB,
     /// here the state folder's qubesdb.txt), and a line in the qube's applied.log saying so.
     /// </summary>
-    public void RecordNetworkReattach(string vmName, string netVm, string commands)
+    public void NetworkReattached(string vmName, string netVm, string commands)
     {
         GetQube(vmName);
         SyncFirewall(vmName);
