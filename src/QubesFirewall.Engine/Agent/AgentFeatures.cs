@@ -76,8 +76,8 @@ public static class AgentFeatures
     // ------------------------------------------------------------------ derive
 
     /// <summary>
-    /// The keys of every qube a valid declaration crosses (unresolvable ones left out, with a warning); a qube absent from
-    /// the result has none. Only those qubes are read further than their feature names.
+    /// The keys of every qube of the inventory, from all valid declarations (unresolvable ones left out, with a warning):
+    /// only the qubes a declaration crosses are read further than their feature names, every other qube's set is empty.
     /// </summary>
     public static IReadOnlyDictionary<string, QubeAgentKeys> DeriveAll(QubesInventory inventory, ICollection<string>? warnings = null)
     {
@@ -86,8 +86,9 @@ public static class AgentFeatures
         var layout = ForwardLayout.Build(inventory, forwards, list);
         var links = LinkLayout.Build(inventory, InterVmLinkPlanner.DeclaredLinks(inventory), list);
         var result = new Dictionary<string, QubeAgentKeys>(StringComparer.Ordinal);
-        foreach (var name in layout.Qubes.Union(links.Qubes, StringComparer.Ordinal))
-            result[name] = Derive(layout.For(inventory.Get(name)), links.For(inventory.Get(name)));
+        var crossed = layout.Qubes.Union(links.Qubes, StringComparer.Ordinal).ToHashSet(StringComparer.Ordinal);
+        foreach (var name in inventory.Names)
+            result[name] = crossed.Contains(name) ? Derive(layout.For(inventory.Get(name)), links.For(inventory.Get(name))) : QubeAgentKeys.Empty(name);
         return result;
     }
 
