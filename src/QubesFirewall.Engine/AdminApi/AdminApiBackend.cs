@@ -18,9 +18,11 @@ namespace QubesFirewall.Engine.AdminApi;
 /// Calls, per operation: the inventory is <c>admin.vm.List</c>, then one <c>admin.vm.property.GetAll</c> per qube
 /// when something first looks at that qube (<c>admin.property.GetAll</c> only if the global properties are read),
 /// read once per backend instance (one cmdlet invocation)
-/// and read again after this backend changed a feature, property or power state; a qube's features,
-/// tags and the label colours are read only when first used (<c>feature.List</c> + one <c>feature.Get</c>
-/// each, <c>tag.List</c>, <c>label.List</c> + <c>label.Get</c> each). A firewall edit is a Get when it is
+/// and read again after this backend changed a property, the power state or a feature other than the module's own
+/// (<c>qubesfirewall.*</c>, <c>vm-config.qubesfw.*</c>: what it set of those is known); a qube's features,
+/// tags and the label colours are read only when first used (<c>feature.List</c>, then one <c>feature.Get</c>
+/// per feature asked for that the qube has; <c>tag.List</c>; <c>label.List</c> + <c>label.Get</c> each); its
+/// features can be looked at without its properties (<see cref="QubesInventory.Glance"/>). A firewall edit is a Get when it is
 /// planned, a Get just before the Set (refused if the list changed since the plan) and the Set.
 /// </para>
 /// </summary>
