@@ -119,10 +119,9 @@ public static class NetVmRepairPlanner
         foreach (var name in netVms ?? [])
         {
             QubeName.Validate(name);
-            var qube = inventory.Find(name) ?? throw new QubesFirewallException("QubeNotFound", FailureKind.ObjectNotFound,
-                $"There is no qube named '{RuleGrammar.Printable(name)}'.", name);
+            var qube = inventory.Find(name) ?? throw QubesInventory.NotFound(name);
             if (!qube.ProvidesNetwork)
-                throw QubesFirewallException.Invalid("NotANetworkQube",
+                throw QubesFirewallException.Invalid(ErrorIds.NotANetworkQube,
                     $"'{name}' does not provide network (provides_network is False): no qube can have it as netvm. Name a network qube such as sys-firewall, or leave -NetVM out to repair the clients of every network qube.", name);
             selected.Add(qube.Name);
         }

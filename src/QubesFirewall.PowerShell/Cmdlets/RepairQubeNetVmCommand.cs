@@ -43,7 +43,7 @@ public sealed class RepairQubeNetVmCommand : QubeCmdlet
                 if (result.Action == NetVmRepairAction.Failed)
                 {
                     var refused = plan.Steps.Any(s => s.VMName == result.VMName && s.Kind == NetVmRepairStepKind.Refuse);
-                    WriteError(ToErrorRecord(new QubesFirewallException(refused ? "NetVmNotRunning" : "NetVmRepairFailed",
+                    WriteError(ToErrorRecord(new QubesFirewallException(refused ? ErrorIds.NetVmNotRunning : ErrorIds.NetVmRepairFailed,
                         refused ? FailureKind.ResourceUnavailable : FailureKind.InvalidOperation, $"{result.VMName}: {result.Reason}", result.VMName)));
                 }
                 else if (result.Action == NetVmRepairAction.Skipped)
