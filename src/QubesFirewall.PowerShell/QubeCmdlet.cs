@@ -146,29 +146,31 @@ public abstract class QubeCmdlet : PSCmdlet
     /// again), the plan's warnings, one ShouldProcess whose text is the whole plan (a plan without changes is said in
     /// -Verbose and asks nothing), under -WhatIf the calls and file contents the live backend would send, then
     /// <paramref name="apply"/> with progress over the plan's qubes, and its failure as one error. Returns what
-    /// <paramref name="apply"/> returned, or null when nothing was deployed.
+    /// <paramref name="apply"/> returned, or default (null) when nothing was deployed. <paramref name="confirmMore"/>
+    /// asks what the plan needs beyond ShouldProcess (a qube taken off a Whonix gateway).
     /// </summary>
-    protected TResult? Deploy<TPlan, TResult>(TPlan plan, bool start, Func<TPlan>? replan, Func<TPlan, RolloutOptions, TResult> apply, Func<TResult, QubesFirewallException?> failureOf)
+    protected TResult? Deploy<TPlan, TResult>(TPlan plan, bool start, Func<TPlan>? replan, Func<TPlan, RolloutOptions, TResult> apply, Func<TResult, QubesFirewallException?> failureOf,
+        Func<TPlan, bool>? confirmMore = null)
         where TPlan : class, IDeploymentPlan
-        where TResult : class
     {
-        if (StartWhatMustRun(plan, start, replan ?? (() => plan)) is not { } ready) return null;
+        if (StartWhatMustRun(plan, start, replan ?? (() => plan)) is not { } ready) return default;
         foreach (var warning in ready.Warnings) WriteWarning(warning);
         var description = ready.Describe();
         if (ready.IsComplete && ready.Steps.Count == 0)
         {
             WriteVerbose(description);
-            if (WhatIfRequested) return null;
+            if (WhatIfRequested) return default;
         }
         else if (!ShouldProcess(description, ready.Question, MyInvocation.MyCommand.Name))
         {
             ShowWhatIfDetails(() => apply(ready, new RolloutOptions()));
-            return null;
+            return default;
         }
+        if (confirmMore is not null && !confirmMore(ready)) return default;
         // Progress over the plan's qubes when it reaches more than one.
         var activity = $"{char.ToUpperInvariant(ready.Purpose[0])}{ready.Purpose[1..]}";
         var several = ready.Steps.Select(s => s.Hop).Distinct(StringComparer.Ordinal).Skip(1).Any();
-        if (!TryEngine(() => apply(ready, several ? HopProgress(activity) : new RolloutOptions()), out var result)) return null;
+        if (!TryEngine(() => apply(ready, several ? HopProgress(activity) : new RolloutOptions()), out var result)) return default;
         if (several) CompleteProgress(activity);
         if (failureOf(result) is { } failure) WriteError(ToErrorRecord(failure));
         return result;

@@ -34,6 +34,8 @@ public sealed record ConfigurationPlan : IDeploymentPlan
 
     public string Target => "the network configuration";
 
+    string IDeploymentPlan.Question => $"Apply the network configuration ({Steps.Count.ToString(CultureInfo.InvariantCulture)} changes)?";
+
     /// <summary>What the file changes, as Test-QubeNetworkConfiguration shows it (before the plan).</summary>
     public IReadOnlyList<ConfigurationDrift> Drift { get; init; } = [];
 
