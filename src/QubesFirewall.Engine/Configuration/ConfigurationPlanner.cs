@@ -281,15 +281,8 @@ public static class ConfigurationPlanner
             NetVmMode.None => ("", $"qvm-prefs {qube.Name} netvm ''"),
             _ => (wanted.Name, $"qvm-prefs {qube.Name} netvm {wanted.Name}"),
         };
-        return new DeploymentStep
-        {
-            Kind = DeploymentStepKind.SetProperty,
-            VMName = qube.Name,
-            PropertyName = "netvm",
-            PropertyValue = value,
-            PreviousPropertyValue = previous,
-            Description = $"{qube.Name}: set netvm to {wanted} (was {now}{(now.Mode == NetVmMode.Default && qube.NetVM is { } eff ? " = " + eff : "")}): {command}",
-        };
+        return DeploymentStep.SetProperty(qube.Name, "netvm", value, previous,
+            $"{qube.Name}: set netvm to {wanted} (was {now}{(now.Mode == NetVmMode.Default && qube.NetVM is { } eff ? " = " + eff : "")}): {command}");
     }
 
     private static DeploymentStep FirewallListStep(FirewallChange change)
