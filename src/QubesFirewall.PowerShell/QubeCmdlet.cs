@@ -48,8 +48,8 @@ public abstract class QubeCmdlet : PSCmdlet
     protected override void EndProcessing()
     {
         // Live: say how many Admin API calls this invocation made (the cost -Verbose users can check).
-        if (_backend is Engine.AdminApi.AdminApiBackend live)
-            WriteVerbose($"{live.Client.CallCount} Admin API call(s) to {live.Description}.");
+        if (_backend?.CallCount is { } calls)
+            WriteVerbose($"{calls} Admin API call(s) to {_backend.Description}.");
         DisposeBackend();
     }
 
@@ -261,7 +261,7 @@ public abstract class QubeCmdlet : PSCmdlet
         }
         catch (WildcardPatternException ex)
         {
-            WriteError(ToErrorRecord(QubesFirewallException.Invalid("InvalidNamePattern",
+            WriteError(ToErrorRecord(QubesFirewallException.Invalid(ErrorIds.InvalidNamePattern,
                 $"'{Engine.Model.RuleGrammar.Printable(pattern)}' is not a valid name pattern: {ex.Message} (use * and ? as wildcards, [a-z] for a range, ` to take a wildcard character literally).", pattern)));
             return null;
         }
@@ -275,8 +275,7 @@ public abstract class QubeCmdlet : PSCmdlet
     {
         if (NamePattern(pattern) is not { } wildcard) return null;
         if (WildcardPattern.ContainsWildcardCharacters(pattern) || inventory.Find(pattern) is not null) return wildcard;
-        WriteError(ToErrorRecord(new QubesFirewallException("QubeNotFound", FailureKind.ObjectNotFound,
-            $"There is no qube named '{Engine.Model.RuleGrammar.Printable(pattern)}' in {Backend.Description}.", pattern)));
+        WriteError(ToErrorRecord(Engine.Model.QubesInventory.NotFound(pattern, Backend.Description)));
         return null;
     }
 

@@ -17,9 +17,7 @@ public sealed class QubeNameCompleter : IArgumentCompleter
         {
             using var backend = BackendSelector.Open(root);
             // Live: one admin.vm.List, not the whole inventory (one GetAll per qube) at each Tab.
-            names = backend is Engine.AdminApi.AdminApiBackend live
-                ? live.ListQubes().Select(e => e.Name).ToList()
-                : backend.GetInventory().Qubes.Select(q => q.Name).ToList();
+            names = [.. backend.ListQubeNames()];
         }
         catch (Exception)
         {

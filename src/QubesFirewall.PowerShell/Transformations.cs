@@ -53,7 +53,7 @@ public static class ExpireArgument
         }
         if (result > MaxUnixTime) throw OutOfRange(value);
         if (result <= now.ToUnixTimeSeconds())
-            throw QubesFirewallException.Invalid("ExpireInPast",
+            throw QubesFirewallException.Invalid(ErrorIds.ExpireInPast,
                 $"The expiry time {DateTimeOffset.FromUnixTimeSeconds(Math.Max(0, result)).LocalDateTime:u} is not in the future: the rule would never apply.", value);
         return result;
     }
@@ -61,7 +61,7 @@ public static class ExpireArgument
     /// <summary>9999-12-31 23:59:59 UTC, the last time a rule can expire at.</summary>
     public const long MaxUnixTime = 253402300799;
 
-    private static QubesFirewallException OutOfRange(object value) => QubesFirewallException.Invalid("InvalidExpire",
+    private static QubesFirewallException OutOfRange(object value) => QubesFirewallException.Invalid(ErrorIds.InvalidExpire,
         $"The expiry time '{Engine.Model.RuleGrammar.Printable(value.ToString())}' is out of range: it must fall before the year 10000 (give a date, a TimeSpan such as (New-TimeSpan -Days 7), Unix seconds or +SECONDS).", value);
 
     private static long FromString(string s, DateTimeOffset now)
@@ -75,7 +75,7 @@ public static class ExpireArgument
         throw Bad(s);
     }
 
-    private static QubesFirewallException Bad(string? s) => QubesFirewallException.Invalid("InvalidExpire",
+    private static QubesFirewallException Bad(string? s) => QubesFirewallException.Invalid(ErrorIds.InvalidExpire,
         $"Cannot read '{Engine.Model.RuleGrammar.Printable(s)}' as an expiry time: give a DateTime, a TimeSpan from now, Unix seconds or +SECONDS.", s);
 }
 

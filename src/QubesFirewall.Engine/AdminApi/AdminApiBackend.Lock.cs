@@ -49,12 +49,12 @@ public sealed partial class AdminApiBackend
         }
         catch (IOException ex)
         {
-            throw new QubesFirewallException("DeploymentLocked", FailureKind.ResourceUnavailable,
+            throw new QubesFirewallException(ErrorIds.DeploymentLocked, FailureKind.ResourceUnavailable,
                 $"Another deployment from dom0 has held {DeploymentLockPath} for {DeploymentLockTimeout.TotalMinutes.ToString("0", CultureInfo.InvariantCulture)} minutes (or it cannot be created: {ex.Message}); nothing was changed. Try again when it has finished.", DeploymentLockPath, ex);
         }
         catch (UnauthorizedAccessException ex)
         {
-            throw new QubesFirewallException("DeploymentLocked", FailureKind.PermissionDenied,
+            throw new QubesFirewallException(ErrorIds.DeploymentLocked, FailureKind.PermissionDenied,
                 $"Cannot create the deployment lock {DeploymentLockPath}: {ex.Message}. Nothing was changed.", DeploymentLockPath, ex);
         }
     }

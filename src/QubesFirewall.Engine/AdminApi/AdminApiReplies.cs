@@ -196,5 +196,5 @@ public static partial class AdminApiReplies
     };
 
     internal static QubesFirewallException Bad(string what, string detail) =>
-        new("QubesdBadReply", FailureKind.ProtocolError, $"qubesd's reply to {what} is not in the expected form: {detail}.", what);
+        new(ErrorIds.QubesdBadReply, FailureKind.ProtocolError, $"qubesd's reply to {what} is not in the expected form: {detail}.", what);
 }

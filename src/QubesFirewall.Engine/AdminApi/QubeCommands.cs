@@ -98,12 +98,12 @@ public sealed class QvmRunCommandRunner : IQubeCommandRunner
         }
         catch (OperationCanceledException)
         {
-            throw new QubesFirewallException("QubeCommandTimeout", FailureKind.ConnectionError,
+            throw new QubesFirewallException(ErrorIds.QubeCommandTimeout, FailureKind.ConnectionError,
                 $"qvm-run in '{vmName}' did not finish within {timeout.TotalSeconds.ToString("0", CultureInfo.InvariantCulture)} s and was stopped; the qube may be busy or unresponsive.", vmName);
         }
         catch (Win32Exception ex)
         {
-            throw new QubesFirewallException("QvmRunNotAvailable", FailureKind.ResourceUnavailable,
+            throw new QubesFirewallException(ErrorIds.QvmRunNotAvailable, FailureKind.ResourceUnavailable,
                 $"Cannot start {executable}: {ex.Message}. The live backend runs commands in qubes through qvm-run, which exists only in dom0.", executable, ex);
         }
     }
@@ -116,7 +116,7 @@ public sealed class QvmRunCommandRunner : IQubeCommandRunner
             var candidate = Path.Combine(dir, _executable);
             if (File.Exists(candidate)) return candidate;
         }
-        throw new QubesFirewallException("QvmRunNotAvailable", FailureKind.ResourceUnavailable,
+        throw new QubesFirewallException(ErrorIds.QvmRunNotAvailable, FailureKind.ResourceUnavailable,
             $"There is no {_executable} on PATH. The live backend runs commands in qubes through qvm-run, which exists only in dom0.", _executable);
     }
 }
@@ -138,7 +138,7 @@ public static partial class QubeFileCommands
     public static string ValidatePath(string? path)
     {
         if (path is null || path.Length > 255 || !PathPattern().IsMatch(path) || path.Split('/').Any(c => c is "." or ".."))
-            throw QubesFirewallException.Invalid("InvalidQubePath",
+            throw QubesFirewallException.Invalid(ErrorIds.InvalidQubePath,
                 $"'{RuleGrammar.Printable(path)}' is not a path this module writes in a qube: an absolute path under /rw whose components are ASCII letters, digits, '.', '_' and '-' (not starting with '.' or '-').", path);
         return path;
     }

@@ -74,11 +74,11 @@ public sealed partial class QubesdClient
     public static byte[] FrameRequest(string method, string? argument, string destination, ReadOnlySpan<byte> payload)
     {
         if (!MethodPattern().IsMatch(method))
-            throw QubesFirewallException.Invalid("InvalidAdminApiCall", $"'{Model.RuleGrammar.Printable(method)}' is not an Admin API method name.", method);
+            throw QubesFirewallException.Invalid(ErrorIds.InvalidAdminApiCall, $"'{Model.RuleGrammar.Printable(method)}' is not an Admin API method name.", method);
         if (argument is not null && !ArgumentPattern().IsMatch(argument))
-            throw QubesFirewallException.Invalid("InvalidAdminApiCall", $"'{Model.RuleGrammar.Printable(argument)}' cannot be an Admin API argument (letters, digits, '-', '_', '.', '+').", argument);
+            throw QubesFirewallException.Invalid(ErrorIds.InvalidAdminApiCall, $"'{Model.RuleGrammar.Printable(argument)}' cannot be an Admin API argument (letters, digits, '-', '_', '.', '+').", argument);
         if (!DestinationPattern().IsMatch(destination))
-            throw QubesFirewallException.Invalid("InvalidAdminApiCall", $"'{Model.RuleGrammar.Printable(destination)}' cannot be an Admin API destination.", destination);
+            throw QubesFirewallException.Invalid(ErrorIds.InvalidAdminApiCall, $"'{Model.RuleGrammar.Printable(destination)}' cannot be an Admin API destination.", destination);
         var header = Encoding.ASCII.GetBytes($"{method}+{argument} {Source} name {destination}\0");
         var request = new byte[header.Length + payload.Length];
         header.CopyTo(request, 0);
@@ -109,7 +109,7 @@ public sealed partial class QubesdClient
         var request = FrameRequest(method, argument, destination, payload);
         var what = Describe(method, argument, destination);
         if (request.Length > MaxRequestBytes)
-            throw new QubesFirewallException("RequestTooLarge", FailureKind.InvalidArgument,
+            throw new QubesFirewallException(ErrorIds.RequestTooLarge, FailureKind.InvalidArgument,
                 $"The {what} request would be {request.Length.ToString("N0", CultureInfo.InvariantCulture)} bytes; qubesd reads at most {MaxRequestBytes.ToString("N0", CultureInfo.InvariantCulture)} bytes per request and drops larger ones. Nothing was sent.", what);
         if (DryRun is { } report && !IsReadOnly(method))
         {
@@ -148,7 +148,7 @@ public sealed partial class QubesdClient
         }
         catch (DecoderFallbackException)
         {
-            throw new QubesFirewallException("QubesdBadReply", FailureKind.ProtocolError,
+            throw new QubesFirewallException(ErrorIds.QubesdBadReply, FailureKind.ProtocolError,
                 $"qubesd's reply to {Describe(method, argument, destination)} is not valid UTF-8.", Describe(method, argument, destination));
         }
     }
@@ -184,22 +184,22 @@ public sealed partial class QubesdClient
         }
         catch (OperationCanceledException)
         {
-            throw new QubesFirewallException("QubesdTimeout", FailureKind.ConnectionError,
+            throw new QubesFirewallException(ErrorIds.QubesdTimeout, FailureKind.ConnectionError,
                 $"qubesd did not answer {what} within {timeout.TotalSeconds.ToString("0.#", CultureInfo.InvariantCulture)} s (while trying to {phase} {SocketPath}). The call may still complete inside qubesd: check the state before retrying.", what);
         }
         catch (SocketException ex) when (phase == "connect to")
         {
             var (id, kind, hint) = ex.SocketErrorCode switch
             {
-                SocketError.AccessDenied => ("QubesdAccessDenied", FailureKind.PermissionDenied, "Run pwsh as a user of group qubes (the dom0 user is) or as root."),
-                SocketError.AddressNotAvailable or SocketError.ConnectionRefused => ("QubesdNotRunning", FailureKind.ResourceUnavailable, "Is qubesd running? (sudo systemctl status qubesd)"),
-                _ => ("QubesdUnreachable", FailureKind.ConnectionError, "Is qubesd running? (sudo systemctl status qubesd)"),
+                SocketError.AccessDenied => (ErrorIds.QubesdAccessDenied, FailureKind.PermissionDenied, "Run pwsh as a user of group qubes (the dom0 user is) or as root."),
+                SocketError.AddressNotAvailable or SocketError.ConnectionRefused => (ErrorIds.QubesdNotRunning, FailureKind.ResourceUnavailable, "Is qubesd running? (sudo systemctl status qubesd)"),
+                _ => (ErrorIds.QubesdUnreachable, FailureKind.ConnectionError, "Is qubesd running? (sudo systemctl status qubesd)"),
             };
             throw new QubesFirewallException(id, kind, $"Cannot connect to qubesd at {SocketPath}: {ex.Message}. {hint}", SocketPath, ex);
         }
         catch (Exception ex) when (ex is SocketException or IOException or ObjectDisposedException)
         {
-            throw new QubesFirewallException("QubesdConnectionLost", FailureKind.ConnectionError,
+            throw new QubesFirewallException(ErrorIds.QubesdConnectionLost, FailureKind.ConnectionError,
                 $"The connection to qubesd broke while trying to {phase} {SocketPath} for {what}: {ex.Message}. Check the state before retrying: qubesd may have acted on the call.", what, ex);
         }
     }
@@ -209,12 +209,12 @@ public sealed partial class QubesdClient
     {
         var what = Describe(method, argument, destination);
         if (reply.Length == 0)
-            throw new QubesFirewallException("QubesdEmptyReply", FailureKind.InvalidOperation,
+            throw new QubesFirewallException(ErrorIds.QubesdEmptyReply, FailureKind.InvalidOperation,
                 $"qubesd refused the request without a reason ({what}): it closed the connection without an answer. qubesd does this when a handler fails on a value it could not parse (its firewall rule parser, for one), when the call is unknown to this Qubes release, or when it is not allowed; its journal in dom0 (journalctl -u qubesd) says which.", what);
         if (reply.Length < 2 && reply[0] is (byte)'0' or (byte)'1' or (byte)'2')
             throw Truncated(what, "it ends inside the reply header");
         if (reply.Length < 2 || reply[1] != 0)
-            throw new QubesFirewallException("QubesdBadReply", FailureKind.ProtocolError,
+            throw new QubesFirewallException(ErrorIds.QubesdBadReply, FailureKind.ProtocolError,
                 $"qubesd's reply to {what} does not start with a reply header (a digit and a NUL).", what);
         switch (reply[0])
         {
@@ -234,16 +234,16 @@ public sealed partial class QubesdClient
                 throw QubesdException.From(cls, message, traceback, what);
             }
             case (byte)'1':
-                throw new QubesFirewallException("QubesdBadReply", FailureKind.ProtocolError,
+                throw new QubesFirewallException(ErrorIds.QubesdBadReply, FailureKind.ProtocolError,
                     $"qubesd answered {what} with an event stream, not a reply.", what);
             default:
-                throw new QubesFirewallException("QubesdBadReply", FailureKind.ProtocolError,
+                throw new QubesFirewallException(ErrorIds.QubesdBadReply, FailureKind.ProtocolError,
                     $"qubesd's reply to {what} starts with byte 0x{reply[0]:x2}, which is neither success (0x30) nor an exception (0x32).", what);
         }
     }
 
     internal static QubesFirewallException Truncated(string what, string detail) =>
-        new("QubesdReplyTruncated", FailureKind.ConnectionError,
+        new(ErrorIds.QubesdReplyTruncated, FailureKind.ConnectionError,
             $"The connection to qubesd closed in the middle of the reply to {what} ({detail}). Check the state before retrying: qubesd may have acted on the call.", what);
 
     private static List<byte[]> Split(ReadOnlySpan<byte> data)
@@ -310,14 +310,14 @@ public sealed class QubesdException : QubesFirewallException
     {
         var (id, kind) = cls switch
         {
-            "QubesVMNotFoundError" => ("QubeNotFound", FailureKind.ObjectNotFound),
-            "QubesFeatureNotFoundError" => ("FeatureNotFound", FailureKind.ObjectNotFound),
-            "QubesNoSuchPropertyError" => ("PropertyNotFound", FailureKind.ObjectNotFound),
-            "QubesPropertyAccessError" or "QubesPropertyValueError" or "QubesValueError" => ("QubesdRefusedValue", FailureKind.InvalidArgument),
-            "QubesVMNotHaltedError" or "QubesVMNotRunningError" or "QubesVMNotStartedError" or "QubesVMNotPausedError" => ("QubeStateConflict", FailureKind.InvalidOperation),
-            "PermissionDenied" => ("QubesdPermissionDenied", FailureKind.PermissionDenied),
-            "ProtocolError" => ("QubesdProtocolError", FailureKind.ProtocolError),
-            _ => ("QubesdError", FailureKind.InvalidOperation),
+            "QubesVMNotFoundError" => (ErrorIds.QubeNotFound, FailureKind.ObjectNotFound),
+            "QubesFeatureNotFoundError" => (ErrorIds.FeatureNotFound, FailureKind.ObjectNotFound),
+            "QubesNoSuchPropertyError" => (ErrorIds.PropertyNotFound, FailureKind.ObjectNotFound),
+            "QubesPropertyAccessError" or "QubesPropertyValueError" or "QubesValueError" => (ErrorIds.QubesdRefusedValue, FailureKind.InvalidArgument),
+            "QubesVMNotHaltedError" or "QubesVMNotRunningError" or "QubesVMNotStartedError" or "QubesVMNotPausedError" => (ErrorIds.QubeStateConflict, FailureKind.InvalidOperation),
+            "PermissionDenied" => (ErrorIds.QubesdPermissionDenied, FailureKind.PermissionDenied),
+            "ProtocolError" => (ErrorIds.QubesdProtocolError, FailureKind.ProtocolError),
+            _ => (ErrorIds.QubesdError, FailureKind.InvalidOperation),
         };
         var text = $"qubesd refused {call}: {cls}: {message}";
         return new QubesdException(id, kind, text, cls, message, traceback, call);

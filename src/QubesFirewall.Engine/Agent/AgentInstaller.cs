@@ -61,7 +61,7 @@ public sealed record QubeFirewallAgent
 /// </summary>
 public static class AgentInstaller
 {
-    /// <summary>The hook files of earlier versions, whose managed block Install removes (the user's lines stay byte for byte).</summary>
+    /// <summary>The hook files of earlier versions, whose managed block Install removes but for its qubes.ConnectTCP bindings (the user's lines stay byte for byte).</summary>
     public static readonly string[] LegacyFiles = [ForwardPersistence.FirewallUserScript, ForwardPersistence.RcLocal];
 
     /// <summary>Where the hook goes: network qubes that run qubes-firewall start it from qubes-firewall.d, the others from rc.local.d.</summary>
@@ -113,7 +113,7 @@ public static class AgentInstaller
     /// </summary>
     public static string? ReadStatus(IQubesBackend backend, Qube qube)
     {
-        if (backend is OfflineRoot || qube.State != PowerState.Running) return null;
+        if (!backend.RunsInQubes || qube.State != PowerState.Running) return null;
         var output = backend.RunQubeShellScript(qube.Name, AgentDelivery.StatusCommand, "read the QubesFirewall agent status").Output;
         return AgentStatus.Parse(output) is { } status
             ? $"state={status.State} gen={status.Generation} applied={status.Applied} version={status.Version} msg={status.Message}"
@@ -134,10 +134,10 @@ public static class AgentInstaller
         var inventory = backend.GetInventory();
         var qube = inventory.Get(Validation.QubeName.Validate(vmName));
         if (qube.Class is QubeClass.AdminVM or QubeClass.TemplateVM)
-            throw new QubesFirewallException("AgentNotForThisQube", FailureKind.InvalidOperation,
+            throw new QubesFirewallException(ErrorIds.AgentNotForThisQube, FailureKind.InvalidOperation,
                 $"'{qube.Name}' is {(qube.Class == QubeClass.AdminVM ? "dom0" : "a template")}: the agent runs in qubes that pass or receive forwarded traffic.", qube.Name);
         if (ForwardPersistence.HasCustomPersist(inventory, qube))
-            throw new QubesFirewallException("CustomPersist", FailureKind.InvalidOperation,
+            throw new QubesFirewallException(ErrorIds.CustomPersist, FailureKind.InvalidOperation,
                 $"'{qube.Name}' has the R4.3 custom-persist service on: Qubes does not run the /rw/config hooks there, so the agent would never start. " +
                 $"Turn custom-persist off for it (qvm-service --disable {qube.Name} custom-persist), or have its template start the agent. Nothing was changed.", qube.Name);
         var storage = StorageOf(inventory, qube);
@@ -154,8 +154,11 @@ public static class AgentInstaller
             foreach (var path in LegacyFiles)
             {
                 var content = backend.ReadQubeFile(where, path);
-                if (content is null || ManagedBlock.Extract(content) is null) continue;
-                var without = ManagedBlock.Remove(content) ?? "";
+                var block = ManagedBlock.Extract(content);
+                // the forwards' and links' rules go; permanent qubes.ConnectTCP bindings still live in rc.local's block and stay
+                var bindings = ConnectTcpPersistence.Extract(block);
+                if (block is null || block == bindings) continue;
+                var without = bindings.Length > 0 ? ManagedBlock.Upsert(content, bindings) : ManagedBlock.Remove(content) ?? "";
                 backend.WriteQubeFile(where, path, without, ManagedBlock.FileMode);
                 migrated.Add($"{where}:{path}");
                 changed = true;
@@ -166,7 +169,7 @@ public static class AgentInstaller
         {
             var run = backend.RunQubeShellScript(qube.Name, $"{AgentScript.AgentPath} hook\n", "start the QubesFirewall agent");
             if (run.Executed && !run.Succeeded)
-                throw new QubesFirewallException("AgentStartFailed", FailureKind.WriteError,
+                throw new QubesFirewallException(ErrorIds.AgentStartFailed, FailureKind.WriteError,
                     $"The agent was installed in '{storage.Name}' but did not start in '{qube.Name}' (exit {run.ExitCode}): {Shown(run.Output)}", qube.Name);
             started = run.Executed;
         }

@@ -30,7 +30,7 @@ public static class BackendSelector
                 AnswerLimits = limits,
                 DeploymentLockPath = AdminApiBackend.DefaultLockPath(environment),
             };
-        throw new QubesFirewallException("NoBackend", FailureKind.ResourceUnavailable,
+        throw new QubesFirewallException(ErrorIds.NoBackend, FailureKind.ResourceUnavailable,
             $"No Qubes root was given and there is no qubesd socket at {socket}. In dom0, run where qubesd runs (its socket is {DefaultSocket}; $env:{SocketVariable} names another). Anywhere else, pass -Root <directory> or set $env:{RootVariable} to a directory laid out like dom0's /var/lib/qubes; the module ships a sample in its examples/qubes-root folder (copy it first: the cmdlets write to it).", socket);
     }
 }

@@ -29,7 +29,7 @@ public static partial class Dom0Files
     public static string ValidateDirectory(string? directory)
     {
         if (directory is null || !Readable.Contains(directory, StringComparer.Ordinal))
-            throw QubesFirewallException.Invalid("InvalidDom0Path", $"'{RuleGrammar.Printable(directory)}' is not a dom0 directory this module reads (only {string.Join(" and ", Readable)}).", directory);
+            throw QubesFirewallException.Invalid(ErrorIds.InvalidDom0Path, $"'{RuleGrammar.Printable(directory)}' is not a dom0 directory this module reads (only {string.Join(" and ", Readable)}).", directory);
         return directory;
     }
 
@@ -39,7 +39,7 @@ public static partial class Dom0Files
         var allowed = write ? Writable : Readable;
         var slash = path?.LastIndexOf('/') ?? -1;
         if (path is null || slash <= 0 || !allowed.Contains(path[..slash], StringComparer.Ordinal) || !FileNamePattern().IsMatch(path[(slash + 1)..]))
-            throw QubesFirewallException.Invalid("InvalidDom0Path",
+            throw QubesFirewallException.Invalid(ErrorIds.InvalidDom0Path,
                 $"'{RuleGrammar.Printable(path)}' is not a dom0 file this module {(write ? "writes" : "reads")}: a name of ASCII letters, digits and '_.+-' (not starting with '.', '+' or '-') in {string.Join(" or ", allowed)}.", path);
         return path;
     }
@@ -72,7 +72,7 @@ public static partial class Dom0Files
         }
         catch (UnauthorizedAccessException ex)
         {
-            throw new QubesFirewallException("Dom0FileAccessDenied", FailureKind.PermissionDenied,
+            throw new QubesFirewallException(ErrorIds.Dom0FileAccessDenied, FailureKind.PermissionDenied,
                 $"Cannot write {path}: {ex.Message} In dom0 the policy directory belongs to root and the group qubes (mode 0775): run as a member of qubes, or as root.", path, ex);
         }
     }
@@ -88,7 +88,7 @@ public static partial class Dom0Files
         }
         catch (UnauthorizedAccessException ex)
         {
-            throw new QubesFirewallException("Dom0FileAccessDenied", FailureKind.PermissionDenied,
+            throw new QubesFirewallException(ErrorIds.Dom0FileAccessDenied, FailureKind.PermissionDenied,
                 $"Cannot remove {path}: {ex.Message}", path, ex);
         }
         return true;

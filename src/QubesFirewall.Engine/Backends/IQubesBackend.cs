@@ -13,6 +13,26 @@ public interface IQubesBackend : IDisposable
     /// <summary>Names the backend for messages: "offline root /path" or "qubesd at /var/run/qubesd.sock".</summary>
     string Description { get; }
 
+    // ------------------------------------------------------------------ what the engine needs to know of a backend
+    // (asked here, never by testing its class). Starting qubes (StartQube), the deployment lock (LockDeployments,
+    // null when there is none) and dom0's files (Dom0FilesNotSupported when there are none) are members below.
+
+    /// <summary>
+    /// True when files and scripts reach the running qubes themselves (live: qvm-run), so the qubes a change
+    /// reaches must run and their agents can be asked; false when every change to a qube is recorded in a state
+    /// folder instead (the offline root), so nothing has to run and nothing is waited for.
+    /// </summary>
+    bool RunsInQubes => true;
+
+    /// <summary>The qube names, for completion at each Tab: by default from the inventory; live one admin.vm.List.</summary>
+    IReadOnlyList<string> ListQubeNames() => GetInventory().Qubes.Select(q => q.Name).ToList();
+
+    /// <summary>How many calls this backend made to a service (live: Admin API calls to qubesd); null when it calls none.</summary>
+    long? CallCount => null;
+
+    /// <summary>Forgets what was read and kept (the inventory), so the next read sees changes made meanwhile.</summary>
+    void Invalidate() { }
+
     QubesInventory GetInventory();
 
     /// <summary>The qube's stored rule list, expired rules included (Get leaves them out).</summary>
@@ -116,19 +136,23 @@ public interface IQubesBackend : IDisposable
 
     /// <summary>The names of the files of a dom0 directory, in ordinal order; empty when it does not exist.</summary>
     IReadOnlyList<string> ListDom0Files(string directory) =>
-        throw new QubesFirewallException("Dom0FilesNotSupported", FailureKind.NotImplemented, $"{Description} has no access to dom0's files.", directory);
+        throw NoDom0Files(Description, directory);
 
     /// <summary>A dom0 file's content; null when it does not exist.</summary>
     string? ReadDom0File(string path) =>
-        throw new QubesFirewallException("Dom0FilesNotSupported", FailureKind.NotImplemented, $"{Description} has no access to dom0's files.", path);
+        throw NoDom0Files(Description, path);
 
     /// <summary>Replaces a dom0 file atomically (temporary name that qrexec ignores, then rename), with the given mode.</summary>
     void WriteDom0File(string path, string content, UnixFileMode mode) =>
-        throw new QubesFirewallException("Dom0FilesNotSupported", FailureKind.NotImplemented, $"{Description} has no access to dom0's files.", path);
+        throw NoDom0Files(Description, path);
 
     /// <summary>Removes a dom0 file; false when it was not there.</summary>
     bool DeleteDom0File(string path) =>
-        throw new QubesFirewallException("Dom0FilesNotSupported", FailureKind.NotImplemented, $"{Description} has no access to dom0's files.", path);
+        throw NoDom0Files(Description, path);
+
+    /// <summary>The Dom0FilesNotSupported error of a backend without dom0's files (an offline root).</summary>
+    private static QubesFirewallException NoDom0Files(string description, string path) =>
+        new(ErrorIds.Dom0FilesNotSupported, FailureKind.NotImplemented, $"{description} has no access to dom0's files.", path);
 }
 
 /// <summary>What running a script in a qube did.</summary>

@@ -23,7 +23,7 @@ public sealed partial class OfflineRoot : IQubesBackend
         RootPath = Path.GetFullPath(root);
         _clock = clock ?? (() => DateTimeOffset.UtcNow);
         if (!File.Exists(QubesXmlPath))
-            throw new QubesFirewallException("QubesRootNotFound", FailureKind.ObjectNotFound,
+            throw new QubesFirewallException(ErrorIds.QubesRootNotFound, FailureKind.ObjectNotFound,
                 $"'{RootPath}' is not a Qubes root: it has no qubes.xml. Point -Root or $env:QUBESFW_ROOT at a directory laid out like dom0's /var/lib/qubes (the module ships one in its examples/qubes-root folder).", RootPath);
     }
 
@@ -35,6 +35,9 @@ public sealed partial class OfflineRoot : IQubesBackend
 
     public string Description => $"offline root {RootPath}";
 
+    /// <summary>Every change to a qube is recorded in the state folder; nothing has to run.</summary>
+    public bool RunsInQubes => false;
+
     public QubesInventory GetInventory()
     {
         var inventory = QubesXml.Load(QubesXmlPath);
@@ -42,7 +45,7 @@ public sealed partial class OfflineRoot : IQubesBackend
     }
 
     public Qube GetQube(string vmName) => GetInventory().Find(QubeName.Validate(vmName))
-        ?? throw new QubesFirewallException("QubeNotFound", FailureKind.ObjectNotFound, $"There is no qube named '{RuleGrammar.Printable(vmName)}' in {Description}.", vmName);
+        ?? throw QubesInventory.NotFound(vmName, Description);
 
     /// <summary>The qube's directory as qubesd lays it out: templates under vm-templates, others under appvms.</summary>
     public string QubeDirectory(Qube qube) =>
@@ -50,7 +53,7 @@ public sealed partial class OfflineRoot : IQubesBackend
 
     /// <summary>dom0 has no Qubes firewall: qubesd keeps rules only for qubes that can have a netvm.</summary>
     public string FirewallPath(Qube qube) => qube.Class == QubeClass.AdminVM
-        ? throw new QubesFirewallException("NoFirewall", FailureKind.InvalidOperation, $"'{qube.Name}' is dom0, which has no Qubes firewall (it has no network qube).", qube.Name)
+        ? throw new QubesFirewallException(ErrorIds.NoFirewall, FailureKind.InvalidOperation, $"'{qube.Name}' is dom0, which has no Qubes firewall (it has no network qube).", qube.Name)
         : Path.Combine(QubeDirectory(qube), "firewall.xml");
 
     public FirewallDocument GetFirewall(string vmName) => FirewallXml.Load(FirewallPath(GetQube(vmName)));
@@ -77,9 +80,9 @@ public sealed partial class OfflineRoot : IQubesBackend
     public IReadOnlyList<QubesDbEntry> SyncFirewall(string vmName)
     {
         var inventory = GetInventory();
-        var qube = inventory.Find(QubeName.Validate(vmName)) ?? throw new QubesFirewallException("QubeNotFound", FailureKind.ObjectNotFound, $"There is no qube named '{RuleGrammar.Printable(vmName)}' in {Description}.", vmName);
+        var qube = inventory.Find(QubeName.Validate(vmName)) ?? throw QubesInventory.NotFound(vmName, Description);
         if (qube.NetVM is null)
-            throw new QubesFirewallException("NoNetVM", FailureKind.InvalidOperation, $"'{qube.Name}' has no network qube, so no qube enforces its firewall rules. Set its netvm first.", vmName);
+            throw new QubesFirewallException(ErrorIds.NoNetVM, FailureKind.InvalidOperation, $"'{qube.Name}' has no network qube, so no qube enforces its firewall rules. Set its netvm first.", vmName);
         var rules = FirewallXml.Load(FirewallPath(qube)).Rules;
         var entries = QubesDbRenderer.Render(qube.NetVM, qube.IP, qube.IPv6, rules, _clock());
         var store = new QubesDbStore(Path.Combine(StatePath, qube.NetVM, "qubesdb.txt"));
@@ -117,7 +120,7 @@ public sealed partial class OfflineRoot : IQubesBackend
     {
         QubeName.Validate(vmName);
         if (!path.StartsWith("/rw/", StringComparison.Ordinal) || path.Contains("/../", StringComparison.Ordinal) || path.EndsWith("/..", StringComparison.Ordinal))
-            throw QubesFirewallException.Invalid("InvalidQubePath", $"'{RuleGrammar.Printable(path)}' is not a path under /rw.", path);
+            throw QubesFirewallException.Invalid(ErrorIds.InvalidQubePath, $"'{RuleGrammar.Printable(path)}' is not a path under /rw.", path);
         return Path.Combine(StatePath, vmName, path.TrimStart('/'));
     }
 
@@ -168,7 +171,7 @@ public sealed partial class OfflineRoot : IQubesBackend
         }
         catch (IOException ex)
         {
-            throw new QubesFirewallException("DeploymentLocked", FailureKind.ResourceUnavailable,
+            throw new QubesFirewallException(ErrorIds.DeploymentLocked, FailureKind.ResourceUnavailable,
                 $"Another deployment into {Description} has held {file} for 5 minutes; nothing was changed. Try again when it has finished.", file, ex);
         }
     }
@@ -206,7 +209,7 @@ public sealed partial class OfflineRoot : IQubesBackend
     {
         var qube = GetQube(vmName);
         if (qube.Class is QubeClass.AdminVM or QubeClass.RemoteVM)
-            throw new QubesFirewallException("QubeCannotStart", FailureKind.InvalidOperation, $"'{qube.Name}' is an {qube.Class}; it is not started by qubesd.", vmName);
+            throw new QubesFirewallException(ErrorIds.QubeCannotStart, FailureKind.InvalidOperation, $"'{qube.Name}' is an {qube.Class}; it is not started by qubesd.", vmName);
         if (ReadPowerState(qube.Name) != PowerState.Running) SetPowerState(qube.Name, PowerState.Running);
     }
 
@@ -247,38 +250,93 @@ internal sealed class QubesDbStore(string path)
     public IReadOnlyList<QubesDbEntry> Read(string qubeName)
     {
         if (!File.Exists(path)) return [];
-        return Entries(File.ReadAllText(path)).Select(e => new QubesDbEntry(qubeName, e.Key, e.Value) { Rendered = false }).ToList();
+        var entries = new List<QubesDbEntry>();
+        var lines = new EntryLines(File.ReadAllText(path));
+        while (lines.MoveNext()) entries.Add(new QubesDbEntry(qubeName, lines.Key.ToString(), lines.Value.ToString()) { Rendered = false });
+        return entries;
     }
 
-    // One "path<TAB>value" per line.
-    private static IEnumerable<KeyValuePair<string, string>> Entries(string text)
+    /// <summary>One "path&lt;TAB&gt;value" per line (a carriage return before the newline dropped, empty lines skipped), without a string per line.</summary>
+    private ref struct EntryLines(string text)
     {
-        foreach (var line in text.Split('\n'))
+        private ReadOnlySpan<char> _rest = text;
+
+        public ReadOnlySpan<char> Key { get; private set; }
+        public ReadOnlySpan<char> Value { get; private set; }
+
+        public bool MoveNext()
         {
-            var l = line.TrimEnd('\r');
-            if (l.Length == 0) continue;
-            var tab = l.IndexOf('\t');
-            yield return new(l[..tab], l[(tab + 1)..]);
+            while (!_rest.IsEmpty)
+            {
+                var newline = _rest.IndexOf('\n');
+                var line = (newline < 0 ? _rest : _rest[..newline]).TrimEnd('\r');
+                _rest = newline < 0 ? default : _rest[(newline + 1)..];
+                if (line.IsEmpty) continue;
+                var tab = line.IndexOf('\t');
+                if (tab < 0) throw new ArgumentOutOfRangeException(nameof(text), "A QubesDB line without a tab.");
+                Key = line[..tab];
+                Value = line[(tab + 1)..];
+                return true;
+            }
+            return false;
         }
     }
+
+    private readonly record struct Entry(string Key, string Value, int Order);
 
     public void Replace(IEnumerable<string> subtreesToClear, IReadOnlyList<QubesDbEntry> entries)
     {
         using var _ = FileLock.Acquire(FileLock.PathFor(path));
-        // A hash map sorted once at the end: a network qube of a 10,000-rule client holds 10,000 keys.
-        var map = new Dictionary<string, string>(StringComparer.Ordinal);
         var before = File.Exists(path) ? File.ReadAllText(path) : null;
-        foreach (var (key, value) in Entries(before ?? "")) map[key] = value;
         var clear = subtreesToClear.ToList();
-        foreach (var key in map.Keys.Where(k => clear.Any(prefix => k.StartsWith(prefix, StringComparison.Ordinal))).ToList())
-            map.Remove(key);
-        foreach (var e in entries) map[e.Path] = e.Value;
-        var keys = map.Keys.ToArray();
-        Array.Sort(keys, StringComparer.Ordinal);
+        // The old keys outside the cleared subtrees (a network qube of a 10,000-rule client holds 10,000 keys in
+        // them: those are skipped without a string each), then the new entries; sorted by key once, and of a key
+        // given more than once the last one kept.
+        var all = new List<Entry>(entries.Count + 16);
+        var lines = new EntryLines(before ?? "");
+        while (lines.MoveNext())
+            if (!IsCleared(lines.Key, clear)) all.Add(new(lines.Key.ToString(), lines.Value.ToString(), all.Count));
+        foreach (var e in entries) all.Add(new(e.Path, e.Value, all.Count));
+        var sorted = all.ToArray();
+        Array.Sort(sorted, ByKeyThenOrder);
+        // As qubesd's reload, running it again changes nothing: nothing to write (compared line by line, no new file text).
+        var kept = 0;
+        var same = before is not null;
+        var at = 0;
+        for (var i = 0; i < sorted.Length; i++)
+        {
+            if (i + 1 < sorted.Length && sorted[i + 1].Key == sorted[i].Key) continue;
+            sorted[kept++] = sorted[i];
+            if (same) same = IsLineAt(before!, ref at, sorted[i]);
+        }
+        if (same && at == before!.Length) return;
         var sb = new StringBuilder();
-        foreach (var k in keys) sb.Append(k).Append('\t').Append(map[k]).Append('\n');
-        var content = sb.ToString();
-        if (content == before) return; // as qubesd's reload, running it again changes nothing: nothing to write
-        AtomicFile.WriteAllText(path, content);
+        for (var i = 0; i < kept; i++) sb.Append(sorted[i].Key).Append('\t').Append(sorted[i].Value).Append('\n');
+        AtomicFile.WriteAllText(path, sb.ToString());
+    }
+
+    private static int ByKeyThenOrder(Entry a, Entry b)
+    {
+        var byKey = string.CompareOrdinal(a.Key, b.Key);
+        return byKey != 0 ? byKey : a.Order.CompareTo(b.Order);
+    }
+
+    private static bool IsCleared(ReadOnlySpan<char> key, List<string> clear)
+    {
+        foreach (var prefix in clear)
+            if (key.StartsWith(prefix, StringComparison.Ordinal)) return true;
+        return false;
+    }
+
+    // True when text holds "key<TAB>value<LF>" at position at (which moves past it).
+    private static bool IsLineAt(string text, ref int at, Entry entry)
+    {
+        var length = entry.Key.Length + entry.Value.Length + 2;
+        if (at + length > text.Length) return false;
+        var line = text.AsSpan(at, length);
+        if (!line.StartsWith(entry.Key, StringComparison.Ordinal) || line[entry.Key.Length] != '\t'
+            || !line[(entry.Key.Length + 1)..^1].SequenceEqual(entry.Value) || line[^1] != '\n') return false;
+        at += length;
+        return true;
     }
 }

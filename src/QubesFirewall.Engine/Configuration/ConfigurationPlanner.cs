@@ -70,19 +70,19 @@ public static class ConfigurationPlanner
         var inventory = system.Inventory;
         var missing = configuration.Qubes.Where(q => inventory.Find(q.Name) is null).Select(q => q.Name).ToList();
         if (missing.Count > 0)
-            throw new QubesFirewallException("QubeNotFound", FailureKind.ObjectNotFound,
+            throw new QubesFirewallException(ErrorIds.QubeNotFound, FailureKind.ObjectNotFound,
                 $"The file names qubes this system does not have: {string.Join(", ", missing)}. Create them, or take them out of the file; nothing was changed.", missing);
         foreach (var wanted in configuration.Qubes)
         {
             var qube = inventory.Get(wanted.Name);
             if (!ConfigurationExport.IsManaged(qube))
-                throw QubesFirewallException.Invalid("NotManaged", $"'{qube.Name}' is {qube.Class}: it has no Qubes networking to configure. Take it out of the file; nothing was changed.", qube.Name);
+                throw QubesFirewallException.Invalid(ErrorIds.NotManaged, $"'{qube.Name}' is {qube.Class}: it has no Qubes networking to configure. Take it out of the file; nothing was changed.", qube.Name);
             if (wanted.NetVM is { Mode: NetVmMode.Qube, Name: { } target })
             {
-                var netvm = inventory.Find(target) ?? throw new QubesFirewallException("NetVmNotFound", FailureKind.ObjectNotFound,
+                var netvm = inventory.Find(target) ?? throw new QubesFirewallException(ErrorIds.NetVmNotFound, FailureKind.ObjectNotFound,
                     $"The file gives '{qube.Name}' the netvm '{target}', which this system does not have. Nothing was changed.", target);
                 if (!netvm.ProvidesNetwork)
-                    throw QubesFirewallException.Invalid("NotANetVm", $"The file gives '{qube.Name}' the netvm '{target}', which does not provide network (provides_network is off). Nothing was changed.", target);
+                    throw QubesFirewallException.Invalid(ErrorIds.NotANetVm, $"The file gives '{qube.Name}' the netvm '{target}', which does not provide network (provides_network is off). Nothing was changed.", target);
             }
         }
 
@@ -175,7 +175,7 @@ public static class ConfigurationPlanner
                 TakeSteps([NetVmStep(sim.Inventory.Get(d.Qube.Name), d.Wanted.NetVM!)]);
                 var after = ChainOf(sim.Inventory, d.Qube.Name);
                 if (after.Contains(d.Qube.Name))
-                    throw QubesFirewallException.Invalid("NetVmLoop",
+                    throw QubesFirewallException.Invalid(ErrorIds.NetVmLoop,
                         $"The file makes '{d.Qube.Name}' its own upstream ({string.Join(" -> ", after.Prepend(d.Qube.Name))}). Nothing was changed.", d.Qube.Name);
                 foreach (var gate in before.Where(g => !after.Contains(g)))
                     if (SensitiveReason(sim.Inventory, gate) is { } why)
@@ -236,7 +236,7 @@ public static class ConfigurationPlanner
         RolloutOptions? options = null, Func<ConfigurationPlan>? replan = null)
     {
         var (deployed, result) = Rollout.Deploy(backend, plan, options, replan);
-        var failure = result.Failure("NetworkConfiguration", "Applying the network configuration", "Invoke-QubeNetworkConfiguration with the previous file", removing: false, target: null);
+        var failure = result.Failure(ErrorIds.NetworkConfigurationRolledBack, ErrorIds.NetworkConfigurationPartiallyApplied, "Applying the network configuration", "Invoke-QubeNetworkConfiguration with the previous file", removing: false, target: null);
         return (deployed, result, failure);
     }
 

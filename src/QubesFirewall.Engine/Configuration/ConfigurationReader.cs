@@ -155,7 +155,7 @@ public static class ConfigurationReader
             {
                 item = read(map, itemWhere);
             }
-            catch (QubesFirewallException ex) when (ex.ErrorId != "InvalidConfiguration")
+            catch (QubesFirewallException ex) when (ex.ErrorId != ErrorIds.InvalidConfiguration)
             {
                 throw DataLimits.Error(map.Line, $"{itemWhere}: {ex.Message}");
             }

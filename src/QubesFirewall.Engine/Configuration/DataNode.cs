@@ -58,12 +58,12 @@ public static class DataLimits
     public const int MaxStringLength = 4096;
 
     internal static QubesFirewallException Error(int line, string why) =>
-        new("InvalidConfiguration", FailureKind.InvalidData, $"line {line.ToString(CultureInfo.InvariantCulture)}: {why}", line);
+        new(ErrorIds.InvalidConfiguration, FailureKind.InvalidData, $"line {line.ToString(CultureInfo.InvariantCulture)}: {why}", line);
 
     internal static void CheckSize(long bytes)
     {
         if (bytes > MaxBytes)
-            throw new QubesFirewallException("ConfigurationTooLarge", FailureKind.InvalidData,
+            throw new QubesFirewallException(ErrorIds.ConfigurationTooLarge, FailureKind.InvalidData,
                 $"The configuration file is {bytes.ToString(CultureInfo.InvariantCulture)} bytes; at most {MaxBytes.ToString(CultureInfo.InvariantCulture)} are read.", bytes);
     }
 }

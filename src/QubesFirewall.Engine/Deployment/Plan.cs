@@ -77,10 +77,10 @@ public sealed record Plan : IDeploymentPlan
     string IDeploymentPlan.Question => Question ?? $"{char.ToUpperInvariant(Purpose[0])}{Purpose[1..]}?";
 
     /// <summary>
-    /// The error id of a failure that was put back completely (<c>{prefix}RolledBack</c>) or not (<c>{prefix}PartiallyApplied</c>).
+    /// The error ids (from <see cref="ErrorIds"/>) of a failure that was put back completely or not.
     /// Null: the failed step's own error id (RuleMismatch, QubeCommandFailed, ...), its message saying what was put back.
     /// </summary>
-    public string? ErrorPrefix { get; init; }
+    public (string RolledBack, string PartiallyApplied)? FailureIds { get; init; }
 
     /// <summary>The command that undoes the plan, for the failure message.</summary>
     public string UndoCommand { get; init; } = "the command with the previous values";
@@ -106,7 +106,7 @@ public sealed record Plan : IDeploymentPlan
     {
         if (result.Succeeded) return null;
         var what = $"{char.ToUpperInvariant(Purpose[0])}{Purpose[1..]}";
-        if (ErrorPrefix is not null) return result.Failure(ErrorPrefix, what, UndoCommand, Operation == PlanOperation.Remove, Target);
+        if (FailureIds is { } ids) return result.Failure(ids.RolledBack, ids.PartiallyApplied, what, UndoCommand, Operation == PlanOperation.Remove, Target);
         var failed = result.Failed!;
         var changedBefore = result.Steps.Any(s => s.Status is DeploymentStepStatus.RolledBack or DeploymentStepStatus.RollbackFailed && !ReferenceEquals(s, failed));
         if (failed.Error is { } error && !changedBefore && failed.Status == DeploymentStepStatus.Failed) return error;

@@ -182,7 +182,7 @@ public sealed record DeploymentStep
             var block = body(ManagedBlock.Extract(current));
             content = block.Trim().Length == 0 ? ManagedBlock.Remove(current) : ManagedBlock.Upsert(current, block);
         }
-        catch (QubesFirewallException ex) when (ex.ErrorId == "ManagedBlockDamaged")
+        catch (QubesFirewallException ex) when (ex.ErrorId == ErrorIds.ManagedBlockDamaged)
         {
             throw new QubesFirewallException(ex.ErrorId, ex.Kind, $"{storage}:{path}: {ex.Message}", $"{storage}:{path}");
         }
@@ -327,16 +327,17 @@ public sealed record DeploymentResult(IReadOnlyList<DeploymentStepResult> Steps)
     }
 
     /// <summary>
-    /// The error of a failed rollout (null when it succeeded): <c>{prefix}RolledBack</c> when everything was put
-    /// back, <c>{prefix}PartiallyApplied</c> when something could not be; the message from <see cref="Explain"/>.
+    /// The error of a failed rollout (null when it succeeded): <paramref name="rolledBackId"/> when everything was put
+    /// back, <paramref name="partiallyAppliedId"/> when something could not be (both from <see cref="ErrorIds"/>);
+    /// the message from <see cref="Explain"/>.
     /// </summary>
-    public QubesFirewallException? Failure(string errorIdPrefix, string what, string undoCommand, bool removing, object? target)
+    public QubesFirewallException? Failure(string rolledBackId, string partiallyAppliedId, string what, string undoCommand, bool removing, object? target)
     {
         if (Succeeded) return null;
         var next = FullyRolledBack ? "Fix the cause and run the command again."
             : removing ? $"Put those places right and run {undoCommand} again."
             : $"Put those places right and run the command again, or {undoCommand} to undo.";
-        return new QubesFirewallException(errorIdPrefix + (FullyRolledBack ? "RolledBack" : "PartiallyApplied"),
+        return new QubesFirewallException(FullyRolledBack ? rolledBackId : partiallyAppliedId,
             FullyRolledBack ? FailureKind.InvalidOperation : FailureKind.WriteError, Explain(what, next)!, target);
     }
 }
@@ -553,7 +554,7 @@ public static class QubeStarter
         var hint = notRunning.All(q => q.State == PowerState.Halted)
             ? "Start them first (qvm-start), or add -Start to have them started in network order (outermost network qube first)."
             : "Only halted qubes can be started; resume or unpause the others first.";
-        return new QubesFirewallException("QubesNotRunning", FailureKind.ResourceUnavailable,
+        return new QubesFirewallException(ErrorIds.QubesNotRunning, FailureKind.ResourceUnavailable,
             $"These qubes must be running to {what} (their files are read and written inside them, their rules loaded now): {list}. {hint} Nothing was changed.",
             notRunning.Select(q => q.Name).ToList());
     }

@@ -152,7 +152,7 @@ public static class QrexecPolicy
     private static bool IsRpcChar(char c) => char.IsAsciiLetterOrDigit(c) || c is '+' or '-' or '.' or '_';
 
     private static QubesFirewallException Syntax(string file, int line, string why) =>
-        new("InvalidPolicyFile", FailureKind.InvalidData, $"{file}:{line.ToString(CultureInfo.InvariantCulture)}: {why}", file);
+        new(ErrorIds.InvalidPolicyFile, FailureKind.InvalidData, $"{file}:{line.ToString(CultureInfo.InvariantCulture)}: {why}", file);
 
     /// <summary>
     /// Whether a rule matches the call <c>qrexec-client-vm @default SERVICE+ARGUMENT</c> from <paramref name="source"/>

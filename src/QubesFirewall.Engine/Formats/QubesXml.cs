@@ -61,15 +61,15 @@ public static partial class QubesXml
         }
         catch (FileNotFoundException e)
         {
-            throw new QubesFirewallException("InvalidQubesXml", FailureKind.ObjectNotFound, $"Cannot read {path}: the file does not exist.", path, e);
+            throw new QubesFirewallException(ErrorIds.InvalidQubesXml, FailureKind.ObjectNotFound, $"Cannot read {path}: the file does not exist.", path, e);
         }
         catch (DirectoryNotFoundException e)
         {
-            throw new QubesFirewallException("InvalidQubesXml", FailureKind.ObjectNotFound, $"Cannot read {path}: the directory does not exist.", path, e);
+            throw new QubesFirewallException(ErrorIds.InvalidQubesXml, FailureKind.ObjectNotFound, $"Cannot read {path}: the directory does not exist.", path, e);
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
-            throw new QubesFirewallException("InvalidQubesXml", FailureKind.ResourceUnavailable, $"Cannot read {path}: {e.Message}", path, e);
+            throw new QubesFirewallException(ErrorIds.InvalidQubesXml, FailureKind.ResourceUnavailable, $"Cannot read {path}: {e.Message}", path, e);
         }
         return (ParseDocument(text, path), text);
     }
@@ -86,11 +86,11 @@ public static partial class QubesXml
         }
         catch (XmlException e)
         {
-            throw new QubesFirewallException("InvalidQubesXml", FailureKind.InvalidData,
+            throw new QubesFirewallException(ErrorIds.InvalidQubesXml, FailureKind.InvalidData,
                 $"{where} is not well-formed XML (line {e.LineNumber}, position {e.LinePosition}): {e.Message}", sourcePath, e);
         }
         if (doc.Root is null || doc.Root.Name != "qubes")
-            throw new QubesFirewallException("InvalidQubesXml", FailureKind.InvalidData,
+            throw new QubesFirewallException(ErrorIds.InvalidQubesXml, FailureKind.InvalidData,
                 $"{where} is not a qubes.xml: its root element is <{doc.Root?.Name.LocalName}> (line {LineOf(doc.Root)}), not <qubes>.", sourcePath);
         return doc;
     }
@@ -124,7 +124,7 @@ public static partial class QubesXml
         {
             var name = label.Value;
             if (!LabelPattern().IsMatch(name))
-                throw new QubesFirewallException("InvalidQubesXml", FailureKind.InvalidData,
+                throw new QubesFirewallException(ErrorIds.InvalidQubesXml, FailureKind.InvalidData,
                     $"{where}: the label at line {LineOf(label)} is named '{Printable(name)}', which is not a label name (ASCII letters, digits, '_' and '-'). qubesd never stores such a value; fix the file before using this root.", sourcePath);
             labelColors[name] = (string?)label.Attribute("color") ?? "";
             labelByKey[name] = name;
@@ -147,10 +147,10 @@ public static partial class QubesXml
             var raw = ReadDomain(el, where);
             ValidateDomain(raw, where);
             if (byName.TryGetValue(raw.Name, out var other))
-                throw new QubesFirewallException("InvalidQubesXml", FailureKind.InvalidData,
+                throw new QubesFirewallException(ErrorIds.InvalidQubesXml, FailureKind.InvalidData,
                     $"{where} lists the qube '{Printable(raw.Name)}' twice (lines {LineOf(other.Element)} and {LineOf(el)}).", sourcePath);
             if (byQid.TryGetValue(raw.Qid, out other))
-                throw new QubesFirewallException("InvalidQubesXml", FailureKind.InvalidData,
+                throw new QubesFirewallException(ErrorIds.InvalidQubesXml, FailureKind.InvalidData,
                     $"{where} gives qid {raw.Qid} to both '{Printable(other.Name)}' (line {LineOf(other.Element)}) and '{Printable(raw.Name)}' (line {LineOf(el)}).", sourcePath);
             byName[raw.Name] = raw;
             byQid[raw.Qid] = raw;
@@ -165,10 +165,10 @@ public static partial class QubesXml
         foreach (var d in domains)
             foreach (var reference in new[] { "netvm", "template" })
                 if (d.Properties.TryGetValue(reference, out var v) && v.Length > 0 && !Exists(v))
-                    throw new QubesFirewallException("InvalidQubesXml", FailureKind.InvalidData,
+                    throw new QubesFirewallException(ErrorIds.InvalidQubesXml, FailureKind.InvalidData,
                         $"{where}: the qube '{Printable(d.Name)}' (line {LineOf(d.Element)}) has {reference} '{Printable(v)}', which is no qube of the file. qubesd would not load it; fix the file (or restore it) before using this root.", d.Name);
         if (globals.TryGetValue("default_netvm", out var globalNetVm) && globalNetVm.Length > 0 && !Exists(globalNetVm))
-            throw new QubesFirewallException("InvalidQubesXml", FailureKind.InvalidData,
+            throw new QubesFirewallException(ErrorIds.InvalidQubesXml, FailureKind.InvalidData,
                 $"{where}: default_netvm is '{Printable(globalNetVm)}', which is no qube of the file. qubesd would not load it; fix the file (or restore it) before using this root.", sourcePath);
 
         // Effective netvm, as qubesd's NetVMMixin.netvm: the property when set ("" = none), else the
@@ -305,7 +305,7 @@ public static partial class QubesXml
         if (string.IsNullOrEmpty(name))
         {
             if (cls == QubeClass.AdminVM) name = "dom0";
-            else throw new QubesFirewallException("InvalidQubesXml", FailureKind.InvalidData,
+            else throw new QubesFirewallException(ErrorIds.InvalidQubesXml, FailureKind.InvalidData,
                 $"{where}: the {ClassLabel(className)} domain at line {LineOf(el)} has no name property.");
         }
 
@@ -314,7 +314,7 @@ public static partial class QubesXml
         else if (cls == QubeClass.AdminVM) qid = 0;
         else if (((string?)el.Attribute("id"))?.StartsWith("domain-", StringComparison.Ordinal) == true
                  && ParseInt(((string)el.Attribute("id")!)["domain-".Length..]) is { } fromId) qid = fromId;
-        else throw new QubesFirewallException("InvalidQubesXml", FailureKind.InvalidData,
+        else throw new QubesFirewallException(ErrorIds.InvalidQubesXml, FailureKind.InvalidData,
             $"{where}: the qube '{Printable(name)}' (line {LineOf(el)}) has no valid qid property.", name);
 
         var features = new Dictionary<string, string>(StringComparer.Ordinal);
@@ -324,7 +324,8 @@ public static partial class QubesXml
             if (fname is null) continue;
             features[fname] = f.Value;
         }
-        var tags = el.Elements("tags").Elements("tag").Select(t => (string?)t.Attribute("name")).OfType<string>().ToList();
+        // qubesd keeps tags in a set (core-admin qubes/vm/__init__.py class Tags) and lists them sorted (admin.vm.tag.List, qubes/api/admin.py l.780)
+        var tags = el.Elements("tags").Elements("tag").Select(t => (string?)t.Attribute("name")).OfType<string>().Distinct(StringComparer.Ordinal).Order(StringComparer.Ordinal).ToList();
 
         return new RawDomain
         {
@@ -347,10 +348,10 @@ public static partial class QubesXml
     /// </summary>
     private static void ValidateDomain(RawDomain d, string where)
     {
-        QubesFirewallException Bad(string property, string value, string what) => new("InvalidQubesXml", FailureKind.InvalidData,
+        QubesFirewallException Bad(string property, string value, string what) => new(ErrorIds.InvalidQubesXml, FailureKind.InvalidData,
             $"{where}: the qube '{Printable(d.Name)}' (line {LineOf(d.Element)}) has {property} '{Printable(value)}', which {what}. qubesd never stores such a value; fix the file (or restore it) before using this root.", d.Name);
         if (d.Class != QubeClass.AdminVM && QubeName.Problem(d.Name) is { } nameProblem)
-            throw new QubesFirewallException("InvalidQubesXml", FailureKind.InvalidData,
+            throw new QubesFirewallException(ErrorIds.InvalidQubesXml, FailureKind.InvalidData,
                 $"{where}: the domain at line {LineOf(d.Element)} has an invalid name: {nameProblem}", d.Name);
         foreach (var reference in new[] { "netvm", "template", "default_dispvm", "management_dispvm", "audiovm", "guivm" })
             if (d.Properties.TryGetValue(reference, out var v) && v.Length > 0 && !QubeName.IsValid(v) && v != "dom0")
@@ -459,17 +460,17 @@ public static partial class QubesXml
     public static void ValidateFeatureName(string? name)
     {
         if (name is null || !FeatureNamePattern().IsMatch(name))
-            throw QubesFirewallException.Invalid("InvalidFeatureName",
+            throw QubesFirewallException.Invalid(ErrorIds.InvalidFeatureName,
                 $"'{Printable(name)}' is not a valid feature name: qubesd accepts only ASCII letters, digits, '_', '.' and '-' (at least one character).", name);
     }
 
     public static void ValidateFeatureValue(string name, string? value)
     {
         if (value is null)
-            throw QubesFirewallException.Invalid("InvalidFeatureValue", $"The value of feature '{Printable(name)}' is missing (use the empty string for an empty value).", name);
+            throw QubesFirewallException.Invalid(ErrorIds.InvalidFeatureValue, $"The value of feature '{Printable(name)}' is missing (use the empty string for an empty value).", name);
         var bad = FirstNonPrintable(value);
         if (bad >= 0)
-            throw QubesFirewallException.Invalid("InvalidFeatureValue",
+            throw QubesFirewallException.Invalid(ErrorIds.InvalidFeatureValue,
                 $"The value of feature '{Printable(name)}' contains {Describe(value[bad])} at position {bad}: qubesd accepts only printable ASCII (space to '~'), without newlines, tabs or non-ASCII letters.", value);
     }
 
@@ -558,10 +559,10 @@ public static partial class QubesXml
     {
         ValidatePropertyName(name);
         if (value is null)
-            throw QubesFirewallException.Invalid("InvalidPropertyValue", $"The value of property '{name}' is missing.", value);
+            throw QubesFirewallException.Invalid(ErrorIds.InvalidPropertyValue, $"The value of property '{name}' is missing.", value);
         var bad = FirstNonPrintable(value);
         if (bad >= 0)
-            throw QubesFirewallException.Invalid("InvalidPropertyValue",
+            throw QubesFirewallException.Invalid(ErrorIds.InvalidPropertyValue,
                 $"The value of property '{name}' contains {Describe(value[bad])} at position {bad}: only printable ASCII is accepted.", value);
         return Modify(qubesXmlPath, qube, (domain, inventory, target) =>
         {
@@ -593,7 +594,7 @@ public static partial class QubesXml
     {
         ValidatePropertyName(name);
         if (NoDefaultProperties.Contains(name))
-            throw new QubesFirewallException("PropertyHasNoDefault", FailureKind.InvalidOperation, $"The property '{name}' has no default value; it cannot be reset, only set.", name);
+            throw new QubesFirewallException(ErrorIds.PropertyHasNoDefault, FailureKind.InvalidOperation, $"The property '{name}' has no default value; it cannot be reset, only set.", name);
         return Modify(qubesXmlPath, qube, (domain, _, _) =>
         {
             var existing = domain.Elements("properties").Elements("property").Where(p => (string?)p.Attribute("name") == name).ToList();
@@ -605,9 +606,9 @@ public static partial class QubesXml
     private static void ValidatePropertyName(string? name)
     {
         if (name is null || !PropertyNamePattern().IsMatch(name))
-            throw QubesFirewallException.Invalid("InvalidPropertyName", $"'{Printable(name)}' is not a valid property name (letters, digits and '_', not starting with a digit).", name);
+            throw QubesFirewallException.Invalid(ErrorIds.InvalidPropertyName, $"'{Printable(name)}' is not a valid property name (letters, digits and '_', not starting with a digit).", name);
         if (ReadOnlyProperties.Contains(name))
-            throw new QubesFirewallException("PropertyReadOnly", FailureKind.InvalidOperation, $"The property '{name}' is set once when the qube is created and cannot be changed.", name);
+            throw new QubesFirewallException(ErrorIds.PropertyReadOnly, FailureKind.InvalidOperation, $"The property '{name}' is set once when the qube is created and cannot be changed.", name);
     }
 
     private static string NormalizePropertyValue(QubesInventory inventory, Qube target, string name, string value)
@@ -615,46 +616,45 @@ public static partial class QubesXml
         if (QubeReferenceProperties.Contains(name))
         {
             if (name == "netvm" && target.Class is QubeClass.AdminVM or QubeClass.RemoteVM)
-                throw new QubesFirewallException("PropertyNotApplicable", FailureKind.InvalidOperation, $"'{target.Name}' is an {target.Class}: it has no netvm.", target.Name);
+                throw new QubesFirewallException(ErrorIds.PropertyNotApplicable, FailureKind.InvalidOperation, $"'{target.Name}' is an {target.Class}: it has no netvm.", target.Name);
             if (value.Length == 0)
             {
                 if (name == "template")
-                    throw QubesFirewallException.Invalid("InvalidPropertyValue", $"'{target.Name}' needs a template; the template cannot be empty.", value);
+                    throw QubesFirewallException.Invalid(ErrorIds.InvalidPropertyValue, $"'{target.Name}' needs a template; the template cannot be empty.", value);
                 return "";
             }
             QubeName.Validate(value);
-            var referenced = inventory.Find(value) ?? throw new QubesFirewallException("QubeNotFound", FailureKind.ObjectNotFound,
-                $"Cannot set {name} of '{target.Name}' to '{value}': there is no qube named '{value}'.", value);
+            var referenced = inventory.Find(value) ?? throw QubesInventory.NotFound(value, inventory.SourcePath);
             if (name == "netvm")
             {
                 if (!referenced.ProvidesNetwork)
-                    throw QubesFirewallException.Invalid("NotANetworkQube", $"Cannot set netvm of '{target.Name}' to '{value}': the {value} qube does not provide network (provides_network is False).", value);
+                    throw QubesFirewallException.Invalid(ErrorIds.NotANetworkQube, $"Cannot set netvm of '{target.Name}' to '{value}': the {value} qube does not provide network (provides_network is False).", value);
                 if (referenced.Name == target.Name || inventory.UpstreamOf(referenced.Name).Any(q => q.Name == target.Name))
-                    throw QubesFirewallException.Invalid("NetVmLoop", $"Cannot set netvm of '{target.Name}' to '{value}': it would make a network loop.", value);
+                    throw QubesFirewallException.Invalid(ErrorIds.NetVmLoop, $"Cannot set netvm of '{target.Name}' to '{value}': it would make a network loop.", value);
             }
             return referenced.Name;
         }
         if (name == "provides_network" && ParseBool(value) == false && inventory.ClientsOf(target.Name).Count > 0)
-            throw new QubesFirewallException("NetworkQubeInUse", FailureKind.InvalidOperation,
+            throw new QubesFirewallException(ErrorIds.NetworkQubeInUse, FailureKind.InvalidOperation,
                 $"'{target.Name}' is still the netvm of {string.Join(", ", inventory.ClientsOf(target.Name).Select(q => q.Name))}: change their netvm first.", target.Name);
         if (BoolProperties.Contains(name))
             return ParseBool(value) switch
             {
                 true => "True",
                 false => "False",
-                null => throw QubesFirewallException.Invalid("InvalidPropertyValue", $"'{value}' is not a boolean for property '{name}' (use True/False, 1/0, yes/no or on/off).", value),
+                null => throw QubesFirewallException.Invalid(ErrorIds.InvalidPropertyValue, $"'{value}' is not a boolean for property '{name}' (use True/False, 1/0, yes/no or on/off).", value),
             };
         if (IntProperties.Contains(name))
             return ParseInt(value)?.ToString(CultureInfo.InvariantCulture)
-                ?? throw QubesFirewallException.Invalid("InvalidPropertyValue", $"'{value}' is not an integer for property '{name}'.", value);
+                ?? throw QubesFirewallException.Invalid(ErrorIds.InvalidPropertyValue, $"'{value}' is not an integer for property '{name}'.", value);
         if (name == "ip")
-            return TryCanonicalIPv4(value) ?? throw QubesFirewallException.Invalid("InvalidPropertyValue", $"'{value}' is not an IPv4 address.", value);
+            return TryCanonicalIPv4(value) ?? throw QubesFirewallException.Invalid(ErrorIds.InvalidPropertyValue, $"'{value}' is not an IPv4 address.", value);
         if (name == "ip6")
-            return TryCanonicalIPv6(value) ?? throw QubesFirewallException.Invalid("InvalidPropertyValue", $"'{value}' is not an IPv6 address.", value);
+            return TryCanonicalIPv6(value) ?? throw QubesFirewallException.Invalid(ErrorIds.InvalidPropertyValue, $"'{value}' is not an IPv6 address.", value);
         if (name == "label")
         {
             if (inventory.Labels.ContainsKey(value)) return value;
-            throw QubesFirewallException.Invalid("InvalidPropertyValue", $"There is no label '{value}' (labels: {string.Join(", ", inventory.Labels.Keys)}).", value);
+            throw QubesFirewallException.Invalid(ErrorIds.InvalidPropertyValue, $"There is no label '{value}' (labels: {string.Join(", ", inventory.Labels.Keys)}).", value);
         }
         return value;
     }
@@ -673,8 +673,7 @@ public static partial class QubesXml
         using var _ = FileLock.Acquire(FileLock.PathFor(path));
         var (doc, text) = ReadDocument(path);
         var inventory = BuildInventory(doc, path);
-        var target = inventory.Find(qube) ?? throw new QubesFirewallException("QubeNotFound", FailureKind.ObjectNotFound,
-            $"There is no qube named '{qube}' in {path}.", qube);
+        var target = inventory.Find(qube) ?? throw QubesInventory.NotFound(qube, path);
         var domain = FindDomainElement(doc, target);
         if (!mutate(domain, inventory, target)) return false;
         AtomicFile.WriteAllText(path, Serialize(doc, DeclarationOf(text)));

@@ -81,30 +81,30 @@ public sealed record FirewallRule
     public void Validate()
     {
         if (Problems.Count > 0)
-            throw QubesFirewallException.Invalid("InvalidFirewallRule", $"Invalid firewall rule '{RuleText.Format(this)}': {Problems[0]}", this);
+            throw QubesFirewallException.Invalid(ErrorIds.InvalidFirewallRule, $"Invalid firewall rule '{RuleText.Format(this)}': {Problems[0]}", this);
         if (DstPorts is { } ports)
         {
             if (!ports.IsValid)
-                throw QubesFirewallException.Invalid("InvalidDstPorts", $"Invalid destination ports '{ports}': ports are 0-65535 and the first is not above the last.", this);
+                throw QubesFirewallException.Invalid(ErrorIds.InvalidDstPorts, $"Invalid destination ports '{ports}': ports are 0-65535 and the first is not above the last.", this);
             if (Protocol is not (RuleProtocol.Tcp or RuleProtocol.Udp))
-                throw QubesFirewallException.Invalid("PortsNeedTcpOrUdp", "Destination ports are valid only with protocol tcp or udp.", this);
+                throw QubesFirewallException.Invalid(ErrorIds.PortsNeedTcpOrUdp, "Destination ports are valid only with protocol tcp or udp.", this);
         }
         if (IcmpType is { } icmp)
         {
             if (icmp is < 0 or > 255)
-                throw QubesFirewallException.Invalid("InvalidIcmpType", $"Invalid ICMP type {icmp}: use 0-255.", this);
+                throw QubesFirewallException.Invalid(ErrorIds.InvalidIcmpType, $"Invalid ICMP type {icmp}: use 0-255.", this);
             if (Protocol != RuleProtocol.Icmp)
-                throw QubesFirewallException.Invalid("IcmpTypeNeedsIcmp", "An ICMP type is valid only with protocol icmp.", this);
+                throw QubesFirewallException.Invalid(ErrorIds.IcmpTypeNeedsIcmp, "An ICMP type is valid only with protocol icmp.", this);
         }
         if (Expire is < 0)
-            throw QubesFirewallException.Invalid("InvalidExpire", "The expiry time must be a Unix time (seconds since 1970), not negative.", this);
+            throw QubesFirewallException.Invalid(ErrorIds.InvalidExpire, "The expiry time must be a Unix time (seconds since 1970), not negative.", this);
         if (Comment is { } c) RuleGrammar.ValidateComment(c);
         foreach (var (name, value) in UnknownProperties)
         {
             if (name.Length == 0 || !name.All(ch => char.IsAsciiLetterOrDigit(ch) || ch is '_' or '-'))
-                throw QubesFirewallException.Invalid("InvalidFirewallXml", $"Unknown property name '{RuleGrammar.Printable(name)}' cannot be written.", this);
+                throw QubesFirewallException.Invalid(ErrorIds.InvalidFirewallXml, $"Unknown property name '{RuleGrammar.Printable(name)}' cannot be written.", this);
             if (value.Any(ch => ch is < ' ' or > '~' or '<' or '>' or '&'))
-                throw QubesFirewallException.Invalid("InvalidFirewallXml", $"Unknown property '{name}' has a value that cannot be written.", this);
+                throw QubesFirewallException.Invalid(ErrorIds.InvalidFirewallXml, $"Unknown property '{name}' has a value that cannot be written.", this);
         }
     }
 

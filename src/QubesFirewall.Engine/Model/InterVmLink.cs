@@ -31,7 +31,7 @@ public readonly record struct LinkPorts(int First, int Last)
 
     public static LinkPorts Parse(string? text) =>
         TryParse(text, out var ports, out var error) ? ports
-            : throw QubesFirewallException.Invalid("InvalidLinkPort", $"Invalid port '{RuleGrammar.Printable(text)}': {error}", text);
+            : throw QubesFirewallException.Invalid(ErrorIds.InvalidLinkPort, $"Invalid port '{RuleGrammar.Printable(text)}': {error}", text);
 
     /// <summary>
     /// Strict: <c>N</c> or <c>N-M</c> with 1 ≤ N ≤ M ≤ 65535 in canonical decimal (no sign, no leading zero), or <c>all</c>.
@@ -70,7 +70,7 @@ public readonly record struct LinkPorts(int First, int Last)
             case string s:
                 return Parse(s.Trim());
             default:
-                throw QubesFirewallException.Invalid("InvalidLinkPort",
+                throw QubesFirewallException.Invalid(ErrorIds.InvalidLinkPort,
                     $"Invalid port '{RuleGrammar.Printable(Convert.ToString(value, CultureInfo.InvariantCulture))}': give a port 1-65535 or a range \"N-M\"; leave -Port out to open every port.", value);
         }
     }
@@ -98,11 +98,11 @@ public sealed record InterVmLink(string From, string To, ForwardProtocol Protoco
         QubeName.Validate(from);
         QubeName.Validate(to);
         if (from == to)
-            throw QubesFirewallException.Invalid("LinkToItself", $"'{from}' cannot be linked to itself: a qube reaches its own services without a network qube.", from);
+            throw QubesFirewallException.Invalid(ErrorIds.LinkToItself, $"'{from}' cannot be linked to itself: a qube reaches its own services without a network qube.", from);
         if (!ports.IsAll && (ports.First < 1 || ports.Last > PortRange.MaxPort || ports.First > ports.Last))
-            throw QubesFirewallException.Invalid("InvalidLinkPort", $"Invalid ports {ports.First}-{ports.Last}: ports are 1-65535, first ≤ last.", ports);
+            throw QubesFirewallException.Invalid(ErrorIds.InvalidLinkPort, $"Invalid ports {ports.First}-{ports.Last}: ports are 1-65535, first ≤ last.", ports);
         if (protocol is not (ForwardProtocol.Tcp or ForwardProtocol.Udp))
-            throw QubesFirewallException.Invalid("InvalidLinkProtocol", $"A link is tcp or udp, not '{protocol}'.", protocol);
+            throw QubesFirewallException.Invalid(ErrorIds.InvalidLinkProtocol, $"A link is tcp or udp, not '{protocol}'.", protocol);
         return new InterVmLink(from, to, protocol, ports);
     }
 
@@ -214,7 +214,7 @@ public sealed record InterVmLinkDeclaration(string From, string FeatureName, str
         return list;
     }
 
-    /// <summary>Every link feature of every qube, in inventory order.</summary>
+    /// <summary>Every link feature of every qube, in inventory order (only the qubes that have one are read further than their feature names).</summary>
     public static IReadOnlyList<InterVmLinkDeclaration> ReadAll(QubesInventory inventory) =>
-        inventory.Qubes.Where(q => q.Class != QubeClass.AdminVM).SelectMany(Read).ToList();
+        inventory.NamesWithFeature(InterVmLinkFeature.IsLinkFeature, skipAdminVm: true).SelectMany(n => Read(inventory.Get(n))).ToList();
 }

@@ -107,7 +107,7 @@ public sealed record PortForward
     public static int ValidatePort(int port, string what = "Port")
     {
         if (port is < 1 or > PortRange.MaxPort)
-            throw QubesFirewallException.Invalid("InvalidForwardPort",
+            throw QubesFirewallException.Invalid(ErrorIds.InvalidForwardPort,
                 $"{what} {port.ToString(CultureInfo.InvariantCulture)} is not a port that can be forwarded: use 1-65535.", port);
         return port;
     }
@@ -116,7 +116,7 @@ public sealed record PortForward
     public static int ParsePort(string? text, string what = "Port")
     {
         if (!PortRange.TryParse(text, strict: true, out var range, out _) || !range.IsSinglePort || text!.Contains('-'))
-            throw QubesFirewallException.Invalid("InvalidForwardPort",
+            throw QubesFirewallException.Invalid(ErrorIds.InvalidForwardPort,
                 $"{what} '{RuleGrammar.Printable(text)}' is not a port: use one decimal number 1-65535.", text);
         return ValidatePort(range.First, what);
     }
@@ -135,7 +135,7 @@ public sealed record PortForward
             }
         }
         if (list.Count > MaxAllowFrom)
-            throw QubesFirewallException.Invalid("TooManySources",
+            throw QubesFirewallException.Invalid(ErrorIds.TooManySources,
                 $"A port forward takes at most {MaxAllowFrom} source networks ({list.Count} given); use wider networks.", list.Count);
         return list;
     }
@@ -144,15 +144,15 @@ public sealed record PortForward
     public static HostSpec ParseNetwork(string? value)
     {
         if (string.IsNullOrWhiteSpace(value))
-            throw QubesFirewallException.Invalid("InvalidAllowFrom", "An allowed source is empty: give an IPv4 or IPv6 address or network such as 192.168.1.0/24.", value);
+            throw QubesFirewallException.Invalid(ErrorIds.InvalidAllowFrom, "An allowed source is empty: give an IPv4 or IPv6 address or network such as 192.168.1.0/24.", value);
         if (!HostSpec.TryParse(value, out var host, out var error))
-            throw QubesFirewallException.Invalid("InvalidAllowFrom", $"Invalid allowed source '{RuleGrammar.Printable(value)}': {error}.", value);
+            throw QubesFirewallException.Invalid(ErrorIds.InvalidAllowFrom, $"Invalid allowed source '{RuleGrammar.Printable(value)}': {error}.", value);
         if (host!.Kind == HostKind.Name)
-            throw QubesFirewallException.Invalid("InvalidAllowFrom",
+            throw QubesFirewallException.Invalid(ErrorIds.InvalidAllowFrom,
                 $"Invalid allowed source '{RuleGrammar.Printable(value)}': give an IP address or network; host names cannot be resolved by the rules of a port forward.", value);
         var network = NetworkAddress(host);
         if (network != host.Value)
-            throw QubesFirewallException.Invalid("InvalidAllowFrom",
+            throw QubesFirewallException.Invalid(ErrorIds.InvalidAllowFrom,
                 $"Invalid allowed source '{RuleGrammar.Printable(value)}': it has bits set after the /{host.PrefixLength.ToString(CultureInfo.InvariantCulture)} prefix. Did you mean {network}?", value);
         return host;
     }
@@ -196,12 +196,12 @@ public sealed record PortForward
     public static string ValidateInterface(string? name)
     {
         if (string.IsNullOrEmpty(name) || name.Length > 15 || !name.All(c => char.IsAsciiLetterOrDigit(c) || c is '_' or '.' or '-') || name is "." or "..")
-            throw QubesFirewallException.Invalid("InvalidInterface",
+            throw QubesFirewallException.Invalid(ErrorIds.InvalidInterface,
                 $"'{RuleGrammar.Printable(name)}' is not an interface name: use 1 to 15 ASCII letters, digits, '_', '.' and '-' (for example ens6 or wlp0s0f0).", name);
         if (name == "lo")
-            throw QubesFirewallException.Invalid("InvalidInterface", "'lo' is the loopback interface: traffic from other hosts never arrives on it.", name);
+            throw QubesFirewallException.Invalid(ErrorIds.InvalidInterface, "'lo' is the loopback interface: traffic from other hosts never arrives on it.", name);
         if (name.StartsWith("vif", StringComparison.Ordinal))
-            throw QubesFirewallException.Invalid("InvalidInterface",
+            throw QubesFirewallException.Invalid(ErrorIds.InvalidInterface,
                 $"'{name}' is a vif interface, the link to a client qube; its number changes each time that qube starts. Forward from a qube with -Type Internal instead.", name);
         return name;
     }
@@ -209,7 +209,7 @@ public sealed record PortForward
     public static long ValidateExpire(long expire)
     {
         if (expire is <= 0 or > 253402300799)
-            throw QubesFirewallException.Invalid("InvalidExpire", $"The expiry time {expire.ToString(CultureInfo.InvariantCulture)} is not a Unix time (seconds since 1970) before year 10000.", expire);
+            throw QubesFirewallException.Invalid(ErrorIds.InvalidExpire, $"The expiry time {expire.ToString(CultureInfo.InvariantCulture)} is not a Unix time (seconds since 1970) before year 10000.", expire);
         return expire;
     }
 
@@ -218,9 +218,9 @@ public sealed record PortForward
     {
         RuleGrammar.ValidateComment(comment);
         if (comment.Length > MaxCommentLength)
-            throw QubesFirewallException.Invalid("InvalidComment", $"The comment is {comment.Length} characters long; a port forward's comment has at most {MaxCommentLength}.", comment);
+            throw QubesFirewallException.Invalid(ErrorIds.InvalidComment, $"The comment is {comment.Length} characters long; a port forward's comment has at most {MaxCommentLength}.", comment);
         if (comment.Trim().Length == 0 || comment != comment.Trim())
-            throw QubesFirewallException.Invalid("InvalidComment", "A comment must not be blank nor start or end with a space.", comment);
+            throw QubesFirewallException.Invalid(ErrorIds.InvalidComment, "A comment must not be blank nor start or end with a space.", comment);
         return comment;
     }
 }
@@ -346,14 +346,14 @@ public static class PortForwardFeature
                 throw Bad(featureName, $"allow= must list networks in CIDR form with their prefix, each once ({string.Join(",", forward.AllowFrom.Select(h => h.Value))})");
             return forward;
         }
-        catch (QubesFirewallException ex) when (ex.ErrorId != "InvalidPortForwardFeature")
+        catch (QubesFirewallException ex) when (ex.ErrorId != ErrorIds.InvalidPortForwardFeature)
         {
             throw Bad(featureName, ex.Message);
         }
     }
 
     private static QubesFirewallException Bad(string featureName, string why) =>
-        new("InvalidPortForwardFeature", FailureKind.InvalidData,
+        new(ErrorIds.InvalidPortForwardFeature, FailureKind.InvalidData,
             $"The port forward feature '{RuleGrammar.Printable(featureName)}' cannot be read: {why}.", featureName);
 }
 
@@ -371,13 +371,15 @@ public sealed record PortForwardDeclaration(string VMName, string FeatureName, s
     /// <summary>
     /// Every forward feature of the inventory, in qube order then feature name order. With
     /// <paramref name="networkedOnly"/>, only qubes that have a network qube (no forward can reach the
-    /// others), which spares the live backend reading the features of templates and offline qubes.
+    /// others; dom0's features are not even listed). Every other qube's feature names are looked at, and only
+    /// the qubes that have a forward feature are read further (the live backend: one <c>feature.List</c> per qube,
+    /// its properties and the declarations' values only where there is one).
     /// </summary>
     public static IReadOnlyList<PortForwardDeclaration> ReadAll(QubesInventory inventory, bool networkedOnly = false)
     {
         var list = new List<PortForwardDeclaration>();
-        foreach (var qube in inventory.Qubes)
-            if (!networkedOnly || qube.NetVM is not null)
+        foreach (var name in inventory.NamesWithFeature(PortForwardFeature.IsForwardFeature, skipAdminVm: networkedOnly))
+            if (inventory.Get(name) is var qube && (!networkedOnly || qube.NetVM is not null))
                 list.AddRange(Read(qube));
         return list;
     }

@@ -24,7 +24,7 @@ public static class RuleGrammar
         for (var i = 0; i < comment.Length; i++)
         {
             if (!IsCommentChar(comment[i]))
-                throw QubesFirewallException.Invalid("InvalidComment",
+                throw QubesFirewallException.Invalid(ErrorIds.InvalidComment,
                     $"Invalid comment: character {Describe(comment[i])} at position {i + 1} is not allowed. qubesd accepts only ASCII letters, digits, space and :;,./-_[] in a comment.", comment);
         }
     }

@@ -61,10 +61,10 @@ public sealed record TcpBinding
         QubeName.Validate(from);
         QubeName.Validate(to);
         if (from == "dom0" || to == "dom0")
-            throw QubesFirewallException.Invalid("Dom0NotAllowed",
+            throw QubesFirewallException.Invalid(ErrorIds.Dom0NotAllowed,
                 $"A qubes.ConnectTCP binding cannot {(from == "dom0" ? "start in" : "lead to")} dom0: dom0 runs no qrexec-client-vm, and a qube reaching a TCP port of dom0 is what the default policy forbids. Bind two qubes.", from == "dom0" ? from : to);
         if (from == to)
-            throw QubesFirewallException.Invalid("SameQube",
+            throw QubesFirewallException.Invalid(ErrorIds.SameQube,
                 $"'{from}' cannot be bound to itself: it reaches its own port {port.ToString(CultureInfo.InvariantCulture)} on 127.0.0.1 already.", from);
         return new TcpBinding
         {
@@ -79,7 +79,7 @@ public sealed record TcpBinding
     public static int ValidatePort(int port, string what)
     {
         if (port is < 1 or > PortRange.MaxPort)
-            throw QubesFirewallException.Invalid("InvalidTcpBindingPort",
+            throw QubesFirewallException.Invalid(ErrorIds.InvalidTcpBindingPort,
                 $"{what} {port.ToString(CultureInfo.InvariantCulture)} is not a TCP port: use 1-65535.", port);
         return port;
     }
@@ -179,7 +179,7 @@ public static class TcpBindingFeature
     }
 
     private static QubesFirewallException Bad(string featureName, string why) =>
-        new("InvalidTcpBindingFeature", FailureKind.InvalidData,
+        new(ErrorIds.InvalidTcpBindingFeature, FailureKind.InvalidData,
             $"The qubes.ConnectTCP binding feature '{RuleGrammar.Printable(featureName)}' cannot be read: {why}.", featureName);
 }
 
@@ -198,9 +198,8 @@ public sealed record TcpBindingDeclaration(string From, string FeatureName, stri
     public static IReadOnlyList<TcpBindingDeclaration> ReadAll(QubesInventory inventory)
     {
         var list = new List<TcpBindingDeclaration>();
-        foreach (var qube in inventory.Qubes)
-            if (qube.Class != QubeClass.AdminVM)
-                list.AddRange(Read(qube));
+        foreach (var name in inventory.NamesWithFeature(TcpBindingFeature.IsBindingFeature, skipAdminVm: true))
+            list.AddRange(Read(inventory.Get(name)));
         return list;
     }
 

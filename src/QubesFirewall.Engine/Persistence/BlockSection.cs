@@ -62,7 +62,7 @@ public sealed class BlockSection(string beginMarker, string endMarker, string wh
         }
         if (begins.Count == 0 && ends.Count == 0) return (-1, -1, lines);
         if (begins.Count != 1 || ends.Count != 1 || ends[0] < begins[0])
-            throw new QubesFirewallException("ManagedBlockDamaged", FailureKind.InvalidData,
+            throw new QubesFirewallException(ErrorIds.ManagedBlockDamaged, FailureKind.InvalidData,
                 $"The managed block has {begins.Count} '{BeginMarker}' and {ends.Count} '{EndMarker}' lines{(begins.Count == 1 && ends.Count == 1 ? " in the wrong order" : "")}: " +
                 $"the {what} section of the block was edited by hand. Nothing was changed; restore the two lines around one section (or delete the section with both lines) and run the command again.");
         return (begins[0], ends[0], lines);

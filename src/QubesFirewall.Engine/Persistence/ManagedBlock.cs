@@ -87,7 +87,7 @@ public static class ManagedBlock
     public static string Render(string body)
     {
         if (body.Split('\n').Any(l => l.TrimEnd('\r') is BeginMarker or EndMarker))
-            throw new QubesFirewallException("ManagedBlockDamaged", FailureKind.InvalidData, "A generated script must not contain the managed block's marker lines.", body);
+            throw new QubesFirewallException(ErrorIds.ManagedBlockDamaged, FailureKind.InvalidData, "A generated script must not contain the managed block's marker lines.", body);
         var sb = new StringBuilder(body.Length + 100);
         sb.Append(BeginMarker).Append('\n').Append(body);
         if (body.Length > 0 && !body.EndsWith('\n')) sb.Append('\n');
@@ -127,7 +127,7 @@ public static class ManagedBlock
         }
         if (begins.Count == 0 && ends.Count == 0) return (-1, -1);
         if (begins.Count != 1 || ends.Count != 1 || ends[0] < begins[0])
-            throw new QubesFirewallException("ManagedBlockDamaged", FailureKind.InvalidData,
+            throw new QubesFirewallException(ErrorIds.ManagedBlockDamaged, FailureKind.InvalidData,
                 $"The file has {begins.Count} '{BeginMarker}' and {ends.Count} '{EndMarker}' lines{(begins.Count == 1 && ends.Count == 1 ? " in the wrong order" : "")}: " +
                 "the block this module manages was edited by hand. Nothing was changed; restore the two marker lines around one block (or delete the block with both markers) and run the command again.");
         return (begins[0], ends[0]);

@@ -23,5 +23,5 @@ public sealed record DeploymentOptions
     public TimeSpan AgentWait { get; init; } = TimeSpan.FromSeconds(5);
 
     public static DeploymentOptions For(IQubesBackend backend, DateTimeOffset now, bool force = false) =>
-        new() { Now = now, Force = force, RequireRunning = backend is not OfflineRoot };
+        new() { Now = now, Force = force, RequireRunning = backend.RunsInQubes };
 }

@@ -44,11 +44,11 @@ public sealed record FirewallEdit(IReadOnlyList<RuleInsertion> Insertions, IRead
         foreach (var removal in Removals.OrderByDescending(r => r.Number).DistinctBy(r => r.Number))
         {
             if (removal.Number < 0 || removal.Number >= visibleRules.Count)
-                throw new QubesFirewallException("RuleNumberOutOfRange", FailureKind.ObjectNotFound,
+                throw new QubesFirewallException(ErrorIds.RuleNumberOutOfRange, FailureKind.ObjectNotFound,
                     $"There is no rule number {removal.Number} (the list has {visibleRules.Count} rules, numbered from 0). Nothing was changed.", removal);
             var actual = visibleRules[removal.Number].Text;
             if (!string.Equals(actual, removal.Text, StringComparison.Ordinal))
-                throw new QubesFirewallException("RuleMismatch", FailureKind.InvalidOperation,
+                throw new QubesFirewallException(ErrorIds.RuleMismatch, FailureKind.InvalidOperation,
                     $"Rule number {removal.Number} is now '{actual}', not '{removal.Text}': the list changed since it was read (a rule expired or someone else edited it). Nothing was changed; list the rules again and retry.", removal);
             rules.RemoveAt(removal.Number);
             removed.Add(removal);
@@ -64,7 +64,7 @@ public sealed record FirewallEdit(IReadOnlyList<RuleInsertion> Insertions, IRead
             if (insertion.Position is { } position)
             {
                 if (position < 0 || position > rules.Count)
-                    throw QubesFirewallException.Invalid("PositionOutOfRange",
+                    throw QubesFirewallException.Invalid(ErrorIds.PositionOutOfRange,
                         $"Position {position} is past the end of the list ({rules.Count} rules; use {rules.Count} to append). Nothing was changed.", insertion);
                 offsets.TryGetValue(position, out var offset);
                 index = Math.Min(position + offset, rules.Count);
@@ -78,7 +78,7 @@ public sealed record FirewallEdit(IReadOnlyList<RuleInsertion> Insertions, IRead
             rules.Insert(index, insertion.Rule);
         }
         if (rules.Count == 0 && visibleRules.Count > 0)
-            throw new QubesFirewallException("EmptyRuleList", FailureKind.InvalidOperation,
+            throw new QubesFirewallException(ErrorIds.EmptyRuleList, FailureKind.InvalidOperation,
                 "This would remove every rule of the qube. qubesd's Admin API cannot set an empty list (and a qube without rules has all its traffic dropped); keep at least a final catch-all such as 'action=drop'. Nothing was changed.", this);
         return new FirewallEditOutcome(rules, removed, skipped);
     }

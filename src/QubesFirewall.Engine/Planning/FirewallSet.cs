@@ -67,7 +67,7 @@ public static class FirewallSet
     }
 
     public static QubesFirewallException EmptyRefused(string vmName) =>
-        new("EmptyRuleInput", FailureKind.InvalidArgument,
+        new(ErrorIds.EmptyRuleInput, FailureKind.InvalidArgument,
             $"No rule was given for '{vmName}': setting an empty list drops every connection of the qube. Give -AllowEmpty to do that (the list becomes 'action=drop'), or give the rules. Nothing was changed.", vmName);
 
     /// <summary>The pure planner, on a rule list already read.</summary>

@@ -67,13 +67,12 @@ public static class IPv6Planner
     public static IPv6Change Plan(QubesInventory inventory, string vmName, IPv6Setting setting)
     {
         QubeName.Validate(vmName);
-        var qube = inventory.Find(vmName) ?? throw new QubesFirewallException("QubeNotFound", FailureKind.ObjectNotFound,
-            $"There is no qube named '{RuleGrammar.Printable(vmName)}'.", vmName);
+        var qube = inventory.Find(vmName) ?? throw QubesInventory.NotFound(vmName);
         if (qube.Class is QubeClass.AdminVM or QubeClass.RemoteVM)
-            throw new QubesFirewallException("NoNetwork", FailureKind.InvalidOperation,
+            throw new QubesFirewallException(ErrorIds.NoNetwork, FailureKind.InvalidOperation,
                 $"'{qube.Name}' is {(qube.Class == QubeClass.AdminVM ? "dom0, which" : "a remote qube, which")} has no networking in Qubes: there is no IPv6 to turn on or off.", qube.Name);
         if (setting == IPv6Setting.Enabled && !IsNetworked(qube))
-            throw new QubesFirewallException("NoNetwork", FailureKind.InvalidOperation,
+            throw new QubesFirewallException(ErrorIds.NoNetwork, FailureKind.InvalidOperation,
                 $"'{qube.Name}' has no network (its netvm is empty and it does not provide network), so it gets no IPv6 address. Give it a netvm first (qvm-prefs {qube.Name} netvm sys-firewall); nothing was changed.", qube.Name);
 
         string? current = qube.Features.TryGetValue(Feature, out var v) ? v : null;

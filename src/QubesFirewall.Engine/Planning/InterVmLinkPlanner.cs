@@ -152,6 +152,9 @@ public sealed class LinkLayout
         return layout;
     }
 
+    /// <summary>The qubes some link concerns (network qubes and destinations), in no particular order.</summary>
+    public IEnumerable<string> Qubes => _netvm.Keys.Union(_destination.Keys, StringComparer.Ordinal);
+
     public QubeLinks For(Qube qube) => new(qube,
         _netvm.TryGetValue(qube.Name, out var n) ? n : [],
         _destination.TryGetValue(qube.Name, out var d) ? d : []);
@@ -182,20 +185,20 @@ public static class InterVmLinkPlanner
         foreach (var q in new[] { from, to })
         {
             if (q.Class is QubeClass.AdminVM or QubeClass.RemoteVM)
-                throw new QubesFirewallException("NoNetVM", FailureKind.InvalidOperation,
+                throw new QubesFirewallException(ErrorIds.NoNetVM, FailureKind.InvalidOperation,
                     $"'{q.Name}' is {(q.Class == QubeClass.AdminVM ? "dom0, which has no network" : "a remote qube, with no local network")}: it cannot be part of an inter-qube link.", q.Name);
             if (q.NetVM is null || q.IP is null)
-                throw new QubesFirewallException("NoNetVM", FailureKind.InvalidOperation,
+                throw new QubesFirewallException(ErrorIds.NoNetVM, FailureKind.InvalidOperation,
                     $"'{q.Name}' has no network qube (its netvm is none), so no traffic can reach or leave it. Set its netvm first (qvm-prefs {q.Name} netvm sys-firewall).", q.Name);
         }
         if (from.NetVM != to.NetVM)
             throw DifferentNetVm(inventory, link, from, to);
-        var netvm = inventory.Find(from.NetVM!) ?? throw new QubesFirewallException("NetVmNotFound", FailureKind.ObjectNotFound,
+        var netvm = inventory.Find(from.NetVM!) ?? throw new QubesFirewallException(ErrorIds.NetVmNotFound, FailureKind.ObjectNotFound,
             $"'{from.Name}' uses '{from.NetVM}' as its network qube, but there is no qube of that name.", from.NetVM);
         if (checks)
         {
             if (QubesFacts.IsWhonixGateway(inventory, netvm))
-                throw new QubesFirewallException("WhonixInChain", FailureKind.InvalidOperation,
+                throw new QubesFirewallException(ErrorIds.WhonixInChain, FailureKind.InvalidOperation,
                     $"'{netvm.Name}', the network qube of '{from.Name}' and '{to.Name}', is a Whonix gateway: it sends its clients' traffic through Tor and does not run the qubes-firewall service. " +
                     $"A link between its clients would go around Tor. Nothing was changed. {ConnectTcpAdvice(link)}", netvm.Name);
             foreach (var q in new[] { netvm, from, to }) QubesRelease.EnsureSupported(inventory, q);
@@ -222,7 +225,7 @@ public static class InterVmLinkPlanner
         }
         else
             advice = $" Give both the same netvm (qvm-prefs {to.Name} netvm {from.NetVM}), or publish the service with Add-QubePortForward -Type Internal. {ConnectTcpAdvice(link)}";
-        return new QubesFirewallException("DifferentNetVM", FailureKind.InvalidOperation, why + advice, link);
+        return new QubesFirewallException(ErrorIds.DifferentNetVM, FailureKind.InvalidOperation, why + advice, link);
     }
 
     /// <summary>What works between any two qubes, whatever their network: qrexec's qubes.ConnectTCP (TCP only).</summary>
@@ -256,7 +259,7 @@ public static class InterVmLinkPlanner
     public static InterVmLinkPlan PlanEnable(QubesInventory inventory, IReadOnlyList<InterVmLink> links, DeploymentOptions options,
         Func<string, string, string?> readFile, Func<string, FirewallDocument> readFirewall)
     {
-        if (links.Count == 0) throw QubesFirewallException.Invalid("NoLink", "No link was given.");
+        if (links.Count == 0) throw QubesFirewallException.Invalid(ErrorIds.NoLink, "No link was given.");
         var warnings = new List<string>();
         var resolved = links.Select(l => Resolve(inventory, l)).ToList();
         var netvm = resolved[0].NetVM;
@@ -359,14 +362,14 @@ public static class InterVmLinkPlanner
     public static InterVmLinkPlan PlanDisable(QubesInventory inventory, IReadOnlyList<InterVmLink> links, DeploymentOptions options,
         Func<string, string, string?> readFile, Func<string, FirewallDocument> readFirewall)
     {
-        if (links.Count == 0) throw QubesFirewallException.Invalid("NoLink", "No link was given.");
+        if (links.Count == 0) throw QubesFirewallException.Invalid(ErrorIds.NoLink, "No link was given.");
         var warnings = new List<string>();
         var declarations = InterVmLinkDeclaration.ReadAll(inventory);
         bool IsDeclared(InterVmLink l) => declarations.Any(d => d.From == l.From && d.FeatureName == l.FeatureName);
         var missing = links.Where(l => !IsDeclared(l)).ToList();
         var removing = links.Where(IsDeclared).ToList();
         if (removing.Count == 0)
-            throw new QubesFirewallException("LinkNotFound", FailureKind.ObjectNotFound,
+            throw new QubesFirewallException(ErrorIds.LinkNotFound, FailureKind.ObjectNotFound,
                 $"There is no link {string.Join(", ", missing.Select(l => $"{l.Text} (feature {l.FeatureName} of {l.From})"))}. Get-QubeInterVmNetwork lists the declared ones.", links[0].FeatureName);
         foreach (var l in missing) warnings.Add($"There is no link {l.Text} (no feature {l.FeatureName} of {l.From}); nothing is done for it.");
 
@@ -458,14 +461,14 @@ public static class InterVmLinkPlanner
         if (plan.ViaAgent)
         {
             var what = $"{plan.Operation} inter-qube link {plan.Target}";
-            var stopped = run.Failure("InterVmLink", what, "Disable-QubeInterVmNetwork", plan.Operation == "Disable", null);
+            var stopped = run.Failure(ErrorIds.InterVmLinkRolledBack, ErrorIds.InterVmLinkPartiallyApplied, what, "Disable-QubeInterVmNetwork", plan.Operation == "Disable", null);
             if (stopped is not null) return new PortForwardApplyResult([], stopped) { Rollout = run };
             var p = plan;
-            var (agentHops, error) = PortForwardPlanner.ConfirmAgents(backend, run, plan.AgentGenerations, plan.AgentWait, q => p.RoleOf(q), plan.Target, plan.Operation, _ => 0, "InterVmLink", what);
+            var (agentHops, error) = PortForwardPlanner.ConfirmAgents(backend, run, plan.AgentGenerations, plan.AgentWait, q => p.RoleOf(q), plan.Target, plan.Operation, _ => 0, ErrorIds.InterVmLinkAgentFailed, ErrorIds.InterVmLinkAgentUnconfirmed, what);
             return new PortForwardApplyResult(agentHops, error) { Rollout = run };
         }
         var hops = PortForwardPlanner.HopResults(run, plan.RoleOf, plan.Target, plan.Operation, _ => 0);
-        var failure = run.Failure("InterVmLink", $"{plan.Operation} inter-qube link {plan.Target}", "Disable-QubeInterVmNetwork", plan.Operation == "Disable", hops);
+        var failure = run.Failure(ErrorIds.InterVmLinkRolledBack, ErrorIds.InterVmLinkPartiallyApplied, $"{plan.Operation} inter-qube link {plan.Target}", "Disable-QubeInterVmNetwork", plan.Operation == "Disable", hops);
         return new PortForwardApplyResult(hops, failure) { Rollout = run };
     }
 
@@ -593,7 +596,7 @@ public static class InterVmLinkPlanner
             var message = $"'{qube.Name}' is a disposable of '{storage.Name}': its /rw is a fresh copy of {storage.Name}'s at each start, so its part of the link " +
                 $"can only be kept in {storage.Name}'s {ForwardPersistence.HookPath(qube)}, in a part that runs only in the qube named {qube.Name}; every disposable of {storage.Name} gets the file.";
             if (!force)
-                throw new QubesFirewallException("DisposableHop", FailureKind.InvalidOperation,
+                throw new QubesFirewallException(ErrorIds.DisposableHop, FailureKind.InvalidOperation,
                     message + " Use -Force to write it there anyway, or make the qube a non-disposable. Nothing was changed.", qube.Name);
             warnings.Add(message);
         }

@@ -74,13 +74,13 @@ public sealed record NetworkChain(PortForward Forward, Qube Target, IReadOnlyLis
     {
         var target = inventory.Get(forward.VMName);
         if (target.Class is QubeClass.AdminVM or QubeClass.RemoteVM)
-            throw new QubesFirewallException("NoNetVM", FailureKind.InvalidOperation,
+            throw new QubesFirewallException(ErrorIds.NoNetVM, FailureKind.InvalidOperation,
                 $"'{target.Name}' is {(target.Class == QubeClass.AdminVM ? "dom0, which has no network at all" : "a remote qube, with no local network")}: nothing can be forwarded to it.", target.Name);
         if (target.NetVM is null)
-            throw new QubesFirewallException("NoNetVM", FailureKind.InvalidOperation,
+            throw new QubesFirewallException(ErrorIds.NoNetVM, FailureKind.InvalidOperation,
                 $"'{target.Name}' has no network qube (its netvm is none), so no traffic can reach it. Set its netvm first (qvm-prefs {target.Name} netvm sys-firewall).", target.Name);
         if (target.IP is null)
-            throw new QubesFirewallException("NoNetVM", FailureKind.InvalidOperation, $"'{target.Name}' has no IPv4 address, so nothing can be forwarded to it.", target.Name);
+            throw new QubesFirewallException(ErrorIds.NoNetVM, FailureKind.InvalidOperation, $"'{target.Name}' has no IPv4 address, so nothing can be forwarded to it.", target.Name);
         if (checks) CheckWhonix(inventory, target, isTarget: true);
 
         // walk up: netvm, its netvm, ... (outermost last)
@@ -90,12 +90,12 @@ public sealed record NetworkChain(PortForward Forward, Qube Target, IReadOnlyLis
         while (current.NetVM is { } next)
         {
             if (seen.Contains(next, StringComparer.Ordinal))
-                throw new QubesFirewallException("NetVmLoop", FailureKind.InvalidData,
+                throw new QubesFirewallException(ErrorIds.NetVmLoop, FailureKind.InvalidData,
                     $"The network chain of '{target.Name}' loops: {string.Join(" -> ", seen.Append(next))}. qubesd refuses such a setting; fix the netvm of one of these qubes.", target.Name);
-            var up = inventory.Find(next) ?? throw new QubesFirewallException("NetVmNotFound", FailureKind.ObjectNotFound,
+            var up = inventory.Find(next) ?? throw new QubesFirewallException(ErrorIds.NetVmNotFound, FailureKind.ObjectNotFound,
                 $"'{current.Name}' uses '{next}' as its network qube, but there is no qube of that name.", next);
             if (up.IP is null)
-                throw new QubesFirewallException("NoNetVM", FailureKind.InvalidOperation, $"'{up.Name}', the network qube of '{current.Name}', has no IPv4 address.", up.Name);
+                throw new QubesFirewallException(ErrorIds.NoNetVM, FailureKind.InvalidOperation, $"'{up.Name}', the network qube of '{current.Name}', has no IPv4 address.", up.Name);
             seen.Add(next);
             upstream.Add(up);
             if (forward.Type == ForwardType.Internal) break;
@@ -111,7 +111,7 @@ public sealed record NetworkChain(PortForward Forward, Qube Target, IReadOnlyLis
         {
             var halted = upstream.Where(h => h.State != PowerState.Running).ToList();
             if (halted.Count > 0)
-                throw new QubesFirewallException("HopNotRunning", FailureKind.ResourceUnavailable,
+                throw new QubesFirewallException(ErrorIds.HopNotRunning, FailureKind.ResourceUnavailable,
                     $"{Describe(halted)} on the way to '{target.Name}' {(halted.Count == 1 ? "is" : "are")} not running ({string.Join(", ", halted.Select(h => $"{h.Name}: {h.State}"))}). " +
                     "Start the network qubes first (qvm-start), so their rules can be applied now and not only at their next start.", halted[0].Name);
         }
@@ -165,7 +165,7 @@ public sealed record NetworkChain(PortForward Forward, Qube Target, IReadOnlyLis
     {
         if (!QubesFacts.IsWhonixGateway(inventory, qube)) return;
         var where = isTarget ? $"'{qube.Name}' is a Whonix gateway" : $"'{qube.Name}', on the way, is a Whonix gateway";
-        throw new QubesFirewallException("WhonixInChain", FailureKind.InvalidOperation,
+        throw new QubesFirewallException(ErrorIds.WhonixInChain, FailureKind.InvalidOperation,
             $"{where}. A Whonix gateway sends everything its clients do through Tor, and its clients are reachable only as Tor onion services; " +
             "a port forwarded through it would let traffic in around Tor, bypassing and breaking the isolation that Whonix exists for, and the gateway " +
             "does not run the qubes-firewall service that enforces its clients' rules. Nothing was changed. To publish a service of an anon qube, " +
@@ -189,7 +189,7 @@ public static class QubesRelease
         {
             if (!q.Features.TryGetValue("qubes-agent-version", out var version)) continue;
             if (TryParse(version, out var major, out var minor) && (major < 4 || (major == 4 && minor < 2)))
-                throw new QubesFirewallException("QubesReleaseNotSupported", FailureKind.NotImplemented,
+                throw new QubesFirewallException(ErrorIds.QubesReleaseNotSupported, FailureKind.NotImplemented,
                     $"'{qube.Name}' runs the Qubes {major}.{minor} agent ({(q == qube ? "its" : $"template {q.Name}'s")} qubes-agent-version feature is '{version}'). " +
                     "Port forwarding is generated for Qubes R4.2 and later, where qubes build their firewall with nftables; R4.0 and R4.1 use iptables and are end of life. " +
                     "Upgrade the system (or the template) to R4.2 or later. Nothing was changed.", qube.Name);

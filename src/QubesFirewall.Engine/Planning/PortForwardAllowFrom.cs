@@ -23,7 +23,7 @@ public static class PortForwardAllowFrom
         var any = values.Count(v => v is not null && v.Trim().Equals(Any, StringComparison.OrdinalIgnoreCase));
         if (any == 0) return new AllowFromInput(true, values);
         if (values.Count > 1)
-            throw QubesFirewallException.Invalid("InvalidAllowFrom",
+            throw QubesFirewallException.Invalid(ErrorIds.InvalidAllowFrom,
                 "'Any' opens the port to everyone and stands alone: give either -AllowFrom Any or the source networks, not both. Nothing was changed.", values);
         return new AllowFromInput(true, []);
     }
@@ -36,7 +36,7 @@ public static class PortForwardAllowFrom
         : $"every qube whose network qube is {plan.Hops[0]}{(forward.Interface is null ? "" : $" and everything arriving on its {forward.Interface}")} can connect to {forward.VMName}.";
 
     public static QubesFirewallException Required(PortForward forward, PortForwardPlan plan) =>
-        new("AllowFromRequired", FailureKind.InvalidArgument,
+        new(ErrorIds.AllowFromRequired, FailureKind.InvalidArgument,
             $"{forward.Text} has no -AllowFrom, so it would be open to everyone: {Who(forward, plan)} " +
             "Give the sources allowed, for example -AllowFrom 192.168.1.0/24, or -AllowFrom Any to open it to everyone on purpose " +
             "(then asked for confirmation as a high-impact change; a script adds -Confirm:$false). -Force does not open a port. Nothing was changed.", forward.Text);

@@ -185,7 +185,7 @@ public static class PortForwardPlanner
     {
         var warnings = new List<string>();
         if (forward.Expire is { } expire && expire <= options.Now.ToUnixTimeSeconds())
-            throw QubesFirewallException.Invalid("ExpireInPast", $"{forward.Text}: the expiry time is not in the future, the forward would never match.", forward);
+            throw QubesFirewallException.Invalid(ErrorIds.ExpireInPast, $"{forward.Text}: the expiry time is not in the future, the forward would never match.", forward);
 
         // Power states are checked below, for every qube the change reaches, not only the hops.
         var chain = NetworkChain.Resolve(inventory, forward);
@@ -206,7 +206,7 @@ public static class PortForwardPlanner
             if (!TryResolve(inventory, other, out var otherChain, out _)) continue;
             var shared = otherChain!.HopNames.Intersect(chain.HopNames, StringComparer.Ordinal).ToList();
             if (shared.Count == 0) continue;
-            throw new QubesFirewallException("PortAlreadyForwarded", FailureKind.ResourceExists,
+            throw new QubesFirewallException(ErrorIds.PortAlreadyForwarded, FailureKind.ResourceExists,
                 $"{forward.ProtocolText}/{forward.Port.ToString(CultureInfo.InvariantCulture)} is already forwarded to '{other.VMName}' through {string.Join(", ", shared)}, so {forward.Text} cannot be declared " +
                 $"({otherChain.Path}{(other.IsExpiredAt(options.Now) ? ", expired" : "")}; feature {other.FeatureName} of {other.VMName}). A network qube can pass one port to one qube only. " +
                 $"Remove that forward first (Remove-QubePortForward -VMName {other.VMName} -Port {other.Port.ToString(CultureInfo.InvariantCulture)} -Protocol {other.Protocol}), " +
@@ -348,7 +348,7 @@ public static class PortForwardPlanner
         if (matching.Count == 0 && PlanRemoveLeftovers(inventory, target, protocol, port, options, readFile, declarations) is { } leftovers)
             return leftovers;
         if (matching.Count == 0)
-            throw new QubesFirewallException("PortForwardNotFound", FailureKind.ObjectNotFound,
+            throw new QubesFirewallException(ErrorIds.PortForwardNotFound, FailureKind.ObjectNotFound,
                 $"'{target.Name}' has no port forward {(protocol == ForwardProtocol.Tcp ? "tcp" : "udp")}/{port.ToString(CultureInfo.InvariantCulture)} (no feature {name}). Get-QubePortForward lists the declared ones.", name);
         var removed = matching.Select(d => d.Forward).FirstOrDefault(f => f is not null);
         var others = new List<PortForward>();
@@ -529,7 +529,7 @@ public static class PortForwardPlanner
 
         var hops = HopResults(run, hop => RoleOf(plan, hop), plan.Forward?.Text ?? plan.FeatureName, plan.Operation, hop => plan.ForwardCounts.GetValueOrDefault(hop));
 
-        var failure = run.Failure("PortForward", $"{plan.Operation} port forward {plan.Target}", "Remove-QubePortForward", plan.Operation == "Remove", hops);
+        var failure = run.Failure(ErrorIds.PortForwardRolledBack, ErrorIds.PortForwardPartiallyApplied, $"{plan.Operation} port forward {plan.Target}", "Remove-QubePortForward", plan.Operation == "Remove", hops);
         return new PortForwardApplyResult(hops, failure) { Plan = plan, Rollout = run };
     }
 
@@ -541,24 +541,24 @@ public static class PortForwardPlanner
     private static PortForwardApplyResult ApplyViaAgent(IQubesBackend backend, PortForwardPlan plan, RolloutOptions? options, Func<PortForwardPlan>? replan)
     {
         (plan, var run) = Rollout.Deploy(backend, plan, options, replan);
-        var failure = run.Failure("PortForward", $"{plan.Operation} port forward {plan.Target}", "Remove-QubePortForward", plan.Operation == "Remove", null);
+        var failure = run.Failure(ErrorIds.PortForwardRolledBack, ErrorIds.PortForwardPartiallyApplied, $"{plan.Operation} port forward {plan.Target}", "Remove-QubePortForward", plan.Operation == "Remove", null);
         if (failure is not null) return new PortForwardApplyResult([], failure) { Plan = plan, Rollout = run };
         var p = plan;
         var (hops, error) = ConfirmAgents(backend, run, plan.AgentGenerations, plan.AgentWait, q => RoleOf(p, q), plan.Forward?.Text ?? plan.FeatureName,
-            plan.Operation, q => p.ForwardCounts.GetValueOrDefault(q), "PortForward", $"{plan.Operation} port forward {plan.Target}");
+            plan.Operation, q => p.ForwardCounts.GetValueOrDefault(q), ErrorIds.PortForwardAgentFailed, ErrorIds.PortForwardAgentUnconfirmed, $"{plan.Operation} port forward {plan.Target}");
         return new PortForwardApplyResult(hops, error) { Plan = plan, Rollout = run };
     }
 
     /// <summary>
     /// After the feature calls of a change through the agent (port forwards, links): each running qube's agent asked for its
-    /// generation; one result per qube. A Failed agent rolls every applied feature back (<paramref name="errorPrefix"/>AgentFailed);
-    /// Unconfirmed is an error without rollback (<paramref name="errorPrefix"/>AgentUnconfirmed); with a zero wait nothing is asked (Sent).
+    /// generation; one result per qube. A Failed agent rolls every applied feature back (<paramref name="failedId"/>);
+    /// Unconfirmed is an error without rollback (<paramref name="unconfirmedId"/>); with a zero wait nothing is asked (Sent).
     /// </summary>
     internal static (List<PortForwardHopResult> Hops, QubesFirewallException? Error) ConfirmAgents(IQubesBackend backend, DeploymentResult run,
         IReadOnlyDictionary<string, string> generations, TimeSpan wait, Func<string, string> roleOf, string subject, string operation,
-        Func<string, int> counts, string errorPrefix, string what)
+        Func<string, int> counts, string failedId, string unconfirmedId, string what)
     {
-        IReadOnlyList<AgentOutcome> outcomes = wait <= TimeSpan.Zero && backend is not OfflineRoot
+        IReadOnlyList<AgentOutcome> outcomes = wait <= TimeSpan.Zero && backend.RunsInQubes
             ? generations.OrderBy(g => g.Key, StringComparer.Ordinal).Select(g => new AgentOutcome(g.Key, g.Value, AgentOutcomeKind.Unconfirmed, "not asked (-NoWait)")).ToList()
             : AgentDelivery.Confirm(backend, backend.GetInventory(), generations, wait);
         var failed = outcomes.Where(o => o.Kind == AgentOutcomeKind.Failed).ToList();
@@ -589,20 +589,23 @@ public static class PortForwardPlanner
         }).ToList();
         QubesFirewallException? error = null;
         if (failed.Count > 0)
-            error = new QubesFirewallException(errorPrefix + "AgentFailed", FailureKind.InvalidOperation,
+            error = new QubesFirewallException(failedId, FailureKind.InvalidOperation,
                 $"{what}: {string.Join("; ", failed.Select(f => RuleGrammar.Printable(f.Message)))}. " +
                 (rolledBack ? "Every feature was put back as it was." : "Putting the features back failed too: check Test-QubeFirewall."), what);
         else if (wait > TimeSpan.Zero && outcomes.Any(o => o.Kind == AgentOutcomeKind.Unconfirmed))
-            error = new QubesFirewallException(errorPrefix + "AgentUnconfirmed", FailureKind.ResourceUnavailable,
+            error = new QubesFirewallException(unconfirmedId, FailureKind.ResourceUnavailable,
                 $"{what}: the features are set, but {string.Join("; ", outcomes.Where(o => o.Kind == AgentOutcomeKind.Unconfirmed).Select(o => RuleGrammar.Printable(o.Message)))}.", what);
         return (hops, error);
     }
+
+    /// <summary>The word the agent-missing warning starts with (named in the docs of the forward and link cmdlets).</summary>
+    public const string AgentMissingTag = "QubeFirewallAgentMissing";
 
     /// <summary>The warning (for now: hook files are still written) that names the qubes without the agent and the command that installs it.</summary>
     internal static string AgentMissingWarning(QubesInventory inventory, IEnumerable<string> qubes)
     {
         var missing = AgentInstaller.Missing(inventory, qubes);
-        return $"QubeFirewallAgentMissing: {string.Join(", ", missing)} {(missing.Count == 1 ? "has" : "have")} no QubesFirewall agent, so this change is written into hook files inside the qubes (the older way). " +
+        return $"{AgentMissingTag}: {string.Join(", ", missing)} {(missing.Count == 1 ? "has" : "have")} no QubesFirewall agent, so this change is written into hook files inside the qubes (the older way). " +
             $"Install it once (Install-QubeFirewallAgent -VMName {string.Join(", ", missing)}) and changes become feature calls in dom0 only.";
     }
 
@@ -739,7 +742,7 @@ public static class PortForwardPlanner
             var message = $"'{qube.Name}' ({role}) is a disposable of '{storage.Name}': its /rw is a fresh copy of {storage.Name}'s at each start, so its {path} " +
                 $"can only be kept in {storage.Name}. {others}; the part written for {qube.Name} checks the qube's name and runs only there, and {storage.Name} itself must be reachable (started) to change it.";
             if (!force)
-                throw new QubesFirewallException("DisposableHop", FailureKind.InvalidOperation,
+                throw new QubesFirewallException(ErrorIds.DisposableHop, FailureKind.InvalidOperation,
                     message + " Use -Force to write it there anyway, or make the qube a non-disposable (for sys-firewall: qvm-create --class AppVM). " +
                     $"Or install the QubesFirewall agent once in the qubes on the way (Install-QubeFirewallAgent -VMName {string.Join(", ", chain.HopNames.Append(chain.Target.Name))}): " +
                     $"then a change is feature calls in dom0 and nothing is written into {storage.Name}. Nothing was changed.", qube.Name);
@@ -762,7 +765,7 @@ public static class PortForwardPlanner
         var top = IPv6Planner.TopOf(inventory, chain.Target).Name;
         var fix = $"Turn IPv6 on where the chain starts (Set-QubeIPv6 -VMName {top} -Enabled $true; the qubes behind it inherit it, and running qubes get their IPv6 address when they start again)";
         if (v6.Count > 0)
-            throw new QubesFirewallException("IPv6NotEnabled", FailureKind.InvalidOperation,
+            throw new QubesFirewallException(ErrorIds.IPv6NotEnabled, FailureKind.InvalidOperation,
                 $"{forward.Text}: -AllowFrom lists IPv6 sources ({string.Join(", ", v6)}), but IPv6 is not on along {chain.Path}: {names} {(missing.Count == 1 ? "has" : "have")} no IPv6 address. " +
                 $"The forward would be generated for IPv4 only, where IPv6 sources never match. {fix}, or list IPv4 sources only. Nothing was changed.", forward);
         warnings.Add($"{forward.Text} is forwarded over IPv4 only: '{chain.Target.Name}' has IPv6, but {names} on the way {(missing.Count == 1 ? "does" : "do")} not. {fix} to forward IPv6 too.");
@@ -855,6 +858,9 @@ public sealed class ForwardLayout
         }
         return layout;
     }
+
+    /// <summary>The qubes some forward crosses (hops and targets), in no particular order.</summary>
+    public IEnumerable<string> Qubes => _hops.Keys.Union(_targets.Keys, StringComparer.Ordinal);
 
     public QubeForwards For(Qube qube) => new(qube,
         _hops.TryGetValue(qube.Name, out var h) ? h : [],

@@ -18,7 +18,7 @@ public sealed record TcpBindingOptions
     /// </summary>
     public bool RequireRunning { get; init; }
 
-    public static TcpBindingOptions For(IQubesBackend backend) => new() { RequireRunning = backend is not OfflineRoot };
+    public static TcpBindingOptions For(IQubesBackend backend) => new() { RequireRunning = backend.RunsInQubes };
 }
 
 /// <summary>Read access to dom0's policy files for a plan (the backend's, or a test's).</summary>
@@ -143,7 +143,7 @@ public static class TcpBindingPlanner
         var client = inventory.Get(binding.From);
         var target = inventory.Get(binding.To);
         if (client.Class == QubeClass.AdminVM || target.Class == QubeClass.AdminVM)
-            throw QubesFirewallException.Invalid("Dom0NotAllowed", $"A qubes.ConnectTCP binding cannot involve dom0 ('{(client.Class == QubeClass.AdminVM ? client.Name : target.Name)}').", binding.Text);
+            throw QubesFirewallException.Invalid(ErrorIds.Dom0NotAllowed, $"A qubes.ConnectTCP binding cannot involve dom0 ('{(client.Class == QubeClass.AdminVM ? client.Name : target.Name)}').", binding.Text);
 
         var declarations = TcpBindingDeclaration.ReadAll(inventory);
         var existing = declarations.FirstOrDefault(d => d.From == binding.From && d.FeatureName == binding.FeatureName);
@@ -157,12 +157,12 @@ public static class TcpBindingPlanner
 
         // @default leads to one target per client and port; a local port listens once per client
         if (others.FirstOrDefault(o => o.From == binding.From && o.Port == binding.Port) is { } sameCall)
-            throw new QubesFirewallException("TcpBindingConflict", FailureKind.ResourceExists,
+            throw new QubesFirewallException(ErrorIds.TcpBindingConflict, FailureKind.ResourceExists,
                 $"'{binding.From}' already has a qubes.ConnectTCP binding for port {binding.Port.ToString(CultureInfo.InvariantCulture)}, to '{sameCall.To}' " +
                 $"(feature {sameCall.FeatureName}). Its calls name @default, which the policy can send to one target only. Remove that binding first " +
                 $"(Remove-QubeTcpBinding -From {sameCall.From} -To {sameCall.To} -Port {sameCall.Port.ToString(CultureInfo.InvariantCulture)}). Nothing was changed.", binding.Text);
         if (binding.Permanent && others.FirstOrDefault(o => o.From == binding.From && o.Permanent && o.LocalPort == binding.LocalPort) is { } sameLocal)
-            throw new QubesFirewallException("LocalPortInUse", FailureKind.ResourceExists,
+            throw new QubesFirewallException(ErrorIds.LocalPortInUse, FailureKind.ResourceExists,
                 $"Local port {binding.LocalPort.ToString(CultureInfo.InvariantCulture)} of '{binding.From}' already listens for {sameLocal.Text}. Choose another -LocalPort. Nothing was changed.", binding.Text);
 
         var previous = existing?.Binding;
@@ -237,7 +237,7 @@ public static class TcpBindingPlanner
         var matching = TcpBindingDeclaration.Read(client)
             .Where(d => TcpBindingFeature.TryParseName(d.FeatureName, out var t, out var p, lenient: true) && t == to && p == port).ToList();
         if (matching.Count == 0)
-            throw new QubesFirewallException("TcpBindingNotFound", FailureKind.ObjectNotFound,
+            throw new QubesFirewallException(ErrorIds.TcpBindingNotFound, FailureKind.ObjectNotFound,
                 $"'{from}' has no qubes.ConnectTCP binding to port {port.ToString(CultureInfo.InvariantCulture)} of '{to}' (no feature {name}). Get-QubeTcpBinding lists the declared ones.", name);
         var removed = matching.Select(d => d.Binding).FirstOrDefault(b => b is not null);
         var declarations = TcpBindingDeclaration.ReadAll(inventory);
@@ -304,7 +304,7 @@ public static class TcpBindingPlanner
             Message = r.Message,
         }).ToList();
         var run = rollout.Steps.FirstOrDefault(r => r.Step.Kind == DeploymentStepKind.RunScript)?.Command;
-        var failure = rollout.Failure("TcpBinding", $"{plan.Operation} qubes.ConnectTCP binding {plan.Target}", "Remove-QubeTcpBinding", plan.Operation == "Remove", changes);
+        var failure = rollout.Failure(ErrorIds.TcpBindingRolledBack, ErrorIds.TcpBindingPartiallyApplied, $"{plan.Operation} qubes.ConnectTCP binding {plan.Target}", "Remove-QubeTcpBinding", plan.Operation == "Remove", changes);
         return new TcpBindingApplyResult(changes, run, failure) { Plan = plan };
     }
 

@@ -87,7 +87,7 @@ public static class ConnectTcpUnits
         }
         var dup = list.GroupBy(b => b.LocalPort).FirstOrDefault(g => g.Count() > 1);
         if (dup is not null)
-            throw new QubesFirewallException("LocalPortInUse", FailureKind.InvalidOperation,
+            throw new QubesFirewallException(ErrorIds.LocalPortInUse, FailureKind.InvalidOperation,
                 $"'{client}' has two permanent bindings on local port {dup.Key.ToString(CultureInfo.InvariantCulture)}: {string.Join(", ", dup.Select(b => b.Text))}.", client);
 
         var want = " " + string.Concat(list.Select(b => b.LocalPort.ToString(CultureInfo.InvariantCulture) + " "));
@@ -209,7 +209,7 @@ public static class ConnectTcpUnits
     {
         foreach (var name in new[] { b.From, b.To })
             if (!Validation.QubeName.IsValid(name))
-                throw QubesFirewallException.Invalid("InvalidQubeName", Validation.QubeName.Problem(name)!, name);
+                throw QubesFirewallException.Invalid(ErrorIds.InvalidQubeName, Validation.QubeName.Problem(name)!, name);
         TcpBinding.ValidatePort(b.Port, "Port");
         TcpBinding.ValidatePort(b.LocalPort, "LocalPort");
     }

@@ -210,7 +210,7 @@ public static class NftForwardScript
             && System.Net.IPAddress.TryParse(value, out var ip) && ip.AddressFamily == wanted
             && (family == NftFamily.Ip6 || value.Count(c => c == '.') == 3);
         if (!ok)
-            throw QubesFirewallException.Invalid("InvalidAddress",
+            throw QubesFirewallException.Invalid(ErrorIds.InvalidAddress,
                 $"'{RuleGrammar.Printable(value)}' is not an {(family == NftFamily.Ip ? "IPv4" : "IPv6")} address; a qube's address must be one before it can go into a rule.", value);
         var text = System.Net.IPAddress.Parse(value).ToString();
         return family == NftFamily.Ip ? text : text.ToLowerInvariant();

@@ -123,7 +123,7 @@ public static class NftLinkScript
     {
         var kind = v6 ? HostKind.IPv6 : HostKind.IPv4;
         if (!HostSpec.TryParse(value, out var host, out _) || host!.Kind != kind || host.PrefixLength != (v6 ? 128 : 32))
-            throw new QubesFirewallException("InvalidQubeAddress", FailureKind.InvalidData, $"'{RuleGrammar.Printable(value)}' is not a single {(v6 ? "IPv6" : "IPv4")} address.", value);
+            throw new QubesFirewallException(ErrorIds.InvalidQubeAddress, FailureKind.InvalidData, $"'{RuleGrammar.Printable(value)}' is not a single {(v6 ? "IPv6" : "IPv4")} address.", value);
         return host.Value[..host.Value.IndexOf('/')];
     }
 

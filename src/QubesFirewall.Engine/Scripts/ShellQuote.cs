@@ -13,7 +13,7 @@ public static class ShellQuote
         ArgumentNullException.ThrowIfNull(value);
         foreach (var c in value)
             if (c < ' ' || c == '\x7f')
-                throw QubesFirewallException.Invalid("InvalidScriptValue", $"A value for a generated script contains the control character U+{(int)c:X4}.", value);
+                throw QubesFirewallException.Invalid(ErrorIds.InvalidScriptValue, $"A value for a generated script contains the control character U+{(int)c:X4}.", value);
         return "'" + value.Replace("'", "'\\''", StringComparison.Ordinal) + "'";
     }
 
@@ -22,7 +22,7 @@ public static class ShellQuote
     {
         foreach (var c in value)
             if (c is < ' ' or > '~')
-                throw QubesFirewallException.Invalid("InvalidScriptValue", $"Text for a generated script comment contains U+{(int)c:X4}.", value);
+                throw QubesFirewallException.Invalid(ErrorIds.InvalidScriptValue, $"Text for a generated script comment contains U+{(int)c:X4}.", value);
         return value;
     }
 }

@@ -32,7 +32,7 @@ public sealed record QubeAnswerLimits
         var text = environment(name);
         if (string.IsNullOrEmpty(text)) return fallback;
         if (!long.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out var value) || value is < 1 or > int.MaxValue)
-            throw QubesFirewallException.Invalid("InvalidQubeAnswerLimit",
+            throw QubesFirewallException.Invalid(ErrorIds.InvalidQubeAnswerLimit,
                 $"$env:{name} is '{QubeText.Escape(text)}'; give a number of bytes from 1 to {int.MaxValue.ToString(CultureInfo.InvariantCulture)}.", text);
         return value;
     }
@@ -86,7 +86,7 @@ public sealed class BoundedReader(long cap)
 
     /// <summary>The error for an answer over the cap: which qube, what it was asked, which stream, the cap.</summary>
     public static QubesFirewallException TooLarge(string vmName, string what, string stream, long cap) =>
-        new("QubeAnswerTooLarge", FailureKind.InvalidData,
+        new(ErrorIds.QubeAnswerTooLarge, FailureKind.InvalidData,
             $"'{vmName}' answered more than {Size(cap)} on its {stream} when asked to {what}; qvm-run was stopped there, the answer was not used and nothing was written. " +
             $"A compromised or broken qube can answer without end: look at that file in '{vmName}'. If it really is that large, raise the limit ($env:{(stream == "output" && what.StartsWith("read ", StringComparison.Ordinal) ? QubeAnswerLimits.FileVariable : QubeAnswerLimits.OutputVariable)}, in bytes).",
             vmName);
@@ -103,7 +103,7 @@ public static class QubeFileModes
     {
         var text = answer.EndsWith('\n') ? answer[..^1] : answer;
         if (text.Length is < 3 or > 4 || !text.All(c => c is >= '0' and <= '7'))
-            throw new QubesFirewallException("QubeAnswerInvalid", FailureKind.InvalidData,
+            throw new QubesFirewallException(ErrorIds.QubeAnswerInvalid, FailureKind.InvalidData,
                 $"'{vmName}' answered '{QubeText.Escape(text.Length > 40 ? text[..40] + "..." : text)}' when asked for the mode of {path}, which is not a file mode (3 or 4 octal digits); nothing was written.", vmName);
         return (UnixFileMode)Convert.ToInt32(text, 8);
     }

@@ -39,7 +39,7 @@ public static partial class QubeName
     public static string Validate(string? name)
     {
         var problem = Problem(name);
-        if (problem is not null) throw QubesFirewallException.Invalid("InvalidQubeName", problem, name);
+        if (problem is not null) throw QubesFirewallException.Invalid(ErrorIds.InvalidQubeName, problem, name);
         return name!;
     }
 }

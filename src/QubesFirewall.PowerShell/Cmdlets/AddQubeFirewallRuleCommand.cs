@@ -57,7 +57,7 @@ public sealed class AddQubeFirewallRuleCommand : FirewallRuleInputCmdlet
         {
             if (_refused.Contains(vmName))
             {
-                WriteError(ToErrorRecord(new QubesFirewallException("RulesNotAdded", FailureKind.InvalidArgument,
+                WriteError(ToErrorRecord(new QubesFirewallException(ErrorIds.RulesNotAdded, FailureKind.InvalidArgument,
                     $"No rule was added to '{vmName}': some of its input was invalid (see the errors above). Fix it and run the command again.", vmName)));
                 continue;
             }

@@ -108,7 +108,7 @@ public sealed class AddQubePortForwardCommand : QubeCmdlet
             PortForwardPlanner.PlanAdd(Backend, forward, DeploymentOptions.For(Backend, Now));
             return null;
         }
-        catch (QubesFirewallException ex) when (ex.ErrorId == "DisposableHop")
+        catch (QubesFirewallException ex) when (ex.ErrorId == ErrorIds.DisposableHop)
         {
             return ex.Message;
         }

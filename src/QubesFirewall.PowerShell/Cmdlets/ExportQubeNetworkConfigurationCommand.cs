@@ -70,7 +70,7 @@ public sealed class ExportQubeNetworkConfigurationCommand : QubeCmdlet
                         }
                         catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
                         {
-                            WriteError(ToErrorRecord(new QubesFirewallException("ConfigurationNotWritten", FailureKind.WriteError, $"{target} cannot be written: {ex.Message}", target)));
+                            WriteError(ToErrorRecord(new QubesFirewallException(ErrorIds.ConfigurationNotWritten, FailureKind.WriteError, $"{target} cannot be written: {ex.Message}", target)));
                         }
                     }
                 }

@@ -31,8 +31,7 @@ public sealed class GetQubeCommand : QubeCmdlet
                 .Where(q => NetVM is null || string.Equals(q.NetVM, NetVM, StringComparison.Ordinal)).ToList();
             if (matches.Count == 0 && !WildcardPattern.ContainsWildcardCharacters(pattern))
             {
-                WriteError(ToErrorRecord(new Engine.QubesFirewallException("QubeNotFound", Engine.FailureKind.ObjectNotFound,
-                    NetVM is null ? $"There is no qube named '{RuleGrammar.Printable(pattern)}' in {Backend.Description}." : $"There is no qube named '{RuleGrammar.Printable(pattern)}' whose network qube is '{NetVM}'.", pattern)));
+                WriteError(ToErrorRecord(Engine.Model.QubesInventory.NotFound(pattern, NetVM is null ? Backend.Description : $"{Backend.Description} whose network qube is '{NetVM}'")));
                 continue;
             }
             foreach (var qube in matches) WriteObject(qube);

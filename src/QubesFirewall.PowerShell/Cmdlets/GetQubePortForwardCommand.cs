@@ -37,7 +37,7 @@ public sealed class GetQubePortForwardCommand : QubeCmdlet
                 if (Protocol is { } proto && forward.Protocol != proto) continue;
                 if (!forward.IsValid)
                 {
-                    WriteError(ToErrorRecord(new QubesFirewallException("InvalidPortForwardFeature", FailureKind.InvalidData,
+                    WriteError(ToErrorRecord(new QubesFirewallException(ErrorIds.InvalidPortForwardFeature, FailureKind.InvalidData,
                         $"{forward.Problem} Nothing is generated for it. Fix the feature (qvm-features {forward.VMName} {forward.FeatureName} '...') or remove it: Remove-QubePortForward -VMName {forward.VMName} -Port {forward.Port?.ToString(System.Globalization.CultureInfo.InvariantCulture) ?? "<port>"}{(forward.Protocol == ForwardProtocol.Udp ? " -Protocol Udp" : "")}.",
                         forward.FeatureName)));
                     continue;

@@ -47,7 +47,7 @@ public sealed class GetQubeTcpBindingCommand : QubeCmdlet
                 if (Port is { Length: > 0 } && (binding.Port is not { } p || !Port.Contains(p))) continue;
                 if (!binding.IsValid)
                 {
-                    WriteError(ToErrorRecord(new QubesFirewallException("InvalidTcpBindingFeature", FailureKind.InvalidData,
+                    WriteError(ToErrorRecord(new QubesFirewallException(ErrorIds.InvalidTcpBindingFeature, FailureKind.InvalidData,
                         $"{binding.Problem} Nothing is generated for it. Fix the feature (qvm-features {binding.From} {binding.FeatureName} '...') or remove it: " +
                         $"Remove-QubeTcpBinding -From {binding.From} -To {binding.To ?? "<target>"} -Port {binding.Port?.ToString(CultureInfo.InvariantCulture) ?? "<port>"}.",
                         binding.FeatureName)));

@@ -27,23 +27,23 @@ public abstract class NetworkConfigurationCmdlet : QubeCmdlet
             {
                 var info = new FileInfo(file);
                 if (!info.Exists)
-                    throw new QubesFirewallException("ConfigurationNotFound", FailureKind.ObjectNotFound, $"There is no file '{file}'.", file);
+                    throw new QubesFirewallException(ErrorIds.ConfigurationNotFound, FailureKind.ObjectNotFound, $"There is no file '{file}'.", file);
                 if (info.Length > DataLimits.MaxBytes)
-                    throw new QubesFirewallException("ConfigurationTooLarge", FailureKind.InvalidData,
+                    throw new QubesFirewallException(ErrorIds.ConfigurationTooLarge, FailureKind.InvalidData,
                         $"{file} is {info.Length} bytes; at most {DataLimits.MaxBytes} are read.", file);
                 return ConfigurationReader.Read(File.ReadAllText(file), Format ?? ConfigurationReader.FormatOf(file));
             }
-            catch (QubesFirewallException ex) when (ex.ErrorId is "InvalidConfiguration" or "ConfigurationTooLarge" && !ex.Message.StartsWith(file, StringComparison.Ordinal))
+            catch (QubesFirewallException ex) when (ex.ErrorId is ErrorIds.InvalidConfiguration or ErrorIds.ConfigurationTooLarge && !ex.Message.StartsWith(file, StringComparison.Ordinal))
             {
                 throw new QubesFirewallException(ex.ErrorId, ex.Kind, $"{file}: {ex.Message}", file);
             }
             catch (IOException ex)
             {
-                throw new QubesFirewallException("ConfigurationUnreadable", FailureKind.ResourceUnavailable, $"{file} cannot be read: {ex.Message}", file);
+                throw new QubesFirewallException(ErrorIds.ConfigurationUnreadable, FailureKind.ResourceUnavailable, $"{file} cannot be read: {ex.Message}", file);
             }
             catch (UnauthorizedAccessException ex)
             {
-                throw new QubesFirewallException("ConfigurationUnreadable", FailureKind.PermissionDenied, $"{file} cannot be read: {ex.Message}", file);
+                throw new QubesFirewallException(ErrorIds.ConfigurationUnreadable, FailureKind.PermissionDenied, $"{file} cannot be read: {ex.Message}", file);
             }
         }, out configuration);
     }

@@ -57,7 +57,7 @@ public sealed class SetQubeFirewallRuleCommand : FirewallRuleInputCmdlet
         {
             if (_refused.Contains(pattern))
             {
-                WriteError(ToErrorRecord(new QubesFirewallException("RulesNotSet", FailureKind.InvalidArgument,
+                WriteError(ToErrorRecord(new QubesFirewallException(ErrorIds.RulesNotSet, FailureKind.InvalidArgument,
                     $"The list of '{RuleGrammar.Printable(pattern)}' was not set: some of its input was invalid (see the errors above). Fix it and run the command again.", pattern)));
                 continue;
             }
@@ -96,7 +96,7 @@ public sealed class SetQubeFirewallRuleCommand : FirewallRuleInputCmdlet
         var qubes = inventory.Qubes.Where(q => q.Class != QubeClass.AdminVM && wildcard.IsMatch(q.Name)).Select(q => q.Name).ToList();
         if (qubes.Count > 0) return qubes;
         if (inventory.Find(pattern) is { Class: QubeClass.AdminVM })
-            WriteError(ToErrorRecord(new QubesFirewallException("NoFirewall", FailureKind.InvalidOperation, "dom0 has no Qubes firewall; nothing was set.", pattern)));
+            WriteError(ToErrorRecord(new QubesFirewallException(ErrorIds.NoFirewall, FailureKind.InvalidOperation, "dom0 has no Qubes firewall; nothing was set.", pattern)));
         else
             WriteWarning($"No qube matches '{RuleGrammar.Printable(pattern)}'; nothing was set.");
         return null;

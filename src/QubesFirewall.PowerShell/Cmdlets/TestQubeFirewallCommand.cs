@@ -70,8 +70,7 @@ public sealed class TestQubeFirewallCommand : QubeCmdlet
         if (wildcard is null)
         {
             Engine.Validation.QubeName.Validate(name);
-            return [inventory.Find(name) ?? throw new QubesFirewallException("QubeNotFound", FailureKind.ObjectNotFound,
-                $"There is no qube named '{RuleGrammar.Printable(name)}' in {Backend.Description}.", name)];
+            return [inventory.Find(name) ?? throw QubesInventory.NotFound(name, Backend.Description)];
         }
         return inventory.Qubes.Where(q => q.Class != QubeClass.AdminVM && wildcard.IsMatch(q.Name)).ToList();
     }

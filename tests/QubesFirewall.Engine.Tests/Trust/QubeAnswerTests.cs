@@ -199,7 +199,7 @@ public sealed class QubeAnswerTests : IDisposable
         Assert.Equal(DeploymentStepStatus.RollbackFailed, result.Failed!.Status);
         Assert.Equal("sys-firewall", result.Failed.Step.VMName);
         Assert.Equal([("sys-firewall", DeploymentStepStatus.RollbackFailed), ("work", DeploymentStepStatus.NotReached)], result.LeftQubes);
-        var failure = result.Failure("PortForward", "Add port forward tcp/443 -> work", "Remove-QubePortForward", removing: false, null);
+        var failure = result.Failure(ErrorIds.PortForwardRolledBack, ErrorIds.PortForwardPartiallyApplied, "Add port forward tcp/443 -> work", "Remove-QubePortForward", removing: false, null);
         Assert.NotNull(failure);
         Assert.Equal("PortForwardPartiallyApplied", failure!.ErrorId);
         Assert.Contains("Qubes left: sys-firewall (RollbackFailed), work (NotReached).", failure.Message);
