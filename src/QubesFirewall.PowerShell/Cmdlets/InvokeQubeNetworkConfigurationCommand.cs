@@ -44,7 +44,7 @@ public sealed class InvokeQubeNetworkConfigurationCommand : NetworkConfiguration
             WriteVerbose($"{path}: the system already matches the file; nothing to change.");
             return;
         }
-        var outcome = Deploy(first, Start, Plan, (plan, options) => ConfigurationPlanner.Apply(Backend, plan, options, Plan), o => o.Failure,
+        var outcome = Deploy(first, Start, Plan, (plan, options, again) => ConfigurationPlanner.Apply(Backend, plan, options, again), o => o.Failure,
             plan => AllowGatewayChange || plan.SensitiveMoves.All(move =>
                 ShouldContinue($"{move.Reason} ({move.VMName}: {move.From} -> {move.To}) Continue?", "Leave a Whonix gateway or VPN qube?")));
         if (outcome.Result is null) return; // not deployed
