@@ -111,7 +111,8 @@ public sealed record Plan : IDeploymentPlan
         var changedBefore = result.Steps.Any(s => s.Status is DeploymentStepStatus.RolledBack or DeploymentStepStatus.RollbackFailed && !ReferenceEquals(s, failed));
         if (failed.Error is { } error && !changedBefore && failed.Status == DeploymentStepStatus.Failed) return error;
         var next = result.FullyRolledBack ? "Fix the cause and run the command again." : $"Put those places right and run the command again, or {UndoCommand} to undo.";
-        return new QubesFirewallException(failed.Error?.ErrorId ?? "PlanFailed", result.FullyRolledBack ? failed.Error?.Kind ?? FailureKind.InvalidOperation : FailureKind.WriteError,
+        // A step that failed without an engine error (an I/O error of the offline root) reports as a command that failed.
+        return new QubesFirewallException(failed.Error?.ErrorId ?? ErrorIds.QubeCommandFailed, result.FullyRolledBack ? failed.Error?.Kind ?? FailureKind.InvalidOperation : FailureKind.WriteError,
             result.Explain(what, next)!, failed.Error?.Target ?? Target);
     }
 }
