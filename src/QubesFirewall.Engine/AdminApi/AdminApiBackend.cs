@@ -220,8 +220,8 @@ public sealed partial class AdminApiBackend : IQubesBackend
     {
         var now = _clock();
         var current = GetFirewall(vmName);
-        var planned = FirewallPlanner.Visible(snapshot, now).Select(r => r.Text).ToList();
-        var visible = FirewallPlanner.Visible(current, now);
+        var planned = snapshot.VisibleAt(now).Select(r => r.Text).ToList();
+        var visible = current.VisibleAt(now);
         if (!planned.SequenceEqual(visible.Select(r => r.Text), StringComparer.Ordinal))
             throw new QubesFirewallException(ErrorIds.FirewallChangedSinceRead, FailureKind.InvalidOperation,
                 $"The firewall rules of '{vmName}' changed since they were read for this command (someone else edited them, or qubesd reloaded them): {DescribeDifference(planned, visible.Select(r => r.Text).ToList())}. Nothing was changed; run the command again to plan on the current list.", vmName);

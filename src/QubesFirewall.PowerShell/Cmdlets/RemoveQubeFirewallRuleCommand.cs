@@ -63,7 +63,7 @@ public sealed class RemoveQubeFirewallRuleCommand : QubeCmdlet
             }
             if (!TryEngine(() => FirewallPlanner.Apply(Backend, change.Restrict(accepted)), out var outcome)) continue;
             if (!PassThru) continue;
-            var visible = FirewallPlanner.Visible(change.Snapshot, Now);
+            var visible = change.Snapshot.VisibleAt(Now);
             foreach (var removed in outcome.Removed.OrderBy(r => r.Number))
                 WriteObject(new QubeFirewallRule(vmName, removed.Number, visible[removed.Number]));
         }
