@@ -141,6 +141,43 @@ public abstract class QubeCmdlet : PSCmdlet
         else WriteVerbose($"{result.Plan!.Operation}: {result.Plan.Target}: done ({result.Hops.Count} qubes).");
     }
 
+    /// <summary>
+    /// The one way a mutating cmdlet deploys a plan: halted qubes named (refused) or started (-Start, the plan made
+    /// again), the plan's warnings, one ShouldProcess whose text is the whole plan (a plan without changes is said in
+    /// -Verbose and asks nothing), under -WhatIf the calls and file contents the live backend would send, then
+    /// <paramref name="apply"/> with progress over the plan's qubes, and its failure as one error. Returns what
+    /// <paramref name="apply"/> returned, or null when nothing was deployed.
+    /// </summary>
+    protected TResult? Deploy<TPlan, TResult>(TPlan plan, bool start, Func<TPlan>? replan, Func<TPlan, RolloutOptions, TResult> apply, Func<TResult, QubesFirewallException?> failureOf)
+        where TPlan : class, IDeploymentPlan
+        where TResult : class
+    {
+        if (StartWhatMustRun(plan, start, replan ?? (() => plan)) is not { } ready) return null;
+        foreach (var warning in ready.Warnings) WriteWarning(warning);
+        var description = ready.Describe();
+        if (ready.IsComplete && ready.Steps.Count == 0)
+        {
+            WriteVerbose(description);
+            if (WhatIfRequested) return null;
+        }
+        else if (!ShouldProcess(description, ready.Question, MyInvocation.MyCommand.Name))
+        {
+            ShowWhatIfDetails(() => apply(ready, new RolloutOptions()));
+            return null;
+        }
+        // Progress over the plan's qubes when it reaches more than one.
+        var activity = $"{char.ToUpperInvariant(ready.Purpose[0])}{ready.Purpose[1..]}";
+        var several = ready.Steps.Select(s => s.Hop).Distinct(StringComparer.Ordinal).Skip(1).Any();
+        if (!TryEngine(() => apply(ready, several ? HopProgress(activity) : new RolloutOptions()), out var result)) return null;
+        if (several) CompleteProgress(activity);
+        if (failureOf(result) is { } failure) WriteError(ToErrorRecord(failure));
+        return result;
+    }
+
+    /// <summary><see cref="Deploy{TPlan,TResult}"/> for a <see cref="Plan"/>.</summary>
+    protected PlanResult? Deploy(Plan plan, bool start = false, Func<Plan>? replan = null) =>
+        Deploy(plan, start, replan, (p, options) => p.Apply(Backend, options, replan), r => r.Failure);
+
     /// <summary>True when the command runs with -WhatIf (given, or through $WhatIfPreference).</summary>
     protected bool WhatIfRequested =>
         MyInvocation.BoundParameters.TryGetValue("WhatIf", out var given)

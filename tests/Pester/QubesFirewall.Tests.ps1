@@ -197,10 +197,23 @@ Describe 'Live backend only' {
     }
 
     It 'writes what qubesd writes: firewall.xml in the root, rules in the network qube''s QubesDB on reload' {
+        # qubesd reloads a qube's rules into its network qube only while the qube runs (core-admin
+        # qubes/vm/mix/net.py on_firewall_changed): untrusted, halted in the sample, runs here.
+        Reset-TestBackend
+        $root = Use-TestBackend 'live' -PowerStates @{ untrusted = 'Running' }
         Add-QubeFirewallRule -VMName untrusted -Rule 'action=drop dst4=198.51.100.0/24'
         Get-Content (Join-Path $root 'appvms/untrusted/firewall.xml') -Raw | Should -Match '198\.51\.100\.0/24'
         Sync-QubeFirewall untrusted
         $ip = (Get-Qube untrusted).IP
         Get-Content (Join-Path $root 'qubesfirewall-state/sys-firewall/qubesdb.txt') | Should -Contain "/qubes-firewall/$ip/0000`taction=drop dst4=198.51.100.0/24"
+    }
+
+    It 'leaves the network qube''s QubesDB alone when the qube does not run, as qubesd does' {
+        Add-QubeFirewallRule -VMName untrusted -Rule 'action=drop dst4=198.51.100.0/24'
+        $entries = Sync-QubeFirewall untrusted -PassThru
+        $entries[0].Path | Should -Be "/qubes-firewall/$((Get-Qube untrusted).IP)/policy"
+        $db = Join-Path $root 'qubesfirewall-state/sys-firewall/qubesdb.txt'
+        @(if (Test-Path $db) { Get-Content $db }) -match "^/qubes-firewall/$([regex]::Escape((Get-Qube untrusted).IP))/" | Should -BeNullOrEmpty
+        Get-TestCalls | Should -Contain 'admin.vm.firewall.Reload untrusted'
     }
 }

@@ -32,8 +32,7 @@ public sealed class NetVmRepairOfflineTests : IDisposable
     private List<NetVmRepairResult> RunAll(IReadOnlyCollection<string>? netVms = null, bool start = false)
     {
         var plan = NetVmRepairPlanner.Plan(_backend.GetInventory(), netVms, start);
-        var failed = new HashSet<string>(StringComparer.Ordinal);
-        return plan.Steps.Select(s => NetVmRepairPlanner.Execute(_backend, s, failed)).ToList();
+        return NetVmRepairPlanner.Run(_backend, plan).ToList();
     }
 
     [Fact]
@@ -134,8 +133,7 @@ public sealed class NetVmRepairLiveTests : IDisposable
         var backend = _live.NewBackend();
         var plan = NetVmRepairPlanner.Plan(backend.GetInventory(), netVms, start);
         Server.ClearCalls();
-        var failed = new HashSet<string>(StringComparer.Ordinal);
-        return plan.Steps.Select(s => NetVmRepairPlanner.Execute(backend, s, failed)).ToList();
+        return NetVmRepairPlanner.Run(backend, plan).ToList();
     }
 
     [Fact]
@@ -213,7 +211,8 @@ public sealed class NetVmRepairLiveTests : IDisposable
     [Fact]
     public void A_failed_reset_says_the_qube_no_longer_follows_the_default()
     {
-        Server.InjectFault(new Fault(FaultKind.ExceptionReply, "admin.vm.property.Reset", "work", ExceptionClass: "QubesException", Message: "locked"));
+        // Twice: the reset of the repair, and the rollback's reset that would put the qube back on default_netvm.
+        Server.InjectFault(new Fault(FaultKind.ExceptionReply, "admin.vm.property.Reset", "work", Count: 2, ExceptionClass: "QubesException", Message: "locked"));
         var results = RunAll(["sys-firewall"]);
         var work = results.Single(r => r.VMName == "work");
         Assert.Equal(NetVmRepairAction.Failed, work.Action);
@@ -221,5 +220,36 @@ public sealed class NetVmRepairLiveTests : IDisposable
         Assert.Contains("qvm-prefs --default work netvm", work.Reason);
         Assert.Equal(["qvm-prefs work netvm sys-firewall"], work.Commands);
         Assert.Equal(NetVmRepairAction.Reattached, results.Single(r => r.VMName == "personal").Action);
+    }
+
+    [Fact]
+    public void A_failure_half_way_puts_back_every_netvm_already_changed()
+    {
+        // work's reset fails once: work was set to an explicit netvm and no longer follows default_netvm. The rollback
+        // resets it, then puts personal back (its reset undone by a set, its set by a reset); sys-firewall's netvm was
+        // set to the explicit value it had, so there is nothing to put back there.
+        Server.InjectFault(new Fault(FaultKind.ExceptionReply, "admin.vm.property.Reset", "work", ExceptionClass: "QubesException", Message: "locked"));
+        var results = RunAll();
+        Assert.Equal(
+        [
+            "admin.vm.property.Set+netvm dom0 name sys-firewall\0sys-net",
+            "admin.vm.property.Set+netvm dom0 name personal\0sys-firewall",
+            "admin.vm.property.Reset+netvm dom0 name personal\0",
+            "admin.vm.property.Set+netvm dom0 name work\0sys-firewall",
+            "admin.vm.property.Reset+netvm dom0 name work\0",
+            "admin.vm.property.Reset+netvm dom0 name work\0",
+            "admin.vm.property.Set+netvm dom0 name personal\0sys-firewall",
+            "admin.vm.property.Reset+netvm dom0 name personal\0",
+        ], Server.Calls.Select(Raw));
+        var work = results.Single(r => r.VMName == "work");
+        Assert.Equal(NetVmRepairAction.Failed, work.Action);
+        Assert.Contains("could not be reset to the default afterwards: ", work.Reason);
+        Assert.Contains("Every netvm the repair had changed was put back as it was.", work.Reason);
+        Assert.DoesNotContain("no longer follows", work.Reason);
+        Assert.Contains("put back as it was because 'work' failed", results.Single(r => r.VMName == "personal").Reason);
+        var inventory = _live.NewBackend().GetInventory();
+        Assert.Equal(NetVmSource.Default, inventory.Get("work").NetVmSource);
+        Assert.Equal(NetVmSource.Default, inventory.Get("personal").NetVmSource);
+        Assert.Equal(NetVmSource.Explicit, inventory.Get("sys-firewall").NetVmSource);
     }
 }

@@ -115,7 +115,9 @@ public abstract class FirewallCmdletTests : IDisposable
         run.AssertNoErrors();
         _root.AssertUnchanged(before);
         var confirm = Run("'action=drop dsthost=a.example', 'action=drop dsthost=b.example' | Add-QubeFirewallRule -VMName work -Verbose -Confirm:$false");
-        Assert.Equal(2, confirm.Verbose.Count(v => v.Contains("Add firewall rule", StringComparison.Ordinal)));
+        // One ShouldProcess for the qube's plan, each rule a line of it (the uniform plan text).
+        Assert.Equal(2, Assert.Single(confirm.Verbose, v => v.StartsWith("Add firewall rules to work:", StringComparison.Ordinal))
+            .Split('\n').Count(l => l.Contains("Add firewall rule as number", StringComparison.Ordinal)));
     }
 
     [Theory]

@@ -111,7 +111,9 @@ public sealed class FirstUseCmdletTests : IDisposable
         _root.AssertUnchanged(before);
         var run = Run("Set-QubeIPv6 sys-net -Enabled $true -Verbose -Confirm:$false -WarningAction SilentlyContinue");
         run.AssertNoErrors();
-        Assert.Contains("Performing the operation \"Plan the link again for the IPv6 change (its IPv6 part follows the ipv6 features)\" on target \"link work -> personal tcp/5432\".", run.Verbose);
+        // One line of the uniform plan text.
+        Assert.Contains(run.Verbose, v => v.StartsWith("Set IPv6 of sys-net:", StringComparison.Ordinal)
+            && v.Contains("\n  2. link work -> personal tcp/5432: plan the link again for the IPv6 change (its IPv6 part follows the ipv6 features)", StringComparison.Ordinal));
 
         var link = Assert.Single(Run("Get-QubeInterVmNetwork").Of<QubeInterVmLink>());
         Assert.True(link.IPv6);

@@ -74,11 +74,12 @@ public abstract class IPv6CmdletTests : IDisposable
         var run = Run("Get-Qube -NetVM sys-firewall | Set-QubeIPv6 -Enabled $true -Verbose -Confirm:$false -WarningAction SilentlyContinue");
         run.AssertNoErrors();
         var clients = Run("(Get-Qube -NetVM sys-firewall).Name").Output.Select(o => o.ToString()).ToList();
-        Assert.Equal(clients.Select(c => $"Performing the operation \"Set feature ipv6 to '1' (IPv6 on): qvm-features {c} ipv6 '1'\" on target \"{c}\"."),
-            run.Verbose.Where(v => v.StartsWith("Performing", StringComparison.Ordinal)));
+        // The uniform plan text, one ShouldProcess per qube.
+        Assert.Equal(clients.Select(c => $"Set IPv6 of {c}:\n  1. {c}: Set feature ipv6 to '1' (IPv6 on): qvm-features {c} ipv6 '1'"),
+            run.Verbose.Where(v => v.StartsWith("Set IPv6 of", StringComparison.Ordinal)));
         // Again: nothing left to change, no ShouldProcess.
         var again = Run("Get-Qube -NetVM sys-firewall | Set-QubeIPv6 -Enabled $true -Verbose -Confirm:$false -WarningAction SilentlyContinue");
-        Assert.DoesNotContain(again.Verbose, v => v.StartsWith("Performing", StringComparison.Ordinal));
+        Assert.DoesNotContain(again.Verbose, v => v.StartsWith("Set IPv6 of", StringComparison.Ordinal));
     }
 
     [Fact]

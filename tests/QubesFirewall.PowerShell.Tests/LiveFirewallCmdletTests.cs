@@ -118,7 +118,7 @@ public sealed class LiveFirewallCmdletTests : FirewallCmdletTests
         Server.AfterCall = (server, call) =>
         {
             if (call.Method == "admin.vm.firewall.Get" && call.Destination == "work" && ++gets == 1)
-                server.EditRules("work", rules => { rules.Insert(0, RuleText.Parse("action=drop dst4=192.0.2.99")); return rules; });
+                server.EditRules("work", rules => { rules.Insert(0, "action=drop dst4=192.0.2.99"); return rules; });
         };
         var run = Run("'action=accept dst4=10.20.0.0/16' | Add-QubeFirewallRule -VMName work");
         var error = Assert.Single(run.Errors);

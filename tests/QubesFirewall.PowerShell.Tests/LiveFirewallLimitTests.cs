@@ -21,7 +21,7 @@ public sealed class LiveFirewallLimitTests : IDisposable
     {
         _live = new LiveServer(_root.Path);
         // work: 1,090 rules of 60 bytes on the wire, then the catch-all "action=drop" (12 bytes).
-        Server.EditRules("work", _ => [.. Enumerable.Range(0, 1090).Select(Rule60), RuleText.Parse("action=drop")]);
+        Server.EditRules("work", _ => [.. Enumerable.Range(0, 1090).Select(Rule60), "action=drop"]);
     }
 
     public void Dispose()
@@ -30,10 +30,10 @@ public sealed class LiveFirewallLimitTests : IDisposable
         _root.Dispose();
     }
 
-    private static FirewallRule Rule60(int i)
+    private static string Rule60(int i)
     {
         var text = string.Create(CultureInfo.InvariantCulture, $"action=accept dst4=10.{100 + i / 100}.{100 + i % 100}.1/32 comment=rule {i:D5} ");
-        return RuleText.Parse(text + new string('x', 59 - text.Length));
+        return text + new string('x', 59 - text.Length);
     }
 
     private PsRun Run(string script) => _live.Run(script);
@@ -42,12 +42,12 @@ public sealed class LiveFirewallLimitTests : IDisposable
     [Fact]
     public void One_more_rule_fits_the_next_is_refused_saying_how_many_fit_and_nothing_changes()
     {
-        Run($"Add-QubeFirewallRule -VMName work -Rule '{Rule60(5000).Text}'").AssertNoErrors();
+        Run($"Add-QubeFirewallRule -VMName work -Rule '{Rule60(5000)}'").AssertNoErrors();
         Assert.Equal(1092, Server.RuleLines("work").Count);
 
         var before = Server.RuleLines("work");
         Server.ClearCalls();
-        var run = Run($"Add-QubeFirewallRule -VMName work -Rule '{Rule60(5001).Text}'");
+        var run = Run($"Add-QubeFirewallRule -VMName work -Rule '{Rule60(5001)}'");
         var error = Assert.Single(run.Errors);
         Assert.Equal("FirewallRequestTooLarge,QubesFirewall.PowerShell.Cmdlets.AddQubeFirewallRuleCommand", error.FullyQualifiedErrorId);
         // [1,090 old] [5000] [5001] [drop]: 38 + 1,092 * 60 = 65,558 bytes before the catch-all, so 1,091 fit.
@@ -60,7 +60,7 @@ public sealed class LiveFirewallLimitTests : IDisposable
     [Fact]
     public void A_batch_that_does_not_fit_adds_none_of_its_rules_while_another_qube_gets_its_own()
     {
-        var lines = string.Join(", ", new[] { 6000, 6001, 6002 }.Select(i => $"'{Rule60(i).Text}'"));
+        var lines = string.Join(", ", new[] { 6000, 6001, 6002 }.Select(i => $"'{Rule60(i)}'"));
         var before = Server.RuleLines("work");
         var personalBefore = Server.RuleLines("personal").Count;
         var run = Run($"{lines} | Add-QubeFirewallRule -VMName work; {lines} | Add-QubeFirewallRule -VMName personal");

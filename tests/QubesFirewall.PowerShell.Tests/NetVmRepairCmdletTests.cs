@@ -34,11 +34,20 @@ public abstract class NetVmRepairCmdletTests : IDisposable
         run.AssertNoErrors();
         Assert.Equal([("sys-firewall", NetVmRepairAction.Reattached), ("personal", NetVmRepairAction.Reattached), ("work", NetVmRepairAction.Reattached)], Actions(run));
         // One question for the plan, not one per qube (an outage re-attaches many): its text lists every step, parents first.
-        Assert.Equal(string.Join(Environment.NewLine,
+        // The uniform plan text: one numbered line per change (each netvm call, then the re-attach it completes).
+        Assert.Equal(string.Join("\n",
             "Repair network attachments, in this order:",
-            "  1. sys-firewall (netvm sys-net): Re-attach to its network qube: qvm-prefs sys-firewall netvm sys-net",
-            "  2. personal (netvm sys-firewall): Re-attach to its network qube: qvm-prefs personal netvm sys-firewall; qvm-prefs --default personal netvm",
-            "  3. work (netvm sys-firewall): Re-attach to its network qube: qvm-prefs work netvm sys-firewall; qvm-prefs --default work netvm"),
+            "  1. sys-firewall (netvm sys-net): qvm-prefs sys-firewall netvm sys-net",
+            "  2. sys-firewall (netvm sys-net): re-attached, its firewall reloaded into sys-net",
+            "       qvm-prefs sys-firewall netvm sys-net",
+            "  3. personal (netvm sys-firewall): qvm-prefs personal netvm sys-firewall",
+            "  4. personal (netvm sys-firewall): qvm-prefs --default personal netvm",
+            "  5. personal (netvm sys-firewall): re-attached, its firewall reloaded into sys-firewall",
+            "       qvm-prefs personal netvm sys-firewall; qvm-prefs --default personal netvm",
+            "  6. work (netvm sys-firewall): qvm-prefs work netvm sys-firewall",
+            "  7. work (netvm sys-firewall): qvm-prefs --default work netvm",
+            "  8. work (netvm sys-firewall): re-attached, its firewall reloaded into sys-firewall",
+            "       qvm-prefs work netvm sys-firewall; qvm-prefs --default work netvm"),
             Assert.Single(run.Verbose, v => v.StartsWith("Repair network attachments", StringComparison.Ordinal)));
         Assert.DoesNotContain(run.Verbose, v => v.StartsWith("Performing", StringComparison.Ordinal));
         Assert.Equal(before, File.ReadAllBytes(QubesXml));

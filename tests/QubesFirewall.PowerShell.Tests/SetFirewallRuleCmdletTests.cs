@@ -62,17 +62,19 @@ public sealed class SetFirewallRuleCmdletTests : IDisposable
         // -WhatIf goes to the host; the same text is in ShouldProcess's verbose line with -Confirm:$false.
         var shown = Run("'action=accept specialtarget=dns', 'action=accept proto=tcp dstports=8443', 'action=accept proto=tcp dstports=443', 'action=accept proto=icmp', 'action=drop' | Set-QubeFirewallRule -VMName work -Verbose -Confirm:$false");
         shown.AssertNoErrors();
-        var text = Assert.Single(shown.Verbose, v => v.StartsWith("work: set 5 rules", StringComparison.Ordinal));
-        Assert.Equal(string.Join(Environment.NewLine,
-            "work: set 5 rules (kept 3, added 1, removed 3, moved 1)",
-            "  =   0 action=accept specialtarget=dns",
-            "  +   1 action=accept proto=tcp dstports=8443-8443",
-            "  =   2 action=accept proto=tcp dstports=443-443",
-            "  ~   3 action=accept proto=icmp (was 1)",
-            "  =   4 action=drop",
-            "  -   2 action=accept dst4=10.1.2.0/24 proto=tcp dstports=443-443 comment=intranet https",
-            "  -   3 action=accept dst4=10.1.2.10/32 proto=tcp dstports=22-22 comment=build server ssh",
-            "  -   4 action=accept proto=tcp dstports=80-80"), text);
+        // The uniform plan text: what it does, then one numbered change per qube, its diff indented.
+        var text = Assert.Single(shown.Verbose, v => v.StartsWith("Set the firewall rules of work:", StringComparison.Ordinal));
+        Assert.Equal(string.Join("\n",
+            "Set the firewall rules of work:",
+            "  1. work: set 5 rules (kept 3, added 1, removed 3, moved 1)",
+            "         =   0 action=accept specialtarget=dns",
+            "         +   1 action=accept proto=tcp dstports=8443-8443",
+            "         =   2 action=accept proto=tcp dstports=443-443",
+            "         ~   3 action=accept proto=icmp (was 1)",
+            "         =   4 action=drop",
+            "         -   2 action=accept dst4=10.1.2.0/24 proto=tcp dstports=443-443 comment=intranet https",
+            "         -   3 action=accept dst4=10.1.2.10/32 proto=tcp dstports=22-22 comment=build server ssh",
+            "         -   4 action=accept proto=tcp dstports=80-80"), text);
     }
 
     [Fact]

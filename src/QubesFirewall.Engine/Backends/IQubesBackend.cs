@@ -33,12 +33,6 @@ public interface IQubesBackend : IDisposable
     /// <summary>Forgets what was read and kept (the inventory), so the next read sees changes made meanwhile.</summary>
     void Invalidate() { }
 
-    /// <summary>
-    /// After a qube's netvm was set again (Repair-QubeNetVm): live, qubesd itself reloads the qube's rules into the
-    /// new network qube; the offline root does that in its state folder and records the re-attach there.
-    /// </summary>
-    void RecordNetworkReattach(string vmName, string netVm, string commands) { }
-
     QubesInventory GetInventory();
 
     /// <summary>The qube's stored rule list, expired rules included (Get leaves them out).</summary>
@@ -106,6 +100,13 @@ public interface IQubesBackend : IDisposable
 
     /// <summary>Resets a qube property to its default (live: <c>admin.vm.property.Reset</c>; offline: removed from qubes.xml).</summary>
     void ResetProperty(string vmName, string name);
+
+    /// <summary>
+    /// Completes the re-attach of a qube whose netvm was just set to its current value (Repair-QubeNetVm). Live: nothing to
+    /// do, qubesd detached, attached and reloaded its firewall on the set. Offline: its firewall entries are written
+    /// into the network qube's QubesDB and the re-attach (<paramref name="commands"/>) logged in the state folder.
+    /// </summary>
+    void NetworkReattached(string vmName, string netVm, string commands) { }
 
     /// <summary>
     /// -WhatIf: until the scope ends, changes are reported (every call and every file content that

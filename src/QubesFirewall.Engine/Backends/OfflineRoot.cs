@@ -230,7 +230,7 @@ public sealed partial class OfflineRoot : IQubesBackend
     /// when it attaches a running qube (it reloads the qube's firewall into the network qube's QubesDB,
     /// here the state folder's qubesdb.txt), and a line in the qube's applied.log saying so.
     /// </summary>
-    public void RecordNetworkReattach(string vmName, string netVm, string commands)
+    public void NetworkReattached(string vmName, string netVm, string commands)
     {
         GetQube(vmName);
         SyncFirewall(vmName);
@@ -250,38 +250,93 @@ internal sealed class QubesDbStore(string path)
     public IReadOnlyList<QubesDbEntry> Read(string qubeName)
     {
         if (!File.Exists(path)) return [];
-        return Entries(File.ReadAllText(path)).Select(e => new QubesDbEntry(qubeName, e.Key, e.Value) { Rendered = false }).ToList();
+        var entries = new List<QubesDbEntry>();
+        var lines = new EntryLines(File.ReadAllText(path));
+        while (lines.MoveNext()) entries.Add(new QubesDbEntry(qubeName, lines.Key.ToString(), lines.Value.ToString()) { Rendered = false });
+        return entries;
     }
 
-    // One "path<TAB>value" per line.
-    private static IEnumerable<KeyValuePair<string, string>> Entries(string text)
+    /// <summary>One "path&lt;TAB&gt;value" per line (a carriage return before the newline dropped, empty lines skipped), without a string per line.</summary>
+    private ref struct EntryLines(string text)
     {
-        foreach (var line in text.Split('\n'))
+        private ReadOnlySpan<char> _rest = text;
+
+        public ReadOnlySpan<char> Key { get; private set; }
+        public ReadOnlySpan<char> Value { get; private set; }
+
+        public bool MoveNext()
         {
-            var l = line.TrimEnd('\r');
-            if (l.Length == 0) continue;
-            var tab = l.IndexOf('\t');
-            yield return new(l[..tab], l[(tab + 1)..]);
+            while (!_rest.IsEmpty)
+            {
+                var newline = _rest.IndexOf('\n');
+                var line = (newline < 0 ? _rest : _rest[..newline]).TrimEnd('\r');
+                _rest = newline < 0 ? default : _rest[(newline + 1)..];
+                if (line.IsEmpty) continue;
+                var tab = line.IndexOf('\t');
+                if (tab < 0) throw new ArgumentOutOfRangeException(nameof(text), "A QubesDB line without a tab.");
+                Key = line[..tab];
+                Value = line[(tab + 1)..];
+                return true;
+            }
+            return false;
         }
     }
+
+    private readonly record struct Entry(string Key, string Value, int Order);
 
     public void Replace(IEnumerable<string> subtreesToClear, IReadOnlyList<QubesDbEntry> entries)
     {
         using var _ = FileLock.Acquire(FileLock.PathFor(path));
-        // A hash map sorted once at the end: a network qube of a 10,000-rule client holds 10,000 keys.
-        var map = new Dictionary<string, string>(StringComparer.Ordinal);
         var before = File.Exists(path) ? File.ReadAllText(path) : null;
-        foreach (var (key, value) in Entries(before ?? "")) map[key] = value;
         var clear = subtreesToClear.ToList();
-        foreach (var key in map.Keys.Where(k => clear.Any(prefix => k.StartsWith(prefix, StringComparison.Ordinal))).ToList())
-            map.Remove(key);
-        foreach (var e in entries) map[e.Path] = e.Value;
-        var keys = map.Keys.ToArray();
-        Array.Sort(keys, StringComparer.Ordinal);
+        // The old keys outside the cleared subtrees (a network qube of a 10,000-rule client holds 10,000 keys in
+        // them: those are skipped without a string each), then the new entries; sorted by key once, and of a key
+        // given more than once the last one kept.
+        var all = new List<Entry>(entries.Count + 16);
+        var lines = new EntryLines(before ?? "");
+        while (lines.MoveNext())
+            if (!IsCleared(lines.Key, clear)) all.Add(new(lines.Key.ToString(), lines.Value.ToString(), all.Count));
+        foreach (var e in entries) all.Add(new(e.Path, e.Value, all.Count));
+        var sorted = all.ToArray();
+        Array.Sort(sorted, ByKeyThenOrder);
+        // As qubesd's reload, running it again changes nothing: nothing to write (compared line by line, no new file text).
+        var kept = 0;
+        var same = before is not null;
+        var at = 0;
+        for (var i = 0; i < sorted.Length; i++)
+        {
+            if (i + 1 < sorted.Length && sorted[i + 1].Key == sorted[i].Key) continue;
+            sorted[kept++] = sorted[i];
+            if (same) same = IsLineAt(before!, ref at, sorted[i]);
+        }
+        if (same && at == before!.Length) return;
         var sb = new StringBuilder();
-        foreach (var k in keys) sb.Append(k).Append('\t').Append(map[k]).Append('\n');
-        var content = sb.ToString();
-        if (content == before) return; // as qubesd's reload, running it again changes nothing: nothing to write
-        AtomicFile.WriteAllText(path, content);
+        for (var i = 0; i < kept; i++) sb.Append(sorted[i].Key).Append('\t').Append(sorted[i].Value).Append('\n');
+        AtomicFile.WriteAllText(path, sb.ToString());
+    }
+
+    private static int ByKeyThenOrder(Entry a, Entry b)
+    {
+        var byKey = string.CompareOrdinal(a.Key, b.Key);
+        return byKey != 0 ? byKey : a.Order.CompareTo(b.Order);
+    }
+
+    private static bool IsCleared(ReadOnlySpan<char> key, List<string> clear)
+    {
+        foreach (var prefix in clear)
+            if (key.StartsWith(prefix, StringComparison.Ordinal)) return true;
+        return false;
+    }
+
+    // True when text holds "key<TAB>value<LF>" at position at (which moves past it).
+    private static bool IsLineAt(string text, ref int at, Entry entry)
+    {
+        var length = entry.Key.Length + entry.Value.Length + 2;
+        if (at + length > text.Length) return false;
+        var line = text.AsSpan(at, length);
+        if (!line.StartsWith(entry.Key, StringComparison.Ordinal) || line[entry.Key.Length] != '\t'
+            || !line[(entry.Key.Length + 1)..^1].SequenceEqual(entry.Value) || line[^1] != '\n') return false;
+        at += length;
+        return true;
     }
 }

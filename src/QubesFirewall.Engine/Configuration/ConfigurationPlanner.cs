@@ -32,6 +32,8 @@ public sealed record ConfigurationPlan : IDeploymentPlan
 
     public string Purpose => "apply the network configuration";
 
+    public string Target => "the network configuration";
+
     /// <summary>What the file changes, as Test-QubeNetworkConfiguration shows it (before the plan).</summary>
     public IReadOnlyList<ConfigurationDrift> Drift { get; init; } = [];
 
@@ -186,11 +188,7 @@ public static class ConfigurationPlanner
         {
             var change = IPv6Planner.Plan(sim.Inventory, d.Qube.Name, d.Wanted.IPv6!.Value);
             warnings.AddRange(change.Warnings);
-            if (!change.IsChange) continue;
-            var step = change.NewValue is null
-                ? DeploymentStep.RemoveFeature(change.VMName, IPv6Planner.Feature, change.CurrentValue!) with { Description = $"{change.VMName}: {change.Operation}: {change.Command}" }
-                : DeploymentStep.SetFeature(change.VMName, IPv6Planner.Feature, change.NewValue, change.CurrentValue)! with { Description = $"{change.VMName}: {change.Operation}: {change.Command}" };
-            TakeSteps([step]);
+            if (change.Step() is { } step) TakeSteps([step]);
         }
 
         // ---- rule lists, on the system as it is by now (links removed, netvms and addresses changed)

@@ -22,6 +22,18 @@ public enum DeploymentStepKind
     EditFirewall,
     /// <summary>Set a qube property (null value: reset it to its default), such as netvm; a rollback restores the previous value.</summary>
     SetProperty,
+    /// <summary>Start a halted qube (a network qube its clients are attached to). A rollback leaves it running: nothing of its configuration changed.</summary>
+    StartQube,
+    /// <summary>
+    /// A qube was re-attached to its network qube by the property steps before it: the backend completes the re-attach
+    /// (offline: the firewall entries written into the network qube's QubesDB and the re-attach logged; live: qubesd did it on the set).
+    /// </summary>
+    NetworkReattached,
+    /// <summary>
+    /// Plan something again on the system as the steps before left it, and deploy that (the links and forwards an ipv6 change
+    /// lays out again); a rollback puts back every change of that deployment, last first.
+    /// </summary>
+    Redeploy,
 }
 
 /// <summary>
@@ -81,6 +93,12 @@ public sealed record DeploymentStep
     public string? PropertyValue { get; init; }
     public string? PreviousPropertyValue { get; init; }
 
+    /// <summary>For <see cref="DeploymentStepKind.NetworkReattached"/>: the network qube and the commands that re-attached it.</summary>
+    public string? NetVM { get; init; }
+
+    /// <summary>For <see cref="DeploymentStepKind.Redeploy"/>: plans and deploys now; returns what the deployment did and its failure (null: none).</summary>
+    public Func<IQubesBackend, (DeploymentResult? Result, QubesFirewallException? Failure)>? Redeploy { get; init; }
+
     /// <summary>Short words for rollback reports: <c>/rw/config/rc.local of work</c>.</summary>
     public string Subject => Kind switch
     {
@@ -89,6 +107,9 @@ public sealed record DeploymentStep
         DeploymentStepKind.RunScript => $"the rules running in {VMName}",
         DeploymentStepKind.EditFirewall => $"the Qubes firewall of {VMName}",
         DeploymentStepKind.SetProperty => $"property {PropertyName} of {VMName}",
+        DeploymentStepKind.StartQube => $"the power state of {VMName}",
+        DeploymentStepKind.NetworkReattached => $"the attachment of {VMName} to {NetVM}",
+        DeploymentStepKind.Redeploy => Description,
         _ => $"dom0's {Path}",
     };
 
@@ -113,6 +134,39 @@ public sealed record DeploymentStep
         FeatureName = name,
         PreviousFeatureValue = previous,
         Description = $"{vmName}: remove feature {name} (was '{previous}')",
+    };
+
+    /// <summary>Sets a qube property (<paramref name="value"/> null: resets it to its default); <paramref name="previous"/> is its value now (null: at its default), which a rollback restores.</summary>
+    public static DeploymentStep SetProperty(string vmName, string name, string? value, string? previous, string description, string? forQube = null) => new()
+    {
+        Kind = DeploymentStepKind.SetProperty,
+        VMName = vmName,
+        ForQube = forQube,
+        PropertyName = name,
+        PropertyValue = value,
+        PreviousPropertyValue = previous,
+        Description = description,
+    };
+
+    /// <summary>Starts a halted qube.</summary>
+    public static DeploymentStep StartQube(string vmName, string description) => new()
+    {
+        Kind = DeploymentStepKind.StartQube,
+        VMName = vmName,
+        Description = description,
+    };
+
+    /// <summary>
+    /// Changes a qube's rule list as <paramref name="change"/> plans it (qubesd, or the offline root, refuses when the list
+    /// changed since it was read); the rules added and removed are the detail lines.
+    /// </summary>
+    public static DeploymentStep EditFirewall(Planning.FirewallChange change, string description) => new()
+    {
+        Kind = DeploymentStepKind.EditFirewall,
+        VMName = change.VMName,
+        Firewall = change,
+        Description = description,
+        Detail = change.Steps.Count == 0 ? null : string.Join("\n", change.Steps.Select(s => $"{s.Action}: {s.Target}")),
     };
 
     /// <summary>
@@ -188,6 +242,15 @@ public sealed record DeploymentStepResult(DeploymentStep Step, DeploymentStepSta
 {
     /// <summary>For a file written in a qube: the mode the file had before (null: none, or unknown); a rollback gives it back.</summary>
     public UnixFileMode? PreviousMode { get; init; }
+
+    /// <summary>For a failed step: the engine's error (its id is the one the cmdlet reports when nothing else was changed).</summary>
+    public QubesFirewallException? Error { get; init; }
+
+    /// <summary>For a rule-list edit: the list it left (the rules already present and not added again included).</summary>
+    public FirewallEditOutcome? FirewallOutcome { get; init; }
+
+    /// <summary>For a redeploy: what that deployment did, which a rollback puts back.</summary>
+    public DeploymentResult? Nested { get; init; }
 
     public override string ToString() => $"{Step.Hop}: {Step.Subject}: {Status}";
 }
@@ -382,13 +445,26 @@ public static class Rollout
                 }
                 case DeploymentStepKind.EditFirewall:
                     // qubesd (or the offline root) refuses the edit when the list changed since the plan read it.
-                    if (step.Firewall!.Edit.IsEmpty) return (Done(DeploymentStepStatus.Unchanged, "Already up to date."), false);
-                    Planning.FirewallPlanner.Apply(backend, step.Firewall);
-                    return (Done(DeploymentStepStatus.Applied, $"Changed {step.Subject}."), true);
+                    if (step.Firewall!.Edit.IsEmpty) return (Done(DeploymentStepStatus.Unchanged, "Already up to date.") with { FirewallOutcome = step.Firewall.Preview }, false);
+                    var outcome = Planning.FirewallPlanner.Apply(backend, step.Firewall);
+                    return (Done(DeploymentStepStatus.Applied, $"Changed {step.Subject}.") with { FirewallOutcome = outcome }, true);
                 case DeploymentStepKind.SetProperty:
                     if (step.PropertyValue is null) backend.ResetProperty(step.VMName, step.PropertyName!);
                     else backend.SetProperty(step.VMName, step.PropertyName!, step.PropertyValue);
                     return (Done(DeploymentStepStatus.Applied, $"Set {step.Subject}."), true);
+                case DeploymentStepKind.StartQube:
+                    backend.StartQube(step.VMName);
+                    return (Done(DeploymentStepStatus.Applied, $"Started {step.VMName}."), true);
+                case DeploymentStepKind.NetworkReattached:
+                    backend.NetworkReattached(step.VMName, step.NetVM!, step.Detail ?? "");
+                    return (Done(DeploymentStepStatus.Applied, $"Re-attached {step.VMName} to {step.NetVM}."), false);
+                case DeploymentStepKind.Redeploy:
+                {
+                    var (nested, failure) = step.Redeploy!(backend);
+                    // A failed deployment has put back its own changes already.
+                    if (failure is not null) return (Done(DeploymentStepStatus.Failed, failure.Message) with { Error = failure, Nested = nested }, false);
+                    return (Done(DeploymentStepStatus.Applied, "Planned again and deployed.") with { Nested = nested }, true);
+                }
                 default:
                     throw new InvalidOperationException(step.Kind.ToString());
             }
@@ -396,7 +472,7 @@ public static class Rollout
         catch (Exception ex) when (ex is QubesFirewallException or IOException or UnauthorizedAccessException)
         {
             // Writes are atomic (temporary file, rename) and a run that could not start ran nothing: nothing to put back.
-            return (Done(DeploymentStepStatus.Failed, ex.Message), false);
+            return (Done(DeploymentStepStatus.Failed, ex.Message) with { Error = ex as QubesFirewallException }, false);
         }
     }
 
@@ -430,8 +506,17 @@ public static class Rollout
                     if (!inverse.IsEmpty) backend.ApplyFirewallEdit(step.VMName, inverse, backend.GetFirewall(step.VMName));
                     break;
                 case DeploymentStepKind.SetProperty:
+                    if (step.PreviousPropertyValue == step.PropertyValue) break; // set to the value it had: nothing to put back
                     if (step.PreviousPropertyValue is null) backend.ResetProperty(step.VMName, step.PropertyName!);
                     else backend.SetProperty(step.VMName, step.PropertyName!, step.PreviousPropertyValue);
+                    break;
+                case DeploymentStepKind.StartQube:
+                case DeploymentStepKind.NetworkReattached:
+                    break; // a started qube stays running; a re-attach changed no setting
+                case DeploymentStepKind.Redeploy:
+                    foreach (var inner in (done.Nested?.Steps ?? []).Reverse())
+                        if (inner.Status is DeploymentStepStatus.Applied or DeploymentStepStatus.Recorded && Undo(backend, inner) is { } whyNot)
+                            return $"{inner.Step.Subject}: {whyNot}";
                     break;
                 case DeploymentStepKind.RunScript:
                     if (step.PreviousScript is null) break;
@@ -487,19 +572,4 @@ public static class QubeStarter
         }
         return started;
     }
-}
-
-/// <summary>What the cmdlets need of a port forward or binding plan to handle halted qubes the same way.</summary>
-public interface IDeploymentPlan
-{
-    IReadOnlyList<DeploymentStep> Steps { get; }
-
-    /// <summary>Qubes the change has to reach that are not running, in network order (outermost first).</summary>
-    IReadOnlyList<Qube> NotRunning { get; }
-
-    /// <summary>False when the plan could not be made because qubes in <see cref="NotRunning"/> must run first (live backend).</summary>
-    bool IsComplete { get; }
-
-    /// <summary>Words for the refusal: "add tcp/443 -> work".</summary>
-    string Purpose { get; }
 }

@@ -324,7 +324,8 @@ public static partial class QubesXml
             if (fname is null) continue;
             features[fname] = f.Value;
         }
-        var tags = el.Elements("tags").Elements("tag").Select(t => (string?)t.Attribute("name")).OfType<string>().ToList();
+        // qubesd keeps tags in a set (core-admin qubes/vm/__init__.py class Tags) and lists them sorted (admin.vm.tag.List, qubes/api/admin.py l.780)
+        var tags = el.Elements("tags").Elements("tag").Select(t => (string?)t.Attribute("name")).OfType<string>().Distinct(StringComparer.Ordinal).Order(StringComparer.Ordinal).ToList();
 
         return new RawDomain
         {

@@ -55,30 +55,34 @@ public sealed record HostSpec(string Value, HostKind Kind, int PrefixLength)
                 : "not an IPv4 or IPv6 address, and not a host name of a-z, 0-9, '-', '.', '_'";
             return false;
         }
-        var address = value[..slash];
+        var address = value.AsSpan(0, slash);
         var prefixText = value.AsSpan(slash + 1);
         if (prefixText.Length == 0 || prefixText.Length > 3 || prefixText.ContainsAnyExceptInRange('0', '9')) { error = "bad prefix length"; return false; }
         var prefix = int.Parse(prefixText, CultureInfo.InvariantCulture);
+        // The value as given when its prefix is already written without leading zeros (no new string).
+        var normal = prefixText.Length == 1 || prefixText[0] != '0'
+            ? value
+            : string.Concat(address, "/", prefix.ToString(CultureInfo.InvariantCulture));
         if (TryIPv6(address))
         {
             if (prefix > 128) { error = "an IPv6 prefix length is at most 128"; return false; }
-            host = new HostSpec(address + "/" + prefix.ToString(CultureInfo.InvariantCulture), HostKind.IPv6, prefix);
+            host = new HostSpec(normal, HostKind.IPv6, prefix);
             return true;
         }
         if (TryIPv4(address))
         {
             if (prefix > 32) { error = "an IPv4 prefix length is at most 32"; return false; }
-            host = new HostSpec(address + "/" + prefix.ToString(CultureInfo.InvariantCulture), HostKind.IPv4, prefix);
+            host = new HostSpec(normal, HostKind.IPv4, prefix);
             return true;
         }
-        error = $"'{Printable(address)}' is not an IP address";
+        error = $"'{Printable(address.ToString())}' is not an IP address";
         return false;
     }
 
     /// <summary>Dotted quad, four decimal octets, no leading zeros (as glibc's inet_pton).</summary>
-    internal static bool TryIPv4(string s)
+    internal static bool TryIPv4(ReadOnlySpan<char> s)
     {
-        var rest = s.AsSpan();
+        var rest = s;
         for (var part = 0; part < 4; part++)
         {
             var dot = rest.IndexOf('.');
@@ -95,10 +99,10 @@ public sealed record HostSpec(string Value, HostKind Kind, int PrefixLength)
     private static readonly System.Buffers.SearchValues<char> HostNameChars =
         System.Buffers.SearchValues.Create("abcdefghijklmnopqrstuvwxyz0123456789-._");
 
-    internal static bool TryIPv6(string s)
+    internal static bool TryIPv6(ReadOnlySpan<char> s)
     {
         if (!s.Contains(':') || s.Length > 45) return false;
-        if (s.AsSpan().ContainsAnyExcept(IPv6Chars)) return false;
+        if (s.ContainsAnyExcept(IPv6Chars)) return false;
         return IPAddress.TryParse(s, out var ip) && ip.AddressFamily == AddressFamily.InterNetworkV6;
     }
 

@@ -1,4 +1,6 @@
+using System.Globalization;
 using QubesFirewall.Engine.Backends;
+using QubesFirewall.Engine.Deployment;
 using QubesFirewall.Engine.Formats;
 using QubesFirewall.Engine.Model;
 
@@ -6,27 +8,9 @@ namespace QubesFirewall.Engine.Planning;
 
 /// <summary>
 /// One qube's planned rule-list change: the snapshot it was planned on, the edit, and the list
-/// it would produce. Each step describes itself for ShouldProcess / -WhatIf.
+/// it would produce. Each step (a rule) is a line of the plan's text.
 /// </summary>
-public sealed record FirewallChange(string VMName, FirewallDocument Snapshot, FirewallEdit Edit, FirewallEditOutcome Preview, IReadOnlyList<FirewallChangeStep> Steps)
-{
-    /// <summary>The same change limited to the steps the user confirmed.</summary>
-    public FirewallChange Restrict(IReadOnlyCollection<FirewallChangeStep> accepted)
-    {
-        // Set lookups by identity: a pipeline of 10,000 rules is 10,000 steps (a list scan per step was quadratic).
-        var steps = new HashSet<FirewallChangeStep>(accepted, ReferenceEqualityComparer.Instance);
-        if (steps.Count == Steps.Count && Steps.All(steps.Contains)) return this;
-        var kept = new HashSet<object>(ReferenceEqualityComparer.Instance);
-        foreach (var step in steps)
-        {
-            if (step.Insertion is { } i) kept.Add(i);
-            if (step.Removal is { } r) kept.Add(r);
-        }
-        var insertions = Edit.Insertions.Where(kept.Contains).ToList();
-        var removals = Edit.Removals.Where(kept.Contains).ToList();
-        return this with { Edit = new FirewallEdit(insertions, removals), Steps = Steps.Where(steps.Contains).ToList() };
-    }
-}
+public sealed record FirewallChange(string VMName, FirewallDocument Snapshot, FirewallEdit Edit, FirewallEditOutcome Preview, IReadOnlyList<FirewallChangeStep> Steps);
 
 /// <summary>One rule added or removed, with the words ShouldProcess shows.</summary>
 public sealed record FirewallChangeStep(string Target, string Action, RuleInsertion? Insertion, RuleRemoval? Removal);
@@ -100,6 +84,22 @@ public static class FirewallPlanner
             .Select(x => new RuleRemoval(x.number, x.rule.Text)).ToList();
         var insertions = change.Preview.Removed.OrderBy(r => r.Number).Select(r => new RuleInsertion(RuleText.Parse(r.Text), r.Number)).ToList();
         return new FirewallEdit(insertions, removals);
+    }
+
+    /// <summary>The plan of Add- or Remove-QubeFirewallRule for one qube: one rule-list edit, each rule a line of it.</summary>
+    public static Plan AsPlan(FirewallChange change, PlanOperation operation)
+    {
+        var removing = operation == PlanOperation.Remove;
+        var count = change.Steps.Count.ToString(CultureInfo.InvariantCulture);
+        var purpose = removing ? $"remove firewall rules of {change.VMName}" : $"add firewall rules to {change.VMName}";
+        return new Plan
+        {
+            Operation = operation,
+            Target = change.VMName,
+            Purpose = purpose,
+            Description = $"{(removing ? "Remove firewall rules of" : "Add firewall rules to")} {change.VMName}:",
+            Steps = change.Edit.IsEmpty ? [] : [DeploymentStep.EditFirewall(change, $"{change.VMName}: {(removing ? "remove" : "add")} {count} rule(s) of the Qubes firewall")],
+        };
     }
 
     public static FirewallEditOutcome Apply(IQubesBackend backend, FirewallChange change) =>

@@ -1,4 +1,5 @@
 using QubesFirewall.Engine.Backends;
+using QubesFirewall.Engine.Deployment;
 using QubesFirewall.Engine.Formats;
 using QubesFirewall.Engine.Model;
 
@@ -100,7 +101,27 @@ public static class FirewallSet
         return new FirewallSetPlan(vmName, change, diff, duplicates, empty);
     }
 
-    public static FirewallEditOutcome Apply(IQubesBackend backend, FirewallSetPlan plan) => FirewallPlanner.Apply(backend, plan.Change);
+    /// <summary>
+    /// One plan for the lists set by one Set-QubeFirewallRule (a wildcard sets the same list on every match): a rule-list
+    /// edit per qube whose list changes, its diff the detail lines. When none changes, the description says so per qube.
+    /// </summary>
+    public static Plan AsPlan(IReadOnlyList<FirewallSetPlan> plans, string target)
+    {
+        var changing = plans.Where(p => !p.IsNoOp).ToList();
+        var steps = changing.Select(p =>
+        {
+            var lines = p.Describe().Split(Environment.NewLine);
+            return DeploymentStep.EditFirewall(p.Change, lines[0]) with { Detail = string.Join("\n", lines.Skip(1)) };
+        }).ToList();
+        return new Plan
+        {
+            Operation = PlanOperation.Set,
+            Target = target,
+            Purpose = $"set the firewall rules of {target}",
+            Description = changing.Count == 0 ? string.Join(Environment.NewLine, plans.Select(p => p.Describe())) : $"Set the firewall rules of {target}:",
+            Steps = steps,
+        };
+    }
 
     /// <summary>
     /// Kept: rules on the longest common subsequence of the two lists (their order among each other is the same);

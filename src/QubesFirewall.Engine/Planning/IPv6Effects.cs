@@ -31,27 +31,4 @@ public sealed record IPv6Effects(IReadOnlyList<string> Flipped, IReadOnlyList<In
             .Select(d => d.Forward!).ToList();
         return new IPv6Effects(inventory.Qubes.Select(q => q.Name).Where(flipped.Contains).ToList(), links, forwards);
     }
-
-    /// <summary>One line per declaration planned again, for ShouldProcess and -WhatIf.</summary>
-    public IEnumerable<(string Target, string Action)> Steps() =>
-        Links.Select(l => ($"link {l.Text}", "Plan the link again for the IPv6 change (its IPv6 part follows the ipv6 features)"))
-            .Concat(Forwards.Select(f => ($"port forward {f.Text}", "Plan the port forward again for the IPv6 change (its IPv6 part follows the ipv6 features)")));
-
-    /// <summary>Plans and deploys the declarations again, on the inventory as it is now (after the feature change); the first failure stops it.</summary>
-    public static QubesFirewallException? Redeploy(IQubesBackend backend, IReadOnlyList<InterVmLink> links, IReadOnlyList<PortForward> forwards, DateTimeOffset now)
-    {
-        // The declarations were accepted when they were made (a disposable on the way included): they are made again as they are.
-        var options = DeploymentOptions.For(backend, now, force: true);
-        if (links.Count > 0)
-        {
-            var result = InterVmLinkPlanner.Apply(backend, InterVmLinkPlanner.PlanEnable(backend, links, options));
-            if (result.Failure is not null) return result.Failure;
-        }
-        foreach (var forward in forwards)
-        {
-            var result = PortForwardPlanner.Apply(backend, PortForwardPlanner.PlanAdd(backend, forward, options));
-            if (result.Failure is not null) return result.Failure;
-        }
-        return null;
-    }
 }

@@ -1,4 +1,5 @@
 using QubesFirewall.Engine.Backends;
+using QubesFirewall.Engine.Deployment;
 using QubesFirewall.Engine.Model;
 using QubesFirewall.Engine.Validation;
 
@@ -38,6 +39,16 @@ public sealed record IPv6Change(string VMName, IPv6Setting Setting, string? Curr
         null => $"qvm-features --unset {VMName} ipv6",
         _ => $"qvm-features {VMName} ipv6 '{NewValue}'",
     };
+
+    /// <summary>The feature change as a step (a rollback gives the feature its value back); null when there is nothing to change.</summary>
+    public DeploymentStep? Step()
+    {
+        if (!IsChange) return null;
+        var description = $"{VMName}: {Operation}: {Command}";
+        return NewValue is null
+            ? DeploymentStep.RemoveFeature(VMName, IPv6Planner.Feature, CurrentValue!) with { Description = description }
+            : DeploymentStep.SetFeature(VMName, IPv6Planner.Feature, NewValue, CurrentValue)! with { Description = description };
+    }
 }
 
 /// <summary>
@@ -88,12 +99,53 @@ public static class IPv6Planner
         return new IPv6Change(qube.Name, setting, current, next, after.Enabled, after.DecidedBy, warnings);
     }
 
-    /// <summary>Writes the change (live: <c>admin.vm.feature.Set</c> or <c>Remove</c> of <c>ipv6</c>; offline: qubes.xml). Nothing when the value is already right.</summary>
+    /// <summary>
+    /// Set-QubeIPv6's plan: the feature change, then the links and port forwards it affects (<paramref name="effects"/>),
+    /// each planned again and deployed on the system as the feature change leaves it. A failure puts everything back,
+    /// the feature included.
+    /// </summary>
+    public static Plan AsPlan(IPv6Change change, IPv6Effects effects, DateTimeOffset now)
+    {
+        var steps = new List<DeploymentStep>();
+        if (change.Step() is { } feature) steps.Add(feature);
+        // The declarations were accepted when they were made (a disposable on the way included): they are made again as they are.
+        steps.AddRange(effects.Links.Select(link => new DeploymentStep
+        {
+            Kind = DeploymentStepKind.Redeploy,
+            VMName = link.From,
+            Description = $"link {link.Text}: plan the link again for the IPv6 change (its IPv6 part follows the ipv6 features)",
+            Redeploy = backend =>
+            {
+                var result = InterVmLinkPlanner.Apply(backend, InterVmLinkPlanner.PlanEnable(backend, [link], DeploymentOptions.For(backend, now, force: true)));
+                return (result.Rollout, result.Failure);
+            },
+        }));
+        steps.AddRange(effects.Forwards.Select(forward => new DeploymentStep
+        {
+            Kind = DeploymentStepKind.Redeploy,
+            VMName = forward.VMName,
+            Description = $"port forward {forward.Text}: plan the port forward again for the IPv6 change (its IPv6 part follows the ipv6 features)",
+            Redeploy = backend =>
+            {
+                var result = PortForwardPlanner.Apply(backend, PortForwardPlanner.PlanAdd(backend, forward, DeploymentOptions.For(backend, now, force: true)));
+                return (result.Rollout, result.Failure);
+            },
+        }));
+        return new Plan
+        {
+            Operation = PlanOperation.Set,
+            Target = change.VMName,
+            Purpose = $"set IPv6 of {change.VMName}",
+            Description = $"Set IPv6 of {change.VMName}:",
+            Steps = steps,
+            Warnings = change.Warnings,
+        };
+    }
+
+    /// <summary>Writes the change alone (live: <c>admin.vm.feature.Set</c> or <c>Remove</c> of <c>ipv6</c>; offline: qubes.xml). Nothing when the value is already right.</summary>
     public static void Apply(IQubesBackend backend, IPv6Change change)
     {
-        if (!change.IsChange) return;
-        if (change.NewValue is null) backend.RemoveFeature(change.VMName, Feature);
-        else backend.SetFeature(change.VMName, Feature, change.NewValue);
+        if (AsPlan(change, new IPv6Effects([], [], []), DateTimeOffset.UtcNow).Apply(backend).Failure is { } failure) throw failure;
     }
 
     /// <summary>Whether IPv6 is on for the qube and which qube's feature decides (null: none has it, so off).</summary>

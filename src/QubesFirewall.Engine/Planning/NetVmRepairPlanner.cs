@@ -1,4 +1,5 @@
 using QubesFirewall.Engine.Backends;
+using QubesFirewall.Engine.Deployment;
 using QubesFirewall.Engine.Model;
 using QubesFirewall.Engine.Validation;
 
@@ -230,68 +231,111 @@ public static class NetVmRepairPlanner
         string.Join(", ", inventory.UpstreamOf(netvm.Name).Select(q => $"{q.Name} is {StateWord(q.State)}"));
 
     /// <summary>
-    /// Runs one step against the backend and returns its result. A step whose network qube failed
-    /// to start (named in <paramref name="failedStarts"/>) fails without a call; a failed start is
-    /// added there. Backend failures become a Failed result, never an exception: the rest of the plan goes on.
+    /// The repair as one <see cref="Plan"/>: per qube, in the plan's order, its start or its netvm calls (each a property
+    /// change a rollback puts back: a set to the same explicit value changes nothing to put back, a follower's set and
+    /// reset are undone by a reset and a set), then the re-attach completed (offline: the firewall reloaded into the
+    /// network qube's QubesDB). Skipped and refused qubes have no change; the first failure stops the repair and puts
+    /// back every netvm already changed.
     /// </summary>
-    public static NetVmRepairResult Execute(IQubesBackend backend, NetVmRepairStep step, ISet<string> failedStarts)
+    public static Plan AsPlan(NetVmRepairPlan plan)
     {
-        var commands = step.Calls.Select(c => c.Command).ToList();
-        switch (step.Kind)
+        var asked = plan.Steps.Where(s => s.Kind is NetVmRepairStepKind.Start or NetVmRepairStepKind.Reattach).ToList();
+        var steps = new List<DeploymentStep>();
+        foreach (var step in asked)
         {
-            case NetVmRepairStepKind.Skip:
-                return new NetVmRepairResult(step.VMName, step.NetVM, NetVmRepairAction.Skipped, step.Reason, []);
-            case NetVmRepairStepKind.Refuse:
-                return new NetVmRepairResult(step.VMName, step.NetVM, NetVmRepairAction.Failed, step.Reason, []);
-        }
-
-        if (step.DependsOn is { } dependency && failedStarts.Contains(dependency))
-        {
-            if (step.Kind == NetVmRepairStepKind.Start) failedStarts.Add(step.VMName);
-            return new NetVmRepairResult(step.VMName, step.NetVM, NetVmRepairAction.Failed,
-                $"Not attempted: the network qube '{dependency}' could not be started (see its result).", []);
-        }
-
-        var done = new List<string>();
-        foreach (var call in step.Calls)
-        {
-            try
+            if (step.Kind == NetVmRepairStepKind.Start)
             {
-                switch (call.Kind)
-                {
-                    case NetVmRepairCallKind.Start: backend.StartQube(call.VMName); break;
-                    case NetVmRepairCallKind.SetNetVm: backend.SetProperty(call.VMName, "netvm", call.Value!); break;
-                    case NetVmRepairCallKind.ResetNetVm: backend.ResetProperty(call.VMName, "netvm"); break;
-                }
-                done.Add(call.Command);
+                steps.Add(DeploymentStep.StartQube(step.VMName, $"{step.Target}: {step.Operation}"));
+                continue;
             }
-            catch (QubesFirewallException ex)
+            string? before = step.Calls.Any(c => c.Kind == NetVmRepairCallKind.ResetNetVm) ? null : step.NetVM;
+            foreach (var call in step.Calls)
             {
-                if (step.Kind == NetVmRepairStepKind.Start) failedStarts.Add(step.VMName);
+                var value = call.Kind == NetVmRepairCallKind.SetNetVm ? call.Value : null;
+                steps.Add(DeploymentStep.SetProperty(step.VMName, "netvm", value, before, $"{step.Target}: {call.Command}"));
+                before = value;
+            }
+            steps.Add(new DeploymentStep
+            {
+                Kind = DeploymentStepKind.NetworkReattached,
+                VMName = step.VMName,
+                NetVM = step.NetVM,
+                Description = $"{step.Target}: re-attached, its firewall reloaded into {step.NetVM}",
+                Detail = string.Join("; ", step.Calls.Select(c => c.Command)),
+            });
+        }
+        var reattach = asked.Count(s => s.Kind == NetVmRepairStepKind.Reattach);
+        return new Plan
+        {
+            Operation = PlanOperation.Repair,
+            Target = string.Join(", ", asked.Select(s => s.VMName)),
+            Purpose = "repair network attachments",
+            Description = "Repair network attachments, in this order:",
+            Question = $"Re-attach {reattach} qube(s) to their network qube" + (asked.Any(s => s.Kind == NetVmRepairStepKind.Start) ? ", starting the halted network qubes first?" : "?"),
+            Steps = steps,
+        };
+    }
+
+    /// <summary>Plans and deploys a repair; one result per qube (<see cref="Results"/>).</summary>
+    public static IReadOnlyList<NetVmRepairResult> Run(IQubesBackend backend, NetVmRepairPlan plan) => Results(plan, AsPlan(plan).Apply(backend).Result);
+
+    /// <summary>
+    /// One result per qube of the plan, in its order: skipped and refused qubes as planned; the others (only when
+    /// <paramref name="deployed"/>, null when the user declined) from what their steps did: started or re-attached
+    /// (the reason says when a later failure put their netvm back), failed with the reason, or not attempted.
+    /// </summary>
+    public static IReadOnlyList<NetVmRepairResult> Results(NetVmRepairPlan plan, DeploymentResult? deployed)
+    {
+        var results = new List<NetVmRepairResult>();
+        var failedQube = deployed?.Failed?.Step.VMName;
+        foreach (var step in plan.Steps)
+        {
+            switch (step.Kind)
+            {
+                case NetVmRepairStepKind.Skip:
+                    results.Add(new NetVmRepairResult(step.VMName, step.NetVM, NetVmRepairAction.Skipped, step.Reason, []));
+                    continue;
+                case NetVmRepairStepKind.Refuse:
+                    results.Add(new NetVmRepairResult(step.VMName, step.NetVM, NetVmRepairAction.Failed, step.Reason, []));
+                    continue;
+            }
+            if (deployed is null) continue;
+            var mine = deployed.For(step.VMName).Where(r => r.Step.Kind is DeploymentStepKind.StartQube or DeploymentStepKind.SetProperty).ToList();
+            var commands = step.Calls.Select(c => c.Command).ToList();
+            var done = step.Calls.Where((_, i) => i < mine.Count && (mine[i].Status is DeploymentStepStatus.Applied or DeploymentStepStatus.RolledBack
+                || (mine[i].Status == DeploymentStepStatus.RollbackFailed && mine[i].Error is null))).Select(c => c.Command).ToList();
+            var action = step.Kind == NetVmRepairStepKind.Start ? NetVmRepairAction.Started : NetVmRepairAction.Reattached;
+            if (mine.Any(r => r.Status == DeploymentStepStatus.NotReached))
+            {
+                var why = step.DependsOn is { } d && failedQube == d
+                    ? $"Not attempted: the network qube '{d}' could not be started (see its result)."
+                    : $"Not attempted: the repair stopped at '{failedQube}' (see its result).";
+                results.Add(new NetVmRepairResult(step.VMName, step.NetVM, NetVmRepairAction.Failed, why, done));
+            }
+            else if (mine.FirstOrDefault(r => r.Status == DeploymentStepStatus.Failed || (r.Status == DeploymentStepStatus.RollbackFailed && r.Error is not null)) is { } failed)
+            {
+                var call = step.Calls[mine.IndexOf(failed)];
+                var back = mine.Any(r => r.Status == DeploymentStepStatus.RollbackFailed) ? "" : Rolled(deployed);
                 var reason = call.Kind switch
                 {
-                    NetVmRepairCallKind.Start => $"Could not start '{call.VMName}': {ex.Message}",
-                    NetVmRepairCallKind.ResetNetVm => $"Re-attached, but netvm could not be reset to the default afterwards, so '{call.VMName}' no longer follows default_netvm: {ex.Message} Run 'qvm-prefs --default {call.VMName} netvm'.",
-                    _ => $"Could not re-attach '{call.VMName}' ({call.Command}): {ex.Message}",
+                    NetVmRepairCallKind.Start => $"Could not start '{call.VMName}': {failed.Message}",
+                    NetVmRepairCallKind.ResetNetVm when back.Length == 0 => $"Re-attached, but netvm could not be reset to the default afterwards, so '{call.VMName}' no longer follows default_netvm: {failed.Message} Run 'qvm-prefs --default {call.VMName} netvm'.",
+                    NetVmRepairCallKind.ResetNetVm => $"Re-attached, but netvm could not be reset to the default afterwards: {failed.Message}",
+                    _ => $"Could not re-attach '{call.VMName}' ({call.Command}): {failed.Message}",
                 };
-                return new NetVmRepairResult(step.VMName, step.NetVM, NetVmRepairAction.Failed, reason, done);
+                results.Add(new NetVmRepairResult(step.VMName, step.NetVM, NetVmRepairAction.Failed, reason + back, done));
             }
+            else if (mine.Any(r => r.Status == DeploymentStepStatus.RollbackFailed))
+                results.Add(new NetVmRepairResult(step.VMName, step.NetVM, NetVmRepairAction.Failed,
+                    $"{step.Reason} Its netvm could NOT be put back after '{failedQube}' failed: {mine.First(r => r.Status == DeploymentStepStatus.RollbackFailed).Message} Check it: qvm-prefs {step.VMName} netvm.", commands));
+            else if (mine.Any(r => r.Status == DeploymentStepStatus.RolledBack))
+                results.Add(new NetVmRepairResult(step.VMName, step.NetVM, action, $"{step.Reason} Its netvm was put back as it was because '{failedQube}' failed.", commands));
+            else
+                results.Add(new NetVmRepairResult(step.VMName, step.NetVM, action, step.Reason, commands));
         }
-
-        if (step.Kind == NetVmRepairStepKind.Reattach)
-        {
-            try
-            {
-                backend.RecordNetworkReattach(step.VMName, step.NetVM!, string.Join("; ", commands));
-            }
-            catch (QubesFirewallException ex)
-            {
-                return new NetVmRepairResult(step.VMName, step.NetVM, NetVmRepairAction.Failed,
-                    $"netvm set, but the firewall reload into {step.NetVM}'s QubesDB failed: {ex.Message}", done);
-            }
-        }
-
-        return new NetVmRepairResult(step.VMName, step.NetVM,
-            step.Kind == NetVmRepairStepKind.Start ? NetVmRepairAction.Started : NetVmRepairAction.Reattached, step.Reason, commands);
+        return results;
     }
+
+    private static string Rolled(DeploymentResult deployed) =>
+        deployed.FullyRolledBack ? " Every netvm the repair had changed was put back as it was." : "";
 }

@@ -60,6 +60,10 @@ public sealed record TcpBindingPlan : IDeploymentPlan
 
     string IDeploymentPlan.Purpose => $"{Operation.ToLowerInvariant()} the qubes.ConnectTCP binding {Target}";
 
+    string IDeploymentPlan.Question => Operation == "Remove"
+        ? $"Remove qubes.ConnectTCP binding {Target}: its dom0 policy line{(Binding?.Permanent != false ? ", the listener in " + From : "")} and its feature?"
+        : $"{Operation} qubes.ConnectTCP binding {Target}?";
+
     public IReadOnlyList<string> Warnings { get; init; } = [];
 
     /// <summary>Information for -Verbose (how to use a binding that is not permanent, ...).</summary>

@@ -1,5 +1,6 @@
 using System.Management.Automation;
 using QubesFirewall.Engine;
+using QubesFirewall.Engine.Deployment;
 using QubesFirewall.Engine.Model;
 using QubesFirewall.Engine.Planning;
 
@@ -62,17 +63,12 @@ public sealed class AddQubeFirewallRuleCommand : FirewallRuleInputCmdlet
             }
             if (!TryEngine(() => FirewallPlanner.PlanInsert(Backend, vmName, insertions, Now), out var change)) continue;
             WarnIfNotEnforced(vmName);
-            var accepted = change.Steps.Where(s => ShouldProcess(s.Target, s.Action)).ToList();
-            if (accepted.Count == 0)
-            {
-                ShowWhatIfDetails(() => FirewallPlanner.Apply(Backend, change));
-                continue;
-            }
-            if (!TryEngine(() => FirewallPlanner.Apply(Backend, change.Restrict(accepted)), out var outcome)) continue;
+            if (Deploy(FirewallPlanner.AsPlan(change, PlanOperation.Add)) is not { Failure: null } done) continue;
+            var outcome = done.Result.Steps.Single().FirewallOutcome!;
             foreach (var skipped in outcome.AlreadyPresent)
                 WriteVerbose($"{vmName}: already present, not added again: {skipped.Text}");
             if (!PassThru) continue;
-            var added = new HashSet<FirewallRule>(accepted.Select(s => s.Insertion!.Rule), ReferenceEqualityComparer.Instance);
+            var added = new HashSet<FirewallRule>(insertions.Select(i => i.Rule), ReferenceEqualityComparer.Instance);
             for (var i = 0; i < outcome.Rules.Count; i++)
                 if (added.Contains(outcome.Rules[i])) WriteObject(new QubeFirewallRule(vmName, i, outcome.Rules[i]));
         }

@@ -52,25 +52,12 @@ public sealed class AddQubeTcpBindingCommand : QubeCmdlet
     {
         if (!TryEngine(() => TcpBinding.Create(From, To, Port, LocalPort, Permanent), out var binding)) return;
         TcpBindingPlan Plan() => TcpBindingPlanner.PlanAdd(Backend, binding, TcpBindingOptions.For(Backend));
-        if (!TryEngine(Plan, out var first) || StartWhatMustRun(first, Start, Plan) is not { } plan) return;
-        foreach (var warning in plan.Warnings) WriteWarning(warning);
-        foreach (var note in plan.Notes) WriteVerbose(note);
-        var caption = plan.Operation == "Update" ? "Update qubes.ConnectTCP binding" : "Add qubes.ConnectTCP binding";
-        if (!ShouldProcess(plan.Describe(), $"{caption} {plan.Target}?", caption))
-        {
-            ShowWhatIfDetails(() => TcpBindingPlanner.Apply(Backend, plan));
-            return;
-        }
-        var activity = $"{plan.Operation} qubes.ConnectTCP binding {plan.Target}";
-        if (!TryEngine(() => TcpBindingPlanner.Apply(Backend, plan, HopProgress(activity), Plan), out var result)) return;
-        CompleteProgress(activity);
+        if (!TryEngine(Plan, out var first)) return;
+        foreach (var note in first.Notes) WriteVerbose(note);
+        if (Deploy(first, Start, Plan, (plan, options) => TcpBindingPlanner.Apply(Backend, plan, options, Plan), r => r.Failure) is not { } result) return;
         foreach (var change in result.Changes) WriteVerbose(change.Describe());
-        if (result.Failure is not null)
-        {
-            WriteError(ToErrorRecord(result.Failure));
-            return;
-        }
-        WriteVerbose($"{plan.Operation}: {plan.Target}: done ({result.Done} change(s){(result.Run is { Executed: false } ? "; the listener script was recorded, not run" : "")}).");
+        if (result.Failure is not null) return;
+        WriteVerbose($"{result.Plan!.Operation}: {result.Plan.Target}: done ({result.Done} change(s){(result.Run is { Executed: false } ? "; the listener script was recorded, not run" : "")}).");
         if (PassThru) WriteObject(new QubeTcpBinding(binding));
     }
 }

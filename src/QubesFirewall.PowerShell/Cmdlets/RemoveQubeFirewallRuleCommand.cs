@@ -1,5 +1,5 @@
 using System.Management.Automation;
-using QubesFirewall.Engine;
+using QubesFirewall.Engine.Deployment;
 using QubesFirewall.Engine.Model;
 using QubesFirewall.Engine.Planning;
 
@@ -55,16 +55,9 @@ public sealed class RemoveQubeFirewallRuleCommand : QubeCmdlet
         foreach (var (vmName, targets) in WithProgress(_pending, "Removing firewall rules", p => p.Key))
         {
             if (!TryEngine(() => FirewallPlanner.PlanRemove(Backend, vmName, targets, Now), out var change)) continue;
-            var accepted = change.Steps.Where(s => ShouldProcess(s.Target, s.Action)).ToList();
-            if (accepted.Count == 0)
-            {
-                ShowWhatIfDetails(() => FirewallPlanner.Apply(Backend, change));
-                continue;
-            }
-            if (!TryEngine(() => FirewallPlanner.Apply(Backend, change.Restrict(accepted)), out var outcome)) continue;
-            if (!PassThru) continue;
+            if (Deploy(FirewallPlanner.AsPlan(change, PlanOperation.Remove)) is not { Failure: null } done || !PassThru) continue;
             var visible = change.Snapshot.VisibleAt(Now);
-            foreach (var removed in outcome.Removed.OrderBy(r => r.Number))
+            foreach (var removed in done.Result.Steps.Single().FirewallOutcome!.Removed.OrderBy(r => r.Number))
                 WriteObject(new QubeFirewallRule(vmName, removed.Number, visible[removed.Number]));
         }
         base.EndProcessing();

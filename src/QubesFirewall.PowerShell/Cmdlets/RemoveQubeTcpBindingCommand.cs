@@ -38,23 +38,11 @@ public sealed class RemoveQubeTcpBindingCommand : QubeCmdlet
     protected override void ProcessRecord()
     {
         TcpBindingPlan Plan() => TcpBindingPlanner.PlanRemove(Backend, From, To, Port, TcpBindingOptions.For(Backend));
-        if (!TryEngine(Plan, out var first) || StartWhatMustRun(first, Start, Plan) is not { } plan) return;
-        foreach (var warning in plan.Warnings) WriteWarning(warning);
-        if (!ShouldProcess(plan.Describe(), $"Remove qubes.ConnectTCP binding {plan.Target}: its dom0 policy line{(plan.Binding?.Permanent != false ? ", the listener in " + plan.From : "")} and its feature?", "Remove qubes.ConnectTCP binding"))
-        {
-            ShowWhatIfDetails(() => TcpBindingPlanner.Apply(Backend, plan));
-            return;
-        }
-        var activity = $"{plan.Operation} qubes.ConnectTCP binding {plan.Target}";
-        if (!TryEngine(() => TcpBindingPlanner.Apply(Backend, plan, HopProgress(activity), Plan), out var result)) return;
-        CompleteProgress(activity);
+        if (!TryEngine(Plan, out var first)
+            || Deploy(first, Start, Plan, (plan, options) => TcpBindingPlanner.Apply(Backend, plan, options, Plan), r => r.Failure) is not { } result) return;
         foreach (var change in result.Changes) WriteVerbose(change.Describe());
-        if (result.Failure is not null)
-        {
-            WriteError(ToErrorRecord(result.Failure));
-            return;
-        }
-        WriteVerbose($"Remove: {plan.Target}: done ({result.Done} change(s)).");
-        if (PassThru && plan.Binding is { } removed) WriteObject(new QubeTcpBinding(removed));
+        if (result.Failure is not null) return;
+        WriteVerbose($"Remove: {result.Plan!.Target}: done ({result.Done} change(s)).");
+        if (PassThru && result.Plan.Binding is { } removed) WriteObject(new QubeTcpBinding(removed));
     }
 }

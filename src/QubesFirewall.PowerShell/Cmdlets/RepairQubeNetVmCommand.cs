@@ -7,7 +7,7 @@ namespace QubesFirewall.PowerShell.Cmdlets;
 /// <summary>
 /// Re-attaches running qubes to their network qube, parents first, the way
 /// <c>qvm-prefs &lt;qube&gt; netvm &lt;same value&gt;</c> does: after a network qube restarted, or when
-/// qubesd's own re-attach failed. One result object per qube.
+/// qubesd's own re-attach failed. One result object per qube; a failure half-way puts back every netvm changed.
 /// </summary>
 [Cmdlet(VerbsDiagnostic.Repair, "QubeNetVm", SupportsShouldProcess = true, ConfirmImpact = ConfirmImpact.High)]
 [OutputType(typeof(NetVmRepairResult))]
@@ -32,39 +32,24 @@ public sealed class RepairQubeNetVmCommand : QubeCmdlet
 
     protected override void EndProcessing()
     {
-        if (!TryEngine(() => NetVmRepairPlanner.Plan(Backend.GetInventory(), _netVms, Start), out var plan))
+        if (TryEngine(() => NetVmRepairPlanner.Plan(Backend.GetInventory(), _netVms, Start), out var plan))
         {
-            base.EndProcessing();
-            return;
-        }
-        if (plan.Steps.Count == 0)
-            WriteVerbose(_netVms.Count == 0 ? "No running qube has a network qube: nothing to re-attach." : $"No running qube has {string.Join(" or ", _netVms)} as its network qube: nothing to re-attach.");
-
-        // One question for the whole plan (during an outage it re-attaches many qubes), its text every step in order.
-        var asked = plan.Steps.Where(s => s.Kind is NetVmRepairStepKind.Start or NetVmRepairStepKind.Reattach).ToList();
-        var go = asked.Count == 0 || ShouldProcess(
-            $"Repair network attachments, in this order:{Environment.NewLine}" + string.Join(Environment.NewLine, asked.Select((s, i) => $"  {i + 1}. {s.Target}: {s.Operation}")),
-            $"Re-attach {asked.Count(s => s.Kind == NetVmRepairStepKind.Reattach)} qube(s) to their network qube" +
-            (asked.Any(s => s.Kind == NetVmRepairStepKind.Start) ? ", starting the halted network qubes first?" : "?"),
-            "Repair-QubeNetVm");
-        var failedStarts = new HashSet<string>(StringComparer.Ordinal);
-        foreach (var step in plan.Steps)
-        {
-            if (!go && step.Kind is NetVmRepairStepKind.Start or NetVmRepairStepKind.Reattach)
+            if (plan.Steps.Count == 0)
+                WriteVerbose(_netVms.Count == 0 ? "No running qube has a network qube: nothing to re-attach." : $"No running qube has {string.Join(" or ", _netVms)} as its network qube: nothing to re-attach.");
+            // Errors per qube (below), not one for the plan.
+            var deployed = Deploy(NetVmRepairPlanner.AsPlan(plan), start: false, replan: null, (p, options) => p.Apply(Backend, options), _ => null);
+            foreach (var result in NetVmRepairPlanner.Results(plan, deployed?.Result))
             {
-                // Not started: its clients cannot be attached either.
-                if (step.Kind == NetVmRepairStepKind.Start) failedStarts.Add(step.VMName);
-                continue;
+                if (result.Action == NetVmRepairAction.Failed)
+                {
+                    var refused = plan.Steps.Any(s => s.VMName == result.VMName && s.Kind == NetVmRepairStepKind.Refuse);
+                    WriteError(ToErrorRecord(new QubesFirewallException(refused ? ErrorIds.NetVmNotRunning : ErrorIds.NetVmRepairFailed,
+                        refused ? FailureKind.ResourceUnavailable : FailureKind.InvalidOperation, $"{result.VMName}: {result.Reason}", result.VMName)));
+                }
+                else if (result.Action == NetVmRepairAction.Skipped)
+                    WriteVerbose($"{result.VMName}: skipped. {result.Reason}");
+                WriteObject(result);
             }
-            var result = NetVmRepairPlanner.Execute(Backend, step, failedStarts);
-            if (result.Action == NetVmRepairAction.Failed)
-                WriteError(ToErrorRecord(new QubesFirewallException(
-                    step.Kind == NetVmRepairStepKind.Refuse ? ErrorIds.NetVmNotRunning : ErrorIds.NetVmRepairFailed,
-                    step.Kind == NetVmRepairStepKind.Refuse ? FailureKind.ResourceUnavailable : FailureKind.InvalidOperation,
-                    $"{step.VMName}: {result.Reason}", step.VMName)));
-            else if (result.Action == NetVmRepairAction.Skipped)
-                WriteVerbose($"{step.VMName}: skipped. {result.Reason}");
-            WriteObject(result);
         }
         base.EndProcessing();
     }

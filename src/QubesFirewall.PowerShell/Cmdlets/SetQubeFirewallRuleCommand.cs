@@ -1,5 +1,6 @@
 using System.Management.Automation;
 using QubesFirewall.Engine;
+using QubesFirewall.Engine.Deployment;
 using QubesFirewall.Engine.Model;
 using QubesFirewall.Engine.Planning;
 
@@ -75,18 +76,13 @@ public sealed class SetQubeFirewallRuleCommand : FirewallRuleInputCmdlet
             foreach (var plan in plans) WarnIfNotEnforced(plan.VMName);
 
             var target = WildcardPattern.ContainsWildcardCharacters(pattern) ? $"{pattern} ({string.Join(", ", qubes)})" : pattern;
-            var description = string.Join(Environment.NewLine, plans.Select(p => p.Describe()));
-            if (!ShouldProcess(description, $"Set the firewall rules of {target}?", "Set-QubeFirewallRule"))
-            {
-                foreach (var plan in plans) ShowWhatIfDetails(() => FirewallSet.Apply(Backend, plan));
-                continue;
-            }
+            if (Deploy(FirewallSet.AsPlan(plans, target)) is not { Failure: null } done) continue;
             foreach (var plan in plans)
             {
-                if (!TryEngine(() => FirewallSet.Apply(Backend, plan), out var outcome)) continue;
-                WriteVerbose(plan.IsNoOp ? $"{plan.VMName}: unchanged." : $"{plan.VMName}: set {outcome.Rules.Count} rule(s).");
+                var set = done.Result.Steps.FirstOrDefault(s => ReferenceEquals(s.Step.Firewall, plan.Change))?.FirewallOutcome?.Rules ?? plan.Rules;
+                WriteVerbose(plan.IsNoOp ? $"{plan.VMName}: unchanged." : $"{plan.VMName}: set {set.Count} rule(s).");
                 if (PassThru)
-                    for (var i = 0; i < outcome.Rules.Count; i++) WriteObject(new QubeFirewallRule(plan.VMName, i, outcome.Rules[i]));
+                    for (var i = 0; i < set.Count; i++) WriteObject(new QubeFirewallRule(plan.VMName, i, set[i]));
             }
         }
         base.EndProcessing();

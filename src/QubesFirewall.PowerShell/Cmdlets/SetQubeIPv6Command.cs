@@ -42,25 +42,12 @@ public sealed class SetQubeIPv6Command : QubeCmdlet
             if (!change.IsChange)
             {
                 WriteVerbose($"{change.VMName}: feature ipv6 is already {(change.NewValue is null ? "absent" : $"'{change.NewValue}'")}; nothing to change.");
+                foreach (var warning in change.Warnings) WriteWarning(warning);
             }
-            else
-            {
-                // The links and forwards whose IPv6 part the change turns on or off are part of the plan: -WhatIf shows them.
-                if (!TryEngine(() => IPv6Effects.Of(Backend.GetInventory(), change), out var effects)) continue;
-                var go = ShouldProcess(change.VMName, $"{change.Operation}: {change.Command}");
-                var steps = effects.Steps().ToList();
-                var accepted = steps.Select(s => ShouldProcess(s.Target, s.Action)).ToList();
-                if (!go) continue;
-                if (!TryEngine(() => IPv6Planner.Apply(Backend, change))) continue;
-                Backend.Invalidate(); // the next plans read the new feature
-                var links = effects.Links.Where((_, i) => accepted[i]).ToList();
-                var forwards = effects.Forwards.Where((_, i) => accepted[effects.Links.Count + i]).ToList();
-                if (links.Count + forwards.Count > 0 && TryEngine(() => IPv6Effects.Redeploy(Backend, links, forwards, Now), out var failure) && failure is not null)
-                    WriteError(ToErrorRecord(failure));
-                else if (links.Count + forwards.Count > 0)
-                    WriteVerbose($"{change.VMName}: planned again for the IPv6 change: {string.Join("; ", steps.Where((_, i) => accepted[i]).Select(s => s.Target))}.");
-            }
-            foreach (var warning in change.Warnings) WriteWarning(warning);
+            // The links and forwards whose IPv6 part the change turns on or off are part of the plan: -WhatIf shows them.
+            else if (!TryEngine(() => IPv6Planner.AsPlan(change, IPv6Effects.Of(Backend.GetInventory(), change), Now), out var plan)
+                || Deploy(plan) is not { Failure: null })
+                continue;
             WriteVerbose($"{change.VMName}: IPv6 is {(change.EnabledAfter ? "on" : "off")}" +
                 (change.DecidedBy is null ? " (no qube along its netvm chain has the ipv6 feature)." : change.DecidedBy == change.VMName ? " (its own ipv6 feature)." : $" (inherited from {change.DecidedBy})."));
             if (PassThru && TryEngine(() => Backend.GetInventory().Get(change.VMName), out var qube)) WriteObject(qube);

@@ -24,9 +24,10 @@ public sealed class SyncQubeFirewallCommand : QubeCmdlet
     {
         foreach (var name in WithProgress(VMName, "Syncing firewall rules into network qubes", n => n))
         {
-            if (!TryEngine(() => Backend.GetInventory().Find(Engine.Validation.QubeName.Validate(name)) ?? throw Engine.Model.QubesInventory.NotFound(name, Backend.Description), out var qube)) continue;
+            Engine.Model.QubesInventory? inventory = null;
+            if (!TryEngine(() => (inventory = Backend.GetInventory()).Find(Engine.Validation.QubeName.Validate(name)) ?? throw Engine.Model.QubesInventory.NotFound(name, Backend.Description), out var qube)) continue;
             // Says who enforces the rules, as Test-QubeFirewall does (a Whonix gateway receives the entries and ignores them).
-            var who = Engine.Planning.Enforcement.Of(Backend.GetInventory(), qube);
+            var who = Engine.Planning.Enforcement.Of(inventory!, qube);
             WriteVerbose(who.Message);
             if (!ShouldProcess($"{name} ({who.Summary})", "Write firewall entries into the network qube's QubesDB"))
             {

@@ -164,6 +164,37 @@ public sealed class ReaderFuzzTests(ITestOutputHelper output) : IDisposable
         Assert.InRange(loaded, 1, n - 1);
     }
 
+    [Fact]
+    public void Firewall_xml_scanner_reads_what_the_xml_reader_reads_or_leaves_the_file_to_it()
+    {
+        // What qubesd and Render write takes the scanner's path...
+        Fuzz.Check("firewall.xml: rendered files take the scanner", ValidFirewallXml, 500,
+            xml => Assert.NotNull(FirewallXml.TryReadCanonical(Encoding.UTF8.GetBytes(xml))), output.WriteLine, Fuzz.Show);
+        // ...and whatever the scanner reads, the XML reader reads the same; whatever it refuses is left to the XML reader.
+        var scanned = 0;
+        var left = 0;
+        void Compare(byte[] bytes)
+        {
+            if (FirewallXml.TryReadCanonical(bytes) is not { } fast) { left++; return; }
+            scanned++;
+            var slow = FirewallXml.ParseXml(bytes, bytes.Length, "fuzz/firewall.xml");
+            Assert.Equal((slow.Version, slow.FileExists), (fast.Version, fast.FileExists));
+            Assert.Equal(slow.Rules.Select(Facts), fast.Rules.Select(Facts));
+        }
+        var n = Fuzz.Check("firewall.xml: scanner against the XML reader", MutatedFirewallXml, 3000, xml => Compare(Encoding.UTF8.GetBytes(xml)), output.WriteLine, Fuzz.Show);
+        var bytes = from xml in ValidFirewallXml
+                    from flips in Gen.Select(Gen.Int[0, int.MaxValue], Gen.Byte, (at, b) => (at, b)).Array[1, 4]
+                    select Flip(Encoding.UTF8.GetBytes(xml), flips);
+        n += Fuzz.Check("firewall.xml: scanner against the XML reader, byte flips", bytes, 2000, Compare, output.WriteLine, b => Fuzz.Show(Encoding.Latin1.GetString(b)));
+        output.WriteLine($"  scanned {scanned}, left to the XML reader {left}, of {n}");
+        Assert.InRange(scanned, 1, n - 1);
+    }
+
+    // Everything a rule read from a file holds, as one comparable string.
+    private static string Facts(FirewallRule r) =>
+        string.Join("|", r.Action, r.Protocol, r.DstHost, r.DstHost?.Kind, r.DstHost?.PrefixLength, r.RawDstHost, r.DstPorts, r.IcmpType, r.SpecialTarget, r.Expire,
+            r.Comment, string.Join(",", r.UnknownProperties), string.Join(",", r.Problems));
+
     private static byte[] Flip(byte[] bytes, (int At, byte Value)[] flips)
     {
         foreach (var (at, value) in flips)
