@@ -222,6 +222,8 @@ public static class ErrorIds
     public const string QubeCannotStart = nameof(QubeCannotStart);
     /// <summary>The qube is in a state that does not allow the call (qubesd's QubesVMNot*Error).</summary>
     public const string QubeStateConflict = nameof(QubeStateConflict);
+    /// <summary>A step of a plan failed without an error of its own; the message says what was put back.</summary>
+    public const string PlanFailed = nameof(PlanFailed);
     /// <summary>Another deployment holds the lock.</summary>
     public const string DeploymentLocked = nameof(DeploymentLocked);
     /// <summary>The module's block in a hook file was edited by hand.</summary>

@@ -151,7 +151,7 @@ public sealed class InterVmLinkPlannerTests : IDisposable
 
     private void SetRules(string vm, params string[] texts)
     {
-        var current = FirewallPlanner.Visible(_root.Backend.GetFirewall(vm), _root.Now);
+        var current = _root.Backend.GetFirewall(vm).VisibleAt(_root.Now);
         var edit = new FirewallEdit(
             texts.Select((t, i) => new RuleInsertion(RuleText.Parse(t, _root.Now), i)).ToList(),
             current.Select((r, i) => new RuleRemoval(i, r.Text)).ToList());

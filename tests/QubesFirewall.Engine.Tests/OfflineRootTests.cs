@@ -99,7 +99,7 @@ public sealed class OfflineRootTests : IDisposable
         var first = backend.SyncFirewall("work");
         Assert.All(first, e => Assert.Equal("sys-firewall", e.QubeName));
         var doc = backend.GetFirewall("work");
-        var removals = FirewallPlanner.Visible(doc, DateTimeOffset.UtcNow).Select((r, i) => new RuleRemoval(i, r.Text)).Where(r => r.Number < doc.Rules.Count - 1);
+        var removals = doc.VisibleAt(DateTimeOffset.UtcNow).Select((r, i) => new RuleRemoval(i, r.Text)).Where(r => r.Number < doc.Rules.Count - 1);
         backend.ApplyFirewallEdit("work", FirewallEdit.Remove(removals), doc);
         var second = backend.SyncFirewall("work");
         Assert.Equal(3, second.Count);

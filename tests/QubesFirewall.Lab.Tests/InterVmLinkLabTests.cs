@@ -102,7 +102,7 @@ public sealed class InterVmLinkLabTests : IDisposable
         Assert.Equal("personal", Open(_lab, "work", _lab.Ip("personal"), 5432).ServerNode);
 
         // take only the third part away: work's accept rule, as if removed by hand, and the agent reloads
-        var rules = FirewallPlanner.Visible(_pf.Backend.GetFirewall("work"), _pf.Now);
+        var rules = _pf.Backend.GetFirewall("work").VisibleAt(_pf.Now);
         var index = rules.ToList().FindIndex(x => x.Comment == "qubesfirewall link to personal");
         Assert.True(index >= 0);
         FirewallPlanner.Apply(_pf.Backend, FirewallPlanner.PlanRemove(_pf.Backend, "work", [(index, rules[index].Text)], _pf.Now));
@@ -177,7 +177,7 @@ public sealed class InterVmLinkLabTests : IDisposable
         Assert.True(InterVmLinkPlanner.List(pf6.Backend.GetInventory(), pf6.Backend.ReadQubeFile, pf6.Backend.GetFirewall, pf6.Now).Single().IPv6);
 
         // without the dst6 rule the agent's ip6 qbs chain rejects IPv6, while IPv4 keeps working
-        var rules = FirewallPlanner.Visible(pf6.Backend.GetFirewall("work"), pf6.Now);
+        var rules = pf6.Backend.GetFirewall("work").VisibleAt(pf6.Now);
         var index = rules.ToList().FindIndex(x => x.DstHost?.Kind == HostKind.IPv6);
         FirewallPlanner.Apply(pf6.Backend, FirewallPlanner.PlanRemove(pf6.Backend, "work", [(index, rules[index].Text)], pf6.Now));
         SyncAgent(lab6, pf6);

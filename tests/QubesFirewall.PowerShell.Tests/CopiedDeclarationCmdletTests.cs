@@ -1,6 +1,5 @@
 using QubesFirewall.Engine.Model;
 using QubesFirewall.Engine.Planning;
-using QubesFirewall.Engine.Trust;
 using QubesFirewall.Tests.Shared;
 
 namespace QubesFirewall.PowerShell.Tests;

@@ -114,7 +114,7 @@ public static class CrashWrites
             {
                 using var backend = new OfflineRoot(root);
                 var doc = backend.GetFirewall(Qube);
-                var visible = FirewallPlanner.Visible(doc, DateTimeOffset.UtcNow);
+                var visible = doc.VisibleAt(DateTimeOffset.UtcNow);
                 var wanted = WindowRules(version).ToList();
                 var wantedTexts = wanted.Select(r => r.Text).ToHashSet(StringComparer.Ordinal);
                 var removals = visible.Select((r, i) => (Rule: r, Number: i))

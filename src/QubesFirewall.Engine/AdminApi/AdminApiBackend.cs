@@ -1,11 +1,9 @@
 using System.Collections;
 using System.Globalization;
 using System.Text;
-using QubesFirewall.Engine.Agent;
 using QubesFirewall.Engine.Backends;
 using QubesFirewall.Engine.Formats;
 using QubesFirewall.Engine.Model;
-using QubesFirewall.Engine.Planning;
 using QubesFirewall.Engine.Trust;
 using QubesFirewall.Engine.Validation;
 
@@ -234,8 +232,8 @@ public sealed partial class AdminApiBackend : IQubesBackend
     {
         var now = _clock();
         var current = GetFirewall(vmName);
-        var planned = FirewallPlanner.Visible(snapshot, now).Select(r => r.Text).ToList();
-        var visible = FirewallPlanner.Visible(current, now);
+        var planned = snapshot.VisibleAt(now).Select(r => r.Text).ToList();
+        var visible = current.VisibleAt(now);
         if (!planned.SequenceEqual(visible.Select(r => r.Text), StringComparer.Ordinal))
             throw new QubesFirewallException(ErrorIds.FirewallChangedSinceRead, FailureKind.InvalidOperation,
                 $"The firewall rules of '{vmName}' changed since they were read for this command (someone else edited them, or qubesd reloaded them): {DescribeDifference(planned, visible.Select(r => r.Text).ToList())}. Nothing was changed; run the command again to plan on the current list.", vmName);
@@ -365,7 +363,7 @@ public sealed partial class AdminApiBackend : IQubesBackend
     /// </summary>
     private void Wrote(string vmName, string name, string? value)
     {
-        var own = name.StartsWith("qubesfirewall.", StringComparison.Ordinal) || AgentFeatures.IsAgentFeature(name);
+        var own = OwnFeatures.IsOwn(name);
         if (!own || Client.DryRun is not null) Invalidate();
         else if (_features.TryGetValue(vmName, out var features)) features.Wrote(name, value);
     }

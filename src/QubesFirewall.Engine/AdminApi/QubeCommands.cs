@@ -1,6 +1,5 @@
 using System.ComponentModel;
 using System.Globalization;
-using System.Text;
 using System.Text.RegularExpressions;
 using CliWrap;
 using QubesFirewall.Engine.Trust;

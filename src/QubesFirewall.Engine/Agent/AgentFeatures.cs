@@ -61,7 +61,7 @@ public sealed record AgentFeatureChange(string VMName, string Feature, string? V
 public static class AgentFeatures
 {
     public const string VmConfigPrefix = "vm-config.";
-    public const string Prefix = "vm-config.qubesfw.";
+    public const string Prefix = OwnFeatures.AgentPrefix;
     public const string GenFeature = Prefix + "gen";
 
     /// <summary>qubesd's limit for <c>&lt;name&gt;</c> in <c>vm-config.&lt;name&gt;</c> (QubesDB paths are at most 63 bytes, <c>/vm-config/</c> takes 11).</summary>

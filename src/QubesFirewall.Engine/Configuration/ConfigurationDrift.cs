@@ -2,7 +2,6 @@ using System.Globalization;
 using QubesFirewall.Engine.Formats;
 using QubesFirewall.Engine.Model;
 using QubesFirewall.Engine.Planning;
-using QubesFirewall.Engine.Trust;
 
 namespace QubesFirewall.Engine.Configuration;
 
@@ -57,7 +56,7 @@ internal sealed class QubeDiff
     /// <summary>Compares one qube of the file with the system (<paramref name="inventory"/> may be a simulated one).</summary>
     public static QubeDiff Compute(QubesInventory inventory, QubeConfiguration wanted, Qube qube, Func<string, FirewallDocument> readFirewall, DateTimeOffset now)
     {
-        var rulesNow = wanted.Rules is null ? [] : FirewallPlanner.Visible(readFirewall(qube.Name), now);
+        var rulesNow = wanted.Rules is null ? [] : readFirewall(qube.Name).VisibleAt(now);
         IReadOnlyList<FirewallRule>? rulesWanted = null;
         if (wanted.Rules is { } fileRules)
         {

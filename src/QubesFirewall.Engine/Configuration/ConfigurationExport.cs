@@ -27,7 +27,7 @@ public static class ConfigurationExport
     /// <summary>One qube's declared state as it is now.</summary>
     public static QubeConfiguration Of(QubesInventory inventory, Qube qube, FirewallDocument firewall, DateTimeOffset now, ICollection<string>? warnings = null)
     {
-        var rules = FirewallPlanner.Visible(firewall, now);
+        var rules = firewall.VisibleAt(now);
         foreach (var bad in rules.Where(r => !r.IsValid))
             warnings?.Add($"{qube.Name}: the rule '{bad.Text}' would be refused by qubesd ({bad.Problems[0]}); it is exported as it is and the file will not be read back until it is fixed.");
         var forwards = new List<PortForward>();

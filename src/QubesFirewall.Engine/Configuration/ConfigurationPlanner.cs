@@ -309,7 +309,7 @@ public static class FirewallListEdit
     public static FirewallChange Plan(FirewallDocument snapshot, string vmName, IReadOnlyList<FirewallRule> wanted, DateTimeOffset now)
     {
         foreach (var rule in wanted) rule.Validate();
-        var visible = FirewallPlanner.Visible(snapshot, now);
+        var visible = snapshot.VisibleAt(now);
         var a = visible.Select(r => r.Text).ToArray();
         var b = wanted.Select(r => r.Text).ToArray();
         // longest common subsequence of the texts

@@ -76,12 +76,6 @@ public sealed record Plan : IDeploymentPlan
 
     string IDeploymentPlan.Question => Question ?? $"{char.ToUpperInvariant(Purpose[0])}{Purpose[1..]}?";
 
-    /// <summary>
-    /// The error ids (from <see cref="ErrorIds"/>) of a failure that was put back completely or not.
-    /// Null: the failed step's own error id (RuleMismatch, QubeCommandFailed, ...), its message saying what was put back.
-    /// </summary>
-    public (string RolledBack, string PartiallyApplied)? FailureIds { get; init; }
-
     /// <summary>The command that undoes the plan, for the failure message.</summary>
     public string UndoCommand { get; init; } = "the command with the previous values";
 
@@ -106,13 +100,11 @@ public sealed record Plan : IDeploymentPlan
     {
         if (result.Succeeded) return null;
         var what = $"{char.ToUpperInvariant(Purpose[0])}{Purpose[1..]}";
-        if (FailureIds is { } ids) return result.Failure(ids.RolledBack, ids.PartiallyApplied, what, UndoCommand, Operation == PlanOperation.Remove, Target);
         var failed = result.Failed!;
         var changedBefore = result.Steps.Any(s => s.Status is DeploymentStepStatus.RolledBack or DeploymentStepStatus.RollbackFailed && !ReferenceEquals(s, failed));
         if (failed.Error is { } error && !changedBefore && failed.Status == DeploymentStepStatus.Failed) return error;
         var next = result.FullyRolledBack ? "Fix the cause and run the command again." : $"Put those places right and run the command again, or {UndoCommand} to undo.";
-        // A step that failed without an engine error (an I/O error of the offline root) reports as a command that failed.
-        return new QubesFirewallException(failed.Error?.ErrorId ?? ErrorIds.QubeCommandFailed, result.FullyRolledBack ? failed.Error?.Kind ?? FailureKind.InvalidOperation : FailureKind.WriteError,
+        return new QubesFirewallException(failed.Error?.ErrorId ?? ErrorIds.PlanFailed, result.FullyRolledBack ? failed.Error?.Kind ?? FailureKind.InvalidOperation : FailureKind.WriteError,
             result.Explain(what, next)!, failed.Error?.Target ?? Target);
     }
 }

@@ -246,7 +246,7 @@ public sealed record DeploymentStepResult(DeploymentStep Step, DeploymentStepSta
     public QubesFirewallException? Error { get; init; }
 
     /// <summary>For a rule-list edit: the list it left (the rules already present and not added again included).</summary>
-    public Planning.FirewallEditOutcome? FirewallOutcome { get; init; }
+    public FirewallEditOutcome? FirewallOutcome { get; init; }
 
     /// <summary>For a redeploy: what that deployment did, which a rollback puts back.</summary>
     public DeploymentResult? Nested { get; init; }

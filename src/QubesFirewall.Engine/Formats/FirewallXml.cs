@@ -11,6 +11,9 @@ public sealed record FirewallDocument(IReadOnlyList<FirewallRule> Rules, int Ver
 {
     /// <summary>qubesd's default when a qube has no firewall.xml: one rule, accept everything.</summary>
     public static FirewallDocument Default { get; } = new([new FirewallRule { Action = RuleAction.Accept }], 2, false);
+
+    /// <summary>The rules in force at <paramref name="now"/>: the stored list without the expired ones (what qubesd's Get returns).</summary>
+    public IReadOnlyList<FirewallRule> VisibleAt(DateTimeOffset now) => Rules.Where(r => !r.IsExpiredAt(now)).ToList();
 }
 
 /// <summary>

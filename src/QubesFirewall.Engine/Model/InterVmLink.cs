@@ -167,7 +167,7 @@ public static class InterVmLinkFeature
     /// <summary>1 to 12 decimal digits (a Unix time).</summary>
     public static bool IsValidValue(string? value) => value is { Length: >= 1 and <= 12 } && value.All(char.IsAsciiDigit);
 
-    public static DateTimeOffset? EnabledAt(string? value) => EnabledAtTime(value is null ? null : Trust.DeclarationOwner.Split(value).Declaration);
+    public static DateTimeOffset? EnabledAt(string? value) => EnabledAtTime(value is null ? null : DeclarationOwner.Split(value).Declaration);
 
     private static DateTimeOffset? EnabledAtTime(string? value) =>
         IsValidValue(value) && long.TryParse(value, NumberStyles.None, CultureInfo.InvariantCulture, out var s) && s <= 253402300799
@@ -177,8 +177,8 @@ public static class InterVmLinkFeature
 /// <summary>A link feature as found on a qube: its name, value, the link it declares, or why it declares none.</summary>
 public sealed record InterVmLinkDeclaration(string From, string FeatureName, string FeatureValue, InterVmLink? Link, string? Problem)
 {
-    /// <summary>Whose the declaration is (<see cref="Trust.DeclarationOwner"/>): a copied one has no <see cref="Link"/> (never deployed).</summary>
-    public Trust.DeclarationOwnership Ownership { get; init; } = Trust.DeclarationOwnership.Bound;
+    /// <summary>Whose the declaration is (<see cref="DeclarationOwner"/>): a copied one has no <see cref="Link"/> (never deployed).</summary>
+    public DeclarationOwnership Ownership { get; init; } = DeclarationOwnership.Bound;
 
     /// <summary>What the feature declares, copied or not.</summary>
     public InterVmLink? Declared { get; init; }
@@ -189,8 +189,8 @@ public sealed record InterVmLinkDeclaration(string From, string FeatureName, str
         var list = new List<InterVmLinkDeclaration>();
         foreach (var (name, value) in qube.FeaturesNamed(InterVmLinkFeature.IsLinkFeature))
         {
-            var (uuid, rest, problem) = Trust.DeclarationOwner.Split(value);
-            var ownership = Trust.DeclarationOwner.Of(qube, uuid);
+            var (uuid, rest, problem) = DeclarationOwner.Split(value);
+            var ownership = DeclarationOwner.Of(qube, uuid);
             if (!InterVmLinkFeature.TryParseName(name, out var to, out var protocol, out var ports))
                 list.Add(new(qube.Name, name, value, null, $"The feature name {name} is not qubesfirewall.link.<qube>.<tcp|udp>.<N|N-M|all>."));
             else if (problem is not null)
@@ -199,10 +199,10 @@ public sealed record InterVmLinkDeclaration(string From, string FeatureName, str
                 list.Add(new(qube.Name, name, value, null, $"The value of {name} is '{RuleGrammar.Printable(value)}', not a Unix time (decimal digits), optionally after uuid=<uuid>."));
             else if (to == qube.Name)
                 list.Add(new(qube.Name, name, value, null, $"{name} links '{qube.Name}' to itself."));
-            else if (ownership == Trust.DeclarationOwnership.Copied)
+            else if (ownership == DeclarationOwnership.Copied)
             {
                 var link = new InterVmLink(qube.Name, to, protocol, ports);
-                list.Add(new(qube.Name, name, value, null, Trust.DeclarationOwner.CopiedProblem(qube, name, uuid!, Trust.DeclarationOwner.Fixes(link)))
+                list.Add(new(qube.Name, name, value, null, DeclarationOwner.CopiedProblem(qube, name, uuid!, DeclarationOwner.Fixes(link)))
                     { Ownership = ownership, Declared = link });
             }
             else

@@ -362,8 +362,8 @@ public sealed record PortForwardDeclaration(string VMName, string FeatureName, s
 {
     public bool IsValid => Forward is not null;
 
-    /// <summary>Whose the declaration is (<see cref="Trust.DeclarationOwner"/>): a copied one has no <see cref="Forward"/> (never deployed, never counted).</summary>
-    public Trust.DeclarationOwnership Ownership { get; init; } = Trust.DeclarationOwnership.Bound;
+    /// <summary>Whose the declaration is (<see cref="DeclarationOwner"/>): a copied one has no <see cref="Forward"/> (never deployed, never counted).</summary>
+    public DeclarationOwnership Ownership { get; init; } = DeclarationOwnership.Bound;
 
     /// <summary>What the feature declares, copied or not (for showing a copy; planners use <see cref="Forward"/>).</summary>
     public PortForward? Declared { get; init; }
@@ -388,7 +388,7 @@ public sealed record PortForwardDeclaration(string VMName, string FeatureName, s
     {
         foreach (var (name, value) in qube.FeaturesNamed(PortForwardFeature.IsForwardFeature))
         {
-            var read = Trust.DeclarationOwner.Read(qube, name, value, "port forward", rest => PortForwardFeature.Parse(qube.Name, name, rest), Trust.DeclarationOwner.Fixes);
+            var read = DeclarationOwner.Read(qube, name, value, "port forward", rest => PortForwardFeature.Parse(qube.Name, name, rest), DeclarationOwner.Fixes);
             yield return new PortForwardDeclaration(qube.Name, name, value, read.InForce, read.Problem) { Ownership = read.Ownership, Declared = read.Declared };
         }
     }

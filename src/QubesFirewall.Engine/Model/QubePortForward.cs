@@ -72,7 +72,7 @@ public sealed class QubePortForward
     public string? Problem { get; }
 
     /// <summary>Bound to its qube's uuid, Legacy (no uuid yet: adopt it by piping it to Add-QubePortForward), or Copied (never deployed; see Problem).</summary>
-    public Trust.DeclarationOwnership Ownership { get; }
+    public DeclarationOwnership Ownership { get; }
 
     /// <summary><c>tcp/443 -> work:8443</c></summary>
     public string Text => Forward?.Text ?? $"{FeatureName} of {VMName} (invalid)";

@@ -1,5 +1,4 @@
 using System.Globalization;
-using System.Text;
 using QubesFirewall.Engine.Validation;
 
 namespace QubesFirewall.Engine.Model;
@@ -188,8 +187,8 @@ public sealed record TcpBindingDeclaration(string From, string FeatureName, stri
 {
     public bool IsValid => Binding is not null;
 
-    /// <summary>Whose the declaration is (<see cref="Trust.DeclarationOwner"/>): a copied one has no <see cref="Binding"/> (never deployed, never counted).</summary>
-    public Trust.DeclarationOwnership Ownership { get; init; } = Trust.DeclarationOwnership.Bound;
+    /// <summary>Whose the declaration is (<see cref="DeclarationOwner"/>): a copied one has no <see cref="Binding"/> (never deployed, never counted).</summary>
+    public DeclarationOwnership Ownership { get; init; } = DeclarationOwnership.Bound;
 
     /// <summary>What the feature declares, copied or not.</summary>
     public TcpBinding? Declared { get; init; }
@@ -207,7 +206,7 @@ public sealed record TcpBindingDeclaration(string From, string FeatureName, stri
     {
         foreach (var (name, value) in qube.FeaturesNamed(TcpBindingFeature.IsBindingFeature))
         {
-            var read = Trust.DeclarationOwner.Read(qube, name, value, "qubes.ConnectTCP binding", rest => TcpBindingFeature.Parse(qube.Name, name, rest), Trust.DeclarationOwner.Fixes);
+            var read = DeclarationOwner.Read(qube, name, value, "qubes.ConnectTCP binding", rest => TcpBindingFeature.Parse(qube.Name, name, rest), DeclarationOwner.Fixes);
             yield return new TcpBindingDeclaration(qube.Name, name, value, read.InForce, read.Problem) { Ownership = read.Ownership, Declared = read.Declared };
         }
     }
@@ -226,7 +225,7 @@ public sealed class QubeTcpBinding
         FeatureName = declaration.FeatureName;
         FeatureValue = declaration.FeatureValue;
         // a copy (qvm-clone, restore) shows what it declares, with its Problem: never deployed
-        Binding = declaration.Binding ?? (declaration.Ownership == Trust.DeclarationOwnership.Copied ? declaration.Declared : null);
+        Binding = declaration.Binding ?? (declaration.Ownership == DeclarationOwnership.Copied ? declaration.Declared : null);
         Problem = declaration.Problem;
         Ownership = declaration.Ownership;
         if (Binding is not null)
@@ -279,7 +278,7 @@ public sealed class QubeTcpBinding
     public string? Problem { get; }
 
     /// <summary>Bound to its client's uuid, Legacy (no uuid yet: adopt it with Add-QubeTcpBinding), or Copied (never deployed; see Problem).</summary>
-    public Trust.DeclarationOwnership Ownership { get; }
+    public DeclarationOwnership Ownership { get; }
 
     public string Text => Binding?.Text ?? $"{FeatureName} of {From} (invalid)";
 

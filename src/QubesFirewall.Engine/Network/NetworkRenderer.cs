@@ -235,7 +235,7 @@ public static class NetworkRenderer
     }
 
     /// <summary>A declaration copied from another qube (qvm-clone, restore): shown in the tree, never drawn as in force.</summary>
-    private static bool IsCopy(QubePortForward f) => f.Ownership == Trust.DeclarationOwnership.Copied;
+    private static bool IsCopy(QubePortForward f) => f.Ownership == DeclarationOwnership.Copied;
 
     private static string NodeLabel(QubeNetworkNode n, string newline) =>
         n.Name + (n.IP is { } ip ? newline + ip : "") + (n.NetVM is not null && n.EnforcedBy is null ? newline + "rules not enforced" : "");

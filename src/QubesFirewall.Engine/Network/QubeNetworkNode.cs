@@ -1,4 +1,3 @@
-using QubesFirewall.Engine.Formats;
 using QubesFirewall.Engine.Model;
 using QubesFirewall.Engine.Planning;
 

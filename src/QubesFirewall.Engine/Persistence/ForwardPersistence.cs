@@ -1,6 +1,5 @@
 using System.Text;
 using QubesFirewall.Engine.Model;
-using QubesFirewall.Engine.Planning;
 using QubesFirewall.Engine.Scripts;
 
 namespace QubesFirewall.Engine.Persistence;

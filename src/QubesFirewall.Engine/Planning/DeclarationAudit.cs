@@ -1,5 +1,4 @@
 using QubesFirewall.Engine.Model;
-using QubesFirewall.Engine.Trust;
 
 namespace QubesFirewall.Engine.Planning;
 

@@ -34,7 +34,7 @@ public static class FirewallPlanner
     // The insertions are validated (once: a 10,000-rule pipeline validated each rule twice here).
     private static FirewallChange Insert(FirewallDocument snapshot, string vmName, IReadOnlyList<RuleInsertion> insertions, DateTimeOffset now)
     {
-        var visible = Visible(snapshot, now);
+        var visible = snapshot.VisibleAt(now);
         var edit = FirewallEdit.Insert(insertions);
         var preview = edit.ApplyTo(visible);
         var steps = new List<FirewallChangeStep>();
@@ -59,7 +59,7 @@ public static class FirewallPlanner
     /// <summary>The pure planner, on a rule list already read.</summary>
     public static FirewallChange PlanRemove(FirewallDocument snapshot, string vmName, IReadOnlyList<(int Number, string? Text)> targets, DateTimeOffset now)
     {
-        var visible = Visible(snapshot, now);
+        var visible = snapshot.VisibleAt(now);
         // A number alone takes its text from this read, so the write still checks that rule is unchanged.
         var removals = targets
             .Select(t => new RuleRemoval(t.Number, t.Text ?? (t.Number >= 0 && t.Number < visible.Count ? visible[t.Number].Text : "")))
@@ -104,7 +104,4 @@ public static class FirewallPlanner
 
     public static FirewallEditOutcome Apply(IQubesBackend backend, FirewallChange change) =>
         change.Edit.IsEmpty ? change.Preview : backend.ApplyFirewallEdit(change.VMName, change.Edit, change.Snapshot);
-
-    public static IReadOnlyList<FirewallRule> Visible(FirewallDocument document, DateTimeOffset now) =>
-        document.Rules.Where(r => !r.IsExpiredAt(now)).ToList();
 }

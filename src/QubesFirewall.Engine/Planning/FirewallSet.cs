@@ -82,7 +82,7 @@ public static class FirewallSet
         foreach (var rule in empty ? [DropAll] : rules)
             (seen.Add(rule.Text) ? wanted : duplicates).Add(rule);
 
-        var visible = FirewallPlanner.Visible(snapshot, now);
+        var visible = snapshot.VisibleAt(now);
         var oldTexts = visible.Select(r => r.Text).ToList();
         var newTexts = wanted.Select(r => r.Text).ToList();
         var diff = Diff(oldTexts, newTexts);

@@ -106,7 +106,7 @@ public sealed record QubeInterVmLink
     public string? Problem { get; init; }
 
     /// <summary>Bound to its qube's uuid, Legacy (no uuid yet: adopt it with Enable-QubeInterVmNetwork), or Copied (never deployed).</summary>
-    public Trust.DeclarationOwnership Ownership { get; init; }
+    public DeclarationOwnership Ownership { get; init; }
     /// <summary>
     /// The parts (<c>Forward</c>, <c>Input</c>, <c>Firewall</c>) in place for IPv4 but not for IPv6: IPv6 was turned on
     /// along the link since it was made. Not broken: the link works over IPv4; Enable again (Set-QubeIPv6 does it with
@@ -303,14 +303,14 @@ public static class InterVmLinkPlanner
     {
         var declarations = InterVmLinkDeclaration.ReadAll(inventory);
         // in force and bound to its qube: nothing to set; a legacy (no uuid) or copied one is adopted (written again with the uuid)
-        var existing = new HashSet<string>(declarations.Where(d => d.Link is not null && (d.Ownership == Trust.DeclarationOwnership.Bound || inventory.Get(d.From).Uuid is null)).Select(d => d.From + "\0" + d.FeatureName), StringComparer.Ordinal);
+        var existing = new HashSet<string>(declarations.Where(d => d.Link is not null && (d.Ownership == DeclarationOwnership.Bound || inventory.Get(d.From).Uuid is null)).Select(d => d.From + "\0" + d.FeatureName), StringComparer.Ordinal);
         foreach (var d in declarations.Where(d => d.Link is null && !links.Any(l => l.From == d.From && l.FeatureName == d.FeatureName))) warnings.Add($"{d.Problem} The feature of {d.From} is ignored.");
 
         var steps = new List<DeploymentStep>();
         foreach (var link in links.Where(l => !existing.Contains(l.From + "\0" + l.FeatureName)))
         {
             var stored = declarations.FirstOrDefault(d => d.From == link.From && d.FeatureName == link.FeatureName);
-            var value = Trust.DeclarationOwner.Bind(inventory.Get(link.From).Uuid, stored is { Link: not null } && InterVmLinkFeature.EnabledAt(stored.FeatureValue) is { } since
+            var value = DeclarationOwner.Bind(inventory.Get(link.From).Uuid, stored is { Link: not null } && InterVmLinkFeature.EnabledAt(stored.FeatureValue) is { } since
                 ? InterVmLinkFeature.FormatValue(since) : InterVmLinkFeature.FormatValue(options.Now));
             steps.Add(new DeploymentStep
             {
@@ -539,7 +539,7 @@ public static class InterVmLinkPlanner
         {
             var vm = group.Key;
             var snapshot = readFirewall(vm);
-            var visible = FirewallPlanner.Visible(snapshot, now);
+            var visible = snapshot.VisibleAt(now);
             var texts = visible.Select(r => r.Text).ToList();
             var wanted = group.SelectMany(FirewallRules).DistinctBy(r => r.Text).ToList();
             FirewallChange change;
@@ -556,7 +556,7 @@ public static class InterVmLinkPlanner
                     var removal = FirewallPlanner.PlanRemove(snapshot, vm, stale, now);
                     yield return FirewallStep(vm, removal, "remove from");
                     snapshot = snapshot with { Rules = removal.Preview.Rules };
-                    texts = FirewallPlanner.Visible(snapshot, now).Select(r => r.Text).ToList();
+                    texts = snapshot.VisibleAt(now).Select(r => r.Text).ToList();
                 }
                 var missing = wanted.Where(r => !texts.Contains(r.Text)).ToList();
                 if (missing.Count == 0) continue;
@@ -629,7 +629,7 @@ public static class InterVmLinkPlanner
         {
             if (!firewalls.TryGetValue(vm, out var rules))
             {
-                try { rules = readFirewall is null ? null : FirewallPlanner.Visible(readFirewall(vm), now); }
+                try { rules = readFirewall is null ? null : readFirewall(vm).VisibleAt(now); }
                 catch (QubesFirewallException) { rules = null; }
                 firewalls[vm] = rules;
             }

@@ -3,7 +3,6 @@ using System.Text;
 using QubesFirewall.Engine.Agent;
 using QubesFirewall.Engine.Backends;
 using QubesFirewall.Engine.Deployment;
-using QubesFirewall.Engine.Formats;
 using QubesFirewall.Engine.Model;
 using QubesFirewall.Engine.Persistence;
 using QubesFirewall.Engine.Scripts;
@@ -236,7 +235,7 @@ public static class PortForwardPlanner
         var after = others.Append(forward).ToList();
         var previous = existing?.Forward;
         // the declaration carries the target's uuid, so a copy (qvm-clone, restore) is recognised and never deployed
-        var value = Trust.DeclarationOwner.Bind(chain.Target.Uuid, forward.FeatureValue);
+        var value = DeclarationOwner.Bind(chain.Target.Uuid, forward.FeatureValue);
         var operation = existing is null ? "Add" : existing.FeatureValue == value ? "Reapply" : "Update";
         var basePlan = new PortForwardPlan
         {
@@ -372,7 +371,7 @@ public static class PortForwardPlanner
         }
         else
         {
-            warnings.Add(removed is null && matching[0].Ownership == Trust.DeclarationOwnership.Copied
+            warnings.Add(removed is null && matching[0].Ownership == DeclarationOwnership.Copied
                 ? $"The declaration {matching[0].FeatureName} of {target.Name} was copied from another qube and never deployed: only the feature is removed."
                 : removed is null
                 ? $"The declaration {matching[0].FeatureName} of {target.Name} cannot be read, so the network qubes it crossed are unknown: only the feature is removed. Check the scripts of the network qubes (Export-QubeFirewallScript)."
@@ -502,7 +501,7 @@ public static class PortForwardPlanner
             if (d.Forward is null)
             {
                 // a copy (qvm-clone, restore) shows what it declares, with its Problem: never deployed
-                result.Add(d is { Ownership: Trust.DeclarationOwnership.Copied, Declared: { } copy }
+                result.Add(d is { Ownership: DeclarationOwnership.Copied, Declared: { } copy }
                     ? new QubePortForward(d, copy, [], copy.IsExpiredAt(now), d.Problem)
                     : new QubePortForward(d, null, [], false, d.Problem));
                 continue;
@@ -865,36 +864,4 @@ public sealed class ForwardLayout
     public QubeForwards For(Qube qube) => new(qube,
         _hops.TryGetValue(qube.Name, out var h) ? h : [],
         _targets.TryGetValue(qube.Name, out var t) ? t : []);
-}
-
-public enum FirewallVerdictKind { Accept, Drop, Unknown }
-
-/// <summary>First-match evaluation of a Qubes firewall rule list for one destination, as the network qube applies it.</summary>
-public static class FirewallVerdict
-{
-    /// <summary>
-    /// The verdict of the first rule matching (protocol, destination address, port), with its number (as
-    /// Get-QubeFirewallRule numbers it) and the rule. A rule naming a host before any match makes the
-    /// verdict Unknown (only the network qube resolves names). Without any match: Drop (the policy).
-    /// </summary>
-    public static (FirewallVerdictKind Verdict, int Number, FirewallRule? Rule) Evaluate(IReadOnlyList<FirewallRule> rules, RuleProtocol protocol, string address, int port, DateTimeOffset now)
-    {
-        var number = -1;
-        foreach (var rule in rules)
-        {
-            if (rule.IsExpiredAt(now)) continue;
-            number++;
-            if (rule.SpecialTarget is not null) continue;
-            if (rule.Protocol is { } p && p != protocol) continue;
-            if (rule.DstPorts is { } ports && (port < ports.First || port > ports.Last)) continue;
-            if (rule.DstHost is { } host)
-            {
-                if (host.Kind == HostKind.Name) return (FirewallVerdictKind.Unknown, number, rule);
-                if (!PortForward.Contains(host, address)) continue;
-            }
-            else if (rule.RawDstHost is not null) continue;
-            return (rule.Action == RuleAction.Accept ? FirewallVerdictKind.Accept : FirewallVerdictKind.Drop, number, rule);
-        }
-        return (FirewallVerdictKind.Drop, number, null);
-    }
 }

@@ -167,7 +167,7 @@ public static class TcpBindingPlanner
 
         var previous = existing?.Binding;
         // the declaration carries the client's uuid, so a copy (qvm-clone, restore) is recognised and never deployed
-        var value = Trust.DeclarationOwner.Bind(client.Uuid, binding.FeatureValue);
+        var value = DeclarationOwner.Bind(client.Uuid, binding.FeatureValue);
         var operation = existing is null ? "Add" : existing.FeatureValue == value ? "Reapply" : "Update";
         var after = others.Append(binding).ToList();
 

@@ -56,7 +56,7 @@ public sealed class RemoveQubeFirewallRuleCommand : QubeCmdlet
         {
             if (!TryEngine(() => FirewallPlanner.PlanRemove(Backend, vmName, targets, Now), out var change)) continue;
             if (Deploy(FirewallPlanner.AsPlan(change, PlanOperation.Remove)) is not { Failure: null } done || !PassThru) continue;
-            var visible = FirewallPlanner.Visible(change.Snapshot, Now);
+            var visible = change.Snapshot.VisibleAt(Now);
             foreach (var removed in done.Result.Steps.Single().FirewallOutcome!.Removed.OrderBy(r => r.Number))
                 WriteObject(new QubeFirewallRule(vmName, removed.Number, visible[removed.Number]));
         }

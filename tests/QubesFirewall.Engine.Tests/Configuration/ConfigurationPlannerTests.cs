@@ -1,5 +1,6 @@
 using QubesFirewall.Engine.Configuration;
 using QubesFirewall.Engine.Deployment;
+using QubesFirewall.Engine.Model;
 using QubesFirewall.Engine.Planning;
 
 namespace QubesFirewall.Engine.Tests.Configuration;

@@ -2,7 +2,6 @@ using QubesFirewall.Engine.Formats;
 using QubesFirewall.Engine.Model;
 using QubesFirewall.Engine.Persistence;
 using QubesFirewall.Engine.Planning;
-using QubesFirewall.Engine.Trust;
 using QubesFirewall.Tests.Shared;
 
 namespace QubesFirewall.Engine.Tests.Trust;

@@ -1,6 +1,4 @@
-using QubesFirewall.Engine.Model;
-
-namespace QubesFirewall.Engine.Planning;
+namespace QubesFirewall.Engine.Model;
 
 /// <summary>A rule to insert; without a position it goes in before the final catch-all.</summary>
 public sealed record RuleInsertion(FirewallRule Rule, int? Position = null);

@@ -1,7 +1,6 @@
 using System.Globalization;
-using QubesFirewall.Engine.Model;
 
-namespace QubesFirewall.Engine.Planning;
+namespace QubesFirewall.Engine.Model;
 
 /// <summary>How traffic of a forward is recognised when it enters a hop.</summary>
 public enum HopIngressKind

@@ -1,7 +1,6 @@
 using System.Text.RegularExpressions;
-using QubesFirewall.Engine.Model;
 
-namespace QubesFirewall.Engine.Trust;
+namespace QubesFirewall.Engine.Model;
 
 /// <summary>Whose a declaration is.</summary>
 public enum DeclarationOwnership
