@@ -63,12 +63,22 @@ public sealed partial class OfflineRoot : IQubesBackend
         var current = FirewallXml.Load(path);
         var visible = current.Rules.Where(r => !r.IsExpiredAt(now)).ToList();
         var outcome = edit.ApplyTo(visible);
-        var content = FirewallXml.Render(outcome.Rules, now);
-        if (current.FileExists && File.ReadAllText(path) == content) return outcome;
+        using var content = FirewallXml.RenderUtf8(outcome.Rules, now);
+        if (current.FileExists && HasContent(path, content.Span)) return outcome;
         if (!current.FileExists && outcome.Removed.Count == 0 && outcome.AlreadyPresent.Count == edit.Insertions.Count && edit.Insertions.Count > 0)
             return outcome; // every rule already present in the default list: nothing to write
-        AtomicFile.WriteAllText(path, content, FirewallFileMode);
+        AtomicFile.WriteAllBytes(path, content.Span, FirewallFileMode);
         return outcome;
+    }
+
+    // True when the file's text is the content (UTF-8): compared as bytes, or, for a file that starts with a byte
+    // order mark or is UTF-16 or UTF-32, as the text File.ReadAllText decodes.
+    private static bool HasContent(string path, ReadOnlySpan<byte> content)
+    {
+        using var file = PooledBytes.ReadFile(path);
+        if (file.Length > 0 && file.Span[0] is 0xEF or 0xFE or 0xFF or 0x00)
+            return File.ReadAllText(path) == Encoding.UTF8.GetString(content);
+        return file.Span.SequenceEqual(content);
     }
 
     // qubesd writes firewall.xml with mode 0664.
