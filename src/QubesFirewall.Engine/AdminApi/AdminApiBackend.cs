@@ -1,6 +1,7 @@
 using System.Collections;
 using System.Globalization;
 using System.Text;
+using QubesFirewall.Engine.Agent;
 using QubesFirewall.Engine.Backends;
 using QubesFirewall.Engine.Formats;
 using QubesFirewall.Engine.Model;
@@ -17,9 +18,11 @@ namespace QubesFirewall.Engine.AdminApi;
 /// Calls, per operation: the inventory is <c>admin.vm.List</c>, then one <c>admin.vm.property.GetAll</c> per qube
 /// when something first looks at that qube (<c>admin.property.GetAll</c> only if the global properties are read),
 /// read once per backend instance (one cmdlet invocation)
-/// and read again after this backend changed a feature, property or power state; a qube's features,
-/// tags and the label colours are read only when first used (<c>feature.List</c> + one <c>feature.Get</c>
-/// each, <c>tag.List</c>, <c>label.List</c> + <c>label.Get</c> each). A firewall edit is a Get when it is
+/// and read again after this backend changed a property, the power state or a feature other than the module's own
+/// (<c>qubesfirewall.*</c>, <c>vm-config.qubesfw.*</c>: what it set of those is known); a qube's features,
+/// tags and the label colours are read only when first used (<c>feature.List</c>, then one <c>feature.Get</c>
+/// per feature asked for that the qube has; <c>tag.List</c>; <c>label.List</c> + <c>label.Get</c> each); its
+/// features can be looked at without its properties (<see cref="QubesInventory.Glance"/>). A firewall edit is a Get when it is
 /// planned, a Get just before the Set (refused if the list changed since the plan) and the Set.
 /// </para>
 /// </summary>
@@ -28,6 +31,7 @@ public sealed partial class AdminApiBackend : IQubesBackend
     private readonly IQubeCommandRunner _runner;
     private readonly Func<DateTimeOffset> _clock;
     private QubesInventory? _inventory;
+    private Dictionary<string, LazyFeatures> _features = new(StringComparer.Ordinal);
     private bool? _getAllSupported;
 
     public AdminApiBackend(QubesdClient client, IQubeCommandRunner? runner = null, Func<DateTimeOffset>? clock = null)
@@ -52,19 +56,37 @@ public sealed partial class AdminApiBackend : IQubesBackend
     public QubesInventory GetInventory() => _inventory ??= ReadInventory();
 
     /// <summary>Forgets the cached inventory; the next <see cref="GetInventory"/> reads it again.</summary>
-    public void Invalidate() => _inventory = null;
+    public void Invalidate()
+    {
+        _inventory = null;
+        _features = new(StringComparer.Ordinal);
+    }
 
     // admin.vm.List now; each qube's GetAll when the plan first looks at it, the global properties and labels only if
     // someone reads them: a cmdlet on one qube makes 2 calls for the inventory, a listing of N qubes 1 + N.
     private QubesInventory ReadInventory()
     {
+        _stampAtRead = ReadDeploymentStamp();
         var list = ListQubes();
         var entries = list.ToDictionary(e => e.Name, StringComparer.Ordinal);
         var globals = new LazyMap(() => ReadProperties(global: true, "dom0").Values.Where(p => !p.IsDefault)
             .ToDictionary(p => p.Name, p => p.Value, StringComparer.Ordinal));
-        return new QubesInventory(list.Select(e => e.Name).ToList(), name => BuildQube(entries[name], ReadProperties(global: false, name)),
-            globals, new LazyMap(ReadLabels));
+        // one features reader per qube, shared by its glance and the qube once loaded: each name and value is read once
+        var features = _features;
+        LazyFeatures FeaturesOf(string name) => features.TryGetValue(name, out var f) ? f : features[name] = new LazyFeatures(this, name);
+        return new QubesInventory(list.Select(e => e.Name).ToList(), name => BuildQube(entries[name], ReadProperties(global: false, name), FeaturesOf(name)),
+            globals, new LazyMap(ReadLabels), glance: name => new QubeGlance(ParseClass(entries[name].ClassName), FeaturesOf(name)));
     }
+
+    private static QubeClass ParseClass(string className) => className switch
+    {
+        "AdminVM" => QubeClass.AdminVM,
+        "TemplateVM" => QubeClass.TemplateVM,
+        "StandaloneVM" => QubeClass.StandaloneVM,
+        "DispVM" => QubeClass.DispVM,
+        "RemoteVM" => QubeClass.RemoteVM,
+        _ => QubeClass.AppVM,
+    };
 
     /// <summary><c>admin.vm.List</c> on dom0: every qube with its class and power state, in qubesd's order.</summary>
     public IReadOnlyList<QubesdVmListEntry> ListQubes() =>
@@ -110,18 +132,10 @@ public sealed partial class AdminApiBackend : IQubesBackend
     private static bool IsUnknownMethod(QubesFirewallException ex) =>
         ex.ErrorId == "QubesdEmptyReply" || ex is QubesdException { QubesdClass: "ProtocolError" } q && q.QubesdMessage.Contains("no such method", StringComparison.Ordinal);
 
-    private Qube BuildQube(QubesdVmListEntry entry, IReadOnlyDictionary<string, QubesdProperty> props)
+    private Qube BuildQube(QubesdVmListEntry entry, IReadOnlyDictionary<string, QubesdProperty> props, LazyFeatures features)
     {
         var what = QubesdClient.Describe("admin.vm.property.GetAll", null, entry.Name);
-        var cls = entry.ClassName switch
-        {
-            "AdminVM" => QubeClass.AdminVM,
-            "TemplateVM" => QubeClass.TemplateVM,
-            "StandaloneVM" => QubeClass.StandaloneVM,
-            "DispVM" => QubeClass.DispVM,
-            "RemoteVM" => QubeClass.RemoteVM,
-            _ => QubeClass.AppVM,
-        };
+        var cls = ParseClass(entry.ClassName);
         var networking = cls is not (QubeClass.AdminVM or QubeClass.RemoteVM);
         string? Value(string name) => props.TryGetValue(name, out var p) && p.Value.Length > 0 ? p.Value : null;
 
@@ -152,7 +166,7 @@ public sealed partial class AdminApiBackend : IQubesBackend
             DispId = props.TryGetValue("dispid", out var dispid) && dispid.Value.Length > 0 ? AdminApiReplies.ParseInt(dispid, what) : null,
             TemplateForDispVMs = props.TryGetValue("template_for_dispvms", out var tfd) && AdminApiReplies.ParseBool(tfd, what),
             DefaultDispVM = cls == QubeClass.RemoteVM ? null : Value("default_dispvm"),
-            Features = new LazyFeatures(this, entry.Name),
+            Features = features,
             Properties = props.Values.Where(p => !p.IsDefault).ToDictionary(p => p.Name, p => p.Value, StringComparer.Ordinal),
             Tags = new LazyList(() => ReadTags(entry.Name)),
             RelativeDirectory = cls switch
@@ -302,8 +316,16 @@ public sealed partial class AdminApiBackend : IQubesBackend
         QubeName.Validate(vmName);
         QubesXml.ValidateFeatureName(name);
         QubesXml.ValidateFeatureValue(name, value);
-        Client.Call("admin.vm.feature.Set", vmName, name, Encoding.ASCII.GetBytes(value));
-        Invalidate();
+        try
+        {
+            Client.Call("admin.vm.feature.Set", vmName, name, Encoding.ASCII.GetBytes(value));
+        }
+        catch
+        {
+            Invalidate();
+            throw;
+        }
+        Wrote(vmName, name, value);
     }
 
     public bool RemoveFeature(string vmName, string name)
@@ -313,16 +335,33 @@ public sealed partial class AdminApiBackend : IQubesBackend
         try
         {
             Client.Call("admin.vm.feature.Remove", vmName, name);
-            return true;
         }
         catch (QubesdException ex) when (ex.ErrorId == "FeatureNotFound")
         {
+            Wrote(vmName, name, null);
             return false;
         }
-        finally
+        catch
         {
             Invalidate();
+            throw;
         }
+        Wrote(vmName, name, null);
+        return true;
+    }
+
+    /// <summary>
+    /// After a feature call qubesd accepted: the module's own features (declarations <c>qubesfirewall.*</c>, agent keys
+    /// <c>vm-config.qubesfw.*</c>) are known exactly, and nothing else of the qube depends on them, so the cached
+    /// inventory keeps them (the next record of a pipeline plans without reading every qube again). Any other feature
+    /// can change what qubesd computes (<c>ipv6</c> gives addresses to the qube and its clients): everything is read again.
+    /// -WhatIf sends nothing, so nothing is known.
+    /// </summary>
+    private void Wrote(string vmName, string name, string? value)
+    {
+        var own = name.StartsWith("qubesfirewall.", StringComparison.Ordinal) || AgentFeatures.IsAgentFeature(name);
+        if (!own || Client.DryRun is not null) Invalidate();
+        else if (_features.TryGetValue(vmName, out var features)) features.Wrote(name, value);
     }
 
     /// <summary><c>admin.vm.property.Set</c> (qubesd checks the value; e.g. netvm repair sets netvm to its current value).</summary>
@@ -498,21 +537,33 @@ public sealed partial class AdminApiBackend : IQubesBackend
     }
 
     /// <summary>
-    /// A qube's features, read as little as the caller needs: one <c>feature.Get</c> for a feature looked up by name
-    /// (none once the names are listed and it is not there), one <c>feature.List</c> for the names, and a Get for each
-    /// value enumerated. Each is read once.
+    /// A qube's features, read as little as the caller needs: the names first (one <c>feature.List</c>), then one
+    /// <c>feature.Get</c> for each feature looked up by name that is there, or enumerated. Each is read once. The names
+    /// come first because a plan asks several features of a qube by name and most are absent (<c>whonix-gw</c>,
+    /// <c>qubes-agent-version</c>, <c>qubes-firewall</c> along a chain and its templates): one List answers all of
+    /// those, where a Get each would cost one call per name; and the readers of declarations and agent keys list every
+    /// qube's names anyway.
     /// </summary>
     private sealed class LazyFeatures(AdminApiBackend backend, string vmName) : IReadOnlyDictionary<string, string>
     {
         private readonly Dictionary<string, string?> _values = new(StringComparer.Ordinal);
-        private IReadOnlyList<string>? _names;
+        private List<string>? _names;
 
-        private IReadOnlyList<string> Names => _names ??= backend.ListFeatures(vmName);
+        private List<string> Names => _names ??= backend.ListFeatures(vmName).ToList();
+
+        /// <summary>What this backend itself set (value) or removed (null), as qubesd now has it.</summary>
+        public void Wrote(string name, string? value)
+        {
+            _values[name] = value;
+            if (_names is null) return;
+            _names.Remove(name);
+            if (value is not null) _names.Add(name);
+        }
 
         public bool TryGetValue(string key, out string value)
         {
             if (!_values.TryGetValue(key, out var known))
-                _values[key] = known = _names is not null && !_names.Contains(key, StringComparer.Ordinal) ? null : backend.GetFeature(vmName, key);
+                _values[key] = known = !Names.Contains(key, StringComparer.Ordinal) ? null : backend.GetFeature(vmName, key);
             value = known!;
             return known is not null;
         }

@@ -56,17 +56,30 @@ public static class AgentDelivery
         AgentInstaller.Missing(inventory, qubes).Count == 0;
 
     /// <summary>The inventory with one feature of one qube set (or removed when <paramref name="value"/> is null), as it is after the declaration step.</summary>
-    public static QubesInventory WithFeature(QubesInventory inventory, string vmName, string name, string? value)
+    public static QubesInventory WithFeature(QubesInventory inventory, string vmName, string name, string? value) =>
+        inventory.WithQube(vmName, q => q with { Features = new FeatureOverlay(q.Features, name, value) });
+
+    /// <summary>
+    /// A qube's features with one set or removed, over the features as read: nothing is read to make it (a copy of the whole
+    /// map would read every value), the names and values it is asked for come from <paramref name="under"/> as they would.
+    /// </summary>
+    private sealed class FeatureOverlay(IReadOnlyDictionary<string, string> under, string name, string? value) : IReadOnlyDictionary<string, string>
     {
-        var qubes = inventory.Qubes.Select(q =>
+        public bool TryGetValue(string key, out string result)
         {
-            if (q.Name != vmName) return q;
-            var features = new Dictionary<string, string>(q.Features, StringComparer.Ordinal);
-            if (value is null) features.Remove(name);
-            else features[name] = value;
-            return q with { Features = features };
-        }).ToList();
-        return new QubesInventory(qubes, inventory.GlobalProperties, inventory.Labels, inventory.SourcePath);
+            if (key != name) return under.TryGetValue(key, out result!);
+            result = value!;
+            return value is not null;
+        }
+
+        public string this[string key] => TryGetValue(key, out var v) ? v : throw new KeyNotFoundException(key);
+        public bool ContainsKey(string key) => TryGetValue(key, out _);
+        public IEnumerable<string> Keys => under.Keys.Where(k => k != name).Concat(value is null ? [] : [name]);
+        public IEnumerable<string> Values => this.Select(p => p.Value);
+        public int Count => Keys.Count();
+        public IEnumerator<KeyValuePair<string, string>> GetEnumerator() =>
+            Keys.Select(k => TryGetValue(k, out var v) ? new KeyValuePair<string, string>(k, v) : default).Where(p => p.Key is not null).GetEnumerator();
+        System.Collections.IEnumerator System.Collections.IEnumerable.GetEnumerator() => GetEnumerator();
     }
 
     /// <summary>

@@ -75,7 +75,10 @@ public static class AgentFeatures
 
     // ------------------------------------------------------------------ derive
 
-    /// <summary>The keys of every qube of the inventory, from all valid declarations (unresolvable ones left out, with a warning).</summary>
+    /// <summary>
+    /// The keys of every qube of the inventory, from all valid declarations (unresolvable ones left out, with a warning):
+    /// only the qubes a declaration crosses are read further than their feature names, every other qube's set is empty.
+    /// </summary>
     public static IReadOnlyDictionary<string, QubeAgentKeys> DeriveAll(QubesInventory inventory, ICollection<string>? warnings = null)
     {
         var list = warnings ?? new List<string>();
@@ -83,8 +86,9 @@ public static class AgentFeatures
         var layout = ForwardLayout.Build(inventory, forwards, list);
         var links = LinkLayout.Build(inventory, InterVmLinkPlanner.DeclaredLinks(inventory), list);
         var result = new Dictionary<string, QubeAgentKeys>(StringComparer.Ordinal);
-        foreach (var qube in inventory.Qubes)
-            result[qube.Name] = Derive(layout.For(qube), links.For(qube));
+        var crossed = layout.Qubes.Union(links.Qubes, StringComparer.Ordinal).ToHashSet(StringComparer.Ordinal);
+        foreach (var name in inventory.Names)
+            result[name] = crossed.Contains(name) ? Derive(layout.For(inventory.Get(name)), links.For(inventory.Get(name))) : QubeAgentKeys.Empty(name);
         return result;
     }
 
@@ -263,33 +267,49 @@ public static class AgentFeatures
     /// data keys set (new or changed), stray keys removed, then <c>gen</c> set last. For an empty set: <c>gen</c> removed
     /// first (the agent then refuses the partial set it sees), then every data key. Nothing when the qube already has them.
     /// </summary>
-    public static IReadOnlyList<AgentFeatureChange> Changes(Qube qube, QubeAgentKeys desired)
+    public static IReadOnlyList<AgentFeatureChange> Changes(Qube qube, QubeAgentKeys desired) => Changes(qube.Name, qube.Features, desired);
+
+    private static List<AgentFeatureChange> Changes(string vmName, IReadOnlyDictionary<string, string> features, QubeAgentKeys desired)
     {
-        if (desired.VMName != qube.Name) throw new ArgumentException("keys of another qube", nameof(desired));
-        var current = qube.Features.Where(f => IsAgentFeature(f.Key)).ToDictionary(f => f.Key, f => f.Value, StringComparer.Ordinal);
+        if (desired.VMName != vmName) throw new ArgumentException("keys of another qube", nameof(desired));
+        // the names first: only the agent keys' values are read (a template's own features never are)
+        var current = Qube.FeaturesNamed(features, IsAgentFeature).ToDictionary(f => f.Key, f => f.Value, StringComparer.Ordinal);
         var changes = new List<AgentFeatureChange>();
         if (desired.IsEmpty)
         {
-            if (current.TryGetValue(GenFeature, out var g)) changes.Add(new(qube.Name, GenFeature, null, g));
+            if (current.TryGetValue(GenFeature, out var g)) changes.Add(new(vmName, GenFeature, null, g));
             foreach (var (name, value) in current.Where(c => c.Key != GenFeature).OrderBy(c => c.Key, StringComparer.Ordinal))
-                changes.Add(new(qube.Name, name, null, value));
+                changes.Add(new(vmName, name, null, value));
             return changes;
         }
         var wanted = desired.Data.ToDictionary(k => k.Feature, k => k.Value, StringComparer.Ordinal);
         foreach (var key in desired.Data)
         {
             var now = current.GetValueOrDefault(key.Feature);
-            if (now != key.Value) changes.Add(new(qube.Name, key.Feature, key.Value, now));
+            if (now != key.Value) changes.Add(new(vmName, key.Feature, key.Value, now));
         }
         foreach (var (name, value) in current.Where(c => c.Key != GenFeature && !wanted.ContainsKey(c.Key)).OrderBy(c => c.Key, StringComparer.Ordinal))
-            changes.Add(new(qube.Name, name, null, value));
+            changes.Add(new(vmName, name, null, value));
         var gen = current.GetValueOrDefault(GenFeature);
         // gen last; also rewritten when only data keys differed (repaired by hand), so the agent reads a whole set after them
-        if (gen != desired.Gen!.Value || changes.Count > 0) changes.Add(new(qube.Name, GenFeature, desired.Gen.Value, gen));
+        if (gen != desired.Gen!.Value || changes.Count > 0) changes.Add(new(vmName, GenFeature, desired.Gen.Value, gen));
         return changes;
     }
 
-    /// <summary>The calls for every qube of the inventory (qubes in inventory order), re-deriving every qube's keys and removing strays.</summary>
-    public static IReadOnlyList<AgentFeatureChange> Changes(QubesInventory inventory, IReadOnlyDictionary<string, QubeAgentKeys> desired) =>
-        inventory.Qubes.SelectMany(q => Changes(q, desired.GetValueOrDefault(q.Name) ?? QubeAgentKeys.Empty(q.Name))).ToList();
+    /// <summary>
+    /// The calls for every qube of the inventory (qubes in inventory order), re-deriving every qube's keys and removing strays:
+    /// every qube's feature names are looked at (dom0's not: no plan gives it keys), the values of its agent keys only.
+    /// </summary>
+    public static IReadOnlyList<AgentFeatureChange> Changes(QubesInventory inventory, IReadOnlyDictionary<string, QubeAgentKeys> desired)
+    {
+        var changes = new List<AgentFeatureChange>();
+        foreach (var name in inventory.Names)
+        {
+            var glance = inventory.Glance(name)!;
+            var keys = desired.GetValueOrDefault(name) ?? QubeAgentKeys.Empty(name);
+            if (glance.Class == QubeClass.AdminVM && keys.IsEmpty) continue;
+            changes.AddRange(Changes(name, glance.Features, keys));
+        }
+        return changes;
+    }
 }

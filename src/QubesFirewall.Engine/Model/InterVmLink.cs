@@ -214,7 +214,7 @@ public sealed record InterVmLinkDeclaration(string From, string FeatureName, str
         return list;
     }
 
-    /// <summary>Every link feature of every qube, in inventory order.</summary>
+    /// <summary>Every link feature of every qube, in inventory order (only the qubes that have one are read further than their feature names).</summary>
     public static IReadOnlyList<InterVmLinkDeclaration> ReadAll(QubesInventory inventory) =>
-        inventory.Qubes.Where(q => q.Class != QubeClass.AdminVM).SelectMany(Read).ToList();
+        inventory.NamesWithFeature(InterVmLinkFeature.IsLinkFeature, skipAdminVm: true).SelectMany(n => Read(inventory.Get(n))).ToList();
 }

@@ -371,13 +371,15 @@ public sealed record PortForwardDeclaration(string VMName, string FeatureName, s
     /// <summary>
     /// Every forward feature of the inventory, in qube order then feature name order. With
     /// <paramref name="networkedOnly"/>, only qubes that have a network qube (no forward can reach the
-    /// others), which spares the live backend reading the features of templates and offline qubes.
+    /// others; dom0's features are not even listed). Every other qube's feature names are looked at, and only
+    /// the qubes that have a forward feature are read further (the live backend: one <c>feature.List</c> per qube,
+    /// its properties and the declarations' values only where there is one).
     /// </summary>
     public static IReadOnlyList<PortForwardDeclaration> ReadAll(QubesInventory inventory, bool networkedOnly = false)
     {
         var list = new List<PortForwardDeclaration>();
-        foreach (var qube in inventory.Qubes)
-            if (!networkedOnly || qube.NetVM is not null)
+        foreach (var name in inventory.NamesWithFeature(PortForwardFeature.IsForwardFeature, skipAdminVm: networkedOnly))
+            if (inventory.Get(name) is var qube && (!networkedOnly || qube.NetVM is not null))
                 list.AddRange(Read(qube));
         return list;
     }

@@ -111,10 +111,13 @@ public sealed record Qube
     /// The features whose names match, in name order: the names are looked at first, so the live backend reads the
     /// values of these features only (not every feature of the qube).
     /// </summary>
-    public IEnumerable<KeyValuePair<string, string>> FeaturesNamed(Func<string, bool> match)
+    public IEnumerable<KeyValuePair<string, string>> FeaturesNamed(Func<string, bool> match) => FeaturesNamed(Features, match);
+
+    /// <summary>As <see cref="FeaturesNamed(Func{string, bool})"/>, for features seen without the rest of their qube (<see cref="QubesInventory.Glance"/>).</summary>
+    public static IEnumerable<KeyValuePair<string, string>> FeaturesNamed(IReadOnlyDictionary<string, string> features, Func<string, bool> match)
     {
-        foreach (var name in Features.Keys.Where(match).Order(StringComparer.Ordinal).ToList())
-            if (Features.TryGetValue(name, out var value)) yield return new(name, value);
+        foreach (var name in features.Keys.Where(match).Order(StringComparer.Ordinal).ToList())
+            if (features.TryGetValue(name, out var value)) yield return new(name, value);
     }
 
     private static readonly IReadOnlyDictionary<string, string> EmptyMap = new Dictionary<string, string>(StringComparer.Ordinal);

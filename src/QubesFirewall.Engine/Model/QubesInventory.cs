@@ -6,6 +6,7 @@ public sealed class QubesInventory
     private readonly Dictionary<string, Qube?> _byName;
     private readonly IReadOnlyList<string> _names;
     private readonly Func<string, Qube>? _load;
+    private readonly Func<string, QubeGlance>? _glance;
     private IReadOnlyList<Qube>? _qubes;
 
     public QubesInventory(IReadOnlyList<Qube> qubes, IReadOnlyDictionary<string, string> globalProperties,
@@ -19,12 +20,16 @@ public sealed class QubesInventory
     /// <summary>
     /// An inventory whose qubes are read one by one when first asked for (<paramref name="load"/>, e.g. one Admin API
     /// <c>GetAll</c> each): a plan that looks at three qubes reads three, a listing reads them all, each once.
+    /// <para><paramref name="glance"/>, when given, tells a qube's class and features without loading it (live: the class from
+    /// <c>admin.vm.List</c>, the feature names from one <c>feature.List</c>, no <c>GetAll</c>): the readers of declarations and
+    /// agent keys look at every qube's feature names and load only the qubes that have some.</para>
     /// </summary>
     public QubesInventory(IReadOnlyList<string> names, Func<string, Qube>? load, IReadOnlyDictionary<string, string> globalProperties,
-        IReadOnlyDictionary<string, string>? labels = null, string? sourcePath = null)
+        IReadOnlyDictionary<string, string>? labels = null, string? sourcePath = null, Func<string, QubeGlance>? glance = null)
     {
         _names = names;
         _load = load;
+        _glance = glance;
         GlobalProperties = globalProperties;
         Labels = labels ?? new Dictionary<string, string>(StringComparer.Ordinal);
         SourcePath = sourcePath;
@@ -57,6 +62,29 @@ public sealed class QubesInventory
         return qube ?? (_byName[name] = _load!(name));
     }
 
+    /// <summary>
+    /// A qube's class and features without reading the rest of it (see the lazy constructor); null for an unknown name.
+    /// An inventory read whole answers from its qubes.
+    /// </summary>
+    public QubeGlance? Glance(string name)
+    {
+        if (name is null || !_byName.TryGetValue(name, out var qube)) return null;
+        if (qube is null && _glance is not null) return _glance(name);
+        var q = Find(name)!;
+        return new QubeGlance(q.Class, q.Features);
+    }
+
+    /// <summary>The names of the qubes having a feature whose name matches (names only: no other qube is read further), in inventory order.</summary>
+    public IEnumerable<string> NamesWithFeature(Func<string, bool> match, bool skipAdminVm = false)
+    {
+        foreach (var name in _names)
+        {
+            var glance = Glance(name)!;
+            if (skipAdminVm && glance.Class == QubeClass.AdminVM) continue;
+            if (glance.Features.Keys.Any(match)) yield return name;
+        }
+    }
+
     /// <summary>The qube with this name, or a QubeNotFound error.</summary>
     public Qube Get(string name) => Find(name) ?? throw new QubesFirewallException("QubeNotFound", FailureKind.ObjectNotFound,
         $"There is no qube named '{Formats.QubesXml.Printable(name)}'" + (SourcePath is null ? "." : $" in {SourcePath}."), name);
@@ -79,7 +107,22 @@ public sealed class QubesInventory
         return chain;
     }
 
+    /// <summary>
+    /// A copy in which one qube is replaced by <paramref name="change"/> of it; the other qubes are shared, read when
+    /// first asked for (nothing is read to make the copy).
+    /// </summary>
+    public QubesInventory WithQube(string name, Func<Qube, Qube> change)
+    {
+        Qube? changed = null;
+        Qube Changed() => changed ??= change(Get(name));
+        return new QubesInventory(_names, n => n == name ? Changed() : Find(n)!, GlobalProperties, Labels, SourcePath,
+            n => n == name ? new QubeGlance(Changed().Class, Changed().Features) : Glance(n)!);
+    }
+
     /// <summary>A copy with each qube's <see cref="Qube.State"/> taken from <paramref name="stateOf"/>.</summary>
     public QubesInventory WithPowerStates(Func<string, PowerState> stateOf) =>
         new(Qubes.Select(q => q with { State = stateOf(q.Name) }).ToList(), GlobalProperties, Labels, SourcePath);
 }
+
+/// <summary>What can be seen of a qube without reading all of it: its class (from the list) and its features (names read on first use, values each when asked).</summary>
+public sealed record QubeGlance(QubeClass Class, IReadOnlyDictionary<string, string> Features);

@@ -198,9 +198,8 @@ public sealed record TcpBindingDeclaration(string From, string FeatureName, stri
     public static IReadOnlyList<TcpBindingDeclaration> ReadAll(QubesInventory inventory)
     {
         var list = new List<TcpBindingDeclaration>();
-        foreach (var qube in inventory.Qubes)
-            if (qube.Class != QubeClass.AdminVM)
-                list.AddRange(Read(qube));
+        foreach (var name in inventory.NamesWithFeature(TcpBindingFeature.IsBindingFeature, skipAdminVm: true))
+            list.AddRange(Read(inventory.Get(name)));
         return list;
     }
 

@@ -152,6 +152,9 @@ public sealed class LinkLayout
         return layout;
     }
 
+    /// <summary>The qubes some link concerns (network qubes and destinations), in no particular order.</summary>
+    public IEnumerable<string> Qubes => _netvm.Keys.Union(_destination.Keys, StringComparer.Ordinal);
+
     public QubeLinks For(Qube qube) => new(qube,
         _netvm.TryGetValue(qube.Name, out var n) ? n : [],
         _destination.TryGetValue(qube.Name, out var d) ? d : []);

@@ -856,6 +856,9 @@ public sealed class ForwardLayout
         return layout;
     }
 
+    /// <summary>The qubes some forward crosses (hops and targets), in no particular order.</summary>
+    public IEnumerable<string> Qubes => _hops.Keys.Union(_targets.Keys, StringComparer.Ordinal);
+
     public QubeForwards For(Qube qube) => new(qube,
         _hops.TryGetValue(qube.Name, out var h) ? h : [],
         _targets.TryGetValue(qube.Name, out var t) ? t : []);

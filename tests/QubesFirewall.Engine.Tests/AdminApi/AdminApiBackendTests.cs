@@ -69,25 +69,71 @@ public sealed class AdminApiBackendTests : IDisposable
     }
 
     [Fact]
-    public void A_feature_looked_up_by_name_is_one_get_and_the_names_one_list()
+    public void A_feature_looked_up_by_name_is_read_after_the_names_and_only_when_the_qube_has_it()
     {
         var work = Backend.GetInventory().Get("work");
         Server.ClearCalls();
+        // The names first: one List answers every feature the qube lacks, however many are asked.
         Assert.False(work.Features.TryGetValue("whonix-gw", out _));
         Assert.False(work.Features.TryGetValue("whonix-gw", out _)); // read once
-        Assert.Equal(["admin.vm.feature.Get+whonix-gw work"], Server.Calls.Select(c => $"{c.Key} {c.Destination}"));
-        // Declarations look at the names first, then read only the values of those that match.
+        Assert.False(work.Features.TryGetValue("qubes-agent-version", out _));
+        Assert.Equal(["admin.vm.feature.List work"], Server.Calls.Select(c => $"{c.Key} {c.Destination}"));
+        // A feature it has: one Get, once.
         var sysNet = Backend.GetInventory().Get("sys-net");
         Server.ClearCalls();
-        Assert.Empty(sysNet.FeaturesNamed(n => n.StartsWith("qubesfirewall.", StringComparison.Ordinal)));
+        Assert.Equal("1", sysNet.Features["servicevm"]);
+        Assert.Equal("1", sysNet.Features["servicevm"]);
+        Assert.Equal(["admin.vm.feature.List sys-net", "admin.vm.feature.Get+servicevm sys-net"], Server.Calls.Select(c => $"{c.Key} {c.Destination}"));
+        // Declarations look at the names, then read only the values of those that match.
+        var firewall = Backend.GetInventory().Get("sys-firewall");
+        Server.ClearCalls();
+        Assert.Empty(firewall.FeaturesNamed(n => n.StartsWith("qubesfirewall.", StringComparison.Ordinal)));
+        Assert.Equal(["admin.vm.feature.List sys-firewall"], Server.Calls.Select(c => $"{c.Key} {c.Destination}"));
+        // Enumerating reads each value once.
+        Server.ClearCalls();
+        var all = firewall.Features.ToList();
+        Assert.Equal(Server.CountCalls("admin.vm.feature.Get", "sys-firewall"), all.Count);
+        Assert.Equal(all.Select(f => f.Key).Order(StringComparer.Ordinal), firewall.FeaturesNamed(_ => true).Select(f => f.Key));
+        Assert.Equal(new OfflineRoot(_live.Root).GetInventory().Get("sys-firewall").Features.OrderBy(f => f.Key), all.OrderBy(f => f.Key));
+        Assert.Equal(0, Server.CountCalls("admin.vm.feature.List"));
+    }
+
+    [Fact]
+    public void Every_qubes_features_can_be_looked_at_without_reading_its_properties()
+    {
+        var inventory = Backend.GetInventory();
+        Server.ClearCalls();
+        var glance = inventory.Glance("sys-net")!;
+        Assert.Equal(QubeClass.AppVM, glance.Class);
+        Assert.Contains("servicevm", glance.Features.Keys);
         Assert.Equal(["admin.vm.feature.List sys-net"], Server.Calls.Select(c => $"{c.Key} {c.Destination}"));
-        // Once the names are known, a feature the qube lacks costs nothing; enumerating reads each value once.
-        Assert.False(sysNet.Features.TryGetValue("no-such-feature", out _));
-        var all = sysNet.Features.ToList();
-        Assert.Equal(Server.CountCalls("admin.vm.feature.Get", "sys-net"), all.Count);
-        Assert.Equal(all.Select(f => f.Key).Order(StringComparer.Ordinal), sysNet.FeaturesNamed(_ => true).Select(f => f.Key));
-        Assert.Equal(new OfflineRoot(_live.Root).GetInventory().Get("sys-net").Features.OrderBy(f => f.Key), all.OrderBy(f => f.Key));
-        Assert.Equal(1, Server.CountCalls("admin.vm.feature.List"));
+        // the qube, once loaded, shares what was read
+        Assert.Equal("1", inventory.Get("sys-net").Features["servicevm"]);
+        Assert.Equal(["admin.vm.feature.List sys-net", "admin.vm.property.GetAll sys-net", "admin.vm.feature.Get+servicevm sys-net"],
+            Server.Calls.Select(c => $"{c.Key} {c.Destination}"));
+        Assert.Equal(QubeClass.AdminVM, inventory.Glance("dom0")!.Class);
+        Assert.Null(inventory.Glance("no-such-qube"));
+    }
+
+    [Fact]
+    public void The_modules_own_features_it_wrote_are_known_without_reading_them_again_any_other_feature_reads_all_again()
+    {
+        var inventory = Backend.GetInventory();
+        Assert.False(inventory.Get("work").Features.ContainsKey("qubesfirewall.forward.tcp.9000"));
+        Backend.SetFeature("work", "qubesfirewall.forward.tcp.9000", "1700000000");
+        Backend.SetFeature("work", "vm-config.qubesfw.gen", "for=work gen=0123456789abcdef keys=0");
+        Server.ClearCalls();
+        Assert.Same(inventory, Backend.GetInventory());
+        Assert.Equal("1700000000", inventory.Get("work").Features["qubesfirewall.forward.tcp.9000"]);
+        Assert.Contains("vm-config.qubesfw.gen", inventory.Get("work").Features.Keys);
+        Assert.True(Backend.RemoveFeature("work", "vm-config.qubesfw.gen"));
+        Assert.DoesNotContain("vm-config.qubesfw.gen", inventory.Get("work").Features.Keys);
+        Assert.Equal(["admin.vm.feature.Remove+vm-config.qubesfw.gen work"], Server.Calls.Select(c => $"{c.Key} {c.Destination}"));
+        // what qubesd stores is what the cache says
+        Assert.Equal("1700000000", new OfflineRoot(_live.Root).GetInventory().Get("work").Features["qubesfirewall.forward.tcp.9000"]);
+        // ipv6 changes what qubesd computes (addresses of the qube and its clients): the next look reads everything again
+        Backend.SetFeature("work", "ipv6", "1");
+        Assert.NotSame(inventory, Backend.GetInventory());
     }
 
     [Fact]
