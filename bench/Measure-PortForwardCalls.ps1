@@ -10,14 +10,19 @@
     N forwards to work (TCP 20000.., from 192.0.2.0/24) are piped into one Add-QubePortForward -NoWait; with the
     agent its last Admin API call is the last feature.Set, so the command's wall time is the time asked for.
     A warm-up round on its own root comes first (module JIT). Not run by .ci/run.
+    -ExtraQubes N adds N plain AppVMs (default netvm, no features) to each copy: what a forward costs on a larger dom0,
+    where every plan still looks at every qube's feature names.
 .EXAMPLE
     dotnet pwsh ./build.ps1 -Task Package; dotnet pwsh ./bench/Measure-PortForwardCalls.ps1
+.EXAMPLE
+    dotnet pwsh ./bench/Measure-PortForwardCalls.ps1 -Counts 1 -ExtraQubes 83   # one forward on a dom0 of 100 qubes
 #>
 [CmdletBinding()]
 param(
     [int[]] $Counts = @(1, 10, 100),
     [double] $ServiceTimeMs = 1,
     [double] $LatencyMs = 0.2,
+    [int] $ExtraQubes = 0,
     [string] $ModulePath = (Join-Path $PSScriptRoot '../out/QubesFirewall/QubesFirewall.psd1'),
     [string] $QubesdPath = (Join-Path $PSScriptRoot '../tools/TestQubesd/bin/Release/net10.0/TestQubesd.dll')
 )
@@ -33,6 +38,17 @@ New-Item -ItemType Directory -Path $work | Out-Null
 function Invoke-Round([string] $Name, [int] $Count) {
     $root = Join-Path $work $Name
     [Microsoft.VisualBasic.FileIO.FileSystem]::CopyDirectory($sampleRoot, $root)
+    if ($ExtraQubes -gt 0) {
+        $xmlPath = Join-Path $root 'qubes.xml'
+        $domains = foreach ($i in 1..$ExtraQubes) {
+            $qid = 200 + $i
+            "    <domain id=`"domain-$qid`" class=`"AppVM`">`n      <properties>`n        <property name=`"label`">red</property>`n" +
+            "        <property name=`"name`">extra-$('{0:D4}' -f $i)</property>`n        <property name=`"qid`">$qid</property>`n" +
+            "        <property name=`"template`">fedora-42-xfce</property>`n      </properties>`n      <features/>`n      <tags/>`n    </domain>`n"
+        }
+        $xml = [IO.File]::ReadAllText($xmlPath).Replace('  </domains>', ($domains -join '') + '  </domains>')
+        [IO.File]::WriteAllText($xmlPath, $xml)
+    }
     $socket = Join-Path $work "$Name.sock"
     $log = Join-Path $work "$Name.log"
     $start = [System.Diagnostics.ProcessStartInfo]::new('dotnet')
@@ -51,6 +67,7 @@ function Invoke-Round([string] $Name, [int] $Count) {
         $env:QUBESFW_ROOT = $null
         $env:QUBESFW_QUBESD_SOCKET = $socket
         $env:QUBESFW_DOM0_ROOT = Join-Path $root 'qubesfirewall-state/dom0'
+        $env:XDG_RUNTIME_DIR = $work   # the deployment lock and its stamp of this round alone
         $backend = [QubesFirewall.Engine.Backends.BackendSelector]::Open($null)
         try {
             foreach ($qube in 'sys-net', 'sys-firewall', 'work') {
@@ -67,6 +84,7 @@ function Invoke-Round([string] $Name, [int] $Count) {
         $sets = @($calls | Where-Object { $_ -like 'admin.vm.feature.Set+*' })
         $last = [array]::LastIndexOf([string[]] $calls, $sets[-1])
         [pscustomobject]@{
+            Qubes = @(Select-String -Path (Join-Path $root 'qubes.xml') -Pattern '<domain ').Count
             Forwards = $Count
             Milliseconds = [math]::Round($watch.Elapsed.TotalMilliseconds, 1)
             Calls = $calls.Count
