@@ -67,6 +67,7 @@ function Invoke-Round([string] $Name, [int] $Count) {
         $env:QUBESFW_ROOT = $null
         $env:QUBESFW_QUBESD_SOCKET = $socket
         $env:QUBESFW_DOM0_ROOT = Join-Path $root 'qubesfirewall-state/dom0'
+        $env:XDG_RUNTIME_DIR = $work   # the deployment lock and its stamp of this round alone
         $backend = [QubesFirewall.Engine.Backends.BackendSelector]::Open($null)
         try {
             foreach ($qube in 'sys-net', 'sys-firewall', 'work') {

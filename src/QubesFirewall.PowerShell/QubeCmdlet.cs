@@ -127,48 +127,51 @@ public abstract class QubeCmdlet : PSCmdlet
     }
 
     /// <summary>
-    /// Deploys a port forward plan (Add- and Remove-QubePortForward): progress over its qubes, offline made
-    /// again under the root's lock first; -PassThru writes one result per qube; a failure (after the rollback)
-    /// becomes one error that says what was put back.
+    /// Deploys a port forward plan (Add- and Remove-QubePortForward) through <see cref="Deploy{TPlan,TResult}"/>: progress over
+    /// its qubes, offline made again under the root's lock first; -PassThru writes one result per qube; a failure (after the
+    /// rollback) becomes one error that says what was put back.
     /// </summary>
-    protected void DeployPortForward(PortForwardPlan plan, Func<PortForwardPlan> replan, bool passThru)
+    protected void DeployPortForward(PortForwardPlan plan, bool start, Func<PortForwardPlan> replan, bool passThru,
+        Func<PortForwardPlan, bool>? confirmMore = null, Func<PortForwardPlan, string>? describe = null)
     {
-        var activity = $"{plan.Operation} port forward {plan.Forward?.Text ?? plan.FeatureName}";
-        if (!TryEngine(() => PortForwardPlanner.Apply(Backend, plan, HopProgress(activity), replan), out var result)) return;
-        CompleteProgress(activity);
+        if (Deploy(plan, start, replan, (p, options, again) => PortForwardPlanner.Apply(Backend, p, options, again), r => r.Failure, confirmMore, describe,
+                p => $"{p.Operation} port forward {p.Forward?.Text ?? p.FeatureName}") is not { } result) return;
         if (passThru) WriteObject(result.Hops, enumerateCollection: true);
-        if (result.Failure is not null) WriteError(ToErrorRecord(result.Failure));
-        else WriteVerbose($"{result.Plan!.Operation}: {result.Plan.Target}: done ({result.Hops.Count} qubes).");
+        if (result.Failure is null) WriteVerbose($"{result.Plan!.Operation}: {result.Plan.Target}: done ({result.Hops.Count} qubes).");
     }
 
     /// <summary>
     /// The one way a mutating cmdlet deploys a plan: halted qubes named (refused) or started (-Start, the plan made
     /// again), the plan's warnings, one ShouldProcess whose text is the whole plan (a plan without changes is said in
     /// -Verbose and asks nothing), under -WhatIf the calls and file contents the live backend would send, then
-    /// <paramref name="apply"/> with progress over the plan's qubes, and its failure as one error. Returns what
-    /// <paramref name="apply"/> returned, or null when nothing was deployed.
+    /// <paramref name="apply"/> (given the plan, the rollout's options and <paramref name="replan"/>, null under -WhatIf)
+    /// with progress over the plan's qubes, and its failure as one error. Returns what
+    /// <paramref name="apply"/> returned, or default (null) when nothing was deployed. <paramref name="confirmMore"/>
+    /// asks what the plan needs beyond ShouldProcess (a qube taken off a Whonix gateway, a port opened to everyone);
+    /// <paramref name="describe"/> adds to the plan's text, <paramref name="activityOf"/> names the progress bar (default: the purpose).
     /// </summary>
-    protected TResult? Deploy<TPlan, TResult>(TPlan plan, bool start, Func<TPlan>? replan, Func<TPlan, RolloutOptions, TResult> apply, Func<TResult, QubesFirewallException?> failureOf)
+    protected TResult? Deploy<TPlan, TResult>(TPlan plan, bool start, Func<TPlan>? replan, Func<TPlan, RolloutOptions, Func<TPlan>?, TResult> apply, Func<TResult, QubesFirewallException?> failureOf,
+        Func<TPlan, bool>? confirmMore = null, Func<TPlan, string>? describe = null, Func<TPlan, string>? activityOf = null)
         where TPlan : class, IDeploymentPlan
-        where TResult : class
     {
-        if (StartWhatMustRun(plan, start, replan ?? (() => plan)) is not { } ready) return null;
+        if (StartWhatMustRun(plan, start, replan ?? (() => plan)) is not { } ready) return default;
         foreach (var warning in ready.Warnings) WriteWarning(warning);
-        var description = ready.Describe();
+        var description = describe?.Invoke(ready) ?? ready.Describe();
         if (ready.IsComplete && ready.Steps.Count == 0)
         {
             WriteVerbose(description);
-            if (WhatIfRequested) return null;
+            if (WhatIfRequested) return default;
         }
         else if (!ShouldProcess(description, ready.Question, MyInvocation.MyCommand.Name))
         {
-            ShowWhatIfDetails(() => apply(ready, new RolloutOptions()));
-            return null;
+            ShowWhatIfDetails(() => apply(ready, new RolloutOptions(), null)); // the plan shown, not made again
+            return default;
         }
+        if (confirmMore is not null && !confirmMore(ready)) return default;
         // Progress over the plan's qubes when it reaches more than one.
-        var activity = $"{char.ToUpperInvariant(ready.Purpose[0])}{ready.Purpose[1..]}";
+        var activity = activityOf?.Invoke(ready) ?? $"{char.ToUpperInvariant(ready.Purpose[0])}{ready.Purpose[1..]}";
         var several = ready.Steps.Select(s => s.Hop).Distinct(StringComparer.Ordinal).Skip(1).Any();
-        if (!TryEngine(() => apply(ready, several ? HopProgress(activity) : new RolloutOptions()), out var result)) return null;
+        if (!TryEngine(() => apply(ready, several ? HopProgress(activity) : new RolloutOptions(), replan), out var result)) return default;
         if (several) CompleteProgress(activity);
         if (failureOf(result) is { } failure) WriteError(ToErrorRecord(failure));
         return result;
@@ -176,7 +179,7 @@ public abstract class QubeCmdlet : PSCmdlet
 
     /// <summary><see cref="Deploy{TPlan,TResult}"/> for a <see cref="Plan"/>.</summary>
     protected PlanResult? Deploy(Plan plan, bool start = false, Func<Plan>? replan = null) =>
-        Deploy(plan, start, replan, (p, options) => p.Apply(Backend, options, replan), r => r.Failure);
+        Deploy(plan, start, replan, (p, options, again) => p.Apply(Backend, options, again), r => r.Failure);
 
     /// <summary>True when the command runs with -WhatIf (given, or through $WhatIfPreference).</summary>
     protected bool WhatIfRequested =>

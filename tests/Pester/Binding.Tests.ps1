@@ -2,13 +2,11 @@
 BeforeAll {
     $modulePath = if ($env:QUBESFW_TEST_MODULE) { $env:QUBESFW_TEST_MODULE } else { Join-Path $PSScriptRoot '../../out/QubesFirewall/QubesFirewall.psd1' }
     Import-Module $modulePath -Force
+    . (Join-Path $PSScriptRoot 'TestBackend.ps1')
 }
 
 Describe 'Binding' {
-    BeforeEach {
-        $env:QUBESFW_ROOT = Join-Path $TestDrive ([guid]::NewGuid().ToString('N').Substring(0, 8))
-        [Microsoft.VisualBasic.FileIO.FileSystem]::CopyDirectory((Join-Path $PSScriptRoot '../../examples/qubes-root'), $env:QUBESFW_ROOT)
-    }
+    BeforeEach { $env:QUBESFW_ROOT = New-TestRoot }
     AfterAll { $env:QUBESFW_ROOT = $null }
 
     It 'binds a minimal object by property name, never as rule text' {

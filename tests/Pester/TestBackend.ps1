@@ -60,6 +60,9 @@ function Use-TestBackend([string] $Backend, [hashtable] $PowerStates = @{}) {
         $env:QUBESFW_QUBESD_SOCKET = $script:socket
         # dom0's own files (the qrexec policy) go to the copy, never to this machine's /etc
         $env:QUBESFW_DOM0_ROOT = Join-Path $script:root 'qubesfirewall-state/dom0'
+        # the deployment lock and its stamp too: another run on this machine must not make these commands read again
+        if (-not (Test-Path variable:script:runtimeDir)) { $script:runtimeDir = $env:XDG_RUNTIME_DIR }
+        $env:XDG_RUNTIME_DIR = (New-Item -ItemType Directory -Force -Path (Join-Path $script:root 'run')).FullName
     }
     else {
         $env:QUBESFW_ROOT = $script:root
@@ -74,6 +77,10 @@ function Reset-TestBackend {
     $env:QUBESFW_QUBESD_SOCKET = $null
     $env:QUBESFW_DOM0_ROOT = $null
     $env:QUBESFW_ROOT = $null
+    if (Test-Path variable:script:runtimeDir) {
+        $env:XDG_RUNTIME_DIR = $script:runtimeDir
+        Remove-Variable -Scope Script -Name runtimeDir
+    }
 }
 
 # The calls the stand-in qubesd logged (live only), e.g. 'admin.vm.property.Set+netvm work'.

@@ -2,6 +2,7 @@ using System.Text;
 using QubesFirewall.Engine;
 using QubesFirewall.Engine.Formats;
 using QubesFirewall.Engine.Model;
+using QubesFirewall.TestQubesd.CoreAdmin;
 
 namespace QubesFirewall.Engine.Tests;
 
@@ -9,7 +10,18 @@ public class FirewallXmlTests
 {
     private static readonly DateTimeOffset Now = DateTimeOffset.FromUnixTimeSeconds(1_800_000_000);
 
-    // Written by hand the way qubesd's lxml pretty print lays out a v2 file.
+    // Written by hand the way qubesd writes a v2 file; where each detail comes from (core-admin, snapshot
+    // 1ad5f9b8, qubes/firewall.py unless said otherwise):
+    // - <firewall version="2"><rules><rule><properties><property name=..>: Firewall.save, l.595-616, and
+    //   PropertyHolder.xml_properties, qubes/__init__.py l.759-791;
+    // - property order action, comment, expire, dsthost, proto, specialtarget, dstports, icmptype: property_list()
+    //   sorts by (load_stage, order, name), qubes/__init__.py l.387, with the orders of Rule's properties, l.286-330;
+    // - dsthost stored with its prefix (a bare address gets /32 or /128): DstHost.__init__, l.101-166;
+    //   dstports stored as "443" (a range as "N-M"): DstPorts.__init__, l.186-191; expire and comment as given;
+    // - two-space indentation, no XML declaration, a final newline: lxml's write(encoding="UTF-8",
+    //   pretty_print=True), l.620-624; expired rules left out, l.603-605.
+    // The_hand_written_file_is_what_qubesds_save_writes builds the same text with the stand-in qubesd's
+    // reading of those functions (tools/TestQubesd/CoreAdmin), which shares no code with the module.
     private const string QubesdFile =
         "<firewall version=\"2\">\n" +
         "  <rules>\n" +
@@ -45,6 +57,21 @@ public class FirewallXmlTests
         Assert.Equal(4, doc.Rules.Count);
         Assert.Equal("action=accept expire=1900000000 dst4=10.1.2.0/24 proto=tcp dstports=443-443 comment=intranet https", doc.Rules[1].Text);
         Assert.Equal(QubesdFile, FirewallXml.Render(doc.Rules, Now));
+    }
+
+    [Fact]
+    public void The_hand_written_file_is_what_qubesds_save_writes()
+    {
+        // the rules as admin.vm.firewall.Set lines, in any key order
+        string[] lines =
+        [
+            "action=accept specialtarget=dns",
+            "dstports=443 proto=tcp dst4=10.1.2.0/24 expire=1900000000 action=accept comment=intranet https",
+            "action=accept proto=icmp icmptype=8",
+            "action=drop",
+        ];
+        Assert.Equal(QubesdFile, QubesdFirewall.Render(lines.Select(l => QubesdRule.FromApiString(l)), Now));
+        Assert.Equal("<firewall version=\"2\">\n  <rules/>\n</firewall>\n", QubesdFirewall.Render([], Now));
     }
 
     [Fact]

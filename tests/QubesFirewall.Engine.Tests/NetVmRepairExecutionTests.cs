@@ -128,6 +128,16 @@ public sealed class NetVmRepairLiveTests : IDisposable
 
     private static string Raw(RecordedCall c) => Encoding.ASCII.GetString(c.Raw);
 
+    /// <summary>The calls of a repair of every client of the sample, parents first (followers set, then reset).</summary>
+    private static readonly string[] EveryClient =
+    [
+        "admin.vm.property.Set+netvm dom0 name sys-firewall\0sys-net",
+        "admin.vm.property.Set+netvm dom0 name personal\0sys-firewall",
+        "admin.vm.property.Reset+netvm dom0 name personal\0",
+        "admin.vm.property.Set+netvm dom0 name work\0sys-firewall",
+        "admin.vm.property.Reset+netvm dom0 name work\0",
+    ];
+
     private List<NetVmRepairResult> RunAll(IReadOnlyCollection<string>? netVms = null, bool start = false)
     {
         var backend = _live.NewBackend();
@@ -142,14 +152,7 @@ public sealed class NetVmRepairLiveTests : IDisposable
         var before = File.ReadAllBytes(Path.Combine(_live.Root, "qubes.xml"));
         var results = RunAll();
         Assert.All(results, r => Assert.Equal(NetVmRepairAction.Reattached, r.Action));
-        Assert.Equal(
-        [
-            "admin.vm.property.Set+netvm dom0 name sys-firewall\0sys-net",
-            "admin.vm.property.Set+netvm dom0 name personal\0sys-firewall",
-            "admin.vm.property.Reset+netvm dom0 name personal\0",
-            "admin.vm.property.Set+netvm dom0 name work\0sys-firewall",
-            "admin.vm.property.Reset+netvm dom0 name work\0",
-        ], Server.Calls.Select(Raw));
+        Assert.Equal(EveryClient, Server.Calls.Select(Raw));
         Assert.Equal(
         [
             "detach sys-firewall sys-net", "attach sys-firewall sys-net",
@@ -184,14 +187,7 @@ public sealed class NetVmRepairLiveTests : IDisposable
         Server.SetPowerState("sys-firewall", PowerState.Halted);
         var results = RunAll(["sys-firewall"], start: true);
         Assert.Equal([NetVmRepairAction.Started, NetVmRepairAction.Reattached, NetVmRepairAction.Reattached], results.Select(r => r.Action));
-        Assert.Equal(
-        [
-            "admin.vm.Start+ dom0 name sys-firewall\0",
-            "admin.vm.property.Set+netvm dom0 name personal\0sys-firewall",
-            "admin.vm.property.Reset+netvm dom0 name personal\0",
-            "admin.vm.property.Set+netvm dom0 name work\0sys-firewall",
-            "admin.vm.property.Reset+netvm dom0 name work\0",
-        ], Server.Calls.Select(Raw));
+        Assert.Equal(QubesFirewall.Tests.Shared.SampleRepairCalls.StartSysFirewallThenReattach, Server.Calls.Select(Raw));
         Assert.Equal("start sys-firewall", Server.NetworkEvents[0]);
     }
 
@@ -232,11 +228,7 @@ public sealed class NetVmRepairLiveTests : IDisposable
         var results = RunAll();
         Assert.Equal(
         [
-            "admin.vm.property.Set+netvm dom0 name sys-firewall\0sys-net",
-            "admin.vm.property.Set+netvm dom0 name personal\0sys-firewall",
-            "admin.vm.property.Reset+netvm dom0 name personal\0",
-            "admin.vm.property.Set+netvm dom0 name work\0sys-firewall",
-            "admin.vm.property.Reset+netvm dom0 name work\0",
+            .. EveryClient,
             "admin.vm.property.Reset+netvm dom0 name work\0",
             "admin.vm.property.Set+netvm dom0 name personal\0sys-firewall",
             "admin.vm.property.Reset+netvm dom0 name personal\0",

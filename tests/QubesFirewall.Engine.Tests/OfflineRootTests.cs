@@ -106,18 +106,22 @@ public sealed class OfflineRootTests : IDisposable
         Assert.Equal(second.Select(e => (e.Path, e.Value)).OrderBy(p => p.Path, StringComparer.Ordinal), backend.ReadQubesDb("sys-firewall").Select(e => (e.Path, e.Value)));
     }
 
-    [Fact]
-    public void Sync_keeps_the_other_keys_sorted_the_last_of_a_repeated_key_and_rewrites_nothing_when_nothing_changed()
+    [Theory]
+    [InlineData(0)]
+    [InlineData(60)]
+    public void Sync_keeps_the_other_keys_sorted_the_last_of_a_repeated_key_and_rewrites_nothing_when_nothing_changed(int shuffled)
     {
         using var backend = new OfflineRoot(_root);
         var ip = backend.GetQube("work").IP;
         var db = Path.Combine(_root, OfflineRoot.StateFolderName, "sys-firewall", "qubesdb.txt");
         Directory.CreateDirectory(Path.GetDirectoryName(db)!);
+        // Other keys in no order (as many out of order as given), a repeated key, stale keys of the client.
+        var others = Enumerable.Range(0, shuffled).Select(i => ($"/other/{i * 37 % shuffled:D3}", "v" + i)).ToList();
         File.WriteAllText(db, $"/zz/other\tb\r\n\n/qubes-firewall/10.137.0.99/policy\tdrop\n/aa/dup\tfirst\n/qubes-firewall/{ip}/0000\tstale\n" +
-            $"/aa/dup\tsecond\n/qubes-firewall/{ip}\told marker\n");
+            string.Concat(others.Select(o => $"{o.Item1}\t{o.Item2}\n")) + $"/aa/dup\tsecond\n/qubes-firewall/{ip}\told marker\n");
         var entries = backend.SyncFirewall("work");
         var expected = new[] { ("/aa/dup", "second"), ("/qubes-firewall/10.137.0.99/policy", "drop"), ("/zz/other", "b") }
-            .Concat(entries.Select(e => (e.Path, e.Value))).OrderBy(p => p.Item1, StringComparer.Ordinal);
+            .Concat(others).Concat(entries.Select(e => (e.Path, e.Value))).OrderBy(p => p.Item1, StringComparer.Ordinal);
         Assert.Equal(string.Concat(expected.Select(p => $"{p.Item1}\t{p.Item2}\n")), File.ReadAllText(db));
         var written = new DateTime(2001, 1, 1, 0, 0, 0, DateTimeKind.Utc);
         File.SetLastWriteTimeUtc(db, written);

@@ -134,7 +134,8 @@ public sealed class PortForwardScriptTests
         AssertParses(shell, body);
     }
 
-    private static void AssertParses(string shell, string script)
+    /// <summary>Asserts that <paramref name="shell"/> -n accepts the script (<paramref name="what"/> names it in the failure).</summary>
+    internal static void AssertParses(string shell, string script, string what = "")
     {
         var file = Path.Combine(Path.GetTempPath(), "qfw-sh-" + Guid.NewGuid().ToString("N")[..8] + ".sh");
         File.WriteAllText(file, script);
@@ -146,7 +147,7 @@ public sealed class PortForwardScriptTests
             using var p = Process.Start(psi)!;
             var err = p.StandardError.ReadToEnd();
             p.WaitForExit();
-            Assert.True(p.ExitCode == 0, $"{shell} -n failed: {err}\n{script}");
+            Assert.True(p.ExitCode == 0, $"{shell} -n failed{what}: {err}\n{script}");
         }
         finally
         {

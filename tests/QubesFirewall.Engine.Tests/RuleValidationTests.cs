@@ -10,6 +10,8 @@ public class RuleValidationTests
     [InlineData("10.1.2.0/24", "10.1.2.0/24", HostKind.IPv4, 24)]
     [InlineData("192.168.1.1", "192.168.1.1/32", HostKind.IPv4, 32)]
     [InlineData("0.0.0.0/0", "0.0.0.0/0", HostKind.IPv4, 0)]
+    [InlineData("10.1.2.0/024", "10.1.2.0/24", HostKind.IPv4, 24)]
+    [InlineData("2001:db8::/032", "2001:db8::/32", HostKind.IPv6, 32)]
     [InlineData("2001:db8::1", "2001:db8::1/128", HostKind.IPv6, 128)]
     [InlineData("2001:db8::/32", "2001:db8::/32", HostKind.IPv6, 32)]
     [InlineData("::ffff:1.2.3.4", "::ffff:1.2.3.4/128", HostKind.IPv6, 128)]
@@ -21,6 +23,31 @@ public class RuleValidationTests
         Assert.Equal(stored, host.Value);
         Assert.Equal(kind, host.Kind);
         Assert.Equal(prefix, host.PrefixLength);
+    }
+
+    [Fact]
+    public void An_IPv4_address_is_four_decimal_octets_without_leading_zeros()
+    {
+        // Against the grammar written out part by part, on strings of digits and dots (and a stray character).
+        static bool Expected(string s)
+        {
+            var parts = s.Split('.');
+            return parts.Length == 4 && parts.All(p => p.Length is >= 1 and <= 3 && p.All(char.IsAsciiDigit) && (p.Length == 1 || p[0] != '0') && int.Parse(p) <= 255);
+        }
+        var random = new Random(21);
+        const string alphabet = "0123456789....25x";
+        var valid = 0;
+        for (var n = 0; n < 20000; n++)
+        {
+            var s = n % 2 == 0
+                ? new string(Enumerable.Range(0, random.Next(0, 17)).Select(_ => alphabet[random.Next(alphabet.Length)]).ToArray())
+                : string.Join('.', Enumerable.Range(0, random.Next(3, 6)).Select(_ => random.Next(12) switch { 0 => "", 1 => "0" + random.Next(10), 2 => random.Next(250, 1000).ToString(), _ => random.Next(256).ToString() }));
+            Assert.True(Expected(s) == HostSpec.TryIPv4(s), $"'{s}'");
+            if (Expected(s)) valid++;
+        }
+        Assert.InRange(valid, 50, 19950); // both answers were checked
+        foreach (var s in new[] { "0.0.0.0", "255.255.255.255", "1.2.3.4", "10.0.0.1", "192.168.1.1" }) Assert.True(HostSpec.TryIPv4(s), s);
+        foreach (var s in new[] { "256.0.0.1", "1.2.3", "1.2.3.4.5", "01.2.3.4", "1.2.3.04", "1..3.4", ".1.2.3", "1.2.3.", "1000.1.1.1", "" }) Assert.False(HostSpec.TryIPv4(s), s);
     }
 
     [Theory]

@@ -1,4 +1,5 @@
 using QubesFirewall.TestQubesd;
+using QubesFirewall.Tests.Shared;
 
 namespace QubesFirewall.PowerShell.Tests;
 
@@ -23,14 +24,7 @@ public sealed class LiveStandIn : IDisposable
         File.WriteAllText(exe, $$"""
             #!/bin/bash
             state='{{state}}'
-            vm=""; cmd=""
-            while [ $# -gt 0 ]; do
-              case "$1" in
-                -u) shift 2 ;;
-                --*) shift ;;
-                *) vm="$1"; cmd="$2"; break ;;
-              esac
-            done
+            {{StandInQvmRun.ArgumentLoop}}
             echo "$vm $cmd" >> '{{Dir}}/qvm-run.log'
             mkdir -p "$state/$vm"
             if [ "$cmd" = 'exec /bin/sh -s 2>&1' ]; then cat > "$state/$vm/last-run.sh"; echo "live run" >> "$state/$vm/applied.log"; exit 0; fi

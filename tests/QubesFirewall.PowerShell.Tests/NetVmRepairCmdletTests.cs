@@ -161,14 +161,7 @@ public sealed class LiveNetVmRepairCmdletTests : NetVmRepairCmdletTests
         SetPowerState("sys-firewall", PowerState.Halted);
         Server.ClearCalls();
         Run("Repair-QubeNetVm -Start -Confirm:$false").AssertNoErrors();
-        Assert.Equal(
-        [
-            "admin.vm.Start+ dom0 name sys-firewall\0",
-            "admin.vm.property.Set+netvm dom0 name personal\0sys-firewall",
-            "admin.vm.property.Reset+netvm dom0 name personal\0",
-            "admin.vm.property.Set+netvm dom0 name work\0sys-firewall",
-            "admin.vm.property.Reset+netvm dom0 name work\0",
-        ], Changes());
+        Assert.Equal(QubesFirewall.Tests.Shared.SampleRepairCalls.StartSysFirewallThenReattach, Changes());
         // One inventory read (list, one GetAll per qube) before the changes, nothing else.
         var qubes = Server.CountCalls("admin.vm.property.GetAll");
         Assert.Equal(qubes + 1 + 5, Server.Calls.Count);

@@ -17,11 +17,11 @@ namespace QubesFirewall.Tests.Shared;
 [System.Runtime.Versioning.UnsupportedOSPlatform("windows")]
 public sealed class StandInQvmRun
 {
-    private const string Script = """
-        #!/bin/bash
-        base="$(cd "$(dirname "$0")/.." && pwd)"
-        n=$(ls "$base/calls" | wc -l)
-        printf '%s\x1f' "$@" > "$base/calls/$(printf %04d "$n").args"
+    /// <summary>
+    /// The shell lines that read qvm-run's arguments as the module passes them (options, <c>-u user</c>, then
+    /// the qube and the command) into <c>$vm</c> and <c>$cmd</c>; every qvm-run stand-in starts with them.
+    /// </summary>
+    public const string ArgumentLoop = """
         vm=""; cmd=""
         while [ $# -gt 0 ]; do
           case "$1" in
@@ -30,6 +30,14 @@ public sealed class StandInQvmRun
             *) vm="$1"; cmd="$2"; break ;;
           esac
         done
+        """;
+
+    private const string Script = $$"""
+        #!/bin/bash
+        base="$(cd "$(dirname "$0")/.." && pwd)"
+        n=$(ls "$base/calls" | wc -l)
+        printf '%s\x1f' "$@" > "$base/calls/$(printf %04d "$n").args"
+        {{ArgumentLoop}}
         if [ -e "$base/halted-$vm" ]; then echo "Qube '$vm' not started" >&2; cat > /dev/null; exit 1; fi
         if [ -e "$base/power-states" ]; then
           ps="$(cat "$base/power-states")/$vm/power-state"

@@ -10,6 +10,13 @@ namespace QubesFirewall.Engine.AdminApi;
 /// file in the user's runtime directory (<c>$XDG_RUNTIME_DIR</c>, else <c>/run/user/&lt;uid&gt;</c>, else a 0700
 /// folder of the user's own under the temporary directory), held from the plan made again to the last step, as the
 /// offline root holds its own.
+/// <para>
+/// Beside it, a stamp (<c>qubesfirewall-deploy.lock.stamp</c>) that each deployment renews before it lets the lock go.
+/// The backend notes the stamp when it reads the inventory; when it takes the lock and the stamp is no longer that one,
+/// another session deployed since: what it read is dropped, and the plan made again under the lock reads qubesd anew.
+/// So the features this backend knows it wrote itself (forwards piped into one command) are kept only while nobody else
+/// deployed.
+/// </para>
 /// </summary>
 public sealed partial class AdminApiBackend
 {
@@ -32,6 +39,24 @@ public sealed partial class AdminApiBackend
         return Path.Combine(Path.GetTempPath(), "qubesfirewall-" + uid, LockFileName);
     }
 
+    /// <summary>The stamp each deployment renews (see the class).</summary>
+    public string DeploymentStampPath => DeploymentLockPath + ".stamp";
+
+    // the stamp when the cached inventory was read (null: no stamp then)
+    private string? _stampAtRead;
+
+    private string? ReadDeploymentStamp()
+    {
+        try
+        {
+            return File.Exists(DeploymentStampPath) ? File.ReadAllText(DeploymentStampPath) : null;
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+            return "unreadable " + Guid.NewGuid().ToString("N"); // never equal: read everything again
+        }
+    }
+
     [DllImport("libc", SetLastError = false)]
     private static extern uint geteuid();
 
@@ -45,7 +70,9 @@ public sealed partial class AdminApiBackend
                 if (OperatingSystem.IsWindows()) Directory.CreateDirectory(dir);
                 else Directory.CreateDirectory(dir, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
             }
-            return FileLock.Acquire(DeploymentLockPath, DeploymentLockTimeout);
+            var held = FileLock.Acquire(DeploymentLockPath, DeploymentLockTimeout);
+            if (ReadDeploymentStamp() != _stampAtRead) Invalidate();
+            return new DeploymentGate(this, held);
         }
         catch (IOException ex)
         {
@@ -56,6 +83,28 @@ public sealed partial class AdminApiBackend
         {
             throw new QubesFirewallException(ErrorIds.DeploymentLocked, FailureKind.PermissionDenied,
                 $"Cannot create the deployment lock {DeploymentLockPath}: {ex.Message}. Nothing was changed.", DeploymentLockPath, ex);
+        }
+    }
+
+    /// <summary>The lock held; letting it go renews the stamp first (this backend's cache stays valid: it wrote what it knows).</summary>
+    private sealed class DeploymentGate(AdminApiBackend backend, FileLock held) : IDisposable
+    {
+        public void Dispose()
+        {
+            try
+            {
+                var stamp = Guid.NewGuid().ToString("N");
+                File.WriteAllText(backend.DeploymentStampPath, stamp);
+                backend._stampAtRead = stamp;
+            }
+            catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+            {
+                backend.Invalidate(); // the others cannot tell: at least this backend reads again
+            }
+            finally
+            {
+                held.Dispose();
+            }
         }
     }
 }

@@ -70,6 +70,7 @@ public sealed partial class AdminApiBackend : IQubesBackend
     // someone reads them: a cmdlet on one qube makes 2 calls for the inventory, a listing of N qubes 1 + N.
     private QubesInventory ReadInventory()
     {
+        _stampAtRead = ReadDeploymentStamp();
         var list = ListQubes();
         var entries = list.ToDictionary(e => e.Name, StringComparer.Ordinal);
         var globals = new LazyMap(() => ReadProperties(global: true, "dom0").Values.Where(p => !p.IsDefault)

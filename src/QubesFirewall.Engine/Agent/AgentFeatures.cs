@@ -306,8 +306,9 @@ public static class AgentFeatures
         foreach (var name in inventory.Names)
         {
             var glance = inventory.Glance(name)!;
-            if (glance.Class == QubeClass.AdminVM && !desired.ContainsKey(name)) continue;
-            changes.AddRange(Changes(name, glance.Features, desired.GetValueOrDefault(name) ?? QubeAgentKeys.Empty(name)));
+            var keys = desired.GetValueOrDefault(name) ?? QubeAgentKeys.Empty(name);
+            if (glance.Class == QubeClass.AdminVM && keys.IsEmpty) continue;
+            changes.AddRange(Changes(name, glance.Features, keys));
         }
         return changes;
     }

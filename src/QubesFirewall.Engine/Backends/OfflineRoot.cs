@@ -65,12 +65,22 @@ public sealed partial class OfflineRoot : IQubesBackend
         var current = FirewallXml.Load(path);
         var visible = current.Rules.Where(r => !r.IsExpiredAt(now)).ToList();
         var outcome = edit.ApplyTo(visible);
-        var content = FirewallXml.Render(outcome.Rules, now);
-        if (current.FileExists && File.ReadAllText(path) == content) return outcome;
+        using var content = FirewallXml.RenderUtf8(outcome.Rules, now);
+        if (current.FileExists && HasContent(path, content.Span)) return outcome;
         if (!current.FileExists && outcome.Removed.Count == 0 && outcome.AlreadyPresent.Count == edit.Insertions.Count && edit.Insertions.Count > 0)
             return outcome; // every rule already present in the default list: nothing to write
-        AtomicFile.WriteAllText(path, content, FirewallFileMode);
+        AtomicFile.WriteAllBytes(path, content.Span, FirewallFileMode);
         return outcome;
+    }
+
+    // True when the file's text is the content (UTF-8): compared as bytes, or, for a file that starts with a byte
+    // order mark or is UTF-16 or UTF-32, as the text File.ReadAllText decodes.
+    private static bool HasContent(string path, ReadOnlySpan<byte> content)
+    {
+        using var file = PooledBytes.ReadFile(path);
+        if (file.Length > 0 && file.Span[0] is 0xEF or 0xFE or 0xFF or 0x00)
+            return File.ReadAllText(path) == Encoding.UTF8.GetString(content);
+        return file.Span.SequenceEqual(content);
     }
 
     // qubesd writes firewall.xml with mode 0664.
@@ -296,8 +306,7 @@ internal sealed class QubesDbStore(string path)
         while (lines.MoveNext())
             if (!IsCleared(lines.Key, clear)) all.Add(new(lines.Key.ToString(), lines.Value.ToString(), all.Count));
         foreach (var e in entries) all.Add(new(e.Path, e.Value, all.Count));
-        var sorted = all.ToArray();
-        Array.Sort(sorted, ByKeyThenOrder);
+        var sorted = SortByKeyThenOrder(all);
         // As qubesd's reload, running it again changes nothing: nothing to write (compared line by line, no new file text).
         var kept = 0;
         var same = before is not null;
@@ -318,6 +327,40 @@ internal sealed class QubesDbStore(string path)
     {
         var byKey = string.CompareOrdinal(a.Key, b.Key);
         return byKey != 0 ? byKey : a.Order.CompareTo(b.Order);
+    }
+
+    // A merge of the ascending runs: what QubesDbRenderer gives is a few long runs (the numbered rules between
+    // the policy key and the commit marker), so this takes a few comparisons per entry, not a full sort's log n.
+    private static Entry[] SortByKeyThenOrder(List<Entry> entries)
+    {
+        var items = entries.ToArray();
+        var runs = new List<int> { 0 };
+        for (var i = 1; i < items.Length; i++)
+            if (ByKeyThenOrder(items[i - 1], items[i]) > 0) runs.Add(i);
+        if (runs.Count > 32)
+        {
+            Array.Sort(items, ByKeyThenOrder);
+            return items;
+        }
+        runs.Add(items.Length);
+        var other = new Entry[items.Length];
+        while (runs.Count > 2)
+        {
+            // Merge runs pairwise from items into other, then swap.
+            var merged = new List<int> { 0 };
+            for (var r = 0; r + 1 < runs.Count; r += 2)
+            {
+                var (a, mid, end) = (runs[r], runs[r + 1], r + 2 < runs.Count ? runs[r + 2] : runs[r + 1]);
+                int i = a, j = mid, k = a;
+                while (i < mid && j < end) other[k++] = ByKeyThenOrder(items[i], items[j]) <= 0 ? items[i++] : items[j++];
+                while (i < mid) other[k++] = items[i++];
+                while (j < end) other[k++] = items[j++];
+                merged.Add(end);
+            }
+            (items, other) = (other, items);
+            runs = merged;
+        }
+        return items;
     }
 
     private static bool IsCleared(ReadOnlySpan<char> key, List<string> clear)

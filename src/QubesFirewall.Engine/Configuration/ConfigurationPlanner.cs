@@ -34,6 +34,8 @@ public sealed record ConfigurationPlan : IDeploymentPlan
 
     public string Target => "the network configuration";
 
+    string IDeploymentPlan.Question => $"Apply the network configuration ({Steps.Count.ToString(CultureInfo.InvariantCulture)} changes)?";
+
     /// <summary>What the file changes, as Test-QubeNetworkConfiguration shows it (before the plan).</summary>
     public IReadOnlyList<ConfigurationDrift> Drift { get; init; } = [];
 
@@ -279,15 +281,8 @@ public static class ConfigurationPlanner
             NetVmMode.None => ("", $"qvm-prefs {qube.Name} netvm ''"),
             _ => (wanted.Name, $"qvm-prefs {qube.Name} netvm {wanted.Name}"),
         };
-        return new DeploymentStep
-        {
-            Kind = DeploymentStepKind.SetProperty,
-            VMName = qube.Name,
-            PropertyName = "netvm",
-            PropertyValue = value,
-            PreviousPropertyValue = previous,
-            Description = $"{qube.Name}: set netvm to {wanted} (was {now}{(now.Mode == NetVmMode.Default && qube.NetVM is { } eff ? " = " + eff : "")}): {command}",
-        };
+        return DeploymentStep.SetProperty(qube.Name, "netvm", value, previous,
+            $"{qube.Name}: set netvm to {wanted} (was {now}{(now.Mode == NetVmMode.Default && qube.NetVM is { } eff ? " = " + eff : "")}): {command}");
     }
 
     private static DeploymentStep FirewallListStep(FirewallChange change)

@@ -137,11 +137,10 @@ public sealed record DeploymentStep
     };
 
     /// <summary>Sets a qube property (<paramref name="value"/> null: resets it to its default); <paramref name="previous"/> is its value now (null: at its default), which a rollback restores.</summary>
-    public static DeploymentStep SetProperty(string vmName, string name, string? value, string? previous, string description, string? forQube = null) => new()
+    public static DeploymentStep SetProperty(string vmName, string name, string? value, string? previous, string description) => new()
     {
         Kind = DeploymentStepKind.SetProperty,
         VMName = vmName,
-        ForQube = forQube,
         PropertyName = name,
         PropertyValue = value,
         PreviousPropertyValue = previous,

@@ -23,7 +23,7 @@ public static class AtomicFile
     public static void WriteAllText(string path, string content, UnixFileMode? mode = null)
         => WriteAllBytes(path, Utf8NoBom.GetBytes(content), mode);
 
-    public static void WriteAllBytes(string path, byte[] content, UnixFileMode? mode = null)
+    public static void WriteAllBytes(string path, ReadOnlySpan<byte> content, UnixFileMode? mode = null)
     {
         var full = Path.GetFullPath(path);
         var dir = Path.GetDirectoryName(full)!;

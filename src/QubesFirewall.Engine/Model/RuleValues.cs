@@ -82,18 +82,21 @@ public sealed record HostSpec(string Value, HostKind Kind, int PrefixLength)
     /// <summary>Dotted quad, four decimal octets, no leading zeros (as glibc's inet_pton).</summary>
     internal static bool TryIPv4(ReadOnlySpan<char> s)
     {
-        var rest = s;
-        for (var part = 0; part < 4; part++)
+        // One pass, digit by digit (a 10,000-rule file checks 10,000 addresses).
+        int dots = 0, digits = 0, octet = 0;
+        foreach (var c in s)
         {
-            var dot = rest.IndexOf('.');
-            if (part < 3 ? dot < 0 : dot >= 0) return false;
-            var p = part < 3 ? rest[..dot] : rest;
-            if (p.Length is 0 or > 3 || p.ContainsAnyExceptInRange('0', '9')) return false;
-            if (p.Length > 1 && p[0] == '0') return false;
-            if (int.Parse(p, CultureInfo.InvariantCulture) > 255) return false;
-            if (part < 3) rest = rest[(dot + 1)..];
+            if (c == '.')
+            {
+                if (digits == 0 || ++dots > 3) return false;
+                digits = octet = 0;
+                continue;
+            }
+            if (!char.IsAsciiDigit(c) || (digits == 1 && octet == 0)) return false; // a leading zero
+            octet = octet * 10 + (c - '0');
+            if (++digits > 3 || octet > 255) return false;
         }
-        return true;
+        return dots == 3 && digits > 0;
     }
 
     private static readonly System.Buffers.SearchValues<char> HostNameChars =

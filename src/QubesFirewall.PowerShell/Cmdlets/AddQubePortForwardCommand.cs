@@ -81,24 +81,18 @@ public sealed class AddQubePortForwardCommand : QubeCmdlet
         // -WhatIf shows the plan and refuses nothing: a disposable on the way becomes a warning that running it needs -Force.
         var force = Force || WhatIfRequested;
         PortForwardPlan Plan() => PortForwardPlanner.PlanAdd(Backend, forward, DeploymentOptions.For(Backend, Now, force) with { AgentWait = AgentWait });
-        if (!TryEngine(Plan, out var first) || StartWhatMustRun(first, Start, Plan) is not { } plan) return;
+        if (!TryEngine(Plan, out var first)) return;
         if (!Force && WhatIfRequested && TryDisposableRefusal(forward) is { } refusal) WriteWarning("Running this needs -Force: " + refusal);
-        var open = plan.OpenToEveryone && plan.Operation != "Reapply";
+        var open = first.OpenToEveryone && first.Operation != "Reapply";
         if (open && !allowFrom.Given)
         {
-            WriteError(ToErrorRecord(PortForwardAllowFrom.Required(forward, plan)));
+            WriteError(ToErrorRecord(PortForwardAllowFrom.Required(forward, first)));
             return;
         }
-        foreach (var warning in plan.Warnings) WriteWarning(warning);
-        var caption = plan.Operation == "Update" ? "Update port forward" : "Add port forward";
-        if (!ShouldProcess(plan.Describe() + (open ? Environment.NewLine + OpenWarning(forward, plan) : ""), $"{caption} {plan.Target}?", caption))
-        {
-            ShowWhatIfDetails(() => PortForwardPlanner.Apply(Backend, plan));
-            return;
-        }
-        // Open to everyone: asked as at ConfirmImpact High, so a script says -Confirm:$false knowingly (never -Force).
-        if (open && !ConfirmHighImpact(OpenWarning(forward, plan) + " Continue?", "Open a port to everyone?")) return;
-        DeployPortForward(plan, Plan, PassThru);
+        // Open to everyone: the plan's text says so, and it is asked as at ConfirmImpact High, so a script says -Confirm:$false knowingly (never -Force).
+        DeployPortForward(first, Start, Plan, PassThru,
+            confirmMore: plan => !open || ConfirmHighImpact(OpenWarning(forward, plan) + " Continue?", "Open a port to everyone?"),
+            describe: plan => plan.Describe() + (open ? Environment.NewLine + OpenWarning(forward, plan) : ""));
     }
 
     private string? TryDisposableRefusal(PortForward forward)

@@ -54,7 +54,7 @@ public sealed class AddQubeTcpBindingCommand : QubeCmdlet
         TcpBindingPlan Plan() => TcpBindingPlanner.PlanAdd(Backend, binding, TcpBindingOptions.For(Backend));
         if (!TryEngine(Plan, out var first)) return;
         foreach (var note in first.Notes) WriteVerbose(note);
-        if (Deploy(first, Start, Plan, (plan, options) => TcpBindingPlanner.Apply(Backend, plan, options, Plan), r => r.Failure) is not { } result) return;
+        if (Deploy(first, Start, Plan, (plan, options, again) => TcpBindingPlanner.Apply(Backend, plan, options, again), r => r.Failure) is not { } result) return;
         foreach (var change in result.Changes) WriteVerbose(change.Describe());
         if (result.Failure is not null) return;
         WriteVerbose($"{result.Plan!.Operation}: {result.Plan.Target}: done ({result.Done} change(s){(result.Run is { Executed: false } ? "; the listener script was recorded, not run" : "")}).");

@@ -15,8 +15,7 @@ public sealed class DisableQubeInterVmNetworkCommand : InterVmLinkCmdlet
 {
     protected override void ProcessRecord()
     {
-        if (PlanAndDeploy(links => InterVmLinkPlanner.PlanDisable(Backend, links, DeploymentOptions.For(Backend, Now) with { AgentWait = AgentWait }),
-                plan => $"Disable inter-qube link {plan.Target} and remove its rules?", "Disable inter-qube link") is { } done && PassThru)
+        if (PlanAndDeploy(links => InterVmLinkPlanner.PlanDisable(Backend, links, DeploymentOptions.For(Backend, Now) with { AgentWait = AgentWait })) is { } done && PassThru)
             WriteObject(done.Hops, enumerateCollection: true);
     }
 }

@@ -19,8 +19,7 @@ public sealed class EnableQubeInterVmNetworkCommand : InterVmLinkCmdlet
 
     protected override void ProcessRecord()
     {
-        if (PlanAndDeploy(links => InterVmLinkPlanner.PlanEnable(Backend, links, DeploymentOptions.For(Backend, Now, Force) with { AgentWait = AgentWait }),
-                plan => $"Enable inter-qube link {plan.Target}?", "Enable inter-qube link") is { } done && PassThru)
+        if (PlanAndDeploy(links => InterVmLinkPlanner.PlanEnable(Backend, links, DeploymentOptions.For(Backend, Now, Force) with { AgentWait = AgentWait })) is { } done && PassThru)
             LinkOutput.Write(this, Backend, done.Plan.Links, Now);
     }
 }

@@ -51,27 +51,18 @@ public abstract class InterVmLinkCmdlet : QubeCmdlet
     protected TimeSpan AgentWait => NoWait ? TimeSpan.Zero : TimeSpan.FromSeconds(5);
 
     /// <summary>
-    /// Plans the links the parameters name with <paramref name="planner"/>, starts halted qubes (-Start) or refuses
-    /// them, asks, then deploys. Returns the plan and one result per qube, or null when nothing was deployed.
+    /// Plans the links the parameters name with <paramref name="planner"/> and deploys the plan through
+    /// <see cref="QubeCmdlet.Deploy{TPlan,TResult}"/>. Returns the plan and one result per qube, or null when nothing was deployed.
     /// </summary>
-    protected (InterVmLinkPlan Plan, IReadOnlyList<PortForwardHopResult> Hops)? PlanAndDeploy(
-        Func<IReadOnlyList<InterVmLink>, InterVmLinkPlan> planner, Func<InterVmLinkPlan, string> question, string caption)
+    protected (InterVmLinkPlan Plan, IReadOnlyList<PortForwardHopResult> Hops)? PlanAndDeploy(Func<IReadOnlyList<InterVmLink>, InterVmLinkPlan> planner)
     {
         if (!TryEngine(() => InterVmLink.Expand(From, To, Protocol, Read(Port), Bidirectional), out var links)) return null;
         InterVmLinkPlan Plan() => planner(links);
-        if (!TryEngine(Plan, out var first) || StartWhatMustRun(first, Start, Plan) is not { } plan) return null;
-        foreach (var warning in plan.Warnings) WriteWarning(warning);
-        if (!ShouldProcess(plan.Describe(), question(plan), caption))
-        {
-            ShowWhatIfDetails(() => InterVmLinkPlanner.Apply(Backend, plan));
-            return null;
-        }
-        var activity = $"{plan.Operation} inter-qube link {plan.Target}";
-        if (!TryEngine(() => InterVmLinkPlanner.Apply(Backend, plan, HopProgress(activity)), out var result)) return null;
-        CompleteProgress(activity);
-        if (result.Failure is not null) WriteError(ToErrorRecord(result.Failure));
-        else WriteVerbose($"{plan.Operation}: {plan.Target}: done ({plan.Steps.Count} steps).");
-        return (plan, result.Hops);
+        if (!TryEngine(Plan, out var first)) return null;
+        InterVmLinkPlan deployed = first;
+        if (Deploy(first, Start, Plan, (plan, options, _) => InterVmLinkPlanner.Apply(Backend, deployed = plan, options), r => r.Failure) is not { } result) return null;
+        if (result.Failure is null) WriteVerbose($"{deployed.Operation}: {deployed.Target}: done ({deployed.Steps.Count} steps).");
+        return (deployed, result.Hops);
     }
 
     private static IReadOnlyList<LinkPorts> Read(object[]? values) =>

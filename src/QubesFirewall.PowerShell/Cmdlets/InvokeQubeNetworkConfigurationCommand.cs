@@ -37,22 +37,18 @@ public sealed class InvokeQubeNetworkConfigurationCommand : NetworkConfiguration
         if (!TryReadConfiguration(out var configuration, out var path)) return;
         ConfigurationPlan Plan() => ConfigurationPlanner.Plan(SystemReader.For(Backend), configuration, Prune,
             DeploymentOptions.For(Backend, Now, Force), TcpBindingOptions.For(Backend));
-        if (!TryEngine(Plan, out var first) || StartWhatMustRun(first, Start, Plan) is not { } plan) return;
-        foreach (var warning in plan.Warnings) WriteWarning(warning);
-        if (plan.IsEmpty)
+        if (!TryEngine(Plan, out var first)) return;
+        if (first is { IsComplete: true, IsEmpty: true })
         {
+            foreach (var warning in first.Warnings) WriteWarning(warning);
             WriteVerbose($"{path}: the system already matches the file; nothing to change.");
             return;
         }
-        if (!ShouldProcess(plan.Describe(), $"Apply {path} ({plan.Steps.Count} changes)?", "Apply the network configuration")) return;
-        foreach (var move in plan.SensitiveMoves)
-            if (!AllowGatewayChange && !ShouldContinue($"{move.Reason} ({move.VMName}: {move.From} -> {move.To}) Continue?", "Leave a Whonix gateway or VPN qube?"))
-                return;
-        var activity = $"Apply {path}";
-        if (!TryEngine(() => ConfigurationPlanner.Apply(Backend, plan, HopProgress(activity), Plan), out var outcome)) return;
-        CompleteProgress(activity);
+        var outcome = Deploy(first, Start, Plan, (plan, options, again) => ConfigurationPlanner.Apply(Backend, plan, options, again), o => o.Failure,
+            plan => AllowGatewayChange || plan.SensitiveMoves.All(move =>
+                ShouldContinue($"{move.Reason} ({move.VMName}: {move.From} -> {move.To}) Continue?", "Leave a Whonix gateway or VPN qube?")));
+        if (outcome.Result is null) return; // not deployed
         if (PassThru) WriteObject(outcome.Result.Steps, enumerateCollection: true);
-        if (outcome.Failure is not null) WriteError(ToErrorRecord(outcome.Failure));
-        else WriteVerbose($"{path}: applied {outcome.Result.Steps.Count} change(s).");
+        if (outcome.Failure is null) WriteVerbose($"{path}: applied {outcome.Result.Steps.Count} change(s).");
     }
 }

@@ -43,13 +43,6 @@ public sealed class RemoveQubePortForwardCommand : QubeCmdlet
     protected override void ProcessRecord()
     {
         PortForwardPlan Plan() => PortForwardPlanner.PlanRemove(Backend, VMName, Protocol, Port, DeploymentOptions.For(Backend, Now) with { AgentWait = AgentWait });
-        if (!TryEngine(Plan, out var first) || StartWhatMustRun(first, Start, Plan) is not { } plan) return;
-        foreach (var warning in plan.Warnings) WriteWarning(warning);
-        if (!ShouldProcess(plan.Describe(), $"Remove port forward {plan.Target} and its rules in {string.Join(", ", plan.Hops.Append(plan.VMName))}?", "Remove port forward"))
-        {
-            ShowWhatIfDetails(() => PortForwardPlanner.Apply(Backend, plan));
-            return;
-        }
-        DeployPortForward(plan, Plan, PassThru);
+        if (TryEngine(Plan, out var first)) DeployPortForward(first, Start, Plan, PassThru);
     }
 }

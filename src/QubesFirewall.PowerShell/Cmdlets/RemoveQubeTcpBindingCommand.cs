@@ -39,7 +39,7 @@ public sealed class RemoveQubeTcpBindingCommand : QubeCmdlet
     {
         TcpBindingPlan Plan() => TcpBindingPlanner.PlanRemove(Backend, From, To, Port, TcpBindingOptions.For(Backend));
         if (!TryEngine(Plan, out var first)
-            || Deploy(first, Start, Plan, (plan, options) => TcpBindingPlanner.Apply(Backend, plan, options, Plan), r => r.Failure) is not { } result) return;
+            || Deploy(first, Start, Plan, (plan, options, again) => TcpBindingPlanner.Apply(Backend, plan, options, again), r => r.Failure) is not { } result) return;
         foreach (var change in result.Changes) WriteVerbose(change.Describe());
         if (result.Failure is not null) return;
         WriteVerbose($"Remove: {result.Plan!.Target}: done ({result.Done} change(s)).");

@@ -37,7 +37,7 @@ public sealed class RepairQubeNetVmCommand : QubeCmdlet
             if (plan.Steps.Count == 0)
                 WriteVerbose(_netVms.Count == 0 ? "No running qube has a network qube: nothing to re-attach." : $"No running qube has {string.Join(" or ", _netVms)} as its network qube: nothing to re-attach.");
             // Errors per qube (below), not one for the plan.
-            var deployed = Deploy(NetVmRepairPlanner.AsPlan(plan), start: false, replan: null, (p, options) => p.Apply(Backend, options), _ => null);
+            var deployed = Deploy(NetVmRepairPlanner.AsPlan(plan), start: false, replan: null, (p, options, _) => p.Apply(Backend, options), _ => null);
             foreach (var result in NetVmRepairPlanner.Results(plan, deployed?.Result))
             {
                 if (result.Action == NetVmRepairAction.Failed)

@@ -46,6 +46,38 @@ public sealed class LiveDeploymentLockTests : IDisposable
     }
 
     [Fact]
+    public void What_a_session_read_is_read_again_under_the_lock_only_when_another_session_deployed_since()
+    {
+        var lockPath = Path.Combine(_live.Directory, "run", AdminApiBackend.LockFileName);
+        var first = new AdminApiBackend(new QubesdClient(_live.Server.SocketPath), _live.QvmRun.Runner) { DeploymentLockPath = lockPath };
+        var second = new AdminApiBackend(new QubesdClient(_live.Server.SocketPath), _live.QvmRun.Runner) { DeploymentLockPath = lockPath };
+        // another session deploys between this one's plan and its lock: the plan made again under the lock reads qubesd anew
+        var planned = first.GetInventory();
+        Assert.False(planned.Get("work").Features.ContainsKey("qubesfirewall.forward.tcp.9001"));
+        using (((IQubesBackend)second).LockDeployments()) second.SetFeature("work", "qubesfirewall.forward.tcp.9001", "1700000000");
+        using (((IQubesBackend)first).LockDeployments())
+        {
+            var fresh = first.GetInventory();
+            Assert.NotSame(planned, fresh);
+            Assert.True(fresh.Get("work").Features.ContainsKey("qubesfirewall.forward.tcp.9001"));
+            first.SetFeature("work", "qubesfirewall.forward.tcp.9002", "1700000000");
+        }
+        // nobody else deployed: what it read and what it wrote itself stand, nothing is read again
+        var kept = first.GetInventory();
+        _live.Server.ClearCalls();
+        using (((IQubesBackend)first).LockDeployments())
+        {
+            Assert.Same(kept, first.GetInventory());
+            Assert.True(kept.Get("work").Features.ContainsKey("qubesfirewall.forward.tcp.9002"));
+        }
+        Assert.Empty(_live.Server.Calls);
+        // and the other session, which read before that deployment, reads again
+        var old = second.GetInventory();
+        using (((IQubesBackend)first).LockDeployments()) { }
+        using (((IQubesBackend)second).LockDeployments()) Assert.NotSame(old, second.GetInventory());
+    }
+
+    [Fact]
     public void The_backend_selector_gives_the_live_backend_its_lock_from_the_environment()
     {
         var runtime = Path.Combine(_live.Directory, "xdg");

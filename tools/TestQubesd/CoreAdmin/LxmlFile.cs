@@ -82,3 +82,10 @@ internal static class LxmlFile
         }
     }
 }
+
+/// <summary>qubes.xml as the stand-in qubesd writes it back (Qubes.save of what it loaded, nothing changed).</summary>
+public static class QubesdXml
+{
+    /// <summary>The file's elements written the way lxml's pretty print writes them: a file qubesd wrote comes back unchanged.</summary>
+    public static string Reserialize(string path) => LxmlFile.Render(XDocument.Load(path).Root!);
+}

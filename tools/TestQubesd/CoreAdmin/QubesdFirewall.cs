@@ -7,7 +7,7 @@ namespace QubesFirewall.TestQubesd.CoreAdmin;
 /// A qube's rule list as qubesd loads and saves it: core-admin <c>qubes/firewall.py</c> class
 /// <c>Firewall</c> (snapshot 1ad5f9b8; line numbers of that file).
 /// </summary>
-internal static class QubesdFirewall
+public static class QubesdFirewall
 {
     /// <summary>
     /// <c>Firewall.load</c> (l.526-545): no file means the default list, one rule <c>action=accept</c>
@@ -74,15 +74,18 @@ internal static class QubesdFirewall
     /// <c>&lt;rule&gt;&lt;properties&gt;</c> with one <c>&lt;property name=".."&gt;value&lt;/property&gt;</c> per set
     /// property in property_list order (<c>xml_properties</c>, qubes/__init__.py l.759-791); mode 0664.
     /// </summary>
-    public static void Save(string path, IEnumerable<QubesdRule> rules, DateTimeOffset now)
+    public static void Save(string path, IEnumerable<QubesdRule> rules, DateTimeOffset now) =>
+        LxmlFile.Replace(path, Render(rules, now),
+            UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.GroupRead | UnixFileMode.GroupWrite | UnixFileMode.OtherRead);
+
+    /// <summary>The text <see cref="Save"/> writes.</summary>
+    public static string Render(IEnumerable<QubesdRule> rules, DateTimeOffset now)
     {
         var xmlRules = new XElement("rules");
         foreach (var rule in rules.Where(r => !r.IsExpiredAt(now)))
             xmlRules.Add(new XElement("rule", new XElement("properties",
                 rule.StoredProperties.Select(p => new XElement("property", new XAttribute("name", p.Key), p.Value)))));
-        var root = new XElement("firewall", new XAttribute("version", "2"), xmlRules);
-        LxmlFile.Replace(path, LxmlFile.Render(root),
-            UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.GroupRead | UnixFileMode.GroupWrite | UnixFileMode.OtherRead);
+        return LxmlFile.Render(new XElement("firewall", new XAttribute("version", "2"), xmlRules));
     }
 
     /// <summary>

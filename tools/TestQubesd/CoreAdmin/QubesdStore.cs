@@ -314,17 +314,36 @@ internal sealed class QubesdStore
     {
         if (value is null) vm.Properties.Remove(name);
         else vm.Properties[name] = value;
-        var properties = vm.Element.Element("properties");
-        if (properties is null)
-        {
-            properties = new XElement("properties");
-            vm.Element.AddFirst(properties);
-        }
-        var existing = properties.Elements("property").FirstOrDefault(p => (string?)p.Attribute("name") == name);
+        StoreElement(Container(vm, "properties"), "property", name, value,
+            p => (LoadStage((string)p.Attribute("name")!), (string)p.Attribute("name")!).CompareTo((LoadStage(name), name)) > 0);
+    }
+
+    /// <summary>A feature set (kept in place when it exists, added last when new: a dict) or removed (null).</summary>
+    public void StoreFeature(QubesdDomain vm, string name, string? value)
+    {
+        if (value is null) vm.Features.Remove(name);
+        else vm.Features[name] = value;
+        StoreElement(Container(vm, "features"), "feature", name, value, goesBefore: null);
+    }
+
+    // The domain's <properties> (first) or <features> (after <properties>), made when missing.
+    private static XElement Container(QubesdDomain vm, string name)
+    {
+        if (vm.Element.Element(name) is { } found) return found;
+        var made = new XElement(name);
+        if (name != "properties" && vm.Element.Element("properties") is { } props) props.AddAfterSelf(made); else vm.Element.AddFirst(made);
+        return made;
+    }
+
+    // One <item name=".."> of a container: value changed in place, added before the first element goesBefore
+    // picks (or last), or removed (null).
+    private static void StoreElement(XElement container, string item, string name, string? value, Func<XElement, bool>? goesBefore)
+    {
+        var existing = container.Elements(item).FirstOrDefault(e => (string?)e.Attribute("name") == name);
         if (value is null)
         {
             existing?.Remove();
-            Collapse(properties);
+            Collapse(container);
             return;
         }
         if (existing is not null)
@@ -333,31 +352,9 @@ internal sealed class QubesdStore
             existing.Value = value;
             return;
         }
-        var element = new XElement("property", new XAttribute("name", name), value);
-        var before = properties.Elements("property").FirstOrDefault(p =>
-            (LoadStage((string)p.Attribute("name")!), (string)p.Attribute("name")!).CompareTo((LoadStage(name), name)) > 0);
-        if (before is not null) before.AddBeforeSelf(element); else properties.Add(element);
-    }
-
-    /// <summary>A feature set (kept in place when it exists, added last when new: a dict) or removed (null).</summary>
-    public void StoreFeature(QubesdDomain vm, string name, string? value)
-    {
-        if (value is null) vm.Features.Remove(name);
-        else vm.Features[name] = value;
-        var features = vm.Element.Element("features");
-        if (features is null)
-        {
-            features = new XElement("features");
-            if (vm.Element.Element("properties") is { } props) props.AddAfterSelf(features); else vm.Element.AddFirst(features);
-        }
-        var existing = features.Elements("feature").FirstOrDefault(f => (string?)f.Attribute("name") == name);
-        if (value is null)
-        {
-            existing?.Remove();
-            Collapse(features);
-        }
-        else if (existing is not null) existing.Value = value;
-        else features.Add(new XElement("feature", new XAttribute("name", name), value));
+        var element = new XElement(item, new XAttribute("name", name), value);
+        var before = goesBefore is null ? null : container.Elements(item).FirstOrDefault(goesBefore);
+        if (before is not null) before.AddBeforeSelf(element); else container.Add(element);
     }
 
     // An element left without children is written <x/>, as lxml writes an element built without any.
