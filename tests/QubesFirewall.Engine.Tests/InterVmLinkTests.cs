@@ -193,7 +193,7 @@ public sealed class InterVmLinkPlannerTests : IDisposable
         Assert.Contains("jump qubesfw-link-input comment \"qubesfirewall-link\"", rc);
         Assert.DoesNotContain("ip6", rc);
 
-        var listed = Assert.Single(InterVmLinkPlanner.List(_root.Backend.GetInventory(), _root.Backend.ReadQubeFile, _root.Backend.GetFirewall, _root.Now));
+        var listed = Assert.Single(InterVmLinkPlanner.List(_root.Backend.GetInventory(), _root.Backend.GetFirewall, _root.Now));
         Assert.Equal(("work", "personal", InterVmProtocol.Tcp, "5432", "sys-firewall"), (listed.From, listed.To, listed.Protocol, listed.Port, listed.NetVM));
         Assert.True(listed.IsComplete);
     }
@@ -295,7 +295,7 @@ public sealed class InterVmLinkPlannerTests : IDisposable
         var sysFirewall = _root.Backend.ReadQubeFile("sys-firewall", UserScript)!;
         Assert.Contains("ip saddr 10.137.0.11 ip daddr 10.137.0.10 udp dport 5353 accept", sysFirewall);
         Assert.Contains("ip saddr 10.137.0.10 ip daddr 10.137.0.11 udp dport 5353 accept", sysFirewall);
-        Assert.Equal(2, InterVmLinkPlanner.List(_root.Backend.GetInventory(), _root.Backend.ReadQubeFile, _root.Backend.GetFirewall, _root.Now).Count(l => l.IsComplete));
+        Assert.Equal(2, InterVmLinkPlanner.List(_root.Backend.GetInventory(), _root.Backend.GetFirewall, _root.Now).Count(l => l.IsComplete));
     }
 
     [Fact]
@@ -320,7 +320,7 @@ public sealed class InterVmLinkPlannerTests : IDisposable
         Assert.Null(PortForwardPlanner.Apply(_root.Backend, PortForwardPlanner.PlanRemove(_root.Backend, "untrusted", ForwardProtocol.Tcp, 8080, DeploymentOptions.For(_root.Backend, _root.Now))).Failure);
         var linksOnly = ManagedBlock.Extract(_root.Backend.ReadQubeFile("sys-firewall", UserScript))!;
         Assert.Equal(LinkPersistence.Extract(both), linksOnly);
-        Assert.True(InterVmLinkPlanner.List(_root.Backend.GetInventory(), _root.Backend.ReadQubeFile, _root.Backend.GetFirewall, _root.Now).Single().IsComplete);
+        Assert.True(InterVmLinkPlanner.List(_root.Backend.GetInventory(), _root.Backend.GetFirewall, _root.Now).Single().IsComplete);
 
         // and the link's writer keeps a forward's part
         Assert.Null(PortForwardPlanner.Apply(_root.Backend, PortForwardPlanner.PlanAdd(_root.Backend, PortForward.Create("untrusted", ForwardProtocol.Tcp, 8080, type: ForwardType.Internal),
@@ -415,12 +415,12 @@ public sealed class InterVmLinkPlannerTests : IDisposable
         Assert.Null(InterVmLinkPlanner.Apply(root.Backend, InterVmLinkPlanner.PlanEnable(root.Backend, [Link("work", "personal", 5432)], DeploymentOptions.For(root.Backend, root.Now, force: true))).Failure);
         AuditContext Context() => new(root.Backend.GetInventory(), root.Backend.GetFirewall, root.Now, root.Backend.ReadQubeFile);
         var qubes = new[] { "work", "personal", "untrusted" }.Select(n => root.Backend.GetInventory().Get(n)).ToList();
-        Assert.DoesNotContain(FirewallAudit.Run(Context(), qubes), f => f.Check is ForwardAuditChecks.MissingPart or ForwardAuditChecks.UndeclaredPart);
+        Assert.DoesNotContain(FirewallAudit.Run(Context(), qubes), f => f.Check is Agent.AgentAuditCheck.AgentKeysStale or ForwardAuditChecks.UndeclaredPart);
 
         Assert.Null(PortForwardPlanner.Apply(root.Backend, PortForwardPlanner.PlanAdd(root.Backend, PortForward.Create("untrusted", ForwardProtocol.Tcp, 8080, type: ForwardType.Internal, allowFrom: ["10.137.0.11/32"]),
             DeploymentOptions.For(root.Backend, root.Now, force: true))).Failure);
         var findings = FirewallAudit.Run(Context(), qubes);
-        Assert.DoesNotContain(findings, f => f.Check is ForwardAuditChecks.MissingPart or ForwardAuditChecks.UndeclaredPart or InterVmLinkAuditCheck.LinkIncomplete);
+        Assert.DoesNotContain(findings, f => f.Check is Agent.AgentAuditCheck.AgentKeysStale or ForwardAuditChecks.UndeclaredPart or InterVmLinkAuditCheck.LinkIncomplete);
     }
 
     [Fact]
@@ -430,7 +430,7 @@ public sealed class InterVmLinkPlannerTests : IDisposable
         var plan = InterVmLinkPlanner.PlanEnable(root.Backend, [Link("work", "db.prod", 5432)], DeploymentOptions.For(root.Backend, root.Now));
         Assert.Null(InterVmLinkPlanner.Apply(root.Backend, plan).Failure);
         Assert.Contains("qubesfirewall.link.db.prod.tcp.5432", root.Backend.GetInventory().Get("work").Features.Keys);
-        var listed = InterVmLinkPlanner.List(root.Backend.GetInventory(), root.Backend.ReadQubeFile, root.Backend.GetFirewall, root.Now).Single();
+        var listed = InterVmLinkPlanner.List(root.Backend.GetInventory(), root.Backend.GetFirewall, root.Now).Single();
         Assert.Equal("db.prod", listed.To);
         Assert.True(listed.IsComplete);
     }
@@ -457,7 +457,7 @@ public sealed class InterVmLinkPlannerTests : IDisposable
             ], rules);
         var script = root.Backend.ReadQubeFile("sys-firewall", UserScript)!;
         Assert.Contains("add rule ip6 qubes qubesfw-link-forward iifgroup 2 ip6 saddr fd09:24ef:4179::a89:b ip6 daddr fd09:24ef:4179::a89:a tcp dport 5432 accept", script);
-        Assert.True(InterVmLinkPlanner.List(root.Backend.GetInventory(), root.Backend.ReadQubeFile, root.Backend.GetFirewall, root.Now).Single().IPv6);
+        Assert.True(InterVmLinkPlanner.List(root.Backend.GetInventory(), root.Backend.GetFirewall, root.Now).Single().IPv6);
 
         // untrusted opted out of IPv6: its link is IPv4 only
         var v4 = InterVmLinkPlanner.PlanEnable(root.Backend, [Link("work", "untrusted", 80)], DeploymentOptions.For(root.Backend, root.Now));

@@ -137,7 +137,7 @@ public sealed class InjectionCanaryLabTests : IDisposable
         }
         foreach (var qube in qubes)
         {
-            var hooks = _lab.Reboot(qube);
+            var hooks = _pf.Restart(qube);
             Assert.All(hooks, h => h.EnsureSuccess($"hook in {qube}"));
             runs += hooks.Count;
         }

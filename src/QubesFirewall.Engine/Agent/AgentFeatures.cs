@@ -136,7 +136,7 @@ public static class AgentFeatures
                 foreach (var l in list)
                 {
                     if (NftLinkScript.Addresses(l, family) is not { } a) continue;
-                    parts.Add(($"qubesfw.{kind}{fam}.{Hash(l.Link.Text, 12)}", [
+                    parts.Add((LinkKeyName(kind, family, l.Link), [
                         "proto=" + l.Link.ProtocolText,
                         "ports=" + l.Link.Ports,
                         "src=" + a.From,
@@ -148,6 +148,23 @@ public static class AgentFeatures
             }
         }
         return Seal(qube.Name, parts);
+    }
+
+    /// <summary>
+    /// The name (after <c>vm-config.</c>) of a link's part in the keys of the qube carrying it: <paramref name="kind"/> <c>lnet</c> for
+    /// the shared network qube's forward accept, <c>ldst</c> for the destination's input accept.
+    /// </summary>
+    public static string LinkKeyName(string kind, NftFamily family, InterVmLink link) => $"qubesfw.{kind}{FamilyDigit(family)}.{Hash(link.Text, 12)}";
+
+    /// <summary>
+    /// Whether <paramref name="qube"/> carries, exactly as the declarations derive it now, its key named <paramref name="name"/>
+    /// (dom0 facts only: the qube's features against <paramref name="derived"/>).
+    /// </summary>
+    public static bool Carries(Qube qube, IReadOnlyDictionary<string, QubeAgentKeys> derived, string name)
+    {
+        var feature = VmConfigPrefix + name;
+        return derived.GetValueOrDefault(qube.Name)?.Data.FirstOrDefault(k => k.Feature == feature) is { } key
+            && qube.Features.GetValueOrDefault(feature) == key.Value;
     }
 
     /// <summary>Puts the hash of the whole set into every key, adds the <c>gen</c> key, checks every limit.</summary>

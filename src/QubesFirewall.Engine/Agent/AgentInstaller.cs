@@ -61,7 +61,7 @@ public sealed record QubeFirewallAgent
 /// </summary>
 public static class AgentInstaller
 {
-    /// <summary>The hook files of earlier versions, whose managed block Install removes (the user's lines stay byte for byte).</summary>
+    /// <summary>The hook files of earlier versions, whose managed block Install removes but for its qubes.ConnectTCP bindings (the user's lines stay byte for byte).</summary>
     public static readonly string[] LegacyFiles = [ForwardPersistence.FirewallUserScript, ForwardPersistence.RcLocal];
 
     /// <summary>Where the hook goes: network qubes that run qubes-firewall start it from qubes-firewall.d, the others from rc.local.d.</summary>
@@ -154,8 +154,11 @@ public static class AgentInstaller
             foreach (var path in LegacyFiles)
             {
                 var content = backend.ReadQubeFile(where, path);
-                if (content is null || ManagedBlock.Extract(content) is null) continue;
-                var without = ManagedBlock.Remove(content) ?? "";
+                var block = ManagedBlock.Extract(content);
+                // the forwards' and links' rules go; permanent qubes.ConnectTCP bindings still live in rc.local's block and stay
+                var bindings = ConnectTcpPersistence.Extract(block);
+                if (block is null || block == bindings) continue;
+                var without = bindings.Length > 0 ? ManagedBlock.Upsert(content, bindings) : ManagedBlock.Remove(content) ?? "";
                 backend.WriteQubeFile(where, path, without, ManagedBlock.FileMode);
                 migrated.Add($"{where}:{path}");
                 changed = true;

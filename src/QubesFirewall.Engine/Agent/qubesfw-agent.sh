@@ -21,6 +21,9 @@ agent_version='@VERSION@'
 run_dir=${QUBESFW_RUN_DIR:-/run/qubesfw}
 case $0 in /*) self=$0 ;; *) self=$(pwd)/$0 ;; esac
 prefix=/vm-config/qubesfw.
+# how long qubesdb-watch gets to register before the first read (seconds)
+settle=${QUBESFW_SETTLE:-0.5}
+case $settle in '' | *[!0-9.]*) settle=0.5 ;; esac
 nl='
 '
 
@@ -368,9 +371,16 @@ run() {
 		exit 0
 	fi
 	echo $$ >"$run_dir/agent.pid"
-	# the watch first, then the first read: no change between the two is missed
-	qubesdb-watch -n -1 /vm-config/ 8>&- 2>/dev/null | {
-		apply
+	# The watch first, then the first read: qubesdb-watch is started and given time to register (it registers before it
+	# reads anything, in far less than the settle time) before the first read is asked for, through the same pipe as its
+	# events. A change before the read is in the read; a change after it fires the watch; none falls between the two.
+	{
+		qubesdb-watch -n -1 /vm-config/ 2>/dev/null &
+		_watch=$!
+		sleep "$settle" 2>/dev/null || sleep 1
+		printf '%s\n' "${prefix}start"
+		wait "$_watch"
+	} 8>&- | {
 		while IFS= read -r path; do
 			case $path in "$prefix"*) apply ;; esac
 		done

@@ -33,7 +33,7 @@ internal static class LinkOutput
     {
         var names = new HashSet<string>(links.Select(l => l.From + "\0" + l.FeatureName), StringComparer.Ordinal);
         var froms = new HashSet<string>(links.Select(l => l.From), StringComparer.Ordinal);
-        foreach (var item in InterVmLinkPlanner.List(backend.GetInventory(), backend.ReadQubeFile, backend.GetFirewall, now, froms.Contains))
+        foreach (var item in InterVmLinkPlanner.List(backend.GetInventory(), backend.GetFirewall, now, froms.Contains))
             if (names.Contains(item.From + "\0" + item.FeatureName)) cmdlet.WriteObject(item);
     }
 }

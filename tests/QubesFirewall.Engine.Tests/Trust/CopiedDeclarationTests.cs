@@ -124,7 +124,7 @@ public sealed class CopiedDeclarationTests : IDisposable
         Assert.Equal(DeclarationOwnership.Copied, copy.Ownership);
         Assert.Null(copy.Link);
         Assert.DoesNotContain(InterVmLinkPlanner.DeclaredLinks(Inventory), l => l.From == "work-clone");
-        var shown = Assert.Single(InterVmLinkPlanner.List(Inventory, null, null, _root.Now, n => n == "work-clone"));
+        var shown = Assert.Single(InterVmLinkPlanner.List(Inventory, null, _root.Now, n => n == "work-clone"));
         Assert.Equal(DeclarationOwnership.Copied, shown.Ownership);
         Assert.Contains("Enable-QubeInterVmNetwork -From work-clone -To personal", shown.Problem);
     }
