@@ -44,6 +44,8 @@ public sealed class AgentLab : IDisposable
         # qubesdb-watch stand-in: prints each changed path under a watched one (a path ending in / is a prefix); -n N events, -1 forever
         n=1
         if [ "$1" = -n ]; then n=$2; shift 2; fi
+        # a slow registration, when a test asks for one: what happens before it is not seen
+        [ -n "${QFW_WATCH_DELAY:-}" ] && sleep "$QFW_WATCH_DELAY"
         start=$(($(wc -l <"$QFW_QDB/events") + 1))
         tail -n +$start -f "$QFW_QDB/events" | while IFS= read -r p; do
         	for w; do
@@ -102,14 +104,22 @@ public sealed class AgentLab : IDisposable
 
     private string Events(string qube) => Path.Combine(QubeDir(qube), "qdb", "events");
 
+    /// <summary>Seconds the qubesdb-watch stand-in takes to register its watch (null: at once).</summary>
+    public string? WatchDelay { get; set; }
+
     /// <summary>The environment a hook runs with in this lab: the stand-ins first on PATH, the qube's QubesDB and /run folders.</summary>
-    public Dictionary<string, string> Env(string qube) => new()
+    public Dictionary<string, string> Env(string qube)
     {
-        ["PATH"] = _bin + ":" + LabProcess.ChildPath,
-        ["QFW_QDB"] = Path.Combine(QubeDir(qube), "qdb"),
-        ["QFW_SYSTEMD"] = Path.Combine(QubeDir(qube), "systemd"),
-        ["QUBESFW_RUN_DIR"] = RunDir(qube),
-    };
+        var env = new Dictionary<string, string>
+        {
+            ["PATH"] = _bin + ":" + LabProcess.ChildPath,
+            ["QFW_QDB"] = Path.Combine(QubeDir(qube), "qdb"),
+            ["QFW_SYSTEMD"] = Path.Combine(QubeDir(qube), "systemd"),
+            ["QUBESFW_RUN_DIR"] = RunDir(qube),
+        };
+        if (WatchDelay is { } delay) env["QFW_WATCH_DELAY"] = delay;
+        return env;
+    }
 
     /// <summary>A qube's QubesDB as qubesd creates it at start: /name, and its vm-config.* features.</summary>
     public void CreateQubesDb(string qube, IEnumerable<KeyValuePair<string, string>>? features = null)

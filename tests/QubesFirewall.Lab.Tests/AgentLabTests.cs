@@ -323,6 +323,33 @@ public sealed class AgentLabTests : IDisposable
         Assert.Equal(before, Rulesets());
     }
 
+    [Fact]
+    public void A_change_made_while_the_agent_starts_is_not_lost_the_watch_is_registered_before_the_first_read()
+    {
+        // The watch stand-in takes 0.4 s to register. A change 0.15 s after the start falls between a first read made at once and
+        // the registration: an agent that read first would keep the empty set for good. The agent starts the watch, lets it
+        // register, and only then reads.
+        using var work = _lab.StartServer("work", 8080);
+        foreach (var qube in AgentQubes) _agents.CreateQubesDb(qube);
+        _agents.WatchDelay = "0.4";
+        var (hook, took) = _agents.RunHook("sys-net");
+        hook.EnsureSuccess("agent hook in sys-net");
+        Assert.True(took < OneSecond, $"the hook took {took.TotalMilliseconds:F0} ms");
+        Thread.Sleep(150);
+        var forward = PortForward.Create("work", ForwardProtocol.Tcp, 8443, 8080, ForwardType.External, [Outside + "/32"]);
+        Declare(forward);
+        var keys = Deliver();
+        Assert.False(keys["sys-net"].IsEmpty);
+        var applied = _agents.WaitApplied("sys-net", keys["sys-net"].Generation, TimeSpan.FromSeconds(3));
+        _output.WriteLine($"change during the start applied {applied.TotalMilliseconds:F0} ms after it was made");
+        Assert.Contains("qubesfw-dnat", _lab.ListRuleset("sys-net"), StringComparison.Ordinal);
+
+        // and the watch is live afterwards: the next change is applied without a restart
+        _pf.Backend.RemoveFeature("work", forward.FeatureName);
+        Deliver();
+        _agents.WaitApplied("sys-net", null, TimeSpan.FromSeconds(3));
+    }
+
     /// <summary>qubesd's export of the plan's vm-config.* feature calls to the running qubes' QubesDB.</summary>
     private void Mirror(IEnumerable<Engine.Deployment.DeploymentStep> steps)
     {

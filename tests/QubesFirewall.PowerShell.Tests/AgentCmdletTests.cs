@@ -73,6 +73,28 @@ public sealed class AgentCmdletTests : IDisposable
     }
 
     [Fact]
+    public void Install_keeps_the_permanent_qubes_ConnectTCP_bindings_of_rc_locals_block_and_removes_only_the_forward_and_link_rules()
+    {
+        // bindings still live in rc.local's managed block: the migration takes the forwards' and links' rules out, never them
+        const string head = "#!/bin/sh\n# mine\n";
+        var bindings = ConnectTcpPersistence.BeginMarker + "\nsystemctl start qubesfw-connect-10444.socket\n" + ConnectTcpPersistence.EndMarker + "\n";
+        var forwards = "nft -f - <<'X'\nflush chain ip qubes qubesfw-input\nX\n";
+        using (var backend = new OfflineRoot(_root.Path))
+        {
+            backend.WriteQubeFile("work", ForwardPersistence.RcLocal, head + ManagedBlock.Render(forwards + bindings), ManagedBlock.FileMode);
+            backend.WriteQubeFile("personal", ForwardPersistence.RcLocal, head + ManagedBlock.Render(bindings), ManagedBlock.FileMode);
+        }
+
+        var run = Run("Install-QubeFirewallAgent -VMName work, personal");
+        run.AssertNoErrors();
+        var results = run.Of<QubeFirewallAgent>().ToList();
+        Assert.Equal(["work:/rw/config/rc.local"], results.Single(r => r.VMName == "work").Migrated);
+        Assert.Empty(results.Single(r => r.VMName == "personal").Migrated); // a block of bindings only: nothing to migrate
+        Assert.Equal(head + ManagedBlock.Render(bindings), File("work", ForwardPersistence.RcLocal));
+        Assert.Equal(head + ManagedBlock.Render(bindings), File("personal", ForwardPersistence.RcLocal));
+    }
+
+    [Fact]
     public void Custom_persist_is_refused_with_the_reason_and_nothing_is_written()
     {
         using (var backend = new OfflineRoot(_root.Path)) backend.SetFeature("work", "service.custom-persist", "1");
