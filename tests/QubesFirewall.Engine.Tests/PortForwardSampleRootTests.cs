@@ -24,10 +24,15 @@ public sealed class PortForwardSampleRootTests : IDisposable
         Assert.DoesNotContain(inventory.Qubes, q => q.Features.ContainsKey(Agent.AgentScript.VersionFeature) && q.Name is "default-dvm" or "sys-whonix" or "vault");
     }
 
+    // what stands in for the inside of the qubes (the deployment lock of the root aside)
+    private Dictionary<string, string> QubeState() =>
+        Directory.EnumerateFiles(Path.Combine(_root.Path, "qubesfirewall-state"), "*", SearchOption.AllDirectories)
+            .Where(f => !Path.GetFileName(f).StartsWith(".deploy", StringComparison.Ordinal)).ToDictionary(f => f, File.ReadAllText);
+
     [Fact]
     public void A_forward_through_the_disposable_sys_firewall_needs_no_Force_and_writes_nothing_into_default_dvm()
     {
-        var before = Directory.EnumerateFiles(Path.Combine(_root.Path, "qubesfirewall-state"), "*", SearchOption.AllDirectories).ToDictionary(f => f, File.ReadAllText);
+        var before = QubeState();
         var plan = PortForwardPlanner.PlanAdd(_root.Backend, PortForward.Create("work", ForwardProtocol.Tcp, 443, allowFrom: ["192.168.1.0/24"]), Options());
         Assert.True(plan.ViaAgent);
         Assert.All(plan.Steps, s => Assert.Equal(DeploymentStepKind.SetFeature, s.Kind));
@@ -36,12 +41,12 @@ public sealed class PortForwardSampleRootTests : IDisposable
         Assert.Null(PortForwardPlanner.Apply(_root.Backend, plan).Failure);
         Assert.Contains(_root.Backend.GetInventory().Get("sys-firewall").Features, f => f.Key.StartsWith(Agent.AgentFeatures.Prefix, StringComparison.Ordinal));
         // nothing inside any qube changed (the state folder stands in for the qubes): only features in qubes.xml
-        Assert.Equal(before, Directory.EnumerateFiles(Path.Combine(_root.Path, "qubesfirewall-state"), "*", SearchOption.AllDirectories).ToDictionary(f => f, File.ReadAllText));
+        Assert.Equal(before, QubeState());
 
         var remove = PortForwardPlanner.PlanRemove(_root.Backend, "work", ForwardProtocol.Tcp, 443, Options());
         Assert.Null(PortForwardPlanner.Apply(_root.Backend, remove).Failure);
         Assert.DoesNotContain(_root.Backend.GetInventory().Get("sys-firewall").Features, f => f.Key.StartsWith(Agent.AgentFeatures.Prefix, StringComparison.Ordinal));
-        Assert.Equal(before, Directory.EnumerateFiles(Path.Combine(_root.Path, "qubesfirewall-state"), "*", SearchOption.AllDirectories).ToDictionary(f => f, File.ReadAllText));
+        Assert.Equal(before, QubeState());
     }
 
     [Fact]

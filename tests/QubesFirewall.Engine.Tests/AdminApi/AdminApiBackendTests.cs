@@ -79,7 +79,7 @@ public sealed class AdminApiBackendTests : IDisposable
         // Declarations look at the names first, then read only the values of those that match.
         var sysNet = Backend.GetInventory().Get("sys-net");
         Server.ClearCalls();
-        Assert.Empty(sysNet.FeaturesNamed(n => n.StartsWith("qubesfirewall.", StringComparison.Ordinal)));
+        Assert.Empty(sysNet.FeaturesNamed(n => n.StartsWith("qubesfirewall.forward.", StringComparison.Ordinal)));
         Assert.Equal(["admin.vm.feature.List sys-net"], Server.Calls.Select(c => $"{c.Key} {c.Destination}"));
         // Once the names are known, a feature the qube lacks costs nothing; enumerating reads each value once.
         Assert.False(sysNet.Features.TryGetValue("no-such-feature", out _));
