@@ -102,9 +102,10 @@ public static class AgentDelivery
         foreach (var change in AgentFeatures.Changes(current, keys))
         {
             generations[change.VMName] = keys.TryGetValue(change.VMName, out var k) && k.Generation is { } g ? g : "none";
-            steps.Add(change.IsRemove
-                ? DeploymentStep.RemoveFeature(change.VMName, change.Feature, change.Previous!)
-                : DeploymentStep.SetFeature(change.VMName, change.Feature, change.Value!, change.Previous)!);
+            // a gen already right (only a data key was repaired by hand) needs no call: the key's own change wakes the agent
+            if ((change.IsRemove ? DeploymentStep.RemoveFeature(change.VMName, change.Feature, change.Previous!)
+                    : DeploymentStep.SetFeature(change.VMName, change.Feature, change.Value!, change.Previous)) is { } step)
+                steps.Add(step);
         }
         return steps;
     }

@@ -247,16 +247,20 @@ public static class PortForwardPlanner
         var agentSteps = new List<DeploymentStep>();
         if (DeploymentStep.SetFeature(forward.VMName, forward.FeatureName, value, existing?.FeatureValue) is { } declaration) agentSteps.Add(declaration);
         agentSteps.AddRange(AgentDelivery.KeySteps(inventory, AgentDelivery.WithFeature(inventory, forward.VMName, forward.FeatureName, value), generations, warnings));
-        return basePlan with
-        {
-            Steps = agentSteps,
-            ViaAgent = true,
-            AgentGenerations = generations,
-            AgentWait = options.AgentWait,
-            Warnings = warnings.Distinct().ToList(),
-            ForwardCounts = generations.Keys.ToDictionary(q => q, q => ForwardLayout.Build(inventory, after, []).For(inventory.Get(q)).Count, StringComparer.Ordinal),
-        };
+        return WithAgentSteps(basePlan, inventory, agentSteps, generations, options, warnings, after);
     }
+
+    /// <summary>The plan with its feature steps, the generation each changed qube's agent must report, and how many forwards each carries after.</summary>
+    private static PortForwardPlan WithAgentSteps(PortForwardPlan plan, QubesInventory inventory, List<DeploymentStep> steps, Dictionary<string, string> generations,
+        DeploymentOptions options, List<string> warnings, IReadOnlyList<PortForward> forwardsAfter) => plan with
+    {
+        Steps = steps,
+        ViaAgent = true,
+        AgentGenerations = generations,
+        AgentWait = options.AgentWait,
+        Warnings = warnings.Distinct().ToList(),
+        ForwardCounts = generations.Keys.ToDictionary(q => q, q => ForwardLayout.Build(inventory, forwardsAfter, []).For(inventory.Get(q)).Count, StringComparer.Ordinal),
+    };
 
     /// <summary>
     /// Conflicts already among the stored declarations (two forwards of one port through one network qube, e.g.
@@ -343,7 +347,7 @@ public static class PortForwardPlanner
         var generations = new Dictionary<string, string>(StringComparer.Ordinal);
         var steps = AgentDelivery.KeySteps(inventory, withoutIt, generations, warnings);
         foreach (var d in matching) steps.Add(DeploymentStep.RemoveFeature(target.Name, d.FeatureName, d.FeatureValue));
-        return new PortForwardPlan
+        var plan = new PortForwardPlan
         {
             Operation = "Remove",
             Forward = removed,
@@ -351,13 +355,8 @@ public static class PortForwardPlanner
             FeatureName = name,
             Hops = hops,
             Target = $"{text} ({string.Join(" -> ", hops.Append(target.Name))})",
-            Steps = steps,
-            ViaAgent = true,
-            AgentGenerations = generations,
-            AgentWait = options.AgentWait,
-            Warnings = warnings.Distinct().ToList(),
-            ForwardCounts = generations.Keys.ToDictionary(q => q, q => ForwardLayout.Build(inventory, others, []).For(inventory.Get(q)).Count, StringComparer.Ordinal),
         };
+        return WithAgentSteps(plan, inventory, steps, generations, options, warnings, others);
     }
 
     // ------------------------------------------------------------------ export / list

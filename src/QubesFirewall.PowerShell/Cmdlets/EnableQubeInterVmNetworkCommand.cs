@@ -13,13 +13,9 @@ namespace QubesFirewall.PowerShell.Cmdlets;
 [OutputType(typeof(QubeInterVmLink))]
 public sealed class EnableQubeInterVmNetworkCommand : InterVmLinkCmdlet
 {
-    /// <summary>Accept a disposable network qube or destination (its file is kept in its disposable template).</summary>
-    [Parameter]
-    public SwitchParameter Force { get; set; }
-
     protected override void ProcessRecord()
     {
-        if (PlanAndDeploy(links => InterVmLinkPlanner.PlanEnable(Backend, links, DeploymentOptions.For(Backend, Now, Force) with { AgentWait = AgentWait }),
+        if (PlanAndDeploy(links => InterVmLinkPlanner.PlanEnable(Backend, links, DeploymentOptions.For(Backend, Now) with { AgentWait = AgentWait }),
                 plan => $"Enable inter-qube link {plan.Target}?", "Enable inter-qube link") is { } done && PassThru)
             LinkOutput.Write(this, Backend, done.Plan.Links, Now);
     }

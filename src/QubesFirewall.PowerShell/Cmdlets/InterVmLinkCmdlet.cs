@@ -6,7 +6,8 @@ namespace QubesFirewall.PowerShell.Cmdlets;
 
 /// <summary>
 /// What Enable- and Disable-QubeInterVmNetwork share: the parameters that name a set of links, and the
-/// way a plan is made (halted qubes named or started), shown (-WhatIf) and deployed.
+/// way a plan is made (feature calls and the source's firewall edit; halted qubes apply their keys when they start),
+/// shown (-WhatIf) and deployed.
 /// </summary>
 public abstract class InterVmLinkCmdlet : QubeCmdlet
 {
@@ -39,10 +40,6 @@ public abstract class InterVmLinkCmdlet : QubeCmdlet
     [Parameter]
     public SwitchParameter PassThru { get; set; }
 
-    /// <summary>Start the halted qubes the change must reach (the network qube, the destinations, the qubes keeping their files), outermost first, instead of refusing them.</summary>
-    [Parameter]
-    public SwitchParameter Start { get; set; }
-
     /// <summary>Through the agent: set the features and return, without asking the qubes' agents whether they applied them.</summary>
     [Parameter]
     public SwitchParameter NoWait { get; set; }
@@ -51,15 +48,14 @@ public abstract class InterVmLinkCmdlet : QubeCmdlet
     protected TimeSpan AgentWait => NoWait ? TimeSpan.Zero : TimeSpan.FromSeconds(5);
 
     /// <summary>
-    /// Plans the links the parameters name with <paramref name="planner"/>, starts halted qubes (-Start) or refuses
-    /// them, asks, then deploys. Returns the plan and one result per qube, or null when nothing was deployed.
+    /// Plans the links the parameters name with <paramref name="planner"/>, asks, then deploys. Returns the plan and one result per qube, or null when nothing was deployed.
     /// </summary>
     protected (InterVmLinkPlan Plan, IReadOnlyList<PortForwardHopResult> Hops)? PlanAndDeploy(
         Func<IReadOnlyList<InterVmLink>, InterVmLinkPlan> planner, Func<InterVmLinkPlan, string> question, string caption)
     {
         if (!TryEngine(() => InterVmLink.Expand(From, To, Protocol, Read(Port), Bidirectional), out var links)) return null;
         InterVmLinkPlan Plan() => planner(links);
-        if (!TryEngine(Plan, out var first) || StartWhatMustRun(first, Start, Plan) is not { } plan) return null;
+        if (!TryEngine(Plan, out var plan)) return null;
         foreach (var warning in plan.Warnings) WriteWarning(warning);
         if (!ShouldProcess(plan.Describe(), question(plan), caption))
         {

@@ -30,10 +30,6 @@ public sealed class RemoveQubePortForwardCommand : QubeCmdlet
     [Parameter]
     public SwitchParameter PassThru { get; set; }
 
-    /// <summary>Start the halted qubes the change must reach (network qubes on the way, the qubes keeping the files), outermost first, instead of refusing them.</summary>
-    [Parameter]
-    public SwitchParameter Start { get; set; }
-
     /// <summary>Through the agent: set the features and return, without asking the qubes' agents whether they applied them.</summary>
     [Parameter]
     public SwitchParameter NoWait { get; set; }
@@ -43,7 +39,8 @@ public sealed class RemoveQubePortForwardCommand : QubeCmdlet
     protected override void ProcessRecord()
     {
         PortForwardPlan Plan() => PortForwardPlanner.PlanRemove(Backend, VMName, Protocol, Port, DeploymentOptions.For(Backend, Now) with { AgentWait = AgentWait });
-        if (!TryEngine(Plan, out var first) || StartWhatMustRun(first, Start, Plan) is not { } plan) return;
+        // feature calls only: a halted qube on the way gets its keys too and applies them when it starts (Pending)
+        if (!TryEngine(Plan, out var plan)) return;
         foreach (var warning in plan.Warnings) WriteWarning(warning);
         if (!ShouldProcess(plan.Describe(), $"Remove port forward {plan.Target} and its rules in {string.Join(", ", plan.Hops.Append(plan.VMName))}?", "Remove port forward"))
         {
