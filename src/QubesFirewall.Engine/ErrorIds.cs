@@ -128,6 +128,8 @@ public static class ErrorIds
     public const string PortForwardRolledBack = nameof(PortForwardRolledBack);
     /// <summary>A forward failed and something could not be put back.</summary>
     public const string PortForwardPartiallyApplied = nameof(PortForwardPartiallyApplied);
+    /// <summary>A qube on the way of a forward or link has no QubesFirewall agent; nothing was changed.</summary>
+    public const string QubeFirewallAgentMissing = nameof(QubeFirewallAgentMissing);
     /// <summary>An agent reported a failure; the forward's features were put back.</summary>
     public const string PortForwardAgentFailed = nameof(PortForwardAgentFailed);
     /// <summary>The features are set, but an agent did not confirm in time.</summary>
