@@ -1,6 +1,5 @@
 using QubesFirewall.Engine.Formats;
 using QubesFirewall.Engine.Model;
-using QubesFirewall.Engine.Planning;
 
 namespace QubesFirewall.Engine.Backends;
 

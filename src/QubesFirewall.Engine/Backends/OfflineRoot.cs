@@ -2,7 +2,6 @@ using System.Text;
 using QubesFirewall.Engine.Formats;
 using QubesFirewall.Engine.Io;
 using QubesFirewall.Engine.Model;
-using QubesFirewall.Engine.Planning;
 using QubesFirewall.Engine.Validation;
 
 namespace QubesFirewall.Engine.Backends;

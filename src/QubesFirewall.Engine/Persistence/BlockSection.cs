@@ -50,16 +50,8 @@ public sealed class BlockSection(string beginMarker, string endMarker, string wh
 
     private (int Begin, int End, List<string> Lines) Locate(string body)
     {
-        var lines = body.Split('\n').ToList();
-        if (body.EndsWith('\n')) lines.RemoveAt(lines.Count - 1);
-        var begins = new List<int>();
-        var ends = new List<int>();
-        for (var i = 0; i < lines.Count; i++)
-        {
-            var l = lines[i].TrimEnd('\r', ' ', '\t');
-            if (l == BeginMarker) begins.Add(i);
-            else if (l == EndMarker) ends.Add(i);
-        }
+        var lines = ManagedBlock.SplitLines(body);
+        var (begins, ends) = ManagedBlock.MarkerLines(lines, BeginMarker, EndMarker);
         if (begins.Count == 0 && ends.Count == 0) return (-1, -1, lines);
         if (begins.Count != 1 || ends.Count != 1 || ends[0] < begins[0])
             throw new QubesFirewallException(ErrorIds.ManagedBlockDamaged, FailureKind.InvalidData,

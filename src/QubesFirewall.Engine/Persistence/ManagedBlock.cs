@@ -108,23 +108,30 @@ public static class ManagedBlock
     }
 
     // Lines without their '\n'; a final newline does not make an empty last line.
-    private static List<string> SplitLines(string content)
+    internal static List<string> SplitLines(string content)
     {
         var lines = content.Split('\n').ToList();
         if (content.EndsWith('\n')) lines.RemoveAt(lines.Count - 1);
         return lines;
     }
 
-    private static (int Begin, int End) Locate(List<string> lines)
+    /// <summary>The numbers of the lines that are <paramref name="beginMarker"/> and <paramref name="endMarker"/> (trailing blanks and '\r' aside).</summary>
+    internal static (List<int> Begins, List<int> Ends) MarkerLines(List<string> lines, string beginMarker, string endMarker)
     {
         var begins = new List<int>();
         var ends = new List<int>();
         for (var i = 0; i < lines.Count; i++)
         {
             var l = lines[i].TrimEnd('\r', ' ', '\t');
-            if (l == BeginMarker) begins.Add(i);
-            else if (l == EndMarker) ends.Add(i);
+            if (l == beginMarker) begins.Add(i);
+            else if (l == endMarker) ends.Add(i);
         }
+        return (begins, ends);
+    }
+
+    private static (int Begin, int End) Locate(List<string> lines)
+    {
+        var (begins, ends) = MarkerLines(lines, BeginMarker, EndMarker);
         if (begins.Count == 0 && ends.Count == 0) return (-1, -1);
         if (begins.Count != 1 || ends.Count != 1 || ends[0] < begins[0])
             throw new QubesFirewallException(ErrorIds.ManagedBlockDamaged, FailureKind.InvalidData,

@@ -1,4 +1,3 @@
-using QubesFirewall.Engine.Backends;
 using QubesFirewall.Engine.Model;
 
 namespace QubesFirewall.Engine.Planning;

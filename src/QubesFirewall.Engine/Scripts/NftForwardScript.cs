@@ -1,7 +1,6 @@
 using System.Globalization;
 using System.Text;
 using QubesFirewall.Engine.Model;
-using QubesFirewall.Engine.Planning;
 
 namespace QubesFirewall.Engine.Scripts;
 
