@@ -53,7 +53,8 @@ public sealed class FirstUseCmdletTests : IDisposable
         var audit = Run("Test-QubeFirewall anon-whonix -Severity Info").Of<AuditFinding>().Single();
         Assert.Contains(run.Verbose, v => audit.Message.StartsWith(v, StringComparison.Ordinal) && v.Contains("NOT enforced", StringComparison.Ordinal));
         Assert.DoesNotContain(run.Verbose, v => v.Contains("enforced in sys-whonix", StringComparison.Ordinal));
-        Assert.Contains(run.Verbose, v => v.Contains("on target \"anon-whonix (NOT enforced: sys-whonix does not enforce them)\"", StringComparison.Ordinal));
+        // The uniform plan text says it on the change.
+        Assert.Contains(run.Verbose, v => v.Contains("1. anon-whonix: write its rules into the QubesDB of sys-whonix (NOT enforced: sys-whonix does not enforce them)", StringComparison.Ordinal));
 
         var work = Run("Sync-QubeFirewall work -Verbose -Confirm:$false");
         Assert.Contains("The rules of 'work' are enforced in 'sys-firewall' (for 10.137.0.11): its qubes-firewall service builds the qube's chain from them.", work.Verbose);

@@ -14,6 +14,7 @@ public enum PlanOperation
     Enable,
     Disable,
     Repair,
+    Sync,
 }
 
 /// <summary>

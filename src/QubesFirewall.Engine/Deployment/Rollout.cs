@@ -30,6 +30,11 @@ public enum DeploymentStepKind
     /// </summary>
     NetworkReattached,
     /// <summary>
+    /// Write a qube's current rules into its network qube's QubesDB, as qubesd does on a reload (live: <c>admin.vm.firewall.Reload</c>).
+    /// A rollback has nothing to put back: the rules written are the qube's own.
+    /// </summary>
+    ReloadFirewall,
+    /// <summary>
     /// Plan something again on the system as the steps before left it, and deploy that (the links and forwards an ipv6 change
     /// lays out again); a rollback puts back every change of that deployment, last first.
     /// </summary>
@@ -109,6 +114,7 @@ public sealed record DeploymentStep
         DeploymentStepKind.SetProperty => $"property {PropertyName} of {VMName}",
         DeploymentStepKind.StartQube => $"the power state of {VMName}",
         DeploymentStepKind.NetworkReattached => $"the attachment of {VMName} to {NetVM}",
+        DeploymentStepKind.ReloadFirewall => $"the firewall entries of {VMName} in its network qube",
         DeploymentStepKind.Redeploy => Description,
         _ => $"dom0's {Path}",
     };
@@ -247,6 +253,9 @@ public sealed record DeploymentStepResult(DeploymentStep Step, DeploymentStepSta
 
     /// <summary>For a rule-list edit: the list it left (the rules already present and not added again included).</summary>
     public FirewallEditOutcome? FirewallOutcome { get; init; }
+
+    /// <summary>For a firewall reload: the entries the network qube got.</summary>
+    public IReadOnlyList<Formats.QubesDbEntry>? Entries { get; init; }
 
     /// <summary>For a redeploy: what that deployment did, which a rollback puts back.</summary>
     public DeploymentResult? Nested { get; init; }
@@ -457,6 +466,8 @@ public static class Rollout
                 case DeploymentStepKind.NetworkReattached:
                     backend.NetworkReattached(step.VMName, step.NetVM!, step.Detail ?? "");
                     return (Done(DeploymentStepStatus.Applied, $"Re-attached {step.VMName} to {step.NetVM}."), false);
+                case DeploymentStepKind.ReloadFirewall:
+                    return (Done(DeploymentStepStatus.Applied, $"Wrote {step.Subject}.") with { Entries = backend.SyncFirewall(step.VMName) }, false);
                 case DeploymentStepKind.Redeploy:
                 {
                     var (nested, failure) = step.Redeploy!(backend);
@@ -511,6 +522,7 @@ public static class Rollout
                     break;
                 case DeploymentStepKind.StartQube:
                 case DeploymentStepKind.NetworkReattached:
+                case DeploymentStepKind.ReloadFirewall:
                     break; // a started qube stays running; a re-attach changed no setting
                 case DeploymentStepKind.Redeploy:
                     foreach (var inner in (done.Nested?.Steps ?? []).Reverse())

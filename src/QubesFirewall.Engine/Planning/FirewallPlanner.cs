@@ -102,6 +102,25 @@ public static class FirewallPlanner
         };
     }
 
+    /// <summary>Sync-QubeFirewall's plan for one qube: its rules written into its network qube's QubesDB, as qubesd does on a reload.</summary>
+    public static Plan SyncPlan(QubesInventory inventory, Qube qube)
+    {
+        var who = Enforcement.Of(inventory, qube);
+        return new Plan
+        {
+            Operation = PlanOperation.Sync,
+            Target = $"{qube.Name} ({who.Summary})",
+            Purpose = $"write the firewall entries of {qube.Name} into its network qube's QubesDB",
+            Description = $"Sync the firewall of {qube.Name}:",
+            Steps = [new DeploymentStep
+            {
+                Kind = DeploymentStepKind.ReloadFirewall,
+                VMName = qube.Name,
+                Description = $"{qube.Name}: write its rules into the QubesDB of {qube.NetVM ?? "its network qube"} ({who.Summary})",
+            }],
+        };
+    }
+
     public static FirewallEditOutcome Apply(IQubesBackend backend, FirewallChange change) =>
         change.Edit.IsEmpty ? change.Preview : backend.ApplyFirewallEdit(change.VMName, change.Edit, change.Snapshot);
 }

@@ -29,13 +29,8 @@ public sealed class SyncQubeFirewallCommand : QubeCmdlet
             // Says who enforces the rules, as Test-QubeFirewall does (a Whonix gateway receives the entries and ignores them).
             var who = Engine.Planning.Enforcement.Of(inventory!, qube);
             WriteVerbose(who.Message);
-            if (!ShouldProcess($"{name} ({who.Summary})", "Write firewall entries into the network qube's QubesDB"))
-            {
-                ShowWhatIfDetails(() => Backend.SyncFirewall(name));
-                continue;
-            }
-            if (!TryEngine(() => Backend.SyncFirewall(name), out var entries)) continue;
-            if (PassThru) WriteObject(entries, enumerateCollection: true);
+            if (Deploy(Engine.Planning.FirewallPlanner.SyncPlan(inventory!, qube)) is { Failure: null } done && PassThru)
+                WriteObject(done.Result.Steps.Single().Entries, enumerateCollection: true);
         }
     }
 }
