@@ -65,9 +65,14 @@ public sealed class FakeQubesd : IDisposable
         foreach (var vm in _store.Domains) vm.PowerState = _state.ReadPowerState(vm.Name);
         SocketPath = socketPath;
         if (File.Exists(socketPath)) File.Delete(socketPath);
+        // Bound and listening under a temporary name, then renamed: the socket path appears only once connections
+        // are accepted (a client that waits for the path, as TestBackend.ps1 does, is never refused).
+        var bound = socketPath + "~";
+        if (File.Exists(bound)) File.Delete(bound);
         _listener = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
-        _listener.Bind(new UnixDomainSocketEndPoint(socketPath));
+        _listener.Bind(new UnixDomainSocketEndPoint(bound));
         _listener.Listen(64);
+        File.Move(bound, socketPath, overwrite: true);
         _acceptLoop = Task.Run(AcceptLoop);
     }
 
