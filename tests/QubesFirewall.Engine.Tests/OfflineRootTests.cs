@@ -130,6 +130,19 @@ public sealed class OfflineRootTests : IDisposable
     }
 
     [Fact]
+    public void Sync_reads_a_qubesdb_file_with_a_byte_order_mark_as_its_text()
+    {
+        using var backend = new OfflineRoot(_root);
+        var db = Path.Combine(_root, OfflineRoot.StateFolderName, "sys-firewall", "qubesdb.txt");
+        backend.SyncFirewall("work");
+        File.WriteAllBytes(db, [0xEF, 0xBB, 0xBF, .. File.ReadAllBytes(db)]);
+        var written = new DateTime(2001, 1, 1, 0, 0, 0, DateTimeKind.Utc);
+        File.SetLastWriteTimeUtc(db, written);
+        backend.SyncFirewall("work");
+        Assert.Equal(written, File.GetLastWriteTimeUtc(db)); // the same text: nothing written
+    }
+
+    [Fact]
     public void Qube_files_stay_under_the_qubes_rw_folder()
     {
         using var backend = new OfflineRoot(_root);

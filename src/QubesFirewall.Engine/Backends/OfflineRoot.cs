@@ -266,7 +266,7 @@ internal sealed class QubesDbStore(string path)
     }
 
     /// <summary>One "path&lt;TAB&gt;value" per line (a carriage return before the newline dropped, empty lines skipped), without a string per line.</summary>
-    private ref struct EntryLines(string text)
+    private ref struct EntryLines(ReadOnlySpan<char> text)
     {
         private ReadOnlySpan<char> _rest = text;
 
@@ -296,31 +296,52 @@ internal sealed class QubesDbStore(string path)
     public void Replace(IEnumerable<string> subtreesToClear, IReadOnlyList<QubesDbEntry> entries)
     {
         using var _ = FileLock.Acquire(FileLock.PathFor(path));
-        var before = File.Exists(path) ? File.ReadAllText(path) : null;
-        var clear = subtreesToClear.ToList();
-        // The old keys outside the cleared subtrees (a network qube of a 10,000-rule client holds 10,000 keys in
-        // them: those are skipped without a string each), then the new entries; sorted by key once, and of a key
-        // given more than once the last one kept.
-        var all = new List<Entry>(entries.Count + 16);
-        var lines = new EntryLines(before ?? "");
-        while (lines.MoveNext())
-            if (!IsCleared(lines.Key, clear)) all.Add(new(lines.Key.ToString(), lines.Value.ToString(), all.Count));
-        foreach (var e in entries) all.Add(new(e.Path, e.Value, all.Count));
-        var sorted = SortByKeyThenOrder(all);
-        // As qubesd's reload, running it again changes nothing: nothing to write (compared line by line, no new file text).
-        var kept = 0;
-        var same = before is not null;
-        var at = 0;
-        for (var i = 0; i < sorted.Length; i++)
+        char[]? rented = null;
+        try
         {
-            if (i + 1 < sorted.Length && sorted[i + 1].Key == sorted[i].Key) continue;
-            sorted[kept++] = sorted[i];
-            if (same) same = IsLineAt(before!, ref at, sorted[i]);
+            var exists = File.Exists(path);
+            var before = exists ? ReadText(path, out rented) : default;
+            var clear = subtreesToClear.ToList();
+            // The old keys outside the cleared subtrees (a network qube of a 10,000-rule client holds 10,000 keys in
+            // them: those are skipped without a string each), then the new entries; sorted by key once, and of a key
+            // given more than once the last one kept.
+            var all = new List<Entry>(entries.Count + 16);
+            var lines = new EntryLines(before);
+            while (lines.MoveNext())
+                if (!IsCleared(lines.Key, clear)) all.Add(new(lines.Key.ToString(), lines.Value.ToString(), all.Count));
+            foreach (var e in entries) all.Add(new(e.Path, e.Value, all.Count));
+            var sorted = SortByKeyThenOrder(all);
+            // As qubesd's reload, running it again changes nothing: nothing to write (compared line by line, no new file text).
+            var kept = 0;
+            var same = exists;
+            var at = 0;
+            for (var i = 0; i < sorted.Length; i++)
+            {
+                if (i + 1 < sorted.Length && sorted[i + 1].Key == sorted[i].Key) continue;
+                sorted[kept++] = sorted[i];
+                if (same) same = IsLineAt(before, ref at, sorted[i]);
+            }
+            if (same && at == before.Length) return;
+            var sb = new StringBuilder();
+            for (var i = 0; i < kept; i++) sb.Append(sorted[i].Key).Append('\t').Append(sorted[i].Value).Append('\n');
+            AtomicFile.WriteAllText(path, sb.ToString());
         }
-        if (same && at == before!.Length) return;
-        var sb = new StringBuilder();
-        for (var i = 0; i < kept; i++) sb.Append(sorted[i].Key).Append('\t').Append(sorted[i].Value).Append('\n');
-        AtomicFile.WriteAllText(path, sb.ToString());
+        finally
+        {
+            if (rented is not null) System.Buffers.ArrayPool<char>.Shared.Return(rented);
+        }
+    }
+
+    // The file's text as File.ReadAllText decodes it; plain UTF-8 (no byte order mark) into a pooled array, so a
+    // 10,000-key file is no new string on the large object heap.
+    private static ReadOnlySpan<char> ReadText(string file, out char[]? rented)
+    {
+        rented = null;
+        using var bytes = PooledBytes.ReadFile(file);
+        if ((bytes.Length > 0 && bytes.Span[0] is 0xEF or 0xFE or 0xFF or 0x00) || !System.Text.Unicode.Utf8.IsValid(bytes.Span))
+            return File.ReadAllText(file);
+        rented = System.Buffers.ArrayPool<char>.Shared.Rent(Math.Max(bytes.Length, 1));
+        return rented.AsSpan(0, Encoding.UTF8.GetChars(bytes.Span, rented));
     }
 
     private static int ByKeyThenOrder(Entry a, Entry b)
@@ -371,11 +392,11 @@ internal sealed class QubesDbStore(string path)
     }
 
     // True when text holds "key<TAB>value<LF>" at position at (which moves past it).
-    private static bool IsLineAt(string text, ref int at, Entry entry)
+    private static bool IsLineAt(ReadOnlySpan<char> text, ref int at, Entry entry)
     {
         var length = entry.Key.Length + entry.Value.Length + 2;
         if (at + length > text.Length) return false;
-        var line = text.AsSpan(at, length);
+        var line = text.Slice(at, length);
         if (!line.StartsWith(entry.Key, StringComparison.Ordinal) || line[entry.Key.Length] != '\t'
             || !line[(entry.Key.Length + 1)..^1].SequenceEqual(entry.Value) || line[^1] != '\n') return false;
         at += length;
