@@ -1,6 +1,7 @@
 using System.Collections;
 using System.Globalization;
 using System.Text;
+using QubesFirewall.Engine.Agent;
 using QubesFirewall.Engine.Backends;
 using QubesFirewall.Engine.Formats;
 using QubesFirewall.Engine.Model;

@@ -19,7 +19,7 @@ public static partial class FirewallXml
         var at = 0;
         if (!Take(xml, ref at, "<firewall version=\"2\">"u8)) return null;
         SkipSpace(xml, ref at);
-        var rules = new List<FirewallRule>();
+        var rules = new List<FirewallRule>(Math.Min(xml.Length / 300, 1 << 20)); // qubesd's layout takes about 320 bytes a rule
         if (!Take(xml, ref at, "<rules/>"u8))
         {
             if (!Take(xml, ref at, "<rules>"u8)) return null;

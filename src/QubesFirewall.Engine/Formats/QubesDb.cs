@@ -26,7 +26,7 @@ public static class QubesDbRenderer
     /// </summary>
     public static IReadOnlyList<QubesDbEntry> Render(string netVmName, string? clientIPv4, string? clientIPv6, IReadOnlyList<FirewallRule> storedRules, DateTimeOffset now)
     {
-        var entries = new List<QubesDbEntry>();
+        var entries = new List<QubesDbEntry>(((clientIPv4 is null ? 0 : 1) + (clientIPv6 is null ? 0 : 1)) * (storedRules.Count + 2));
         foreach (var (ip, family) in new[] { (clientIPv4, HostKind.IPv4), (clientIPv6, HostKind.IPv6) })
         {
             if (ip is null) continue;

@@ -37,7 +37,8 @@ public sealed record FirewallEdit(IReadOnlyList<RuleInsertion> Insertions, IRead
     /// </summary>
     public FirewallEditOutcome ApplyTo(IReadOnlyList<FirewallRule> visibleRules)
     {
-        var rules = visibleRules.ToList();
+        var rules = new List<FirewallRule>(visibleRules.Count + Insertions.Count); // no regrowth for 10,000 insertions
+        rules.AddRange(visibleRules);
         var removed = new List<RuleRemoval>();
         foreach (var removal in Removals.OrderByDescending(r => r.Number).DistinctBy(r => r.Number))
         {
@@ -52,7 +53,8 @@ public sealed record FirewallEdit(IReadOnlyList<RuleInsertion> Insertions, IRead
             removed.Add(removal);
         }
 
-        var texts = new HashSet<string>(rules.Select(r => r.Text), StringComparer.Ordinal);
+        var texts = new HashSet<string>(rules.Count + Insertions.Count, StringComparer.Ordinal);
+        foreach (var rule in rules) texts.Add(rule.Text);
         var skipped = new List<FirewallRule>();
         var offsets = new Dictionary<int, int>();
         foreach (var insertion in Insertions)

@@ -39,8 +39,11 @@ public sealed record FirewallRule
 
     public DateTimeOffset? ExpireTime => Expire is { } e ? DateTimeOffset.FromUnixTimeSeconds(e) : null;
 
-    /// <summary>qubesd treats a rule as expired once its time is strictly in the past.</summary>
-    public bool IsExpiredAt(DateTimeOffset now) => Expire is { } e && e < now.ToUnixTimeSeconds();
+    /// <summary>
+    /// qubesd treats a rule as expired once its time is strictly in the past: <c>datetime.fromtimestamp(expire) &lt;
+    /// datetime.now()</c> (core-admin qubes/firewall.py Expire.expired), so already within the expiry second.
+    /// </summary>
+    public bool IsExpiredAt(DateTimeOffset now) => Expire is { } e && e * 1000 < now.ToUnixTimeMilliseconds();
 
     /// <summary>
     /// Builds a rule with qubesd's validation: the value grammars, dstports only with tcp/udp,

@@ -25,6 +25,11 @@ public sealed record QubeFirewallRule(string VMName, int Number, FirewallRule Ru
     public override string ToString() => $"{VMName}#{Number}: {Text}";
 
     /// <summary>The rules qubesd's Get shows (expired ones left out), numbered from 0.</summary>
-    public static IReadOnlyList<QubeFirewallRule> Visible(string vmName, IEnumerable<FirewallRule> stored, DateTimeOffset now) =>
-        stored.Where(r => !r.IsExpiredAt(now)).Select((r, i) => new QubeFirewallRule(vmName, i, r)).ToList();
+    public static IReadOnlyList<QubeFirewallRule> Visible(string vmName, IEnumerable<FirewallRule> stored, DateTimeOffset now)
+    {
+        var visible = new List<QubeFirewallRule>(stored.TryGetNonEnumeratedCount(out var count) ? count : 0);
+        foreach (var rule in stored)
+            if (!rule.IsExpiredAt(now)) visible.Add(new QubeFirewallRule(vmName, visible.Count, rule));
+        return visible;
+    }
 }

@@ -37,8 +37,8 @@ public static class FirewallPlanner
         var visible = snapshot.VisibleAt(now);
         var edit = FirewallEdit.Insert(insertions);
         var preview = edit.ApplyTo(visible);
-        var steps = new List<FirewallChangeStep>();
-        var positions = new Dictionary<FirewallRule, int>(ReferenceEqualityComparer.Instance);
+        var steps = new List<FirewallChangeStep>(insertions.Count);
+        var positions = new Dictionary<FirewallRule, int>(preview.Rules.Count, ReferenceEqualityComparer.Instance);
         for (var i = 0; i < preview.Rules.Count; i++) positions[preview.Rules[i]] = i;
         var present = new HashSet<FirewallRule>(preview.AlreadyPresent, ReferenceEqualityComparer.Instance);
         foreach (var insertion in insertions)

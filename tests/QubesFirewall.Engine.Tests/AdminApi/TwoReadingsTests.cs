@@ -90,4 +90,16 @@ public sealed class TwoReadingsTests
         Assert.True(refusedByModuleOnly > 0, "the module refuses some lines qubesd takes (it is stricter)");
         Console.WriteLine($"{accepted} lines accepted by both, {refusedByModuleOnly} refused by the module only");
     }
+
+    [Fact]
+    public void A_rule_has_expired_once_its_second_has_begun_to_pass_for_both()
+    {
+        const string line = "action=accept expire=1800000000";
+        var rule = RuleText.Parse(line, DateTimeOffset.FromUnixTimeSeconds(1_700_000_000));
+        var qubesd = QubesdRule.FromApiString(line);
+        var exactly = DateTimeOffset.FromUnixTimeSeconds(1_800_000_000);
+        var halfPast = DateTimeOffset.FromUnixTimeMilliseconds(1_800_000_000_500);
+        Assert.Equal(("action=accept expire=1800000000", false), (qubesd.ApiRule(exactly), rule.IsExpiredAt(exactly)));
+        Assert.Equal(((string?)null, true), (qubesd.ApiRule(halfPast), rule.IsExpiredAt(halfPast)));
+    }
 }
