@@ -210,7 +210,7 @@ public sealed class HopRolloutTests : IDisposable
     {
         _backend.FailRunIn = "untrusted";
         var binding = Model.TcpBinding.Create("untrusted", "work", 444, 10444, permanent: true);
-        var plan = TcpBindingPlanner.PlanAdd(_backend, binding, TcpBindingOptions.For(_root.Backend));
+        var plan = TcpBindingPlanner.PlanAdd(_backend, binding, DeploymentOptions.For(_root.Backend));
         var result = TcpBindingPlanner.Apply(_backend, plan);
         Assert.Equal("TcpBindingRolledBack", result.Failure!.ErrorId);
         Assert.Equal(
