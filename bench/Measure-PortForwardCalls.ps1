@@ -78,7 +78,7 @@ function Invoke-Round([string] $Name, [int] $Count) {
         Set-Content $log -Value $null -NoNewline
         $forwards = foreach ($i in 1..$Count) { [pscustomobject]@{ VMName = 'work'; Port = 20000 + $i; AllowFrom = '192.0.2.0/24' } }
         $watch = [System.Diagnostics.Stopwatch]::StartNew()
-        $forwards | Add-QubePortForward -NoWait -Force
+        $forwards | Add-QubePortForward -NoWait
         $watch.Stop()
         $calls = @(Get-Content $log | Where-Object { $_ })
         $sets = @($calls | Where-Object { $_ -like 'admin.vm.feature.Set+*' })

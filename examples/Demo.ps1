@@ -40,9 +40,9 @@ Show-DemoStep 'bad input' { try { Add-QubeFirewallRule -VMName work -Action Acce
 Show-DemoStep 'sync' { Sync-QubeFirewall work -PassThru }
 Show-DemoStep 'remove' { Get-QubeFirewallRule work | Where-Object Comment -eq 'temporary updates' | Remove-QubeFirewallRule -Confirm:$false -PassThru }
 # sys-firewall in the sample is a disposable of default-dvm (as on a default install): -Force accepts that, the warning says what it means
-Show-DemoStep 'forward' { Add-QubePortForward work 8443 -AllowFrom 192.168.1.0/24 -Force -PassThru -WarningAction SilentlyContinue }
+Show-DemoStep 'forward' { Add-QubePortForward work 8443 -AllowFrom 192.168.1.0/24 -PassThru -WarningAction SilentlyContinue }
 Show-DemoStep 'forwards' { Get-QubePortForward }
-Show-DemoStep 'link' { Enable-QubeInterVmNetwork -From work -To personal -Port 5432 -Force -PassThru -WarningAction SilentlyContinue }
+Show-DemoStep 'link' { Enable-QubeInterVmNetwork -From work -To personal -Port 5432 -PassThru -WarningAction SilentlyContinue }
 Show-DemoStep 'audit' { Test-QubeFirewall work, untrusted | Format-Table Severity, VMName, Check, Message -Wrap }
 Show-DemoStep 'picture' { Show-QubeNetwork }
 $file = Join-Path $root 'work.psd1'

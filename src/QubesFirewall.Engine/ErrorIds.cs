@@ -118,8 +118,6 @@ public static class ErrorIds
     public const string InvalidPortForwardFeature = nameof(InvalidPortForwardFeature);
     /// <summary>IPv6 sources, but IPv6 is not on along the chain.</summary>
     public const string IPv6NotEnabled = nameof(IPv6NotEnabled);
-    /// <summary>A disposable network qube on the way keeps no hook file.</summary>
-    public const string DisposableHop = nameof(DisposableHop);
     /// <summary>A Whonix gateway on the way.</summary>
     public const string WhonixInChain = nameof(WhonixInChain);
     /// <summary>A qube on the way is not running.</summary>

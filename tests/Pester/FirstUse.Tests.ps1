@@ -28,7 +28,7 @@ Describe 'Default views' {
 
     It 'Get-QubePortForward shows a comment whole, wrapped, not cut' {
         $comment = 'web server for the whole team, reachable from the office LAN only'
-        Add-QubePortForward -VMName work -Port 443 -AllowFrom 192.168.1.0/24 -Comment $comment -Force -WarningAction SilentlyContinue
+        Add-QubePortForward -VMName work -Port 443 -AllowFrom 192.168.1.0/24 -Comment $comment -WarningAction SilentlyContinue
         $text = Get-QubePortForward | Out-String -Width 120
         ($text -replace '\s+', ' ') | Should -Match ([regex]::Escape('web server for the whole team,'))
         ($text -replace '\s+', ' ') | Should -Match ([regex]::Escape('LAN only'))

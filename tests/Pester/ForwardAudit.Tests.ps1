@@ -1,5 +1,5 @@
 # Test-QubeFirewall's port forward checks and IPv6 forwards in real pwsh, on a copy of the sample root
-# (sys-firewall there is a disposable of default-dvm).
+# (sys-firewall there is a disposable of default-dvm; the qubes of a forward record the agent).
 BeforeAll {
     $modulePath = if ($env:QUBESFW_TEST_MODULE) { $env:QUBESFW_TEST_MODULE } else { Join-Path $PSScriptRoot '../../out/QubesFirewall/QubesFirewall.psd1' }
     Import-Module $modulePath -Force
@@ -9,18 +9,13 @@ BeforeAll {
 Describe 'Test-QubeFirewall: port forward checks' {
     BeforeEach {
         $env:QUBESFW_ROOT = New-TestRoot
-        Add-QubePortForward work 443 -AllowFrom 192.168.1.0/24 -Force -WarningAction SilentlyContinue
+        Add-QubePortForward work 443 -AllowFrom 192.168.1.0/24 -WarningAction SilentlyContinue
     }
     AfterAll { $env:QUBESFW_ROOT = $null }
 
-    It 'warns about the disposable sys-firewall on the way (ForwardDisposableHop)' {
-        $finding = Test-QubeFirewall work | Where-Object Check -like 'Forward*'
-        $finding.Check | Should -Be 'ForwardDisposableHop'
-        $finding.Severity | Should -Be 'Warning'
-        $finding.VMName | Should -Be 'work'
-        $finding.Message | Should -Match "'sys-firewall' \(hop 2 of 2\), a disposable of 'default-dvm'"
-        $finding.Message | Should -Match 'qvm-create --class AppVM'
-        $finding.Fix | Should -BeNullOrEmpty
+    It 'finds nothing to say about the disposable sys-firewall on the way: its keys are its own' {
+        Test-QubeFirewall work | Where-Object Check -like 'Forward*' | Should -BeNullOrEmpty
+        Test-QubeFirewall sys-firewall | Where-Object Check -like 'Agent*' | Should -BeNullOrEmpty
     }
 
     It 'warns about custom-persist on a hop (ForwardCustomPersist)' {
@@ -32,27 +27,28 @@ Describe 'Test-QubeFirewall: port forward checks' {
         $finding.Fix | Should -BeNullOrEmpty
     }
 
-    It 'reports a hop file without the forward (ForwardMissingPart) and its fix restores it' {
-        $file = Get-StateFilePath sys-net /rw/config/qubes-firewall-user-script
-        Set-Content -LiteralPath $file -Value "#!/bin/sh`n" -NoNewline
-        $finding = Test-QubeFirewall work | Where-Object Check -eq ForwardMissingPart
+    It 'reports keys that differ from the declarations (AgentKeysStale) and a change derives them again' {
+        $b = [QubesFirewall.Engine.Backends.BackendSelector]::Open($null)
+        try {
+            $key = $b.GetInventory().Get('sys-net').Features.Keys | Where-Object { $_ -like 'vm-config.qubesfw.hop4.*' }
+            $null = $b.RemoveFeature('sys-net', $key)
+        }
+        finally { $b.Dispose() }
+        $finding = Test-QubeFirewall sys-net | Where-Object Check -eq AgentKeysStale
         $finding.Severity | Should -Be 'Error'
-        $finding.Message | Should -Match 'sys-net:/rw/config/qubes-firewall-user-script does not hold its part'
-        Invoke-Expression ($finding.Fix -replace ' \(rewrites.*$', '')
-        Test-QubeFirewall work | Where-Object Check -eq ForwardMissingPart | Should -BeNullOrEmpty
-        Get-Content -Raw -LiteralPath $file | Should -Match 'add rule ip qubes qubesfw-dnat'
+        $finding.Message | Should -Match '1 key\(s\) missing or different'
+        Get-QubePortForward work | Add-QubePortForward -WarningAction SilentlyContinue
+        Test-QubeFirewall sys-net | Where-Object Check -eq AgentKeysStale | Should -BeNullOrEmpty
     }
 
-    It 'reports forward rules no declaration gives (ForwardUndeclaredPart) and its fix removes them' {
-        Remove-TestFeature work qubesfirewall.forward.tcp.443
-        $findings = @(Test-QubeFirewall work | Where-Object Check -eq ForwardUndeclaredPart)
-        $findings.Count | Should -Be 2
-        $findings[0].Severity | Should -Be 'Error'
-        $findings[0].Message | Should -Match 'no declaration gives it'
-        $findings[0].Fix | Should -Not -Match 'Add-Qube'   # derived from a file's content: it opens nothing
-        Invoke-Expression ($findings[0].Fix -replace ' \(.*$', '') -WarningAction SilentlyContinue
-        Test-QubeFirewall work | Where-Object Check -like 'Forward*Part' | Should -BeNullOrEmpty
-        Get-Content -Raw -LiteralPath (Get-StateFilePath sys-net /rw/config/qubes-firewall-user-script) | Should -Not -Match 'qubesfw'
+    It 'reports forward rules an earlier version left in a hook file (ForwardUndeclaredPart); its fix is the agent install' {
+        $file = Get-StateFilePath sys-net /rw/config/qubes-firewall-user-script
+        New-Item -ItemType Directory -Force -Path (Split-Path $file) | Out-Null
+        Set-Content -LiteralPath $file -Value "#!/bin/sh`n# >>> qubesfirewall managed block: do not edit >>>`nadd rule ip qubes qubesfw-dnat tcp dport 443 dnat to 10.138.10.201 comment `"tcp/443 to work`"`n# <<< qubesfirewall <<<`n" -NoNewline
+        $finding = @(Test-QubeFirewall work | Where-Object Check -eq ForwardUndeclaredPart)[0]
+        $finding.Severity | Should -Be 'Error'
+        $finding.Message | Should -Match 'sys-net'
+        $finding.Fix | Should -Be 'Install-QubeFirewallAgent -VMName sys-net'
     }
 }
 
@@ -61,21 +57,21 @@ Describe 'Add-QubePortForward over IPv6' {
     AfterAll { $env:QUBESFW_ROOT = $null }
 
     It 'refuses IPv6 sources while the chain has no IPv6' {
-        { Add-QubePortForward work 443 -AllowFrom 2001:db8::/32 -Force -ErrorAction Stop } |
+        { Add-QubePortForward work 443 -AllowFrom 2001:db8::/32 -ErrorAction Stop } |
             Should -Throw -ErrorId 'IPv6NotEnabled,QubesFirewall.PowerShell.Cmdlets.AddQubePortForwardCommand'
         Get-QubePortForward | Should -BeNullOrEmpty
     }
 
     It 'generates ip6 rules once IPv6 is on, each family filtered by its own sources' {
         Set-QubeIPv6 -VMName sys-net -Enabled $true -Confirm:$false
-        Add-QubePortForward work 443 -AllowFrom 192.168.1.0/24, 2001:db8::/32 -Force -WarningAction SilentlyContinue
+        Add-QubePortForward work 443 -AllowFrom 192.168.1.0/24, 2001:db8::/32 -WarningAction SilentlyContinue
         (Get-QubePortForward -VMName work).IPv6 | Should -BeTrue
-        $sysNet = Get-Content -Raw -LiteralPath (Get-StateFilePath sys-net /rw/config/qubes-firewall-user-script)
-        $sysNet | Should -Match 'add rule ip6 qubes qubesfw-dnat .*ip6 saddr 2001:db8::/32 tcp dport 443 dnat to fd09:24ef:4179::a8a:'
-        $sysNet | Should -Match 'add rule ip qubes qubesfw-dnat .*ip saddr 192.168.1.0/24 tcp dport 443 dnat to 10.138.'
-        Get-Content -Raw -LiteralPath (Get-StateFilePath work /rw/config/rc.local) | Should -Match 'add rule ip6 qubes qubesfw-input iifgroup 1 ip6 saddr 2001:db8::/32 ip6 daddr fd09:24ef:4179::a89:b tcp dport 443 accept'
+        $sysNet = (Get-Qube sys-net).Features.Values -join "`n"
+        $sysNet | Should -Match ' proto=tcp port=443 to=443 in=out nat=fd09:24ef:4179::a8a:[0-9a-f]+ dst=local src=2001:db8::/32 vm=work'
+        $sysNet | Should -Match ' proto=tcp port=443 to=443 in=out nat=10\.138\.[0-9.]+ dst=local src=192\.168\.1\.0/24 vm=work'
+        ((Get-Qube work).Features.Values -join "`n") | Should -Match ' proto=tcp port=443 to=443 dst=fd09:24ef:4179::a89:b src=2001:db8::/32 vm=work'
 
         Remove-QubePortForward -VMName work -Port 443 -Confirm:$false
-        Get-Content -Raw -LiteralPath (Get-StateFilePath sys-net /rw/config/qubes-firewall-user-script) | Should -Not -Match 'qubesfw'
+        (Get-Qube sys-net).Features.Keys | Where-Object { $_ -like 'vm-config.qubesfw.*' } | Should -BeNullOrEmpty
     }
 }

@@ -1,6 +1,7 @@
-# Halted qubes on the way of a port forward or binding, in real pwsh: the live backend names them (sys-firewall
-# in the sample is a disposable of default-dvm, which is halted), -Start starts them outermost first; the
-# offline root records the new power states in its state folder.
+# Halted qubes on the way of a port forward, a link or a binding, in real pwsh. Forwards and links are features
+# only: a halted qube gets its keys and its agent applies them when it starts, so nothing is started or refused.
+# A binding's client must run: the live backend names it, -Start starts it; the offline root records the new power
+# state in its state folder.
 BeforeAll {
     $modulePath = if ($env:QUBESFW_TEST_MODULE) { $env:QUBESFW_TEST_MODULE } else { Join-Path $PSScriptRoot '../../out/QubesFirewall/QubesFirewall.psd1' }
     Import-Module $modulePath -Force
@@ -12,26 +13,16 @@ BeforeAll {
     }
 }
 
-Describe '-Start (offline)' {
+Describe 'Halted qubes (offline)' {
     AfterEach { Reset-TestBackend }
 
-    It 'starts the halted qubes of a forward outermost first, after saying so under -WhatIf' {
+    It 'gives halted qubes their keys and starts none; -Start is no parameter of a forward' {
         Use-TestBackend 'offline' -PowerStates @{ 'sys-net' = 'Halted'; 'sys-firewall' = 'Halted'; 'work' = 'Halted' } | Out-Null
-        $null = Add-QubePortForward work 443 -AllowFrom 192.168.1.0/24 -Force -Start -WhatIf -WarningAction SilentlyContinue
-        Get-PowerState sys-net | Should -Be 'Halted'
-
-        $verbose = Add-QubePortForward work 443 -AllowFrom 192.168.1.0/24 -Force -Start -Verbose -WarningAction SilentlyContinue 4>&1 |
-            Where-Object { $_ -is [System.Management.Automation.VerboseRecord] } | ForEach-Object Message
-        $verbose | Should -Contain 'Started sys-net, sys-firewall, default-dvm, work.'
-        foreach ($q in 'sys-net', 'sys-firewall', 'default-dvm', 'work') { Get-PowerState $q | Should -Be 'Running' }
-        (Get-QubePortForward work).Port | Should -Be 443
-    }
-
-    It 'leaves halted qubes as they are without -Start (their files are written offline)' {
-        Use-TestBackend 'offline' -PowerStates @{ 'sys-net' = 'Halted' } | Out-Null
-        $hops = Add-QubePortForward work 443 -AllowFrom 192.168.1.0/24 -Force -PassThru -WarningAction SilentlyContinue
+        $hops = Add-QubePortForward work 443 -AllowFrom 192.168.1.0/24 -PassThru -WarningAction SilentlyContinue
         $hops.Status | Select-Object -Unique | Should -Be 'Recorded'
-        Get-PowerState sys-net | Should -Be 'Halted'
+        foreach ($q in 'sys-net', 'sys-firewall', 'work') { Get-PowerState $q | Should -Be 'Halted' }
+        (Get-Qube sys-net).Features['vm-config.qubesfw.gen'] | Should -Match '^for=sys-net gen=[0-9a-f]{16} keys=1$'
+        { Add-QubePortForward work 444 -AllowFrom 192.168.1.0/24 -Start -ErrorAction Stop } | Should -Throw -ErrorId 'NamedParameterNotFound,QubesFirewall.PowerShell.Cmdlets.AddQubePortForwardCommand'
     }
 
     It 'starts the client of a permanent binding' {
@@ -45,23 +36,22 @@ Describe '-Start (offline)' {
 Describe 'Halted qubes (live)' {
     AfterEach { Reset-TestBackend }
 
-    It 'refuses a forward whose qubes are halted, naming each, and changes nothing' {
+    It 'sets the keys of a forward whose qubes are halted, starting none' {
         Use-TestBackend 'live' -PowerStates @{ 'sys-net' = 'Halted' } | Out-Null
-        $err = $null
-        Add-QubePortForward work 443 -AllowFrom 192.168.1.0/24 -Force -ErrorVariable err -ErrorAction SilentlyContinue
-        $err[0].FullyQualifiedErrorId | Should -Be 'QubesNotRunning,QubesFirewall.PowerShell.Cmdlets.AddQubePortForwardCommand'
-        "$($err[0])" | Should -Match 'sys-net \(halted\), default-dvm \(halted\)'
-        "$($err[0])" | Should -Match '-Start'
-        Get-QubePortForward | Should -BeNullOrEmpty
-        Get-TestCalls | Where-Object { $_ -like 'admin.vm.feature.Set*' -or $_ -like 'admin.vm.Start*' } | Should -BeNullOrEmpty
+        $hops = Add-QubePortForward work 443 -AllowFrom 192.168.1.0/24 -NoWait -PassThru
+        $hops.Status | Select-Object -Unique | Should -Be 'Sent'
+        (Get-QubePortForward work).Port | Should -Be 443
+        (Get-TestCalls | Where-Object { $_ -like 'admin.vm.feature.Set*' }).Count | Should -Be 7
+        Get-TestCalls | Where-Object { $_ -like 'admin.vm.Start*' } | Should -BeNullOrEmpty
+        Get-PowerState sys-net | Should -Be 'Halted'
     }
 
-    It 'with -Start -WhatIf says what it would start and starts nothing' {
+    It 'with -WhatIf sets nothing and starts nothing' {
         Use-TestBackend 'live' | Out-Null
         $warnings = @()
-        $null = Add-QubePortForward work 443 -AllowFrom 192.168.1.0/24 -Force -Start -WhatIf -WarningVariable warnings -WarningAction SilentlyContinue
-        ($warnings -join "`n") | Should -Match 'only once default-dvm runs'
-        Get-TestCalls | Where-Object { $_ -like 'admin.vm.Start*' } | Should -BeNullOrEmpty
+        $null = Add-QubePortForward work 443 -AllowFrom 192.168.1.0/24 -WhatIf -WarningVariable warnings -WarningAction SilentlyContinue
+        $warnings | Should -BeNullOrEmpty
+        Get-TestCalls | Where-Object { $_ -like 'admin.vm.Start*' -or $_ -like 'admin.vm.feature.Set*' } | Should -BeNullOrEmpty
         Get-PowerState default-dvm | Should -Be 'Halted'
     }
 
@@ -70,18 +60,14 @@ Describe 'Halted qubes (live)' {
         { Add-QubeTcpBinding untrusted work 444 -Permanent -ErrorAction Stop } | Should -Throw -ErrorId 'QubesNotRunning,QubesFirewall.PowerShell.Cmdlets.AddQubeTcpBindingCommand'
     }
 
-    It 'refuses an inter-qube link whose qubes are halted, naming each; -Start -WhatIf names them and starts none' {
+    It 'sets the keys of an inter-qube link whose destination is halted, starting none' {
         Use-TestBackend 'live' | Out-Null
-        $err = $null
-        Enable-QubeInterVmNetwork -From work -To untrusted -Port 8080 -Force -ErrorVariable err -ErrorAction SilentlyContinue
-        $err[0].FullyQualifiedErrorId | Should -Be 'QubesNotRunning,QubesFirewall.PowerShell.Cmdlets.EnableQubeInterVmNetworkCommand'
-        "$($err[0])" | Should -Match 'default-dvm \(halted\), untrusted \(halted\)'
-        Get-QubeInterVmNetwork | Should -BeNullOrEmpty
-
-        $warnings = @()
-        $null = Enable-QubeInterVmNetwork -From work -To untrusted -Port 8080 -Force -Start -WhatIf -WarningVariable warnings -WarningAction SilentlyContinue
-        ($warnings -join "`n") | Should -Match 'only once default-dvm, untrusted run'
+        $null = Enable-QubeInterVmNetwork -From work -To untrusted -Port 8080 -WhatIf -WarningAction SilentlyContinue
         Get-TestCalls | Where-Object { $_ -like 'admin.vm.Start*' -or $_ -like 'admin.vm.feature.Set*' } | Should -BeNullOrEmpty
+        Enable-QubeInterVmNetwork -From work -To untrusted -Port 8080 -NoWait
+        (Get-QubeInterVmNetwork -From work).To | Should -Be 'untrusted'
+        (Get-Qube untrusted).Features.Keys | Where-Object { $_ -like 'vm-config.qubesfw.ldst4.*' } | Should -Not -BeNullOrEmpty
+        Get-TestCalls | Where-Object { $_ -like 'admin.vm.Start*' } | Should -BeNullOrEmpty
         Get-PowerState untrusted | Should -Be 'Halted'
     }
 }

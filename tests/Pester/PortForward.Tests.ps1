@@ -1,4 +1,5 @@
-# Port forwarding in real pwsh, on a copy of the sample root (sys-firewall there is a disposable of default-dvm).
+# Port forwarding in real pwsh, on a copy of the sample root (sys-firewall there is a disposable of default-dvm;
+# sys-net, sys-firewall, work, personal and untrusted record the agent: a change is features only).
 BeforeAll {
     $modulePath = if ($env:QUBESFW_TEST_MODULE) { $env:QUBESFW_TEST_MODULE } else { Join-Path $PSScriptRoot '../../out/QubesFirewall/QubesFirewall.psd1' }
     Import-Module $modulePath -Force
@@ -10,40 +11,48 @@ Describe 'Add-QubePortForward' {
     AfterAll { $env:QUBESFW_ROOT = $null }
 
     It 'forwards a port to a qube piped from Get-Qube and returns each hop' {
-        $hops = Get-Qube work | Add-QubePortForward -Port 443 -AllowFrom 192.168.1.0/24 -Force -PassThru -WarningAction SilentlyContinue
-        $hops.VMName | Should -Be @('work', 'sys-firewall', 'sys-net')
+        $hops = Get-Qube work | Add-QubePortForward -Port 443 -AllowFrom 192.168.1.0/24 -PassThru -WarningAction SilentlyContinue
+        $hops.VMName | Should -Be @('sys-firewall', 'sys-net', 'work')
         $hops.Status | Select-Object -Unique | Should -Be 'Recorded'
         (Get-Qube work).Features['qubesfirewall.forward.tcp.443'] | Should -Be 'uuid=cf61609e-57bb-57dc-ad09-54ed6950a50b target=443 type=external allow=192.168.1.0/24' # bound to work's uuid
-        Get-StateFile sys-net /rw/config/qubes-firewall-user-script | Should -Match '(?m)^# >>> qubesfirewall managed block: do not edit >>>$'
-        Get-StateFile default-dvm /rw/config/qubes-firewall-user-script | Should -Match "qubesdb-read /name 2>/dev/null\)`" = 'sys-firewall'"
-        Get-StateFile work /rw/config/rc.local | Should -Match 'add rule ip qubes qubesfw-input iifgroup 1 ip saddr 192.168.1.0/24 ip daddr 10.137.0.11 tcp dport 443 accept'
+        ((Get-Qube sys-net).Features.Keys | Where-Object { $_ -like 'vm-config.qubesfw.hop4.*' }).Count | Should -Be 1
+        (Get-Qube sys-firewall).Features['vm-config.qubesfw.gen'] | Should -Match '^for=sys-firewall gen=[0-9a-f]{16} keys=1$'
+        (Get-Qube work).Features.Values | Where-Object { $_ -like '* proto=tcp port=443 to=443 dst=10.137.0.11 src=192.168.1.0/24 vm=work' } | Should -Not -BeNullOrEmpty
+        # nothing is written into a qube: the disposable sys-firewall keeps its own features, default-dvm gets nothing
+        Get-StateFile sys-net /rw/config/qubes-firewall-user-script | Should -BeNullOrEmpty
+        Get-StateFile default-dvm /rw/config/qubes-firewall-user-script | Should -BeNullOrEmpty
+        Get-StateFile work /rw/config/rc.local | Should -BeNullOrEmpty
     }
 
-    It 'refuses a disposable on the way without -Force and changes nothing' {
+    It 'refuses a qube on the way without the agent, names the install command and changes nothing' {
+        $b = [QubesFirewall.Engine.Backends.BackendSelector]::Open($null)
+        try { $null = $b.RemoveFeature('sys-firewall', 'qubesfirewall.agent') } finally { $b.Dispose() }
         $before = Get-Content (Join-Path $env:QUBESFW_ROOT 'qubes.xml') -Raw
-        { Add-QubePortForward -VMName work -Port 443 -AllowFrom 192.168.1.0/24 -ErrorAction Stop } |
-            Should -Throw -ErrorId 'DisposableHop,QubesFirewall.PowerShell.Cmdlets.AddQubePortForwardCommand'
+        $err = $null
+        Add-QubePortForward -VMName work -Port 443 -AllowFrom 192.168.1.0/24 -ErrorVariable err -ErrorAction SilentlyContinue
+        $err[0].FullyQualifiedErrorId | Should -Be 'QubeFirewallAgentMissing,QubesFirewall.PowerShell.Cmdlets.AddQubePortForwardCommand'
+        "$($err[0])" | Should -Match 'Install-QubeFirewallAgent -VMName sys-firewall'
         Get-Content (Join-Path $env:QUBESFW_ROOT 'qubes.xml') -Raw | Should -BeExactly $before
     }
 
     It 'refuses a Whonix qube, a qube without network and a port already taken' {
-        { Add-QubePortForward anon-whonix 80 -Force -ErrorAction Stop } | Should -Throw -ErrorId 'WhonixInChain,QubesFirewall.PowerShell.Cmdlets.AddQubePortForwardCommand'
-        { Add-QubePortForward vault 80 -Force -ErrorAction Stop } | Should -Throw -ErrorId 'NoNetVM,QubesFirewall.PowerShell.Cmdlets.AddQubePortForwardCommand'
-        Add-QubePortForward work 443 -AllowFrom 10.0.0.0/8 -Force -WarningAction SilentlyContinue
-        { Add-QubePortForward personal 443 -AllowFrom 10.0.0.0/8 -Force -ErrorAction Stop -WarningAction SilentlyContinue } |
+        { Add-QubePortForward anon-whonix 80 -ErrorAction Stop } | Should -Throw -ErrorId 'WhonixInChain,QubesFirewall.PowerShell.Cmdlets.AddQubePortForwardCommand'
+        { Add-QubePortForward vault 80 -ErrorAction Stop } | Should -Throw -ErrorId 'NoNetVM,QubesFirewall.PowerShell.Cmdlets.AddQubePortForwardCommand'
+        Add-QubePortForward work 443 -AllowFrom 10.0.0.0/8 -WarningAction SilentlyContinue
+        { Add-QubePortForward personal 443 -AllowFrom 10.0.0.0/8 -ErrorAction Stop -WarningAction SilentlyContinue } |
             Should -Throw -ErrorId 'PortAlreadyForwarded,QubesFirewall.PowerShell.Cmdlets.AddQubePortForwardCommand'
     }
 
     It 'prints the whole plan with -WhatIf and writes nothing' {
         $before = Get-ChildItem $env:QUBESFW_ROOT -Recurse -File | Get-FileHash | ForEach-Object Hash
-        $null = Add-QubePortForward work 8443 -TargetPort 443 -AllowFrom 203.0.113.0/24 -Force -WhatIf -WarningAction SilentlyContinue
+        $null = Add-QubePortForward work 8443 -TargetPort 443 -AllowFrom 203.0.113.0/24 -WhatIf -WarningAction SilentlyContinue
         (Get-ChildItem $env:QUBESFW_ROOT -Recurse -File | Get-FileHash | ForEach-Object Hash) | Should -Be $before
         Get-QubePortForward | Should -BeNullOrEmpty
     }
 
     It 'warns which clients their own firewall keeps out of an internal forward' {
         $warnings = @()
-        Add-QubePortForward untrusted 8080 -Type Internal -AllowFrom 10.137.0.11 -Force -WarningVariable warnings -WarningAction SilentlyContinue
+        Add-QubePortForward untrusted 8080 -Type Internal -AllowFrom 10.137.0.11 -WarningVariable warnings -WarningAction SilentlyContinue
         $warnings | Where-Object { "$_" -like "'work' cannot use*" } | Should -Not -BeNullOrEmpty
         ($warnings -join "`n") | Should -Match 'Add-QubeFirewallRule -VMName work -Action Accept -Protocol Tcp -DstHost 10\.137\.0\.12 -DstPorts 8080'
     }
@@ -52,8 +61,8 @@ Describe 'Add-QubePortForward' {
 Describe 'Get-QubePortForward and Remove-QubePortForward' {
     BeforeEach {
         $env:QUBESFW_ROOT = New-TestRoot
-        Add-QubePortForward work 443 -AllowFrom 192.168.1.0/24 -Comment 'web' -Force -WarningAction SilentlyContinue
-        Add-QubePortForward personal 51820 -Protocol Udp -AllowFrom 198.51.100.0/24 -Force -WarningAction SilentlyContinue
+        Add-QubePortForward work 443 -AllowFrom 192.168.1.0/24 -Comment 'web' -WarningAction SilentlyContinue
+        Add-QubePortForward personal 51820 -Protocol Udp -AllowFrom 198.51.100.0/24 -WarningAction SilentlyContinue
     }
     AfterAll { $env:QUBESFW_ROOT = $null }
 
@@ -67,15 +76,16 @@ Describe 'Get-QubePortForward and Remove-QubePortForward' {
     It 'removes what is piped from Get-QubePortForward and keeps the other forward' {
         Get-QubePortForward work | Remove-QubePortForward -Confirm:$false
         (Get-QubePortForward).VMName | Should -Be 'personal'
-        Get-StateFile work /rw/config/rc.local | Should -BeExactly "#!/bin/sh`n"
-        Get-StateFile sys-net /rw/config/qubes-firewall-user-script | Should -Match 'udp dport 51820'
-        Get-StateFile sys-net /rw/config/qubes-firewall-user-script | Should -Not -Match 'tcp dport 443'
+        (Get-Qube work).Features.Keys | Where-Object { $_ -like 'vm-config.qubesfw.*' } | Should -BeNullOrEmpty
+        $sysNet = (Get-Qube sys-net).Features.Values -join "`n"
+        $sysNet | Should -Match ' proto=udp port=51820 '
+        $sysNet | Should -Not -Match ' proto=tcp port=443 '
     }
 
-    It 'gives each hop file back without its block when the last forward goes' {
+    It 'takes every key back when the last forward goes' {
         Get-QubePortForward | Remove-QubePortForward -Confirm:$false
         Get-QubePortForward | Should -BeNullOrEmpty
-        foreach ($q in 'sys-net', 'default-dvm') { Get-StateFile $q /rw/config/qubes-firewall-user-script | Should -BeExactly "#!/bin/sh`n" }
+        foreach ($q in 'sys-net', 'sys-firewall', 'work', 'personal') { (Get-Qube $q).Features.Keys | Where-Object { $_ -like 'vm-config.qubesfw.*' } | Should -BeNullOrEmpty }
         Export-QubeFirewallScript sys-net -WarningAction SilentlyContinue | Should -BeNullOrEmpty
     }
 
@@ -88,14 +98,14 @@ Describe 'Get-QubePortForward and Remove-QubePortForward' {
 Describe 'Export-QubeFirewallScript' {
     BeforeEach {
         $env:QUBESFW_ROOT = New-TestRoot
-        Add-QubePortForward work 443 -AllowFrom 192.168.1.0/24 -Force -WarningAction SilentlyContinue
+        Add-QubePortForward work 443 -AllowFrom 192.168.1.0/24 -WarningAction SilentlyContinue
     }
     AfterAll { $env:QUBESFW_ROOT = $null }
 
-    It 'returns the block kept in the qube''s hook file' {
+    It 'returns the rules the module derives for the qube, never written into it' {
         $script = Export-QubeFirewallScript sys-net
         $script | Should -BeOfType [string]
-        (Get-StateFile sys-net /rw/config/qubes-firewall-user-script).Contains($script) | Should -BeTrue
+        Get-StateFile sys-net /rw/config/qubes-firewall-user-script | Should -BeNullOrEmpty
         $script | Should -Match 'nft -a list table ip qubes'
     }
 

@@ -68,14 +68,16 @@ public sealed class AgentDeliveryTests : IDisposable
     }
 
     [Fact]
-    public void A_qube_without_the_agent_keeps_the_hook_file_delivery_and_is_named_with_the_install_command()
+    public void A_qube_without_the_agent_is_refused_by_name_with_the_install_command_even_with_Force()
     {
         _root.Backend.RemoveFeature("sys-net", AgentScript.VersionFeature);
-        var plan = PortForwardPlanner.PlanAdd(_root.Backend, Web, Options with { Force = true });
-        Assert.False(plan.ViaAgent);
-        Assert.Contains(plan.Steps, s => s.Kind == DeploymentStepKind.WriteFile);
-        Assert.Contains(plan.Warnings, w => w.StartsWith("QubeFirewallAgentMissing: sys-net has no QubesFirewall agent", StringComparison.Ordinal)
-            && w.Contains("Install-QubeFirewallAgent -VMName sys-net)", StringComparison.Ordinal));
+        var ex = Assert.Throws<QubesFirewallException>(() => PortForwardPlanner.PlanAdd(_root.Backend, Web, Options with { Force = true }));
+        Assert.Equal("QubeFirewallAgentMissing", ex.ErrorId);
+        Assert.Contains("sys-net has none. Install it once: Install-QubeFirewallAgent -VMName sys-net. ", ex.Message);
+        Assert.Equal("sys-net", ex.Target);
+        Assert.DoesNotContain("qubesfirewall.forward.tcp.443", _root.Backend.GetInventory().Get("work").Features.Keys);
+        foreach (var qube in new[] { "sys-net", "sys-firewall", "work" }) Assert.Empty(AgentKeys(qube));
+        Assert.Null(_root.Backend.ReadQubeFile("sys-net", "/rw/config/qubes-firewall-user-script"));
     }
 
     [Fact]

@@ -6,8 +6,8 @@ namespace QubesFirewall.Engine.Tests;
 
 /// <summary>
 /// Test-QubeFirewall's port forward checks on an offline root where the forwards are added and removed by the
-/// real planner: a disposable (or disposable template) on the way, custom-persist on the way, and a forward
-/// missing a part or a part no declaration gives. Each fix the findings suggest is applied and clears them.
+/// real planner (through the agent): custom-persist on the way, and rules an earlier version left in hook files.
+/// Each fix the findings suggest is applied and clears them.
 /// </summary>
 [System.Runtime.Versioning.UnsupportedOSPlatform("windows")]
 public sealed class ForwardAuditTests : IDisposable
@@ -34,8 +34,8 @@ public sealed class ForwardAuditTests : IDisposable
 
     private static readonly PortForward Web = PortForward.Create("work", ForwardProtocol.Tcp, 443, 8443, allowFrom: ["192.168.1.0/24"]);
 
-    private void Add(PortForward f, bool force = false) =>
-        Assert.Null(PortForwardPlanner.Apply(_root.Backend, PortForwardPlanner.PlanAdd(_root.Backend, f, DeploymentOptions.For(_root.Backend, _root.Now, force))).Failure);
+    private void Add(PortForward f) =>
+        Assert.Null(PortForwardPlanner.Apply(_root.Backend, PortForwardPlanner.PlanAdd(_root.Backend, f, DeploymentOptions.For(_root.Backend, _root.Now))).Failure);
 
     private void Remove(string vm, ForwardProtocol p, int port) =>
         Assert.Null(PortForwardPlanner.Apply(_root.Backend, PortForwardPlanner.PlanRemove(_root.Backend, vm, p, port, DeploymentOptions.For(_root.Backend, _root.Now))).Failure);
@@ -57,37 +57,21 @@ public sealed class ForwardAuditTests : IDisposable
     }
 
     [Fact]
-    public void A_disposable_hop_is_a_warning_naming_its_template_and_its_part_there_counts_as_present()
+    public void A_disposable_sys_firewall_or_a_disposable_template_on_the_way_is_no_finding_their_keys_are_their_own()
     {
+        // forwards reach qubes as features of the qube itself (qubesd exports them at each start): nothing lives in the template's /rw
         Use(Layout(sysFirewallClass: "DispVM"));
-        Add(Web, force: true);
-        var f = Assert.Single(Audit("work"));
-        Assert.Equal((AuditSeverity.Warning, "work", ForwardAuditChecks.DisposableHop), (f.Severity, f.VMName, f.Check));
-        Assert.Null(f.Rule);
-        Assert.Contains("passes through 'sys-firewall' (hop 2 of 2), a disposable of 'dvm'", f.Message);
-        Assert.Contains("dvm:/rw/config/qubes-firewall-user-script", f.Message);
-        // The way out needs qvm-create, no command of this module: it is in the message, and the Fix is empty.
-        Assert.Null(f.Fix);
-        Assert.Contains("Make 'sys-firewall' a regular qube (qvm-create --class AppVM --property provides_network=True", f.Message);
-        Assert.Contains("Get-QubePortForward -VMName work -Port 443 -Protocol Tcp | Add-QubePortForward -Force", f.Message);
-        // the part kept in dvm's file, inside the guard for sys-firewall, is found: no missing-part finding above.
-        // Taken out of the file, it is missing:
-        var content = _root.Backend.ReadQubeFile("dvm", ForwardPersistence.FirewallUserScript)!;
-        _root.Backend.WriteQubeFile("dvm", ForwardPersistence.FirewallUserScript, ManagedBlock.Remove(content)!, ManagedBlock.FileMode);
-        var missing = Assert.Single(Audit("work"), x => x.Check == ForwardAuditChecks.MissingPart);
-        Assert.Contains("dvm:/rw/config/qubes-firewall-user-script (kept there for the disposable sys-firewall) does not hold its part", missing.Message);
-    }
+        Add(Web);
+        Assert.Empty(Audit("work"));
+        Assert.Contains(_root.Backend.GetInventory().Get("sys-firewall").Features, f => f.Key.StartsWith(Agent.AgentFeatures.Prefix, StringComparison.Ordinal) && f.Value.StartsWith("for=sys-firewall ", StringComparison.Ordinal));
+        Assert.Null(_root.Backend.ReadQubeFile("dvm", ForwardPersistence.FirewallUserScript));
 
-    [Fact]
-    public void A_disposable_template_on_the_way_is_a_warning_too()
-    {
+        // a disposable template on the way: its keys name it, so the agent of a disposable started from it refuses them
         Use(Layout(sysFirewallProps: new Dictionary<string, string> { ["template_for_dispvms"] = "True" }));
         Add(Web);
-        var f = Assert.Single(Audit("work"));
-        Assert.Equal(ForwardAuditChecks.DisposableHop, f.Check);
-        Assert.Contains("'sys-firewall' (hop 2 of 2), a disposable template", f.Message);
-        Assert.Null(f.Fix);
-        Assert.Contains("qvm-prefs sys-firewall template_for_dispvms False", f.Message);
+        Assert.Empty(Audit("work"));
+        Assert.All(_root.Backend.GetInventory().Get("sys-firewall").Features.Where(f => f.Key.StartsWith(Agent.AgentFeatures.Prefix, StringComparison.Ordinal)),
+            f => Assert.StartsWith("for=sys-firewall ", f.Value, StringComparison.Ordinal));
     }
 
     [Fact]
@@ -98,7 +82,7 @@ public sealed class ForwardAuditTests : IDisposable
         var f = Assert.Single(Audit("work"));
         Assert.Equal((AuditSeverity.Warning, ForwardAuditChecks.CustomPersistHop), (f.Severity, f.Check));
         Assert.Contains("'sys-net' (hop 1 of 2), which has the R4.3 custom-persist service on", f.Message);
-        Assert.Contains("/rw/config/qubes-firewall-user-script at start", f.Message);
+        Assert.Contains("does not run its /rw/config hooks at start, so its QubesFirewall agent does not start", f.Message);
         Assert.Null(f.Fix);
         Assert.Contains("Turn custom-persist off for it (qvm-service --disable sys-net custom-persist)", f.Message);
         Assert.Contains("/etc/qubes/qubes-firewall.d/", f.Message);
@@ -107,90 +91,78 @@ public sealed class ForwardAuditTests : IDisposable
         Assert.Empty(Audit("work"));
     }
 
-    [Fact]
-    public void A_hop_file_without_the_forward_is_an_error_whose_fix_restores_it()
+    /// <summary>What an earlier version left: the managed block of each qube on the forward's way, as it wrote them (the user's own line above it).</summary>
+    private void WriteEarlierVersionBlocks(params string[] qubes)
     {
-        Add(Web);
-        var content = _root.Backend.ReadQubeFile("sys-firewall", ForwardPersistence.FirewallUserScript)!;
-        _root.Backend.WriteQubeFile("sys-firewall", ForwardPersistence.FirewallUserScript, ManagedBlock.Remove(content)!, ManagedBlock.FileMode);
-
-        var f = Assert.Single(Audit("work"));
-        Assert.Equal((AuditSeverity.Error, "work", ForwardAuditChecks.MissingPart), (f.Severity, f.VMName, f.Check));
-        Assert.Equal("tcp/443 -> work:8443 is declared (qubesfirewall.forward.tcp.443), but sys-firewall:/rw/config/qubes-firewall-user-script does not hold its part. " +
-            "At sys-firewall's next start the forward does not work as declared. The fix rewrites the file of every qube on the way from the declaration.", f.Message);
-        Assert.Equal("Get-QubePortForward -VMName work -Port 443 -Protocol Tcp | Add-QubePortForward", f.Fix);
-
-        Add(Web); // what the fix runs: the same declaration again
-        Assert.Empty(Audit("work"));
+        var inventory = _root.Backend.GetInventory();
+        foreach (var qube in qubes)
+        {
+            var script = PortForwardPlanner.Export(inventory, qube)!;
+            _root.Backend.WriteQubeFile(script.StoredIn, script.Path, ManagedBlock.Upsert("#!/bin/sh\necho mine\n", script.Script), ManagedBlock.FileMode);
+        }
     }
 
     [Fact]
-    public void A_declaration_without_any_script_and_one_changed_by_hand_are_missing_parts()
-    {
-        _root.Backend.SetFeature("work", Web.FeatureName, Web.FeatureValue);
-        var never = Audit("work");
-        Assert.Equal(3, never.Count);
-        Assert.All(never, f => Assert.Equal(ForwardAuditChecks.MissingPart, f.Check));
-        Assert.Equal(["sys-net:", "sys-firewall:", "work:"], never.Select(f => f.Message.Split(" but ")[1].Split('/')[0]));
-
-        Add(Web);
-        Assert.Empty(Audit("work"));
-        _root.Backend.SetFeature("work", Web.FeatureName, "target=8444 type=external allow=192.168.1.0/24");
-        var changed = Audit("work");
-        Assert.Equal(2, changed.Count); // sys-net translates to sys-firewall whatever the target port: unchanged there
-        Assert.All(changed, f => Assert.Contains("holds another version of its part", f.Message));
-        Assert.Contains("(2 rules missing, 2 not declared)", changed[0].Message); // sys-firewall: translation and accept
-        Assert.Contains("(1 rule missing, 1 not declared)", changed[1].Message); // work: its input accept
-    }
-
-    [Fact]
-    public void Forward_rules_no_declaration_gives_are_an_error_and_the_fix_removes_them()
+    public void Rules_an_earlier_version_left_in_hook_files_are_errors_whose_fix_installs_the_agent_which_removes_them()
     {
         Add(Web);
-        _root.Backend.RemoveFeature("work", Web.FeatureName); // removed behind the module's back
+        WriteEarlierVersionBlocks("sys-net", "sys-firewall", "work");
         var findings = Audit("work");
-        Assert.Equal(2, findings.Count); // the hops; a qube's own file is read only when it declares forwards or provides network
-        Assert.All(findings, f => Assert.Equal((AuditSeverity.Error, ForwardAuditChecks.UndeclaredPart), (f.Severity, f.Check)));
-        Assert.Equal("sys-net:/rw/config/qubes-firewall-user-script holds port forward rules for tcp/443 to 'work' (2 rules), but no declaration gives it (no feature qubesfirewall.forward.tcp.443 on work): " +
-            "they open the port at sys-net's next start, and Get-QubePortForward does not show it. " +
-            "The fix rebuilds the file of every qube on the way from the declarations, without these rules; it opens nothing.", findings[0].Message);
-        var fix = findings[0].Fix!;
-        // derived from the file's content: the fix rebuilds the files, it never opens anything (no Add-QubePortForward)
-        Assert.Equal("Remove-QubePortForward -VMName work -Port 443 -Protocol Tcp -Confirm:$false", fix);
-        Assert.All(findings, f => Assert.DoesNotContain("Add-Qube", f.Fix));
+        Assert.Equal(["sys-net", "sys-firewall", "work"], findings.Select(f => f.Message.Split(':')[0]));
+        Assert.All(findings, f => Assert.Equal((AuditSeverity.Error, "work", ForwardAuditChecks.UndeclaredPart), (f.Severity, f.VMName, f.Check)));
+        Assert.Equal("sys-net:/rw/config/qubes-firewall-user-script holds port forward rules for tcp/443 to 'work' (2 rules) in the managed block an earlier version wrote: " +
+            "they are loaded again at sys-net's next start, beside what its agent applies. " +
+            "The fix installs the agent there, which removes that block (your own lines in the file stay byte for byte); it opens nothing.", findings[0].Message);
+        Assert.Equal(["Install-QubeFirewallAgent -VMName sys-net", "Install-QubeFirewallAgent -VMName sys-firewall", "Install-QubeFirewallAgent -VMName work"], findings.Select(f => f.Fix));
 
-        // the fix, through the planner: the leftover rules go, nothing else changes
-        Remove("work", ForwardProtocol.Tcp, 443);
-        Assert.Null(ManagedBlock.Extract(_root.Backend.ReadQubeFile("sys-net", ForwardPersistence.FirewallUserScript)));
+        // what the fixes run: the blocks go, the user's lines stay, the forward (its agent keys) is untouched
+        var keys = _root.Backend.GetInventory().Get("sys-firewall").Features.Where(f => f.Key.StartsWith(Agent.AgentFeatures.Prefix, StringComparison.Ordinal)).ToList();
+        foreach (var qube in new[] { "sys-net", "sys-firewall", "work" }) Agent.AgentInstaller.Install(_root.Backend, qube);
+        Assert.Equal("#!/bin/sh\necho mine\n", _root.Backend.ReadQubeFile("sys-net", ForwardPersistence.FirewallUserScript));
+        Assert.Equal("#!/bin/sh\necho mine\n", _root.Backend.ReadQubeFile("work", ForwardPersistence.RcLocal));
         Assert.Empty(Audit("work"));
+        Assert.Equal(keys, _root.Backend.GetInventory().Get("sys-firewall").Features.Where(f => f.Key.StartsWith(Agent.AgentFeatures.Prefix, StringComparison.Ordinal)).ToList());
     }
 
     [Fact]
-    public void A_leftover_on_a_hop_other_forwards_cross_is_fixed_by_reapplying_one_of_them()
+    public void Leftover_rules_no_declaration_gives_say_so_and_the_fix_opens_nothing()
     {
         Add(Web);
-        Add(PortForward.Create("personal", ForwardProtocol.Tcp, 22));
-        _root.Backend.RemoveFeature("work", Web.FeatureName);
+        WriteEarlierVersionBlocks("sys-net", "sys-firewall");
+        Remove("work", ForwardProtocol.Tcp, 443);
         var findings = Audit("work");
         Assert.Equal(2, findings.Count);
-        Assert.All(findings, f => Assert.Equal("Get-QubePortForward -VMName personal -Port 22 -Protocol Tcp | Add-QubePortForward", f.Fix));
-        Assert.All(findings, f => Assert.EndsWith("The fix re-applies a forward that crosses " + f.Message.Split(':')[0] + ", which rewrites its file from the declarations.", f.Message));
-        Add(PortForward.Create("personal", ForwardProtocol.Tcp, 22));
+        Assert.All(findings, f => Assert.Contains("and no declaration gives them (Get-QubePortForward does not show them)", f.Message));
+        Assert.All(findings, f => Assert.StartsWith("Install-QubeFirewallAgent -VMName ", f.Fix));
+    }
+
+    [Fact]
+    public void A_declaration_without_its_agent_keys_is_the_agent_checks_finding_not_a_forward_one()
+    {
+        _root.Backend.SetFeature("work", Web.FeatureName, Web.FeatureValue); // declared by hand: no keys derived and set
         Assert.Empty(Audit("work"));
+        var inventory = _root.Backend.GetInventory();
+        var context = new AuditContext(inventory, _root.Backend.GetFirewall, _root.Now, _root.Backend.ReadQubeFile);
+        foreach (var qube in new[] { "sys-net", "sys-firewall", "work" })
+            Assert.Contains(FirewallAudit.Audit(context, inventory.Get(qube)), f => f.Check == Agent.AgentAuditCheck.AgentKeysStale);
+        Add(Web);
+        inventory = _root.Backend.GetInventory();
+        context = new AuditContext(inventory, _root.Backend.GetFirewall, _root.Now, _root.Backend.ReadQubeFile);
+        foreach (var qube in new[] { "sys-net", "sys-firewall", "work" })
+            Assert.DoesNotContain(FirewallAudit.Audit(context, inventory.Get(qube)), f => f.Check == Agent.AgentAuditCheck.AgentKeysStale);
     }
 
     [Fact]
     public void A_file_that_cannot_be_read_is_reported_and_the_other_qubes_are_still_checked()
     {
         Add(Web);
-        var content = _root.Backend.ReadQubeFile("work", ForwardPersistence.RcLocal)!;
-        _root.Backend.WriteQubeFile("work", ForwardPersistence.RcLocal, ManagedBlock.Remove(content)!, ManagedBlock.FileMode);
+        WriteEarlierVersionBlocks("sys-net", "work");
         var findings = Audit("work", (qube, path) => qube == "sys-net"
             ? throw new QubesFirewallException("QubeNotRunning", FailureKind.ResourceUnavailable, "'sys-net' is not running.", qube)
             : _root.Backend.ReadQubeFile(qube, path));
-        Assert.Equal([AuditChecks.CheckFailed, ForwardAuditChecks.MissingPart], findings.Select(f => f.Check).OrderBy(c => c, StringComparer.Ordinal));
+        Assert.Equal([AuditChecks.CheckFailed, ForwardAuditChecks.UndeclaredPart], findings.Select(f => f.Check).OrderBy(c => c, StringComparer.Ordinal));
         Assert.Contains("could not be checked: 'sys-net' is not running.", findings.Single(f => f.Check == AuditChecks.CheckFailed).Message);
-        Assert.Contains("work:/rw/config/rc.local does not hold its part", findings.Single(f => f.Check == ForwardAuditChecks.MissingPart).Message);
+        Assert.StartsWith("work:/rw/config/rc.local holds port forward rules", findings.Single(f => f.Check == ForwardAuditChecks.UndeclaredPart).Message);
     }
 
     [Fact]

@@ -147,6 +147,22 @@ public sealed class InterVmLinkPlannerTests : IDisposable
         return plan;
     }
 
+    /// <summary>The agent keys a qube carries (<c>vm-config.qubesfw.*</c>), gen included.</summary>
+    private Dictionary<string, string> Keys(string qube) => KeysOf(_root, qube);
+
+    private static Dictionary<string, string> KeysOf(TempRoot root, string qube) =>
+        root.Backend.GetInventory().Get(qube).Features.Where(f => Agent.AgentFeatures.IsAgentFeature(f.Key)).ToDictionary(f => f.Key, f => f.Value);
+
+    /// <summary>The values of a qube's link keys of one kind (<c>lnet4</c>, <c>ldst6</c>...).</summary>
+    private static List<string> LinkKeys(TempRoot root, string qube, string kind) =>
+        KeysOf(root, qube).Where(k => k.Key.StartsWith(Agent.AgentFeatures.Prefix + kind + ".", StringComparison.Ordinal)).Select(k => k.Value).ToList();
+
+    private void AssertKeysMatchDeclarations()
+    {
+        var inventory = _root.Backend.GetInventory();
+        Assert.Empty(Agent.AgentFeatures.Changes(inventory, Agent.AgentFeatures.DeriveAll(inventory)));
+    }
+
     private IReadOnlyList<string> Rules(string vm) => _root.Backend.GetFirewall(vm).Rules.Select(r => r.Text).ToList();
 
     private void SetRules(string vm, params string[] texts)
@@ -160,54 +176,72 @@ public sealed class InterVmLinkPlannerTests : IDisposable
     }
 
     [Fact]
-    public void Enable_declares_then_opens_the_destination_the_network_qube_and_last_the_sources_firewall()
+    public void Enable_declares_then_sets_the_keys_of_the_destination_and_the_network_qube_and_last_the_sources_firewall()
     {
         SetRules("work", "action=accept specialtarget=dns", "action=drop");
         var plan = InterVmLinkPlanner.PlanEnable(_root.Backend, [Link("work", "personal", 5432)], Options);
         Assert.Equal("Enable", plan.Operation);
         Assert.Equal("sys-firewall", plan.NetVM);
         Assert.Equal("work -> personal tcp/5432 (through sys-firewall)", plan.Target);
+        Assert.True(plan.ViaAgent);
         Assert.Equal(
             [
                 (DeploymentStepKind.SetFeature, "work"),
-                (DeploymentStepKind.WriteFile, "personal"), (DeploymentStepKind.RunScript, "personal"),
-                (DeploymentStepKind.WriteFile, "sys-firewall"), (DeploymentStepKind.RunScript, "sys-firewall"),
+                (DeploymentStepKind.SetFeature, "sys-firewall"), (DeploymentStepKind.SetFeature, "sys-firewall"),
+                (DeploymentStepKind.SetFeature, "personal"), (DeploymentStepKind.SetFeature, "personal"),
                 (DeploymentStepKind.EditFirewall, "work"),
             ],
             plan.Steps.Select(s => (s.Kind, s.VMName)));
-        Assert.Equal([Rc, UserScript], plan.Steps.Where(s => s.Kind == DeploymentStepKind.WriteFile).Select(s => s.Path));
+        Assert.Equal(["vm-config.qubesfw.lnet4.", "vm-config.qubesfw.gen", "vm-config.qubesfw.ldst4.", "vm-config.qubesfw.gen"],
+            plan.Steps.Skip(1).Take(4).Select(s => s.FeatureName!.Length > 24 ? s.FeatureName[..24] : s.FeatureName));
         var text = plan.Describe();
         Assert.StartsWith("Enable inter-qube link work -> personal tcp/5432 (through sys-firewall):", text);
-        Assert.Contains("add rule ip qubes qubesfw-link-forward iifgroup 2 ip saddr 10.137.0.11 ip daddr 10.137.0.10 tcp dport 5432 accept comment \"link work to personal tcp/5432\"", text);
-        Assert.Contains("add rule ip qubes qubesfw-link-input ip saddr 10.137.0.11 ip daddr 10.137.0.10 tcp dport 5432 accept comment \"link work to personal tcp/5432\"", text);
+        Assert.Contains("proto=tcp ports=5432 src=10.137.0.11 dst=10.137.0.10 from=work vm=personal", text);
         Assert.Contains("work: add to its Qubes firewall: action=accept dst4=10.137.0.10/32 proto=tcp dstports=5432-5432 comment=qubesfirewall link to personal (add firewall rule as number 1)", text);
-        // without the agent the parts go into hook files, and the only warning names the qubes and the install command
-        Assert.StartsWith("QubeFirewallAgentMissing: sys-firewall, personal have no QubesFirewall agent", Assert.Single(plan.Warnings), StringComparison.Ordinal);
+        Assert.DoesNotContain("/rw/config", text);
+        Assert.Empty(plan.Warnings);
 
         Assert.Null(InterVmLinkPlanner.Apply(_root.Backend, plan).Failure);
         Assert.Equal(["action=accept specialtarget=dns", "action=accept dst4=10.137.0.10/32 proto=tcp dstports=5432-5432 comment=qubesfirewall link to personal", "action=drop"], Rules("work"));
         Assert.Equal(_root.Now.ToUnixTimeSeconds().ToString(System.Globalization.CultureInfo.InvariantCulture),
             _root.Backend.GetInventory().Get("work").Features["qubesfirewall.link.personal.tcp.5432"]);
-        var rc = _root.Backend.ReadQubeFile("personal", Rc)!;
-        Assert.StartsWith("#!/bin/sh\n" + ManagedBlock.BeginMarker + "\n" + LinkPersistence.BeginMarker + "\n", rc);
-        Assert.Contains("jump qubesfw-link-input comment \"qubesfirewall-link\"", rc);
-        Assert.DoesNotContain("ip6", rc);
+        Assert.EndsWith(" proto=tcp ports=5432 src=10.137.0.11 dst=10.137.0.10 from=work vm=personal", Assert.Single(LinkKeys(_root, "personal", "ldst4")));
+        Assert.StartsWith("for=personal gen=", Assert.Single(LinkKeys(_root, "personal", "ldst4")));
+        Assert.Single(LinkKeys(_root, "sys-firewall", "lnet4"));
+        Assert.Empty(LinkKeys(_root, "personal", "ldst6"));
+        Assert.Null(_root.Backend.ReadQubeFile("personal", Rc)); // nothing is written into a qube
+        AssertKeysMatchDeclarations();
 
-        var listed = Assert.Single(InterVmLinkPlanner.List(_root.Backend.GetInventory(), _root.Backend.ReadQubeFile, _root.Backend.GetFirewall, _root.Now));
+        var listed = Assert.Single(InterVmLinkPlanner.List(_root.Backend.GetInventory(), _root.Backend.GetFirewall, _root.Now));
         Assert.Equal(("work", "personal", InterVmProtocol.Tcp, "5432", "sys-firewall"), (listed.From, listed.To, listed.Protocol, listed.Port, listed.NetVM));
         Assert.True(listed.IsComplete);
+    }
+
+    [Fact]
+    public void Qubes_of_the_link_without_the_agent_are_refused_by_name_and_nothing_changes()
+    {
+        _root.Backend.RemoveFeature("personal", Agent.AgentScript.VersionFeature);
+        var rules = Rules("work");
+        var ex = Assert.Throws<QubesFirewallException>(() => InterVmLinkPlanner.PlanEnable(_root.Backend, [Link("work", "personal", 5432)], DeploymentOptions.For(_root.Backend, _root.Now, force: true)));
+        Assert.Equal("QubeFirewallAgentMissing", ex.ErrorId);
+        Assert.Contains("personal has none", ex.Message);
+        Assert.Contains("Install-QubeFirewallAgent -VMName personal", ex.Message);
+        Assert.EndsWith("Nothing was changed.", ex.Message);
+        Assert.Empty(InterVmLinkPlanner.DeclaredLinks(_root.Backend.GetInventory()));
+        Assert.Empty(Keys("sys-firewall"));
+        Assert.Equal(rules, Rules("work"));
     }
 
     [Fact]
     public void Running_it_again_changes_nothing()
     {
         Enable(Link("work", "personal", 5432));
-        var files = (_root.Backend.ReadQubeFile("personal", Rc), _root.Backend.ReadQubeFile("sys-firewall", UserScript), string.Join("\n", Rules("work")));
+        var before = (string.Join("\n", Keys("personal")), string.Join("\n", Keys("sys-firewall")), string.Join("\n", Rules("work")));
         var again = InterVmLinkPlanner.PlanEnable(_root.Backend, [Link("work", "personal", 5432)], Options);
         Assert.Equal("Reapply", again.Operation);
-        Assert.Equal([DeploymentStepKind.RunScript, DeploymentStepKind.RunScript], again.Steps.Select(s => s.Kind));
+        Assert.Empty(again.Steps);
         Assert.Null(InterVmLinkPlanner.Apply(_root.Backend, again).Failure);
-        Assert.Equal(files, (_root.Backend.ReadQubeFile("personal", Rc), _root.Backend.ReadQubeFile("sys-firewall", UserScript), string.Join("\n", Rules("work"))));
+        Assert.Equal(before, (string.Join("\n", Keys("personal")), string.Join("\n", Keys("sys-firewall")), string.Join("\n", Rules("work"))));
     }
 
     [Fact]
@@ -237,30 +271,31 @@ public sealed class InterVmLinkPlannerTests : IDisposable
         Enable(Link("work", "personal", 5432), Link("work", "personal", 6379));
         Enable(Link("untrusted", "personal", 80));
         Assert.Equal(4, Rules("work").Count);
-        var rcWithThree = _root.Backend.ReadQubeFile("personal", Rc)!;
-        Assert.Contains("tcp dport 6379", rcWithThree);
+        Assert.Equal(3, LinkKeys(_root, "personal", "ldst4").Count);
+        Assert.Equal(3, LinkKeys(_root, "sys-firewall", "lnet4").Count);
 
         var plan = Disable(Link("work", "personal", 5432));
-        Assert.Equal(
-            [
-                (DeploymentStepKind.EditFirewall, "work"),
-                (DeploymentStepKind.WriteFile, "sys-firewall"), (DeploymentStepKind.RunScript, "sys-firewall"),
-                (DeploymentStepKind.WriteFile, "personal"), (DeploymentStepKind.RunScript, "personal"),
-                (DeploymentStepKind.RemoveFeature, "work"),
-            ],
-            plan.Steps.Select(s => (s.Kind, s.VMName)));
+        // the source's firewall first, then the keys of the network qube and the destination, the declaration last
+        Assert.Equal((DeploymentStepKind.EditFirewall, "work"), (plan.Steps[0].Kind, plan.Steps[0].VMName));
+        Assert.Equal((DeploymentStepKind.RemoveFeature, "work", "qubesfirewall.link.personal.tcp.5432"), (plan.Steps[^1].Kind, plan.Steps[^1].VMName, plan.Steps[^1].FeatureName));
+        var keySteps = plan.Steps.Skip(1).SkipLast(1).ToList();
+        Assert.Equal(["sys-firewall", "personal"], keySteps.Select(s => s.VMName).Distinct());
+        Assert.All(keySteps, s => Assert.True(s.Kind is DeploymentStepKind.SetFeature or DeploymentStepKind.RemoveFeature, s.Description));
+        Assert.Equal(2, keySteps.Count(s => s.Kind == DeploymentStepKind.RemoveFeature)); // the link's part in each, the others' rewritten with the new gen
+        foreach (var qube in new[] { "sys-firewall", "personal" }) Assert.Equal(Agent.AgentFeatures.GenFeature, keySteps.Last(s => s.VMName == qube).FeatureName);
         Assert.Equal(["action=accept proto=tcp dstports=443-443", "action=accept dst4=10.137.0.10/32 proto=tcp dstports=6379-6379 comment=qubesfirewall link to personal", "action=drop"], Rules("work"));
-        var rc = _root.Backend.ReadQubeFile("personal", Rc)!;
-        Assert.StartsWith(userRc, rc);
-        Assert.DoesNotContain("dport 5432", rc);
-        Assert.Contains("dport 6379", rc);
-        Assert.Contains("dport 80", rc);
+        var personal = LinkKeys(_root, "personal", "ldst4");
+        Assert.DoesNotContain(personal, v => v.Contains(" ports=5432 ", StringComparison.Ordinal));
+        Assert.Contains(personal, v => v.Contains(" ports=6379 ", StringComparison.Ordinal));
+        Assert.Contains(personal, v => v.Contains(" ports=80 ", StringComparison.Ordinal));
         Assert.Equal(["qubesfirewall.link.personal.tcp.6379"], _root.Backend.GetInventory().Get("work").Features.Keys.Where(InterVmLinkFeature.IsLinkFeature));
+        AssertKeysMatchDeclarations();
 
         Disable(Link("work", "personal", 6379));
         Disable(Link("untrusted", "personal", 80));
-        Assert.Equal(userRc, _root.Backend.ReadQubeFile("personal", Rc));
-        Assert.Equal("#!/bin/sh\n", _root.Backend.ReadQubeFile("sys-firewall", UserScript));
+        Assert.Equal(userRc, _root.Backend.ReadQubeFile("personal", Rc)); // never touched
+        Assert.Empty(Keys("personal"));
+        Assert.Empty(Keys("sys-firewall"));
         Assert.Equal(["action=accept proto=tcp dstports=443-443", "action=drop"], Rules("work"));
         Assert.Equal(beforeFeatures.OrderBy(f => f.Key), _root.Backend.GetInventory().Get("work").Features.OrderBy(f => f.Key));
         Assert.Equal(["action=accept"], Rules("untrusted")); // the default list, as it was (now written out)
@@ -282,145 +317,137 @@ public sealed class InterVmLinkPlannerTests : IDisposable
     {
         var links = InterVmLink.Expand("work", "personal", InterVmProtocol.Udp, [new LinkPorts(5353, 5353)], bidirectional: true);
         var plan = Enable([.. links]);
-        Assert.Equal(
-            [
-                (DeploymentStepKind.SetFeature, "work"), (DeploymentStepKind.SetFeature, "personal"),
-                (DeploymentStepKind.WriteFile, "personal"), (DeploymentStepKind.RunScript, "personal"),
-                (DeploymentStepKind.WriteFile, "work"), (DeploymentStepKind.RunScript, "work"),
-                (DeploymentStepKind.WriteFile, "sys-firewall"), (DeploymentStepKind.RunScript, "sys-firewall"),
-                (DeploymentStepKind.EditFirewall, "work"), (DeploymentStepKind.EditFirewall, "personal"),
-            ],
-            plan.Steps.Select(s => (s.Kind, s.VMName)));
+        Assert.Equal([(DeploymentStepKind.SetFeature, "work"), (DeploymentStepKind.SetFeature, "personal")], plan.Steps.Take(2).Select(s => (s.Kind, s.VMName)));
+        Assert.Equal([(DeploymentStepKind.EditFirewall, "work"), (DeploymentStepKind.EditFirewall, "personal")], plan.Steps.TakeLast(2).Select(s => (s.Kind, s.VMName)));
+        // the keys between them: sys-firewall's two forward accepts and gen, then each end's input accept and gen
+        Assert.Equal(["sys-firewall", "sys-firewall", "sys-firewall", "personal", "personal", "work", "work"], plan.Steps.Skip(2).SkipLast(2).Select(s => s.VMName));
+        Assert.All(plan.Steps.Skip(2).SkipLast(2), s => Assert.Equal(DeploymentStepKind.SetFeature, s.Kind));
         Assert.Contains("action=accept dst4=10.137.0.11/32 proto=udp dstports=5353-5353 comment=qubesfirewall link to work", Rules("personal"));
-        var sysFirewall = _root.Backend.ReadQubeFile("sys-firewall", UserScript)!;
-        Assert.Contains("ip saddr 10.137.0.11 ip daddr 10.137.0.10 udp dport 5353 accept", sysFirewall);
-        Assert.Contains("ip saddr 10.137.0.10 ip daddr 10.137.0.11 udp dport 5353 accept", sysFirewall);
-        Assert.Equal(2, InterVmLinkPlanner.List(_root.Backend.GetInventory(), _root.Backend.ReadQubeFile, _root.Backend.GetFirewall, _root.Now).Count(l => l.IsComplete));
+        var sysFirewall = LinkKeys(_root, "sys-firewall", "lnet4");
+        Assert.Contains(sysFirewall, v => v.Contains(" proto=udp ports=5353 src=10.137.0.11 dst=10.137.0.10 ", StringComparison.Ordinal));
+        Assert.Contains(sysFirewall, v => v.Contains(" proto=udp ports=5353 src=10.137.0.10 dst=10.137.0.11 ", StringComparison.Ordinal));
+        Assert.Single(LinkKeys(_root, "work", "ldst4"));
+        Assert.Single(LinkKeys(_root, "personal", "ldst4"));
+        Assert.Equal(2, InterVmLinkPlanner.List(_root.Backend.GetInventory(), _root.Backend.GetFirewall, _root.Now).Count(l => l.IsComplete));
     }
 
     [Fact]
     public void All_ports_match_the_protocol_only()
     {
         var plan = Enable(InterVmLink.Create("work", "personal", ForwardProtocol.Tcp, LinkPorts.All));
-        Assert.Contains("iifgroup 2 ip saddr 10.137.0.11 ip daddr 10.137.0.10 meta l4proto tcp accept comment \"link work to personal tcp/all\"", plan.Describe());
+        Assert.Contains("proto=tcp ports=all src=10.137.0.11 dst=10.137.0.10 from=work vm=personal", plan.Describe());
+        Assert.Contains(" proto=tcp ports=all src=10.137.0.11 dst=10.137.0.10 ", Assert.Single(LinkKeys(_root, "sys-firewall", "lnet4")));
         Assert.Contains("action=accept dst4=10.137.0.10/32 proto=tcp comment=qubesfirewall link to personal", Rules("work"));
     }
 
     [Fact]
-    public void Port_forwards_and_links_share_the_network_qubes_block_without_losing_each_other()
+    public void Port_forwards_and_links_share_the_network_qubes_keys_without_losing_each_other()
     {
         Enable(Link("work", "personal", 5432));
+        var linkKey = Assert.Single(LinkKeys(_root, "sys-firewall", "lnet4"));
         var fwd = PortForwardPlanner.PlanAdd(_root.Backend, PortForward.Create("untrusted", ForwardProtocol.Tcp, 8080, type: ForwardType.Internal),
             DeploymentOptions.For(_root.Backend, _root.Now));
         Assert.Null(PortForwardPlanner.Apply(_root.Backend, fwd).Failure);
-        var both = ManagedBlock.Extract(_root.Backend.ReadQubeFile("sys-firewall", UserScript))!;
-        Assert.Contains("qubesfw-link-forward", both);
-        Assert.Contains("qubesfw-forward", both.Replace("qubesfw-link-forward", ""));
+        Assert.Single(LinkKeys(_root, "sys-firewall", "hop4"));
+        // the link's part is the same; only gen, which seals the whole set, moved on
+        Assert.Equal(linkKey[linkKey.IndexOf(" proto=", StringComparison.Ordinal)..], Assert.Single(LinkKeys(_root, "sys-firewall", "lnet4"))[linkKey.IndexOf(" proto=", StringComparison.Ordinal)..]);
+        AssertKeysMatchDeclarations();
 
         Assert.Null(PortForwardPlanner.Apply(_root.Backend, PortForwardPlanner.PlanRemove(_root.Backend, "untrusted", ForwardProtocol.Tcp, 8080, DeploymentOptions.For(_root.Backend, _root.Now))).Failure);
-        var linksOnly = ManagedBlock.Extract(_root.Backend.ReadQubeFile("sys-firewall", UserScript))!;
-        Assert.Equal(LinkPersistence.Extract(both), linksOnly);
-        Assert.True(InterVmLinkPlanner.List(_root.Backend.GetInventory(), _root.Backend.ReadQubeFile, _root.Backend.GetFirewall, _root.Now).Single().IsComplete);
+        Assert.Equal(linkKey, Assert.Single(LinkKeys(_root, "sys-firewall", "lnet4"))); // the same set as before the forward, the same gen
+        Assert.Empty(LinkKeys(_root, "sys-firewall", "hop4"));
+        Assert.True(InterVmLinkPlanner.List(_root.Backend.GetInventory(), _root.Backend.GetFirewall, _root.Now).Single().IsComplete);
 
-        // and the link's writer keeps a forward's part
+        // and the link's removal keeps a forward's part
         Assert.Null(PortForwardPlanner.Apply(_root.Backend, PortForwardPlanner.PlanAdd(_root.Backend, PortForward.Create("untrusted", ForwardProtocol.Tcp, 8080, type: ForwardType.Internal),
             DeploymentOptions.For(_root.Backend, _root.Now))).Failure);
         Disable(Link("work", "personal", 5432));
-        var forwardOnly = ManagedBlock.Extract(_root.Backend.ReadQubeFile("sys-firewall", UserScript))!;
-        Assert.Contains("qubesfw-forward", forwardOnly);
-        Assert.DoesNotContain("qubesfw-link", forwardOnly);
-        Assert.Equal("", LinkPersistence.Extract(forwardOnly));
+        Assert.Single(LinkKeys(_root, "sys-firewall", "hop4"));
+        Assert.Empty(LinkKeys(_root, "sys-firewall", "lnet4"));
+        AssertKeysMatchDeclarations();
     }
 
     [Fact]
-    public void Export_shows_the_links_section_of_the_block_as_written()
+    public void Export_shows_the_links_rules_of_the_destination_and_the_network_qube()
     {
         Assert.Null(PortForwardPlanner.Export(_root.Backend.GetInventory(), "personal"));
         Enable(Link("work", "personal", 5432));
         var script = PortForwardPlanner.Export(_root.Backend.GetInventory(), "personal")!;
-        Assert.Equal(ManagedBlock.Extract(_root.Backend.ReadQubeFile("personal", Rc)), script.Script);
+        Assert.Contains("add rule ip qubes qubesfw-link-input ip saddr 10.137.0.11 ip daddr 10.137.0.10 tcp dport 5432 accept comment \"link work to personal tcp/5432\"", script.Script);
         Assert.Equal(0, script.Forwards);
-        Assert.Equal(ManagedBlock.Extract(_root.Backend.ReadQubeFile("sys-firewall", UserScript)), PortForwardPlanner.Export(_root.Backend.GetInventory(), "sys-firewall")!.Script);
-        Assert.Null(PortForwardPlanner.Export(_root.Backend.GetInventory(), "work")); // the source keeps nothing in a file
+        Assert.Contains("add rule ip qubes qubesfw-link-forward iifgroup 2 ip saddr 10.137.0.11 ip daddr 10.137.0.10 tcp dport 5432 accept comment \"link work to personal tcp/5432\"",
+            PortForwardPlanner.Export(_root.Backend.GetInventory(), "sys-firewall")!.Script);
+        Assert.Null(PortForwardPlanner.Export(_root.Backend.GetInventory(), "work")); // the source's part is its own Qubes firewall
+        Assert.Null(_root.Backend.ReadQubeFile("personal", Rc)); // shown, not written
     }
 
     [Fact]
-    public void On_the_live_backend_halted_qubes_the_link_reaches_are_named_outermost_first_and_nothing_is_planned()
+    public void On_the_live_backend_halted_qubes_the_link_reaches_get_their_keys_and_apply_them_when_they_start()
     {
         var inventory = _root.Backend.GetInventory();
         var live = new DeploymentOptions { Now = _root.Now, RequireRunning = true };
         var halted = inventory.WithPowerStates(n => n is "sys-firewall" or "personal" ? PowerState.Halted : PowerState.Running);
         var plan = InterVmLinkPlanner.PlanEnable(halted, [Link("work", "personal", 5432)], live, _root.Backend.ReadQubeFile, _root.Backend.GetFirewall);
-        Assert.False(plan.IsComplete);
-        Assert.Empty(plan.Steps);
-        Assert.Equal(["sys-firewall", "personal"], plan.NotRunning.Select(q => q.Name));
+        // nothing has to run for its keys to be set (no -Start): the plan is whole
+        Assert.True(plan.IsComplete);
+        Assert.Empty(plan.NotRunning);
+        Assert.Contains(plan.Steps, s => s.Kind == DeploymentStepKind.SetFeature && s.VMName == "personal");
+        Assert.Contains(plan.Steps, s => s.Kind == DeploymentStepKind.SetFeature && s.VMName == "sys-firewall");
+        Assert.Contains(plan.Steps, s => s.Kind == DeploymentStepKind.EditFirewall && s.VMName == "work");
 
-        // the deployment refuses it by name and changes nothing
-        var before = _root.Backend.GetFirewall("work").Rules.Select(r => r.Text).ToList();
-        var ex = Assert.Throws<QubesFirewallException>(() => InterVmLinkPlanner.Apply(_root.Backend, plan));
-        Assert.Equal("QubesNotRunning", ex.ErrorId);
-        Assert.Contains("sys-firewall (halted), personal (halted)", ex.Message);
-        Assert.Equal(before, _root.Backend.GetFirewall("work").Rules.Select(r => r.Text));
-        Assert.Empty(InterVmLinkPlanner.DeclaredLinks(_root.Backend.GetInventory()));
-
-        // a halted source is not needed (its rules live in dom0); Disable names the halted qubes the same way
-        var sourceHalted = inventory.WithPowerStates(n => n == "work" ? PowerState.Halted : PowerState.Running);
-        var complete = InterVmLinkPlanner.PlanEnable(sourceHalted, [Link("work", "personal", 5432)], live, _root.Backend.ReadQubeFile, _root.Backend.GetFirewall);
-        Assert.True(complete.IsComplete);
-        Assert.Empty(complete.NotRunning);
-        Assert.Contains(complete.Steps, s => s.Kind == DeploymentStepKind.EditFirewall && s.VMName == "work");
-
-        // offline nothing has to run: the halted destination gets its file and its run is recorded
-        var offline = InterVmLinkPlanner.PlanEnable(halted, [Link("work", "personal", 5432)], live with { RequireRunning = false }, _root.Backend.ReadQubeFile, _root.Backend.GetFirewall);
-        Assert.True(offline.IsComplete);
-        Assert.Equal(["sys-firewall", "personal"], offline.NotRunning.Select(q => q.Name));
-        Assert.Contains(offline.Steps, s => s.Kind == DeploymentStepKind.WriteFile && s.VMName == "personal");
+        // deployed live: feature calls and the firewall edit only; the halted qubes are Pending, nothing is started or run in them
+        using var backend = new Deployment.FaultyBackend(_root.Backend);
+        var result = InterVmLinkPlanner.Apply(backend, plan);
+        Assert.Null(result.Failure);
+        Assert.Equal([("personal", PortForwardHopStatus.Pending), ("sys-firewall", PortForwardHopStatus.Pending)], result.Hops.Select(h => (h.VMName, h.Status)));
+        Assert.All(backend.Calls, c => Assert.StartsWith("set-feature ", c, StringComparison.Ordinal));
+        Assert.Single(InterVmLinkPlanner.DeclaredLinks(_root.Backend.GetInventory()));
     }
 
     [Fact]
-    public void A_disposable_network_qube_needs_force()
+    public void A_disposable_network_qube_needs_no_force_and_nothing_goes_into_its_template()
     {
-        using var root = new TempRoot(); // the sample: sys-firewall is a disposable of default-dvm
-        var ex = Assert.Throws<QubesFirewallException>(() => InterVmLinkPlanner.PlanEnable(root.Backend, [Link("work", "personal", 5432)], DeploymentOptions.For(root.Backend, root.Now)));
-        Assert.Equal("DisposableHop", ex.ErrorId);
-        var plan = InterVmLinkPlanner.PlanEnable(root.Backend, [Link("work", "personal", 5432)], DeploymentOptions.For(root.Backend, root.Now, force: true));
-        Assert.Contains(plan.Steps, s => s.Kind == DeploymentStepKind.WriteFile && s.VMName == "default-dvm" && s.ForQube == "sys-firewall");
+        using var root = new TempRoot(); // the sample: sys-firewall is a disposable of default-dvm, with the agent
+        var plan = InterVmLinkPlanner.PlanEnable(root.Backend, [Link("work", "personal", 5432)], DeploymentOptions.For(root.Backend, root.Now));
+        Assert.True(plan.ViaAgent);
+        Assert.DoesNotContain(plan.Steps, s => s.VMName == "default-dvm" || s.Path is not null);
         Assert.Null(InterVmLinkPlanner.Apply(root.Backend, plan).Failure);
-        Assert.Contains("if [ \"$(qubesdb-read /name 2>/dev/null)\" = 'sys-firewall' ]; then", root.Backend.ReadQubeFile("default-dvm", UserScript));
+        Assert.Single(LinkKeys(root, "sys-firewall", "lnet4"));
+        Assert.Empty(KeysOf(root, "default-dvm"));
+        Assert.Null(root.Backend.ReadQubeFile("default-dvm", UserScript));
     }
 
     [Fact]
-    public void The_audit_warns_when_a_part_of_a_link_lives_in_a_disposable_template_or_under_custom_persist()
+    public void The_audit_warns_when_a_qube_carrying_a_part_of_a_link_is_under_custom_persist_but_not_for_a_disposable()
     {
-        using var root = new TempRoot(); // the sample: sys-firewall is a disposable of default-dvm
-        Assert.Null(InterVmLinkPlanner.Apply(root.Backend, InterVmLinkPlanner.PlanEnable(root.Backend, [Link("work", "personal", 5432)], DeploymentOptions.For(root.Backend, root.Now, force: true))).Failure);
+        using var root = new TempRoot(); // the sample: sys-firewall is a disposable of default-dvm; its keys are its own
+        Assert.Null(InterVmLinkPlanner.Apply(root.Backend, InterVmLinkPlanner.PlanEnable(root.Backend, [Link("work", "personal", 5432)], DeploymentOptions.For(root.Backend, root.Now))).Failure);
         AuditContext Context() => new(root.Backend.GetInventory(), root.Backend.GetFirewall, root.Now, root.Backend.ReadQubeFile);
-        var findings = FirewallAudit.Run(Context(), [root.Backend.GetInventory().Get("work")]).Where(f => f.Check == InterVmLinkAuditCheck.LinkNotPersistent).ToList();
-        var disposable = Assert.Single(findings);
-        Assert.Equal(AuditSeverity.Warning, disposable.Severity);
-        Assert.Contains("'sys-firewall'", disposable.Message);
-        Assert.Contains("default-dvm", disposable.Message);
+        Assert.DoesNotContain(FirewallAudit.Run(Context(), [root.Backend.GetInventory().Get("work")]), f => f.Check == InterVmLinkAuditCheck.LinkNotPersistent);
 
         root.Backend.SetFeature("personal", "service.custom-persist", "1");
-        var persist = FirewallAudit.Run(Context(), [root.Backend.GetInventory().Get("work")]).Where(f => f.Check == InterVmLinkAuditCheck.LinkNotPersistent).ToList();
-        Assert.Equal(2, persist.Count);
-        Assert.Contains(persist, f => f.Message.Contains("'personal'", StringComparison.Ordinal) && f.Message.Contains("custom-persist", StringComparison.Ordinal));
+        var persist = Assert.Single(FirewallAudit.Run(Context(), [root.Backend.GetInventory().Get("work")]), f => f.Check == InterVmLinkAuditCheck.LinkNotPersistent);
+        Assert.Equal(AuditSeverity.Warning, persist.Severity);
+        Assert.Contains("'personal'", persist.Message);
+        Assert.Contains("custom-persist", persist.Message);
+        Assert.Contains("its QubesFirewall agent does not start", persist.Message);
         Assert.DoesNotContain(FirewallAudit.Run(Context(), [root.Backend.GetInventory().Get("work")]), f => f.Check == InterVmLinkAuditCheck.LinkIncomplete);
     }
 
     [Fact]
     public void The_forward_checks_do_not_take_a_links_section_for_forward_parts()
     {
-        using var root = new TempRoot(); // sys-firewall is a disposable: both sections get guarded parts in default-dvm's file
-        Assert.Null(InterVmLinkPlanner.Apply(root.Backend, InterVmLinkPlanner.PlanEnable(root.Backend, [Link("work", "personal", 5432)], DeploymentOptions.For(root.Backend, root.Now, force: true))).Failure);
+        using var root = new TempRoot(); // sys-firewall is a disposable: its keys hold a link part and a forward part
+        Assert.Null(InterVmLinkPlanner.Apply(root.Backend, InterVmLinkPlanner.PlanEnable(root.Backend, [Link("work", "personal", 5432)], DeploymentOptions.For(root.Backend, root.Now))).Failure);
         AuditContext Context() => new(root.Backend.GetInventory(), root.Backend.GetFirewall, root.Now, root.Backend.ReadQubeFile);
         var qubes = new[] { "work", "personal", "untrusted" }.Select(n => root.Backend.GetInventory().Get(n)).ToList();
-        Assert.DoesNotContain(FirewallAudit.Run(Context(), qubes), f => f.Check is ForwardAuditChecks.MissingPart or ForwardAuditChecks.UndeclaredPart);
+        Assert.DoesNotContain(FirewallAudit.Run(Context(), qubes), f => f.Check is Agent.AgentAuditCheck.AgentKeysStale or ForwardAuditChecks.UndeclaredPart);
 
         Assert.Null(PortForwardPlanner.Apply(root.Backend, PortForwardPlanner.PlanAdd(root.Backend, PortForward.Create("untrusted", ForwardProtocol.Tcp, 8080, type: ForwardType.Internal, allowFrom: ["10.137.0.11/32"]),
-            DeploymentOptions.For(root.Backend, root.Now, force: true))).Failure);
+            DeploymentOptions.For(root.Backend, root.Now))).Failure);
+        qubes = new[] { "work", "personal", "untrusted" }.Select(n => root.Backend.GetInventory().Get(n)).ToList(); // as they are now
         var findings = FirewallAudit.Run(Context(), qubes);
-        Assert.DoesNotContain(findings, f => f.Check is ForwardAuditChecks.MissingPart or ForwardAuditChecks.UndeclaredPart or InterVmLinkAuditCheck.LinkIncomplete);
+        Assert.DoesNotContain(findings, f => f.Check is Agent.AgentAuditCheck.AgentKeysStale or ForwardAuditChecks.UndeclaredPart or InterVmLinkAuditCheck.LinkIncomplete);
     }
 
     [Fact]
@@ -430,7 +457,7 @@ public sealed class InterVmLinkPlannerTests : IDisposable
         var plan = InterVmLinkPlanner.PlanEnable(root.Backend, [Link("work", "db.prod", 5432)], DeploymentOptions.For(root.Backend, root.Now));
         Assert.Null(InterVmLinkPlanner.Apply(root.Backend, plan).Failure);
         Assert.Contains("qubesfirewall.link.db.prod.tcp.5432", root.Backend.GetInventory().Get("work").Features.Keys);
-        var listed = InterVmLinkPlanner.List(root.Backend.GetInventory(), root.Backend.ReadQubeFile, root.Backend.GetFirewall, root.Now).Single();
+        var listed = InterVmLinkPlanner.List(root.Backend.GetInventory(), root.Backend.GetFirewall, root.Now).Single();
         Assert.Equal("db.prod", listed.To);
         Assert.True(listed.IsComplete);
     }
@@ -455,14 +482,15 @@ public sealed class InterVmLinkPlannerTests : IDisposable
                 "action=accept dst6=fd09:24ef:4179::a89:a/128 proto=tcp dstports=5432-5432 comment=qubesfirewall link to personal",
                 "action=accept",
             ], rules);
-        var script = root.Backend.ReadQubeFile("sys-firewall", UserScript)!;
-        Assert.Contains("add rule ip6 qubes qubesfw-link-forward iifgroup 2 ip6 saddr fd09:24ef:4179::a89:b ip6 daddr fd09:24ef:4179::a89:a tcp dport 5432 accept", script);
-        Assert.True(InterVmLinkPlanner.List(root.Backend.GetInventory(), root.Backend.ReadQubeFile, root.Backend.GetFirewall, root.Now).Single().IPv6);
+        Assert.Contains(" proto=tcp ports=5432 src=fd09:24ef:4179::a89:b dst=fd09:24ef:4179::a89:a from=work vm=personal", Assert.Single(LinkKeys(root, "sys-firewall", "lnet6")));
+        Assert.Contains(" src=10.137.0.11 dst=10.137.0.10 ", Assert.Single(LinkKeys(root, "sys-firewall", "lnet4")));
+        Assert.Single(LinkKeys(root, "personal", "ldst6"));
+        Assert.True(InterVmLinkPlanner.List(root.Backend.GetInventory(), root.Backend.GetFirewall, root.Now).Single().IPv6);
 
         // untrusted opted out of IPv6: its link is IPv4 only
         var v4 = InterVmLinkPlanner.PlanEnable(root.Backend, [Link("work", "untrusted", 80)], DeploymentOptions.For(root.Backend, root.Now));
-        Assert.DoesNotContain(v4.Describe().Split('\n'), l => l.Contains("link work to untrusted", StringComparison.Ordinal) && l.Contains("ip6", StringComparison.Ordinal));
-        Assert.Contains(v4.Describe().Split('\n'), l => l.Contains("ip saddr 10.137.0.11 ip daddr 10.137.0.12 tcp dport 80 accept comment \"link work to untrusted tcp/80\"", StringComparison.Ordinal));
+        Assert.DoesNotContain(v4.Steps, s => s.FeatureName is { } f && (f.Contains(".lnet6.", StringComparison.Ordinal) || f.Contains(".ldst6.", StringComparison.Ordinal)) && s.FeatureValue!.Contains(" vm=untrusted", StringComparison.Ordinal));
+        Assert.Contains(v4.Steps, s => s.VMName == "sys-firewall" && s.FeatureValue is { } v && v.Contains(" proto=tcp ports=80 src=10.137.0.11 dst=10.137.0.12 from=work vm=untrusted", StringComparison.Ordinal));
         Assert.DoesNotContain("dst6", v4.Steps.Single(s => s.Kind == DeploymentStepKind.EditFirewall).Description);
     }
 
@@ -473,13 +501,14 @@ public sealed class InterVmLinkPlannerTests : IDisposable
         AuditContext Context() => new(_root.Backend.GetInventory(), _root.Backend.GetFirewall, _root.Now, _root.Backend.ReadQubeFile);
         Assert.DoesNotContain(FirewallAudit.Run(Context(), [_root.Backend.GetInventory().Get("work")]), f => f.Check == InterVmLinkAuditCheck.LinkIncomplete);
 
-        // the destination's rc.local lost its block (edited by hand)
-        _root.Backend.WriteQubeFile("personal", Rc, "#!/bin/sh\n", ManagedBlock.FileMode);
-        var finding = Assert.Single(FirewallAudit.Run(Context(), [_root.Backend.GetInventory().Get("work")]), f => f.Check == InterVmLinkAuditCheck.LinkIncomplete);
+        // the destination lost its key (removed by hand): dom0 facts alone say so, nothing is read from a qube
+        var key = Keys("personal").Keys.Single(k => k.StartsWith(Agent.AgentFeatures.Prefix + "ldst4.", StringComparison.Ordinal));
+        _root.Backend.RemoveFeature("personal", key);
+        var finding = Assert.Single(FirewallAudit.Run(new AuditContext(_root.Backend.GetInventory(), _root.Backend.GetFirewall, _root.Now), [_root.Backend.GetInventory().Get("work")]), f => f.Check == InterVmLinkAuditCheck.LinkIncomplete);
         Assert.Equal(AuditSeverity.Error, finding.Severity);
         Assert.Equal("work", finding.VMName);
-        Assert.Contains("the input accept in personal's managed block", finding.Message);
-        Assert.DoesNotContain("sys-firewall's managed block", finding.Message);
+        Assert.Contains("the input accept in personal's agent keys", finding.Message);
+        Assert.DoesNotContain("sys-firewall's agent keys", finding.Message);
         Assert.Equal("Enable-QubeInterVmNetwork -From work -To personal -Protocol Tcp -Port 5432", finding.Fix);
 
         // the two qubes no longer share a netvm

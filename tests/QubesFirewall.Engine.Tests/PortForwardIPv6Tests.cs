@@ -137,7 +137,7 @@ public sealed class PortForwardIPv6Tests
         Assert.Contains("2001:db8::/32", ex.Message);
         Assert.Contains("'sys-firewall', 'work' have no IPv6 address", ex.Message);
         Assert.Contains("Set-QubeIPv6 -VMName sys-net -Enabled $true", ex.Message);
-        Assert.Empty(root.Backend.GetInventory().Get("work").Features); // nothing was changed
+        Assert.DoesNotContain(root.Backend.GetInventory().Qubes, q => q.Features.Keys.Any(k => k.StartsWith("qubesfirewall.forward.", StringComparison.Ordinal) || Agent.AgentFeatures.IsAgentFeature(k))); // nothing was changed
 
         // IPv4 sources on the same chain: fine, IPv4 only
         var plan = PortForwardPlanner.PlanAdd(root.Backend, PortForward.Create("work", ForwardProtocol.Tcp, 443, allowFrom: ["192.168.1.0/24"]), options);
@@ -163,19 +163,24 @@ public sealed class PortForwardIPv6Tests
         var add = PortForwardPlanner.PlanAdd(root.Backend, PortForward.Create("work", ForwardProtocol.Tcp, 443, allowFrom: ["2001:db8:1::/64"]), options);
         Assert.Equal("IPv6", add.AddressFamilies);
         Assert.Null(PortForwardPlanner.Apply(root.Backend, add).Failure);
-        var run = add.Steps.Single(s => s.Kind == DeploymentStepKind.RunScript && s.VMName == "sys-net");
-        Assert.Contains("nft -a list table ip qubes and nft -a list table ip6 qubes", run.Description);
-        Assert.Contains("add rule ip6 qubes qubesfw-dnat", root.Backend.ReadQubeFile("sys-net", ForwardPersistence.FirewallUserScript));
+        List<string> Keys(string qube, string kind) => root.Backend.GetInventory().Get(qube).Features
+            .Where(f => f.Key.StartsWith(Agent.AgentFeatures.Prefix + kind, StringComparison.Ordinal)).Select(f => f.Value).ToList();
+        // IPv6 sources only: each hop gets an IPv6 part, none for IPv4
+        Assert.Contains(" nat=fd09:24ef:4179::a89:3 ", Assert.Single(Keys("sys-net", "hop6.")));
+        Assert.Contains("2001:db8:1::/64", Assert.Single(Keys("sys-net", "hop6.")));
+        Assert.Empty(Keys("sys-net", "hop4."));
+        Assert.Single(Keys("sys-firewall", "hop6."));
+        Assert.Single(Keys("work", "tgt6."));
         var listed = Assert.Single(PortForwardPlanner.List(root.Backend.GetInventory(), root.Now));
         Assert.True(listed.IPv6);
 
         var remove = PortForwardPlanner.PlanRemove(root.Backend, "work", ForwardProtocol.Tcp, 443, options);
-        foreach (var step in remove.Steps.Where(s => s.Kind == DeploymentStepKind.RunScript))
+        Assert.Null(PortForwardPlanner.Apply(root.Backend, remove).Failure);
+        foreach (var qube in new[] { "sys-net", "sys-firewall", "work" })
         {
-            Assert.Contains("delete chain ip6 qubes qubesfw-dnat\ndelete chain ip6 qubes qubesfw-forward\ndelete chain ip6 qubes qubesfw-input\n", step.Script);
-            Assert.DoesNotContain("add rule", step.Script);
+            Assert.Equal("none", remove.AgentGenerations[qube]);
+            Assert.Empty(Keys(qube, ""));
         }
-        Assert.Equal(["sys-net", "sys-firewall", "work"], remove.Steps.Where(s => s.Kind == DeploymentStepKind.RunScript).Select(s => s.VMName));
     }
 
     [Theory]

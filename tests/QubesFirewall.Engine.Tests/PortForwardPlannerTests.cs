@@ -1,3 +1,4 @@
+using QubesFirewall.Engine.Agent;
 using QubesFirewall.Engine.Deployment;
 using QubesFirewall.Engine.Model;
 using QubesFirewall.Engine.Persistence;
@@ -5,7 +6,7 @@ using QubesFirewall.Engine.Planning;
 
 namespace QubesFirewall.Engine.Tests;
 
-/// <summary>Plans and offline apply: steps and their order, files, features, conflicts, hazards, idempotence.</summary>
+/// <summary>Plans and offline apply: steps and their order, the declaration and the derived agent keys, conflicts, hazards, idempotence.</summary>
 [System.Runtime.Versioning.UnsupportedOSPlatform("windows")]
 public sealed class PortForwardPlannerTests : IDisposable
 {
@@ -32,56 +33,102 @@ public sealed class PortForwardPlannerTests : IDisposable
 
     private string? File(string qube, string path) => _root.Backend.ReadQubeFile(qube, path);
 
+    /// <summary>The agent keys a qube carries (<c>vm-config.qubesfw.*</c>), gen included.</summary>
+    private Dictionary<string, string> Keys(string qube) =>
+        _root.Backend.GetInventory().Get(qube).Features.Where(f => AgentFeatures.IsAgentFeature(f.Key)).ToDictionary(f => f.Key, f => f.Value);
+
+    /// <summary>A qube's data keys (gen aside), their values in order.</summary>
+    private List<string> Parts(string qube) =>
+        Keys(qube).Where(k => k.Key != AgentFeatures.GenFeature).OrderBy(k => k.Key, StringComparer.Ordinal).Select(k => k.Value).ToList();
+
+    /// <summary>Every qube carries exactly what the declarations derive: the keys and their gen agree.</summary>
+    private void AssertKeysMatchDeclarations()
+    {
+        var inventory = _root.Backend.GetInventory();
+        Assert.Empty(AgentFeatures.Changes(inventory, AgentFeatures.DeriveAll(inventory)));
+    }
+
     private static PortForward Web(string vm = "work", int port = 443, int? target = null, string[]? allow = null, ForwardType type = ForwardType.External) =>
         PortForward.Create(vm, ForwardProtocol.Tcp, port, target, type, allow ?? ["192.168.1.0/24"]);
 
     [Fact]
-    public void Adding_sets_the_feature_first_then_opens_from_the_target_out_to_the_edge()
+    public void Adding_sets_the_declaration_first_then_the_keys_of_every_qube_on_the_way_each_gen_last()
     {
         var plan = PortForwardPlanner.PlanAdd(_root.Backend, Web(target: 8443), Options());
         Assert.Equal("Add", plan.Operation);
         Assert.Equal(["sys-net", "sys-firewall"], plan.Hops);
         Assert.Equal("tcp/443 -> work:8443 (sys-net -> sys-firewall -> work)", plan.Target);
-        Assert.Equal(
-            [
-                (DeploymentStepKind.SetFeature, "work"),
-                (DeploymentStepKind.WriteFile, "work"), (DeploymentStepKind.RunScript, "work"),
-                (DeploymentStepKind.WriteFile, "sys-firewall"), (DeploymentStepKind.RunScript, "sys-firewall"),
-                (DeploymentStepKind.WriteFile, "sys-net"), (DeploymentStepKind.RunScript, "sys-net"),
-            ],
-            plan.Steps.Select(s => (s.Kind, s.VMName)));
-        Assert.Equal(["/rw/config/rc.local", "/rw/config/qubes-firewall-user-script", "/rw/config/qubes-firewall-user-script"],
-            plan.Steps.Where(s => s.Kind == DeploymentStepKind.WriteFile).Select(s => s.Path));
-        // without the agent in the qubes, the change goes into hook files, and the warning names the qubes and the install command
-        var warning = Assert.Single(plan.Warnings);
-        Assert.StartsWith("QubeFirewallAgentMissing: sys-net, sys-firewall, work have no QubesFirewall agent", warning, StringComparison.Ordinal);
-        Assert.Contains("Install-QubeFirewallAgent -VMName sys-net, sys-firewall, work", warning, StringComparison.Ordinal);
+        Assert.True(plan.ViaAgent);
+        // only feature calls in dom0: the declaration, then a data key and gen for each of the three qubes
+        Assert.All(plan.Steps, s => Assert.Equal(DeploymentStepKind.SetFeature, s.Kind));
+        Assert.Equal(("work", "qubesfirewall.forward.tcp.443"), (plan.Steps[0].VMName, plan.Steps[0].FeatureName));
+        Assert.Equal(7, plan.Steps.Count);
+        foreach (var qube in new[] { "sys-net", "sys-firewall", "work" })
+        {
+            var mine = plan.Steps.Skip(1).Where(s => s.VMName == qube).Select(s => s.FeatureName!).ToList();
+            Assert.Equal(2, mine.Count);
+            Assert.Equal(AgentFeatures.GenFeature, mine[^1]);
+        }
+        Assert.Equal(["sys-firewall", "sys-net", "work"], plan.AgentGenerations.Keys.Order(StringComparer.Ordinal));
+        Assert.Empty(plan.Warnings);
 
         var text = plan.Describe();
         Assert.StartsWith("Add port forward tcp/443 -> work:8443 (sys-net -> sys-firewall -> work):", text);
         Assert.Contains("1. work: set feature qubesfirewall.forward.tcp.443 = 'target=8443 type=external allow=192.168.1.0/24'", text);
-        Assert.Contains("sys-net: write /rw/config/qubes-firewall-user-script: create it (#!/bin/sh, mode 0755) with the managed block", text);
-        Assert.Contains("add rule ip qubes qubesfw-dnat iifname != \"vif*\" iifname != \"lo\" fib daddr type local ip saddr 192.168.1.0/24 tcp dport 443 dnat to 10.137.0.3", text);
+        Assert.Contains("sys-net: set feature vm-config.qubesfw.hop4.", text);
+        Assert.DoesNotContain("/rw/config", text);
     }
 
     [Fact]
-    public void Applying_offline_writes_the_feature_the_files_and_records_the_runs()
+    public void Qubes_on_the_way_without_the_agent_are_refused_by_name_with_the_install_command_and_nothing_changes()
+    {
+        foreach (var qube in new[] { "sys-net", "sys-firewall" }) _root.Backend.RemoveFeature(qube, AgentScript.VersionFeature);
+        var before = _root.Backend.GetInventory().Qubes.ToDictionary(q => q.Name, q => q.Features.OrderBy(f => f.Key).ToList());
+        var ex = Assert.Throws<QubesFirewallException>(() => PortForwardPlanner.PlanAdd(_root.Backend, Web(), Options(force: true)));
+        Assert.Equal("QubeFirewallAgentMissing", ex.ErrorId);
+        Assert.Contains("sys-net, sys-firewall have none", ex.Message);
+        Assert.Contains("Install-QubeFirewallAgent -VMName sys-net, sys-firewall", ex.Message);
+        Assert.EndsWith("Nothing was changed.", ex.Message);
+        Assert.Equal(before, _root.Backend.GetInventory().Qubes.ToDictionary(q => q.Name, q => q.Features.OrderBy(f => f.Key).ToList()));
+        Assert.Null(File("sys-net", ForwardPersistence.FirewallUserScript));
+
+        // removing a forward through a qube that lost its agent is refused the same way
+        _root.Backend.SetFeature("sys-net", AgentScript.VersionFeature, AgentScript.Version);
+        _root.Backend.SetFeature("sys-firewall", AgentScript.VersionFeature, AgentScript.Version);
+        Add(Web());
+        _root.Backend.RemoveFeature("sys-firewall", AgentScript.VersionFeature);
+        var remove = Assert.Throws<QubesFirewallException>(() => PortForwardPlanner.PlanRemove(_root.Backend, "work", ForwardProtocol.Tcp, 443, Options()));
+        Assert.Equal("QubeFirewallAgentMissing", remove.ErrorId);
+        Assert.Contains("Install-QubeFirewallAgent -VMName sys-firewall", remove.Message);
+        Assert.Single(PortForwardPlanner.List(_root.Backend.GetInventory(), _root.Now));
+    }
+
+    [Fact]
+    public void Applying_offline_sets_the_declaration_and_the_keys_and_writes_nothing_into_any_qube()
     {
         Add(Web(target: 8443));
         var work = _root.Backend.GetInventory().Get("work");
         Assert.Equal("target=8443 type=external allow=192.168.1.0/24", work.Features["qubesfirewall.forward.tcp.443"]);
 
-        var sysNet = File("sys-net", ForwardPersistence.FirewallUserScript)!;
-        Assert.StartsWith("#!/bin/sh\n" + ManagedBlock.BeginMarker + "\n", sysNet);
-        Assert.EndsWith(ManagedBlock.EndMarker + "\n", sysNet);
-        Assert.Equal(ManagedBlock.FileMode, System.IO.File.GetUnixFileMode(_root.StateFile("sys-net", ForwardPersistence.FirewallUserScript)));
-        Assert.Contains("target: tcp/443 -> work:8443", File("work", ForwardPersistence.RcLocal));
-        Assert.Null(File("personal", ForwardPersistence.RcLocal));
+        // sys-net translates to sys-firewall, sys-firewall to work, work accepts on its own address
+        var sysNet = Assert.Single(Parts("sys-net"));
+        Assert.StartsWith(Keys("sys-net")[AgentFeatures.GenFeature][..32] + " ", sysNet); // "for=sys-net gen=<hash>", as its gen key
+        Assert.StartsWith("for=sys-net gen=", sysNet);
+        Assert.Contains(" proto=tcp port=443 to=443 ", sysNet);
+        Assert.Contains(" nat=10.137.0.3 ", sysNet);
+        Assert.Contains("192.168.1.0/24", sysNet);
+        Assert.Contains(" nat=10.137.0.11 ", Assert.Single(Parts("sys-firewall")));
+        Assert.Contains(" to=8443 dst=10.137.0.11", Assert.Single(Parts("work")));
+        Assert.Empty(Keys("personal"));
+        AssertKeysMatchDeclarations();
 
-        var log = System.IO.File.ReadAllLines(System.IO.Path.Combine(_root.Backend.StatePath, "sys-net", "applied.log"));
-        Assert.Matches("script sha256:[0-9a-f]{64} port forwards of sys-net$", Assert.Single(log));
-        Assert.Equal(PortForwardPlanner.Export(_root.Backend.GetInventory(), "sys-net")!.Script,
-            System.IO.File.ReadAllText(System.IO.Path.Combine(_root.Backend.StatePath, "sys-net", "last-run.sh")));
+        // nothing written into a qube, nothing run
+        foreach (var qube in new[] { "sys-net", "sys-firewall", "work" })
+        {
+            Assert.Null(File(qube, ForwardPersistence.FirewallUserScript));
+            Assert.Null(File(qube, ForwardPersistence.RcLocal));
+            Assert.False(System.IO.File.Exists(System.IO.Path.Combine(_root.Backend.StatePath, qube, "applied.log")));
+        }
     }
 
     [Fact]
@@ -89,9 +136,10 @@ public sealed class PortForwardPlannerTests : IDisposable
     {
         var plan = PortForwardPlanner.PlanAdd(_root.Backend, Web(), Options());
         var result = PortForwardPlanner.Apply(_root.Backend, plan);
-        Assert.Equal(["work", "sys-firewall", "sys-net"], result.Hops.Select(h => h.VMName));
-        Assert.Equal(["target", "hop 2 of 2", "hop 1 of 2"], result.Hops.Select(h => h.Role));
-        Assert.All(result.Hops, h => Assert.Equal((PortForwardHopStatus.Recorded, true, false, 1), (h.Status, h.FileChanged, h.Executed, h.Forwards)));
+        Assert.Equal(["sys-firewall", "sys-net", "work"], result.Hops.Select(h => h.VMName));
+        Assert.Equal(["hop 2 of 2", "hop 1 of 2", "target"], result.Hops.Select(h => h.Role));
+        Assert.All(result.Hops, h => Assert.Equal((PortForwardHopStatus.Recorded, false, false, 1), (h.Status, h.FileChanged, h.Executed, h.Forwards)));
+        Assert.All(result.Hops, h => Assert.Equal($"generation {plan.AgentGenerations[h.VMName]}", h.Message));
     }
 
     [Fact]
@@ -123,14 +171,21 @@ public sealed class PortForwardPlannerTests : IDisposable
         var plan = Add(Web(allow: ["10.0.0.0/8"]));
         Assert.Equal("Update", plan.Operation);
         Assert.Contains("change feature qubesfirewall.forward.tcp.443 = 'target=443 type=external allow=10.0.0.0/8'", plan.Describe());
-        Assert.Contains("ip saddr 10.0.0.0/8", File("sys-net", ForwardPersistence.FirewallUserScript));
-        Assert.DoesNotContain("192.168.1.0/24", File("sys-net", ForwardPersistence.FirewallUserScript));
+        var sysNet = Assert.Single(Parts("sys-net"));
+        Assert.Contains("10.0.0.0/8", sysNet);
+        Assert.DoesNotContain("192.168.1.0/24", sysNet);
+        AssertKeysMatchDeclarations();
 
-        // external -> internal: sys-net, no longer on the way, is emptied as well
+        // external -> internal: sys-net, no longer on the way, loses its keys as well
         var internalPlan = Add(Web(type: ForwardType.Internal, allow: ["10.137.0.10/32"]));
-        Assert.Equal(["work", "sys-firewall", "sys-net"], internalPlan.Steps.Where(s => s.Kind == DeploymentStepKind.RunScript).Select(s => s.VMName));
-        Assert.Equal("#!/bin/sh\n", File("sys-net", ForwardPersistence.FirewallUserScript));
-        Assert.Contains("iifgroup 2 ip daddr 10.137.0.3 ip saddr 10.137.0.10 tcp dport 443 dnat to 10.137.0.11", File("sys-firewall", ForwardPersistence.FirewallUserScript));
+        Assert.Equal(["sys-firewall", "sys-net", "work"], internalPlan.AgentGenerations.Keys.Order(StringComparer.Ordinal));
+        Assert.Equal("none", internalPlan.AgentGenerations["sys-net"]);
+        Assert.Empty(Keys("sys-net"));
+        var sysFirewall = Assert.Single(Parts("sys-firewall"));
+        Assert.Contains(" in=cl ", sysFirewall);
+        Assert.Contains(" nat=10.137.0.11 dst=10.137.0.3 ", sysFirewall);
+        Assert.Contains("10.137.0.10", sysFirewall);
+        AssertKeysMatchDeclarations();
     }
 
     [Fact]
@@ -138,71 +193,52 @@ public sealed class PortForwardPlannerTests : IDisposable
     {
         Add(Web());
         Add(PortForward.Create("personal", ForwardProtocol.Udp, 51820));
-        var sysNet = File("sys-net", ForwardPersistence.FirewallUserScript)!;
-        Assert.Contains("tcp dport 443 dnat to 10.137.0.3", sysNet);
-        Assert.Contains("udp dport 51820 dnat to 10.137.0.3", sysNet);
-        Assert.Contains("tcp/443 to work", sysNet);
-        Assert.Contains("udp/51820 to personal", sysNet);
+        var sysNet = Parts("sys-net");
+        Assert.Equal(2, sysNet.Count);
+        Assert.Contains(sysNet, v => v.Contains(" proto=tcp port=443 ", StringComparison.Ordinal) && v.EndsWith(" vm=work", StringComparison.Ordinal));
+        Assert.Contains(sysNet, v => v.Contains(" proto=udp port=51820 ", StringComparison.Ordinal) && v.EndsWith(" vm=personal", StringComparison.Ordinal));
+        var udpKey = Keys("sys-net").Single(k => k.Value.Contains(" proto=udp ", StringComparison.Ordinal)).Key;
 
         var plan = Remove("work", ForwardProtocol.Tcp, 443);
         Assert.Equal("Remove", plan.Operation);
-        // outside in: sys-net first, the target, then the feature last
-        Assert.Equal([(DeploymentStepKind.WriteFile, "sys-net"), (DeploymentStepKind.RunScript, "sys-net"),
-            (DeploymentStepKind.WriteFile, "sys-firewall"), (DeploymentStepKind.RunScript, "sys-firewall"),
-            (DeploymentStepKind.WriteFile, "work"), (DeploymentStepKind.RunScript, "work"), (DeploymentStepKind.RemoveFeature, "work")],
-            plan.Steps.Select(s => (s.Kind, s.VMName)));
-        sysNet = File("sys-net", ForwardPersistence.FirewallUserScript)!;
-        Assert.DoesNotContain("tcp dport 443", sysNet);
-        Assert.Contains("udp dport 51820 dnat to 10.137.0.3", sysNet);
-        Assert.Equal("#!/bin/sh\n", File("work", ForwardPersistence.RcLocal));
+        // only feature calls: the keys first, the declaration last
+        Assert.All(plan.Steps, s => Assert.True(s.Kind is DeploymentStepKind.SetFeature or DeploymentStepKind.RemoveFeature, s.Description));
+        Assert.Equal((DeploymentStepKind.RemoveFeature, "work", "qubesfirewall.forward.tcp.443"), (plan.Steps[^1].Kind, plan.Steps[^1].VMName, plan.Steps[^1].FeatureName));
+        // the other forward's key stays; only the hash of the set it carries changes
+        Assert.DoesNotContain(plan.Steps, s => s.FeatureName == udpKey && s.Kind == DeploymentStepKind.RemoveFeature);
+        var left = Assert.Single(Parts("sys-net"));
+        Assert.Contains(" proto=udp port=51820 ", left);
+        Assert.Empty(Keys("work"));
+        Assert.Equal("none", plan.AgentGenerations["work"]);
         Assert.DoesNotContain("qubesfirewall.forward.tcp.443", _root.Backend.GetInventory().Get("work").Features.Keys);
+        AssertKeysMatchDeclarations();
 
         Remove("personal", ForwardProtocol.Udp, 51820);
-        Assert.Equal("#!/bin/sh\n", File("sys-net", ForwardPersistence.FirewallUserScript));
+        foreach (var qube in new[] { "sys-net", "sys-firewall", "work", "personal" }) Assert.Empty(Keys(qube));
         Assert.Empty(PortForwardPlanner.List(_root.Backend.GetInventory(), _root.Now));
     }
 
     [Fact]
-    public void The_users_own_lines_stay_byte_for_byte()
+    public void Hook_files_are_neither_read_nor_written_the_users_own_lines_and_a_damaged_block_stay_byte_for_byte()
     {
         const string user = "#!/bin/bash\n# my rules\nnft add rule ip qubes custom-input tcp dport 22 accept\necho done > /tmp/x\n";
         _root.Backend.WriteQubeFile("sys-net", ForwardPersistence.FirewallUserScript, user, ManagedBlock.FileMode);
         const string rc = "#!/bin/sh\nmount /dev/xvdi /mnt\nexit 0\n";
         _root.Backend.WriteQubeFile("work", ForwardPersistence.RcLocal, rc, ManagedBlock.FileMode);
+        // a block an earlier version left damaged (its end marker lost): not this plan's business, Install-QubeFirewallAgent's
+        var damaged = "#!/bin/sh\n" + ManagedBlock.BeginMarker + "\nnft flush ruleset\n";
+        _root.Backend.WriteQubeFile("sys-firewall", ForwardPersistence.FirewallUserScript, damaged, ManagedBlock.FileMode);
 
         var plan = Add(Web());
-        Assert.Contains("sys-net: write /rw/config/qubes-firewall-user-script: add the managed block (mode 0755)", plan.Describe());
-        var sysNet = File("sys-net", ForwardPersistence.FirewallUserScript)!;
-        Assert.StartsWith(user + ManagedBlock.BeginMarker, sysNet);
-        var work = File("work", ForwardPersistence.RcLocal)!;
-        Assert.StartsWith("#!/bin/sh\nmount /dev/xvdi /mnt\n" + ManagedBlock.BeginMarker, work);
-        Assert.EndsWith(ManagedBlock.EndMarker + "\nexit 0\n", work); // in front of the final exit, where it still runs
-
+        Assert.DoesNotContain(plan.Steps, s => s.Path is not null);
         Add(PortForward.Create("work", ForwardProtocol.Tcp, 8080, allowFrom: ["10.0.0.0/8"]));
-        Assert.Single(File("sys-net", ForwardPersistence.FirewallUserScript)!.Split('\n'), l => l == ManagedBlock.BeginMarker);
-
+        Assert.Equal(2, Parts("sys-net").Count);
         Remove("work", ForwardProtocol.Tcp, 443);
         Remove("work", ForwardProtocol.Tcp, 8080);
         Assert.Equal(user, File("sys-net", ForwardPersistence.FirewallUserScript));
         Assert.Equal(rc, File("work", ForwardPersistence.RcLocal));
-    }
-
-    [Fact]
-    public void A_user_script_without_interpreter_line_is_reported()
-    {
-        _root.Backend.WriteQubeFile("sys-net", ForwardPersistence.FirewallUserScript, "nft list ruleset > /tmp/r\n", ManagedBlock.FileMode);
-        var plan = PortForwardPlanner.PlanAdd(_root.Backend, Web(), Options());
-        Assert.Contains(plan.Warnings, w => w.Contains("has no '#!' first line", StringComparison.Ordinal));
-    }
-
-    [Fact]
-    public void A_damaged_block_is_refused_and_nothing_is_written()
-    {
-        _root.Backend.WriteQubeFile("sys-net", ForwardPersistence.FirewallUserScript, "#!/bin/sh\n" + ManagedBlock.BeginMarker + "\nnft flush ruleset\n", ManagedBlock.FileMode);
-        var ex = Assert.Throws<QubesFirewallException>(() => PortForwardPlanner.PlanAdd(_root.Backend, Web(), Options()));
-        Assert.Equal("ManagedBlockDamaged", ex.ErrorId);
-        Assert.StartsWith("sys-net:/rw/config/qubes-firewall-user-script:", ex.Message);
-        Assert.Empty(_root.Backend.GetInventory().Get("work").Features);
+        Assert.Equal(damaged, File("sys-firewall", ForwardPersistence.FirewallUserScript));
+        Assert.Empty(Keys("sys-net"));
     }
 
     [Fact]
@@ -259,7 +295,7 @@ public sealed class PortForwardPlannerTests : IDisposable
         var plan = Remove("work", ForwardProtocol.Tcp, 443);
         Assert.Contains("remove feature qubesfirewall.forward.tcp.0443", plan.Describe());
         Remove("work", ForwardProtocol.Udp, 53);
-        Assert.Empty(_root.Backend.GetInventory().Get("work").Features);
+        Assert.DoesNotContain(_root.Backend.GetInventory().Get("work").Features.Keys, k => k.StartsWith("qubesfirewall.forward.", StringComparison.Ordinal) || AgentFeatures.IsAgentFeature(k));
     }
 
     [Fact]
@@ -272,88 +308,93 @@ public sealed class PortForwardPlannerTests : IDisposable
         Assert.Contains("no network qube", listed.Problem);
         var plan = Remove("work", ForwardProtocol.Tcp, 443);
         Assert.Contains(plan.Warnings, w => w.Contains("cannot be resolved now", StringComparison.Ordinal));
-        Assert.Empty(_root.Backend.GetInventory().Get("work").Features);
-        Assert.Equal("#!/bin/sh\n", File("work", ForwardPersistence.RcLocal));
+        Assert.DoesNotContain("qubesfirewall.forward.tcp.443", _root.Backend.GetInventory().Get("work").Features.Keys);
+        // every key the forward gave, on its old way too, is gone: each plan derives every qube's keys and removes strays
+        foreach (var qube in new[] { "sys-net", "sys-firewall", "work" }) Assert.Empty(Keys(qube));
     }
 
     [Fact]
     public void A_failure_half_way_puts_everything_back_feature_included_and_says_so()
     {
-        // sys-firewall's hook file cannot be written (a directory is in the way)
-        Directory.CreateDirectory(_root.StateFile("sys-firewall", ForwardPersistence.FirewallUserScript));
-        var plan = PortForwardPlanner.PlanAdd(_root.Backend, Web(), Options());
-        var result = PortForwardPlanner.Apply(_root.Backend, plan);
+        // qubesd refuses sys-firewall's keys half way
+        using var backend = new Deployment.FaultyBackend(_root.Backend) { FailFeatureIn = "sys-firewall" };
+        var plan = PortForwardPlanner.PlanAdd(backend, Web(), Options());
+        var result = PortForwardPlanner.Apply(backend, plan);
         Assert.NotNull(result.Failure);
         Assert.Equal("PortForwardRolledBack", result.Failure!.ErrorId);
-        Assert.Contains("failed at \"sys-firewall: write /rw/config/qubes-firewall-user-script", result.Failure.Message);
-        Assert.Contains("Rolled back: feature qubesfirewall.forward.tcp.443 of work; /rw/config/rc.local of work; the rules running in work.", result.Failure.Message);
+        Assert.Contains("failed at \"sys-firewall: set feature vm-config.qubesfw.", result.Failure.Message);
+        Assert.Contains("Rolled back: feature qubesfirewall.forward.tcp.443 of work;", result.Failure.Message);
         Assert.Contains("Nothing is left changed.", result.Failure.Message);
-        Assert.Equal([PortForwardHopStatus.RolledBack, PortForwardHopStatus.Failed, PortForwardHopStatus.NotReached], result.Hops.Select(h => h.Status));
-        Assert.Same(result.Hops, result.Failure.Target);
-        // Declarations and qubes agree again: no feature, the file work did not have is gone, the edge was never opened.
-        Assert.DoesNotContain(_root.Backend.GetInventory().Get("work").Features.Keys, k => k.StartsWith("qubesfirewall.", StringComparison.Ordinal));
-        Assert.Null(File("work", ForwardPersistence.RcLocal));
-        Assert.Null(File("sys-net", ForwardPersistence.FirewallUserScript));
+        // Declarations and keys agree again: no declaration, no key anywhere, and the agents were never asked.
+        Assert.DoesNotContain(_root.Backend.GetInventory().Get("work").Features.Keys, k => k.StartsWith("qubesfirewall.forward.", StringComparison.Ordinal));
+        foreach (var qube in new[] { "sys-net", "sys-firewall", "work" }) Assert.Empty(Keys(qube));
         Assert.Empty(PortForwardPlanner.List(_root.Backend.GetInventory(), _root.Now));
-        // work's rules were loaded, then its previous (empty) set was loaded again: two recorded runs.
-        Assert.Equal(2, System.IO.File.ReadAllLines(Path.Combine(_root.Path, "qubesfirewall-state", "work", "applied.log")).Length);
+        Assert.DoesNotContain(backend.Calls, c => c.StartsWith("run ", StringComparison.Ordinal));
+        // every set was taken back, in reverse order
+        var sets = backend.Calls.TakeWhile(c => !c.StartsWith("remove-feature", StringComparison.Ordinal)).Count(c => c.StartsWith("set-feature", StringComparison.Ordinal));
+        Assert.Equal(sets - 1, backend.Calls.Count(c => c.StartsWith("remove-feature", StringComparison.Ordinal))); // the failed one was never set
     }
 
     [Fact]
-    public void Live_planning_names_every_qube_to_reach_that_is_not_running_outermost_first()
+    public void Live_a_halted_qube_on_the_way_is_Pending_and_each_running_one_is_asked_once_for_its_generation()
     {
-        var live = new DeploymentOptions { Now = _root.Now, RequireRunning = true };
+        var live = new DeploymentOptions { Now = _root.Now, RequireRunning = true, AgentWait = TimeSpan.FromSeconds(5) };
         foreach (var q in new[] { "sys-net", "work" }) _root.Backend.SetPowerState(q, PowerState.Running);
-        var blocked = PortForwardPlanner.PlanAdd(_root.Backend, Web(), live);
-        Assert.False(blocked.IsComplete);
-        Assert.Empty(blocked.Steps);
-        Assert.Equal(["sys-firewall"], blocked.NotRunning.Select(q => q.Name));
-        Assert.Contains("first start sys-firewall (-Start)", blocked.Describe());
-        var ex = Assert.Throws<QubesFirewallException>(() => PortForwardPlanner.Apply(_root.Backend, blocked));
-        Assert.Equal("QubesNotRunning", ex.ErrorId);
-        Assert.Contains("sys-firewall (halted)", ex.Message);
-
-        // the target too: its rc.local is read and written inside it
-        _root.Backend.SetPowerState("work", PowerState.Halted);
-        _root.Backend.SetPowerState("sys-net", PowerState.Halted);
-        Assert.Equal(["sys-net", "sys-firewall", "work"], PortForwardPlanner.PlanAdd(_root.Backend, Web(), live).NotRunning.Select(q => q.Name));
-
-        foreach (var q in new[] { "sys-net", "sys-firewall", "work" }) _root.Backend.SetPowerState(q, PowerState.Running);
-        var plan = PortForwardPlanner.PlanAdd(_root.Backend, Web(), live);
+        using var backend = new Deployment.FaultyBackend(_root.Backend);
+        var plan = PortForwardPlanner.PlanAdd(backend, Web(), live);
+        // nothing has to run for the keys to be set: a halted sys-firewall gets them too (no -Start needed)
         Assert.True(plan.IsComplete);
-        Assert.Equal(["work", "sys-firewall", "sys-net"], plan.Steps.Where(s => s.Kind == DeploymentStepKind.RunScript).Select(s => s.VMName));
+        Assert.Empty(plan.NotRunning);
+        Assert.DoesNotContain("-Start", plan.Describe());
+        var result = PortForwardPlanner.Apply(backend, plan);
+        Assert.Null(result.Failure);
+        Assert.Equal([("sys-firewall", PortForwardHopStatus.Pending), ("sys-net", PortForwardHopStatus.Applied), ("work", PortForwardHopStatus.Applied)],
+            result.Hops.Select(h => (h.VMName, h.Status)));
+        Assert.Contains("sys-firewall is not running: its agent applies generation " + plan.AgentGenerations["sys-firewall"] + " when it starts", result.Hops[0].Message);
+        // feature calls, then one status read per running qube; nothing started, nothing written into a qube
+        Assert.All(backend.Calls.Take(plan.Steps.Count), c => Assert.StartsWith("set-feature ", c, StringComparison.Ordinal));
+        Assert.Equal(["run sys-net read the QubesFirewall agent status", "run work read the QubesFirewall agent status"], backend.Calls.Skip(plan.Steps.Count).Order(StringComparer.Ordinal));
     }
 
     [Fact]
-    public void Custom_persist_is_warned_about()
+    public void Custom_persist_on_the_way_is_reported_by_the_audit()
     {
         using var root = new TempRoot(new QubesXmlBuilder()
             .Qube("sys-net", 2, null, providesNetwork: true, features: new Dictionary<string, string> { ["service.custom-persist"] = "1" })
             .Qube("app", 3, "sys-net").Build());
         var plan = PortForwardPlanner.PlanAdd(root.Backend, PortForward.Create("app", ForwardProtocol.Tcp, 80, allowFrom: ["10.0.0.0/8"]), DeploymentOptions.For(root.Backend, root.Now));
-        Assert.Contains(plan.Warnings, w => w.Contains("custom-persist", StringComparison.Ordinal) && w.StartsWith("'sys-net'", StringComparison.Ordinal));
+        Assert.Null(PortForwardPlanner.Apply(root.Backend, plan).Failure);
+        var inventory = root.Backend.GetInventory();
+        var finding = Assert.Single(FirewallAudit.Audit(new AuditContext(inventory, root.Backend.GetFirewall, root.Now), inventory.Get("app")), f => f.Check == ForwardAuditChecks.CustomPersistHop);
+        Assert.Equal(AuditSeverity.Warning, finding.Severity);
+        Assert.Contains("passes through 'sys-net'", finding.Message);
+        Assert.Contains("its QubesFirewall agent does not start", finding.Message);
     }
 
     [Fact]
-    public void A_network_qube_without_the_firewall_service_keeps_its_part_in_rc_local()
+    public void A_network_qube_without_the_firewall_service_gets_its_keys_and_its_agent_starts_from_rc_local()
     {
         using var root = new TempRoot(new QubesXmlBuilder()
             .Qube("sys-net", 2, null, providesNetwork: true)
             .Qube("sys-vpn", 3, "sys-net", providesNetwork: true, features: new Dictionary<string, string> { ["service.qubes-firewall"] = "" })
             .Qube("app", 4, "sys-vpn").Build());
         var plan = PortForwardPlanner.PlanAdd(root.Backend, PortForward.Create("app", ForwardProtocol.Tcp, 80, allowFrom: ["10.0.0.0/8"]), DeploymentOptions.For(root.Backend, root.Now));
-        Assert.Equal([("app", "/rw/config/rc.local"), ("sys-vpn", "/rw/config/rc.local"), ("sys-net", "/rw/config/qubes-firewall-user-script")],
-            plan.Steps.Where(s => s.Kind == DeploymentStepKind.WriteFile).Select(s => (s.VMName, s.Path!)));
+        Assert.Equal(["app", "sys-net", "sys-vpn"], plan.AgentGenerations.Keys.Order(StringComparer.Ordinal));
+        Assert.DoesNotContain(plan.Steps, s => s.Path is not null);
+        var inventory = root.Backend.GetInventory();
+        Assert.Equal(AgentScript.RcLocalHookPath, AgentInstaller.HookPathFor(inventory.Get("sys-vpn")));
+        Assert.Equal(AgentScript.FirewallHookPath, AgentInstaller.HookPathFor(inventory.Get("sys-net")));
     }
 
     [Fact]
-    public void Export_gives_the_managed_block_of_a_qube_or_nothing()
+    public void Export_gives_the_rules_of_a_qube_or_nothing()
     {
         Add(Web());
         var inv = _root.Backend.GetInventory();
         var script = PortForwardPlanner.Export(inv, "sys-net")!;
         Assert.Equal(("sys-net", "sys-net", ForwardPersistence.FirewallUserScript, 1), (script.VMName, script.StoredIn, script.Path, script.Forwards));
-        Assert.Equal(ManagedBlock.Extract(File("sys-net", ForwardPersistence.FirewallUserScript)), script.Script);
+        Assert.Contains("add rule ip qubes qubesfw-dnat iifname != \"vif*\" iifname != \"lo\" fib daddr type local ip saddr 192.168.1.0/24 tcp dport 443 dnat to 10.137.0.3", script.Script);
+        Assert.Null(File("sys-net", ForwardPersistence.FirewallUserScript)); // shown, not written
         Assert.Null(PortForwardPlanner.Export(inv, "personal"));
         Assert.Null(PortForwardPlanner.Export(inv, "vault"));
     }

@@ -12,53 +12,63 @@ public sealed class PortForwardSampleRootTests : IDisposable
 
     public void Dispose() => _root.Dispose();
 
-    private DeploymentOptions Options(bool force = false) => DeploymentOptions.For(_root.Backend, _root.Now, force);
+    private DeploymentOptions Options() => DeploymentOptions.For(_root.Backend, _root.Now);
 
     [Fact]
-    public void A_disposable_hop_is_refused_without_force_naming_its_template()
+    public void The_sample_records_the_agent_this_module_ships_on_the_qubes_its_forwards_and_links_reach()
     {
-        var before = Directory.EnumerateFiles(_root.Path, "*", SearchOption.AllDirectories).ToDictionary(f => f, File.ReadAllText);
-        var ex = Assert.Throws<QubesFirewallException>(() =>
-            PortForwardPlanner.PlanAdd(_root.Backend, PortForward.Create("work", ForwardProtocol.Tcp, 443, allowFrom: ["192.168.1.0/24"]), Options()));
-        Assert.Equal("DisposableHop", ex.ErrorId);
-        Assert.Contains("'sys-firewall' (on the way) is a disposable of 'default-dvm'", ex.Message);
-        Assert.Contains("-Force", ex.Message);
-        Assert.Contains("No other disposable of default-dvm exists now", ex.Message);
-        Assert.Equal(before, Directory.EnumerateFiles(_root.Path, "*", SearchOption.AllDirectories).ToDictionary(f => f, File.ReadAllText));
+        // as Install-QubeFirewallAgent leaves them: a changed agent script changes its version, and the sample must follow
+        var inventory = _root.Backend.GetInventory();
+        foreach (var qube in new[] { "sys-net", "sys-firewall", "work", "personal", "untrusted" })
+            Assert.Equal(Agent.AgentScript.Version, inventory.Get(qube).Features.GetValueOrDefault(Agent.AgentScript.VersionFeature));
+        Assert.DoesNotContain(inventory.Qubes, q => q.Features.ContainsKey(Agent.AgentScript.VersionFeature) && q.Name is "default-dvm" or "sys-whonix" or "vault");
+    }
+
+    // what stands in for the inside of the qubes (the deployment lock of the root aside)
+    private Dictionary<string, string> QubeState() =>
+        Directory.EnumerateFiles(Path.Combine(_root.Path, "qubesfirewall-state"), "*", SearchOption.AllDirectories)
+            .Where(f => !Path.GetFileName(f).StartsWith(".deploy", StringComparison.Ordinal)).ToDictionary(f => f, File.ReadAllText);
+
+    [Fact]
+    public void A_forward_through_the_disposable_sys_firewall_needs_no_Force_and_writes_nothing_into_default_dvm()
+    {
+        var before = QubeState();
+        var plan = PortForwardPlanner.PlanAdd(_root.Backend, PortForward.Create("work", ForwardProtocol.Tcp, 443, allowFrom: ["192.168.1.0/24"]), Options());
+        Assert.True(plan.ViaAgent);
+        Assert.All(plan.Steps, s => Assert.Equal(DeploymentStepKind.SetFeature, s.Kind));
+        Assert.DoesNotContain(plan.Steps, s => s.VMName == "default-dvm");
+        Assert.DoesNotContain(plan.Warnings, w => w.Contains("default-dvm", StringComparison.Ordinal));
+        Assert.Null(PortForwardPlanner.Apply(_root.Backend, plan).Failure);
+        Assert.Contains(_root.Backend.GetInventory().Get("sys-firewall").Features, f => f.Key.StartsWith(Agent.AgentFeatures.Prefix, StringComparison.Ordinal));
+        // nothing inside any qube changed (the state folder stands in for the qubes): only features in qubes.xml
+        Assert.Equal(before, QubeState());
+
+        var remove = PortForwardPlanner.PlanRemove(_root.Backend, "work", ForwardProtocol.Tcp, 443, Options());
+        Assert.Null(PortForwardPlanner.Apply(_root.Backend, remove).Failure);
+        Assert.DoesNotContain(_root.Backend.GetInventory().Get("sys-firewall").Features, f => f.Key.StartsWith(Agent.AgentFeatures.Prefix, StringComparison.Ordinal));
+        Assert.Equal(before, QubeState());
     }
 
     [Fact]
-    public void With_force_the_block_goes_into_the_disposable_template_guarded_by_name_and_runs_in_the_disposable()
+    public void Without_the_agent_on_the_way_a_forward_is_refused_naming_the_qubes_and_the_install_command_and_nothing_changes()
     {
-        var plan = PortForwardPlanner.PlanAdd(_root.Backend, PortForward.Create("work", ForwardProtocol.Tcp, 443, allowFrom: ["192.168.1.0/24"]), Options(force: true));
-        Assert.Contains(plan.Warnings, w => w.Contains("disposable of 'default-dvm'", StringComparison.Ordinal));
-        var write = plan.Steps.Single(s => s.Kind == DeploymentStepKind.WriteFile && s.ForQube == "sys-firewall");
-        Assert.Equal(("default-dvm", ForwardPersistence.FirewallUserScript), (write.VMName, write.Path!));
-        Assert.Contains("default-dvm: write /rw/config/qubes-firewall-user-script for sys-firewall (a disposable of default-dvm)", write.Description);
-        var run = plan.Steps.Single(s => s.Kind == DeploymentStepKind.RunScript && s.ForQube == "sys-firewall");
-        Assert.Equal("sys-firewall", run.VMName);
-        Assert.DoesNotContain("qubesdb-read", run.Script); // run in the disposable itself: no guard needed
-        Assert.Contains("dnat to 10.137.0.11", run.Script);
-
-        Assert.Null(PortForwardPlanner.Apply(_root.Backend, plan).Failure);
-        var file = _root.Backend.ReadQubeFile("default-dvm", ForwardPersistence.FirewallUserScript)!;
-        Assert.Contains("if [ \"$(qubesdb-read /name 2>/dev/null)\" = 'sys-firewall' ]; then", file);
-        Assert.Null(_root.Backend.ReadQubeFile("sys-firewall", ForwardPersistence.FirewallUserScript));
-        var export = PortForwardPlanner.Export(_root.Backend.GetInventory(), "sys-firewall")!;
-        Assert.Equal("default-dvm", export.StoredIn);
-        Assert.Equal(ManagedBlock.Extract(file), export.Script);
-
-        // removing needs no -Force and empties the template's block again
-        var remove = PortForwardPlanner.PlanRemove(_root.Backend, "work", ForwardProtocol.Tcp, 443, Options());
-        Assert.Null(PortForwardPlanner.Apply(_root.Backend, remove).Failure);
-        Assert.Equal("#!/bin/sh\n", _root.Backend.ReadQubeFile("default-dvm", ForwardPersistence.FirewallUserScript));
+        _root.Backend.RemoveFeature("sys-firewall", Agent.AgentScript.VersionFeature);
+        _root.Backend.RemoveFeature("sys-net", Agent.AgentScript.VersionFeature);
+        var before = Directory.EnumerateFiles(_root.Path, "*", SearchOption.AllDirectories).ToDictionary(f => f, File.ReadAllText);
+        var ex = Assert.Throws<QubesFirewallException>(() =>
+            PortForwardPlanner.PlanAdd(_root.Backend, PortForward.Create("work", ForwardProtocol.Tcp, 443, allowFrom: ["192.168.1.0/24"]), Options()));
+        Assert.Equal("QubeFirewallAgentMissing", ex.ErrorId);
+        Assert.Equal("tcp/443 -> work:443 needs the QubesFirewall agent in every qube on the way, and sys-net, sys-firewall have none. " +
+            "Install it once: Install-QubeFirewallAgent -VMName sys-net, sys-firewall (sys-firewall's is kept in its disposable template default-dvm; asked once). " +
+            "Then each change is feature calls in dom0 only. Nothing was changed.", ex.Message);
+        Assert.Equal(before, Directory.EnumerateFiles(_root.Path, "*", SearchOption.AllDirectories).ToDictionary(f => f, File.ReadAllText));
     }
 
     [Fact]
     public void An_internal_forward_says_which_clients_their_own_firewall_keeps_out()
     {
         // the sample's work ends with drop, personal's old-format list has policy deny; sys-whonix has the default (accept)
-        var plan = PortForwardPlanner.PlanAdd(_root.Backend, PortForward.Create("untrusted", ForwardProtocol.Tcp, 8080, type: ForwardType.Internal), Options(force: true));
+        var plan = PortForwardPlanner.PlanAdd(_root.Backend, PortForward.Create("untrusted", ForwardProtocol.Tcp, 8080, type: ForwardType.Internal), Options());
         Assert.Equal(["sys-firewall"], plan.Hops);
         var work = Assert.Single(plan.Warnings, w => w.StartsWith("'work' cannot use", StringComparison.Ordinal));
         Assert.Contains("10.137.0.12 tcp port 8080", work);
@@ -68,7 +78,7 @@ public sealed class PortForwardSampleRootTests : IDisposable
         Assert.DoesNotContain(plan.Warnings, w => w.StartsWith("'untrusted'", StringComparison.Ordinal) || w.StartsWith("'sys-whonix'", StringComparison.Ordinal));
 
         // only the sources -AllowFrom names are checked
-        var limited = PortForwardPlanner.PlanAdd(_root.Backend, PortForward.Create("untrusted", ForwardProtocol.Tcp, 8080, type: ForwardType.Internal, allowFrom: ["10.137.0.14"]), Options(force: true));
+        var limited = PortForwardPlanner.PlanAdd(_root.Backend, PortForward.Create("untrusted", ForwardProtocol.Tcp, 8080, type: ForwardType.Internal, allowFrom: ["10.137.0.14"]), Options());
         Assert.DoesNotContain(limited.Warnings, w => w.Contains("cannot use", StringComparison.Ordinal));
     }
 
@@ -76,7 +86,7 @@ public sealed class PortForwardSampleRootTests : IDisposable
     public void Whonix_qubes_are_refused()
     {
         var ex = Assert.Throws<QubesFirewallException>(() =>
-            PortForwardPlanner.PlanAdd(_root.Backend, PortForward.Create("anon-whonix", ForwardProtocol.Tcp, 80), Options(force: true)));
+            PortForwardPlanner.PlanAdd(_root.Backend, PortForward.Create("anon-whonix", ForwardProtocol.Tcp, 80), Options()));
         Assert.Equal("WhonixInChain", ex.ErrorId);
     }
 }

@@ -14,7 +14,7 @@ internal sealed class QubesXmlBuilder
 
     public QubesXmlBuilder Qube(string name, int qid, string? netvm, bool providesNetwork = false, string cls = "AppVM",
         string? template = null, int? dispid = null, IDictionary<string, string>? features = null, string[]? tags = null,
-        IDictionary<string, string>? properties = null)
+        IDictionary<string, string>? properties = null, bool agent = true)
     {
         var q = qid.ToString(CultureInfo.InvariantCulture);
         _domains.Append($"    <domain id=\"domain-{q}\" class=\"{cls}\">\n      <properties>\n");
@@ -27,6 +27,9 @@ internal sealed class QubesXmlBuilder
         foreach (var (k, v) in properties ?? new Dictionary<string, string>())
             _domains.Append($"        <property name=\"{k}\">{SecurityElement.Escape(v)}</property>\n");
         _domains.Append("      </properties>\n      <features>\n");
+        // as Install-QubeFirewallAgent leaves a qube (forwards and links go only through the agent); agent: false for a qube without it
+        if (agent && cls != "TemplateVM" && features?.ContainsKey(Agent.AgentScript.VersionFeature) != true)
+            _domains.Append($"        <feature name=\"{Agent.AgentScript.VersionFeature}\">{Agent.AgentScript.Version}</feature>\n");
         foreach (var (k, v) in features ?? new Dictionary<string, string>())
             _domains.Append($"        <feature name=\"{k}\">{SecurityElement.Escape(v)}</feature>\n");
         _domains.Append("      </features>\n      <tags>\n");

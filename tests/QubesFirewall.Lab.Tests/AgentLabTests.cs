@@ -34,7 +34,7 @@ public sealed class AgentLabTests : IDisposable
         _lab = lab;
         _output = output;
         _lab.Reset();
-        _pf = new PortForwardLab(lab);
+        _pf = new PortForwardLab(lab, agents: false);
         _agents = new AgentLab(lab);
     }
 

@@ -6,9 +6,9 @@ using QubesFirewall.Lab.Tests.Lab;
 namespace QubesFirewall.Lab.Tests;
 
 /// <summary>
-/// What Test-QubeFirewall's "missing part" finding means on real netfilter: a hop whose hook file lost the
-/// forward serves it until it restarts, then the forward is dead; the audit says so beforehand, and its fix
-/// (re-applying the declaration) brings it back, across a restart too.
+/// What Test-QubeFirewall's leftover finding means on real netfilter: a hop whose hook file still holds the managed block an
+/// earlier version wrote; the audit names it with the fix (installing the agent there, which removes the block), and after
+/// the fix the forward comes back across the hop's restart from its agent keys alone.
 /// </summary>
 [Collection(LabCollection.Name)]
 public sealed class ForwardAuditLabTests : IDisposable
@@ -35,7 +35,7 @@ public sealed class ForwardAuditLabTests : IDisposable
     }
 
     [Fact]
-    public void A_missing_part_found_by_the_audit_is_a_forward_that_dies_at_the_hops_restart_and_the_fix_restores_it()
+    public void A_leftover_block_found_by_the_audit_is_removed_by_its_fix_and_the_forward_then_lives_on_its_agent_keys_alone()
     {
         using var server = _lab.StartServer("work", 8080);
         var forward = PortForward.Create("work", ForwardProtocol.Tcp, 8443, 8080, allowFrom: ["192.168.1.0/24"]);
@@ -43,25 +43,26 @@ public sealed class ForwardAuditLabTests : IDisposable
         Assert.Equal("work", _lab.Connect("outside", SysNetLan, 8443).ServerNode);
         Assert.Empty(Audit("work"));
 
-        // sys-firewall's hook file loses the block (a restored backup, say), in dom0's view and in the qube
-        var content = _pf.Backend.ReadQubeFile("sys-firewall", ForwardPersistence.FirewallUserScript)!;
-        var without = ManagedBlock.Remove(content)!;
-        _pf.Backend.WriteQubeFile("sys-firewall", ForwardPersistence.FirewallUserScript, without, ManagedBlock.FileMode);
-        _lab.WriteRwConfig("sys-firewall", "qubes-firewall-user-script", without, executable: true);
-        Assert.Equal("work", _lab.Connect("outside", SysNetLan, 8443).ServerNode); // still loaded...
+        // sys-firewall's hook file holds what an earlier version kept there (the same forward's rules), in dom0's view and in the qube
+        var script = PortForwardPlanner.Export(_pf.Backend.GetInventory(), "sys-firewall")!;
+        var content = ManagedBlock.Upsert("#!/bin/sh\n", script.Script);
+        _pf.Backend.WriteQubeFile("sys-firewall", ForwardPersistence.FirewallUserScript, content, ManagedBlock.FileMode);
+        _lab.WriteRwConfig("sys-firewall", "qubes-firewall-user-script", content, executable: true);
 
         var finding = Assert.Single(Audit("work"));
-        Assert.Equal((AuditSeverity.Error, ForwardAuditChecks.MissingPart), (finding.Severity, finding.Check));
-        Assert.Contains("sys-firewall:/rw/config/qubes-firewall-user-script does not hold its part", finding.Message);
+        Assert.Equal((AuditSeverity.Error, ForwardAuditChecks.UndeclaredPart), (finding.Severity, finding.Check));
+        Assert.StartsWith("sys-firewall:/rw/config/qubes-firewall-user-script holds port forward rules for tcp/8443 to 'work'", finding.Message);
+        Assert.Equal("Install-QubeFirewallAgent -VMName sys-firewall", finding.Fix);
 
-        _lab.Reboot("sys-firewall"); // ...until sys-firewall starts again
-        Assert.False(_lab.Connect("outside", SysNetLan, 8443, LabProtocol.Tcp, TimeSpan.FromMilliseconds(400)).Connected);
-
-        _pf.Add(forward); // the finding's fix: the same declaration again
+        Engine.Agent.AgentInstaller.Install(_pf.Backend, "sys-firewall"); // the fix: the block goes, the user's lines stay
+        var migrated = _pf.Backend.ReadQubeFile("sys-firewall", ForwardPersistence.FirewallUserScript)!;
+        Assert.Equal("#!/bin/sh\n", migrated);
+        _lab.WriteRwConfig("sys-firewall", "qubes-firewall-user-script", migrated, executable: true);
         Assert.Empty(Audit("work"));
-        Assert.Equal("work", _lab.Connect("outside", SysNetLan, 8443).ServerNode);
-        _lab.Reboot("sys-firewall");
+
+        Assert.All(_pf.Restart("sys-firewall"), run => run.EnsureSuccess("hooks in sys-firewall")); // from its features alone
         Assert.Equal("work", _lab.Connect("outside", SysNetLan, 8443).ServerNode);
         _pf.Remove("work", ForwardProtocol.Tcp, 8443);
+        Assert.False(_lab.Connect("outside", SysNetLan, 8443, LabProtocol.Tcp, TimeSpan.FromMilliseconds(400)).Connected);
     }
 }

@@ -105,7 +105,7 @@ public sealed class PortForwardIPv6LabTests : IDisposable
             _pf.RunScriptRepeatedly(qube, script, 3).EnsureSuccess($"re-runs in {qube}");
             Assert.Equal(withForwards[qube], _lab.ListRuleset(qube));
         }
-        foreach (var qube in AllQubes) Assert.All(_lab.Reboot(qube), run => run.EnsureSuccess($"hook in {qube}"));
+        foreach (var qube in AllQubes) Assert.All(_pf.Restart(qube), run => run.EnsureSuccess($"hook in {qube}"));
         foreach (var qube in AllQubes) Assert.Equal(withForwards[qube], _lab.ListRuleset(qube));
         Assert.Equal("work", Open("outside", SysNetLan6, 8443).ServerNode);
 

@@ -10,6 +10,14 @@ public sealed class AgentCmdletTests : IDisposable
 {
     private readonly SampleRootCopy _root = new();
 
+    public AgentCmdletTests()
+    {
+        // the sample records the agent as Install-QubeFirewallAgent leaves it: these tests start from a system without it
+        using var backend = new OfflineRoot(_root.Path);
+        foreach (var qube in backend.GetInventory().Qubes.Where(q => q.Features.ContainsKey(AgentScript.VersionFeature)).Select(q => q.Name).ToList())
+            backend.RemoveFeature(qube, AgentScript.VersionFeature);
+    }
+
     public void Dispose() => _root.Dispose();
 
     private PsRun Run(string script) => PowerShellHost.Run(script, root: _root.Path);

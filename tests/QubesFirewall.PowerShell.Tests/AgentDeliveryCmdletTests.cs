@@ -33,10 +33,13 @@ public sealed class AgentDeliveryCmdletTests : IDisposable
 
     private void Start(bool withAgent)
     {
-        if (withAgent)
+        using (var backend = new OfflineRoot(_root.Path))
         {
-            using var backend = new OfflineRoot(_root.Path);
-            foreach (var q in Qubes) backend.SetFeature(q, AgentScript.VersionFeature, AgentScript.Version);
+            foreach (var q in Qubes)
+            {
+                if (withAgent) backend.SetFeature(q, AgentScript.VersionFeature, AgentScript.Version);
+                else backend.RemoveFeature(q, AgentScript.VersionFeature);
+            }
         }
         _server = new FakeQubesd(_root.Path, Path.Combine(_dir, "qubesd.sock"));
         _qvmRun = new StandInQvmRun(Path.Combine(_dir, "qvm-run"), powerStates: Path.Combine(_root.Path, "qubesfirewall-state"));
@@ -118,30 +121,74 @@ public sealed class AgentDeliveryCmdletTests : IDisposable
         Assert.All(_qvmRun.Calls.TakeLast(wait.QvmRun), c => Assert.Equal(AgentDelivery.StatusCommand, System.Text.Encoding.UTF8.GetString(c.Stdin)));
     }
 
+    private void AgentsAnswer() => _qvmRun!.AgentsAnswer(Path.Combine(_root.Path, "qubes.xml"), AgentScript.Version);
+
+    // what reads: admin.vm.List, *.Get, *.GetAll, *.List, admin.vm.CurrentState...; everything else changes something
+    private static bool IsRead(string method) => System.Text.RegularExpressions.Regex.IsMatch(method, @"\.(List|Get[A-Za-z]*|CurrentState)\z");
+
     [Fact]
-    public void Without_the_agent_the_same_forward_writes_hook_files_through_qvm_run_and_needs_Force_and_default_dvm()
+    public void The_live_proof_a_forward_through_sys_net_and_the_disposable_sys_firewall_is_feature_sets_and_one_status_read_per_running_qube()
     {
-        Start(withAgent: false);
-        _server!.SetPowerState("default-dvm", PowerState.Running);
-        var refused = Run("Add-QubePortForward work 443 -AllowFrom 192.168.1.0/24");
-        var disposable = Assert.Single(refused.Errors);
-        Assert.StartsWith("DisposableHop,", disposable.FullyQualifiedErrorId, StringComparison.Ordinal);
-        Assert.Contains("Install-QubeFirewallAgent -VMName sys-net, sys-firewall, work", disposable.ToString(), StringComparison.Ordinal);
+        Start(withAgent: true);
+        AgentsAnswer();
+        QubesInventory Inventory()
+        {
+            using var offline = new OfflineRoot(_root.Path);
+            return offline.GetInventory();
+        }
+        var running = Qubes.Where(q => Inventory().Get(q).State == PowerState.Running).Order(StringComparer.Ordinal).ToList();
+        Assert.Equal(["sys-firewall", "sys-net", "work"], running); // as the sample records them; default-dvm is halted
+        Assert.Equal(PowerState.Halted, Inventory().Get("default-dvm").State);
+        Assert.Equal("DispVM", Inventory().Get("sys-firewall").ClassName);
 
         var add = Count(() =>
         {
-            var r = Run("Add-QubePortForward work 443 -AllowFrom 192.168.1.0/24 -Force");
+            var r = Run("Add-QubePortForward work 443 -AllowFrom 192.168.1.0/24 -PassThru"); // no
             r.AssertNoErrors();
+            Assert.Equal(running.Select(q => (q, PortForwardHopStatus.Applied)), r.Of<PortForwardHopResult>().Select(h => (h.VMName, h.Status)).Order());
             return r;
-        }, "add, hook files (before)");
-        Assert.True(add.QvmRun >= 6, $"{add.QvmRun} qvm-run processes");
-        Assert.NotNull(_qvmRun!.Read("default-dvm", "/rw/config/qubes-firewall-user-script"));
+        }, "add, through the agent, the agents answering");
+        var calls = _server!.Calls;
+        // the only changing calls are feature.Set: the declaration, then one data key and gen for each of the three qubes
+        Assert.Equal(7, add.Writes);
+        Assert.All(calls.Where(c => !IsRead(c.Method)), c => Assert.Equal("admin.vm.feature.Set", c.Method));
+        Assert.Equal(7, calls.Count(c => !IsRead(c.Method)));
+        Assert.DoesNotContain(calls, c => c.Destination == "default-dvm" && !IsRead(c.Method));
+        // and one status read per running qube, nothing else run in any qube
+        Assert.Equal(running.Count, add.QvmRun);
+        var reads = _qvmRun!.Calls.TakeLast(add.QvmRun).ToList();
+        Assert.All(reads, c => Assert.Equal(AgentDelivery.StatusCommand, System.Text.Encoding.UTF8.GetString(c.Stdin)));
+        Assert.Equal(running, reads.Select(c => c.Args.First(a => Qubes.Contains(a))).Order(StringComparer.Ordinal));
+        Assert.Null(_qvmRun.Read("default-dvm", "/rw/config/qubes-firewall-user-script"));
+        Assert.Null(_qvmRun.Read("sys-net", "/rw/config/qubes-firewall-user-script"));
+
         var remove = Count(() =>
         {
-            var r = Run("Remove-QubePortForward work 443 -Confirm:$false");
+            var r = Run("Remove-QubePortForward work 443 -Confirm:$false -PassThru");
             r.AssertNoErrors();
+            Assert.All(r.Of<PortForwardHopResult>(), h => Assert.Equal(PortForwardHopStatus.Applied, h.Status));
             return r;
-        }, "remove, hook files (before)");
-        Assert.True(remove.QvmRun >= 6, $"{remove.QvmRun} qvm-run processes");
+        }, "remove, through the agent, the agents answering");
+        calls = _server!.Calls;
+        Assert.Equal(7, remove.Writes);
+        Assert.All(calls.Where(c => !IsRead(c.Method)), c => Assert.True(c.Method is "admin.vm.feature.Set" or "admin.vm.feature.Remove", c.Method));
+        Assert.DoesNotContain(calls, c => c.Destination == "default-dvm" && !IsRead(c.Method));
+        Assert.Equal(running.Count, remove.QvmRun);
+        foreach (var q in Qubes) Assert.DoesNotContain(Inventory().Get(q).Features.Keys, AgentFeatures.IsAgentFeature);
+    }
+
+    [Fact]
+    public void Without_the_agent_the_forward_is_refused_naming_the_qubes_and_the_install_command_and_nothing_is_called_or_run()
+    {
+        Start(withAgent: false);
+        var refused = Count(() => Run("Add-QubePortForward work 443 -AllowFrom 192.168.1.0/24"), "add, without the agent");
+        Assert.Equal((0, 0), (refused.Writes, refused.QvmRun));
+        Assert.DoesNotContain(_server!.Calls, c => !IsRead(c.Method));
+        var run = Run("Add-QubePortForward work 443 -AllowFrom 192.168.1.0/24");
+        var error = Assert.Single(run.Errors);
+        Assert.StartsWith("QubeFirewallAgentMissing,", error.FullyQualifiedErrorId, StringComparison.Ordinal);
+        Assert.Contains("Install-QubeFirewallAgent -VMName sys-net, sys-firewall, work", error.ToString(), StringComparison.Ordinal);
+        Assert.Contains("Nothing was changed.", error.ToString(), StringComparison.Ordinal);
+        Assert.Null(_qvmRun!.Read("default-dvm", "/rw/config/qubes-firewall-user-script"));
     }
 }

@@ -61,11 +61,16 @@ public sealed class AuditFixTests : IDisposable
             'action=accept dst4=10.1.0.0/16', 'action=drop' | Set-QubeFirewallRule -VMName default-dvm
             Set-QubeIPv6 -VMName personal -Enabled $true -WarningAction SilentlyContinue
             Set-QubeIPv6 -VMName untrusted -Enabled $false
-            Enable-QubeInterVmNetwork -From work -To personal -Port 5432 -Force -WarningAction SilentlyContinue
+            Enable-QubeInterVmNetwork -From work -To personal -Port 5432 -WarningAction SilentlyContinue
             Get-QubeFirewallRule work | Where-Object { $_.Rule.Comment -eq 'qubesfirewall link to personal' } | Remove-QubeFirewallRule -Confirm:$false
-            Add-QubePortForward -VMName work -Port 443 -AllowFrom 192.168.1.0/24 -Force -WarningAction SilentlyContinue
+            Add-QubePortForward -VMName work -Port 443 -AllowFrom 192.168.1.0/24 -WarningAction SilentlyContinue
             """).AssertNoErrors();
-        File.WriteAllText(Path.Combine(_root.Path, "qubesfirewall-state/sys-net/rw/config/qubes-firewall-user-script"), "#!/bin/sh\n");
+        // the managed block an earlier version left in sys-net (forwards now reach it as agent keys): a leftover
+        using (var backend = new QubesFirewall.Engine.Backends.OfflineRoot(_root.Path))
+        {
+            var script = PortForwardPlanner.Export(backend.GetInventory(), "sys-net")!;
+            backend.WriteQubeFile("sys-net", script.Path, QubesFirewall.Engine.Persistence.ManagedBlock.Upsert("#!/bin/sh\n", script.Script), QubesFirewall.Engine.Persistence.ManagedBlock.FileMode);
+        }
         File.WriteAllText(_root.FirewallXml("sys-whonix"), """
             <firewall version="2"><rules>
               <rule><properties><property name="action">accept</property><property name="proto">tcp</property><property name="dstports">65536</property></properties></rule>
@@ -91,7 +96,7 @@ public sealed class AuditFixTests : IDisposable
         // Each kind was met and fixed.
         var checks = seen.Select(k => k.Split(' ')[1]).ToHashSet();
         var expected = new[] { AuditChecks.DeadRule, AuditChecks.ZeroPrefix, AuditChecks.IPv6Rule, AuditChecks.QubeManagerShape,
-            AuditChecks.IPv6WithoutUplink, AuditChecks.InvalidRule, InterVmLinkAuditCheck.LinkIncomplete, ForwardAuditChecks.MissingPart };
+            AuditChecks.IPv6WithoutUplink, AuditChecks.InvalidRule, InterVmLinkAuditCheck.LinkIncomplete, ForwardAuditChecks.UndeclaredPart };
         Assert.True(expected.All(checks.Contains), "fixed: " + string.Join(" | ", seen));
     }
 

@@ -18,9 +18,9 @@ public sealed class CopiedDeclarationCmdletTests : IDisposable
     [Fact]
     public void A_clone_with_each_kind_of_declaration_shows_them_copied_with_a_Problem()
     {
-        Run("Add-QubePortForward -VMName work -Port 443 -AllowFrom 192.168.1.0/24 -Force; " +
+        Run("Add-QubePortForward -VMName work -Port 443 -AllowFrom 192.168.1.0/24; " +
             "Add-QubeTcpBinding -From work -To personal -Port 22 -LocalPort 2222; " +
-            "Enable-QubeInterVmNetwork -From work -To personal -Protocol Tcp -Port 5432 -Force").AssertNoErrors();
+            "Enable-QubeInterVmNetwork -From work -To personal -Protocol Tcp -Port 5432").AssertNoErrors();
         Clone("work", "work-clone", 90);
 
         var forwards = Run("Get-QubePortForward -VMName work-clone");

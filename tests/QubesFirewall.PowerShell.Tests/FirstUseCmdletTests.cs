@@ -87,8 +87,8 @@ public sealed class FirstUseCmdletTests : IDisposable
     [InlineData("Add-QubeTcpBinding -From untrusted -To work -Port 444; Remove-QubeTcpBinding -From untrusted -To work -Port 444 -Confirm:$false -Verbose")]
     [InlineData("Set-QubeIPv6 work -Enabled $true -Verbose -WarningAction SilentlyContinue")]
     [InlineData("Repair-QubeNetVm -Confirm:$false -Verbose")]
-    [InlineData("Add-QubePortForward work 443 -AllowFrom 10.0.0.0/8 -Force -Verbose -WarningAction SilentlyContinue")]
-    [InlineData("Enable-QubeInterVmNetwork -From work -To personal -Port 5432 -Force -Verbose -WarningAction SilentlyContinue")]
+    [InlineData("Add-QubePortForward work 443 -AllowFrom 10.0.0.0/8 -Verbose -WarningAction SilentlyContinue")]
+    [InlineData("Enable-QubeInterVmNetwork -From work -To personal -Port 5432 -Verbose -WarningAction SilentlyContinue")]
     public void Verbose_says_each_thing_once(string script)
     {
         var run = Run(script);
@@ -102,7 +102,7 @@ public sealed class FirstUseCmdletTests : IDisposable
     [Fact]
     public void Set_QubeIPv6_plans_the_links_and_forwards_it_affects_again_in_its_own_plan()
     {
-        Run("Enable-QubeInterVmNetwork -From work -To personal -Port 5432 -Force -WarningAction SilentlyContinue").AssertNoErrors();
+        Run("Enable-QubeInterVmNetwork -From work -To personal -Port 5432 -WarningAction SilentlyContinue").AssertNoErrors();
         Assert.False(Assert.Single(Run("Get-QubeInterVmNetwork").Of<QubeInterVmLink>()).IPv6);
 
         var before = _root.Snapshot();
@@ -124,7 +124,7 @@ public sealed class FirstUseCmdletTests : IDisposable
     [Fact]
     public void IPv6_turned_on_behind_the_modules_back_shows_IPv4_only_parts_not_missing_ones_and_the_fix_adds_the_IPv6_half()
     {
-        Run("Enable-QubeInterVmNetwork -From work -To personal -Port 5432 -Force -WarningAction SilentlyContinue").AssertNoErrors();
+        Run("Enable-QubeInterVmNetwork -From work -To personal -Port 5432 -WarningAction SilentlyContinue").AssertNoErrors();
         using (var backend = new Engine.Backends.OfflineRoot(_root.Path)) backend.SetFeature("sys-net", "ipv6", "1");
 
         var link = Assert.Single(Run("Get-QubeInterVmNetwork").Of<QubeInterVmLink>());

@@ -10,10 +10,10 @@ using QubesFirewall.Tests.Shared;
 namespace QubesFirewall.PowerShell.Tests;
 
 /// <summary>
-/// Port forwards deployed into qubes on the live backend: the stand-in qubesd serves a copy of the sample
-/// root (sys-firewall there is a disposable of default-dvm, which is halted), and a stand-in qvm-run on PATH
-/// runs the module's fixed commands on files of its own, refuses qubes whose power state is not Running, and
-/// runs the generated scripts with a stand-in nft that records each transaction.
+/// Port forwards deployed on the live backend: the stand-in qubesd serves a copy of the sample root (sys-firewall
+/// there is a disposable of default-dvm, which is halted), and a stand-in qvm-run on PATH, which refuses qubes whose
+/// power state is not Running, answers each running qube's agent status read as a running agent would: a change is
+/// feature calls, then one status read per running qube; nothing is written into a qube.
 /// </summary>
 [System.Runtime.Versioning.UnsupportedOSPlatform("windows")]
 public sealed class LiveHopDeploymentCmdletTests : IDisposable
@@ -33,6 +33,7 @@ public sealed class LiveHopDeploymentCmdletTests : IDisposable
         _server = new FakeQubesd(_root.Path, Path.Combine(_dir, "qubesd.sock"));
         _qvmRun = new StandInQvmRun(Path.Combine(_dir, "qvm-run"), powerStates: Path.Combine(_root.Path, "qubesfirewall-state"));
         _qvmRun.FakeNft();
+        _qvmRun.AgentsAnswer(Path.Combine(_root.Path, "qubes.xml"), Engine.Agent.AgentScript.Version); // the running qubes' agents confirm
     }
 
     public void Dispose()
@@ -51,122 +52,102 @@ public sealed class LiveHopDeploymentCmdletTests : IDisposable
 
     private static string Fqid(string id, string cmdlet) => $"{id},QubesFirewall.PowerShell.Cmdlets.{cmdlet}Command";
 
+    private Dictionary<string, string> Keys(string qube)
+    {
+        using var root = new Engine.Backends.OfflineRoot(_root.Path);
+        return root.GetInventory().Get(qube).Features.Where(f => Engine.Agent.AgentFeatures.IsAgentFeature(f.Key)).ToDictionary(f => f.Key, f => f.Value);
+    }
+
     private IEnumerable<string> Started => _server.Calls.Where(c => c.Method == "admin.vm.Start").Select(c => c.Destination);
 
     /// <summary>The qubes whose files the stand-in qvm-run wrote (each write is a fixed command ending in the target path).</summary>
     private IEnumerable<string> Writes => _qvmRun.Calls.Where(c => c.Args[^1].Contains("mktemp", StringComparison.Ordinal)).Select(c => c.Args[7]);
 
     [Fact]
-    public void Halted_qubes_on_the_way_are_refused_by_name_and_nothing_changes()
+    public void A_halted_qube_on_the_way_gets_its_keys_and_is_Pending_and_nothing_is_started()
     {
-        var run = Run("Add-QubePortForward work 443 -AllowFrom 192.168.1.0/24 -Force -PassThru");
-        var error = Assert.Single(run.Errors);
-        Assert.Equal(Fqid("QubesNotRunning", "AddQubePortForward"), error.FullyQualifiedErrorId);
-        Assert.Contains("default-dvm (halted)", error.ToString());
-        Assert.Contains("-Start", error.ToString());
-        Assert.Equal(["default-dvm"], Assert.IsAssignableFrom<IEnumerable<string>>(error.TargetObject));
-        Assert.Empty(run.Output);
-        Assert.Equal(0, _server.CountCalls("admin.vm.feature.Set"));
+        _server.SetPowerState("sys-firewall", PowerState.Halted);
+        var run = Run("Add-QubePortForward work 443 -AllowFrom 192.168.1.0/24 -PassThru");
+        run.AssertNoErrors();
+        Assert.Equal([("sys-firewall", PortForwardHopStatus.Pending), ("sys-net", PortForwardHopStatus.Applied), ("work", PortForwardHopStatus.Applied)],
+            run.Of<PortForwardHopResult>().Select(h => (h.VMName, h.Status)));
+        Assert.Equal(7, _server.CountCalls("admin.vm.feature.Set"));
+        Assert.NotEmpty(Keys("sys-firewall"));
         Assert.Empty(Started);
         Assert.Empty(Writes);
+        // -Start is no parameter of the forward cmdlets any more: nothing has to run
+        Assert.Equal(Fqid("NamedParameterNotFound", "AddQubePortForward"),
+            Assert.Single(Run("Add-QubePortForward work 444 -AllowFrom 192.168.1.0/24 -Start").Errors).FullyQualifiedErrorId);
     }
 
     [Fact]
-    public void Start_starts_the_halted_ones_outermost_first_then_deploys_every_hop()
+    public void An_agent_that_fails_puts_every_feature_back_the_declaration_with_them()
     {
-        foreach (var q in new[] { "sys-net", "sys-firewall", "work" }) _server.SetPowerState(q, PowerState.Halted);
-        var run = Run("Add-QubePortForward work 443 -AllowFrom 192.168.1.0/24 -Force -Start -PassThru -Verbose");
-        run.AssertNoErrors();
-        Assert.Equal(["sys-net", "sys-firewall", "default-dvm", "work"], Started);
-        Assert.Contains("Started sys-net, sys-firewall, default-dvm, work.", run.Verbose);
-        var hops = run.Of<PortForwardHopResult>().ToList();
-        Assert.Equal(["work", "sys-firewall", "sys-net"], hops.Select(h => h.VMName));
-        Assert.All(hops, h => Assert.Equal((PortForwardHopStatus.Applied, true, 0), (h.Status, h.Executed, h.ExitCode!.Value)));
-        var nft = File.ReadAllText(_qvmRun.NftLog);
-        Assert.Equal(["work", "sys-firewall", "sys-net"], nft.Split('\n').Where(l => l.StartsWith("=== ", StringComparison.Ordinal)).Select(l => l[4..]));
-        Assert.Contains("dnat to 10.138.10.201", _qvmRun.Read("sys-net", FwScript));
-        Assert.Contains("dnat to 10.137.0.11", _qvmRun.Read("default-dvm", FwScript));
-    }
-
-    [Fact]
-    public void A_hop_that_fails_puts_the_others_back_and_the_feature_with_them()
-    {
-        _server.SetPowerState("default-dvm", PowerState.Running);
         _qvmRun.Put("sys-net", FwScript, UserLines, Engine.Persistence.ManagedBlock.FileMode);
-        _qvmRun.FailIn("sys-net", Engine.AdminApi.QubeFileCommands.RunStandardInput);
-        var run = Run("Add-QubePortForward work 443 -AllowFrom 192.168.1.0/24 -Force -PassThru");
+        _qvmRun.AgentsAnswer(Path.Combine(_root.Path, "qubes.xml"), Engine.Agent.AgentScript.Version, failIn: "sys-net");
+        var run = Run("Add-QubePortForward work 443 -AllowFrom 192.168.1.0/24 -PassThru");
 
         var error = Assert.Single(run.Errors);
-        Assert.Equal(Fqid("PortForwardRolledBack", "AddQubePortForward"), error.FullyQualifiedErrorId);
+        Assert.Equal(Fqid("PortForwardAgentFailed", "AddQubePortForward"), error.FullyQualifiedErrorId);
         var message = error.ToString();
-        Assert.Contains("boom in sys-net", message);
-        Assert.Contains("Rolled back: feature qubesfirewall.forward.tcp.443 of work;", message);
-        Assert.Contains("/rw/config/qubes-firewall-user-script of default-dvm", message);
-        Assert.Contains("Nothing is left changed.", message);
+        Assert.Contains("Could not process rule", message);
+        Assert.Contains("Every feature was put back as it was.", message);
         var hops = run.Of<PortForwardHopResult>().ToList();
-        Assert.Equal([("work", PortForwardHopStatus.RolledBack), ("sys-firewall", PortForwardHopStatus.RolledBack), ("sys-net", PortForwardHopStatus.Failed)],
+        Assert.Equal([("sys-firewall", PortForwardHopStatus.RolledBack), ("sys-net", PortForwardHopStatus.Failed), ("work", PortForwardHopStatus.RolledBack)],
             hops.Select(h => (h.VMName, h.Status)));
 
-        // Files as they were (the ones the forward created are gone), the feature set then removed again.
+        // The features set, then removed again; nothing was ever written into a qube.
+        Assert.Equal(7, _server.CountCalls("admin.vm.feature.Set"));
+        Assert.Equal(7, _server.CountCalls("admin.vm.feature.Remove"));
+        foreach (var q in new[] { "sys-net", "sys-firewall", "work" }) Assert.Empty(Keys(q));
         Assert.Equal(UserLines, _qvmRun.Read("sys-net", FwScript));
-        Assert.Null(_qvmRun.Read("default-dvm", FwScript));
-        Assert.Null(_qvmRun.Read("work", "/rw/config/rc.local"));
-        Assert.Equal(1, _server.CountCalls("admin.vm.feature.Set", "work"));
-        Assert.Equal(1, _server.CountCalls("admin.vm.feature.Remove", "work"));
+        Assert.Empty(Writes);
         var list = Run("Get-QubePortForward");
         list.AssertNoErrors();
         Assert.Empty(list.Output);
-        // sys-net (whose run failed, maybe half way), then sys-firewall and work got their previous (empty) rules loaded again.
-        var nft = File.ReadAllText(_qvmRun.NftLog).Split("=== ", StringSplitOptions.RemoveEmptyEntries);
-        Assert.Equal(["work", "sys-firewall", "sys-net", "sys-firewall", "work"], nft.Select(n => n[..n.IndexOf('\n')]));
-        Assert.Contains("dnat to 10.137.0.11", nft[1]);
-        Assert.All(nft.Skip(2), n => Assert.DoesNotContain("dnat to", n));
     }
 
     [Fact]
     public void Progress_goes_over_the_hops()
     {
-        _server.SetPowerState("default-dvm", PowerState.Running);
-        var run = Run("Add-QubePortForward work 443 -AllowFrom 192.168.1.0/24 -Force");
+        var run = Run("Add-QubePortForward work 443 -AllowFrom 192.168.1.0/24");
         run.AssertNoErrors();
         var processing = run.Progress.Where(p => p.RecordType == ProgressRecordType.Processing).ToList();
-        Assert.Equal(["work (1 of 3)", "sys-firewall (2 of 3)", "sys-net (3 of 3)"], processing.Select(p => p.StatusDescription).Distinct());
+        Assert.Equal(["sys-firewall", "sys-net", "work"], processing.Select(p => p.StatusDescription[..p.StatusDescription.IndexOf(' ', StringComparison.Ordinal)]).Distinct().Order(StringComparer.Ordinal));
+        Assert.All(processing, p => Assert.EndsWith(" of 3)", p.StatusDescription, StringComparison.Ordinal));
         Assert.All(processing, p => Assert.Equal("Add port forward tcp/443 -> work:443", p.Activity));
-        Assert.Contains(processing, p => p.CurrentOperation.StartsWith("sys-net: run as root", StringComparison.Ordinal));
+        Assert.Contains(processing, p => p.CurrentOperation.StartsWith("sys-net: set feature vm-config.qubesfw.", StringComparison.Ordinal));
         Assert.Equal(ProgressRecordType.Completed, run.Progress[^1].RecordType);
     }
 
     [Fact]
-    public void Remove_with_Start_reaches_the_halted_hops_first()
+    public void Remove_through_a_halted_hop_is_Pending_there_and_starts_nothing()
     {
-        _server.SetPowerState("default-dvm", PowerState.Running);
-        Run("Add-QubePortForward work 443 -AllowFrom 192.168.1.0/24 -Force").AssertNoErrors();
-        _server.SetPowerState("default-dvm", PowerState.Halted);
+        Run("Add-QubePortForward work 443 -AllowFrom 192.168.1.0/24").AssertNoErrors();
         _server.SetPowerState("sys-net", PowerState.Halted);
 
-        var refused = Run("Remove-QubePortForward work 443 -Confirm:$false");
-        Assert.Equal(Fqid("QubesNotRunning", "RemoveQubePortForward"), Assert.Single(refused.Errors).FullyQualifiedErrorId);
-        Assert.Contains("sys-net (halted), default-dvm (halted)", refused.Errors[0].ToString());
-
-        var run = Run("Remove-QubePortForward work 443 -Start -Confirm:$false -PassThru");
+        var run = Run("Remove-QubePortForward work 443 -Confirm:$false -PassThru");
         run.AssertNoErrors();
-        Assert.Equal(["sys-net", "default-dvm"], Started);
-        Assert.Equal(["sys-net", "sys-firewall", "work"], run.Of<PortForwardHopResult>().Select(h => h.VMName));
-        Assert.DoesNotContain("qubesfirewall managed block", _qvmRun.Read("sys-net", FwScript));
+        Assert.Empty(Started);
+        Assert.Equal([("sys-firewall", PortForwardHopStatus.Applied), ("sys-net", PortForwardHopStatus.Pending), ("work", PortForwardHopStatus.Applied)],
+            run.Of<PortForwardHopResult>().Select(h => (h.VMName, h.Status)));
+        Assert.Empty(Keys("sys-net"));
+        Assert.Empty(Writes);
     }
 
     [Fact]
-    public void WhatIf_with_Start_says_what_it_would_start_and_starts_nothing()
+    public void WhatIf_sets_nothing_and_starts_nothing()
     {
-        var run = Run("Add-QubePortForward work 443 -AllowFrom 192.168.1.0/24 -Force -Start -WhatIf");
+        var run = Run("Add-QubePortForward work 443 -AllowFrom 192.168.1.0/24 -WhatIf");
         Assert.Empty(run.Errors);
-        Assert.Contains(run.Warnings, w => w.Contains("only once default-dvm runs", StringComparison.Ordinal));
+        Assert.Empty(run.Warnings);
+        Assert.Equal(0, _server.CountCalls("admin.vm.feature.Set"));
         Assert.Empty(Started);
         Assert.Empty(Writes);
     }
 }
 
-/// <summary>-Start and concurrent writers on an offline root (power states in its state folder).</summary>
+/// <summary>Halted qubes and concurrent writers on an offline root (power states in its state folder).</summary>
 [System.Runtime.Versioning.UnsupportedOSPlatform("windows")]
 public sealed class OfflineHopDeploymentCmdletTests : IDisposable
 {
@@ -183,33 +164,37 @@ public sealed class OfflineHopDeploymentCmdletTests : IDisposable
         return File.Exists(file) ? File.ReadAllText(file).Trim() : "(none: halted)";
     }
 
+    private string KeysOf(string qube)
+    {
+        using var root = new Engine.Backends.OfflineRoot(_root.Path);
+        return string.Join("\n", root.GetInventory().Get(qube).Features.Where(f => Engine.Agent.AgentFeatures.IsAgentFeature(f.Key)).Select(f => f.Value));
+    }
+
     private void Halt(string qube) => File.WriteAllText(Path.Combine(_root.Path, "qubesfirewall-state", qube, "power-state"), "Halted\n");
 
     [Fact]
-    public void Without_Start_halted_qubes_keep_their_state_and_get_their_files()
+    public void Halted_qubes_keep_their_state_and_get_their_keys()
     {
         Halt("sys-net");
-        var run = Run("Add-QubePortForward work 443 -AllowFrom 192.168.1.0/24 -Force -PassThru");
+        var run = Run("Add-QubePortForward work 443 -AllowFrom 192.168.1.0/24 -PassThru");
         run.AssertNoErrors();
         Assert.All(run.Of<PortForwardHopResult>(), h => Assert.Equal(PortForwardHopStatus.Recorded, h.Status));
         Assert.Equal("Halted", PowerState("sys-net"));
         Assert.Equal("(none: halted)", PowerState("default-dvm"));
-        Assert.True(File.Exists(Path.Combine(_root.Path, "qubesfirewall-state", "sys-net", "rw", "config", "qubes-firewall-user-script")));
+        Assert.False(File.Exists(Path.Combine(_root.Path, "qubesfirewall-state", "sys-net", "rw", "config", "qubes-firewall-user-script")));
+        Assert.Contains(" nat=10.138.10.201 ", KeysOf("sys-net"));
     }
 
     [Fact]
-    public void Start_records_each_halted_qube_as_running_outermost_first()
+    public void No_qube_is_started_for_a_forward()
     {
         foreach (var q in new[] { "sys-net", "sys-firewall", "work" }) Halt(q);
-        var whatIf = Run("Add-QubePortForward work 443 -AllowFrom 192.168.1.0/24 -Force -Start -WhatIf");
-        whatIf.AssertNoErrors();
-        Assert.Equal("Halted", PowerState("sys-net"));
-
-        var run = Run("Add-QubePortForward work 443 -AllowFrom 192.168.1.0/24 -Force -Start -Verbose");
+        Run("Add-QubePortForward work 443 -AllowFrom 192.168.1.0/24 -WhatIf").AssertNoErrors();
+        var run = Run("Add-QubePortForward work 443 -AllowFrom 192.168.1.0/24 -Verbose");
         run.AssertNoErrors();
-        Assert.Contains("Started sys-net, sys-firewall, default-dvm, work.", run.Verbose);
-        foreach (var q in new[] { "sys-net", "sys-firewall", "default-dvm", "work" }) Assert.Equal("Running", PowerState(q));
-        Assert.Equal("(none: halted)", PowerState("untrusted"));
+        Assert.DoesNotContain(run.Verbose, v => v.StartsWith("Started", StringComparison.Ordinal));
+        foreach (var q in new[] { "sys-net", "sys-firewall", "work" }) Assert.Equal("Halted", PowerState(q));
+        Assert.Equal("(none: halted)", PowerState("default-dvm"));
     }
 
     [Fact]
@@ -228,7 +213,7 @@ public sealed class OfflineHopDeploymentCmdletTests : IDisposable
         Import-Module $Manifest
         [Console]::Out.WriteLine('ready')
         while (-not (Test-Path $Go)) { Start-Sleep -Milliseconds 5 }
-        Add-QubePortForward -Root $Root -VMName $Target -Port $Port -AllowFrom 10.0.0.0/8 -Force -WarningAction SilentlyContinue
+        Add-QubePortForward -Root $Root -VMName $Target -Port $Port -AllowFrom 10.0.0.0/8 -WarningAction SilentlyContinue
         [Console]::Out.WriteLine('finished')
         """;
 
@@ -289,12 +274,17 @@ public sealed class OfflineHopDeploymentCmdletTests : IDisposable
         var list = Run("Get-QubePortForward");
         list.AssertNoErrors();
         Assert.Equal(Enumerable.Range(7000, Writers), list.Of<QubePortForward>().Select(f => f.Port!.Value).Order());
-        var sysNet = File.ReadAllText(Path.Combine(_root.Path, "qubesfirewall-state", "sys-net", "rw", "config", "qubes-firewall-user-script"));
-        var sysFirewall = File.ReadAllText(Path.Combine(_root.Path, "qubesfirewall-state", "default-dvm", "rw", "config", "qubes-firewall-user-script"));
+        var sysNet = KeysOf("sys-net");
+        var sysFirewall = KeysOf("sys-firewall");
         for (var w = 0; w < Writers; w++)
         {
-            Assert.Contains($"tcp dport {7000 + w} dnat", sysNet);
-            Assert.Contains($"tcp dport {7000 + w} dnat", sysFirewall);
+            Assert.Contains($" proto=tcp port={7000 + w} ", sysNet);
+            Assert.Contains($" proto=tcp port={7000 + w} ", sysFirewall);
+        }
+        using (var root = new Engine.Backends.OfflineRoot(_root.Path))
+        {
+            var inventory = root.GetInventory(); // each qube's gen seals all four
+            Assert.Empty(Engine.Agent.AgentFeatures.Changes(inventory, Engine.Agent.AgentFeatures.DeriveAll(inventory)));
         }
     }
 }

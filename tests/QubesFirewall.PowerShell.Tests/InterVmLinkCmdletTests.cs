@@ -7,7 +7,7 @@ namespace QubesFirewall.PowerShell.Tests;
 /// Enable-, Disable- and Get-QubeInterVmNetwork through a hosted runspace, with the same expectations on the offline
 /// root (<see cref="OfflineInterVmLinkCmdletTests"/>) and the live backend against the stand-in qubesd and qvm-run
 /// (<see cref="LiveInterVmLinkCmdletTests"/>). In the sample root work, personal and untrusted share sys-firewall, a
-/// disposable of default-dvm (hence -Force); anon-whonix is behind sys-whonix.
+/// disposable of default-dvm that carries its part as its own agent keys; anon-whonix is behind sys-whonix.
 /// </summary>
 public abstract class InterVmLinkCmdletTests : IDisposable
 {
@@ -25,23 +25,32 @@ public abstract class InterVmLinkCmdletTests : IDisposable
         return File.Exists(file) ? File.ReadAllText(file) : null;
     }
 
+    /// <summary>A qube's agent keys (<c>vm-config.qubesfw.*</c>), one value per line, read from the root's qubes.xml.</summary>
+    protected string Keys(string qube)
+    {
+        using var root = new Engine.Backends.OfflineRoot(_root.Path);
+        return string.Join("\n", root.GetInventory().Get(qube).Features.Where(f => Engine.Agent.AgentFeatures.IsAgentFeature(f.Key)).Select(f => f.Value));
+    }
+
     private IReadOnlyList<string> Rules(string vm) => Run($"Get-QubeFirewallRule -VMName {vm} | ForEach-Object {{ $_.Rule.Text }}").Output.Select(o => o.ToString()).ToList();
 
     [Fact]
     public void A_qube_from_Get_Qube_is_linked_and_PassThru_shows_all_three_parts_present()
     {
-        var run = Run("Get-Qube work | Enable-QubeInterVmNetwork -To personal -Port 5432 -Force -PassThru");
+        var run = Run("Get-Qube work | Enable-QubeInterVmNetwork -To personal -Port 5432 -PassThru");
         run.AssertNoErrors();
         var link = Assert.Single(run.Of<QubeInterVmLink>());
         Assert.Equal(("work", "personal", InterVmProtocol.Tcp, "5432", "sys-firewall"), (link.From, link.To, link.Protocol, link.Port, link.NetVM));
         Assert.Equal((true, true, true), (link.ForwardRulePresent, link.InputRulePresent, link.FirewallRulePresent));
-        Assert.Contains(run.Warnings, w => w.Contains("disposable of 'default-dvm'", StringComparison.Ordinal));
+        Assert.Empty(run.Warnings);
 
         var rules = Rules("work");
         var index = rules.ToList().IndexOf("action=accept dst4=10.137.0.10/32 proto=tcp dstports=5432-5432 comment=qubesfirewall link to personal");
         Assert.True(index >= 0 && index == rules.Count - 2, string.Join("\n", rules)); // before the final drop
-        Assert.Contains("ip saddr 10.137.0.11 ip daddr 10.137.0.10 tcp dport 5432 accept", StateFile("default-dvm", "/rw/config/qubes-firewall-user-script"));
-        Assert.Contains("jump qubesfw-link-input comment \"qubesfirewall-link\"", StateFile("personal", "/rw/config/rc.local"));
+        Assert.Contains(" proto=tcp ports=5432 src=10.137.0.11 dst=10.137.0.10 from=work vm=personal", Keys("sys-firewall"));
+        Assert.Contains(" proto=tcp ports=5432 src=10.137.0.11 dst=10.137.0.10 from=work vm=personal", Keys("personal"));
+        Assert.Null(StateFile("default-dvm", "/rw/config/qubes-firewall-user-script"));
+        Assert.Null(StateFile("personal", "/rw/config/rc.local"));
 
         var listed = Assert.Single(Run("Get-QubeInterVmNetwork -From work").Of<QubeInterVmLink>());
         Assert.True(listed.IsComplete);
@@ -54,15 +63,16 @@ public abstract class InterVmLinkCmdletTests : IDisposable
     public void WhatIf_changes_nothing_and_Verbose_shows_the_whole_plan()
     {
         var before = _root.Snapshot();
-        Run("Enable-QubeInterVmNetwork -From work -To personal -Port 5432 -Force -WhatIf").AssertNoErrors();
+        Run("Enable-QubeInterVmNetwork -From work -To personal -Port 5432 -WhatIf").AssertNoErrors();
         _root.AssertUnchanged(before);
 
-        var run = Run("Enable-QubeInterVmNetwork work personal -Port 5432 -Force -Verbose -Confirm:$false");
+        var run = Run("Enable-QubeInterVmNetwork work personal -Port 5432 -Verbose -Confirm:$false");
         run.AssertNoErrors();
         var plan = Assert.Single(run.Verbose, v => v.StartsWith("Enable inter-qube link work -> personal tcp/5432 (through sys-firewall):", StringComparison.Ordinal));
         Assert.Contains("1. work: set feature qubesfirewall.link.personal.tcp.5432 = '", plan);
-        Assert.Contains("personal: write /rw/config/rc.local", plan);
-        Assert.Contains("default-dvm: write /rw/config/qubes-firewall-user-script for sys-firewall", plan);
+        Assert.Contains("personal: set feature vm-config.qubesfw.ldst4.", plan);
+        Assert.Contains("sys-firewall: set feature vm-config.qubesfw.lnet4.", plan);
+        Assert.DoesNotContain("default-dvm", plan);
         Assert.Contains("work: add to its Qubes firewall: action=accept dst4=10.137.0.10/32", plan);
     }
 
@@ -70,7 +80,7 @@ public abstract class InterVmLinkCmdletTests : IDisposable
     public void Qubes_behind_different_network_qubes_are_refused_naming_both()
     {
         var before = _root.Snapshot();
-        var run = Run("Enable-QubeInterVmNetwork -From work -To anon-whonix -Port 80 -Force");
+        var run = Run("Enable-QubeInterVmNetwork -From work -To anon-whonix -Port 80");
         var error = Assert.Single(run.Errors);
         Assert.Equal(Fqid("DifferentNetVM", "EnableQubeInterVmNetwork"), error.FullyQualifiedErrorId);
         Assert.Contains("'work' uses the network qube 'sys-firewall' and 'anon-whonix' uses 'sys-whonix'", error.ToString());
@@ -94,7 +104,7 @@ public abstract class InterVmLinkCmdletTests : IDisposable
     public void Bad_ports_are_refused_before_anything_is_planned(string port)
     {
         var before = _root.Snapshot();
-        var run = Run($"Enable-QubeInterVmNetwork -From work -To personal -Port {port} -Force");
+        var run = Run($"Enable-QubeInterVmNetwork -From work -To personal -Port {port}");
         Assert.Equal(Fqid("InvalidLinkPort", "EnableQubeInterVmNetwork"), Assert.Single(run.Errors).FullyQualifiedErrorId);
         _root.AssertUnchanged(before);
     }
@@ -104,8 +114,7 @@ public abstract class InterVmLinkCmdletTests : IDisposable
     {
         var workRules = Rules("work");
         var personalRules = Rules("personal");
-        var rc = StateFile("personal", "/rw/config/rc.local");
-        Run("Enable-QubeInterVmNetwork -From work -To personal -Port 5432, '6000-6010' -Protocol Any -Bidirectional -Force").AssertNoErrors();
+        Run("Enable-QubeInterVmNetwork -From work -To personal -Port 5432, '6000-6010' -Protocol Any -Bidirectional").AssertNoErrors();
         var links = Run("Get-QubeInterVmNetwork").Of<QubeInterVmLink>().ToList();
         Assert.Equal(8, links.Count);
         Assert.All(links, l => Assert.True(l.IsComplete, l.ToString()));
@@ -116,8 +125,9 @@ public abstract class InterVmLinkCmdletTests : IDisposable
         Assert.Empty(Run("Get-QubeInterVmNetwork").Output);
         Assert.Equal(workRules, Rules("work"));
         Assert.Equal(personalRules.Count == 0 ? ["action=accept"] : personalRules, Rules("personal"));
-        Assert.Equal(rc ?? "#!/bin/sh\n", StateFile("personal", "/rw/config/rc.local"));
-        Assert.DoesNotContain("qubesfw-link", StateFile("default-dvm", "/rw/config/qubes-firewall-user-script") ?? "");
+        Assert.Equal("", Keys("personal"));
+        Assert.Equal("", Keys("sys-firewall"));
+        Assert.Equal("", Keys("work"));
         Assert.Empty(Run("(Get-Qube work).Features.Keys | Where-Object { $_ -like 'qubesfirewall.link.*' }").Output);
     }
 
@@ -126,7 +136,7 @@ public abstract class InterVmLinkCmdletTests : IDisposable
     {
         var run = Run("Disable-QubeInterVmNetwork -From work -To personal -Port 5432 -Confirm:$false");
         Assert.Equal(Fqid("LinkNotFound", "DisableQubeInterVmNetwork"), Assert.Single(run.Errors).FullyQualifiedErrorId);
-        Run("Enable-QubeInterVmNetwork -From work -To personal -Port 5432 -Force").AssertNoErrors();
+        Run("Enable-QubeInterVmNetwork -From work -To personal -Port 5432").AssertNoErrors();
         var prompt = Run("Disable-QubeInterVmNetwork -From work -To personal -Port 5432");
         Assert.Contains(prompt.Errors, e => e.FullyQualifiedErrorId.StartsWith("HostFunctionNotImplemented", StringComparison.Ordinal));
         Assert.Single(Run("Get-QubeInterVmNetwork").Output);
@@ -135,14 +145,13 @@ public abstract class InterVmLinkCmdletTests : IDisposable
     [Fact]
     public void Test_QubeFirewall_reports_a_link_whose_firewall_rule_was_removed()
     {
-        Run("Enable-QubeInterVmNetwork -From work -To personal -Port 5432 -Force").AssertNoErrors();
+        Run("Enable-QubeInterVmNetwork -From work -To personal -Port 5432").AssertNoErrors();
         Assert.DoesNotContain(Run("Test-QubeFirewall work").Of<AuditFinding>(), f => f.Check == InterVmLinkAuditCheck.LinkIncomplete);
         Run("Get-QubeFirewallRule work | Where-Object { $_.Rule.Comment -eq 'qubesfirewall link to personal' } | Remove-QubeFirewallRule -Confirm:$false").AssertNoErrors();
         var finding = Assert.Single(Run("Test-QubeFirewall work").Of<AuditFinding>(), f => f.Check == InterVmLinkAuditCheck.LinkIncomplete);
         Assert.Equal(AuditSeverity.Error, finding.Severity);
         Assert.Contains("the accept for personal in work's own Qubes firewall", finding.Message);
-        // -Force, as the link needed it: sys-firewall is a disposable, its part lives in default-dvm
-        Assert.Equal("Enable-QubeInterVmNetwork -From work -To personal -Protocol Tcp -Port 5432 -Force", finding.Fix);
+        Assert.Equal("Enable-QubeInterVmNetwork -From work -To personal -Protocol Tcp -Port 5432", finding.Fix);
 
         // the fix it names, as it is, puts back just that part
         Run(finding.Fix!).AssertNoErrors();
@@ -156,10 +165,11 @@ public sealed class OfflineInterVmLinkCmdletTests : InterVmLinkCmdletTests
     protected override PsRun Run(string script) => PowerShellHost.Run(script, _root.Path);
 
     [Fact]
-    public void A_halted_destination_gets_its_file_offline_and_the_run_is_recorded()
+    public void A_halted_destination_gets_its_keys_offline()
     {
-        Run("Enable-QubeInterVmNetwork -From work -To untrusted -Port 8080 -Force").AssertNoErrors();
-        Assert.Contains("tcp dport 8080 accept", StateFile("untrusted", "/rw/config/rc.local"));
+        Run("Enable-QubeInterVmNetwork -From work -To untrusted -Port 8080 -PassThru").AssertNoErrors();
+        Assert.Contains(" proto=tcp ports=8080 src=10.137.0.11 dst=10.137.0.12 from=work vm=untrusted", Keys("untrusted"));
+        Assert.Null(StateFile("untrusted", "/rw/config/rc.local"));
     }
 }
 
@@ -185,46 +195,34 @@ public sealed class LiveInterVmLinkCmdletTests : InterVmLinkCmdletTests
     protected override PsRun Run(string script) => PowerShellHost.Run(script, environment: _live.Environment);
 
     [Fact]
-    public void Features_and_the_rule_list_go_through_qubesd_and_scripts_run_in_the_qubes()
+    public void Features_and_the_rule_list_go_through_qubesd_and_each_running_agent_is_asked_once()
     {
         _live.Server.ClearCalls();
-        Run("Enable-QubeInterVmNetwork -From work -To personal -Port 5432 -Force").AssertNoErrors();
+        Run("Enable-QubeInterVmNetwork -From work -To personal -Port 5432").AssertNoErrors();
         Assert.Equal(1, _live.Server.CountCalls("admin.vm.feature.Set", "work"));
         Assert.Equal(1, _live.Server.CountCalls("admin.vm.firewall.Set", "work"));
-        Assert.Contains(_live.QvmRunLog, l => l == "sys-firewall exec /bin/sh -s 2>&1");
-        Assert.Contains(_live.QvmRunLog, l => l == "personal exec /bin/sh -s 2>&1");
-        Assert.Contains("qubesfw-link-forward", StateFile("sys-firewall", "last-run.sh"));
+        Assert.Equal(2, _live.Server.CountCalls("admin.vm.feature.Set", "sys-firewall")); // its part and its gen
+        Assert.Equal(2, _live.Server.CountCalls("admin.vm.feature.Set", "personal"));
+        // then one status read of each running qube whose keys changed; no script runs, nothing is written
+        Assert.Equal(["personal exec /bin/sh -s 2>&1", "sys-firewall exec /bin/sh -s 2>&1"], _live.QvmRunLog.Order(StringComparer.Ordinal));
+        Assert.Null(StateFile("sys-firewall", "last-run.sh"));
     }
 
     [Fact]
-    public void Halted_qubes_are_refused_by_name_outermost_first_and_nothing_changes()
-    {
-        _live.Server.SetPowerState("sys-firewall", PowerState.Halted);
-        var before = _root.Snapshot();
-        _live.Server.ClearCalls();
-        var run = Run("Enable-QubeInterVmNetwork -From work -To untrusted -Port 8080 -Force");
-        var error = Assert.Single(run.Errors);
-        Assert.Equal(Fqid("QubesNotRunning", "EnableQubeInterVmNetwork"), error.FullyQualifiedErrorId);
-        Assert.Contains("sys-firewall (halted), untrusted (halted)", error.ToString());
-        Assert.Contains("-Start", error.ToString());
-        Assert.Equal(0, _live.Server.CountCalls("admin.vm.Start", "sys-firewall"));
-        Assert.Equal(0, _live.Server.CountCalls("admin.vm.feature.Set", "work"));
-        Assert.Empty(_live.QvmRunLog);
-        _root.AssertUnchanged(before);
-    }
-
-    [Fact]
-    public void Start_starts_the_halted_qubes_outermost_first_then_deploys_into_them()
+    public void Halted_qubes_get_their_keys_and_are_Pending_and_nothing_is_started()
     {
         _live.Server.SetPowerState("sys-firewall", PowerState.Halted);
         _live.Server.ClearCalls();
-        var run = Run("Enable-QubeInterVmNetwork -From work -To untrusted -Port 8080 -Force -Start -Verbose");
+        var run = Run("Enable-QubeInterVmNetwork -From work -To untrusted -Port 8080 -Verbose");
         run.AssertNoErrors();
-        Assert.Contains("Started sys-firewall, untrusted.", run.Verbose);
-        var starts = _live.Server.Calls.Where(c => c.Method == "admin.vm.Start").Select(c => c.Destination).ToList();
-        Assert.Equal(["sys-firewall", "untrusted"], starts);
-        Assert.Contains(_live.QvmRunLog, l => l == "untrusted exec /bin/sh -s 2>&1");
-        Assert.Contains("tcp dport 8080 accept", StateFile("untrusted", "/rw/config/rc.local"));
+        Assert.Equal(0, _live.Server.CountCalls("admin.vm.Start"));
         Assert.Equal(1, _live.Server.CountCalls("admin.vm.firewall.Set", "work"));
+        Assert.Contains(" vm=untrusted", Keys("sys-firewall"));
+        Assert.Contains(" vm=untrusted", Keys("untrusted"));
+        // sys-firewall and untrusted are halted: their agents apply the keys when they start; nothing runs now
+        Assert.Empty(_live.QvmRunLog);
+        Assert.Equal(Fqid("NamedParameterNotFound", "EnableQubeInterVmNetwork"),
+            Assert.Single(Run("Enable-QubeInterVmNetwork -From work -To untrusted -Port 8081 -Start").Errors).FullyQualifiedErrorId);
     }
+
 }

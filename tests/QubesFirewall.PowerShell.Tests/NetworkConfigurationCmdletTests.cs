@@ -136,7 +136,7 @@ public abstract class NetworkConfigurationCmdletTests : IDisposable
     [Fact]
     public void Prune_removes_what_the_file_does_not_list_and_only_for_the_qubes_it_names()
     {
-        Run("Add-QubePortForward -VMName work -Port 8080 -AllowFrom 10.0.0.0/8 -Force; Add-QubePortForward -VMName personal -Port 8081 -AllowFrom 10.0.0.0/8 -Force").AssertNoErrors();
+        Run("Add-QubePortForward -VMName work -Port 8080 -AllowFrom 10.0.0.0/8; Add-QubePortForward -VMName personal -Port 8081 -AllowFrom 10.0.0.0/8").AssertNoErrors();
         var file = File("work.psd1");
         Run($"Export-QubeNetworkConfiguration -VMName work -Path '{file}'").AssertNoErrors();
         System.IO.File.WriteAllText(file, System.IO.File.ReadAllText(file).Replace(
@@ -186,7 +186,7 @@ public abstract class NetworkConfigurationCmdletTests : IDisposable
         const string personal = "uuid=30f0be04-363a-548e-b2e8-c23ae627912a ";
         var file = File("work.psd1");
         Run($"Export-QubeNetworkConfiguration work -Path '{file}'").AssertNoErrors();
-        Run("Add-QubePortForward -VMName work -Port 8080 -AllowFrom 10.0.0.0/8 -Force").AssertNoErrors();
+        Run("Add-QubePortForward -VMName work -Port 8080 -AllowFrom 10.0.0.0/8").AssertNoErrors();
         Run($"Export-QubeNetworkConfiguration work -Path '{File("listed.psd1")}'").AssertNoErrors();
         Run("Remove-QubePortForward -VMName work -Port 8080 -Confirm:$false").AssertNoErrors();
         SetFeature("work", "qubesfirewall.forward.tcp.8080", personal + "target=8080 type=external allow=10.0.0.0/8");
@@ -216,7 +216,7 @@ public abstract class NetworkConfigurationCmdletTests : IDisposable
     public void Json_round_trips_the_same_as_psd1()
     {
         var json = File("net.json");
-        Run("Add-QubePortForward -VMName work -Port 443 -AllowFrom 192.168.1.0/24 -Force; Add-QubeTcpBinding -From untrusted -To work -Port 444").AssertNoErrors();
+        Run("Add-QubePortForward -VMName work -Port 443 -AllowFrom 192.168.1.0/24; Add-QubeTcpBinding -From untrusted -To work -Port 444").AssertNoErrors();
         Run($"Export-QubeNetworkConfiguration -Path '{json}'").AssertNoErrors();
         Assert.StartsWith("{\n  \"Version\": 1,", System.IO.File.ReadAllText(json));
         Assert.Empty(Run($"Test-QubeNetworkConfiguration '{json}'").Output);

@@ -22,50 +22,61 @@ public sealed class PortForwardCmdletTests : IDisposable
         return File.Exists(file) ? File.ReadAllText(file) : null;
     }
 
+    /// <summary>A qube's agent keys (<c>vm-config.qubesfw.*</c>), one per line, read from the root's qubes.xml.</summary>
+    private string Keys(string qube)
+    {
+        using var root = new Engine.Backends.OfflineRoot(_root.Path);
+        return string.Join("\n", root.GetInventory().Get(qube).Features.Where(f => Engine.Agent.AgentFeatures.IsAgentFeature(f.Key)).Select(f => $"{f.Key}={f.Value}"));
+    }
+
     private static string Fqid(string id, string cmdlet) => $"{id},QubesFirewall.PowerShell.Cmdlets.{cmdlet}Command";
 
     [Fact]
     public void A_qube_from_Get_Qube_gets_a_forward_and_PassThru_returns_each_hop()
     {
-        var run = Run("Get-Qube work | Add-QubePortForward -Port 443 -AllowFrom 192.168.1.0/24 -Force -PassThru");
+        var run = Run("Get-Qube work | Add-QubePortForward -Port 443 -AllowFrom 192.168.1.0/24 -PassThru");
         run.AssertNoErrors();
         var hops = run.Of<PortForwardHopResult>().ToList();
-        Assert.Equal(["work", "sys-firewall", "sys-net"], hops.Select(h => h.VMName));
+        Assert.Equal(["sys-firewall", "sys-net", "work"], hops.Select(h => h.VMName));
         Assert.All(hops, h => Assert.Equal(PortForwardHopStatus.Recorded, h.Status));
-        Assert.Equal("default-dvm", hops[1].StoredIn);
-        Assert.Contains(run.Warnings, w => w.Contains("disposable of 'default-dvm'", StringComparison.Ordinal));
+        Assert.Equal("sys-firewall", hops[0].StoredIn); // a disposable keeps its own keys: nothing goes into default-dvm
+        Assert.Empty(run.Warnings);
 
         var forward = Assert.Single(Run("Get-QubePortForward").Of<QubePortForward>());
         Assert.Equal(("work", ForwardProtocol.Tcp, 443, 443, ForwardType.External), (forward.VMName, forward.Protocol!.Value, forward.Port!.Value, forward.TargetPort!.Value, forward.Type!.Value));
         Assert.Equal(["sys-net", "sys-firewall"], forward.Hops);
-        Assert.Contains("dnat to 10.138.10.201", StateFile("sys-net", "/rw/config/qubes-firewall-user-script"));
-        Assert.Contains("dnat to 10.137.0.11", StateFile("default-dvm", "/rw/config/qubes-firewall-user-script"));
+        Assert.Contains(" nat=10.138.10.201 ", Keys("sys-net"));
+        Assert.Contains(" nat=10.137.0.11 ", Keys("sys-firewall"));
+        Assert.Null(StateFile("sys-net", "/rw/config/qubes-firewall-user-script"));
+        Assert.Null(StateFile("default-dvm", "/rw/config/qubes-firewall-user-script"));
     }
 
     [Fact]
     public void The_plan_is_one_ShouldProcess_that_shows_every_hop_file_and_command()
     {
         var before = _root.Snapshot();
-        var whatIf = Run("Add-QubePortForward work 8443 -TargetPort 443 -AllowFrom 203.0.113.0/24 -Force -WhatIf");
+        var whatIf = Run("Add-QubePortForward work 8443 -TargetPort 443 -AllowFrom 203.0.113.0/24 -WhatIf");
         whatIf.AssertNoErrors();
         _root.AssertUnchanged(before);
 
-        var run = Run("Add-QubePortForward work 8443 -TargetPort 443 -AllowFrom 203.0.113.0/24 -Force -Verbose -Confirm:$false");
+        var run = Run("Add-QubePortForward work 8443 -TargetPort 443 -AllowFrom 203.0.113.0/24 -Verbose -Confirm:$false");
         run.AssertNoErrors();
         var plan = Assert.Single(run.Verbose, v => v.StartsWith("Add port forward tcp/8443 -> work:443 (sys-net -> sys-firewall -> work):", StringComparison.Ordinal));
         Assert.Contains("1. work: set feature qubesfirewall.forward.tcp.8443 = 'uuid=cf61609e-57bb-57dc-ad09-54ed6950a50b target=443 type=external allow=203.0.113.0/24'", plan);
-        Assert.Contains("work: write /rw/config/rc.local", plan);
-        Assert.Contains("default-dvm: write /rw/config/qubes-firewall-user-script for sys-firewall", plan);
-        Assert.Contains("sys-net: run as root: nft -a list table ip qubes, then one nft -f - transaction", plan);
-        Assert.Contains("dnat to 10.137.0.11:443", plan);
+        Assert.Contains("work: set feature vm-config.qubesfw.tgt4.", plan);
+        Assert.Contains("sys-firewall: set feature vm-config.qubesfw.hop4.", plan);
+        Assert.Contains("sys-net: set feature vm-config.qubesfw.gen = ", plan);
+        Assert.Contains(" proto=tcp port=8443 to=443 in=up nat=10.137.0.11 ", plan);
+        Assert.DoesNotContain("default-dvm", plan);
+        Assert.DoesNotContain("/rw/config", plan);
     }
 
     [Fact]
     public void Running_the_same_Add_again_writes_nothing()
     {
-        Run("Add-QubePortForward work 443 -AllowFrom 192.168.1.0/24 -Force").AssertNoErrors();
+        Run("Add-QubePortForward work 443 -AllowFrom 192.168.1.0/24").AssertNoErrors();
         var before = _root.Snapshot().Where(f => !f.Key.EndsWith("applied.log", StringComparison.Ordinal)).ToDictionary();
-        var again = Run("Add-QubePortForward work 443 -AllowFrom 192.168.1.0/24 -Force -Verbose");
+        var again = Run("Add-QubePortForward work 443 -AllowFrom 192.168.1.0/24 -Verbose");
         again.AssertNoErrors();
         Assert.Contains(again.Verbose, v => v.StartsWith("Reapply port forward", StringComparison.Ordinal));
         var after = _root.Snapshot().Where(f => !f.Key.EndsWith("applied.log", StringComparison.Ordinal)).ToDictionary();
@@ -74,38 +85,46 @@ public sealed class PortForwardCmdletTests : IDisposable
     }
 
     [Fact]
-    public void A_disposable_on_the_way_needs_Force()
+    public void A_disposable_on_the_way_needs_nothing_and_a_qube_without_the_agent_is_refused_by_name()
     {
+        // sys-firewall is a disposable of default-dvm: its keys are its own, no -Force (the parameter is gone)
+        Run("Add-QubePortForward -VMName work -Port 443 -AllowFrom 192.168.1.0/24").AssertNoErrors();
+        Assert.Equal(Fqid("NamedParameterNotFound", "AddQubePortForward"),
+            Assert.Single(Run("Add-QubePortForward -VMName work -Port 444 -AllowFrom 192.168.1.0/24 -Force").Errors).FullyQualifiedErrorId);
+
+        var xml = Path.Combine(_root.Path, "qubes.xml");
+        using (var root = new Engine.Backends.OfflineRoot(_root.Path)) root.RemoveFeature("sys-firewall", Engine.Agent.AgentScript.VersionFeature);
         var before = _root.Snapshot();
-        var run = Run("Add-QubePortForward -VMName work -Port 443 -AllowFrom 192.168.1.0/24");
+        var run = Run("Add-QubePortForward -VMName work -Port 8080 -AllowFrom 192.168.1.0/24");
         var error = Assert.Single(run.Errors);
-        Assert.Equal(Fqid("DisposableHop", "AddQubePortForward"), error.FullyQualifiedErrorId);
+        Assert.Equal(Fqid("QubeFirewallAgentMissing", "AddQubePortForward"), error.FullyQualifiedErrorId);
         Assert.Equal(ErrorCategory.InvalidOperation, error.CategoryInfo.Category);
-        Assert.Contains("default-dvm", error.ToString());
+        Assert.Contains("Install-QubeFirewallAgent -VMName sys-firewall (sys-firewall's is kept in its disposable template default-dvm; asked once)", error.ToString());
+        Assert.Equal("sys-firewall", error.TargetObject);
         _root.AssertUnchanged(before);
+        Assert.True(File.Exists(xml));
     }
 
     [Fact]
     public void A_port_open_to_everyone_needs_AllowFrom_Any_and_is_asked_at_high_impact_never_by_Force()
     {
-        // a root without a disposable on the way, so -Force has nothing to accept
+        // a root without a disposable on the way
         var xml = File.ReadAllText(Path.Combine(_root.Path, "qubes.xml"))
             .Replace("<domain id=\"domain-7\" class=\"DispVM\">", "<domain id=\"domain-7\" class=\"AppVM\">", StringComparison.Ordinal);
         File.WriteAllText(Path.Combine(_root.Path, "qubes.xml"), xml);
         var before = _root.Snapshot();
 
-        // no -AllowFrom: refused, with the hint; -Force does not stand for it
-        foreach (var script in new[] { "Add-QubePortForward -VMName work -Port 80", "Add-QubePortForward -VMName work -Port 80 -Force", "Add-QubePortForward -VMName work -Port 80 -Force -Confirm:$false" })
+        // no -AllowFrom: refused, with the hint
+        foreach (var script in new[] { "Add-QubePortForward -VMName work -Port 80", "Add-QubePortForward -VMName work -Port 80", "Add-QubePortForward -VMName work -Port 80 -Confirm:$false" })
         {
             var refused = Run(script);
             var error = Assert.Single(refused.Errors);
             Assert.Equal("AllowFromRequired,QubesFirewall.PowerShell.Cmdlets.AddQubePortForwardCommand", error.FullyQualifiedErrorId);
             Assert.Contains("-AllowFrom Any to open it to everyone on purpose", error.ToString());
-            Assert.Contains("-Force does not open a port", error.ToString());
         }
         // -AllowFrom Any: asked as ConfirmImpact High (no host here: the question fails), -WhatIf neither asks nor refuses
         Assert.Contains(Run("Add-QubePortForward -VMName work -Port 80 -AllowFrom Any").Errors, e => e.FullyQualifiedErrorId.StartsWith("HostFunctionNotImplemented", StringComparison.Ordinal));
-        Assert.Contains(Run("Add-QubePortForward -VMName work -Port 80 -AllowFrom Any -Force").Errors, e => e.FullyQualifiedErrorId.StartsWith("HostFunctionNotImplemented", StringComparison.Ordinal));
+        Assert.Contains(Run("Add-QubePortForward -VMName work -Port 80 -AllowFrom Any").Errors, e => e.FullyQualifiedErrorId.StartsWith("HostFunctionNotImplemented", StringComparison.Ordinal));
         Run("Add-QubePortForward -VMName work -Port 80 -AllowFrom Any -WhatIf").AssertNoErrors();
         Assert.Equal("InvalidAllowFrom,QubesFirewall.PowerShell.Cmdlets.AddQubePortForwardCommand",
             Assert.Single(Run("Add-QubePortForward -VMName work -Port 80 -AllowFrom Any, 10.0.0.0/8 -Confirm:$false").Errors).FullyQualifiedErrorId);
@@ -121,26 +140,25 @@ public sealed class PortForwardCmdletTests : IDisposable
     }
 
     [Fact]
-    public void WhatIf_shows_a_plan_through_a_disposable_without_Force_and_says_running_it_needs_it()
+    public void WhatIf_shows_a_plan_through_a_disposable_and_warns_of_nothing()
     {
         var before = _root.Snapshot();
         var run = Run("Add-QubePortForward -VMName work -Port 443 -AllowFrom 192.168.1.0/24 -WhatIf");
         run.AssertNoErrors();
-        Assert.Contains(run.Warnings, w => w.StartsWith("Running this needs -Force: 'sys-firewall' (on the way) is a disposable of 'default-dvm'", StringComparison.Ordinal));
+        Assert.Empty(run.Warnings);
         _root.AssertUnchanged(before);
-        Assert.Equal("DisposableHop,QubesFirewall.PowerShell.Cmdlets.AddQubePortForwardCommand",
-            Assert.Single(Run("Add-QubePortForward -VMName work -Port 443 -AllowFrom 192.168.1.0/24").Errors).FullyQualifiedErrorId);
+        Run("Add-QubePortForward -VMName work -Port 443 -AllowFrom 192.168.1.0/24").AssertNoErrors();
     }
 
     [Theory]
-    [InlineData("Add-QubePortForward -VMName vault -Port 80 -Force", "NoNetVM")]
-    [InlineData("Add-QubePortForward -VMName anon-whonix -Port 80 -Force", "WhonixInChain")]
-    [InlineData("Add-QubePortForward -VMName nosuch -Port 80 -Force", "QubeNotFound")]
-    [InlineData("Add-QubePortForward -VMName work -Port 80 -AllowFrom 192.168.1.5/24 -Force", "InvalidAllowFrom")]
-    [InlineData("Add-QubePortForward -VMName work -Port 80 -AllowFrom 2001:db8::/32 -Force", "IPv6NotEnabled")]
-    [InlineData("Add-QubePortForward -VMName work -Port 80 -Interface vif3.0 -Force", "InvalidInterface")]
-    [InlineData("Add-QubePortForward -VMName work -Port 80 -Comment 'a=b' -Force", "InvalidComment")]
-    [InlineData("Add-QubePortForward -VMName work -Port 80 -Expire ([datetime]'2001-01-01') -Force", "ExpireInPast")]
+    [InlineData("Add-QubePortForward -VMName vault -Port 80", "NoNetVM")]
+    [InlineData("Add-QubePortForward -VMName anon-whonix -Port 80", "WhonixInChain")]
+    [InlineData("Add-QubePortForward -VMName nosuch -Port 80", "QubeNotFound")]
+    [InlineData("Add-QubePortForward -VMName work -Port 80 -AllowFrom 192.168.1.5/24", "InvalidAllowFrom")]
+    [InlineData("Add-QubePortForward -VMName work -Port 80 -AllowFrom 2001:db8::/32", "IPv6NotEnabled")]
+    [InlineData("Add-QubePortForward -VMName work -Port 80 -Interface vif3.0", "InvalidInterface")]
+    [InlineData("Add-QubePortForward -VMName work -Port 80 -Comment 'a=b'", "InvalidComment")]
+    [InlineData("Add-QubePortForward -VMName work -Port 80 -Expire ([datetime]'2001-01-01')", "ExpireInPast")]
     [InlineData("Remove-QubePortForward -VMName work -Port 80 -Confirm:$false", "PortForwardNotFound")]
     public void Refusals_are_errors_with_specific_ids_and_change_nothing(string script, string errorId)
     {
@@ -152,10 +170,10 @@ public sealed class PortForwardCmdletTests : IDisposable
     }
 
     [Theory]
-    [InlineData("Add-QubePortForward -VMName work -Port 0 -Force")]
-    [InlineData("Add-QubePortForward -VMName work -Port 65536 -Force")]
-    [InlineData("Add-QubePortForward -VMName work -Port 80 -Protocol Icmp -Force")]
-    [InlineData("Add-QubePortForward -VMName work -Port 80 -Type Sideways -Force")]
+    [InlineData("Add-QubePortForward -VMName work -Port 0")]
+    [InlineData("Add-QubePortForward -VMName work -Port 65536")]
+    [InlineData("Add-QubePortForward -VMName work -Port 80 -Protocol Icmp")]
+    [InlineData("Add-QubePortForward -VMName work -Port 80 -Type Sideways")]
     public void Out_of_range_values_are_refused_by_binding(string script)
     {
         var before = _root.Snapshot();
@@ -167,7 +185,7 @@ public sealed class PortForwardCmdletTests : IDisposable
     [Fact]
     public void A_port_given_as_text_with_leading_zeros_is_normalized()
     {
-        Run("Add-QubePortForward -VMName work -Port '080' -AllowFrom 10.0.0.0/8 -Force").AssertNoErrors();
+        Run("Add-QubePortForward -VMName work -Port '080' -AllowFrom 10.0.0.0/8").AssertNoErrors();
         var f = Assert.Single(Run("Get-QubePortForward").Of<QubePortForward>());
         Assert.Equal("qubesfirewall.forward.tcp.80", f.FeatureName);
     }
@@ -175,8 +193,8 @@ public sealed class PortForwardCmdletTests : IDisposable
     [Fact]
     public void The_same_port_to_another_qube_through_a_shared_hop_is_refused()
     {
-        Run("Add-QubePortForward work 443 -AllowFrom 10.0.0.0/8 -Force").AssertNoErrors();
-        var run = Run("Add-QubePortForward personal 443 -AllowFrom 10.0.0.0/8 -Force");
+        Run("Add-QubePortForward work 443 -AllowFrom 10.0.0.0/8").AssertNoErrors();
+        var run = Run("Add-QubePortForward personal 443 -AllowFrom 10.0.0.0/8");
         Assert.Equal(Fqid("PortAlreadyForwarded", "AddQubePortForward"), Assert.Single(run.Errors).FullyQualifiedErrorId);
         Assert.Equal(ErrorCategory.ResourceExists, run.Errors[0].CategoryInfo.Category);
     }
@@ -184,7 +202,7 @@ public sealed class PortForwardCmdletTests : IDisposable
     [Fact]
     public void Get_pipes_into_Remove_which_asks_by_default()
     {
-        Run("Add-QubePortForward work 443 -AllowFrom 10.0.0.0/8 -Force; Add-QubePortForward work 22 -AllowFrom 10.0.0.0/8 -Force; Add-QubePortForward personal 51820 -Protocol Udp -AllowFrom 10.0.0.0/8 -Force").AssertNoErrors();
+        Run("Add-QubePortForward work 443 -AllowFrom 10.0.0.0/8; Add-QubePortForward work 22 -AllowFrom 10.0.0.0/8; Add-QubePortForward personal 51820 -Protocol Udp -AllowFrom 10.0.0.0/8").AssertNoErrors();
         var asked = Run("Get-QubePortForward work | Remove-QubePortForward");
         Assert.Contains(asked.Errors, e => e.FullyQualifiedErrorId.StartsWith("HostFunctionNotImplemented", StringComparison.Ordinal));
         Assert.Equal(3, Run("Get-QubePortForward").Of<QubePortForward>().Count());
@@ -194,15 +212,16 @@ public sealed class PortForwardCmdletTests : IDisposable
         Assert.Equal(2, run.Verbose.Count(v => v.StartsWith("Remove port forward", StringComparison.Ordinal)));
         var left = Assert.Single(Run("Get-QubePortForward").Of<QubePortForward>());
         Assert.Equal(("personal", ForwardProtocol.Udp), (left.VMName, left.Protocol!.Value));
-        Assert.Equal("#!/bin/sh\n", StateFile("work", "/rw/config/rc.local"));
-        Assert.Contains("udp/51820 to personal", StateFile("sys-net", "/rw/config/qubes-firewall-user-script"));
+        Assert.Equal("", Keys("work"));
+        Assert.Contains(" proto=udp port=51820 ", Keys("sys-net"));
+        Assert.DoesNotContain(" proto=tcp ", Keys("sys-net"));
     }
 
     [Fact]
     public void Forwards_pipe_back_into_Add_for_another_qube()
     {
-        Run("Add-QubePortForward work 443 -TargetPort 8443 -AllowFrom 10.0.0.0/8 -Comment 'web' -Force").AssertNoErrors();
-        Run("Get-QubePortForward work | Add-QubePortForward -VMName untrusted -Port 9443 -Force").AssertNoErrors();
+        Run("Add-QubePortForward work 443 -TargetPort 8443 -AllowFrom 10.0.0.0/8 -Comment 'web'").AssertNoErrors();
+        Run("Get-QubePortForward work | Add-QubePortForward -VMName untrusted -Port 9443").AssertNoErrors();
         var copy = Run("Get-QubePortForward untrusted").Of<QubePortForward>().Single();
         Assert.Equal((9443, 8443, "web"), (copy.Port!.Value, copy.TargetPort!.Value, copy.Comment));
         Assert.Equal(["10.0.0.0/8"], copy.AllowFrom);
@@ -211,7 +230,7 @@ public sealed class PortForwardCmdletTests : IDisposable
     [Fact]
     public void Get_filters_and_reports_unreadable_declarations()
     {
-        Run("Add-QubePortForward work 443 -AllowFrom 10.0.0.0/8 -Force; Add-QubePortForward personal 53 -Protocol Udp -Type Internal -AllowFrom 10.137.0.11 -Force").AssertNoErrors();
+        Run("Add-QubePortForward work 443 -AllowFrom 10.0.0.0/8; Add-QubePortForward personal 53 -Protocol Udp -Type Internal -AllowFrom 10.137.0.11").AssertNoErrors();
         Assert.Equal(["work"], Run("Get-QubePortForward -Port 443").Of<QubePortForward>().Select(f => f.VMName));
         Assert.Equal(["personal"], Run("Get-QubePortForward -Protocol Udp").Of<QubePortForward>().Select(f => f.VMName));
         Assert.Equal(["personal", "work"], Run("'p*', 'work' | Get-QubePortForward").Of<QubePortForward>().Select(f => f.VMName));
@@ -228,15 +247,16 @@ public sealed class PortForwardCmdletTests : IDisposable
     }
 
     [Fact]
-    public void Export_returns_the_managed_block_of_each_qube()
+    public void Export_returns_the_rules_of_each_qube()
     {
-        Run("Add-QubePortForward work 443 -AllowFrom 10.0.0.0/8 -Force").AssertNoErrors();
+        Run("Add-QubePortForward work 443 -AllowFrom 10.0.0.0/8").AssertNoErrors();
         var run = Run("'sys-net', 'work' | Export-QubeFirewallScript");
         run.AssertNoErrors();
         var scripts = run.Of<string>().ToList();
         Assert.Equal(2, scripts.Count);
-        Assert.Equal(Engine.Persistence.ManagedBlock.Extract(StateFile("sys-net", "/rw/config/qubes-firewall-user-script")), scripts[0]);
-        Assert.Equal(Engine.Persistence.ManagedBlock.Extract(StateFile("work", "/rw/config/rc.local")), scripts[1]);
+        Assert.Contains("ip saddr 10.0.0.0/8 tcp dport 443 dnat to 10.138.10.201", scripts[0]);
+        Assert.Contains("tcp/443 to work", scripts[1]);
+        Assert.Null(StateFile("sys-net", "/rw/config/qubes-firewall-user-script")); // shown, never written
 
         var none = Run("Export-QubeFirewallScript vault");
         none.AssertNoErrors();
@@ -247,7 +267,7 @@ public sealed class PortForwardCmdletTests : IDisposable
     [Fact]
     public void Remove_completes_the_declared_ports_of_the_qube()
     {
-        Run("Add-QubePortForward work 443 -AllowFrom 10.0.0.0/8 -Force; Add-QubePortForward work 22 -AllowFrom 10.0.0.0/8 -Force").AssertNoErrors();
+        Run("Add-QubePortForward work 443 -AllowFrom 10.0.0.0/8; Add-QubePortForward work 22 -AllowFrom 10.0.0.0/8").AssertNoErrors();
         var run = Run("""
             $line = "Remove-QubePortForward -Root '$QubesRoot' -VMName work -Port "
             [System.Management.Automation.CommandCompletion]::CompleteInput($line, $line.Length, $null).CompletionMatches.CompletionText

@@ -34,6 +34,7 @@ public sealed class QubeTrustCmdletTests : IDisposable
         _qvmRun = new StandInQvmRun(Path.Combine(_dir, "qvm-run"), powerStates: Path.Combine(_root.Path, "qubesfirewall-state"));
         _server.SetPowerState("default-dvm", PowerState.Running);
         Nft(escapes: false);
+        _qvmRun.AgentsAnswer(Path.Combine(_root.Path, "qubes.xml"), Engine.Agent.AgentScript.Version); // the running qubes' agents confirm
     }
 
     public void Dispose()
@@ -88,17 +89,17 @@ public sealed class QubeTrustCmdletTests : IDisposable
     private IEnumerable<string> Writes => _qvmRun.Calls.Where(c => c.Args[^1].Contains("mktemp", StringComparison.Ordinal)).Select(c => c.Args[7]);
 
     [Fact]
-    public void Add_refuses_when_sys_net_answers_300_MB_names_qube_and_file_and_writes_nothing()
+    public void A_status_read_that_sys_net_answers_with_300_MB_is_cut_named_and_never_used()
     {
-        SysNetAnswers300MB();
-        var run = Run("Add-QubePortForward work 443 -AllowFrom 192.168.1.0/24 -Force -PassThru");
+        SysNetAnswers300MB(); // its agent's status read too
+        var run = Run("Add-QubePortForward work 443 -AllowFrom 192.168.1.0/24 -PassThru");
         var error = Assert.Single(run.Errors);
         _output.WriteLine(error.ToString());
-        Assert.Equal(Fqid("QubeAnswerTooLarge", "AddQubePortForward"), error.FullyQualifiedErrorId);
-        Assert.Contains($"'sys-net' answered more than 1 MiB on its output when asked to read {FwScript}", error.ToString());
-        Assert.Equal(0, _server.CountCalls("admin.vm.feature.Set"));
+        Assert.Equal(Fqid("PortForwardAgentUnconfirmed", "AddQubePortForward"), error.FullyQualifiedErrorId);
+        Assert.Contains("'sys-net' answered more than 64 KiB on its output when asked to run read the QubesFirewall agent status; qvm-run was stopped", error.ToString());
+        Assert.Equal(PortForwardHopStatus.Unconfirmed, run.Of<PortForwardHopResult>().Single(h => h.VMName == "sys-net").Status);
+        Assert.Equal(7, _server.CountCalls("admin.vm.feature.Set")); // the features are set; only the answer is not trusted
         Assert.Empty(Writes);
-        Assert.Empty(run.Output);
     }
 
     [Fact]
@@ -119,7 +120,7 @@ public sealed class QubeTrustCmdletTests : IDisposable
         SysNetAnswers300MB();
         // The cmdlets in a pwsh of their own, so the peak resident set (VmHWM) is theirs alone.
         var script = $"Import-Module '{Repo.StagedManifest}'; " +
-                     "Add-QubePortForward work 443 -AllowFrom 192.168.1.0/24 -Force -ErrorVariable +e -ErrorAction SilentlyContinue; " +
+                     "Add-QubePortForward work 443 -AllowFrom 192.168.1.0/24 -ErrorVariable +e -ErrorAction SilentlyContinue; " +
                      "$null = Test-QubeFirewall -VMName sys-net; " +
                      "'errors: ' + (($e | ForEach-Object FullyQualifiedErrorId) -join ','); " +
                      "(Get-Content /proc/self/status | Where-Object { $_ -like 'VmHWM:*' })";
@@ -138,7 +139,7 @@ public sealed class QubeTrustCmdletTests : IDisposable
         Assert.True(pwsh.WaitForExit(TimeSpan.FromMinutes(3)), "pwsh did not finish");
         _output.WriteLine(stdout);
         _output.WriteLine(await stderr);
-        Assert.Contains("errors: QubeAnswerTooLarge,QubesFirewall.PowerShell.Cmdlets.AddQubePortForwardCommand", stdout);
+        Assert.Contains("errors: PortForwardAgentUnconfirmed,QubesFirewall.PowerShell.Cmdlets.AddQubePortForwardCommand", stdout);
         var line = stdout.Split('\n').Single(l => l.StartsWith("VmHWM:", StringComparison.Ordinal));
         var kb = long.Parse(line["VmHWM:".Length..].Trim().Split(' ')[0], CultureInfo.InvariantCulture);
         _output.WriteLine($"peak resident set: {kb / 1024} MiB");
@@ -155,45 +156,51 @@ public sealed class QubeTrustCmdletTests : IDisposable
     }
 
     [Fact]
-    public void WhatIf_shows_the_qubes_own_lines_escaped()
+    public void The_audit_shows_the_qubes_own_lines_escaped()
     {
-        _qvmRun.Put("sys-net", FwScript, "#!/bin/sh\n# \u001b]0;pwned\u0007\u001b[2J\u009broot@dom0:~# \n", Mode0755);
-        var run = Run("Add-QubePortForward work 443 -AllowFrom 192.168.1.0/24 -Force -WhatIf");
-        run.AssertNoErrors();
-        var shown = string.Join("\n", run.Information);
-        _output.WriteLine(shown);
-        Assert.Contains("# \\x1b]0;pwned\\x07\\x1b[2J\\x9broot@dom0:~# ", shown);
-        Assert.DoesNotContain(shown, IsControl);
+        // a block an earlier version left, with a line the qube forged: the audit names it without its escapes taking effect
+        _qvmRun.Put("sys-net", FwScript, "#!/bin/sh\n# >>> qubesfirewall managed block: do not edit >>>\n" +
+            "add rule ip qubes qubesfw-dnat tcp dport 443 dnat to 10.137.0.3 comment \"tcp/443 to work\"\n# <<< qubesfirewall <<<\n# \u001b]0;pwned\u0007\u001b[2J\u009broot@dom0:~# \n", Mode0755);
+        var run = Run("Test-QubeFirewall -VMName work");
+        var finding = Assert.Single(run.Of<AuditFinding>(), f => f.Check == ForwardAuditChecks.UndeclaredPart);
+        Assert.Equal("Install-QubeFirewallAgent -VMName sys-net", finding.Fix);
+        Assert.DoesNotContain(finding.Message, IsControl);
         Assert.Empty(Writes);
     }
 
     [Fact]
-    public void PassThru_results_carry_script_output_escaped()
+    public void PassThru_results_carry_an_agent_status_out_of_grammar_escaped()
     {
-        Nft(escapes: true);
-        var run = Run("Add-QubePortForward work 443 -AllowFrom 192.168.1.0/24 -Force -PassThru");
-        run.AssertNoErrors();
+        // every agent answers with terminal escapes: no status of the grammar, so no confirmation, and the answer shown escaped
+        var shim = Path.Combine(_qvmRun.Shims, "cat");
+        File.WriteAllText(shim, "#!/bin/bash\nif [ \"$1\" = /run/qubesfw/status ]; then printf '\\033]0;owned\\007\\033[2J\\302\\233root@dom0:~# '; exit 0; fi\nexec /bin/cat \"$@\"\n");
+        File.SetUnixFileMode(shim, Mode0755);
+        var run = Run("Add-QubePortForward work 443 -AllowFrom 192.168.1.0/24 -PassThru");
+        Assert.Equal(Fqid("PortForwardAgentUnconfirmed", "AddQubePortForward"), Assert.Single(run.Errors).FullyQualifiedErrorId);
         var hops = run.Of<PortForwardHopResult>().ToList();
         Assert.Equal(3, hops.Count);
-        _output.WriteLine(hops[0].Output);
-        Assert.All(hops, h => Assert.Contains("\\x1b]0;owned\\x07\\x1b[2J\\x9broot@dom0:~# ", h.Output));
-        Assert.All(hops, h => Assert.DoesNotContain(h.Output!, IsControl));
+        _output.WriteLine(hops[0].Message);
+        Assert.All(hops, h => Assert.Equal(PortForwardHopStatus.Unconfirmed, h.Status));
+        Assert.All(hops, h => Assert.Contains("\\x1b]0;owned\\x07\\x1b[2J\\x9broot@dom0:~# ", h.Message));
+        Assert.All(hops, h => Assert.DoesNotContain(h.Message!, IsControl));
+        Assert.DoesNotContain(run.Errors[0].ToString(), IsControl);
     }
 
     [Fact]
-    public void A_Remove_that_could_not_close_the_port_is_an_error_naming_the_qubes_left()
+    public void A_Remove_whose_agent_fails_is_an_error_and_puts_every_feature_back()
     {
-        Run("Add-QubePortForward work 443 -AllowFrom 192.168.1.0/24 -Force").AssertNoErrors();
-        File.WriteAllText(Path.Combine(_dir, "nft-broken"), "sys-net\n");
+        Run("Add-QubePortForward work 443 -AllowFrom 192.168.1.0/24").AssertNoErrors();
+        _qvmRun.AgentsAnswer(Path.Combine(_root.Path, "qubes.xml"), Engine.Agent.AgentScript.Version, failIn: "sys-net");
         var run = Run("Remove-QubePortForward work 443 -Confirm:$false -PassThru; $?");
         var error = Assert.Single(run.Errors);
         _output.WriteLine(error.ToString());
-        Assert.Equal(Fqid("PortForwardPartiallyApplied", "RemoveQubePortForward"), error.FullyQualifiedErrorId);
+        Assert.Equal(Fqid("PortForwardAgentFailed", "RemoveQubePortForward"), error.FullyQualifiedErrorId);
         var message = error.ToString();
-        Assert.Contains("sys-net (RollbackFailed)", message);
-        Assert.Contains("did you mean table ip6 qubes?", message);
+        Assert.Contains("Could not process rule", message);
+        Assert.Contains("Every feature was put back as it was.", message);
         Assert.DoesNotContain(run.Verbose, v => v.Contains("done", StringComparison.Ordinal));
         Assert.False((bool)run.Output[^1].BaseObject);
-        Assert.Contains(run.Of<PortForwardHopResult>(), h => h.VMName == "sys-net" && h.Status == PortForwardHopStatus.RollbackFailed);
+        Assert.Contains(run.Of<PortForwardHopResult>(), h => h.VMName == "sys-net" && h.Status == PortForwardHopStatus.Failed);
+        Assert.Single(Run("Get-QubePortForward work").Of<QubePortForward>()); // still declared, its keys back
     }
 }

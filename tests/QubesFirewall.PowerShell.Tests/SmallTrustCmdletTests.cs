@@ -19,8 +19,8 @@ public sealed class SmallTrustCmdletTests : IDisposable
     [InlineData("Add-QubeFirewallRule -VMName work -Action Accept -DstHost ' ' -Position 0")]
     [InlineData("Add-QubeFirewallRule -VMName work -Action Accept -DstHost \"`t\" -Position 0")]
     [InlineData("Add-QubeFirewallRule -VMName work -Action Accept -Protocol Tcp -DstPorts '  ' -Position 0")]
-    [InlineData("Add-QubePortForward -VMName work -Port 443 -AllowFrom ' ' -Force")]
-    [InlineData("Add-QubePortForward -VMName work -Port 443 -AllowFrom '192.168.1.0/24',' ' -Force")]
+    [InlineData("Add-QubePortForward -VMName work -Port 443 -AllowFrom ' '")]
+    [InlineData("Add-QubePortForward -VMName work -Port 443 -AllowFrom '192.168.1.0/24',' '")]
     public void A_value_of_only_white_space_is_refused_never_taken_as_absent(string command)
     {
         var before = _root.Snapshot();
@@ -49,7 +49,7 @@ public sealed class SmallTrustCmdletTests : IDisposable
         foreach (var command in new[]
         {
             $"Add-QubeFirewallRule -VMName work -Action Accept -DstHost 192.0.2.1 -Position 0 -Expire {expire}",
-            $"Add-QubePortForward -VMName work -Port 443 -AllowFrom 192.0.2.1 -Force -Expire {expire}",
+            $"Add-QubePortForward -VMName work -Port 443 -AllowFrom 192.0.2.1 -Expire {expire}",
         })
         {
             var run = Run(command);

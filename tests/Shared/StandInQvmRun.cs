@@ -102,6 +102,27 @@ public sealed class StandInQvmRun
 
     public string NftLog => Path.Combine(Folder, "nft.log");
 
+    /// <summary>
+    /// The QubesFirewall agent of each running qube answers: a stand-in <c>cat</c> among the shims prints, for the agent's
+    /// status file, that the qube applied the generation its <c>vm-config.qubesfw.gen</c> feature carries now in
+    /// <paramref name="qubesXml"/> (behind the stand-in qubesd), as a running agent does within a second of the feature
+    /// call (the agent of <paramref name="failIn"/>, that it failed to load it); every other <c>cat</c> is the real one.
+    /// </summary>
+    public void AgentsAnswer(string qubesXml, string agentVersion, string? failIn = null)
+    {
+        var shim = Path.Combine(Shims, "cat");
+        File.WriteAllText(shim, "#!/bin/bash\n" +
+            "if [ \"$1\" = /run/qubesfw/status ]; then\n" +
+            $"  g=$(grep -o \"for=$QFW_STANDIN_VM gen=[0-9a-f]* keys=\" '{qubesXml}' | head -n 1 | sed 's/.* gen=\\([0-9a-f]*\\) .*/\\1/')\n" +
+            "  [ -n \"$g\" ] || g=none\n" +
+            $"  if [ \"$QFW_STANDIN_VM\" = '{failIn}' ]; then echo \"state=failed gen=$g applied=none version={agentVersion} msg=nft: Error: Could not process rule\"; exit 0; fi\n" +
+            $"  echo \"state=applied gen=$g applied=$g version={agentVersion} msg=\"\n" +
+            "  exit 0\n" +
+            "fi\n" +
+            "exec /bin/cat \"$@\"\n");
+        File.SetUnixFileMode(shim, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+    }
+
     public void FailIn(string vm, string pattern) => File.WriteAllText(Path.Combine(Folder, "fail-" + vm), pattern);
 
     public void Halt(string vm) => File.WriteAllText(Path.Combine(Folder, "halted-" + vm), "");

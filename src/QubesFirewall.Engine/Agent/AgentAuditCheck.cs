@@ -14,7 +14,7 @@ public sealed class AgentAuditCheck : IAuditCheck
     /// <summary>The qube's keys differ from what the declarations derive: its agent enforces something else.</summary>
     public const string AgentKeysStale = "AgentKeysStale";
 
-    /// <summary>The qube carries keys but records no agent, or an older one.</summary>
+    /// <summary>The qube carries keys (or the declarations give it some) but records no agent, or an older one.</summary>
     public const string AgentMissing = "AgentMissing";
 
     private static readonly ConditionalWeakTable<QubesInventory, IReadOnlyDictionary<string, QubeAgentKeys>> Derived = new();
@@ -26,8 +26,9 @@ public sealed class AgentAuditCheck : IAuditCheck
         var keys = Derived.GetValue(context.Inventory, inv => AgentFeatures.DeriveAll(inv));
         var carries = qube.Features.Keys.Any(AgentFeatures.IsAgentFeature);
         var agent = qube.Features.GetValueOrDefault(AgentScript.VersionFeature);
-        if (!carries && agent is null) yield break;
         var desired = keys.GetValueOrDefault(qube.Name) ?? QubeAgentKeys.Empty(qube.Name);
+        // a qube the declarations give keys must record the agent too: without it nothing applies them
+        if (!carries && agent is null && desired.IsEmpty) yield break;
         var changes = AgentFeatures.Changes(qube, desired);
         if (changes.Count > 0)
         {
@@ -43,11 +44,11 @@ public sealed class AgentAuditCheck : IAuditCheck
                 "Run any Add-QubePortForward or Remove-QubePortForward again: each change derives the keys of every qube and removes strays.",
                 null);
         }
-        if (carries && agent != AgentScript.Version)
+        if ((carries || !desired.IsEmpty) && agent != AgentScript.Version)
             yield return new AuditFinding(AuditSeverity.Warning, qube.Name, AgentMissing, null,
                 agent is null
-                    ? $"'{qube.Name}' carries agent keys but records no QubesFirewall agent: nothing in it applies them."
+                    ? $"'{qube.Name}' {(carries ? "carries agent keys" : "is on the way of a forward or link")} but records no QubesFirewall agent: nothing in it applies them."
                     : $"'{qube.Name}' records agent {agent}; this module ships {AgentScript.Version}.",
-                $"Install-QubeFirewallAgent -VMName {FixCommand.Name(qube.Name)}");
+                AgentDelivery.InstallCommand([qube.Name]));
     }
 }

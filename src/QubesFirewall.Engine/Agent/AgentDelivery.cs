@@ -55,6 +55,27 @@ public static class AgentDelivery
     public static bool AllHaveAgent(QubesInventory inventory, IEnumerable<string> qubes) =>
         AgentInstaller.Missing(inventory, qubes).Count == 0;
 
+    /// <summary>
+    /// Refuses a forward or link change when a qube it reaches lacks the agent (<c>QubeFirewallAgentMissing</c>): the error names
+    /// those qubes and the command that installs it. Nothing is ever written into qubes per change, so without the agent there is
+    /// no way to deliver it.
+    /// </summary>
+    public static void RequireAgent(QubesInventory inventory, IEnumerable<string> qubes, string what)
+    {
+        var missing = AgentInstaller.Missing(inventory, qubes);
+        if (missing.Count == 0) return;
+        var disposables = missing.Select(inventory.Get).Where(q => AgentInstaller.StorageOf(inventory, q).Name != q.Name).ToList();
+        throw new QubesFirewallException("QubeFirewallAgentMissing", FailureKind.InvalidOperation,
+            $"{what} needs the QubesFirewall agent in every qube on the way, and {string.Join(", ", missing)} {(missing.Count == 1 ? "has" : "have")} none. " +
+            $"Install it once: {InstallCommand(missing)}" +
+            (disposables.Count == 0 ? "" : $" ({string.Join(", ", disposables.Select(d => $"{d.Name}'s is kept in its disposable template {AgentInstaller.StorageOf(inventory, d).Name}"))}; asked once)") +
+            ". Then each change is feature calls in dom0 only. Nothing was changed.", missing[0]);
+    }
+
+    /// <summary>The runnable command that installs the agent in <paramref name="qubes"/>.</summary>
+    public static string InstallCommand(IEnumerable<string> qubes) =>
+        "Install-QubeFirewallAgent -VMName " + string.Join(", ", qubes.Select(Planning.FixCommand.Name));
+
     /// <summary>The inventory with one feature of one qube set (or removed when <paramref name="value"/> is null), as it is after the declaration step.</summary>
     public static QubesInventory WithFeature(QubesInventory inventory, string vmName, string name, string? value) =>
         inventory.WithQube(vmName, q => q with { Features = new FeatureOverlay(q.Features, name, value) });
@@ -94,9 +115,10 @@ public static class AgentDelivery
         foreach (var change in AgentFeatures.Changes(current, keys))
         {
             generations[change.VMName] = keys.TryGetValue(change.VMName, out var k) && k.Generation is { } g ? g : "none";
-            steps.Add(change.IsRemove
-                ? DeploymentStep.RemoveFeature(change.VMName, change.Feature, change.Previous!)
-                : DeploymentStep.SetFeature(change.VMName, change.Feature, change.Value!, change.Previous)!);
+            // a gen already right (only a data key was repaired by hand) needs no call: the key's own change wakes the agent
+            if ((change.IsRemove ? DeploymentStep.RemoveFeature(change.VMName, change.Feature, change.Previous!)
+                    : DeploymentStep.SetFeature(change.VMName, change.Feature, change.Value!, change.Previous)) is { } step)
+                steps.Add(step);
         }
         return steps;
     }

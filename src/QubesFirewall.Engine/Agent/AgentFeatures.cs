@@ -58,7 +58,7 @@ public sealed record AgentFeatureChange(string VMName, string Feature, string? V
 /// the qube's whole set, so an unchanged plan sets nothing. Names use lowercase letters only (the QubesDB daemon refuses
 /// upper-case letters in paths); a part whose sources do not fit one value is split into several keys, one rule each.</para>
 /// </summary>
-public static class AgentFeatures
+public static partial class AgentFeatures
 {
     public const string VmConfigPrefix = "vm-config.";
     public const string Prefix = OwnFeatures.AgentPrefix;
@@ -140,7 +140,7 @@ public static class AgentFeatures
                 foreach (var l in list)
                 {
                     if (NftLinkScript.Addresses(l, family) is not { } a) continue;
-                    parts.Add(($"qubesfw.{kind}{fam}.{Hash(l.Link.Text, 12)}", [
+                    parts.Add((LinkKeyName(kind, family, l.Link), [
                         "proto=" + l.Link.ProtocolText,
                         "ports=" + l.Link.Ports,
                         "src=" + a.From,
@@ -153,6 +153,31 @@ public static class AgentFeatures
         }
         return Seal(qube.Name, parts);
     }
+
+    /// <summary>
+    /// The name (after <c>vm-config.</c>) of a link's part in the keys of the qube carrying it: <paramref name="kind"/> <c>lnet</c> for
+    /// the shared network qube's forward accept, <c>ldst</c> for the destination's input accept.
+    /// </summary>
+    public static string LinkKeyName(string kind, NftFamily family, InterVmLink link) => $"qubesfw.{kind}{FamilyDigit(family)}.{Hash(link.Text, 12)}";
+
+    /// <summary>
+    /// Whether <paramref name="qube"/> carries its key named <paramref name="name"/> as the declarations derive it now, the
+    /// hash of the set aside (dom0 facts only: the qube's features against <paramref name="derived"/>). The hash changes with
+    /// every other key of the qube, so a part is there whatever else changed; a set whose hash no longer matches is
+    /// <see cref="AgentAuditCheck.AgentKeysStale"/>'s finding, not a missing part.
+    /// </summary>
+    public static bool Carries(Qube qube, IReadOnlyDictionary<string, QubeAgentKeys> derived, string name)
+    {
+        var feature = VmConfigPrefix + name;
+        return derived.GetValueOrDefault(qube.Name)?.Data.FirstOrDefault(k => k.Feature == feature) is { } key
+            && qube.Features.GetValueOrDefault(feature) is { } value && WithoutGen(value) == WithoutGen(key.Value);
+    }
+
+    // "for=<qube> gen=<hash> ..." without its gen field
+    private static string WithoutGen(string value) => GenField().Replace(value, "", 1);
+
+    [System.Text.RegularExpressions.GeneratedRegex(@" gen=[0-9a-f]{16}(?= )", System.Text.RegularExpressions.RegexOptions.CultureInvariant)]
+    private static partial System.Text.RegularExpressions.Regex GenField();
 
     /// <summary>Puts the hash of the whole set into every key, adds the <c>gen</c> key, checks every limit.</summary>
     private static QubeAgentKeys Seal(string vmName, List<(string Name, List<string> Fields)> parts)

@@ -264,38 +264,9 @@ public static class InterVmLinkPlanner
         var resolved = links.Select(l => Resolve(inventory, l)).ToList();
         var netvm = resolved[0].NetVM;
         var agentQubes = resolved.Select(r => r.NetVM.Name).Concat(resolved.Select(r => r.To.Name)).ToList();
-        if (AgentDelivery.AllHaveAgent(inventory, agentQubes)) return PlanEnableViaAgent(inventory, links, resolved, options, readFirewall, warnings);
-        warnings.Add(PortForwardPlanner.AgentMissingWarning(inventory, agentQubes));
-        CheckDisposables(inventory, resolved, options.Force, warnings);
-        foreach (var q in resolved.Select(r => r.NetVM).Concat(resolved.Select(r => r.To)).DistinctBy(q => q.Name))
-            if (ForwardPersistence.HasCustomPersist(inventory, q))
-                warnings.Add($"'{q.Name}' has the R4.3 custom-persist service on: Qubes does not run the /rw/config hooks there, so its part of the link is applied now but not when it starts again.");
-        if (!QubesFacts.RunsFirewallService(netvm))
-            warnings.Add($"'{netvm.Name}' does not run the qubes-firewall service: it does not enforce its clients' Qubes firewall, and its part of the link is kept in its {ForwardPersistence.HookPath(netvm)}.");
-
-        var notRunning = NotRunning(inventory, resolved);
-        if (options.RequireRunning && notRunning.Count > 0)
-            return new InterVmLinkPlan { Operation = "Enable", Links = links, NetVM = netvm.Name, Target = TargetText(links, netvm.Name), NotRunning = notRunning, IsComplete = false, Warnings = warnings };
-
-        var steps = EnableDeclarationSteps(inventory, links, options, warnings);
-        var operation = steps.Count == 0 ? "Reapply" : "Enable";
-        var after = DeclaredLinks(inventory).Concat(links).DistinctBy(l => l.From + "\0" + l.FeatureName).ToList();
-        var layout = LinkLayout.Build(inventory, after, warnings);
-
-        // inside out: destinations, the network qube, then the sources' firewalls
-        var order = resolved.Select(r => r.To).Append(netvm).DistinctBy(q => q.Name).ToList();
-        steps.AddRange(QubeSteps(inventory, layout, order, readFile, options, warnings));
-        steps.AddRange(FirewallSteps(resolved, readFirewall, options.Now, adding: true, keep: []));
-        return new InterVmLinkPlan
-        {
-            Operation = operation,
-            Links = links,
-            NetVM = netvm.Name,
-            NotRunning = notRunning,
-            Steps = steps,
-            Warnings = warnings.Distinct().ToList(),
-            Target = TargetText(links, netvm.Name),
-        };
+        // nothing is written into qubes per change: without the agent in the network qube and the destinations, refused
+        AgentDelivery.RequireAgent(inventory, agentQubes, TargetText(links, netvm.Name));
+        return PlanEnableViaAgent(inventory, links, resolved, options, readFirewall, warnings);
     }
 
     /// <summary>The declaration features Enable sets: none for a link in force and bound to its qube; a legacy (no uuid) or copied one is adopted.</summary>
@@ -356,7 +327,7 @@ public static class InterVmLinkPlanner
 
     /// <summary>
     /// Removes exactly the given links: their firewall rules (unless a link that stays needs the same rule),
-    /// their lines in the network qube's and the destination's blocks, then their features. Links that are not
+    /// their parts in the agent keys of the network qube and the destination, then their features. Links that are not
     /// declared are refused (all of them) or, when some are, left out with a warning.
     /// </summary>
     public static InterVmLinkPlan PlanDisable(QubesInventory inventory, IReadOnlyList<InterVmLink> links, DeploymentOptions options,
@@ -387,70 +358,30 @@ public static class InterVmLinkPlanner
         }
         var netvmName = resolved.FirstOrDefault()?.NetVM.Name ?? inventory.Find(removing[0].From)?.NetVM ?? "";
         var agentQubes = resolved.Select(r => r.NetVM.Name).Concat(resolved.Select(r => r.To.Name)).ToList();
-        if (resolved.Count > 0 && AgentDelivery.AllHaveAgent(inventory, agentQubes))
-        {
-            // outside in: the sources' firewalls, the keys of every qube, the declarations last
-            var gone = new HashSet<string>(removing.Select(l => l.From + "\0" + l.FeatureName), StringComparer.Ordinal);
-            var kept = DeclaredLinks(inventory).Where(l => !gone.Contains(l.From + "\0" + l.FeatureName))
-                .Select(l => { try { return Resolve(inventory, l, checks: false); } catch (QubesFirewallException) { return null; } })
-                .Where(r => r is not null).Select(r => r!).ToList();
-            var agentSteps = new List<DeploymentStep>(FirewallSteps(resolved, readFirewall, options.Now, adding: false, kept));
-            var without = inventory;
-            foreach (var l in removing) without = AgentDelivery.WithFeature(without, l.From, l.FeatureName, null);
-            var generations = new Dictionary<string, string>(StringComparer.Ordinal);
-            agentSteps.AddRange(AgentDelivery.KeySteps(inventory, without, generations, warnings));
-            foreach (var l in removing)
-                agentSteps.Add(DeploymentStep.RemoveFeature(l.From, l.FeatureName, declarations.First(d => d.From == l.From && d.FeatureName == l.FeatureName).FeatureValue));
-            return new InterVmLinkPlan
-            {
-                Operation = "Disable",
-                Links = removing,
-                NetVM = netvmName,
-                Steps = agentSteps,
-                Warnings = warnings.Distinct().ToList(),
-                Target = TargetText(removing, netvmName),
-                ViaAgent = true,
-                AgentGenerations = generations,
-                AgentWait = options.AgentWait,
-            };
-        }
-        if (resolved.Count > 0) warnings.Add(PortForwardPlanner.AgentMissingWarning(inventory, agentQubes));
-        var notRunning = NotRunning(inventory, resolved);
-        if (options.RequireRunning && notRunning.Count > 0)
-            return new InterVmLinkPlan { Operation = "Disable", Links = removing, NetVM = netvmName, Target = TargetText(removing, netvmName), NotRunning = notRunning, IsComplete = false, Warnings = warnings };
-        var removed = new HashSet<string>(removing.Select(l => l.From + "\0" + l.FeatureName), StringComparer.Ordinal);
-        var remaining = DeclaredLinks(inventory).Where(l => !removed.Contains(l.From + "\0" + l.FeatureName)).ToList();
-        var layout = LinkLayout.Build(inventory, remaining, warnings);
-
-        var steps = new List<DeploymentStep>();
-        // outside in: the sources' firewalls, the network qube, the destinations, the declarations
-        var keep = remaining.Select(l => { try { return Resolve(inventory, l, checks: false); } catch (QubesFirewallException) { return null; } })
+        if (resolved.Count > 0) AgentDelivery.RequireAgent(inventory, agentQubes, TargetText(removing, netvmName));
+        // outside in: the sources' firewalls, the keys of every qube, the declarations last
+        var gone = new HashSet<string>(removing.Select(l => l.From + "\0" + l.FeatureName), StringComparer.Ordinal);
+        var kept = DeclaredLinks(inventory).Where(l => !gone.Contains(l.From + "\0" + l.FeatureName))
+            .Select(l => { try { return Resolve(inventory, l, checks: false); } catch (QubesFirewallException) { return null; } })
             .Where(r => r is not null).Select(r => r!).ToList();
-        steps.AddRange(FirewallSteps(resolved, readFirewall, options.Now, adding: false, keep));
-        var order = resolved.Select(r => r.NetVM).Concat(resolved.Select(r => r.To)).DistinctBy(q => q.Name).ToList();
-        steps.AddRange(QubeSteps(inventory, layout, order, readFile, options, warnings));
+        var agentSteps = new List<DeploymentStep>(FirewallSteps(resolved, readFirewall, options.Now, adding: false, kept));
+        var without = inventory;
+        foreach (var l in removing) without = AgentDelivery.WithFeature(without, l.From, l.FeatureName, null);
+        var generations = new Dictionary<string, string>(StringComparer.Ordinal);
+        agentSteps.AddRange(AgentDelivery.KeySteps(inventory, without, generations, warnings));
         foreach (var l in removing)
-        {
-            var value = declarations.First(d => d.From == l.From && d.FeatureName == l.FeatureName).FeatureValue;
-            steps.Add(new DeploymentStep
-            {
-                Kind = DeploymentStepKind.RemoveFeature,
-                VMName = l.From,
-                ForQube = l.From,
-                FeatureName = l.FeatureName,
-                PreviousFeatureValue = value,
-                Description = $"{l.From}: remove feature {l.FeatureName} (was '{value}')",
-            });
-        }
+            agentSteps.Add(DeploymentStep.RemoveFeature(l.From, l.FeatureName, declarations.First(d => d.From == l.From && d.FeatureName == l.FeatureName).FeatureValue));
         return new InterVmLinkPlan
         {
             Operation = "Disable",
             Links = removing,
             NetVM = netvmName,
-            NotRunning = notRunning,
-            Steps = steps,
+            Steps = agentSteps,
             Warnings = warnings.Distinct().ToList(),
             Target = TargetText(removing, netvmName),
+            ViaAgent = true,
+            AgentGenerations = generations,
+            AgentWait = options.AgentWait,
         };
     }
 
@@ -458,24 +389,13 @@ public static class InterVmLinkPlanner
     public static PortForwardApplyResult Apply(IQubesBackend backend, InterVmLinkPlan plan, RolloutOptions? options = null)
     {
         (plan, var run) = Rollout.Deploy(backend, plan, options, replan: null);
-        if (plan.ViaAgent)
-        {
-            var what = $"{plan.Operation} inter-qube link {plan.Target}";
-            var stopped = run.Failure(ErrorIds.InterVmLinkRolledBack, ErrorIds.InterVmLinkPartiallyApplied, what, "Disable-QubeInterVmNetwork", plan.Operation == "Disable", null);
-            if (stopped is not null) return new PortForwardApplyResult([], stopped) { Rollout = run };
-            var p = plan;
-            var (agentHops, error) = PortForwardPlanner.ConfirmAgents(backend, run, plan.AgentGenerations, plan.AgentWait, q => p.RoleOf(q), plan.Target, plan.Operation, _ => 0, ErrorIds.InterVmLinkAgentFailed, ErrorIds.InterVmLinkAgentUnconfirmed, what);
-            return new PortForwardApplyResult(agentHops, error) { Rollout = run };
-        }
-        var hops = PortForwardPlanner.HopResults(run, plan.RoleOf, plan.Target, plan.Operation, _ => 0);
-        var failure = run.Failure(ErrorIds.InterVmLinkRolledBack, ErrorIds.InterVmLinkPartiallyApplied, $"{plan.Operation} inter-qube link {plan.Target}", "Disable-QubeInterVmNetwork", plan.Operation == "Disable", hops);
-        return new PortForwardApplyResult(hops, failure) { Rollout = run };
+        var what = $"{plan.Operation} inter-qube link {plan.Target}";
+        var stopped = run.Failure(ErrorIds.InterVmLinkRolledBack, ErrorIds.InterVmLinkPartiallyApplied, what, "Disable-QubeInterVmNetwork", plan.Operation == "Disable", null);
+        if (stopped is not null) return new PortForwardApplyResult([], stopped) { Rollout = run };
+        var p = plan;
+        var (hops, error) = PortForwardPlanner.ConfirmAgents(backend, run, plan.AgentGenerations, plan.AgentWait, q => p.RoleOf(q), plan.Target, plan.Operation, _ => 0, ErrorIds.InterVmLinkAgentFailed, ErrorIds.InterVmLinkAgentUnconfirmed, what);
+        return new PortForwardApplyResult(hops, error) { Rollout = run };
     }
-
-    /// <summary>The qubes of the links that are not running, outermost first: the network qube, then each destination, each with the qube keeping its file.</summary>
-    private static IReadOnlyList<Qube> NotRunning(QubesInventory inventory, IReadOnlyList<ResolvedLink> links) =>
-        QubeStarter.NotRunning(inventory, links.Select(l => l.NetVM).Concat(links.Select(l => l.To))
-            .SelectMany(q => new[] { q.Name, ForwardPersistence.StorageOf(inventory, q).Name }));
 
     private static string TargetText(IReadOnlyList<InterVmLink> links, string netvm)
     {
@@ -484,52 +404,6 @@ public static class InterVmLinkPlanner
     }
 
     // ------------------------------------------------------------------ steps
-
-    private static IEnumerable<DeploymentStep> QubeSteps(QubesInventory inventory, LinkLayout layout, IReadOnlyList<Qube> order,
-        Func<string, string, string?> readFile, DeploymentOptions options, List<string> warnings)
-    {
-        var before = LinkLayout.Build(inventory, DeclaredLinks(inventory), null);
-        var written = new HashSet<string>(StringComparer.Ordinal);
-        foreach (var qube in order)
-        {
-            var set = layout.For(qube);
-            var storage = ForwardPersistence.StorageOf(inventory, qube);
-            var path = ForwardPersistence.HookPath(qube);
-            var role = set.IsEmpty ? "no link left" : set.Count == 1 ? "1 link" : $"{set.Count.ToString(CultureInfo.InvariantCulture)} links";
-            if (written.Add(storage.Name + "\0" + path))
-            {
-                var current = readFile(storage.Name, path);
-                if (current is not null && path == ForwardPersistence.FirewallUserScript && !ManagedBlock.HasShebang(current) && !set.IsEmpty)
-                    warnings.Add($"{storage.Name}:{path} has no '#!' first line: the qubes-firewall service executes the file directly and cannot run it. Add '#!/bin/sh' as its first line.");
-                if (DeploymentStep.HookFile(storage.Name, qube.Name, path, current, block => LinkPersistence.ReplacePart(block, LinkPersistence.Part(inventory, storage, path, layout.For)),
-                        "replace the inter-qube links part of the managed block (mode 0755)", role) is { } write)
-                    yield return write;
-            }
-            if (options.RequireRunning && qube.State != PowerState.Running)
-            {
-                warnings.Add($"'{qube.Name}' is not running: nothing is run in it now; its rules follow its {path} when it starts.");
-                continue;
-            }
-            var script = NftLinkScript.Render(set);
-            // The rules it had, loaded again if a later step fails.
-            var previousScript = NftLinkScript.Render(before.For(qube));
-            yield return new DeploymentStep
-            {
-                Kind = DeploymentStepKind.RunScript,
-                VMName = qube.Name,
-                ForQube = qube.Name,
-                Path = path,
-                Script = script,
-                PreviousScript = previousScript == script ? null : previousScript,
-                ScriptName = $"inter-qube links of {qube.Name}",
-                StoredIn = storage.Name,
-                Description = set.IsEmpty
-                    ? $"{qube.Name}: run as root: one nft -f - transaction removing the {NftLinkScript.ForwardChain}/{NftLinkScript.InputChain} chains and their jumps:"
-                    : $"{qube.Name}: run as root: one nft -f - transaction for its {role}:",
-                Detail = $"delete rule ... handle N  (each earlier jump commented \"{NftLinkScript.Marker}\")\n" + NftLinkScript.Transaction(set),
-            };
-        }
-    }
 
     /// <summary>Per source qube: the accept rules to add (before the catch-all) or to remove (those no remaining link needs).</summary>
     private static IEnumerable<DeploymentStep> FirewallSteps(IReadOnlyList<ResolvedLink> links, Func<string, FirewallDocument> readFirewall,
@@ -587,44 +461,19 @@ public static class InterVmLinkPlanner
         };
     }
 
-    private static void CheckDisposables(QubesInventory inventory, IReadOnlyList<ResolvedLink> links, bool force, List<string> warnings)
-    {
-        foreach (var qube in links.Select(l => l.NetVM).Concat(links.Select(l => l.To)).DistinctBy(q => q.Name))
-        {
-            var storage = ForwardPersistence.StorageOf(inventory, qube);
-            if (storage.Name == qube.Name) continue;
-            var message = $"'{qube.Name}' is a disposable of '{storage.Name}': its /rw is a fresh copy of {storage.Name}'s at each start, so its part of the link " +
-                $"can only be kept in {storage.Name}'s {ForwardPersistence.HookPath(qube)}, in a part that runs only in the qube named {qube.Name}; every disposable of {storage.Name} gets the file.";
-            if (!force)
-                throw new QubesFirewallException(ErrorIds.DisposableHop, FailureKind.InvalidOperation,
-                    message + " Use -Force to write it there anyway, or make the qube a non-disposable. Nothing was changed.", qube.Name);
-            warnings.Add(message);
-        }
-    }
-
     // ------------------------------------------------------------------ list
 
-    /// <summary>The declared links with their parts (files and rule lists read through the readers; a reader that fails gives null for that part).</summary>
-    public static IReadOnlyList<QubeInterVmLink> List(QubesInventory inventory, Func<string, string, string?>? readFile, Func<string, FirewallDocument>? readFirewall,
+    /// <summary>
+    /// The declared links with their parts: the network qube's and the destination's from their agent keys (dom0 facts: the
+    /// features each carries against what the declarations derive), the source's from its rule list (a reader that fails gives
+    /// null for that part).
+    /// </summary>
+    public static IReadOnlyList<QubeInterVmLink> List(QubesInventory inventory, Func<string, FirewallDocument>? readFirewall,
         DateTimeOffset now, Func<string, bool>? fromFilter = null)
     {
         var result = new List<QubeInterVmLink>();
-        var files = new Dictionary<string, string?>(StringComparer.Ordinal);
         var firewalls = new Dictionary<string, IReadOnlyList<FirewallRule>?>(StringComparer.Ordinal);
-        // the links section of the qube's hook file; null when it cannot be read (a reader that fails, a damaged block)
-        string? SectionOf(Qube qube)
-        {
-            var storage = ForwardPersistence.StorageOf(inventory, qube);
-            var path = ForwardPersistence.HookPath(qube);
-            var key = storage.Name + "\0" + path;
-            if (!files.TryGetValue(key, out var section))
-            {
-                try { section = readFile is null ? null : LinkPersistence.Extract(ManagedBlock.Extract(readFile(storage.Name, path))); }
-                catch (QubesFirewallException) { section = null; }
-                files[key] = section;
-            }
-            return section;
-        }
+        IReadOnlyDictionary<string, Agent.QubeAgentKeys>? derived = null;
         IReadOnlyList<FirewallRule>? Rules(string vm)
         {
             if (!firewalls.TryGetValue(vm, out var rules))
@@ -664,22 +513,19 @@ public static class InterVmLinkPlanner
             }
             var families = new List<NftFamily> { NftFamily.Ip };
             if (r.HasIPv6) families.Add(NftFamily.Ip6);
-            var forwardSection = SectionOf(r.NetVM);
-            var inputSection = SectionOf(r.To);
+            derived ??= AgentFeatures.DeriveAll(inventory);
+            var keys = derived;
+            bool Has(Qube qube, string kind, IEnumerable<NftFamily> of) => of.All(f => AgentFeatures.Carries(qube, keys, AgentFeatures.LinkKeyName(kind, f, d.Link)));
+            var forward = Has(r.NetVM, "lnet", families);
+            var input = Has(r.To, "ldst", families);
             var rules = Rules(r.From.Name);
-            bool HasFamilies(IEnumerable<NftFamily> of, string section, string chain, Func<ResolvedLink, NftFamily, IEnumerable<string>> lines) =>
-                of.All(f => lines(r, f).All(rule => section.Contains($"add rule {NftForwardScript.Table(f)} {chain} {rule}\n", StringComparison.Ordinal)));
-            bool HasAll(string section, string chain, Func<ResolvedLink, NftFamily, IEnumerable<string>> lines) => HasFamilies(families, section, chain, lines);
-            bool HasIPv4(string section, string chain, Func<ResolvedLink, NftFamily, IEnumerable<string>> lines) => HasFamilies([NftFamily.Ip], section, chain, lines);
-            var forward = forwardSection is null ? (bool?)null : HasAll(forwardSection, NftLinkScript.ForwardChain, NftLinkScript.ForwardRules);
-            var input = inputSection is null ? (bool?)null : HasAll(inputSection, NftLinkScript.InputChain, NftLinkScript.InputRules);
             var firewall = rules is null ? (bool?)null : FirewallRules(r).All(rule => IsEffective(rules, rule));
             // With IPv6 on along the link, a part that holds its IPv4 half only was made before IPv6 was turned on.
             var ipv4Only = new List<string>();
             if (r.HasIPv6)
             {
-                if (forward == false && HasIPv4(forwardSection!, NftLinkScript.ForwardChain, NftLinkScript.ForwardRules)) ipv4Only.Add("Forward");
-                if (input == false && HasIPv4(inputSection!, NftLinkScript.InputChain, NftLinkScript.InputRules)) ipv4Only.Add("Input");
+                if (!forward && Has(r.NetVM, "lnet", [NftFamily.Ip])) ipv4Only.Add("Forward");
+                if (!input && Has(r.To, "ldst", [NftFamily.Ip])) ipv4Only.Add("Input");
                 if (firewall == false && IsEffective(rules!, FirewallRules(r)[0])) ipv4Only.Add("Firewall");
             }
             result.Add(item with

@@ -39,5 +39,5 @@ public static class PortForwardAllowFrom
         new(ErrorIds.AllowFromRequired, FailureKind.InvalidArgument,
             $"{forward.Text} has no -AllowFrom, so it would be open to everyone: {Who(forward, plan)} " +
             "Give the sources allowed, for example -AllowFrom 192.168.1.0/24, or -AllowFrom Any to open it to everyone on purpose " +
-            "(then asked for confirmation as a high-impact change; a script adds -Confirm:$false). -Force does not open a port. Nothing was changed.", forward.Text);
+            "(then asked for confirmation as a high-impact change; a script adds -Confirm:$false). Nothing was changed.", forward.Text);
 }

@@ -216,21 +216,14 @@ public static class PortForwardPlanner
         var reach = chain.HopNames.Append(chain.Target.Name).ToList();
         if (existing?.Forward is { } replaced && TryResolve(inventory, replaced, out var replacedChain, out _))
             reach.AddRange(replacedChain!.HopNames.Append(replacedChain.Target.Name));
-        var viaAgent = AgentDelivery.AllHaveAgent(inventory, reach);
-        if (!viaAgent)
-        {
-            CheckDisposables(inventory, chain, options.Force, warnings);
-            CheckCustomPersist(inventory, chain, warnings);
-            warnings.Add(AgentMissingWarning(inventory, reach));
-        }
+        // nothing is written into qubes per change: without the agent in every qube it reaches, the change is refused
+        AgentDelivery.RequireAgent(inventory, reach, forward.Text);
         if (forward.Type == ForwardType.External && chain.Hops.Count > 2)
             warnings.Add($"{forward.Text} crosses {chain.Hops.Count} network qubes ({chain.Path}). Replies leave each of them by its own routing table: " +
                 $"if one of {string.Join(", ", chain.Hops.Skip(1).Take(chain.Hops.Count - 2).Select(h => h.Name))} sends its traffic into a VPN tunnel, the replies go there too and the connection fails. " +
                 "To publish a port through a VPN, forward it from the VPN's own interface with -Type Internal -Interface <tunnel> instead.");
         if (forward.Type == ForwardType.Internal && forward.Interface is null && readFirewall is not null)
             CheckSourceFirewalls(inventory, chain, readFirewall, options.Now, warnings);
-        if (options.RequireRunning && chain.Target.State != PowerState.Running && !viaAgent)
-            warnings.Add($"'{chain.Target.Name}' is not running: its part is stored in its {ForwardPersistence.HookPath(chain.Target)} and applies when it starts.");
 
         var after = others.Append(forward).ToList();
         var previous = existing?.Forward;
@@ -248,46 +241,25 @@ public static class PortForwardPlanner
             Target = $"{forward.Text} ({chain.Path})",
             AddressFamilies = NftForwardScript.FamilyText(NftForwardScript.Families(chain)),
         };
-        if (viaAgent)
-        {
-            // the declaration first, then the keys of every qube: a failure half way takes the declaration back too
-            var generations = new Dictionary<string, string>(StringComparer.Ordinal);
-            var agentSteps = new List<DeploymentStep>();
-            if (DeploymentStep.SetFeature(forward.VMName, forward.FeatureName, value, existing?.FeatureValue) is { } declaration) agentSteps.Add(declaration);
-            agentSteps.AddRange(AgentDelivery.KeySteps(inventory, AgentDelivery.WithFeature(inventory, forward.VMName, forward.FeatureName, value), generations, warnings));
-            return basePlan with
-            {
-                Steps = agentSteps,
-                ViaAgent = true,
-                AgentGenerations = generations,
-                AgentWait = options.AgentWait,
-                Warnings = warnings.Distinct().ToList(),
-                ForwardCounts = generations.Keys.ToDictionary(q => q, q => ForwardLayout.Build(inventory, after, []).For(inventory.Get(q)).Count, StringComparer.Ordinal),
-            };
-        }
-
-        // inside out: the target first, the outermost hop last; qubes only the old declaration crossed at the end
-        var order = new List<Qube> { chain.Target };
-        order.AddRange(chain.Hops.Reverse().Select(h => h.Qube));
-        if (previous is not null && TryResolve(inventory, previous, out var previousChain, out _))
-            foreach (var q in new[] { previousChain!.Target }.Concat(previousChain.Hops.Reverse().Select(h => h.Qube)))
-                if (!order.Any(o => o.Name == q.Name)) order.Add(q);
-
-        var outermostFirst = chain.Hops.Select(h => h.Qube).Append(chain.Target).Concat(order.Skip(chain.Hops.Count + 1)).ToList();
-        var notRunning = QubeStarter.NotRunning(inventory, Reach(inventory, outermostFirst));
-        var plan = basePlan with { NotRunning = notRunning };
-        if (options.RequireRunning && notRunning.Count > 0)
-            return plan with { IsComplete = false, Warnings = warnings.Distinct().ToList() };
-
-        var steps = new List<DeploymentStep>();
-        if (DeploymentStep.SetFeature(forward.VMName, forward.FeatureName, value, existing?.FeatureValue) is { } feature) steps.Add(feature);
-        var layout = ForwardLayout.Build(inventory, after, warnings);
-        var before = ForwardLayout.Build(inventory, previous is null ? others : others.Append(previous), []);
-        var counts = new Dictionary<string, int>(StringComparer.Ordinal);
-        steps.AddRange(HopSteps(inventory, layout, before, order, readFile, options, warnings, counts));
-
-        return plan with { Steps = steps, Warnings = warnings.Distinct().ToList(), ForwardCounts = counts };
+        // the declaration first, then the keys of every qube: a failure half way takes the declaration back too
+        var generations = new Dictionary<string, string>(StringComparer.Ordinal);
+        var agentSteps = new List<DeploymentStep>();
+        if (DeploymentStep.SetFeature(forward.VMName, forward.FeatureName, value, existing?.FeatureValue) is { } declaration) agentSteps.Add(declaration);
+        agentSteps.AddRange(AgentDelivery.KeySteps(inventory, AgentDelivery.WithFeature(inventory, forward.VMName, forward.FeatureName, value), generations, warnings));
+        return WithAgentSteps(basePlan, inventory, agentSteps, generations, options, warnings, after);
     }
+
+    /// <summary>The plan with its feature steps, the generation each changed qube's agent must report, and how many forwards each carries after.</summary>
+    private static PortForwardPlan WithAgentSteps(PortForwardPlan plan, QubesInventory inventory, List<DeploymentStep> steps, Dictionary<string, string> generations,
+        DeploymentOptions options, List<string> warnings, IReadOnlyList<PortForward> forwardsAfter) => plan with
+    {
+        Steps = steps,
+        ViaAgent = true,
+        AgentGenerations = generations,
+        AgentWait = options.AgentWait,
+        Warnings = warnings.Distinct().ToList(),
+        ForwardCounts = generations.Keys.ToDictionary(q => q, q => ForwardLayout.Build(inventory, forwardsAfter, []).For(inventory.Get(q)).Count, StringComparer.Ordinal),
+    };
 
     /// <summary>
     /// Conflicts already among the stored declarations (two forwards of one port through one network qube, e.g.
@@ -309,19 +281,6 @@ public static class PortForwardPlanner
         }
     }
 
-    /// <summary>
-    /// The qubes a change must reach, outermost first: each network qube (its rules are loaded now), and
-    /// the qube keeping each file (for a disposable: its template, after the disposable itself).
-    /// </summary>
-    private static IEnumerable<string> Reach(QubesInventory inventory, IEnumerable<Qube> outermostFirst)
-    {
-        foreach (var qube in outermostFirst)
-        {
-            if (qube.ProvidesNetwork) yield return qube.Name;
-            yield return ForwardPersistence.StorageOf(inventory, qube).Name;
-        }
-    }
-
     // ------------------------------------------------------------------ remove
 
     public static PortForwardPlan PlanRemove(IQubesBackend backend, string vmName, ForwardProtocol protocol, int port, DeploymentOptions options) =>
@@ -330,8 +289,8 @@ public static class PortForwardPlanner
     /// <summary>
     /// Plans removing the forward of <paramref name="protocol"/>/<paramref name="port"/> declared on
     /// <paramref name="vmName"/> (also a hand-written feature with a non-canonical name or an unreadable value).
-    /// The qubes on its way get their scripts rebuilt without it; a qube left with no forward loses the
-    /// module's chains, jumps and managed block.
+    /// Every qube's agent keys are derived again without it (the qubes on its way lose its parts; a qube left with nothing
+    /// loses its keys and its agent its chains), then the declaration is removed. Refused when a qube on its way lacks the agent.
     /// </summary>
     public static PortForwardPlan PlanRemove(QubesInventory inventory, string vmName, ForwardProtocol protocol, int port, DeploymentOptions options,
         Func<string, string, string?> readFile)
@@ -344,8 +303,6 @@ public static class PortForwardPlanner
         var matching = PortForwardDeclaration.Read(target)
             .Where(d => PortForwardFeature.TryParseName(d.FeatureName, out var p, out var n, lenient: true) && p == protocol && n == port).ToList();
         var name = PortForwardFeature.NameFor(protocol, port);
-        if (matching.Count == 0 && PlanRemoveLeftovers(inventory, target, protocol, port, options, readFile, declarations) is { } leftovers)
-            return leftovers;
         if (matching.Count == 0)
             throw new QubesFirewallException(ErrorIds.PortForwardNotFound, FailureKind.ObjectNotFound,
                 $"'{target.Name}' has no port forward {(protocol == ForwardProtocol.Tcp ? "tcp" : "udp")}/{port.ToString(CultureInfo.InvariantCulture)} (no feature {name}). Get-QubePortForward lists the declared ones.", name);
@@ -374,38 +331,21 @@ public static class PortForwardPlanner
             warnings.Add(removed is null && matching[0].Ownership == DeclarationOwnership.Copied
                 ? $"The declaration {matching[0].FeatureName} of {target.Name} was copied from another qube and never deployed: only the feature is removed."
                 : removed is null
-                ? $"The declaration {matching[0].FeatureName} of {target.Name} cannot be read, so the network qubes it crossed are unknown: only the feature is removed. Check the scripts of the network qubes (Export-QubeFirewallScript)."
-                : $"The network chain of {removed.Text} cannot be resolved now ({why}); only its declaration is removed. If the qube's netvm changed since the forward was added, the old network qubes still carry its rules until their scripts are rebuilt.");
+                ? $"The declaration {matching[0].FeatureName} of {target.Name} cannot be read, so the network qubes it crossed are unknown: only the feature is removed (and any agent key no declaration gives any more)."
+                : $"The network chain of {removed.Text} cannot be resolved now ({why}); only its declaration is removed, and with it every agent key it gave.");
             order.Add(target);
         }
 
         var text = removed?.Text ?? $"{(protocol == ForwardProtocol.Tcp ? "tcp" : "udp")}/{port.ToString(CultureInfo.InvariantCulture)} -> {target.Name}";
-        if (chain is not null && AgentDelivery.AllHaveAgent(inventory, order.Select(q => q.Name)))
-        {
-            // the keys first (the rules go), the declaration last
-            var withoutIt = inventory;
-            foreach (var d in matching) withoutIt = AgentDelivery.WithFeature(withoutIt, target.Name, d.FeatureName, null);
-            var generations = new Dictionary<string, string>(StringComparer.Ordinal);
-            var agentSteps = AgentDelivery.KeySteps(inventory, withoutIt, generations, warnings);
-            foreach (var d in matching) agentSteps.Add(DeploymentStep.RemoveFeature(target.Name, d.FeatureName, d.FeatureValue));
-            return new PortForwardPlan
-            {
-                Operation = "Remove",
-                Forward = removed,
-                VMName = target.Name,
-                FeatureName = name,
-                Hops = hops,
-                Target = $"{text} ({string.Join(" -> ", hops.Append(target.Name))})",
-                Steps = agentSteps,
-                ViaAgent = true,
-                AgentGenerations = generations,
-                AgentWait = options.AgentWait,
-                Warnings = warnings.Distinct().ToList(),
-                ForwardCounts = generations.Keys.ToDictionary(q => q, q => ForwardLayout.Build(inventory, others, []).For(inventory.Get(q)).Count, StringComparer.Ordinal),
-            };
-        }
-        if (chain is not null) warnings.Add(AgentMissingWarning(inventory, order.Select(q => q.Name)));
-        var notRunning = QubeStarter.NotRunning(inventory, Reach(inventory, order));
+        // nothing is written into qubes per change: a forward whose qubes lack the agent is refused (a declaration that cannot be
+        // resolved any more is only removed, with the keys every qube derives without it)
+        if (chain is not null) AgentDelivery.RequireAgent(inventory, order.Select(q => q.Name), text);
+        // the keys first (the rules go), the declaration last
+        var withoutIt = inventory;
+        foreach (var d in matching) withoutIt = AgentDelivery.WithFeature(withoutIt, target.Name, d.FeatureName, null);
+        var generations = new Dictionary<string, string>(StringComparer.Ordinal);
+        var steps = AgentDelivery.KeySteps(inventory, withoutIt, generations, warnings);
+        foreach (var d in matching) steps.Add(DeploymentStep.RemoveFeature(target.Name, d.FeatureName, d.FeatureValue));
         var plan = new PortForwardPlan
         {
             Operation = "Remove",
@@ -413,61 +353,9 @@ public static class PortForwardPlanner
             VMName = target.Name,
             FeatureName = name,
             Hops = hops,
-            Target = hops.Count > 0 ? $"{text} ({string.Join(" -> ", hops.Append(target.Name))})" : text,
-            NotRunning = notRunning,
+            Target = $"{text} ({string.Join(" -> ", hops.Append(target.Name))})",
         };
-        if (options.RequireRunning && notRunning.Count > 0)
-            return plan with { IsComplete = false, Warnings = warnings.Distinct().ToList() };
-
-        var layout = ForwardLayout.Build(inventory, others, warnings);
-        var before = ForwardLayout.Build(inventory, removed is null ? others : others.Append(removed), []);
-        var counts = new Dictionary<string, int>(StringComparer.Ordinal);
-        var steps = HopSteps(inventory, layout, before, order, readFile, options, warnings, counts).ToList();
-        foreach (var d in matching) steps.Add(DeploymentStep.RemoveFeature(target.Name, d.FeatureName, d.FeatureValue));
-        return plan with { Steps = steps, Warnings = warnings.Distinct().ToList(), ForwardCounts = counts };
-    }
-
-    /// <summary>
-    /// Rules of a forward no feature declares any more, left in the hook files of the qubes on the target's way
-    /// (a declaration removed behind the module's back, a file restored from a backup): the plan rebuilds those
-    /// files from the declarations, so the rules go and nothing is opened. Null when no such file holds any.
-    /// </summary>
-    private static PortForwardPlan? PlanRemoveLeftovers(QubesInventory inventory, Qube target, ForwardProtocol protocol, int port, DeploymentOptions options,
-        Func<string, string, string?> readFile, IReadOnlyList<PortForwardDeclaration> declarations)
-    {
-        var text = $"{(protocol == ForwardProtocol.Tcp ? "tcp" : "udp")}/{port.ToString(CultureInfo.InvariantCulture)}";
-        var marker = $" comment \"{text} to {target.Name}\"";
-        var order = inventory.UpstreamOf(target.Name).Reverse().Append(target).ToList();
-        var holding = new List<Qube>();
-        foreach (var q in order)
-        {
-            string? body;
-            try { body = ManagedBlock.Extract(readFile(ForwardPersistence.StorageOf(inventory, q).Name, ForwardPersistence.HookPath(q))); }
-            catch (QubesFirewallException) { continue; }
-            if (body is not null && body.Contains(marker, StringComparison.Ordinal)) holding.Add(q);
-        }
-        if (holding.Count == 0) return null;
-        var warnings = new List<string>
-        {
-            $"No feature declares {text} to '{target.Name}', but the hook files of {string.Join(", ", holding.Select(q => q.Name))} hold its rules: they are rebuilt from the declarations, without them.",
-        };
-        var others = declarations.Where(d => d.Forward is not null).Select(d => d.Forward!).ToList();
-        var notRunning = QubeStarter.NotRunning(inventory, Reach(inventory, holding));
-        var plan = new PortForwardPlan
-        {
-            Operation = "Remove",
-            VMName = target.Name,
-            FeatureName = PortForwardFeature.NameFor(protocol, port),
-            Hops = holding.Where(q => q.Name != target.Name).Select(q => q.Name).ToList(),
-            Target = $"{text} -> {target.Name} (undeclared rules in {string.Join(", ", holding.Select(q => q.Name))})",
-            NotRunning = notRunning,
-        };
-        if (options.RequireRunning && notRunning.Count > 0)
-            return plan with { IsComplete = false, Warnings = warnings };
-        var layout = ForwardLayout.Build(inventory, others, warnings);
-        var counts = new Dictionary<string, int>(StringComparer.Ordinal);
-        var steps = HopSteps(inventory, layout, layout, holding, readFile, options, warnings, counts).ToList();
-        return plan with { Steps = steps, Warnings = warnings.Distinct().ToList(), ForwardCounts = counts };
+        return WithAgentSteps(plan, inventory, steps, generations, options, warnings, others);
     }
 
     // ------------------------------------------------------------------ export / list
@@ -522,22 +410,6 @@ public static class PortForwardPlanner
     /// forward another process added since the first plan is kept. Reports, per qube, what happened.
     /// </summary>
     public static PortForwardApplyResult Apply(IQubesBackend backend, PortForwardPlan plan, RolloutOptions? options = null, Func<PortForwardPlan>? replan = null)
-    {
-        if (plan.ViaAgent) return ApplyViaAgent(backend, plan, options, replan);
-        (plan, var run) = Rollout.Deploy(backend, plan, options, replan);
-
-        var hops = HopResults(run, hop => RoleOf(plan, hop), plan.Forward?.Text ?? plan.FeatureName, plan.Operation, hop => plan.ForwardCounts.GetValueOrDefault(hop));
-
-        var failure = run.Failure(ErrorIds.PortForwardRolledBack, ErrorIds.PortForwardPartiallyApplied, $"{plan.Operation} port forward {plan.Target}", "Remove-QubePortForward", plan.Operation == "Remove", hops);
-        return new PortForwardApplyResult(hops, failure) { Plan = plan, Rollout = run };
-    }
-
-    /// <summary>
-    /// Delivery through the agent: the feature calls (rolled back by the rollout if one fails), then each running qube's
-    /// agent asked for the new generation. A Failed agent rolls every feature back; Unconfirmed is an error without rollback
-    /// (the features are what the qube must carry; the agent may still apply them).
-    /// </summary>
-    private static PortForwardApplyResult ApplyViaAgent(IQubesBackend backend, PortForwardPlan plan, RolloutOptions? options, Func<PortForwardPlan>? replan)
     {
         (plan, var run) = Rollout.Deploy(backend, plan, options, replan);
         var failure = run.Failure(ErrorIds.PortForwardRolledBack, ErrorIds.PortForwardPartiallyApplied, $"{plan.Operation} port forward {plan.Target}", "Remove-QubePortForward", plan.Operation == "Remove", null);
@@ -597,125 +469,6 @@ public static class PortForwardPlanner
         return (hops, error);
     }
 
-    /// <summary>The word the agent-missing warning starts with (named in the docs of the forward and link cmdlets).</summary>
-    public const string AgentMissingTag = "QubeFirewallAgentMissing";
-
-    /// <summary>The warning (for now: hook files are still written) that names the qubes without the agent and the command that installs it.</summary>
-    internal static string AgentMissingWarning(QubesInventory inventory, IEnumerable<string> qubes)
-    {
-        var missing = AgentInstaller.Missing(inventory, qubes);
-        return $"{AgentMissingTag}: {string.Join(", ", missing)} {(missing.Count == 1 ? "has" : "have")} no QubesFirewall agent, so this change is written into hook files inside the qubes (the older way). " +
-            $"Install it once (Install-QubeFirewallAgent -VMName {string.Join(", ", missing)}) and changes become feature calls in dom0 only.";
-    }
-
-    /// <summary>
-    /// One result per qube from a rollout's steps (files, runs, Qubes firewall edits; not the features), for
-    /// port forwards and inter-qube links alike: what happened there, the worst status of its steps first.
-    /// </summary>
-    internal static List<PortForwardHopResult> HopResults(DeploymentResult run, Func<string, string> roleOf, string subject, string operation, Func<string, int> counts)
-    {
-        var hops = new List<PortForwardHopResult>();
-        foreach (var hop in run.Steps.Select(r => r.Step).Where(s => s.Kind is DeploymentStepKind.WriteFile or DeploymentStepKind.RunScript or DeploymentStepKind.EditFirewall).Select(s => s.Hop).Distinct(StringComparer.Ordinal))
-        {
-            var results = run.For(hop).Where(r => r.Step.Kind is DeploymentStepKind.WriteFile or DeploymentStepKind.RunScript or DeploymentStepKind.EditFirewall).ToList();
-            var write = results.FirstOrDefault(r => r.Step.Kind is DeploymentStepKind.WriteFile or DeploymentStepKind.EditFirewall);
-            var exec = results.FirstOrDefault(r => r.Step.Kind == DeploymentStepKind.RunScript);
-            var first = results[0].Step;
-            var status =
-                results.Any(r => r.Status == DeploymentStepStatus.RollbackFailed) ? PortForwardHopStatus.RollbackFailed
-                : results.Any(r => r.Status == DeploymentStepStatus.Failed) ? PortForwardHopStatus.Failed
-                : results.Any(r => r.Status == DeploymentStepStatus.RolledBack) ? PortForwardHopStatus.RolledBack
-                : results.All(r => r.Status == DeploymentStepStatus.NotReached) ? PortForwardHopStatus.NotReached
-                : exec is null ? (write!.Status == DeploymentStepStatus.Applied ? PortForwardHopStatus.Persisted : PortForwardHopStatus.Unchanged)
-                : exec.Status == DeploymentStepStatus.Recorded ? PortForwardHopStatus.Recorded : PortForwardHopStatus.Applied;
-            var telling = new[] { DeploymentStepStatus.RollbackFailed, DeploymentStepStatus.Failed, DeploymentStepStatus.RolledBack, DeploymentStepStatus.NotReached }
-                .Select(st => results.FirstOrDefault(r => r.Status == st)).FirstOrDefault(r => r is not null);
-            hops.Add(new PortForwardHopResult
-            {
-                VMName = hop,
-                Role = roleOf(hop),
-                Forward = subject,
-                Operation = operation,
-                StoredIn = first.StoredIn ?? first.VMName,
-                Path = first.Path ?? "",
-                Forwards = counts(hop),
-                FileChanged = write?.Status == DeploymentStepStatus.Applied,
-                Executed = exec?.Command?.Executed == true,
-                ExitCode = exec?.Command?.ExitCode,
-                Output = exec?.Command?.Output ?? (exec?.Status == DeploymentStepStatus.Failed ? exec.Message : null),
-                Status = status,
-                Message = telling?.Message ?? string.Join(" ", results.Select(r => r.Message)),
-            });
-        }
-
-        return hops;
-    }
-
-    // ------------------------------------------------------------------ steps per qube
-
-    private static IEnumerable<DeploymentStep> HopSteps(QubesInventory inventory, ForwardLayout layout, ForwardLayout before, IReadOnlyList<Qube> order,
-        Func<string, string, string?> readFile, DeploymentOptions options, List<string> warnings, Dictionary<string, int> counts)
-    {
-        var written = new HashSet<string>(StringComparer.Ordinal);
-        // each qube's transaction and script are rendered once per plan (a block and a run step use the same text)
-        var generated = new Dictionary<string, (string Transaction, string Script)>(StringComparer.Ordinal);
-        (string Transaction, string Script) Generate(QubeForwards s)
-        {
-            if (!generated.TryGetValue(s.Qube.Name, out var g))
-            {
-                var tx = NftForwardScript.Transaction(s);
-                generated[s.Qube.Name] = g = (tx, NftForwardScript.Render(s, tx));
-            }
-            return g;
-        }
-        foreach (var qube in order)
-        {
-            var set = layout.For(qube);
-            counts[qube.Name] = set.Count;
-            var storage = ForwardPersistence.StorageOf(inventory, qube);
-            var path = ForwardPersistence.HookPath(qube);
-            var role = set.IsEmpty ? "no forward left" : set.Count == 1 ? "1 forward" : $"{set.Count.ToString(CultureInfo.InvariantCulture)} forwards";
-            if (written.Add(storage.Name + "\0" + path))
-            {
-                var current = readFile(storage.Name, path);
-                // The managed block is shared with ConnectTCP bindings and inter-qube links: keep their sections.
-                var body = LinkPersistence.WithLinks(inventory, storage, path,
-                    ConnectTcpPersistence.WithBindings(inventory, storage, path, ForwardPersistence.BlockBody(inventory, storage, path, layout.For, s => Generate(s).Script)));
-                if (current is not null && path == ForwardPersistence.FirewallUserScript && !ManagedBlock.HasShebang(current) && body.Length > 0)
-                    warnings.Add($"{storage.Name}:{path} has no '#!' first line: the qubes-firewall service executes the file directly and cannot run it. Add '#!/bin/sh' as its first line.");
-                if (DeploymentStep.HookFile(storage.Name, qube.Name, path, current, _ => body, "replace the managed block (mode 0755)", role) is { } write)
-                    yield return write;
-            }
-            if (options.RequireRunning && qube.State != PowerState.Running)
-            {
-                if (!set.IsEmpty || qube.ProvidesNetwork)
-                    warnings.Add($"'{qube.Name}' is not running: nothing is run in it now; its rules follow its file when it starts.");
-                continue;
-            }
-            var (transaction, script) = Generate(set);
-            // The rules it had, loaded again if a later qube fails (null: the same as the new ones).
-            var previousScript = NftForwardScript.Render(before.For(qube));
-            yield return new DeploymentStep
-            {
-                Kind = DeploymentStepKind.RunScript,
-                VMName = qube.Name,
-                ForQube = qube.Name,
-                Path = path,
-                Script = script,
-                PreviousScript = previousScript == script ? null : previousScript,
-                ScriptName = $"port forwards of {qube.Name}",
-                StoredIn = storage.Name,
-                Description = set.IsEmpty
-                    ? $"{qube.Name}: run as root: {ListCommands(set)}, then one nft -f - transaction removing the qubesfw-* chains and their jumps:"
-                    : $"{qube.Name}: run as root: {ListCommands(set)}, then one nft -f - transaction for its {role}:",
-                Detail = "delete rule ... handle N  (each earlier jump commented \"qubesfirewall\")\n" + transaction,
-            };
-        }
-    }
-
-    private static string ListCommands(QubeForwards set) =>
-        string.Join(" and ", NftForwardScript.Families(set).Select(f => "nft -a list table " + NftForwardScript.Table(f)));
-
     private static string RoleOf(PortForwardPlan plan, string qube)
     {
         if (qube == plan.VMName) return "target";
@@ -724,30 +477,6 @@ public static class PortForwardPlanner
     }
 
     // ------------------------------------------------------------------ checks
-
-    private static void CheckDisposables(QubesInventory inventory, NetworkChain chain, bool force, List<string> warnings)
-    {
-        foreach (var qube in chain.Hops.Select(h => h.Qube).Append(chain.Target))
-        {
-            if (qube.Class != QubeClass.DispVM) continue;
-            var storage = ForwardPersistence.StorageOf(inventory, qube);
-            if (storage.Name == qube.Name) continue;
-            var path = ForwardPersistence.HookPath(qube);
-            var siblings = inventory.Qubes.Where(q => QubesFacts.IsDisposable(q) && q.Template == storage.Name && q.Name != qube.Name).Select(q => q.Name).ToList();
-            var role = qube.Name == chain.Target.Name ? "the target" : "on the way";
-            var others = siblings.Count == 0
-                ? $"No other disposable of {storage.Name} exists now, but every disposable started from it later gets the file too"
-                : $"The other disposables of {storage.Name} ({string.Join(", ", siblings)}) get the file too, as does every disposable started from it later";
-            var message = $"'{qube.Name}' ({role}) is a disposable of '{storage.Name}': its /rw is a fresh copy of {storage.Name}'s at each start, so its {path} " +
-                $"can only be kept in {storage.Name}. {others}; the part written for {qube.Name} checks the qube's name and runs only there, and {storage.Name} itself must be reachable (started) to change it.";
-            if (!force)
-                throw new QubesFirewallException(ErrorIds.DisposableHop, FailureKind.InvalidOperation,
-                    message + " Use -Force to write it there anyway, or make the qube a non-disposable (for sys-firewall: qvm-create --class AppVM). " +
-                    $"Or install the QubesFirewall agent once in the qubes on the way (Install-QubeFirewallAgent -VMName {string.Join(", ", chain.HopNames.Append(chain.Target.Name))}): " +
-                    $"then a change is feature calls in dom0 and nothing is written into {storage.Name}. Nothing was changed.", qube.Name);
-            warnings.Add(message);
-        }
-    }
 
     /// <summary>
     /// IPv6 sources need IPv6 end to end (each family's rules filter by that family's sources only, so an
@@ -768,14 +497,6 @@ public static class PortForwardPlanner
                 $"{forward.Text}: -AllowFrom lists IPv6 sources ({string.Join(", ", v6)}), but IPv6 is not on along {chain.Path}: {names} {(missing.Count == 1 ? "has" : "have")} no IPv6 address. " +
                 $"The forward would be generated for IPv4 only, where IPv6 sources never match. {fix}, or list IPv4 sources only. Nothing was changed.", forward);
         warnings.Add($"{forward.Text} is forwarded over IPv4 only: '{chain.Target.Name}' has IPv6, but {names} on the way {(missing.Count == 1 ? "does" : "do")} not. {fix} to forward IPv6 too.");
-    }
-
-    private static void CheckCustomPersist(QubesInventory inventory, NetworkChain chain, List<string> warnings)
-    {
-        foreach (var qube in chain.Hops.Select(h => h.Qube).Append(chain.Target))
-            if (ForwardPersistence.HasCustomPersist(inventory, qube))
-                warnings.Add($"'{qube.Name}' has the R4.3 custom-persist service on: Qubes does not run the /rw/config hooks there, so its part of the forward is applied now but " +
-                    $"not when it starts again. {ForwardPersistence.CustomPersistFix(qube)}");
     }
 
     /// <summary>For an internal forward: the qubes the network qube serves reach the target only if their own Qubes firewall lets them.</summary>

@@ -56,16 +56,8 @@ public sealed class AddQubePortForwardCommand : QubeCmdlet
     [EmptyAsNull]
     public string? Comment { get; set; }
 
-    /// <summary>Accept a disposable on the way. It does not open a port to everyone: that takes -AllowFrom Any.</summary>
-    [Parameter]
-    public SwitchParameter Force { get; set; }
-
     [Parameter]
     public SwitchParameter PassThru { get; set; }
-
-    /// <summary>Start the halted qubes the change must reach (network qubes on the way, the qubes keeping the files), outermost first, instead of refusing them.</summary>
-    [Parameter]
-    public SwitchParameter Start { get; set; }
 
     /// <summary>Through the agent: set the features and return, without asking the qubes' agents whether they applied them.</summary>
     [Parameter]
@@ -78,38 +70,19 @@ public sealed class AddQubePortForwardCommand : QubeCmdlet
         if (!TryEngine(() => PortForwardAllowFrom.Read(AllowFrom), out var allowFrom)) return;
         if (!TryEngine(() => PortForward.Create(VMName, Protocol, Port, TargetPort, Type, allowFrom.Sources, Interface,
                 ExpireArgument.ToUnixTime(Expire, Now), Comment), out var forward)) return;
-        // -WhatIf shows the plan and refuses nothing: a disposable on the way becomes a warning that running it needs -Force.
-        var force = Force || WhatIfRequested;
-        PortForwardPlan Plan() => PortForwardPlanner.PlanAdd(Backend, forward, DeploymentOptions.For(Backend, Now, force) with { AgentWait = AgentWait });
+        // feature calls only: a disposable on the way keeps its own keys, a halted qube gets them too and applies them when it starts
+        PortForwardPlan Plan() => PortForwardPlanner.PlanAdd(Backend, forward, DeploymentOptions.For(Backend, Now) with { AgentWait = AgentWait });
         if (!TryEngine(Plan, out var first)) return;
-        if (!Force && WhatIfRequested && TryDisposableRefusal(forward) is { } refusal) WriteWarning("Running this needs -Force: " + refusal);
         var open = first.OpenToEveryone && first.Operation != "Reapply";
         if (open && !allowFrom.Given)
         {
             WriteError(ToErrorRecord(PortForwardAllowFrom.Required(forward, first)));
             return;
         }
-        // Open to everyone: the plan's text says so, and it is asked as at ConfirmImpact High, so a script says -Confirm:$false knowingly (never -Force).
-        DeployPortForward(first, Start, Plan, PassThru,
+        // Open to everyone: the plan's text says so, and it is asked as at ConfirmImpact High, so a script says -Confirm:$false knowingly.
+        DeployPortForward(first, start: false, Plan, PassThru,
             confirmMore: plan => !open || ConfirmHighImpact(OpenWarning(forward, plan) + " Continue?", "Open a port to everyone?"),
             describe: plan => plan.Describe() + (open ? Environment.NewLine + OpenWarning(forward, plan) : ""));
-    }
-
-    private string? TryDisposableRefusal(PortForward forward)
-    {
-        try
-        {
-            PortForwardPlanner.PlanAdd(Backend, forward, DeploymentOptions.For(Backend, Now));
-            return null;
-        }
-        catch (QubesFirewallException ex) when (ex.ErrorId == ErrorIds.DisposableHop)
-        {
-            return ex.Message;
-        }
-        catch (QubesFirewallException)
-        {
-            return null;
-        }
     }
 
     private static string OpenWarning(PortForward forward, PortForwardPlan plan) => PortForwardAllowFrom.OpenWarning(forward, plan);

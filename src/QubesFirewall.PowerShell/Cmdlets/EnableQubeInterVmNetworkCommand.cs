@@ -13,13 +13,9 @@ namespace QubesFirewall.PowerShell.Cmdlets;
 [OutputType(typeof(QubeInterVmLink))]
 public sealed class EnableQubeInterVmNetworkCommand : InterVmLinkCmdlet
 {
-    /// <summary>Accept a disposable network qube or destination (its file is kept in its disposable template).</summary>
-    [Parameter]
-    public SwitchParameter Force { get; set; }
-
     protected override void ProcessRecord()
     {
-        if (PlanAndDeploy(links => InterVmLinkPlanner.PlanEnable(Backend, links, DeploymentOptions.For(Backend, Now, Force) with { AgentWait = AgentWait })) is { } done && PassThru)
+        if (PlanAndDeploy(links => InterVmLinkPlanner.PlanEnable(Backend, links, DeploymentOptions.For(Backend, Now) with { AgentWait = AgentWait })) is { } done && PassThru)
             LinkOutput.Write(this, Backend, done.Plan.Links, Now);
     }
 }
@@ -32,7 +28,7 @@ internal static class LinkOutput
     {
         var names = new HashSet<string>(links.Select(l => l.From + "\0" + l.FeatureName), StringComparer.Ordinal);
         var froms = new HashSet<string>(links.Select(l => l.From), StringComparer.Ordinal);
-        foreach (var item in InterVmLinkPlanner.List(backend.GetInventory(), backend.ReadQubeFile, backend.GetFirewall, now, froms.Contains))
+        foreach (var item in InterVmLinkPlanner.List(backend.GetInventory(), backend.GetFirewall, now, froms.Contains))
             if (names.Contains(item.From + "\0" + item.FeatureName)) cmdlet.WriteObject(item);
     }
 }

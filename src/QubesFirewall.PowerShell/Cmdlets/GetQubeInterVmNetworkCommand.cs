@@ -31,7 +31,7 @@ public sealed class GetQubeInterVmNetworkCommand : QubeCmdlet
         foreach (var pattern in From is { Length: > 0 } ? From : ["*"])
         {
             if (QubePattern(pattern, inventory) is not { } wildcard) continue;
-            if (!TryEngine(() => InterVmLinkPlanner.List(inventory, Backend.ReadQubeFile, Backend.GetFirewall, Now, wildcard.IsMatch), out var links)) continue;
+            if (!TryEngine(() => InterVmLinkPlanner.List(inventory, Backend.GetFirewall, Now, wildcard.IsMatch), out var links)) continue;
             foreach (var link in links)
             {
                 if (!toPatterns.Any(p => p!.IsMatch(link.To))) continue;

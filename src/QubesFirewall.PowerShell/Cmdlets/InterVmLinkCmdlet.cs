@@ -6,7 +6,8 @@ namespace QubesFirewall.PowerShell.Cmdlets;
 
 /// <summary>
 /// What Enable- and Disable-QubeInterVmNetwork share: the parameters that name a set of links, and the
-/// way a plan is made (halted qubes named or started), shown (-WhatIf) and deployed.
+/// way a plan is made (feature calls and the source's firewall edit; halted qubes apply their keys when they start),
+/// shown (-WhatIf) and deployed.
 /// </summary>
 public abstract class InterVmLinkCmdlet : QubeCmdlet
 {
@@ -39,10 +40,6 @@ public abstract class InterVmLinkCmdlet : QubeCmdlet
     [Parameter]
     public SwitchParameter PassThru { get; set; }
 
-    /// <summary>Start the halted qubes the change must reach (the network qube, the destinations, the qubes keeping their files), outermost first, instead of refusing them.</summary>
-    [Parameter]
-    public SwitchParameter Start { get; set; }
-
     /// <summary>Through the agent: set the features and return, without asking the qubes' agents whether they applied them.</summary>
     [Parameter]
     public SwitchParameter NoWait { get; set; }
@@ -60,7 +57,7 @@ public abstract class InterVmLinkCmdlet : QubeCmdlet
         InterVmLinkPlan Plan() => planner(links);
         if (!TryEngine(Plan, out var first)) return null;
         InterVmLinkPlan deployed = first;
-        if (Deploy(first, Start, Plan, (plan, options, _) => InterVmLinkPlanner.Apply(Backend, deployed = plan, options), r => r.Failure) is not { } result) return null;
+        if (Deploy(first, start: false, Plan, (plan, options, _) => InterVmLinkPlanner.Apply(Backend, deployed = plan, options), r => r.Failure) is not { } result) return null;
         if (result.Failure is null) WriteVerbose($"{deployed.Operation}: {deployed.Target}: done ({deployed.Steps.Count} steps).");
         return (deployed, result.Hops);
     }

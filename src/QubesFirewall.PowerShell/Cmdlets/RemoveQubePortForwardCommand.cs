@@ -30,10 +30,6 @@ public sealed class RemoveQubePortForwardCommand : QubeCmdlet
     [Parameter]
     public SwitchParameter PassThru { get; set; }
 
-    /// <summary>Start the halted qubes the change must reach (network qubes on the way, the qubes keeping the files), outermost first, instead of refusing them.</summary>
-    [Parameter]
-    public SwitchParameter Start { get; set; }
-
     /// <summary>Through the agent: set the features and return, without asking the qubes' agents whether they applied them.</summary>
     [Parameter]
     public SwitchParameter NoWait { get; set; }
@@ -43,6 +39,7 @@ public sealed class RemoveQubePortForwardCommand : QubeCmdlet
     protected override void ProcessRecord()
     {
         PortForwardPlan Plan() => PortForwardPlanner.PlanRemove(Backend, VMName, Protocol, Port, DeploymentOptions.For(Backend, Now) with { AgentWait = AgentWait });
-        if (TryEngine(Plan, out var first)) DeployPortForward(first, Start, Plan, PassThru);
+        // feature calls only: a halted qube on the way gets its keys too and applies them when it starts (Pending)
+        if (TryEngine(Plan, out var first)) DeployPortForward(first, start: false, Plan, PassThru);
     }
 }

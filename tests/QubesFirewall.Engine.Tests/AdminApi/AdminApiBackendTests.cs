@@ -87,7 +87,7 @@ public sealed class AdminApiBackendTests : IDisposable
         // Declarations look at the names, then read only the values of those that match.
         var firewall = Backend.GetInventory().Get("sys-firewall");
         Server.ClearCalls();
-        Assert.Empty(firewall.FeaturesNamed(n => n.StartsWith("qubesfirewall.", StringComparison.Ordinal)));
+        Assert.Empty(firewall.FeaturesNamed(n => n.StartsWith("qubesfirewall.forward.", StringComparison.Ordinal)));
         Assert.Equal(["admin.vm.feature.List sys-firewall"], Server.Calls.Select(c => $"{c.Key} {c.Destination}"));
         // Enumerating reads each value once.
         Server.ClearCalls();

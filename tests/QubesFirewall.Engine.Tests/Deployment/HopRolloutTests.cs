@@ -9,12 +9,16 @@ namespace QubesFirewall.Engine.Tests.Deployment;
 
 /// <summary>
 /// An offline root whose qubes can be told to fail: a script run in <see cref="FailRunIn"/> exits 1 (as a
-/// broken nft would), a write into <see cref="FailWriteIn"/> throws; every call is recorded in order.
+/// broken nft would), a write into <see cref="FailWriteIn"/> throws, a feature of <see cref="FailFeatureIn"/> is refused
+/// (as qubesd refuses one); every call is recorded in order. Not an offline root: each running qube's agent is asked for its
+/// status, and answers that it applied the generation its keys carry (the agent of <see cref="FailAgentIn"/> that it failed).
 /// </summary>
 internal sealed class FaultyBackend(OfflineRoot inner) : IQubesBackend
 {
     public string? FailRunIn { get; set; }
     public string? FailWriteIn { get; set; }
+    public string? FailFeatureIn { get; set; }
+    public string? FailAgentIn { get; set; }
 
     /// <summary>After how many successful runs in <see cref="FailRunIn"/> the next one fails (0: the first).</summary>
     public int FailRunAfter { get; set; }
@@ -30,6 +34,11 @@ internal sealed class FaultyBackend(OfflineRoot inner) : IQubesBackend
     public void SetFeature(string vmName, string name, string value)
     {
         Calls.Add($"set-feature {vmName} {name}={value}");
+        if (vmName == FailFeatureIn)
+        {
+            FailFeatureIn = null;
+            throw new QubesFirewallException("QubesdRefused", FailureKind.InvalidOperation, $"qubesd refused the feature {name} of '{vmName}'.", vmName);
+        }
         inner.SetFeature(vmName, name, value);
     }
 
@@ -37,6 +46,17 @@ internal sealed class FaultyBackend(OfflineRoot inner) : IQubesBackend
     {
         Calls.Add($"remove-feature {vmName} {name}");
         return inner.RemoveFeature(vmName, name);
+    }
+
+    // what the agent of a running qube writes to its status file: the generation its keys carry, applied (or failed)
+    private string AgentStatus(string vmName)
+    {
+        // the gen key reads "for=<qube> gen=<hash> keys=<n>"
+        var sealedBy = inner.GetInventory().Get(vmName).Features.GetValueOrDefault(Agent.AgentFeatures.GenFeature);
+        var gen = sealedBy is null ? "none" : System.Text.RegularExpressions.Regex.Match(sealedBy, " gen=([0-9a-f]{16})").Groups[1].Value;
+        return vmName == FailAgentIn
+            ? $"state=failed gen={gen} applied=none version={Agent.AgentScript.Version} msg=nft: Error: Could not process rule\n"
+            : $"state=applied gen={gen} applied={gen} version={Agent.AgentScript.Version} msg=\n";
     }
 
     public string? ReadQubeFile(string vmName, string path) => inner.ReadQubeFile(vmName, path);
@@ -60,6 +80,7 @@ internal sealed class FaultyBackend(OfflineRoot inner) : IQubesBackend
     public QubeCommandResult RunQubeShellScript(string vmName, string script, string description)
     {
         Calls.Add($"run {vmName} {description}");
+        if (script == Agent.AgentDelivery.StatusCommand) return new QubeCommandResult(vmName, "(standard input)", 0, AgentStatus(vmName), Executed: true);
         if (vmName == FailRunIn && FailRunAfter-- <= 0)
         {
             FailRunIn = null;
@@ -110,6 +131,15 @@ public sealed class HopRolloutTests : IDisposable
 
     private string? File(string qube, string path) => _root.Backend.ReadQubeFile(qube, path);
 
+    private Dictionary<string, string> Keys(string qube) =>
+        _root.Backend.GetInventory().Get(qube).Features.Where(f => Agent.AgentFeatures.IsAgentFeature(f.Key)).ToDictionary(f => f.Key, f => f.Value);
+
+    private void AssertKeysMatchDeclarations()
+    {
+        var inventory = _root.Backend.GetInventory();
+        Assert.Empty(Agent.AgentFeatures.Changes(inventory, Agent.AgentFeatures.DeriveAll(inventory)));
+    }
+
     /// <summary>Every file of the state folder (applied logs and locks aside) and qubes.xml.</summary>
     private Dictionary<string, string> Snapshot() =>
         Directory.EnumerateFiles(_root.Path, "*", SearchOption.AllDirectories)
@@ -119,13 +149,15 @@ public sealed class HopRolloutTests : IDisposable
     [Fact]
     public void An_ipv6_change_whose_forward_fails_to_load_is_put_back_feature_included()
     {
-        Assert.Null(PortForwardPlanner.Apply(_backend, PortForwardPlanner.PlanAdd(_backend, Web(), Options)).Failure);
+        // open to everyone: the forward gains an IPv6 part (keys of its own) when IPv6 comes on along its chain
+        var open = PortForward.Create("work", ForwardProtocol.Tcp, 443);
+        Assert.Null(PortForwardPlanner.Apply(_backend, PortForwardPlanner.PlanAdd(_backend, open, Options)).Failure);
         var before = Snapshot();
         var features = _root.Backend.GetInventory().Get("sys-net").Features.ToDictionary();
         _backend.Calls.Clear();
 
-        // IPv6 on at sys-net: the forward through it is laid out again with its IPv6 part, and sys-net fails to load it.
-        _backend.FailRunIn = "sys-net";
+        // IPv6 on at sys-net: the forward through it is laid out again with its IPv6 part, and qubesd refuses sys-firewall's new keys.
+        _backend.FailFeatureIn = "sys-firewall";
         var change = IPv6Planner.Plan(_backend.GetInventory(), "sys-net", IPv6Setting.Enabled);
         var plan = IPv6Planner.AsPlan(change, IPv6Effects.Of(_backend.GetInventory(), change), _root.Now);
         Assert.Equal([DeploymentStepKind.SetFeature, DeploymentStepKind.Redeploy], plan.Steps.Select(s => s.Kind));
@@ -143,66 +175,60 @@ public sealed class HopRolloutTests : IDisposable
     }
 
     [Fact]
-    public void The_outermost_hop_failing_puts_the_update_back_everywhere()
+    public void The_outermost_hops_agent_failing_puts_the_update_back_everywhere()
     {
         _root.Backend.WriteQubeFile("sys-net", ForwardPersistence.FirewallUserScript, UserLines, ManagedBlock.FileMode);
         Assert.Null(PortForwardPlanner.Apply(_backend, PortForwardPlanner.PlanAdd(_backend, Web(), Options)).Failure);
         var before = Snapshot();
         _backend.Calls.Clear();
 
-        // An update (another source network) whose last hop, sys-net, fails to load it.
-        _backend.FailRunIn = "sys-net";
+        // An update (another source network) whose last hop's agent, sys-net's, fails to load it.
+        _backend.FailAgentIn = "sys-net";
         var plan = PortForwardPlanner.PlanAdd(_backend, Web("10.9.0.0/16"), Options);
         Assert.Equal("Update", plan.Operation);
         var result = PortForwardPlanner.Apply(_backend, plan);
 
-        Assert.Equal("PortForwardRolledBack", result.Failure!.ErrorId);
-        Assert.Equal(["work", "sys-firewall", "sys-net"], result.Hops.Select(h => h.VMName));
-        Assert.Equal([PortForwardHopStatus.RolledBack, PortForwardHopStatus.RolledBack, PortForwardHopStatus.Failed], result.Hops.Select(h => h.Status));
-        Assert.Equal(1, result.Hops[2].ExitCode);
-        Assert.Contains("Could not process rule", result.Hops[2].Message);
-        Assert.Contains("because 'sys-net' failed", result.Hops[0].Message);
-        Assert.Contains("feature qubesfirewall.forward.tcp.443 of work", result.Failure.Message);
-        Assert.Contains("Nothing is left changed.", result.Failure.Message);
+        Assert.Equal("PortForwardAgentFailed", result.Failure!.ErrorId);
+        Assert.Equal([("sys-firewall", PortForwardHopStatus.RolledBack), ("sys-net", PortForwardHopStatus.Failed), ("work", PortForwardHopStatus.RolledBack)],
+            result.Hops.Select(h => (h.VMName, h.Status)));
+        Assert.Contains("Could not process rule", result.Hops[1].Message);
+        Assert.Contains("Could not process rule", result.Failure.Message);
+        Assert.Contains("Every feature was put back as it was.", result.Failure.Message);
 
-        // Every file and the feature are as they were; the user's line in sys-net never went away.
+        // Every feature is as it was; the user's line in sys-net never went away (nothing is written into a qube).
         Assert.Equal(before, Snapshot());
         Assert.Contains("allow=192.168.1.0/24", _root.Backend.GetInventory().Get("work").Features["qubesfirewall.forward.tcp.443"]);
-        Assert.StartsWith(UserLines, File("sys-net", ForwardPersistence.FirewallUserScript));
+        Assert.Equal(UserLines, File("sys-net", ForwardPersistence.FirewallUserScript));
+        AssertKeysMatchDeclarations();
 
-        // The order: feature, then inside out; on failure sys-net's previous rules, then back inwards, the feature last.
-        Assert.Equal(
-            [
-                "set-feature work qubesfirewall.forward.tcp.443=target=443 type=external allow=10.9.0.0/16",
-                "write work /rw/config/rc.local", "run work port forwards of work",
-                "write sys-firewall /rw/config/qubes-firewall-user-script", "run sys-firewall port forwards of sys-firewall",
-                "write sys-net /rw/config/qubes-firewall-user-script", "run sys-net port forwards of sys-net",
-                "run sys-net rollback: previous port forwards of sys-net", "write sys-net /rw/config/qubes-firewall-user-script",
-                "run sys-firewall rollback: previous port forwards of sys-firewall", "write sys-firewall /rw/config/qubes-firewall-user-script",
-                "run work rollback: previous port forwards of work", "write work /rw/config/rc.local",
-                "set-feature work qubesfirewall.forward.tcp.443=target=443 type=external allow=192.168.1.0/24",
-            ], _backend.Calls);
-        // What the rollback ran in sys-net loads the old source network again.
-        Assert.Contains("192.168.1.0/24", System.IO.File.ReadAllText(Path.Combine(_root.Path, "qubesfirewall-state", "sys-net", "last-run.sh")));
+        // The order: the features (declaration first, each qube's gen after its keys), one status read per running qube,
+        // then every feature put back in reverse order.
+        var n = plan.Steps.Count;
+        Assert.Equal(plan.Steps.Select(s => $"set-feature {s.VMName} {s.FeatureName}={s.FeatureValue}"), _backend.Calls.Take(n));
+        Assert.Equal(["run sys-firewall read the QubesFirewall agent status", "run sys-net read the QubesFirewall agent status", "run work read the QubesFirewall agent status"],
+            _backend.Calls.Skip(n).Take(3));
+        Assert.Equal(plan.Steps.Reverse().Select(s => $"set-feature {s.VMName} {s.FeatureName}={s.PreviousFeatureValue}"), _backend.Calls.Skip(n + 3));
     }
 
     [Fact]
     public void A_failing_rollback_is_reported_as_needing_attention()
     {
-        // sys-firewall fails, and deleting the rc.local the plan created in work fails too
-        _backend.FailRunIn = "sys-firewall";
+        // qubesd refuses sys-firewall's keys, and putting back sys-net's keys set before them fails too
+        _backend.FailFeatureIn = "sys-firewall";
         var plan = PortForwardPlanner.PlanAdd(_backend, Web(), Options);
         var progress = new List<DeploymentProgress>();
-        var partial = PortForwardPlanner.Apply(new FailingRollbackBackend(_backend, "work"), plan, new RolloutOptions { Progress = progress.Add });
+        var partial = PortForwardPlanner.Apply(new FailingRollbackBackend(_backend, "sys-net"), plan, new RolloutOptions { Progress = progress.Add });
         Assert.Equal("PortForwardPartiallyApplied", partial.Failure!.ErrorId);
-        Assert.Equal([PortForwardHopStatus.RollbackFailed, PortForwardHopStatus.Failed, PortForwardHopStatus.NotReached], partial.Hops.Select(h => h.Status));
-        Assert.True(partial.Failure.Message.Contains("Could NOT be put back (check these by hand): /rw/config/rc.local of work: ", StringComparison.Ordinal), partial.Failure.Message);
+        Assert.True(partial.Failure.Message.Contains("Could NOT be put back (check these by hand): feature vm-config.qubesfw.hop4.", StringComparison.Ordinal), partial.Failure.Message);
+        Assert.Contains("feature vm-config.qubesfw.gen of sys-net: ", partial.Failure.Message);
+        Assert.Contains("Rolled back: feature qubesfirewall.forward.tcp.443 of work.", partial.Failure.Message);
         Assert.Contains("Read-only file system", partial.Failure.Message);
         Assert.DoesNotContain("Nothing is left changed", partial.Failure.Message);
-        Assert.Equal(["sys-firewall", "sys-firewall", "work", "work", "work"], progress.Where(p => p.RollingBack).Select(p => p.Hop));
-        // the rest was put back: the feature is gone, sys-firewall has no file
+        Assert.Equal(["sys-net", "sys-net", "work"], progress.Where(p => p.RollingBack).Select(p => p.Hop));
+        // the rest was put back: the declaration is gone, sys-firewall has no keys; no agent was asked
         Assert.Empty(PortForwardPlanner.List(_root.Backend.GetInventory(), _root.Now));
-        Assert.Null(File("sys-firewall", ForwardPersistence.FirewallUserScript));
+        Assert.Empty(Keys("sys-firewall"));
+        Assert.DoesNotContain(_backend.Calls, c => c.StartsWith("run ", StringComparison.Ordinal));
     }
 
     [Fact]
@@ -228,25 +254,20 @@ public sealed class HopRolloutTests : IDisposable
     [Fact]
     public void Under_the_root_lock_a_plan_is_made_again_so_a_forward_added_meanwhile_is_kept()
     {
-        // Two writers plan at the same time (both read sys-net's file without the other's forward).
+        // Two writers plan at the same time (both derive sys-net's keys without the other's forward).
         var first = PortForwardPlanner.PlanAdd(_root.Backend, PortForward.Create("work", ForwardProtocol.Tcp, 8001, allowFrom: ["10.0.0.0/8"]), Options);
         var secondForward = PortForward.Create("untrusted", ForwardProtocol.Tcp, 8002, allowFrom: ["10.0.0.0/8"]);
         var second = PortForwardPlanner.PlanAdd(_root.Backend, secondForward, Options);
         Assert.Null(PortForwardPlanner.Apply(_root.Backend, first).Failure);
 
-        // Without a new plan the second would overwrite sys-net's block: the check before writing stops it and puts it back.
-        var stale = PortForwardPlanner.Apply(_root.Backend, second);
-        Assert.Equal("PortForwardRolledBack", stale.Failure!.ErrorId);
-        Assert.Contains("changed since it was read for this plan", stale.Failure.Message);
-        Assert.Contains("dport 8001", File("sys-net", ForwardPersistence.FirewallUserScript));
-        Assert.DoesNotContain("dport 8002", File("sys-net", ForwardPersistence.FirewallUserScript));
-
-        // With the plan made again under the lock, both are there.
+        // With the plan made again under the lock, both are there, and sys-net's gen seals both keys.
         var fresh = PortForwardPlanner.Apply(_root.Backend, second, replan: () => PortForwardPlanner.PlanAdd(_root.Backend, secondForward, Options));
         Assert.Null(fresh.Failure);
-        var script = File("sys-net", ForwardPersistence.FirewallUserScript)!;
-        Assert.Contains("dport 8001", script);
-        Assert.Contains("dport 8002", script);
+        Assert.NotEqual(second.AgentGenerations["sys-net"], fresh.Plan!.AgentGenerations["sys-net"]);
+        var sysNet = Keys("sys-net").Where(k => k.Key != Agent.AgentFeatures.GenFeature).Select(k => k.Value).ToList();
+        Assert.Contains(sysNet, v => v.Contains(" port=8001 ", StringComparison.Ordinal));
+        Assert.Contains(sysNet, v => v.Contains(" port=8002 ", StringComparison.Ordinal));
+        AssertKeysMatchDeclarations();
     }
 
     [Fact]
@@ -279,17 +300,18 @@ public sealed class HopRolloutTests : IDisposable
         Assert.Empty(errors);
         var declared = PortForwardPlanner.List(_root.Backend.GetInventory(), _root.Now).Select(f => f.Port!.Value).Order().ToList();
         Assert.Equal(Enumerable.Range(9000, Writers), declared);
-        var sysNet = File("sys-net", ForwardPersistence.FirewallUserScript)!;
-        var sysFirewall = File("sys-firewall", ForwardPersistence.FirewallUserScript)!;
+        var sysNet = string.Join("\n", Keys("sys-net").Values);
+        var sysFirewall = string.Join("\n", Keys("sys-firewall").Values);
         for (var i = 0; i < Writers; i++)
         {
-            Assert.Contains($"tcp dport {9000 + i} dnat", sysNet);
-            Assert.Contains($"tcp dport {9000 + i} dnat", sysFirewall);
+            Assert.Contains($" proto=tcp port={9000 + i} ", sysNet);
+            Assert.Contains($" proto=tcp port={9000 + i} ", sysFirewall);
         }
+        AssertKeysMatchDeclarations(); // each qube's gen seals all six
     }
 }
 
-/// <summary>A backend whose writes into one qube fail once a rollback has begun (after the first failed run).</summary>
+/// <summary>A backend whose writes into one qube (files and features) fail once a rollback has begun (after the first failed run or refused feature).</summary>
 internal sealed class FailingRollbackBackend(FaultyBackend inner, string qube) : IQubesBackend
 {
     private bool _rollingBack;
@@ -299,8 +321,26 @@ internal sealed class FailingRollbackBackend(FaultyBackend inner, string qube) :
     public FirewallDocument GetFirewall(string vmName) => inner.GetFirewall(vmName);
     public FirewallEditOutcome ApplyFirewallEdit(string vmName, FirewallEdit edit, FirewallDocument snapshot) => inner.ApplyFirewallEdit(vmName, edit, snapshot);
     public IReadOnlyList<QubesDbEntry> SyncFirewall(string vmName) => inner.SyncFirewall(vmName);
-    public void SetFeature(string vmName, string name, string value) => inner.SetFeature(vmName, name, value);
-    public bool RemoveFeature(string vmName, string name) => inner.RemoveFeature(vmName, name);
+    public void SetFeature(string vmName, string name, string value)
+    {
+        if (_rollingBack && vmName == qube) throw new IOException($"Read-only file system (qubes.xml, feature {name} of {vmName})");
+        try
+        {
+            inner.SetFeature(vmName, name, value);
+        }
+        catch (QubesFirewallException)
+        {
+            _rollingBack = true;
+            throw;
+        }
+    }
+
+    public bool RemoveFeature(string vmName, string name)
+    {
+        if (_rollingBack && vmName == qube) throw new IOException($"Read-only file system (qubes.xml, feature {name} of {vmName})");
+        return inner.RemoveFeature(vmName, name);
+    }
+
     public string? ReadQubeFile(string vmName, string path) => inner.ReadQubeFile(vmName, path);
 
     public void WriteQubeFile(string vmName, string path, string content, UnixFileMode mode)

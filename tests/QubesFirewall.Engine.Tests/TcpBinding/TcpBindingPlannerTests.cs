@@ -209,23 +209,29 @@ public sealed class TcpBindingPlannerTests : IDisposable
     }
 
     [Fact]
-    public void The_listener_shares_the_managed_block_with_a_port_forward_without_disturbing_it()
+    public void The_listener_and_a_port_forward_of_the_same_qube_do_not_disturb_each_other()
     {
         var forward = PortForward.Create("work", ForwardProtocol.Tcp, 443, allowFrom: ["192.168.1.0/24"]);
         Assert.Null(PortForwardPlanner.Apply(Backend, PortForwardPlanner.PlanAdd(Backend, forward, DeploymentOptions.For(Backend, _root.Now))).Failure);
-        var forwardOnly = ManagedBlock.Extract(Backend.ReadQubeFile("work", RcLocal))!;
+        Dictionary<string, string> Keys() => Backend.GetInventory().Get("work").Features.Where(f => Agent.AgentFeatures.IsAgentFeature(f.Key)).ToDictionary(f => f.Key, f => f.Value);
+        var keys = Keys();
+        Assert.NotEmpty(keys);
+        Assert.Null(Backend.ReadQubeFile("work", RcLocal)); // the forward is agent keys: its rc.local is not written
 
         Add(Model.TcpBinding.Create("work", "personal", 22, 2222, true));
-        var both = ManagedBlock.Extract(Backend.ReadQubeFile("work", RcLocal))!;
-        Assert.StartsWith(forwardOnly, both);
-        Assert.Contains("qubesfirewall-tcp-2222.socket", ConnectTcpPersistence.Extract(both));
-        // what a writer of the forward part calls keeps the bindings' section
+        var section = ConnectTcpPersistence.Extract(ManagedBlock.Extract(Backend.ReadQubeFile("work", RcLocal)));
+        Assert.Contains("qubesfirewall-tcp-2222.socket", section);
+        Assert.Equal(keys, Keys());
+        // what Export-QubeFirewallScript shows for work: the forward's rules and the bindings' section
         var inventory = Backend.GetInventory();
-        Assert.Equal(both, ConnectTcpPersistence.WithBindings(inventory, inventory.Get("work"), RcLocal, forwardOnly));
-        Assert.Equal(forwardOnly, ConnectTcpPersistence.WithBindings(inventory, inventory.Get("work"), "/rw/config/qubes-firewall-user-script", forwardOnly));
+        var export = PortForwardPlanner.Export(inventory, "work")!.Script;
+        Assert.Contains("tcp/443 to work", export);
+        Assert.EndsWith(section, export);
+        Assert.Equal("body\n", ConnectTcpPersistence.WithBindings(inventory, inventory.Get("work"), "/rw/config/qubes-firewall-user-script", "body\n"));
 
         Remove("work", "personal", 22);
-        Assert.Equal(forwardOnly, ManagedBlock.Extract(Backend.ReadQubeFile("work", RcLocal)));
+        Assert.Equal("", ConnectTcpPersistence.Extract(ManagedBlock.Extract(Backend.ReadQubeFile("work", RcLocal))));
+        Assert.Equal(keys, Keys());
     }
 
     [Fact]

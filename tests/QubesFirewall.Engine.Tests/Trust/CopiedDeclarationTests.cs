@@ -48,11 +48,12 @@ public sealed class CopiedDeclarationTests : IDisposable
         Assert.Null(copy.Forward);
         Assert.Contains("was copied from another qube", copy.Problem);
 
-        // the next unrelated forward regenerates sys-net: one DNAT for tcp/443, to work
+        // the next unrelated forward derives sys-net's keys again: one part for tcp/443, to work
         AddForward(PortForward.Create("personal", ForwardProtocol.Tcp, 8080, allowFrom: ["192.168.1.0/24"]));
-        var sysNet = _root.Backend.ReadQubeFile("sys-net", ForwardPersistence.FirewallUserScript)!;
-        Assert.Single(sysNet.Split('\n'), l => l.Contains("tcp dport 443", StringComparison.Ordinal) && l.Contains("dnat to", StringComparison.Ordinal));
-        Assert.DoesNotContain("work-clone", sysNet);
+        var sysNet = Inventory.Get("sys-net").Features.Where(f => Agent.AgentFeatures.IsAgentFeature(f.Key)).Select(f => f.Value).ToList();
+        Assert.EndsWith(" vm=work", Assert.Single(sysNet, v => v.Contains(" proto=tcp port=443 ", StringComparison.Ordinal)));
+        Assert.DoesNotContain(sysNet, v => v.Contains("work-clone", StringComparison.Ordinal));
+        Assert.DoesNotContain(Inventory.Get("work-clone").Features, f => Agent.AgentFeatures.IsAgentFeature(f.Key));
 
         var listed = PortForwardPlanner.List(Inventory, _root.Now, n => n == "work-clone");
         var shown = Assert.Single(listed);
@@ -123,7 +124,7 @@ public sealed class CopiedDeclarationTests : IDisposable
         Assert.Equal(DeclarationOwnership.Copied, copy.Ownership);
         Assert.Null(copy.Link);
         Assert.DoesNotContain(InterVmLinkPlanner.DeclaredLinks(Inventory), l => l.From == "work-clone");
-        var shown = Assert.Single(InterVmLinkPlanner.List(Inventory, null, null, _root.Now, n => n == "work-clone"));
+        var shown = Assert.Single(InterVmLinkPlanner.List(Inventory, null, _root.Now, n => n == "work-clone"));
         Assert.Equal(DeclarationOwnership.Copied, shown.Ownership);
         Assert.Contains("Enable-QubeInterVmNetwork -From work-clone -To personal", shown.Problem);
     }
