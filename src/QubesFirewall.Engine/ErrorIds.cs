@@ -186,6 +186,8 @@ public static class ErrorIds
     public const string AgentNotForThisQube = nameof(AgentNotForThisQube);
     /// <summary>The agent was installed but did not start.</summary>
     public const string AgentStartFailed = nameof(AgentStartFailed);
+    /// <summary>A qube on the way has no QubesFirewall agent, so a forward or link cannot reach it; nothing was changed.</summary>
+    public const string QubeFirewallAgentMissing = nameof(QubeFirewallAgentMissing);
     /// <summary>R4.3's custom-persist is on, so the /rw/config hooks never run.</summary>
     public const string CustomPersist = nameof(CustomPersist);
 

@@ -35,7 +35,7 @@ public sealed class CompleterTests : IDisposable
     [Fact]
     public void Rule_numbers_forward_ports_and_bindings_come_from_what_is_declared()
     {
-        PowerShellHost.Run("Add-QubePortForward -VMName work -Port 443 -AllowFrom 192.168.1.0/24 -Force; Add-QubeTcpBinding -From untrusted -To work -Port 444", _root.Path).AssertNoErrors();
+        PowerShellHost.Run("Add-QubePortForward -VMName work -Port 443 -AllowFrom 192.168.1.0/24; Add-QubeTcpBinding -From untrusted -To work -Port 444", _root.Path).AssertNoErrors();
         var rules = new RuleNumberCompleter().CompleteArgument("Remove-QubeFirewallRule", "Number", "", null!, Bound(("VMName", "work"))).ToList();
         Assert.NotEmpty(rules);
         Assert.Equal(Enumerable.Range(0, rules.Count).Select(i => i.ToString(System.Globalization.CultureInfo.InvariantCulture)), Texts(rules));

@@ -65,7 +65,7 @@ public static class AgentDelivery
         var missing = AgentInstaller.Missing(inventory, qubes);
         if (missing.Count == 0) return;
         var disposables = missing.Select(inventory.Get).Where(q => AgentInstaller.StorageOf(inventory, q).Name != q.Name).ToList();
-        throw new QubesFirewallException("QubeFirewallAgentMissing", FailureKind.InvalidOperation,
+        throw new QubesFirewallException(ErrorIds.QubeFirewallAgentMissing, FailureKind.InvalidOperation,
             $"{what} needs the QubesFirewall agent in every qube on the way, and {string.Join(", ", missing)} {(missing.Count == 1 ? "has" : "have")} none. " +
             $"Install it once: {InstallCommand(missing)}" +
             (disposables.Count == 0 ? "" : $" ({string.Join(", ", disposables.Select(d => $"{d.Name}'s is kept in its disposable template {AgentInstaller.StorageOf(inventory, d).Name}"))}; asked once)") +
