@@ -150,8 +150,11 @@ public sealed record PortForwardHopResult
     public override string ToString() => $"{VMName} ({Role}): {Status}";
 }
 
-/// <summary>Results per qube, the whole rollout, and the failure that stopped it (null when all went through).</summary>
-public sealed record PortForwardApplyResult(IReadOnlyList<PortForwardHopResult> Hops, QubesFirewallException? Failure)
+/// <summary>
+/// What applying a plan that crosses qubes did (port forwards and inter-qube links): the result per qube (hop), the whole
+/// rollout, and the failure that stopped it (null when all went through).
+/// </summary>
+public sealed record HopResults(IReadOnlyList<PortForwardHopResult> Hops, QubesFirewallException? Failure)
 {
     /// <summary>The plan deployed (offline: made again under the root's lock).</summary>
     public PortForwardPlan? Plan { get; init; }
@@ -369,13 +372,13 @@ public static class PortForwardPlanner
         var layout = ForwardLayout.Build(inventory, forwards, list);
         foreach (var w in list) warnings?.Add(w);
         var set = layout.For(qube);
-        var storage = ForwardPersistence.StorageOf(inventory, qube);
-        var path = ForwardPersistence.HookPath(qube);
+        var storage = HookFiles.StorageOf(inventory, qube);
+        var path = HookFiles.HookPath(qube);
         // a qube that only keeps inter-qube links has a block too
         var links = LinkPersistence.Part(inventory, storage, path);
         if (set.IsEmpty && links.Length == 0) return null;
         // The managed block is shared with ConnectTCP bindings and inter-qube links: keep their sections.
-        var body = LinkPersistence.ReplacePart(ConnectTcpPersistence.WithBindings(inventory, storage, path, ForwardPersistence.BlockBody(inventory, storage, path, layout.For)), links);
+        var body = LinkPersistence.ReplacePart(ConnectTcpPersistence.WithBindings(inventory, storage, path, HookFiles.BlockBody(inventory, storage, path, layout.For)), links);
         return new QubeForwardScript(qube.Name, storage.Name, path, body, set.Count);
     }
 
@@ -409,15 +412,15 @@ public static class PortForwardPlanner
     /// deployment lock (offline root) the plan is first made again by <paramref name="replan"/>, so a
     /// forward another process added since the first plan is kept. Reports, per qube, what happened.
     /// </summary>
-    public static PortForwardApplyResult Apply(IQubesBackend backend, PortForwardPlan plan, RolloutOptions? options = null, Func<PortForwardPlan>? replan = null)
+    public static HopResults Apply(IQubesBackend backend, PortForwardPlan plan, RolloutOptions? options = null, Func<PortForwardPlan>? replan = null)
     {
         (plan, var run) = Rollout.Deploy(backend, plan, options, replan);
         var failure = run.Failure(ErrorIds.PortForwardRolledBack, ErrorIds.PortForwardPartiallyApplied, $"{plan.Operation} port forward {plan.Target}", "Remove-QubePortForward", plan.Operation == "Remove", null);
-        if (failure is not null) return new PortForwardApplyResult([], failure) { Plan = plan, Rollout = run };
+        if (failure is not null) return new HopResults([], failure) { Plan = plan, Rollout = run };
         var p = plan;
         var (hops, error) = ConfirmAgents(backend, run, plan.AgentGenerations, plan.AgentWait, q => RoleOf(p, q), plan.Forward?.Text ?? plan.FeatureName,
             plan.Operation, q => p.ForwardCounts.GetValueOrDefault(q), ErrorIds.PortForwardAgentFailed, ErrorIds.PortForwardAgentUnconfirmed, $"{plan.Operation} port forward {plan.Target}");
-        return new PortForwardApplyResult(hops, error) { Plan = plan, Rollout = run };
+        return new HopResults(hops, error) { Plan = plan, Rollout = run };
     }
 
     /// <summary>

@@ -161,7 +161,7 @@ public static class TcpBindingPlanner
 
         var before = previous is null ? others : others.Append(previous).ToList();
         var touchesClient = binding.Permanent || previous?.Permanent == true || existing is { Binding: null };
-        var notRunning = touchesClient ? QubeStarter.NotRunning(inventory, [ForwardPersistence.StorageOf(inventory, client).Name]) : [];
+        var notRunning = touchesClient ? QubeStarter.NotRunning(inventory, [HookFiles.StorageOf(inventory, client).Name]) : [];
         if (options.RequireRunning && binding.Permanent && notRunning.Count > 0)
             return new TcpBindingPlan
             {
@@ -175,7 +175,7 @@ public static class TcpBindingPlanner
             steps.AddRange(ClientSteps(inventory, client, after, before, readFile, options, warnings));
         if (binding.Permanent)
         {
-            if (ForwardPersistence.HasCustomPersist(inventory, client))
+            if (HookFiles.HasCustomPersist(inventory, client))
                 warnings.Add($"'{client.Name}' has the R4.3 custom-persist service on: Qubes does not run /rw/config/rc.local there, so its listener starts now but not when it starts again. " +
                     "Make /rw/config persistent in it (a custom-persist.* bind) or turn custom-persist off.");
         }
@@ -243,7 +243,7 @@ public static class TcpBindingPlanner
         steps.AddRange(PolicySteps(declarations, null, after, dom0, warnings).Steps);
         var touchesClient = removed is null || removed.Permanent;
         // Removing never waits for the client: the policy line is what grants the call (see ClientSteps).
-        var notRunning = touchesClient ? QubeStarter.NotRunning(inventory, [ForwardPersistence.StorageOf(inventory, client).Name]) : [];
+        var notRunning = touchesClient ? QubeStarter.NotRunning(inventory, [HookFiles.StorageOf(inventory, client).Name]) : [];
         if (touchesClient)
             steps.AddRange(ClientSteps(inventory, client, after, removed is null ? after : after.Append(removed).ToList(), readFile, options, warnings));
         foreach (var d in matching) steps.Add(DeploymentStep.RemoveFeature(client.Name, d.FeatureName, d.FeatureValue));
@@ -305,7 +305,7 @@ public static class TcpBindingPlanner
             .ToDictionary(g => g.Key, g => (IReadOnlyList<TcpBinding>)g.ToList(), StringComparer.Ordinal);
         IReadOnlyList<TcpBinding> PermanentOf(Qube q) => byClient.TryGetValue(q.Name, out var l) ? l : [];
         var mine = PermanentOf(client);
-        var storage = ForwardPersistence.StorageOf(inventory, client);
+        var storage = HookFiles.StorageOf(inventory, client);
         var path = ConnectTcpPersistence.Path;
         if (storage.Name != client.Name)
             warnings.Add($"'{client.Name}' is a disposable of '{storage.Name}': its /rw is a fresh copy of {storage.Name}'s at each start, so its listeners are kept in {storage.Name}'s {path}, " +
