@@ -1,4 +1,3 @@
-using System.Text;
 using QubesFirewall.Engine.Backends;
 using QubesFirewall.Engine.Model;
 

@@ -1,7 +1,6 @@
 using System.Globalization;
 using System.Text;
 using System.Xml.Linq;
-using QubesFirewall.Engine.Validation;
 
 namespace QubesFirewall.Engine.Formats;
 

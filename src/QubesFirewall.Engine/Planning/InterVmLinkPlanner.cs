@@ -1,11 +1,9 @@
 using QubesFirewall.Engine.Agent;
-using System.Globalization;
 using System.Text;
 using QubesFirewall.Engine.Backends;
 using QubesFirewall.Engine.Deployment;
 using QubesFirewall.Engine.Formats;
 using QubesFirewall.Engine.Model;
-using QubesFirewall.Engine.Persistence;
 using QubesFirewall.Engine.Scripts;
 
 namespace QubesFirewall.Engine.Planning;
