@@ -128,8 +128,6 @@ public static class ErrorIds
     public const string PortForwardRolledBack = nameof(PortForwardRolledBack);
     /// <summary>A forward failed and something could not be put back.</summary>
     public const string PortForwardPartiallyApplied = nameof(PortForwardPartiallyApplied);
-    /// <summary>A qube on the way of a forward or link has no QubesFirewall agent; nothing was changed.</summary>
-    public const string QubeFirewallAgentMissing = nameof(QubeFirewallAgentMissing);
     /// <summary>An agent reported a failure; the forward's features were put back.</summary>
     public const string PortForwardAgentFailed = nameof(PortForwardAgentFailed);
     /// <summary>The features are set, but an agent did not confirm in time.</summary>
@@ -188,6 +186,8 @@ public static class ErrorIds
     public const string AgentNotForThisQube = nameof(AgentNotForThisQube);
     /// <summary>The agent was installed but did not start.</summary>
     public const string AgentStartFailed = nameof(AgentStartFailed);
+    /// <summary>A qube on the way has no QubesFirewall agent, so a forward or link cannot reach it; nothing was changed.</summary>
+    public const string QubeFirewallAgentMissing = nameof(QubeFirewallAgentMissing);
     /// <summary>R4.3's custom-persist is on, so the /rw/config hooks never run.</summary>
     public const string CustomPersist = nameof(CustomPersist);
 

@@ -25,8 +25,6 @@ public sealed class BackendCapabilityTests : IDisposable
         Assert.True(live.RunsInQubes);
         Assert.False(DeploymentOptions.For(offline, DateTimeOffset.UnixEpoch).RequireRunning);
         Assert.True(DeploymentOptions.For(live, DateTimeOffset.UnixEpoch).RequireRunning);
-        Assert.False(TcpBindingOptions.For(offline).RequireRunning);
-        Assert.True(TcpBindingOptions.For(live).RequireRunning);
     }
 
     [Fact]

@@ -64,7 +64,7 @@ public sealed class ForwardAuditTests : IDisposable
         Add(Web);
         Assert.Empty(Audit("work"));
         Assert.Contains(_root.Backend.GetInventory().Get("sys-firewall").Features, f => f.Key.StartsWith(Agent.AgentFeatures.Prefix, StringComparison.Ordinal) && f.Value.StartsWith("for=sys-firewall ", StringComparison.Ordinal));
-        Assert.Null(_root.Backend.ReadQubeFile("dvm", ForwardPersistence.FirewallUserScript));
+        Assert.Null(_root.Backend.ReadQubeFile("dvm", HookFiles.FirewallUserScript));
 
         // a disposable template on the way: its keys name it, so the agent of a disposable started from it refuses them
         Use(Layout(sysFirewallProps: new Dictionary<string, string> { ["template_for_dispvms"] = "True" }));
@@ -118,8 +118,8 @@ public sealed class ForwardAuditTests : IDisposable
         // what the fixes run: the blocks go, the user's lines stay, the forward (its agent keys) is untouched
         var keys = _root.Backend.GetInventory().Get("sys-firewall").Features.Where(f => f.Key.StartsWith(Agent.AgentFeatures.Prefix, StringComparison.Ordinal)).ToList();
         foreach (var qube in new[] { "sys-net", "sys-firewall", "work" }) Agent.AgentInstaller.Install(_root.Backend, qube);
-        Assert.Equal("#!/bin/sh\necho mine\n", _root.Backend.ReadQubeFile("sys-net", ForwardPersistence.FirewallUserScript));
-        Assert.Equal("#!/bin/sh\necho mine\n", _root.Backend.ReadQubeFile("work", ForwardPersistence.RcLocal));
+        Assert.Equal("#!/bin/sh\necho mine\n", _root.Backend.ReadQubeFile("sys-net", HookFiles.FirewallUserScript));
+        Assert.Equal("#!/bin/sh\necho mine\n", _root.Backend.ReadQubeFile("work", HookFiles.RcLocal));
         Assert.Empty(Audit("work"));
         Assert.Equal(keys, _root.Backend.GetInventory().Get("sys-firewall").Features.Where(f => f.Key.StartsWith(Agent.AgentFeatures.Prefix, StringComparison.Ordinal)).ToList());
     }

@@ -90,7 +90,7 @@ public sealed class PortForwardPlannerTests : IDisposable
         Assert.Contains("Install-QubeFirewallAgent -VMName sys-net, sys-firewall", ex.Message);
         Assert.EndsWith("Nothing was changed.", ex.Message);
         Assert.Equal(before, _root.Backend.GetInventory().Qubes.ToDictionary(q => q.Name, q => q.Features.OrderBy(f => f.Key).ToList()));
-        Assert.Null(File("sys-net", ForwardPersistence.FirewallUserScript));
+        Assert.Null(File("sys-net", HookFiles.FirewallUserScript));
 
         // removing a forward through a qube that lost its agent is refused the same way
         _root.Backend.SetFeature("sys-net", AgentScript.VersionFeature, AgentScript.Version);
@@ -125,8 +125,8 @@ public sealed class PortForwardPlannerTests : IDisposable
         // nothing written into a qube, nothing run
         foreach (var qube in new[] { "sys-net", "sys-firewall", "work" })
         {
-            Assert.Null(File(qube, ForwardPersistence.FirewallUserScript));
-            Assert.Null(File(qube, ForwardPersistence.RcLocal));
+            Assert.Null(File(qube, HookFiles.FirewallUserScript));
+            Assert.Null(File(qube, HookFiles.RcLocal));
             Assert.False(System.IO.File.Exists(System.IO.Path.Combine(_root.Backend.StatePath, qube, "applied.log")));
         }
     }
@@ -222,12 +222,12 @@ public sealed class PortForwardPlannerTests : IDisposable
     public void Hook_files_are_neither_read_nor_written_the_users_own_lines_and_a_damaged_block_stay_byte_for_byte()
     {
         const string user = "#!/bin/bash\n# my rules\nnft add rule ip qubes custom-input tcp dport 22 accept\necho done > /tmp/x\n";
-        _root.Backend.WriteQubeFile("sys-net", ForwardPersistence.FirewallUserScript, user, ManagedBlock.FileMode);
+        _root.Backend.WriteQubeFile("sys-net", HookFiles.FirewallUserScript, user, ManagedBlock.FileMode);
         const string rc = "#!/bin/sh\nmount /dev/xvdi /mnt\nexit 0\n";
-        _root.Backend.WriteQubeFile("work", ForwardPersistence.RcLocal, rc, ManagedBlock.FileMode);
+        _root.Backend.WriteQubeFile("work", HookFiles.RcLocal, rc, ManagedBlock.FileMode);
         // a block an earlier version left damaged (its end marker lost): not this plan's business, Install-QubeFirewallAgent's
         var damaged = "#!/bin/sh\n" + ManagedBlock.BeginMarker + "\nnft flush ruleset\n";
-        _root.Backend.WriteQubeFile("sys-firewall", ForwardPersistence.FirewallUserScript, damaged, ManagedBlock.FileMode);
+        _root.Backend.WriteQubeFile("sys-firewall", HookFiles.FirewallUserScript, damaged, ManagedBlock.FileMode);
 
         var plan = Add(Web());
         Assert.DoesNotContain(plan.Steps, s => s.Path is not null);
@@ -235,9 +235,9 @@ public sealed class PortForwardPlannerTests : IDisposable
         Assert.Equal(2, Parts("sys-net").Count);
         Remove("work", ForwardProtocol.Tcp, 443);
         Remove("work", ForwardProtocol.Tcp, 8080);
-        Assert.Equal(user, File("sys-net", ForwardPersistence.FirewallUserScript));
-        Assert.Equal(rc, File("work", ForwardPersistence.RcLocal));
-        Assert.Equal(damaged, File("sys-firewall", ForwardPersistence.FirewallUserScript));
+        Assert.Equal(user, File("sys-net", HookFiles.FirewallUserScript));
+        Assert.Equal(rc, File("work", HookFiles.RcLocal));
+        Assert.Equal(damaged, File("sys-firewall", HookFiles.FirewallUserScript));
         Assert.Empty(Keys("sys-net"));
     }
 
@@ -392,9 +392,9 @@ public sealed class PortForwardPlannerTests : IDisposable
         Add(Web());
         var inv = _root.Backend.GetInventory();
         var script = PortForwardPlanner.Export(inv, "sys-net")!;
-        Assert.Equal(("sys-net", "sys-net", ForwardPersistence.FirewallUserScript, 1), (script.VMName, script.StoredIn, script.Path, script.Forwards));
+        Assert.Equal(("sys-net", "sys-net", HookFiles.FirewallUserScript, 1), (script.VMName, script.StoredIn, script.Path, script.Forwards));
         Assert.Contains("add rule ip qubes qubesfw-dnat iifname != \"vif*\" iifname != \"lo\" fib daddr type local ip saddr 192.168.1.0/24 tcp dport 443 dnat to 10.137.0.3", script.Script);
-        Assert.Null(File("sys-net", ForwardPersistence.FirewallUserScript)); // shown, not written
+        Assert.Null(File("sys-net", HookFiles.FirewallUserScript)); // shown, not written
         Assert.Null(PortForwardPlanner.Export(inv, "personal"));
         Assert.Null(PortForwardPlanner.Export(inv, "vault"));
     }

@@ -109,7 +109,7 @@ public sealed class PortForwardScriptTests
         };
         var layout = ForwardLayout.Build(Inventory, forwards, new List<string>());
         var scripts = Inventory.Qubes.Select(q => NftForwardScript.Render(layout.For(q))).ToList();
-        scripts.Add(ForwardPersistence.BlockBody(Inventory, Inventory.Get("sys-net"), ForwardPersistence.FirewallUserScript, layout.For));
+        scripts.Add(HookFiles.BlockBody(Inventory, Inventory.Get("sys-net"), HookFiles.FirewallUserScript, layout.For));
         scripts.Add(ManagedBlock.Upsert("#!/bin/sh\necho hi\nexit 0\n", scripts[0]));
         foreach (var script in scripts) AssertParses(shell, script);
     }
@@ -127,7 +127,7 @@ public sealed class PortForwardScriptTests
             .Qube("b", 7, "sys-firewall-2")
             .Inventory();
         var layout = ForwardLayout.Build(inv, [PortForward.Create("a", ForwardProtocol.Tcp, 80), PortForward.Create("b", ForwardProtocol.Tcp, 81)], new List<string>());
-        var body = ForwardPersistence.BlockBody(inv, inv.Get("dvm"), ForwardPersistence.FirewallUserScript, layout.For);
+        var body = HookFiles.BlockBody(inv, inv.Get("dvm"), HookFiles.FirewallUserScript, layout.For);
         Assert.Contains("if [ \"$(qubesdb-read /name 2>/dev/null)\" = 'sys-firewall' ]; then\n", body);
         Assert.Contains("if [ \"$(qubesdb-read /name 2>/dev/null)\" = 'sys-firewall-2' ]; then\n", body);
         Assert.Contains("Kept in dvm, the disposable template of sys-firewall, sys-firewall-2", body);

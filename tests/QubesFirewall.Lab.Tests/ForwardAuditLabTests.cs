@@ -46,7 +46,7 @@ public sealed class ForwardAuditLabTests : IDisposable
         // sys-firewall's hook file holds what an earlier version kept there (the same forward's rules), in dom0's view and in the qube
         var script = PortForwardPlanner.Export(_pf.Backend.GetInventory(), "sys-firewall")!;
         var content = ManagedBlock.Upsert("#!/bin/sh\n", script.Script);
-        _pf.Backend.WriteQubeFile("sys-firewall", ForwardPersistence.FirewallUserScript, content, ManagedBlock.FileMode);
+        _pf.Backend.WriteQubeFile("sys-firewall", HookFiles.FirewallUserScript, content, ManagedBlock.FileMode);
         _lab.WriteRwConfig("sys-firewall", "qubes-firewall-user-script", content, executable: true);
 
         var finding = Assert.Single(Audit("work"));
@@ -55,7 +55,7 @@ public sealed class ForwardAuditLabTests : IDisposable
         Assert.Equal("Install-QubeFirewallAgent -VMName sys-firewall", finding.Fix);
 
         Engine.Agent.AgentInstaller.Install(_pf.Backend, "sys-firewall"); // the fix: the block goes, the user's lines stay
-        var migrated = _pf.Backend.ReadQubeFile("sys-firewall", ForwardPersistence.FirewallUserScript)!;
+        var migrated = _pf.Backend.ReadQubeFile("sys-firewall", HookFiles.FirewallUserScript)!;
         Assert.Equal("#!/bin/sh\n", migrated);
         _lab.WriteRwConfig("sys-firewall", "qubes-firewall-user-script", migrated, executable: true);
         Assert.Empty(Audit("work"));

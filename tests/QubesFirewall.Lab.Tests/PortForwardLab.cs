@@ -95,7 +95,7 @@ public sealed class PortForwardLab : IDisposable
     /// or removed to the qube's QubesDB (the agents apply them), the files written and the scripts run of other steps; then waits
     /// until each qube's agent reports the generation the plan gave it.
     /// </summary>
-    private void Mirror(PortForwardApplyResult result, IReadOnlyDictionary<string, string> generations)
+    private void Mirror(HopResults result, IReadOnlyDictionary<string, string> generations)
     {
         Assert.Null(result.Failure);
         foreach (var step in result.Rollout!.Steps.Select(r => r.Step))

@@ -84,7 +84,7 @@ public sealed class TcpBindingLabTests : IDisposable
 
         // Add: the feature, untrusted's rc.local with the managed block, its listener script, dom0's policy
         var binding = TcpBinding.Create("untrusted", "work", 444, 10444, permanent: true);
-        var plan = TcpBindingPlanner.PlanAdd(_backend, binding, TcpBindingOptions.For(_backend));
+        var plan = TcpBindingPlanner.PlanAdd(_backend, binding, DeploymentOptions.For(_backend));
         Assert.Equal([DeploymentStepKind.SetFeature, DeploymentStepKind.WriteFile, DeploymentStepKind.RunScript, DeploymentStepKind.WriteDom0File], plan.Steps.Select(s => s.Kind));
         Assert.Null(TcpBindingPlanner.Apply(_backend, plan).Failure);
         var rcLocal = _backend.ReadQubeFile("untrusted", RcLocal)!;
@@ -135,7 +135,7 @@ public sealed class TcpBindingLabTests : IDisposable
         Assert.NotEqual(pid, ListenerPid("untrusted", 10444));
 
         // 5. Remove: the policy line goes first, so the port is closed at once, even with the listener still up
-        var remove = TcpBindingPlanner.PlanRemove(_backend, "untrusted", "work", 444, TcpBindingOptions.For(_backend));
+        var remove = TcpBindingPlanner.PlanRemove(_backend, "untrusted", "work", 444, DeploymentOptions.For(_backend));
         Assert.Equal([DeploymentStepKind.RemoveDom0File, DeploymentStepKind.WriteFile, DeploymentStepKind.RunScript, DeploymentStepKind.RemoveFeature], remove.Steps.Select(s => s.Kind));
         Assert.Null(TcpBindingPlanner.Apply(_backend, remove).Failure);
         UpdateRoutes();
@@ -162,9 +162,9 @@ public sealed class TcpBindingLabTests : IDisposable
         using var service = _lab.StartServer("work", 8080, bind: "127.0.0.1");
         using var ssh = _lab.StartServer("personal", 22, bind: "127.0.0.1");
 
-        Apply(TcpBindingPlanner.PlanAdd(_backend, TcpBinding.Create("untrusted", "work", 8080, 18080, true), TcpBindingOptions.For(_backend)));
-        Apply(TcpBindingPlanner.PlanAdd(_backend, TcpBinding.Create("untrusted", "personal", 22, 2222, true), TcpBindingOptions.For(_backend)));
-        Apply(TcpBindingPlanner.PlanAdd(_backend, TcpBinding.Create("vpn-app", "work", 8080, permanent: true), TcpBindingOptions.For(_backend)));
+        Apply(TcpBindingPlanner.PlanAdd(_backend, TcpBinding.Create("untrusted", "work", 8080, 18080, true), DeploymentOptions.For(_backend)));
+        Apply(TcpBindingPlanner.PlanAdd(_backend, TcpBinding.Create("untrusted", "personal", 22, 2222, true), DeploymentOptions.For(_backend)));
+        Apply(TcpBindingPlanner.PlanAdd(_backend, TcpBinding.Create("vpn-app", "work", 8080, permanent: true), DeploymentOptions.For(_backend)));
         Assert.Equal("work", Local("untrusted", 18080).ServerNode);
         Assert.Equal("personal", Local("untrusted", 2222).ServerNode);
         Assert.Equal("work", Local("vpn-app", 8080).ServerNode); // vpn-app's local 8080 is its binding's, not a network path
@@ -172,7 +172,7 @@ public sealed class TcpBindingLabTests : IDisposable
 
         // moving untrusted's web binding to another local port stops the old listener and leaves ssh alone
         var sshPid = ListenerPid("untrusted", 2222);
-        Apply(TcpBindingPlanner.PlanAdd(_backend, TcpBinding.Create("untrusted", "work", 8080, 28080, true), TcpBindingOptions.For(_backend)));
+        Apply(TcpBindingPlanner.PlanAdd(_backend, TcpBinding.Create("untrusted", "work", 8080, 28080, true), DeploymentOptions.For(_backend)));
         AssertNotListening("untrusted", 18080);
         Assert.Equal("work", Local("untrusted", 28080).ServerNode);
         Assert.Equal(sshPid, ListenerPid("untrusted", 2222));

@@ -71,13 +71,13 @@ public sealed class AgentCmdletTests : IDisposable
         const string head = "#!/bin/sh\r\n# mine\nnft add rule ip qubes custom-input tcp dport 22 accept\n";
         const string tail = "echo 'after the block'  \n\n# end";
         var old = head + ManagedBlock.Render("nft -f - <<'X'\nflush chain ip qubes qubesfw-forward\nX\n") + tail;
-        using (var backend = new OfflineRoot(_root.Path)) backend.WriteQubeFile("sys-net", ForwardPersistence.FirewallUserScript, old, ManagedBlock.FileMode);
+        using (var backend = new OfflineRoot(_root.Path)) backend.WriteQubeFile("sys-net", HookFiles.FirewallUserScript, old, ManagedBlock.FileMode);
 
         var run = Run("Install-QubeFirewallAgent -VMName sys-net");
         run.AssertNoErrors();
         var result = Assert.Single(run.Of<QubeFirewallAgent>());
         Assert.Equal(["sys-net:/rw/config/qubes-firewall-user-script"], result.Migrated);
-        Assert.Equal(head + tail, File("sys-net", ForwardPersistence.FirewallUserScript));
+        Assert.Equal(head + tail, File("sys-net", HookFiles.FirewallUserScript));
     }
 
     [Fact]
@@ -89,8 +89,8 @@ public sealed class AgentCmdletTests : IDisposable
         var forwards = "nft -f - <<'X'\nflush chain ip qubes qubesfw-input\nX\n";
         using (var backend = new OfflineRoot(_root.Path))
         {
-            backend.WriteQubeFile("work", ForwardPersistence.RcLocal, head + ManagedBlock.Render(forwards + bindings), ManagedBlock.FileMode);
-            backend.WriteQubeFile("personal", ForwardPersistence.RcLocal, head + ManagedBlock.Render(bindings), ManagedBlock.FileMode);
+            backend.WriteQubeFile("work", HookFiles.RcLocal, head + ManagedBlock.Render(forwards + bindings), ManagedBlock.FileMode);
+            backend.WriteQubeFile("personal", HookFiles.RcLocal, head + ManagedBlock.Render(bindings), ManagedBlock.FileMode);
         }
 
         var run = Run("Install-QubeFirewallAgent -VMName work, personal");
@@ -98,8 +98,8 @@ public sealed class AgentCmdletTests : IDisposable
         var results = run.Of<QubeFirewallAgent>().ToList();
         Assert.Equal(["work:/rw/config/rc.local"], results.Single(r => r.VMName == "work").Migrated);
         Assert.Empty(results.Single(r => r.VMName == "personal").Migrated); // a block of bindings only: nothing to migrate
-        Assert.Equal(head + ManagedBlock.Render(bindings), File("work", ForwardPersistence.RcLocal));
-        Assert.Equal(head + ManagedBlock.Render(bindings), File("personal", ForwardPersistence.RcLocal));
+        Assert.Equal(head + ManagedBlock.Render(bindings), File("work", HookFiles.RcLocal));
+        Assert.Equal(head + ManagedBlock.Render(bindings), File("personal", HookFiles.RcLocal));
     }
 
     [Fact]

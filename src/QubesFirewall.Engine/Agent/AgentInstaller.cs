@@ -62,13 +62,13 @@ public sealed record QubeFirewallAgent
 public static class AgentInstaller
 {
     /// <summary>The hook files of earlier versions, whose managed block Install removes but for its qubes.ConnectTCP bindings (the user's lines stay byte for byte).</summary>
-    public static readonly string[] LegacyFiles = [ForwardPersistence.FirewallUserScript, ForwardPersistence.RcLocal];
+    public static readonly string[] LegacyFiles = [HookFiles.FirewallUserScript, HookFiles.RcLocal];
 
     /// <summary>Where the hook goes: network qubes that run qubes-firewall start it from qubes-firewall.d, the others from rc.local.d.</summary>
     public static string HookPathFor(Qube qube) => QubesFacts.RunsFirewallService(qube) ? AgentScript.FirewallHookPath : AgentScript.RcLocalHookPath;
 
     /// <summary>The qube whose /rw keeps the agent: the qube, or a disposable's template (then a confirmation names it).</summary>
-    public static Qube StorageOf(QubesInventory inventory, Qube qube) => ForwardPersistence.StorageOf(inventory, qube);
+    public static Qube StorageOf(QubesInventory inventory, Qube qube) => HookFiles.StorageOf(inventory, qube);
 
     /// <summary>
     /// The question asked once before installing into a disposable's template, or null for other qubes.
@@ -136,7 +136,7 @@ public static class AgentInstaller
         if (qube.Class is QubeClass.AdminVM or QubeClass.TemplateVM)
             throw new QubesFirewallException(ErrorIds.AgentNotForThisQube, FailureKind.InvalidOperation,
                 $"'{qube.Name}' is {(qube.Class == QubeClass.AdminVM ? "dom0" : "a template")}: the agent runs in qubes that pass or receive forwarded traffic.", qube.Name);
-        if (ForwardPersistence.HasCustomPersist(inventory, qube))
+        if (HookFiles.HasCustomPersist(inventory, qube))
             throw new QubesFirewallException(ErrorIds.CustomPersist, FailureKind.InvalidOperation,
                 $"'{qube.Name}' has the R4.3 custom-persist service on: Qubes does not run the /rw/config hooks there, so the agent would never start. " +
                 $"Turn custom-persist off for it (qvm-service --disable {qube.Name} custom-persist), or have its template start the agent. Nothing was changed.", qube.Name);

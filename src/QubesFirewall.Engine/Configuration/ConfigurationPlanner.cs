@@ -65,7 +65,7 @@ public static class ConfigurationPlanner
     /// Refuses before planning anything: qubes the file names that do not exist, netvms that are not network qubes,
     /// netvm loops, and whatever the single planners refuse.
     /// </summary>
-    public static ConfigurationPlan Plan(SystemReader system, NetworkConfiguration configuration, bool prune, DeploymentOptions options, TcpBindingOptions bindingOptions)
+    public static ConfigurationPlan Plan(SystemReader system, NetworkConfiguration configuration, bool prune, DeploymentOptions options)
     {
         var inventory = system.Inventory;
         var missing = configuration.Qubes.Where(q => inventory.Find(q.Name) is null).Select(q => q.Name).ToList();
@@ -158,7 +158,7 @@ public static class ConfigurationPlanner
         foreach (var b in bindingsOut)
         {
             TcpBindingFeature.TryParseName(b.FeatureName, out var to, out var port, lenient: true);
-            var plan = TcpBindingPlanner.PlanRemove(sim.Inventory, b.From, to, port, bindingOptions, sim.ReadFile, sim.Dom0);
+            var plan = TcpBindingPlanner.PlanRemove(sim.Inventory, b.From, to, port, options, sim.ReadFile, sim.Dom0);
             Take(plan, plan.Warnings);
         }
 
@@ -214,7 +214,7 @@ public static class ConfigurationPlanner
         }
         foreach (var b in bindingsIn)
         {
-            var plan = TcpBindingPlanner.PlanAdd(sim.Inventory, b, bindingOptions, sim.ReadFile, sim.Dom0);
+            var plan = TcpBindingPlanner.PlanAdd(sim.Inventory, b, options, sim.ReadFile, sim.Dom0);
             Take(plan, plan.Warnings);
         }
 

@@ -1,10 +1,6 @@
 using System.Globalization;
-using System.Net.Sockets;
 using System.Text;
-using System.Xml;
 using System.Xml.Linq;
-using QubesFirewall.Engine.Model;
-using QubesFirewall.Engine.Validation;
 
 namespace QubesFirewall.Engine.Formats;
 

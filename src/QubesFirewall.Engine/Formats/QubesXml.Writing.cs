@@ -1,6 +1,4 @@
 using System.Globalization;
-using System.Net.Sockets;
-using System.Text;
 using System.Text.RegularExpressions;
 using System.Xml.Linq;
 using QubesFirewall.Engine.Io;

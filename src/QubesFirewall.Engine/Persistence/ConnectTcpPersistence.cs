@@ -17,12 +17,12 @@ namespace QubesFirewall.Engine.Persistence;
 /// forward has the forward's script in the same block. Each writer replaces only its own part of the body
 /// (<see cref="ReplacePart"/>); <see cref="WithBindings"/> is what another writer of rc.local's block calls on
 /// the body it rendered, so the bindings' section stays in it.
-/// For a disposable, the file is its disposable template's (<see cref="ForwardPersistence.StorageOf"/>), and
+/// For a disposable, the file is its disposable template's (<see cref="HookFiles.StorageOf"/>), and
 /// each qube's part runs only in the qube it names (<c>qubesdb-read /name</c>).
 /// </summary>
 public static class ConnectTcpPersistence
 {
-    public const string Path = ForwardPersistence.RcLocal;
+    public const string Path = HookFiles.RcLocal;
     public const string BeginMarker = "# --- qubesfirewall: qubes.ConnectTCP bindings ---";
     public const string EndMarker = "# --- end of qubesfirewall qubes.ConnectTCP bindings ---";
 
@@ -33,7 +33,7 @@ public static class ConnectTcpPersistence
     public static string Part(QubesInventory inventory, Qube storage, Func<Qube, IReadOnlyList<TcpBinding>> permanentOf)
     {
         var owners = inventory.Qubes
-            .Where(q => q.Class != QubeClass.AdminVM && ForwardPersistence.StorageOf(inventory, q).Name == storage.Name)
+            .Where(q => q.Class != QubeClass.AdminVM && HookFiles.StorageOf(inventory, q).Name == storage.Name)
             .Select(q => (Qube: q, Bindings: permanentOf(q)))
             .Where(o => o.Bindings.Count > 0)
             .OrderBy(o => o.Qube.Name, StringComparer.Ordinal)

@@ -7,7 +7,7 @@ namespace QubesFirewall.Engine.Persistence;
 
 /// <summary>
 /// Where inter-qube links are kept: a section of the managed block of the qube's hook file
-/// (<see cref="ForwardPersistence.HookPath"/>: the shared network qube's qubes-firewall-user-script, the
+/// (<see cref="HookFiles.HookPath"/>: the shared network qube's qubes-firewall-user-script, the
 /// destination's rc.local), between two lines of its own:
 /// <code>
 /// # --- qubesfirewall: inter-qube links ---
@@ -29,7 +29,7 @@ public static class LinkPersistence
     public static string Part(QubesInventory inventory, Qube storage, string path, Func<Qube, QubeLinks> linksOf)
     {
         var owners = inventory.Qubes
-            .Where(q => q.Class != QubeClass.AdminVM && ForwardPersistence.StorageOf(inventory, q).Name == storage.Name && ForwardPersistence.HookPath(q) == path)
+            .Where(q => q.Class != QubeClass.AdminVM && HookFiles.StorageOf(inventory, q).Name == storage.Name && HookFiles.HookPath(q) == path)
             .Select(linksOf)
             .Where(s => !s.IsEmpty)
             .OrderBy(s => s.Qube.Name, StringComparer.Ordinal)

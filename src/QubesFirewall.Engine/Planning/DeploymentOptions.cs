@@ -2,7 +2,7 @@ using QubesFirewall.Engine.Backends;
 
 namespace QubesFirewall.Engine.Planning;
 
-/// <summary>How a plan that reaches into qubes is made (port forwards, inter-qube links).</summary>
+/// <summary>How a plan that reaches into qubes is made (port forwards, inter-qube links, qubes.ConnectTCP bindings).</summary>
 public sealed record DeploymentOptions
 {
     public DateTimeOffset Now { get; init; } = DateTimeOffset.UtcNow;
@@ -12,7 +12,8 @@ public sealed record DeploymentOptions
 
     /// <summary>
     /// Live backend: the qubes the change reaches must run (their files are read and written inside them, their
-    /// rules loaded now). Offline nothing has to run: files are written directly and every run is recorded.
+    /// rules loaded now; a binding's client listens now only when it runs, and its rc.local changes only while the
+    /// qube that keeps it runs). Offline nothing has to run: files are written directly and every run is recorded.
     /// </summary>
     public bool RequireRunning { get; init; }
 
@@ -24,4 +25,7 @@ public sealed record DeploymentOptions
 
     public static DeploymentOptions For(IQubesBackend backend, DateTimeOffset now, bool force = false) =>
         new() { Now = now, Force = force, RequireRunning = backend.RunsInQubes };
+
+    /// <summary>For a plan that does not depend on the time (a binding): now, without -Force.</summary>
+    public static DeploymentOptions For(IQubesBackend backend) => For(backend, DateTimeOffset.UtcNow);
 }

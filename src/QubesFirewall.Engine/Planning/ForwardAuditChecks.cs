@@ -72,8 +72,8 @@ public static partial class ForwardAuditChecks
         {
             if (_stored.TryGetValue(qube.Name, out var known)) return known;
             var inventory = _context.Inventory;
-            var storage = ForwardPersistence.StorageOf(inventory, qube);
-            var path = ForwardPersistence.HookPath(qube);
+            var storage = HookFiles.StorageOf(inventory, qube);
+            var path = HookFiles.HookPath(qube);
             var where = storage.Name == qube.Name ? $"{qube.Name}:{path}" : $"{storage.Name}:{path} (kept there for the disposable {qube.Name})";
             // the inter-qube links' section has guarded parts and qubesfw-link-* rules of its own: not forwards
             var block = ManagedBlock.Extract(_context.ReadQubeFile!(storage.Name, path));
@@ -83,7 +83,7 @@ public static partial class ForwardAuditChecks
             return result;
         }
 
-        // A block shared by the disposables of a template has one guarded part per qube (ForwardPersistence.BlockBody).
+        // A block shared by the disposables of a template has one guarded part per qube (HookFiles.BlockBody).
         private static string SectionFor(string body, string qube)
         {
             var guard = "if [ \"$(qubesdb-read /name 2>/dev/null)\" = " + ShellQuote.Single(qube) + " ]; then\n";
@@ -132,11 +132,11 @@ public sealed class ForwardCustomPersistCheck : IAuditCheck
             if (chain is null) continue;
             foreach (var part in ForwardAuditChecks.PartsOf(chain))
             {
-                if (!ForwardPersistence.HasCustomPersist(context.Inventory, part)) continue;
+                if (!HookFiles.HasCustomPersist(context.Inventory, part)) continue;
                 yield return new AuditFinding(AuditSeverity.Warning, qube.Name, ForwardAuditChecks.CustomPersistHop, null,
                     $"{forward.Text} ({forward.FeatureName}) passes through '{part.Name}' ({ForwardAuditChecks.RoleIn(chain, part)}), which has the R4.3 custom-persist service on: " +
                     $"Qubes does not run its /rw/config hooks at start, so its QubesFirewall agent does not start and its part of the forward is lost when '{part.Name}' restarts. " +
-                    ForwardPersistence.CustomPersistFix(part),
+                    HookFiles.CustomPersistFix(part),
                     null);
             }
         }

@@ -63,7 +63,7 @@ public sealed class InterVmLinkAuditCheck : IAuditCheck
             foreach (var name in new[] { link.NetVM, link.To }.Distinct())
             {
                 if (name is null || context.Inventory.Find(name) is not { } part) continue;
-                if (ForwardPersistence.HasCustomPersist(context.Inventory, part))
+                if (HookFiles.HasCustomPersist(context.Inventory, part))
                     yield return new AuditFinding(AuditSeverity.Warning, qube.Name, LinkNotPersistent, null,
                         $"'{part.Name}', which carries a part of the link {link}, has the R4.3 custom-persist service on: Qubes does not run its /rw/config hooks, so its QubesFirewall agent does not start and the part is gone after it restarts. " +
                         $"Turn custom-persist off (qvm-service {part.Name} custom-persist off), or have its template start the agent.",

@@ -1,11 +1,9 @@
 using QubesFirewall.Engine.Agent;
-using System.Globalization;
 using System.Text;
 using QubesFirewall.Engine.Backends;
 using QubesFirewall.Engine.Deployment;
 using QubesFirewall.Engine.Formats;
 using QubesFirewall.Engine.Model;
-using QubesFirewall.Engine.Persistence;
 using QubesFirewall.Engine.Scripts;
 
 namespace QubesFirewall.Engine.Planning;
@@ -386,15 +384,15 @@ public static class InterVmLinkPlanner
     }
 
     /// <summary>Deploys the plan; the first failing step stops it and everything already changed is put back. Reported per qube.</summary>
-    public static PortForwardApplyResult Apply(IQubesBackend backend, InterVmLinkPlan plan, RolloutOptions? options = null)
+    public static HopResults Apply(IQubesBackend backend, InterVmLinkPlan plan, RolloutOptions? options = null)
     {
         (plan, var run) = Rollout.Deploy(backend, plan, options, replan: null);
         var what = $"{plan.Operation} inter-qube link {plan.Target}";
         var stopped = run.Failure(ErrorIds.InterVmLinkRolledBack, ErrorIds.InterVmLinkPartiallyApplied, what, "Disable-QubeInterVmNetwork", plan.Operation == "Disable", null);
-        if (stopped is not null) return new PortForwardApplyResult([], stopped) { Rollout = run };
+        if (stopped is not null) return new HopResults([], stopped) { Rollout = run };
         var p = plan;
         var (hops, error) = PortForwardPlanner.ConfirmAgents(backend, run, plan.AgentGenerations, plan.AgentWait, q => p.RoleOf(q), plan.Target, plan.Operation, _ => 0, ErrorIds.InterVmLinkAgentFailed, ErrorIds.InterVmLinkAgentUnconfirmed, what);
-        return new PortForwardApplyResult(hops, error) { Rollout = run };
+        return new HopResults(hops, error) { Rollout = run };
     }
 
     private static string TargetText(IReadOnlyList<InterVmLink> links, string netvm)

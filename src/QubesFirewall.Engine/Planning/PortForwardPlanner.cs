@@ -1,5 +1,4 @@
 using System.Globalization;
-using System.Text;
 using QubesFirewall.Engine.Agent;
 using QubesFirewall.Engine.Backends;
 using QubesFirewall.Engine.Deployment;
@@ -8,159 +7,6 @@ using QubesFirewall.Engine.Persistence;
 using QubesFirewall.Engine.Scripts;
 
 namespace QubesFirewall.Engine.Planning;
-
-/// <summary>
-/// An ordered list of changes that adds, updates or removes one port forward: the feature of the
-/// target, then for each qube on the way its hook file (managed block) and a run of its script.
-/// Adding opens from the inside out (target first, the outermost hop last), removing closes from the
-/// outside in (outermost hop first, the declaration last), so a failure half way leaves the port shut at
-/// the edge. Deployed by <see cref="Rollout"/>: a failure half way puts every change back, feature included.
-/// Deterministic: the same inventory, files and request give the same plan.
-/// </summary>
-public sealed record PortForwardPlan : IDeploymentPlan
-{
-    public required string Operation { get; init; }
-
-    /// <summary>The forward added/updated, or the one removed (null when the removed feature could not be read).</summary>
-    public PortForward? Forward { get; init; }
-
-    /// <summary>For an update: the declaration it replaces.</summary>
-    public PortForward? Previous { get; init; }
-
-    public required string VMName { get; init; }
-
-    public required string FeatureName { get; init; }
-
-    /// <summary>The network qubes of the forward, outermost first (empty when it cannot be resolved).</summary>
-    public IReadOnlyList<string> Hops { get; init; } = [];
-
-    public IReadOnlyList<DeploymentStep> Steps { get; init; } = [];
-
-    public IReadOnlyList<string> Warnings { get; init; } = [];
-
-    /// <summary>The ShouldProcess target: <c>tcp/443 -> work:443 (sys-net -> sys-firewall -> work)</c>.</summary>
-    public required string Target { get; init; }
-
-    /// <summary>The address families the forward is generated for (<c>IPv4</c>, <c>IPv4 and IPv6</c>, <c>IPv6</c>); empty for a removal.</summary>
-    public string AddressFamilies { get; init; } = "";
-
-    /// <summary>
-    /// The qubes the change reaches that are not running, outermost first: the network qubes on the way
-    /// (their rules are loaded now) and the qubes keeping the hook files (read and written inside them, live).
-    /// </summary>
-    public IReadOnlyList<Qube> NotRunning { get; init; } = [];
-
-    /// <summary>False on the live backend while qubes of <see cref="NotRunning"/> are halted: their files cannot be read, so there are no steps.</summary>
-    public bool IsComplete { get; init; } = true;
-
-    /// <summary>How many forwards each qube's script carries after the change (qubes whose file or rules change).</summary>
-    public IReadOnlyDictionary<string, int> ForwardCounts { get; init; } = new Dictionary<string, int>();
-
-    /// <summary>
-    /// Delivered through the agent (every qube on the way records it): the steps are only feature calls in dom0 (the
-    /// declaration and the derived <c>vm-config.qubesfw.*</c> keys); nothing is written into or run in a qube.
-    /// </summary>
-    public bool ViaAgent { get; init; }
-
-    /// <summary>Via the agent: for each qube whose keys change, the generation its agent must report (<c>none</c> for an emptied set).</summary>
-    public IReadOnlyDictionary<string, string> AgentGenerations { get; init; } = new Dictionary<string, string>();
-
-    /// <summary>Via the agent: how long to wait for the agents' confirmation (zero: not asked).</summary>
-    public TimeSpan AgentWait { get; init; }
-
-    string IDeploymentPlan.Purpose => $"{Operation.ToLowerInvariant()} port forward {Target}";
-
-    /// <summary>True when the port is open to anyone who reaches the first hop (no -AllowFrom).</summary>
-    public bool OpenToEveryone => Forward?.IsOpenToEveryone == true && Operation != "Remove";
-
-    /// <summary>The whole plan for -WhatIf: one line per step, the nft commands indented under run steps.</summary>
-    public string Describe()
-    {
-        var sb = new StringBuilder();
-        sb.Append(Operation).Append(" port forward ").Append(Target).Append(':');
-        if (!IsComplete) sb.Append(" first start ").Append(string.Join(", ", NotRunning.Select(q => q.Name))).Append(" (-Start); the steps are planned once they run");
-        DeploymentStep.AppendList(sb, Steps);
-        return sb.ToString();
-    }
-}
-
-/// <summary>What happened in one qube when a plan was applied.</summary>
-public enum PortForwardHopStatus
-{
-    /// <summary>File written as needed and the script ran in the qube.</summary>
-    Applied,
-    /// <summary>Offline root: the file was written and the run recorded (nothing runs offline).</summary>
-    Recorded,
-    /// <summary>The qube is not running: its file was written; the rules apply when it starts.</summary>
-    Persisted,
-    /// <summary>Its file and rules were found up to date; nothing written.</summary>
-    Unchanged,
-    /// <summary>A step of this qube failed; what it had changed was put back. See Message.</summary>
-    Failed,
-    /// <summary>Not reached: an earlier step failed.</summary>
-    NotReached,
-    /// <summary>Changed, then put back (its previous file, its previous rules loaded again) because a later qube failed.</summary>
-    RolledBack,
-    /// <summary>Putting it back failed: this qube needs attention (see Message).</summary>
-    RollbackFailed,
-    /// <summary>Via the agent: the qube is halted; its agent applies the new keys when it starts.</summary>
-    Pending,
-    /// <summary>Via the agent: no confirmation of the new generation in time.</summary>
-    Unconfirmed,
-    /// <summary>Via the agent: the features are set; the agent was not asked (-NoWait).</summary>
-    Sent,
-}
-
-/// <summary>The result for one qube of a port forward change (Add-/Remove-QubePortForward -PassThru).</summary>
-public sealed record PortForwardHopResult
-{
-    /// <summary>The qube whose rules changed.</summary>
-    public required string VMName { get; init; }
-
-    /// <summary><c>hop 1 of 2</c>, <c>target</c>.</summary>
-    public required string Role { get; init; }
-
-    /// <summary>The forward: <c>tcp/443 -> work:443</c>.</summary>
-    public required string Forward { get; init; }
-
-    public required string Operation { get; init; }
-
-    /// <summary>The qube whose /rw holds the file (the disposable template for a disposable).</summary>
-    public required string StoredIn { get; init; }
-
-    public required string Path { get; init; }
-
-    public bool FileChanged { get; init; }
-
-    /// <summary>Whether the script ran (false offline and for halted qubes).</summary>
-    public bool Executed { get; init; }
-
-    public int? ExitCode { get; init; }
-
-    public string? Output { get; init; }
-
-    /// <summary>How many forwards the qube's script now carries.</summary>
-    public int Forwards { get; init; }
-
-    public PortForwardHopStatus Status { get; init; }
-
-    /// <summary>What happened there, in words (why it failed, that it was put back).</summary>
-    public string? Message { get; init; }
-
-    public override string ToString() => $"{VMName} ({Role}): {Status}";
-}
-
-/// <summary>Results per qube, the whole rollout, and the failure that stopped it (null when all went through).</summary>
-public sealed record PortForwardApplyResult(IReadOnlyList<PortForwardHopResult> Hops, QubesFirewallException? Failure)
-{
-    /// <summary>The plan deployed (offline: made again under the root's lock).</summary>
-    public PortForwardPlan? Plan { get; init; }
-
-    public DeploymentResult? Rollout { get; init; }
-}
-
-/// <summary>The script Export-QubeFirewallScript returns for a qube.</summary>
-public sealed record QubeForwardScript(string VMName, string StoredIn, string Path, string Script, int Forwards);
 
 /// <summary>
 /// Plans port forwards from the declarations in qube features (the only source of truth): resolves
@@ -369,13 +215,13 @@ public static class PortForwardPlanner
         var layout = ForwardLayout.Build(inventory, forwards, list);
         foreach (var w in list) warnings?.Add(w);
         var set = layout.For(qube);
-        var storage = ForwardPersistence.StorageOf(inventory, qube);
-        var path = ForwardPersistence.HookPath(qube);
+        var storage = HookFiles.StorageOf(inventory, qube);
+        var path = HookFiles.HookPath(qube);
         // a qube that only keeps inter-qube links has a block too
         var links = LinkPersistence.Part(inventory, storage, path);
         if (set.IsEmpty && links.Length == 0) return null;
         // The managed block is shared with ConnectTCP bindings and inter-qube links: keep their sections.
-        var body = LinkPersistence.ReplacePart(ConnectTcpPersistence.WithBindings(inventory, storage, path, ForwardPersistence.BlockBody(inventory, storage, path, layout.For)), links);
+        var body = LinkPersistence.ReplacePart(ConnectTcpPersistence.WithBindings(inventory, storage, path, HookFiles.BlockBody(inventory, storage, path, layout.For)), links);
         return new QubeForwardScript(qube.Name, storage.Name, path, body, set.Count);
     }
 
@@ -409,15 +255,15 @@ public static class PortForwardPlanner
     /// deployment lock (offline root) the plan is first made again by <paramref name="replan"/>, so a
     /// forward another process added since the first plan is kept. Reports, per qube, what happened.
     /// </summary>
-    public static PortForwardApplyResult Apply(IQubesBackend backend, PortForwardPlan plan, RolloutOptions? options = null, Func<PortForwardPlan>? replan = null)
+    public static HopResults Apply(IQubesBackend backend, PortForwardPlan plan, RolloutOptions? options = null, Func<PortForwardPlan>? replan = null)
     {
         (plan, var run) = Rollout.Deploy(backend, plan, options, replan);
         var failure = run.Failure(ErrorIds.PortForwardRolledBack, ErrorIds.PortForwardPartiallyApplied, $"{plan.Operation} port forward {plan.Target}", "Remove-QubePortForward", plan.Operation == "Remove", null);
-        if (failure is not null) return new PortForwardApplyResult([], failure) { Plan = plan, Rollout = run };
+        if (failure is not null) return new HopResults([], failure) { Plan = plan, Rollout = run };
         var p = plan;
         var (hops, error) = ConfirmAgents(backend, run, plan.AgentGenerations, plan.AgentWait, q => RoleOf(p, q), plan.Forward?.Text ?? plan.FeatureName,
             plan.Operation, q => p.ForwardCounts.GetValueOrDefault(q), ErrorIds.PortForwardAgentFailed, ErrorIds.PortForwardAgentUnconfirmed, $"{plan.Operation} port forward {plan.Target}");
-        return new PortForwardApplyResult(hops, error) { Plan = plan, Rollout = run };
+        return new HopResults(hops, error) { Plan = plan, Rollout = run };
     }
 
     /// <summary>
@@ -550,39 +396,4 @@ public static class PortForwardPlanner
             return false;
         }
     }
-}
-
-/// <summary>Which forwards cross each qube, built from a set of declarations (those whose chain cannot be resolved are left out, with a warning).</summary>
-public sealed class ForwardLayout
-{
-    private readonly Dictionary<string, List<(NetworkChain, ChainHop)>> _hops = new(StringComparer.Ordinal);
-    private readonly Dictionary<string, List<NetworkChain>> _targets = new(StringComparer.Ordinal);
-
-    public static ForwardLayout Build(QubesInventory inventory, IEnumerable<PortForward> forwards, ICollection<string> warnings)
-    {
-        var layout = new ForwardLayout();
-        foreach (var f in forwards)
-        {
-            if (!PortForwardPlanner.TryResolve(inventory, f, out var chain, out var why))
-            {
-                warnings.Add($"{f.Text} (feature {f.FeatureName} of {f.VMName}) is left out of the generated scripts: {why}");
-                continue;
-            }
-            foreach (var hop in chain!.Hops)
-            {
-                if (!layout._hops.TryGetValue(hop.Name, out var list)) layout._hops[hop.Name] = list = [];
-                list.Add((chain, hop));
-            }
-            if (!layout._targets.TryGetValue(chain.Target.Name, out var targets)) layout._targets[chain.Target.Name] = targets = [];
-            targets.Add(chain);
-        }
-        return layout;
-    }
-
-    /// <summary>The qubes some forward crosses (hops and targets), in no particular order.</summary>
-    public IEnumerable<string> Qubes => _hops.Keys.Union(_targets.Keys, StringComparer.Ordinal);
-
-    public QubeForwards For(Qube qube) => new(qube,
-        _hops.TryGetValue(qube.Name, out var h) ? h : [],
-        _targets.TryGetValue(qube.Name, out var t) ? t : []);
 }

@@ -9,18 +9,6 @@ using QubesFirewall.Engine.Scripts;
 
 namespace QubesFirewall.Engine.Planning;
 
-/// <summary>How a qubes.ConnectTCP binding plan is made.</summary>
-public sealed record TcpBindingOptions
-{
-    /// <summary>
-    /// Live backend: a client's listeners are started now only when it runs, and its rc.local can be changed
-    /// only while the qube that keeps it runs (qvm-run). Offline every run is recorded, nothing checked.
-    /// </summary>
-    public bool RequireRunning { get; init; }
-
-    public static TcpBindingOptions For(IQubesBackend backend) => new() { RequireRunning = backend.RunsInQubes };
-}
-
 /// <summary>Read access to dom0's policy files for a plan (the backend's, or a test's).</summary>
 public sealed record Dom0PolicyReader(Func<string, IReadOnlyList<string>> List, Func<string, string?> Read)
 {
@@ -131,11 +119,11 @@ public static class TcpBindingPlanner
 
     // ------------------------------------------------------------------ add
 
-    public static TcpBindingPlan PlanAdd(IQubesBackend backend, TcpBinding binding, TcpBindingOptions options) =>
+    public static TcpBindingPlan PlanAdd(IQubesBackend backend, TcpBinding binding, DeploymentOptions options) =>
         PlanAdd(backend.GetInventory(), binding, options, backend.ReadQubeFile, Dom0PolicyReader.For(backend));
 
     /// <summary>The pure planner: inventory, request, file reader (qube, path -> content or null), dom0 policy reader.</summary>
-    public static TcpBindingPlan PlanAdd(QubesInventory inventory, TcpBinding binding, TcpBindingOptions options,
+    public static TcpBindingPlan PlanAdd(QubesInventory inventory, TcpBinding binding, DeploymentOptions options,
         Func<string, string, string?> readFile, Dom0PolicyReader dom0)
     {
         var warnings = new List<string>();
@@ -173,7 +161,7 @@ public static class TcpBindingPlanner
 
         var before = previous is null ? others : others.Append(previous).ToList();
         var touchesClient = binding.Permanent || previous?.Permanent == true || existing is { Binding: null };
-        var notRunning = touchesClient ? QubeStarter.NotRunning(inventory, [ForwardPersistence.StorageOf(inventory, client).Name]) : [];
+        var notRunning = touchesClient ? QubeStarter.NotRunning(inventory, [HookFiles.StorageOf(inventory, client).Name]) : [];
         if (options.RequireRunning && binding.Permanent && notRunning.Count > 0)
             return new TcpBindingPlan
             {
@@ -187,7 +175,7 @@ public static class TcpBindingPlanner
             steps.AddRange(ClientSteps(inventory, client, after, before, readFile, options, warnings));
         if (binding.Permanent)
         {
-            if (ForwardPersistence.HasCustomPersist(inventory, client))
+            if (HookFiles.HasCustomPersist(inventory, client))
                 warnings.Add($"'{client.Name}' has the R4.3 custom-persist service on: Qubes does not run /rw/config/rc.local there, so its listener starts now but not when it starts again. " +
                     "Make /rw/config persistent in it (a custom-persist.* bind) or turn custom-persist off.");
         }
@@ -218,7 +206,7 @@ public static class TcpBindingPlanner
 
     // ------------------------------------------------------------------ remove
 
-    public static TcpBindingPlan PlanRemove(IQubesBackend backend, string from, string to, int port, TcpBindingOptions options) =>
+    public static TcpBindingPlan PlanRemove(IQubesBackend backend, string from, string to, int port, DeploymentOptions options) =>
         PlanRemove(backend.GetInventory(), from, to, port, options, backend.ReadQubeFile, Dom0PolicyReader.For(backend));
 
     /// <summary>
@@ -226,7 +214,7 @@ public static class TcpBindingPlanner
     /// hand-written feature with leading zeros or an unreadable value): the policy without its line first, then the
     /// client's section without its listener, the feature last.
     /// </summary>
-    public static TcpBindingPlan PlanRemove(QubesInventory inventory, string from, string to, int port, TcpBindingOptions options,
+    public static TcpBindingPlan PlanRemove(QubesInventory inventory, string from, string to, int port, DeploymentOptions options,
         Func<string, string, string?> readFile, Dom0PolicyReader dom0)
     {
         var warnings = new List<string>();
@@ -255,7 +243,7 @@ public static class TcpBindingPlanner
         steps.AddRange(PolicySteps(declarations, null, after, dom0, warnings).Steps);
         var touchesClient = removed is null || removed.Permanent;
         // Removing never waits for the client: the policy line is what grants the call (see ClientSteps).
-        var notRunning = touchesClient ? QubeStarter.NotRunning(inventory, [ForwardPersistence.StorageOf(inventory, client).Name]) : [];
+        var notRunning = touchesClient ? QubeStarter.NotRunning(inventory, [HookFiles.StorageOf(inventory, client).Name]) : [];
         if (touchesClient)
             steps.AddRange(ClientSteps(inventory, client, after, removed is null ? after : after.Append(removed).ToList(), readFile, options, warnings));
         foreach (var d in matching) steps.Add(DeploymentStep.RemoveFeature(client.Name, d.FeatureName, d.FeatureValue));
@@ -311,13 +299,13 @@ public static class TcpBindingPlanner
     // ------------------------------------------------------------------ steps
 
     private static IEnumerable<DeploymentStep> ClientSteps(QubesInventory inventory, Qube client, IReadOnlyList<TcpBinding> after, IReadOnlyList<TcpBinding> before,
-        Func<string, string, string?> readFile, TcpBindingOptions options, List<string> warnings)
+        Func<string, string, string?> readFile, DeploymentOptions options, List<string> warnings)
     {
         var byClient = after.Where(b => b.Permanent).GroupBy(b => b.From, StringComparer.Ordinal)
             .ToDictionary(g => g.Key, g => (IReadOnlyList<TcpBinding>)g.ToList(), StringComparer.Ordinal);
         IReadOnlyList<TcpBinding> PermanentOf(Qube q) => byClient.TryGetValue(q.Name, out var l) ? l : [];
         var mine = PermanentOf(client);
-        var storage = ForwardPersistence.StorageOf(inventory, client);
+        var storage = HookFiles.StorageOf(inventory, client);
         var path = ConnectTcpPersistence.Path;
         if (storage.Name != client.Name)
             warnings.Add($"'{client.Name}' is a disposable of '{storage.Name}': its /rw is a fresh copy of {storage.Name}'s at each start, so its listeners are kept in {storage.Name}'s {path}, " +

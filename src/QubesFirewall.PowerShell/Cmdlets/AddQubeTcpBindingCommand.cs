@@ -51,7 +51,7 @@ public sealed class AddQubeTcpBindingCommand : QubeCmdlet
     protected override void ProcessRecord()
     {
         if (!TryEngine(() => TcpBinding.Create(From, To, Port, LocalPort, Permanent), out var binding)) return;
-        TcpBindingPlan Plan() => TcpBindingPlanner.PlanAdd(Backend, binding, TcpBindingOptions.For(Backend));
+        TcpBindingPlan Plan() => TcpBindingPlanner.PlanAdd(Backend, binding, DeploymentOptions.For(Backend));
         if (!TryEngine(Plan, out var first)) return;
         foreach (var note in first.Notes) WriteVerbose(note);
         if (Deploy(first, Start, Plan, (plan, options, again) => TcpBindingPlanner.Apply(Backend, plan, options, again), r => r.Failure) is not { } result) return;

@@ -6,14 +6,8 @@ namespace QubesFirewall.PowerShell.Cmdlets;
 /// <summary>Writes the script the module maintains for a qube: the body of its managed block, ready to run as root there.</summary>
 [Cmdlet(VerbsData.Export, "QubeFirewallScript")]
 [OutputType(typeof(string))]
-public sealed class ExportQubeFirewallScriptCommand : QubeCmdlet
+public sealed class ExportQubeFirewallScriptCommand : QubeNamesCmdlet
 {
-    [Parameter(Mandatory = true, Position = 0, ValueFromPipeline = true, ValueFromPipelineByPropertyName = true)]
-    [Alias("Name")]
-    [ArgumentCompleter(typeof(QubeNameCompleter))]
-    [ValidateNotNullOrEmpty]
-    public string[] VMName { get; set; } = [];
-
     protected override void ProcessRecord()
     {
         foreach (var name in VMName)

@@ -9,16 +9,10 @@ namespace QubesFirewall.PowerShell.Cmdlets;
 /// </summary>
 [Cmdlet(VerbsLifecycle.Install, "QubeFirewallAgent", SupportsShouldProcess = true, ConfirmImpact = ConfirmImpact.Medium)]
 [OutputType(typeof(QubeFirewallAgent))]
-public sealed class InstallQubeFirewallAgentCommand : QubeCmdlet
+public sealed class InstallQubeFirewallAgentCommand : QubeNamesCmdlet
 {
     private bool _yesToAll;
     private bool _noToAll;
-
-    [Parameter(Mandatory = true, Position = 0, ValueFromPipeline = true, ValueFromPipelineByPropertyName = true)]
-    [Alias("Name")]
-    [ArgumentCompleter(typeof(QubeNameCompleter))]
-    [ValidateNotNullOrEmpty]
-    public string[] VMName { get; set; } = [];
 
     /// <summary>Installs into a disposable's template without asking.</summary>
     [Parameter]

@@ -36,7 +36,7 @@ public sealed class InvokeQubeNetworkConfigurationCommand : NetworkConfiguration
     {
         if (!TryReadConfiguration(out var configuration, out var path)) return;
         ConfigurationPlan Plan() => ConfigurationPlanner.Plan(SystemReader.For(Backend), configuration, Prune,
-            DeploymentOptions.For(Backend, Now, Force), TcpBindingOptions.For(Backend));
+            DeploymentOptions.For(Backend, Now, Force));
         if (!TryEngine(Plan, out var first)) return;
         if (first is { IsComplete: true, IsEmpty: true })
         {

@@ -37,7 +37,7 @@ public sealed class RemoveQubeTcpBindingCommand : QubeCmdlet
 
     protected override void ProcessRecord()
     {
-        TcpBindingPlan Plan() => TcpBindingPlanner.PlanRemove(Backend, From, To, Port, TcpBindingOptions.For(Backend));
+        TcpBindingPlan Plan() => TcpBindingPlanner.PlanRemove(Backend, From, To, Port, DeploymentOptions.For(Backend));
         if (!TryEngine(Plan, out var first)
             || Deploy(first, Start, Plan, (plan, options, again) => TcpBindingPlanner.Apply(Backend, plan, options, again), r => r.Failure) is not { } result) return;
         foreach (var change in result.Changes) WriteVerbose(change.Describe());

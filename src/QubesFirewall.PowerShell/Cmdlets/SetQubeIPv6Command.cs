@@ -11,16 +11,10 @@ namespace QubesFirewall.PowerShell.Cmdlets;
 /// </summary>
 [Cmdlet(VerbsCommon.Set, "QubeIPv6", SupportsShouldProcess = true, DefaultParameterSetName = EnabledSet)]
 [OutputType(typeof(Qube))]
-public sealed class SetQubeIPv6Command : QubeCmdlet
+public sealed class SetQubeIPv6Command : QubeNamesCmdlet
 {
     private const string EnabledSet = "Enabled";
     private const string InheritSet = "Inherit";
-
-    [Parameter(Mandatory = true, Position = 0, ValueFromPipeline = true, ValueFromPipelineByPropertyName = true)]
-    [Alias("Name")]
-    [ArgumentCompleter(typeof(QubeNameCompleter))]
-    [ValidateNotNullOrEmpty]
-    public string[] VMName { get; set; } = [];
 
     /// <summary>$true: feature ipv6 = 1; $false: feature ipv6 = '' (off, whatever the network qube says).</summary>
     [Parameter(Mandatory = true, Position = 1, ParameterSetName = EnabledSet)]

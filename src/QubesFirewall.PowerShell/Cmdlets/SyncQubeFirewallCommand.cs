@@ -9,14 +9,8 @@ namespace QubesFirewall.PowerShell.Cmdlets;
 /// </summary>
 [Cmdlet(VerbsData.Sync, "QubeFirewall", SupportsShouldProcess = true)]
 [OutputType(typeof(QubesDbEntry))]
-public sealed class SyncQubeFirewallCommand : QubeCmdlet
+public sealed class SyncQubeFirewallCommand : QubeNamesCmdlet
 {
-    [Parameter(Mandatory = true, Position = 0, ValueFromPipeline = true, ValueFromPipelineByPropertyName = true)]
-    [Alias("Name")]
-    [ArgumentCompleter(typeof(QubeNameCompleter))]
-    [ValidateNotNullOrEmpty]
-    public string[] VMName { get; set; } = [];
-
     [Parameter]
     public SwitchParameter PassThru { get; set; }
 

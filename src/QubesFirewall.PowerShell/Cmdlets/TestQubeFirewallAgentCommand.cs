@@ -6,14 +6,8 @@ namespace QubesFirewall.PowerShell.Cmdlets;
 /// <summary>Tells, from dom0 facts only (the qube's <c>qubesfirewall.agent</c> feature), whether qubes have the agent this module ships.</summary>
 [Cmdlet(VerbsDiagnostic.Test, "QubeFirewallAgent")]
 [OutputType(typeof(QubeFirewallAgent))]
-public sealed class TestQubeFirewallAgentCommand : QubeCmdlet
+public sealed class TestQubeFirewallAgentCommand : QubeNamesCmdlet
 {
-    [Parameter(Mandatory = true, Position = 0, ValueFromPipeline = true, ValueFromPipelineByPropertyName = true)]
-    [Alias("Name")]
-    [ArgumentCompleter(typeof(QubeNameCompleter))]
-    [ValidateNotNullOrEmpty]
-    public string[] VMName { get; set; } = [];
-
     /// <summary>Also reads each running qube's agent status (one bounded qvm-run read per qube).</summary>
     [Parameter]
     public SwitchParameter Deep { get; set; }

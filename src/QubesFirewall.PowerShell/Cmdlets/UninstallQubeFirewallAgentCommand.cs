@@ -6,14 +6,8 @@ namespace QubesFirewall.PowerShell.Cmdlets;
 /// <summary>Stops the agent in qubes and removes its files and version record.</summary>
 [Cmdlet(VerbsLifecycle.Uninstall, "QubeFirewallAgent", SupportsShouldProcess = true, ConfirmImpact = ConfirmImpact.High)]
 [OutputType(typeof(QubeFirewallAgent))]
-public sealed class UninstallQubeFirewallAgentCommand : QubeCmdlet
+public sealed class UninstallQubeFirewallAgentCommand : QubeNamesCmdlet
 {
-    [Parameter(Mandatory = true, Position = 0, ValueFromPipeline = true, ValueFromPipelineByPropertyName = true)]
-    [Alias("Name")]
-    [ArgumentCompleter(typeof(QubeNameCompleter))]
-    [ValidateNotNullOrEmpty]
-    public string[] VMName { get; set; } = [];
-
     protected override void ProcessRecord()
     {
         foreach (var name in VMName)

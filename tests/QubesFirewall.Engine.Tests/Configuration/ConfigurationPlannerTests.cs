@@ -14,7 +14,7 @@ public sealed class ConfigurationPlannerTests : IDisposable
 
     private ConfigurationPlan Plan(string qubes, bool prune = false) =>
         ConfigurationPlanner.Plan(SystemReader.For(_root.Backend), ConfigurationReader.Read("@{ Version = 1; Qubes = @{ " + qubes + " } }", ConfigurationFormat.Psd1),
-            prune, DeploymentOptions.For(_root.Backend, _root.Now), TcpBindingOptions.For(_root.Backend));
+            prune, DeploymentOptions.For(_root.Backend, _root.Now));
 
     [Fact]
     public void Network_qubes_move_before_the_qubes_that_move_behind_them()

@@ -177,7 +177,7 @@ public sealed class HopRolloutTests : IDisposable
     [Fact]
     public void The_outermost_hops_agent_failing_puts_the_update_back_everywhere()
     {
-        _root.Backend.WriteQubeFile("sys-net", ForwardPersistence.FirewallUserScript, UserLines, ManagedBlock.FileMode);
+        _root.Backend.WriteQubeFile("sys-net", HookFiles.FirewallUserScript, UserLines, ManagedBlock.FileMode);
         Assert.Null(PortForwardPlanner.Apply(_backend, PortForwardPlanner.PlanAdd(_backend, Web(), Options)).Failure);
         var before = Snapshot();
         _backend.Calls.Clear();
@@ -198,7 +198,7 @@ public sealed class HopRolloutTests : IDisposable
         // Every feature is as it was; the user's line in sys-net never went away (nothing is written into a qube).
         Assert.Equal(before, Snapshot());
         Assert.Contains("allow=192.168.1.0/24", _root.Backend.GetInventory().Get("work").Features["qubesfirewall.forward.tcp.443"]);
-        Assert.Equal(UserLines, File("sys-net", ForwardPersistence.FirewallUserScript));
+        Assert.Equal(UserLines, File("sys-net", HookFiles.FirewallUserScript));
         AssertKeysMatchDeclarations();
 
         // The order: the features (declaration first, each qube's gen after its keys), one status read per running qube,
@@ -236,7 +236,7 @@ public sealed class HopRolloutTests : IDisposable
     {
         _backend.FailRunIn = "untrusted";
         var binding = Model.TcpBinding.Create("untrusted", "work", 444, 10444, permanent: true);
-        var plan = TcpBindingPlanner.PlanAdd(_backend, binding, TcpBindingOptions.For(_root.Backend));
+        var plan = TcpBindingPlanner.PlanAdd(_backend, binding, DeploymentOptions.For(_root.Backend));
         var result = TcpBindingPlanner.Apply(_backend, plan);
         Assert.Equal("TcpBindingRolledBack", result.Failure!.ErrorId);
         Assert.Equal(
@@ -247,7 +247,7 @@ public sealed class HopRolloutTests : IDisposable
         Assert.Equal(["feature qubesfirewall.tcp.work.444 of untrusted", "/rw/config/rc.local of untrusted", "the rules running in untrusted", "dom0's /etc/qubes/policy.d/70-qubesfirewall.policy"],
             result.Changes.Select(c => c.Change));
         Assert.Empty(TcpBindingPlanner.List(_root.Backend.GetInventory()));
-        Assert.Null(File("untrusted", ForwardPersistence.RcLocal));
+        Assert.Null(File("untrusted", HookFiles.RcLocal));
         Assert.Null(_root.Backend.ReadDom0File(QrexecPolicy.FilePath));
     }
 

@@ -22,7 +22,7 @@ public sealed class TcpBindingPlannerTests : IDisposable
 
     private OfflineRoot Backend => _root.Backend;
 
-    private static TcpBindingOptions Offline => new();
+    private static DeploymentOptions Offline => new();
 
     private TcpBindingPlan Add(Model.TcpBinding b)
     {
@@ -270,7 +270,7 @@ public sealed class TcpBindingPlannerTests : IDisposable
     [Fact]
     public void On_the_live_backend_a_halted_client_cannot_get_a_listener_file()
     {
-        var options = new TcpBindingOptions { RequireRunning = true };
+        var options = new DeploymentOptions { RequireRunning = true };
         var inventory = Backend.GetInventory();
         var dom0 = Dom0PolicyReader.For(Backend);
         // permanent: its rc.local is read inside it, so the plan waits for it (no step, and applying it is refused by name)

@@ -96,13 +96,13 @@ public sealed class CopiedDeclarationTests : IDisposable
     public void A_cloned_binding_gets_no_policy_line()
     {
         var main = TcpBinding.Create("untrusted", "work", 444, 10444, permanent: false);
-        Assert.Null(TcpBindingPlanner.Apply(_root.Backend, TcpBindingPlanner.PlanAdd(_root.Backend, main, new TcpBindingOptions())).Failure);
+        Assert.Null(TcpBindingPlanner.Apply(_root.Backend, TcpBindingPlanner.PlanAdd(_root.Backend, main, new DeploymentOptions())).Failure);
         Clone("untrusted", "untrusted-clone", 91);
         var copy = Assert.Single(TcpBindingDeclaration.Read(Inventory.Get("untrusted-clone")));
         Assert.Equal(DeclarationOwnership.Copied, copy.Ownership);
         Assert.Null(copy.Binding);
         // the next unrelated binding change rewrites the policy: no line for the clone
-        Assert.Null(TcpBindingPlanner.Apply(_root.Backend, TcpBindingPlanner.PlanAdd(_root.Backend, TcpBinding.Create("personal", "work", 22, 10022, permanent: false), new TcpBindingOptions())).Failure);
+        Assert.Null(TcpBindingPlanner.Apply(_root.Backend, TcpBindingPlanner.PlanAdd(_root.Backend, TcpBinding.Create("personal", "work", 22, 10022, permanent: false), new DeploymentOptions())).Failure);
         var policy = _root.Backend.ReadDom0File(QrexecPolicy.FilePath)!;
         Assert.Contains("untrusted\t@default\tallow target=work", policy);
         Assert.DoesNotContain("untrusted-clone", policy);
@@ -110,7 +110,7 @@ public sealed class CopiedDeclarationTests : IDisposable
         Assert.Equal(DeclarationOwnership.Copied, shown.Ownership);
         Assert.Contains("copied", shown.Problem);
         // removing the copy is never refused, and leaves the original's line
-        Assert.Null(TcpBindingPlanner.Apply(_root.Backend, TcpBindingPlanner.PlanRemove(_root.Backend, "untrusted-clone", "work", 444, new TcpBindingOptions())).Failure);
+        Assert.Null(TcpBindingPlanner.Apply(_root.Backend, TcpBindingPlanner.PlanRemove(_root.Backend, "untrusted-clone", "work", 444, new DeploymentOptions())).Failure);
         Assert.Contains("untrusted\t@default\tallow target=work", _root.Backend.ReadDom0File(QrexecPolicy.FilePath)!);
     }
 

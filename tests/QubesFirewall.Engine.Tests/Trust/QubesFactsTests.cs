@@ -39,7 +39,7 @@ public sealed class QubesFactsTests
         var netvm = inv.Get("sys-net");
         Assert.Equal(runs, QubesFacts.RunsFirewallService(netvm));
         // the planners' hook file and the audit's verdict follow the same answer
-        Assert.Equal(runs ? ForwardPersistence.FirewallUserScript : ForwardPersistence.RcLocal, ForwardPersistence.HookPath(netvm));
+        Assert.Equal(runs ? HookFiles.FirewallUserScript : HookFiles.RcLocal, HookFiles.HookPath(netvm));
         Assert.Equal(runs, Enforcement.OfNetVm(inv, netvm).Enforces);
     }
 
@@ -99,6 +99,6 @@ public sealed class QubesFactsTests
         Assert.False(QubesFacts.IsDisposable(inv.Get("default-dvm")));
         Assert.Equal("default-dvm", QubesFacts.StorageOf(inv, inv.Get("sys-firewall")).Name);
         Assert.Equal("work", QubesFacts.StorageOf(inv, inv.Get("work")).Name);
-        Assert.Equal("default-dvm", ForwardPersistence.StorageOf(inv, inv.Get("sys-firewall")).Name);
+        Assert.Equal("default-dvm", HookFiles.StorageOf(inv, inv.Get("sys-firewall")).Name);
     }
 }

@@ -4,8 +4,11 @@ using QubesFirewall.Engine.Scripts;
 
 namespace QubesFirewall.Engine.Persistence;
 
-/// <summary>Where a qube's generated script is kept so that it runs again when the qube (or its firewall) starts.</summary>
-public static class ForwardPersistence
+/// <summary>
+/// The hook files of a qube's /rw/config (qubes-firewall-user-script, rc.local) that keep what the module generates running
+/// across restarts: which file, in which qube's /rw (a disposable's is its template's), and whether Qubes runs them at all.
+/// </summary>
+public static class HookFiles
 {
     public const string FirewallUserScript = "/rw/config/qubes-firewall-user-script";
     public const string RcLocal = "/rw/config/rc.local";
