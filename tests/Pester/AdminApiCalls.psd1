@@ -367,7 +367,7 @@
         }
         @{
             Command = 'Enable-QubeInterVmNetwork -From work -To personal -Protocol Tcp -Port 5432 -NoWait'
-            Why = 'through the agent: as Add-QubePortForward (properties of work, personal, sys-firewall and its templates), plus work''s Qubes firewall rule (the list read just before the Set, refused if it changed since the plan, then the Set); 5 Sets: the declaration on work, the vm-config features of sys-firewall (forwarding) and personal (input accept), and their generations'
+            Why = 'through the agent: as Add-QubePortForward (properties of work, personal, sys-firewall and its templates), plus work''s Qubes firewall rule (Get to plan, Get again just before the Set, refused if it changed, then the Set); 5 Sets: the declaration on work, the vm-config features of sys-firewall (forwarding) and personal (input accept), and their generations'
             Calls = @(
                 '1 admin.vm.feature.Get+qubesfirewall.agent personal'
                 '1 admin.vm.feature.Get+qubesfirewall.agent sys-firewall'
