@@ -74,6 +74,20 @@ public sealed class AgentDeliveryCmdletTests : IDisposable
     }
 
     [Fact]
+    public void WhatIf_shows_each_status_read_once_and_sends_nothing()
+    {
+        Start(withAgent: true);
+        var run = Run("Add-QubePortForward work 443 -AllowFrom 192.168.1.0/24 -WhatIf");
+        run.AssertNoErrors();
+        // one status read per running qube on the way, shown once (not once per poll of the 5 s wait)
+        var reads = run.Information.Where(i => i.StartsWith("What if: would send qvm-run", StringComparison.Ordinal) && i.Contains("/run/qubesfw/status", StringComparison.Ordinal)).ToList();
+        Assert.Equal(3, reads.Count);
+        foreach (var qube in Qubes) Assert.Single(reads, r => r.Contains($" -u root {qube} ", StringComparison.Ordinal));
+        Assert.Equal(0, _server!.CountCalls("admin.vm.feature.Set"));
+        Assert.Empty(_qvmRun!.Calls);
+    }
+
+    [Fact]
     public void With_the_agent_a_forward_through_a_disposable_sys_firewall_is_feature_calls_only_without_Force()
     {
         Start(withAgent: true);

@@ -148,7 +148,15 @@ public static class AgentDelivery
                 string? text;
                 try
                 {
-                    text = backend.RunQubeShellScript(vm, StatusCommand, "read the QubesFirewall agent status").Output;
+                    var read = backend.RunQubeShellScript(vm, StatusCommand, "read the QubesFirewall agent status");
+                    if (!read.Executed)
+                    {
+                        // -WhatIf: the read was shown, not made; asking again would only show it again
+                        outcomes[vm] = new(vm, gen, AgentOutcomeKind.Unconfirmed, $"the status of {vm} was not read (nothing was sent).");
+                        waiting.Remove(vm);
+                        continue;
+                    }
+                    text = read.Output;
                 }
                 catch (QubesFirewallException ex)
                 {
