@@ -39,7 +39,7 @@ Show-DemoStep 'whatif' { Get-QubeFirewallRule work | Where-Object Comment -eq 't
 Show-DemoStep 'bad input' { try { Add-QubeFirewallRule -VMName work -Action Accept -DstHost 1.2.3.4/33 -ErrorAction Stop } catch { "Refused ($($_.FullyQualifiedErrorId)): $($_.Exception.Message)" } }
 Show-DemoStep 'sync' { Sync-QubeFirewall work -PassThru }
 Show-DemoStep 'remove' { Get-QubeFirewallRule work | Where-Object Comment -eq 'temporary updates' | Remove-QubeFirewallRule -Confirm:$false -PassThru }
-# sys-firewall in the sample is a disposable of default-dvm (as on a default install): -Force accepts that, the warning says what it means
+# sys-firewall in the sample is a disposable of default-dvm (as on a default install): it keeps its own agent keys
 Show-DemoStep 'forward' { Add-QubePortForward work 8443 -AllowFrom 192.168.1.0/24 -PassThru -WarningAction SilentlyContinue }
 Show-DemoStep 'forwards' { Get-QubePortForward }
 Show-DemoStep 'link' { Enable-QubeInterVmNetwork -From work -To personal -Port 5432 -PassThru -WarningAction SilentlyContinue }
@@ -49,7 +49,7 @@ $file = Join-Path $root 'work.psd1'
 Show-DemoStep 'as code' { Export-QubeNetworkConfiguration -VMName work -Path $file; Get-Content $file | Select-Object -Skip 2 }
 Show-DemoStep 'undo' { Disable-QubeInterVmNetwork -From work -To personal -Port 5432 -Confirm:$false; Remove-QubePortForward work 8443 -Confirm:$false; Get-QubePortForward; Get-QubeInterVmNetwork }
 Show-DemoStep 'drift' { Test-QubeNetworkConfiguration $file | Format-Table VMName, Kind, Item, Expected, Actual -Wrap }
-Show-DemoStep 'back as the file says' { Invoke-QubeNetworkConfiguration $file -Force -Confirm:$false -WarningAction SilentlyContinue; Test-QubeNetworkConfiguration $file; Show-QubeNetwork }
+Show-DemoStep 'back as the file says' { Invoke-QubeNetworkConfiguration $file -Confirm:$false -WarningAction SilentlyContinue; Test-QubeNetworkConfiguration $file; Show-QubeNetwork }
 
 if ($KeepRoot) { Write-Host "`nThe root stays at $root (`$env:QUBESFW_ROOT = '$root')." -ForegroundColor Green }
 else { Remove-Item -Recurse -Force $root }

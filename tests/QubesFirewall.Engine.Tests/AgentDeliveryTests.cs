@@ -68,10 +68,10 @@ public sealed class AgentDeliveryTests : IDisposable
     }
 
     [Fact]
-    public void A_qube_without_the_agent_is_refused_by_name_with_the_install_command_even_with_Force()
+    public void A_qube_without_the_agent_is_refused_by_name_with_the_install_command()
     {
         _root.Backend.RemoveFeature("sys-net", AgentScript.VersionFeature);
-        var ex = Assert.Throws<QubesFirewallException>(() => PortForwardPlanner.PlanAdd(_root.Backend, Web, Options with { Force = true }));
+        var ex = Assert.Throws<QubesFirewallException>(() => PortForwardPlanner.PlanAdd(_root.Backend, Web, Options));
         Assert.Equal("QubeFirewallAgentMissing", ex.ErrorId);
         Assert.Contains("sys-net has none. Install it once: Install-QubeFirewallAgent -VMName sys-net. ", ex.Message);
         Assert.Equal("sys-net", ex.Target);

@@ -222,7 +222,7 @@ public sealed class InterVmLinkPlannerTests : IDisposable
     {
         _root.Backend.RemoveFeature("personal", Agent.AgentScript.VersionFeature);
         var rules = Rules("work");
-        var ex = Assert.Throws<QubesFirewallException>(() => InterVmLinkPlanner.PlanEnable(_root.Backend, [Link("work", "personal", 5432)], DeploymentOptions.For(_root.Backend, _root.Now, force: true)));
+        var ex = Assert.Throws<QubesFirewallException>(() => InterVmLinkPlanner.PlanEnable(_root.Backend, [Link("work", "personal", 5432)], DeploymentOptions.For(_root.Backend, _root.Now)));
         Assert.Equal("QubeFirewallAgentMissing", ex.ErrorId);
         Assert.Contains("personal has none", ex.Message);
         Assert.Contains("Install-QubeFirewallAgent -VMName personal", ex.Message);

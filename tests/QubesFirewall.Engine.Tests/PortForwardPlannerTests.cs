@@ -14,11 +14,11 @@ public sealed class PortForwardPlannerTests : IDisposable
 
     public void Dispose() => _root.Dispose();
 
-    private DeploymentOptions Options(bool force = false) => DeploymentOptions.For(_root.Backend, _root.Now, force);
+    private DeploymentOptions Options() => DeploymentOptions.For(_root.Backend, _root.Now);
 
-    private PortForwardPlan Add(PortForward f, bool force = false)
+    private PortForwardPlan Add(PortForward f)
     {
-        var plan = PortForwardPlanner.PlanAdd(_root.Backend, f, Options(force));
+        var plan = PortForwardPlanner.PlanAdd(_root.Backend, f, Options());
         var result = PortForwardPlanner.Apply(_root.Backend, plan);
         Assert.Null(result.Failure);
         return plan;
@@ -84,7 +84,7 @@ public sealed class PortForwardPlannerTests : IDisposable
     {
         foreach (var qube in new[] { "sys-net", "sys-firewall" }) _root.Backend.RemoveFeature(qube, AgentScript.VersionFeature);
         var before = _root.Backend.GetInventory().Qubes.ToDictionary(q => q.Name, q => q.Features.OrderBy(f => f.Key).ToList());
-        var ex = Assert.Throws<QubesFirewallException>(() => PortForwardPlanner.PlanAdd(_root.Backend, Web(), Options(force: true)));
+        var ex = Assert.Throws<QubesFirewallException>(() => PortForwardPlanner.PlanAdd(_root.Backend, Web(), Options()));
         Assert.Equal("QubeFirewallAgentMissing", ex.ErrorId);
         Assert.Contains("sys-net, sys-firewall have none", ex.Message);
         Assert.Contains("Install-QubeFirewallAgent -VMName sys-net, sys-firewall", ex.Message);

@@ -91,7 +91,7 @@ public abstract class NetworkConfigurationCmdletTests : IDisposable
         Assert.Equal(expected.Length, found.Count);
         for (var i = 0; i < expected.Length; i++) Assert.Equal(expected[i], found[i]);
 
-        var invoke = Run($"Invoke-QubeNetworkConfiguration -Path '{file}' -Force -Confirm:$false -Verbose");
+        var invoke = Run($"Invoke-QubeNetworkConfiguration -Path '{file}' -Confirm:$false -Verbose");
         invoke.AssertNoErrors();
         var plan = Assert.Single(invoke.Verbose, v => v.StartsWith("Apply the network configuration:", StringComparison.Ordinal));
         Assert.Contains("untrusted: set netvm to (none) (was (default) = sys-firewall): qvm-prefs untrusted netvm ''", plan);
@@ -114,7 +114,7 @@ public abstract class NetworkConfigurationCmdletTests : IDisposable
         Assert.Equal("work -> personal tcp/5432", Run("Get-QubeInterVmNetwork work").Output.Single().ToString());
         Assert.Equal("untrusted -> work:444 (listening on 127.0.0.1:10444 in untrusted)", Run("Get-QubeTcpBinding").Output.Single().ToString());
 
-        var again = Run($"Invoke-QubeNetworkConfiguration -Path '{file}' -Force -Confirm:$false -Verbose");
+        var again = Run($"Invoke-QubeNetworkConfiguration -Path '{file}' -Confirm:$false -Verbose");
         again.AssertNoErrors();
         Assert.DoesNotContain(again.Verbose, v => v.StartsWith("Apply the network configuration:", StringComparison.Ordinal));
         Assert.Contains(again.Verbose, v => v.EndsWith("the system already matches the file; nothing to change.", StringComparison.Ordinal));
@@ -127,7 +127,7 @@ public abstract class NetworkConfigurationCmdletTests : IDisposable
         Run($"Export-QubeNetworkConfiguration -Path '{file}'").AssertNoErrors();
         System.IO.File.WriteAllText(file, EditedFile(System.IO.File.ReadAllText(file)));
         var before = _root.Snapshot();
-        var run = Run($"Invoke-QubeNetworkConfiguration -Path '{file}' -Force -WhatIf");
+        var run = Run($"Invoke-QubeNetworkConfiguration -Path '{file}' -WhatIf");
         run.AssertNoErrors();
         _root.AssertUnchanged(before);
         _root.AssertUnchanged(before);
@@ -143,9 +143,9 @@ public abstract class NetworkConfigurationCmdletTests : IDisposable
             "                @{ Protocol = 'tcp'; Port = 8080; TargetPort = 8080; Type = 'External'; AllowFrom = @('10.0.0.0/8') }\n", "", StringComparison.Ordinal));
         var drift = Run($"Test-QubeNetworkConfiguration '{file}'").Of<ConfigurationDrift>().Single();
         Assert.Equal(("work", DriftKind.Forward, "tcp/8080", (string?)null), (drift.VMName, drift.Kind, drift.Item, drift.Expected));
-        Run($"Invoke-QubeNetworkConfiguration '{file}' -Force -Confirm:$false").AssertNoErrors();
+        Run($"Invoke-QubeNetworkConfiguration '{file}' -Confirm:$false").AssertNoErrors();
         Assert.Single(Run($"Test-QubeNetworkConfiguration '{file}'").Output); // without -Prune the forward stays
-        Run($"Invoke-QubeNetworkConfiguration '{file}' -Prune -Force -Confirm:$false").AssertNoErrors();
+        Run($"Invoke-QubeNetworkConfiguration '{file}' -Prune -Confirm:$false").AssertNoErrors();
         Assert.Empty(Run($"Test-QubeNetworkConfiguration '{file}'").Output);
         Assert.Equal(["personal"], Run("Get-QubePortForward").Of<QubePortForward>().Select(f => f.VMName));
     }
@@ -201,12 +201,12 @@ public abstract class NetworkConfigurationCmdletTests : IDisposable
         // the file that lists the forward adopts it: declared again, bound to work
         var listed = Run($"Test-QubeNetworkConfiguration '{File("listed.psd1")}'").Of<ConfigurationDrift>().ToList();
         Assert.Contains(listed, d => d.Kind == DriftKind.Copied && d.Item == "tcp/8080" && d.Expected == "target=8080 type=external allow=10.0.0.0/8");
-        Run($"Invoke-QubeNetworkConfiguration '{File("listed.psd1")}' -Force -Confirm:$false").AssertNoErrors();
+        Run($"Invoke-QubeNetworkConfiguration '{File("listed.psd1")}' -Confirm:$false").AssertNoErrors();
         Assert.DoesNotContain(Run($"Test-QubeNetworkConfiguration '{File("listed.psd1")}'").Of<ConfigurationDrift>(), d => d.Item == "tcp/8080");
         Assert.Equal("uuid=cf61609e-57bb-57dc-ad09-54ed6950a50b target=8080 type=external allow=10.0.0.0/8",
             Run("(Get-Qube work).Features['qubesfirewall.forward.tcp.8080']").Output.Single().ToString());
         // the first file does not list them: -Prune removes the forward and the copied binding
-        Run($"Invoke-QubeNetworkConfiguration '{file}' -Prune -Force -Confirm:$false").AssertNoErrors();
+        Run($"Invoke-QubeNetworkConfiguration '{file}' -Prune -Confirm:$false").AssertNoErrors();
         Assert.Empty(Run($"Test-QubeNetworkConfiguration '{file}'").Output);
     }
 

@@ -7,9 +7,6 @@ public sealed record DeploymentOptions
 {
     public DateTimeOffset Now { get; init; } = DateTimeOffset.UtcNow;
 
-    /// <summary>Accept a disposable on the way (its /rw lives in its disposable template, shared with every disposable made from it).</summary>
-    public bool Force { get; init; }
-
     /// <summary>
     /// Live backend: the qubes the change reaches must run (their files are read and written inside them, their
     /// rules loaded now; a binding's client listens now only when it runs, and its rc.local changes only while the
@@ -23,9 +20,9 @@ public sealed record DeploymentOptions
     /// </summary>
     public TimeSpan AgentWait { get; init; } = TimeSpan.FromSeconds(5);
 
-    public static DeploymentOptions For(IQubesBackend backend, DateTimeOffset now, bool force = false) =>
-        new() { Now = now, Force = force, RequireRunning = backend.RunsInQubes };
+    public static DeploymentOptions For(IQubesBackend backend, DateTimeOffset now) =>
+        new() { Now = now, RequireRunning = backend.RunsInQubes };
 
-    /// <summary>For a plan that does not depend on the time (a binding): now, without -Force.</summary>
+    /// <summary>For a plan that does not depend on the time (a binding): now.</summary>
     public static DeploymentOptions For(IQubesBackend backend) => For(backend, DateTimeOffset.UtcNow);
 }

@@ -116,7 +116,7 @@ public static class IPv6Planner
             Description = $"link {link.Text}: plan the link again for the IPv6 change (its IPv6 part follows the ipv6 features)",
             Redeploy = backend =>
             {
-                var result = InterVmLinkPlanner.Apply(backend, InterVmLinkPlanner.PlanEnable(backend, [link], DeploymentOptions.For(backend, now, force: true)));
+                var result = InterVmLinkPlanner.Apply(backend, InterVmLinkPlanner.PlanEnable(backend, [link], DeploymentOptions.For(backend, now)));
                 return (result.Rollout, result.Failure);
             },
         }));
@@ -127,7 +127,7 @@ public static class IPv6Planner
             Description = $"port forward {forward.Text}: plan the port forward again for the IPv6 change (its IPv6 part follows the ipv6 features)",
             Redeploy = backend =>
             {
-                var result = PortForwardPlanner.Apply(backend, PortForwardPlanner.PlanAdd(backend, forward, DeploymentOptions.For(backend, now, force: true)));
+                var result = PortForwardPlanner.Apply(backend, PortForwardPlanner.PlanAdd(backend, forward, DeploymentOptions.For(backend, now)));
                 return (result.Rollout, result.Failure);
             },
         }));

@@ -17,9 +17,6 @@ public sealed class InvokeQubeNetworkConfigurationCommand : NetworkConfiguration
     [Parameter]
     public SwitchParameter Prune { get; set; }
 
-    /// <summary>Accept disposables on the way of forwards and links (their files live in the disposable template).</summary>
-    [Parameter]
-    public SwitchParameter Force { get; set; }
 
     /// <summary>Take qubes off a Whonix gateway or VPN qube without asking (each such move asks otherwise).</summary>
     [Parameter]
@@ -36,7 +33,7 @@ public sealed class InvokeQubeNetworkConfigurationCommand : NetworkConfiguration
     {
         if (!TryReadConfiguration(out var configuration, out var path)) return;
         ConfigurationPlan Plan() => ConfigurationPlanner.Plan(SystemReader.For(Backend), configuration, Prune,
-            DeploymentOptions.For(Backend, Now, Force));
+            DeploymentOptions.For(Backend, Now));
         if (!TryEngine(Plan, out var first)) return;
         if (first is { IsComplete: true, IsEmpty: true })
         {

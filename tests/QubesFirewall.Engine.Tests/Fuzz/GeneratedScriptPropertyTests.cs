@@ -139,7 +139,7 @@ public sealed class GeneratedScriptPropertyTests(ITestOutputHelper output) : IDi
             PortForwardPlan plan;
             try
             {
-                plan = PortForwardPlanner.PlanAdd(backend, forward, new DeploymentOptions { Now = Now, Force = input.Force });
+                plan = PortForwardPlanner.PlanAdd(backend, forward, new DeploymentOptions { Now = Now });
             }
             catch (QubesFirewallException ex)
             {

@@ -17,7 +17,7 @@ public sealed class CopiedDeclarationTests : IDisposable
 
     public void Dispose() => _root.Dispose();
 
-    private DeploymentOptions Options => DeploymentOptions.For(_root.Backend, _root.Now, force: true);
+    private DeploymentOptions Options => DeploymentOptions.For(_root.Backend, _root.Now);
 
     private QubesInventory Inventory => _root.Backend.GetInventory();
 
