@@ -29,7 +29,6 @@ public sealed partial class NamespaceLayerTests(ITestOutputHelper output)
     /// <summary>Upward dependencies not yet removed: "from -> to" and why it is still there.</summary>
     private static readonly Dictionary<string, string> KnownBackEdges = new(StringComparer.Ordinal)
     {
-        ["Persistence -> Planning"] = "LinkPersistence lays out links with InterVmLinkPlanner.DeclaredLinks and LinkLayout (hook files of links)",
         ["Planning -> Deployment"] = "planners build DeploymentStep lists and run Rollout (the plan types belong below the planners: issue #18's one Plan)",
         ["Agent -> Deployment"] = "AgentDelivery builds DeploymentSteps (same as Planning -> Deployment)",
     };
