@@ -197,7 +197,7 @@ public sealed partial class AdminApiBackend : IQubesBackend
     /// <summary>A feature's value (<c>admin.vm.feature.Get</c>); null when the qube does not have it.</summary>
     public string? GetFeature(string vmName, string name)
     {
-        QubesXml.ValidateFeatureName(name);
+        QubeFeature.ValidateName(name);
         try
         {
             return Client.CallText("admin.vm.feature.Get", QubeName.Validate(vmName), name);
@@ -318,8 +318,8 @@ public sealed partial class AdminApiBackend : IQubesBackend
     public void SetFeature(string vmName, string name, string value)
     {
         QubeName.Validate(vmName);
-        QubesXml.ValidateFeatureName(name);
-        QubesXml.ValidateFeatureValue(name, value);
+        QubeFeature.ValidateName(name);
+        QubeFeature.ValidateValue(name, value);
         try
         {
             Client.Call("admin.vm.feature.Set", vmName, name, Encoding.ASCII.GetBytes(value));
@@ -335,7 +335,7 @@ public sealed partial class AdminApiBackend : IQubesBackend
     public bool RemoveFeature(string vmName, string name)
     {
         QubeName.Validate(vmName);
-        QubesXml.ValidateFeatureName(name);
+        QubeFeature.ValidateName(name);
         try
         {
             Client.Call("admin.vm.feature.Remove", vmName, name);

@@ -90,7 +90,7 @@ public sealed record DeploymentStep
     public string? ScriptName { get; init; }
 
     /// <summary>For <see cref="DeploymentStepKind.EditFirewall"/>: the planned rule-list change; a rollback applies its inverse.</summary>
-    public Planning.FirewallChange? Firewall { get; init; }
+    public FirewallChange? Firewall { get; init; }
 
     /// <summary>For <see cref="DeploymentStepKind.SetProperty"/>: the property, its new value (null: reset to default) and its value before (null: it was at its default).</summary>
     public string? PropertyName { get; init; }
@@ -164,7 +164,7 @@ public sealed record DeploymentStep
     /// Changes a qube's rule list as <paramref name="change"/> plans it (qubesd, or the offline root, refuses when the list
     /// changed since it was read); the rules added and removed are the detail lines.
     /// </summary>
-    public static DeploymentStep EditFirewall(Planning.FirewallChange change, string description) => new()
+    public static DeploymentStep EditFirewall(FirewallChange change, string description) => new()
     {
         Kind = DeploymentStepKind.EditFirewall,
         VMName = change.VMName,

@@ -107,7 +107,7 @@ public static class Rollout
                 case DeploymentStepKind.EditFirewall:
                     // qubesd (or the offline root) refuses the edit when the list changed since the plan read it.
                     if (step.Firewall!.Edit.IsEmpty) return (Done(DeploymentStepStatus.Unchanged, "Already up to date.") with { FirewallOutcome = step.Firewall.Preview }, false);
-                    var outcome = Planning.FirewallPlanner.Apply(backend, step.Firewall);
+                    var outcome = step.Firewall.Apply(backend);
                     return (Done(DeploymentStepStatus.Applied, $"Changed {step.Subject}.") with { FirewallOutcome = outcome }, true);
                 case DeploymentStepKind.SetProperty:
                     if (step.PropertyValue is null) backend.ResetProperty(step.VMName, step.PropertyName!);
@@ -165,7 +165,7 @@ public static class Rollout
                     else backend.WriteDom0File(step.Path!, step.PreviousContent, step.Mode);
                     break;
                 case DeploymentStepKind.EditFirewall:
-                    var inverse = Planning.FirewallPlanner.Inverse(step.Firewall!);
+                    var inverse = step.Firewall!.Inverse();
                     if (!inverse.IsEmpty) backend.ApplyFirewallEdit(step.VMName, inverse, backend.GetFirewall(step.VMName));
                     break;
                 case DeploymentStepKind.SetProperty:

@@ -218,7 +218,7 @@ public static class PortForwardPlanner
         var storage = HookFiles.StorageOf(inventory, qube);
         var path = HookFiles.HookPath(qube);
         // a qube that only keeps inter-qube links has a block too
-        var links = LinkPersistence.Part(inventory, storage, path);
+        var links = LinkPersistence.Part(inventory, storage, path, LinkLayout.Build(inventory, InterVmLinkPlanner.DeclaredLinks(inventory), null).For);
         if (set.IsEmpty && links.Length == 0) return null;
         // The managed block is shared with ConnectTCP bindings and inter-qube links: keep their sections.
         var body = LinkPersistence.ReplacePart(ConnectTcpPersistence.WithBindings(inventory, storage, path, HookFiles.BlockBody(inventory, storage, path, layout.For)), links);

@@ -330,8 +330,8 @@ public static class TcpBindingPlanner
         }
         var detail = new StringBuilder();
         foreach (var b in mine.OrderBy(b => b.LocalPort))
-            detail.Append(ConnectTcpUnits.SocketUnitName(b.LocalPort)).Append(": ListenStream=127.0.0.1:").Append(b.LocalPort.ToString(CultureInfo.InvariantCulture))
-                  .Append(", Accept=true; ").Append(ConnectTcpUnits.ServiceUnitName(b.LocalPort)).Append(": ").Append(ConnectTcpUnits.QrexecClientVm).Append(" @default ").Append(b.Call).Append('\n');
+            detail.Append(TcpBinding.SocketUnitName(b.LocalPort)).Append(": ListenStream=127.0.0.1:").Append(b.LocalPort.ToString(CultureInfo.InvariantCulture))
+                  .Append(", Accept=true; ").Append(TcpBinding.ServiceUnitName(b.LocalPort)).Append(": ").Append(ConnectTcpUnits.QrexecClientVm).Append(" @default ").Append(b.Call).Append('\n');
         if (mine.Count == 0) detail.Append("(no binding left: stops and removes the module's qubesfirewall-tcp-* units, or its socat listeners)\n");
         var script = ConnectTcpUnits.Render(client.Name, mine);
         var previousScript = ConnectTcpUnits.Render(client.Name, before.Where(b => b.Permanent && b.From == client.Name).ToList());
