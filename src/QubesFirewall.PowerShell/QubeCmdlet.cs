@@ -164,7 +164,8 @@ public abstract class QubeCmdlet : PSCmdlet
         }
         else if (!ShouldProcess(description, ready.Question, MyInvocation.MyCommand.Name))
         {
-            ShowWhatIfDetails(() => apply(ready, new RolloutOptions(), null)); // the plan shown, not made again
+            // the plan shown, not made again; nothing is written, so nothing is read again before writing
+            ShowWhatIfDetails(() => apply(ready, new RolloutOptions { VerifyWrites = false }, null));
             return default;
         }
         if (confirmMore is not null && !confirmMore(ready)) return default;
