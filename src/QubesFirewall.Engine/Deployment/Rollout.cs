@@ -97,8 +97,12 @@ public static class Rollout
                             return (Done(DeploymentStepStatus.Failed, outdated.Message) with { Error = outdated }, false);
                         }
                     }
-                    if (inQube) backend.WriteQubeFile(step.VMName, step.Path!, step.Content!, step.Mode);
-                    else if (wanted is null) backend.DeleteDom0File(step.Path!);
+                    if (wanted is null)
+                    {
+                        if (inQube) backend.DeleteQubeFile(step.VMName, step.Path!);
+                        else backend.DeleteDom0File(step.Path!);
+                    }
+                    else if (inQube) backend.WriteQubeFile(step.VMName, step.Path!, wanted, step.Mode);
                     else backend.WriteDom0File(step.Path!, wanted, step.Mode);
                     return (Done(DeploymentStepStatus.Applied, wanted is null ? $"Removed {step.Subject}." : $"Wrote {step.Subject}.") with { PreviousMode = previousMode }, true);
                 }
@@ -106,9 +110,12 @@ public static class Rollout
                 {
                     var run = backend.RunQubeShellScript(step.VMName, step.Script!, step.ScriptName ?? $"script of {step.VMName}");
                     if (!run.Executed) return (Done(DeploymentStepStatus.Recorded, run.Output.Trim(), run), true);
-                    return run.Succeeded
-                        ? (Done(DeploymentStepStatus.Applied, "Ran as root.", run), true)
-                        : (Done(DeploymentStepStatus.Failed, $"The script ({step.ScriptName ?? "generated"}) failed in '{step.VMName}' (exit code {run.ExitCode.ToString(CultureInfo.InvariantCulture)}): {RuleGrammar.Printable(run.Output.Trim())}", run), true);
+                    if (run.Succeeded) return (Done(DeploymentStepStatus.Applied, "Ran as root.", run), true);
+                    var failed = $"The script ({step.ScriptName ?? "generated"}) failed in '{step.VMName}' (exit code {run.ExitCode.ToString(CultureInfo.InvariantCulture)}): {RuleGrammar.Printable(run.Output.Trim())}";
+                    return (Done(DeploymentStepStatus.Failed, failed, run) with
+                    {
+                        Error = step.FailureId is { } id ? new QubesFirewallException(id, FailureKind.WriteError, failed, step.Hop) : null,
+                    }, true);
                 }
                 case DeploymentStepKind.EditFirewall:
                     // qubesd (or the offline root) refuses the edit when the list changed since the plan read it.
