@@ -136,7 +136,7 @@ public sealed class AgentCmdletTests : IDisposable
     {
         var install = Run("Install-QubeFirewallAgent -VMName work -Verbose -Confirm:$false");
         install.AssertNoErrors();
-        var asked = Assert.Single(install.Verbose, v => v.StartsWith("Performing the operation", StringComparison.Ordinal));
+        var asked = Assert.Single(install.Verbose, v => v.StartsWith("Install the QubesFirewall agent", StringComparison.Ordinal));
         Assert.Contains($"Install the QubesFirewall agent {AgentScript.Version} in work ({AgentScript.AgentPath}, {AgentScript.RcLocalHookPath}):", asked, StringComparison.Ordinal);
         Assert.Contains($"  1. work: write {AgentScript.AgentPath} (the agent {AgentScript.Version}, mode 0755)", asked, StringComparison.Ordinal);
         Assert.Contains($"  2. work: write {AgentScript.RcLocalHookPath} (the hook that starts the agent)", asked, StringComparison.Ordinal);
@@ -146,7 +146,7 @@ public sealed class AgentCmdletTests : IDisposable
 
         var uninstall = Run("Uninstall-QubeFirewallAgent -VMName work -Verbose -Confirm:$false");
         uninstall.AssertNoErrors();
-        var question = Assert.Single(uninstall.Verbose, v => v.StartsWith("Performing the operation", StringComparison.Ordinal));
+        var question = Assert.Single(uninstall.Verbose, v => v.StartsWith("Uninstall the QubesFirewall agent", StringComparison.Ordinal));
         Assert.Contains("Uninstall the QubesFirewall agent from work:", question, StringComparison.Ordinal);
         Assert.Contains("  1. work: stop the agent", question, StringComparison.Ordinal);
         Assert.Contains($"  2. work: delete {AgentScript.RcLocalHookPath}", question, StringComparison.Ordinal);
