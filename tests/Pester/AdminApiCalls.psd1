@@ -88,7 +88,7 @@
         }
         @{
             Command = 'Set-QubeIPv6 work $true'
-            Why = 'every qube''s properties (whose addresses the change gives or takes: the qube and the clients downstream) and feature names (ipv6 along the chain, and the declarations of the links and forwards an IPv6 change affects, planned again in the same plan); then the Set'
+            Why = 'every qube''s properties (whose addresses the change gives or takes: the qube and the clients downstream) and feature names (ipv6 along the chain, and the declarations of the links and forwards an IPv6 change affects, planned again in the same plan); then the Set; work''s feature names listed again just before the Set (a change made meanwhile stops it: PlanOutdated)'
             Calls = @(
                 '1 admin.vm.feature.List anon-whonix'
                 '1 admin.vm.feature.List debian-13-xfce'
@@ -105,7 +105,7 @@
                 '1 admin.vm.feature.List whonix-gateway-18'
                 '1 admin.vm.feature.List whonix-workstation-18'
                 '1 admin.vm.feature.List whonix-workstation-18-dvm'
-                '1 admin.vm.feature.List work'
+                '2 admin.vm.feature.List work'
                 '1 admin.vm.feature.Set+ipv6 work'
                 '1 admin.vm.List dom0'
                 '1 admin.vm.property.GetAll anon-whonix'
@@ -283,7 +283,7 @@
         }
         @{
             Command = 'Add-QubePortForward work 8443 -AllowFrom 192.0.2.0/24 -NoWait'
-            Why = 'through the agent (the sample root records qubesfirewall.agent on every qube on the way): the list; every qube''s feature names but dom0''s (declarations and agent keys can be on any qube: each plan derives the keys of all qubes again and removes strays); values only of the features that matter (here the 3 agent records on the way); properties only of the chain and of the templates the enforcement facts are looked up in (whonix-gw, qubes-agent-version: absent, so the names answer); tags for the same facts; then 7 Sets: the declaration on work, the vm-config features of the two hops and of the target, and each of the three qubes'' generation. -NoWait: no question to the agents'
+            Why = 'through the agent (the sample root records qubesfirewall.agent on every qube on the way): the list; every qube''s feature names but dom0''s (declarations and agent keys can be on any qube: each plan derives the keys of all qubes again and removes strays); values only of the features that matter (here the 3 agent records on the way); properties only of the chain and of the templates the enforcement facts are looked up in (whonix-gw, qubes-agent-version: absent, so the names answer); tags for the same facts; then 7 Sets: the declaration on work, the vm-config features of the two hops and of the target, and each of the three qubes'' generation. -NoWait: no question to the agents; the feature names of each qube written to listed again just before its first Set (a change made meanwhile stops it: PlanOutdated)'
             Calls = @(
                 '1 admin.vm.feature.Get+qubesfirewall.agent sys-firewall'
                 '1 admin.vm.feature.Get+qubesfirewall.agent sys-net'
@@ -294,8 +294,8 @@
                 '1 admin.vm.feature.List default-mgmt-dvm'
                 '1 admin.vm.feature.List fedora-42-xfce'
                 '1 admin.vm.feature.List personal'
-                '1 admin.vm.feature.List sys-firewall'
-                '1 admin.vm.feature.List sys-net'
+                '2 admin.vm.feature.List sys-firewall'
+                '2 admin.vm.feature.List sys-net'
                 '1 admin.vm.feature.List sys-usb'
                 '1 admin.vm.feature.List sys-whonix'
                 '1 admin.vm.feature.List untrusted'
@@ -303,7 +303,7 @@
                 '1 admin.vm.feature.List whonix-gateway-18'
                 '1 admin.vm.feature.List whonix-workstation-18'
                 '1 admin.vm.feature.List whonix-workstation-18-dvm'
-                '1 admin.vm.feature.List work'
+                '2 admin.vm.feature.List work'
                 '1 admin.vm.feature.Set+qubesfirewall.forward.tcp.8443 work'
                 '1 admin.vm.feature.Set+vm-config.qubesfw.gen sys-firewall'
                 '1 admin.vm.feature.Set+vm-config.qubesfw.gen sys-net'
@@ -324,7 +324,7 @@
         }
         @{
             Command = 'Remove-QubePortForward work 8443 -Confirm:$false -NoWait'
-            Why = 'as Add through the agent, without the enforcement facts (nothing is opened): the values of the 7 features Add set are read, then those 7 removed'
+            Why = 'as Add through the agent, without the enforcement facts (nothing is opened): the values of the 7 features Add set are read, then those 7 removed; the feature names of each qube written to listed again just before its first Set (a change made meanwhile stops it: PlanOutdated)'
             Calls = @(
                 '1 admin.vm.feature.Get+qubesfirewall.agent sys-firewall'
                 '1 admin.vm.feature.Get+qubesfirewall.agent sys-net'
@@ -342,8 +342,8 @@
                 '1 admin.vm.feature.List default-mgmt-dvm'
                 '1 admin.vm.feature.List fedora-42-xfce'
                 '1 admin.vm.feature.List personal'
-                '1 admin.vm.feature.List sys-firewall'
-                '1 admin.vm.feature.List sys-net'
+                '2 admin.vm.feature.List sys-firewall'
+                '2 admin.vm.feature.List sys-net'
                 '1 admin.vm.feature.List sys-usb'
                 '1 admin.vm.feature.List sys-whonix'
                 '1 admin.vm.feature.List untrusted'
@@ -351,7 +351,7 @@
                 '1 admin.vm.feature.List whonix-gateway-18'
                 '1 admin.vm.feature.List whonix-workstation-18'
                 '1 admin.vm.feature.List whonix-workstation-18-dvm'
-                '1 admin.vm.feature.List work'
+                '2 admin.vm.feature.List work'
                 '1 admin.vm.feature.Remove+qubesfirewall.forward.tcp.8443 work'
                 '1 admin.vm.feature.Remove+vm-config.qubesfw.gen sys-firewall'
                 '1 admin.vm.feature.Remove+vm-config.qubesfw.gen sys-net'
@@ -367,7 +367,7 @@
         }
         @{
             Command = 'Enable-QubeInterVmNetwork -From work -To personal -Protocol Tcp -Port 5432 -NoWait'
-            Why = 'through the agent: as Add-QubePortForward (properties of work, personal, sys-firewall and its templates), plus work''s Qubes firewall rule (Get to plan, Get again just before the Set, refused if it changed, then the Set); 5 Sets: the declaration on work, the vm-config features of sys-firewall (forwarding) and personal (input accept), and their generations'
+            Why = 'through the agent: as Add-QubePortForward (properties of work, personal, sys-firewall and its templates), plus work''s Qubes firewall rule (Get to plan, Get again just before the Set, refused if it changed, then the Set); 5 Sets: the declaration on work, the vm-config features of sys-firewall (forwarding) and personal (input accept), and their generations; the feature names of each qube written to listed again just before its first Set (a change made meanwhile stops it: PlanOutdated)'
             Calls = @(
                 '1 admin.vm.feature.Get+qubesfirewall.agent personal'
                 '1 admin.vm.feature.Get+qubesfirewall.agent sys-firewall'
@@ -376,8 +376,8 @@
                 '1 admin.vm.feature.List default-dvm'
                 '1 admin.vm.feature.List default-mgmt-dvm'
                 '1 admin.vm.feature.List fedora-42-xfce'
-                '1 admin.vm.feature.List personal'
-                '1 admin.vm.feature.List sys-firewall'
+                '2 admin.vm.feature.List personal'
+                '2 admin.vm.feature.List sys-firewall'
                 '1 admin.vm.feature.List sys-net'
                 '1 admin.vm.feature.List sys-usb'
                 '1 admin.vm.feature.List sys-whonix'
@@ -386,7 +386,7 @@
                 '1 admin.vm.feature.List whonix-gateway-18'
                 '1 admin.vm.feature.List whonix-workstation-18'
                 '1 admin.vm.feature.List whonix-workstation-18-dvm'
-                '1 admin.vm.feature.List work'
+                '2 admin.vm.feature.List work'
                 '1 admin.vm.feature.Set+qubesfirewall.link.personal.tcp.5432 work'
                 '1 admin.vm.feature.Set+vm-config.qubesfw.gen personal'
                 '1 admin.vm.feature.Set+vm-config.qubesfw.gen sys-firewall'
@@ -405,7 +405,7 @@
         }
         @{
             Command = 'Disable-QubeInterVmNetwork -From work -To personal -Protocol Tcp -Port 5432 -Confirm:$false -NoWait'
-            Why = 'as Enable without tags and templates: the values of the 5 features Enable set are read, work''s rule removed (read, then Set), and those 5 features removed'
+            Why = 'as Enable without tags and templates: the values of the 5 features Enable set are read, work''s rule removed (read, then Set), and those 5 features removed; the feature names of each qube written to listed again just before its first Set (a change made meanwhile stops it: PlanOutdated)'
             Calls = @(
                 '1 admin.vm.feature.Get+qubesfirewall.agent personal'
                 '1 admin.vm.feature.Get+qubesfirewall.agent sys-firewall'
@@ -419,8 +419,8 @@
                 '1 admin.vm.feature.List default-dvm'
                 '1 admin.vm.feature.List default-mgmt-dvm'
                 '1 admin.vm.feature.List fedora-42-xfce'
-                '1 admin.vm.feature.List personal'
-                '1 admin.vm.feature.List sys-firewall'
+                '2 admin.vm.feature.List personal'
+                '2 admin.vm.feature.List sys-firewall'
                 '1 admin.vm.feature.List sys-net'
                 '1 admin.vm.feature.List sys-usb'
                 '1 admin.vm.feature.List sys-whonix'
@@ -429,7 +429,7 @@
                 '1 admin.vm.feature.List whonix-gateway-18'
                 '1 admin.vm.feature.List whonix-workstation-18'
                 '1 admin.vm.feature.List whonix-workstation-18-dvm'
-                '1 admin.vm.feature.List work'
+                '2 admin.vm.feature.List work'
                 '1 admin.vm.feature.Remove+qubesfirewall.link.personal.tcp.5432 work'
                 '1 admin.vm.feature.Remove+vm-config.qubesfw.gen personal'
                 '1 admin.vm.feature.Remove+vm-config.qubesfw.gen sys-firewall'

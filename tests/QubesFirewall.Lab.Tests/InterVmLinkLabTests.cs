@@ -51,7 +51,7 @@ public sealed class InterVmLinkLabTests : IDisposable
         Blocked(_lab, "work", _lab.Ip("personal"), 5432); // nothing linked yet
 
         var plan = Enable(_lab, _pf, "work", "personal", 5432);
-        Assert.Equal("Enable", plan.Operation);
+        Assert.Equal(PlanOperation.Enable, plan.Operation);
         Assert.Equal("sys-firewall", plan.NetVM);
 
         var r = Open(_lab, "work", _lab.Ip("personal"), 5432);
@@ -69,7 +69,7 @@ public sealed class InterVmLinkLabTests : IDisposable
         // re-running changes nothing: no file write, no feature, no firewall edit; the scripts leave the same rulesets
         var during = Rulesets(_lab);
         var again = Enable(_lab, _pf, "work", "personal", 5432);
-        Assert.Equal("Reapply", again.Operation);
+        Assert.Equal(PlanOperation.Reapply, again.Operation);
         Assert.DoesNotContain(again.Steps, s => s.Kind is DeploymentStepKind.WriteFile or DeploymentStepKind.SetFeature or DeploymentStepKind.EditFirewall);
         Assert.Equal(during, Rulesets(_lab));
 

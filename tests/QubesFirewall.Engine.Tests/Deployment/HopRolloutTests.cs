@@ -194,7 +194,7 @@ public sealed class HopRolloutTests : IDisposable
         // An update (another source network) whose last hop's agent, sys-net's, fails to load it.
         _backend.FailAgentIn = "sys-net";
         var plan = PortForwardPlanner.PlanAdd(_backend, Web("10.9.0.0/16"), Options);
-        Assert.Equal("Update", plan.Operation);
+        Assert.Equal(PlanOperation.Update, plan.Operation);
         var result = PortForwardPlanner.Apply(_backend, plan);
 
         Assert.Equal("PortForwardAgentFailed", result.Failure!.ErrorId);
