@@ -156,13 +156,13 @@ public abstract class QubeCmdlet : PSCmdlet
     {
         if (StartWhatMustRun(plan, start, replan ?? (() => plan)) is not { } ready) return default;
         foreach (var warning in ready.Warnings) WriteWarning(warning);
-        var description = describe?.Invoke(ready) ?? ready.Describe();
+        string Description() => describe?.Invoke(ready) ?? ready.Describe();
         if (ready.IsComplete && ready.Steps.Count == 0)
         {
-            WriteVerbose(description);
+            WriteVerbose(Description());
             if (WhatIfRequested) return default;
         }
-        else if (!ShouldProcess(description, ready.Question, MyInvocation.MyCommand.Name))
+        else if (!ShouldProcess(ShouldProcessShowsDescription ? Description() : ready.Purpose, ready.Question, MyInvocation.MyCommand.Name))
         {
             // the plan shown, not made again; nothing is written, so nothing is read again before writing
             ShowWhatIfDetails(() => apply(ready, new RolloutOptions { VerifyWrites = false }, null));
@@ -181,6 +181,16 @@ public abstract class QubeCmdlet : PSCmdlet
     /// <summary><see cref="Deploy{TPlan,TResult}"/> for a <see cref="Plan"/>.</summary>
     protected PlanResult? Deploy(Plan plan, bool start = false, Func<Plan>? replan = null, Func<Plan, bool>? confirmMore = null) =>
         Deploy(plan, start, replan, (p, options, again) => p.Apply(Backend, options, again), r => r.Failure, confirmMore);
+
+    /// <summary>
+    /// True when ShouldProcess shows its description: under -WhatIf (given, or through $WhatIfPreference), and with the -Verbose
+    /// switch (given, or through $PSDefaultParameterValues: it is then bound too), which makes ShouldProcess write it as a verbose
+    /// line when it asks nothing. Nothing else shows it: not $VerbosePreference, not -Debug, and -Confirm's question is
+    /// <see cref="IDeploymentPlan.Question"/>. Otherwise the plan's text is not made: a 10,000-rule Add's is a 10,000-line
+    /// string nobody reads (and, with the buffer it was built in, two large-object-heap allocations that bring full
+    /// collections of pwsh's heap).
+    /// </summary>
+    protected bool ShouldProcessShowsDescription => WhatIfRequested || MyInvocation.BoundParameters.ContainsKey("Verbose");
 
     /// <summary>True when the command runs with -WhatIf (given, or through $WhatIfPreference).</summary>
     protected bool WhatIfRequested =>

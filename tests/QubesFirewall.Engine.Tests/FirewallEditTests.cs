@@ -18,6 +18,34 @@ public class FirewallEditTests
     }
 
     [Fact]
+    public void Rules_go_before_the_last_catch_all_in_their_order_also_new_catch_alls_and_repeats_are_skipped()
+    {
+        var list = Rules("action=accept dsthost=a.example", "action=accept", "action=accept dsthost=b.example", "action=drop", "action=accept dsthost=c.example");
+        var insertions = new RuleInsertion[]
+        {
+            new(RuleText.Parse("action=drop dsthost=x.example")),
+            new(RuleText.Parse("action=accept dsthost=a.example")),
+            new(RuleText.Parse("action=accept expire=1900000000")),
+            new(RuleText.Parse("action=drop dsthost=z.example")),
+            new(RuleText.Parse("action=drop dsthost=x.example")),
+        };
+        var expected = new[]
+        {
+            "action=accept dsthost=a.example", "action=accept", "action=accept dsthost=b.example",
+            "action=drop dsthost=x.example", "action=accept expire=1900000000", "action=drop dsthost=z.example",
+            "action=drop", "action=accept dsthost=c.example",
+        };
+        var outcome = FirewallEdit.Insert(insertions).ApplyTo(list);
+        Assert.Equal(expected, outcome.Rules.Select(r => r.Text));
+        Assert.Equal([insertions[1].Rule, insertions[4].Rule], outcome.AlreadyPresent);
+        Assert.Same(insertions[0].Rule, outcome.Rules[3]);
+
+        // The same rules one at a time (a position elsewhere in the edit takes that path) land in the same places.
+        var withPosition = FirewallEdit.Insert([.. insertions, new(RuleText.Parse("action=drop dsthost=p.example"), 0)]).ApplyTo(list);
+        Assert.Equal(["action=drop dsthost=p.example", .. expected], withPosition.Rules.Select(r => r.Text));
+    }
+
+    [Fact]
     public void Without_a_catch_all_a_rule_is_appended()
     {
         var outcome = FirewallEdit.Insert([new(RuleText.Parse("action=drop dsthost=example.com"))]).ApplyTo(Rules("action=accept specialtarget=dns"));

@@ -473,6 +473,30 @@ public sealed class QubesXmlTests : IDisposable
     }
 
     [Fact]
+    public void Load_reads_the_file_again_each_time_and_a_changed_file_gives_its_own_inventory()
+    {
+        var path = CopySample();
+        var other = Path.Combine(_dir, "other-qubes.xml");
+        File.Copy(path, other);
+        var before = File.ReadAllText(path);
+        Assert.False(QubesXml.Load(path).Get("work").Features.ContainsKey("qubesfirewall.test"));
+        Assert.False(QubesXml.Load(other).Get("work").Features.ContainsKey("qubesfirewall.test"));
+
+        // Changed behind the reader's back (another process), with the same length and time stamp as far as can be.
+        var stamp = File.GetLastWriteTimeUtc(path);
+        Assert.True(QubesXml.SetFeature(path, "work", "qubesfirewall.test", "1"));
+        File.SetLastWriteTimeUtc(path, stamp);
+        Assert.Equal("1", QubesXml.Load(path).Get("work").Features["qubesfirewall.test"]);
+        Assert.False(QubesXml.Load(other).Get("work").Features.ContainsKey("qubesfirewall.test"));
+        Assert.Equal("1", QubesXml.Load(path).Get("work").Features["qubesfirewall.test"]);
+
+        File.WriteAllText(path, before);
+        Assert.False(QubesXml.Load(path).Get("work").Features.ContainsKey("qubesfirewall.test"));
+        File.WriteAllText(path, before.Replace("<qubes>", "<qubes", StringComparison.Ordinal));
+        Assert.Equal(ErrorIds.InvalidQubesXml, Assert.Throws<QubesFirewallException>(() => QubesXml.Load(path)).ErrorId);
+    }
+
+    [Fact]
     public void SetFeature_on_a_qube_without_features_round_trips_byte_for_byte()
     {
         var path = CopySample();

@@ -27,6 +27,31 @@ public class RuleTextTests
     }
 
     [Fact]
+    public void A_copy_made_with_with_has_its_own_text_and_the_text_takes_no_part_in_equality()
+    {
+        var rule = RuleText.Parse("action=accept dst4=10.1.2.0/24 proto=tcp dstports=443 expire=1900000000 comment=intranet");
+        Assert.Equal("action=accept expire=1900000000 dst4=10.1.2.0/24 proto=tcp dstports=443-443 comment=intranet", rule.Text);
+        // Each property the text shows, changed in a copy of a rule whose text was already made.
+        Assert.Equal("action=drop expire=1900000000 dst4=10.1.2.0/24 proto=tcp dstports=443-443 comment=intranet", (rule with { Action = RuleAction.Drop }).Text);
+        Assert.Equal("action=accept dst4=10.1.2.0/24 proto=tcp dstports=443-443 comment=intranet", (rule with { Expire = null }).Text);
+        Assert.Equal("action=accept expire=1900000000 proto=tcp dstports=443-443 comment=intranet", (rule with { DstHost = null }).Text);
+        Assert.Equal("action=accept expire=1900000000 dst4=10.1.2.0/24 proto=udp dstports=443-443 comment=intranet", (rule with { Protocol = RuleProtocol.Udp }).Text);
+        Assert.Equal("action=accept expire=1900000000 dst4=10.1.2.0/24 proto=tcp dstports=80-81 comment=intranet", (rule with { DstPorts = new PortRange(80, 81) }).Text);
+        Assert.Equal("action=accept expire=1900000000 dst4=10.1.2.0/24 proto=tcp dstports=443-443", (rule with { Comment = null }).Text);
+        var icmp = RuleText.Parse("action=accept proto=icmp");
+        Assert.Equal("action=accept proto=icmp", icmp.Text);
+        Assert.Equal("action=accept proto=icmp icmptype=8", (icmp with { IcmpType = 8 }).Text);
+        Assert.Equal("action=accept proto=icmp specialtarget=dns", (icmp with { SpecialTarget = SpecialTarget.Dns }).Text);
+
+        // Equal rules stay equal, with the same hash code, whether or not either text was made.
+        var fresh = RuleText.Parse("action=accept dst4=10.1.2.0/24 proto=tcp dstports=443 expire=1900000000 comment=intranet");
+        Assert.Equal(rule, fresh);
+        Assert.Equal(rule.GetHashCode(), fresh.GetHashCode());
+        Assert.NotEqual(rule, rule with { Comment = "other" });
+        Assert.Equal(rule, (rule with { Comment = "other" }) with { Comment = "intranet" });
+    }
+
+    [Fact]
     public void Relative_expire_is_seconds_from_now()
     {
         var now = DateTimeOffset.FromUnixTimeSeconds(1_800_000_000);

@@ -120,6 +120,24 @@ public abstract class FirewallCmdletTests : IDisposable
             .Split('\n').Count(l => l.Contains("Add firewall rule as number", StringComparison.Ordinal)));
     }
 
+    [Fact]
+    public void The_plan_text_is_the_verbose_line_with_Verbose_bound_by_default_values_and_not_with_the_preference_alone()
+    {
+        // ShouldProcess writes its description as a verbose line only for the -Verbose switch (given, or bound through
+        // $PSDefaultParameterValues); the cmdlet makes the text only then (or under -WhatIf), so both must still show it.
+        var byDefault = Run("$PSDefaultParameterValues['Add-QubeFirewallRule:Verbose'] = $true; 'action=drop dsthost=a.example', 'action=drop dsthost=b.example' | Add-QubeFirewallRule -VMName work");
+        byDefault.AssertNoErrors();
+        var text = Assert.Single(byDefault.Verbose, v => v.StartsWith("Add firewall rules to work:", StringComparison.Ordinal));
+        Assert.Contains("\n       Add firewall rule as number 6: work: action=drop dsthost=a.example", text, StringComparison.Ordinal);
+        Assert.Contains("\n       Add firewall rule as number 7: work: action=drop dsthost=b.example", text, StringComparison.Ordinal);
+
+        var preference = Run("$VerbosePreference = 'Continue'; 'action=drop dsthost=c.example' | Add-QubeFirewallRule -VMName work");
+        preference.AssertNoErrors();
+        Assert.NotEmpty(preference.Verbose); // the cmdlet's own verbose lines
+        Assert.DoesNotContain(preference.Verbose, v => v.Contains("Add firewall rule as number", StringComparison.Ordinal));
+        Assert.Contains("action=drop dsthost=c.example", Run("Get-QubeFirewallRule work").Of<QubeFirewallRule>().Select(r => r.Text));
+    }
+
     [Theory]
     [InlineData("Add-QubeFirewallRule -VMName work -Action Accept -DstHost 1.2.3.4/33", "InvalidDstHost")]
     [InlineData("Add-QubeFirewallRule -VMName work -Action Accept -Protocol Tcp -DstPorts 70000", "InvalidDstPorts")]

@@ -61,8 +61,22 @@ public sealed record DeploymentStep
     /// <summary>The words -WhatIf and -Verbose show.</summary>
     public required string Description { get; init; }
 
-    /// <summary>More lines for -WhatIf (the nft commands a run executes, the policy lines).</summary>
-    public string? Detail { get; init; }
+    /// <summary>More lines for -WhatIf (the nft commands a run executes, the policy lines; the rules of a rule-list edit).</summary>
+    public string? Detail
+    {
+        get => _detail ?? (RulesAsDetail && Firewall is { Steps.Count: > 0 } change ? RuleLines(change.Steps) : null);
+        init
+        {
+            _detail = value;
+            RulesAsDetail = false;
+        }
+    }
+
+    private readonly string? _detail;
+
+    // Set by EditFirewall: the detail is the change's rules, one line each, made only when asked for. The plan's text
+    // (AppendList) writes them straight into its own buffer: a 10,000-rule Add made a 10,000-line string for it to copy.
+    private bool RulesAsDetail { get; init; }
 
     /// <summary>For file and run steps: the qube whose /rw holds the hook file.</summary>
     public string? StoredIn { get; init; }
@@ -192,8 +206,29 @@ public sealed record DeploymentStep
         VMName = change.VMName,
         Firewall = change,
         Description = description,
-        Detail = change.Steps.Count == 0 ? null : string.Join("\n", change.Steps.Select(s => $"{s.Action}: {s.Target}")),
+        RulesAsDetail = true,
     };
+
+    // "action: target" per rule, one line each.
+    private static string RuleLines(IReadOnlyList<FirewallChangeStep> steps)
+    {
+        var length = steps.Count - 1;
+        foreach (var step in steps) length += step.Action.Length + 2 + step.Target.Length;
+        return string.Create(length, steps, static (span, steps) =>
+        {
+            var at = 0;
+            foreach (var step in steps)
+            {
+                if (at > 0) span[at++] = '\n';
+                step.Action.CopyTo(span[at..]);
+                at += step.Action.Length;
+                span[at++] = ':';
+                span[at++] = ' ';
+                step.Target.CopyTo(span[at..]);
+                at += step.Target.Length;
+            }
+        });
+    }
 
     /// <summary>
     /// The step that gives a hook file the managed block <paramref name="body"/> makes from the current block
@@ -235,12 +270,63 @@ public sealed record DeploymentStep
     /// <summary>The numbered step list of a plan for -WhatIf, details indented.</summary>
     public static void AppendList(StringBuilder sb, IReadOnlyList<DeploymentStep> steps, string tab = "  ")
     {
+        // Room for the whole list first: a 10,000-rule Add lists a line per rule, so the builder would grow (and copy) many times.
+        var length = 0;
+        foreach (var step in steps)
+        {
+            if (RuleLinesOf(step) is { } rules)
+                foreach (var rule in rules) length += rule.Action.Length + rule.Target.Length + 9;
+            else if (step.Detail is { } detail) length += detail.Length + MemoryExtensions.Count(detail.AsSpan(), '\n') * 8 + 8;
+        }
+        sb.EnsureCapacity(sb.Length + length + steps.Count * 64);
         var n = 0;
         foreach (var step in steps)
         {
             sb.Append('\n').Append("  ").Append((++n).ToString(CultureInfo.InvariantCulture)).Append(". ").Append(step.Description);
-            if (step.Detail is { } detail)
-                foreach (var line in detail.TrimEnd('\n').Split('\n')) sb.Append("\n       ").Append(line.Replace("\t", tab, StringComparison.Ordinal));
+            if (RuleLinesOf(step) is { } rules)
+            {
+                // The lines Detail would give, without making it first (no line break in any of them: see RuleLinesOf).
+                foreach (var rule in rules)
+                {
+                    sb.Append("\n       ");
+                    AppendTabbed(sb, rule.Action, tab);
+                    sb.Append(": ");
+                    AppendTabbed(sb, rule.Target, tab);
+                }
+                continue;
+            }
+            if (step.Detail is not { } text) continue;
+            // Each line of the detail indented; walked in place rather than split into strings.
+            var rest = text.AsSpan().TrimEnd('\n');
+            while (true)
+            {
+                var end = rest.IndexOf('\n');
+                sb.Append("\n       ");
+                AppendTabbed(sb, end < 0 ? rest : rest[..end], tab);
+                if (end < 0) break;
+                rest = rest[(end + 1)..];
+            }
         }
+    }
+
+    // The rule steps whose lines are a step's detail, when it is a rule-list edit's and no line has a line break of its own
+    // (rule texts cannot; were one there, the detail's text is split as any other).
+    private static IReadOnlyList<FirewallChangeStep>? RuleLinesOf(DeploymentStep step)
+    {
+        if (!step.RulesAsDetail || step.Firewall is not { Steps.Count: > 0 } change) return null;
+        foreach (var rule in change.Steps)
+            if (rule.Action.Contains('\n') || rule.Target.Contains('\n')) return null;
+        return change.Steps;
+    }
+
+    // A line with each tab made `tab`.
+    private static void AppendTabbed(StringBuilder sb, ReadOnlySpan<char> line, string tab)
+    {
+        for (var t = line.IndexOf('\t'); t >= 0; t = line.IndexOf('\t'))
+        {
+            sb.Append(line[..t]).Append(tab);
+            line = line[(t + 1)..];
+        }
+        sb.Append(line);
     }
 }

@@ -1,3 +1,4 @@
+using System.Globalization;
 using QubesFirewall.Engine.Backends;
 using QubesFirewall.Engine.Formats;
 using QubesFirewall.Engine.Model;
@@ -31,4 +32,43 @@ public sealed record FirewallChange(string VMName, FirewallDocument Snapshot, Fi
 }
 
 /// <summary>One rule added or removed, with the words ShouldProcess shows.</summary>
-public sealed record FirewallChangeStep(string Target, string Action, RuleInsertion? Insertion, RuleRemoval? Removal);
+public sealed record FirewallChangeStep
+{
+    private readonly string? _target;
+    private readonly string? _action;
+    private readonly string? _vmName;
+    private readonly int _number;
+    private readonly bool _present;
+
+    public FirewallChangeStep(string target, string action, RuleInsertion? insertion, RuleRemoval? removal)
+    {
+        _target = target;
+        _action = action;
+        Insertion = insertion;
+        Removal = removal;
+    }
+
+    // An insertion whose words are made only when asked for (-WhatIf, -Verbose): a 10,000-rule Add kept two strings per rule
+    // alive through the whole command for a text that is mostly never shown.
+    private FirewallChangeStep(string vmName, RuleInsertion insertion, int number, bool present)
+    {
+        _vmName = vmName;
+        _number = number;
+        _present = present;
+        Insertion = insertion;
+    }
+
+    /// <summary>The step of an insertion planned as rule <paramref name="number"/>, or kept because its rule is already there.</summary>
+    internal static FirewallChangeStep Insert(string vmName, RuleInsertion insertion, int number, bool present) => new(vmName, insertion, number, present);
+
+    /// <summary>"work: action=accept proto=tcp dstports=443-443".</summary>
+    public string Target => _target ?? $"{_vmName}: {Insertion!.Rule.Text}";
+
+    /// <summary>"Add firewall rule as number 3", "Keep firewall rule (already present)".</summary>
+    public string Action => _action ?? (_present ? "Keep firewall rule (already present)" : "Add firewall rule as number " + _number.ToString(CultureInfo.InvariantCulture));
+
+    public RuleInsertion? Insertion { get; init; }
+
+    public RuleRemoval? Removal { get; init; }
+}
+

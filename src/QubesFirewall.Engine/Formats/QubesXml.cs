@@ -41,9 +41,19 @@ public static partial class QubesXml
     /// <summary>Reads a qubes.xml file.</summary>
     public static QubesInventory Load(string path)
     {
-        var (doc, _) = ReadDocument(path);
-        return BuildInventory(doc, path);
+        var text = ReadText(path);
+        if (s_lastRead is { } last && last.Path == path && last.Text == text) return last.Inventory;
+        var inventory = BuildInventory(ParseDocument(text, path), path);
+        s_lastRead = new LastRead(path, text, inventory);
+        return inventory;
     }
+
+    // The last file read and the inventory it gave. One command reads qubes.xml several times (to plan, for the enforcement
+    // warning, again under the lock before it writes), most often unchanged: the same text of the same file gives the same
+    // inventory (nothing in one changes once it is built), so only a changed file is parsed again.
+    private sealed record LastRead(string Path, string Text, QubesInventory Inventory);
+
+    private static LastRead? s_lastRead;
 
     /// <summary>Reads qubes.xml content; <paramref name="sourcePath"/> only names it in messages.</summary>
     public static QubesInventory Parse(string xml, string? sourcePath = null)
@@ -54,10 +64,15 @@ public static partial class QubesXml
 
     private static (XDocument Doc, string Text) ReadDocument(string path)
     {
-        string text;
+        var text = ReadText(path);
+        return (ParseDocument(text, path), text);
+    }
+
+    private static string ReadText(string path)
+    {
         try
         {
-            text = File.ReadAllText(path, Encoding.UTF8);
+            return File.ReadAllText(path, Encoding.UTF8);
         }
         catch (FileNotFoundException e)
         {
@@ -71,7 +86,6 @@ public static partial class QubesXml
         {
             throw new QubesFirewallException(ErrorIds.InvalidQubesXml, FailureKind.ResourceUnavailable, $"Cannot read {path}: {e.Message}", path, e);
         }
-        return (ParseDocument(text, path), text);
     }
 
     private static XDocument ParseDocument(string text, string? sourcePath)

@@ -57,25 +57,41 @@ public sealed record FirewallEdit(IReadOnlyList<RuleInsertion> Insertions, IRead
         foreach (var rule in rules) texts.Add(rule.Text);
         var skipped = new List<FirewallRule>();
         var offsets = new Dictionary<int, int>();
-        foreach (var insertion in Insertions)
+        var finalCatchAll = FinalCatchAllIndex(rules);
+        if (finalCatchAll >= 0 && Insertions.All(i => i.Position is null))
         {
-            if (!texts.Add(insertion.Rule.Text)) { skipped.Add(insertion.Rule); continue; }
-            int index;
-            if (insertion.Position is { } position)
+            // Each rule goes in just before the final catch-all, which so stays the final one: the new rules end up there in
+            // their order. Put in at once: one at a time, each insertion moved the catch-all (a 10,000-rule Add: 10,000 moves).
+            var added = new List<FirewallRule>(Insertions.Count);
+            foreach (var insertion in Insertions)
             {
-                if (position < 0 || position > rules.Count)
-                    throw QubesFirewallException.Invalid(ErrorIds.PositionOutOfRange,
-                        $"Position {position} is past the end of the list ({rules.Count} rules; use {rules.Count} to append). Nothing was changed.", insertion);
-                offsets.TryGetValue(position, out var offset);
-                index = Math.Min(position + offset, rules.Count);
-                offsets[position] = offset + 1;
+                if (texts.Add(insertion.Rule.Text)) added.Add(insertion.Rule);
+                else skipped.Add(insertion.Rule);
             }
-            else
+            rules.InsertRange(finalCatchAll, added);
+        }
+        else
+        {
+            foreach (var insertion in Insertions)
             {
-                var catchAll = FinalCatchAllIndex(rules);
-                index = catchAll < 0 ? rules.Count : catchAll;
+                if (!texts.Add(insertion.Rule.Text)) { skipped.Add(insertion.Rule); continue; }
+                int index;
+                if (insertion.Position is { } position)
+                {
+                    if (position < 0 || position > rules.Count)
+                        throw QubesFirewallException.Invalid(ErrorIds.PositionOutOfRange,
+                            $"Position {position} is past the end of the list ({rules.Count} rules; use {rules.Count} to append). Nothing was changed.", insertion);
+                    offsets.TryGetValue(position, out var offset);
+                    index = Math.Min(position + offset, rules.Count);
+                    offsets[position] = offset + 1;
+                }
+                else
+                {
+                    var catchAll = FinalCatchAllIndex(rules);
+                    index = catchAll < 0 ? rules.Count : catchAll;
+                }
+                rules.Insert(index, insertion.Rule);
             }
-            rules.Insert(index, insertion.Rule);
         }
         if (rules.Count == 0 && visibleRules.Count > 0)
             throw new QubesFirewallException(ErrorIds.EmptyRuleList, FailureKind.InvalidOperation,

@@ -7,15 +7,28 @@ namespace QubesFirewall.Engine.Model;
 /// </summary>
 public sealed record FirewallRule
 {
-    public required RuleAction Action { get; init; }
-    public RuleProtocol? Protocol { get; init; }
-    public HostSpec? DstHost { get; init; }
-    public PortRange? DstPorts { get; init; }
-    public int? IcmpType { get; init; }
-    public SpecialTarget? SpecialTarget { get; init; }
+    // Each property the text shows forgets the text made before when it is set, so a copy made with `with` never
+    // keeps the text of the rule it was copied from.
+    public required RuleAction Action { get => _action; init { _action = value; _text = default; } }
+    public RuleProtocol? Protocol { get => _protocol; init { _protocol = value; _text = default; } }
+    public HostSpec? DstHost { get => _dstHost; init { _dstHost = value; _text = default; } }
+    public PortRange? DstPorts { get => _dstPorts; init { _dstPorts = value; _text = default; } }
+    public int? IcmpType { get => _icmpType; init { _icmpType = value; _text = default; } }
+    public SpecialTarget? SpecialTarget { get => _specialTarget; init { _specialTarget = value; _text = default; } }
     /// <summary>Unix time at which the rule stops applying; null for none.</summary>
-    public long? Expire { get; init; }
-    public string? Comment { get; init; }
+    public long? Expire { get => _expire; init { _expire = value; _text = default; } }
+    public string? Comment { get => _comment; init { _comment = value; _text = default; } }
+
+    private readonly RuleAction _action;
+    private readonly RuleProtocol? _protocol;
+    private readonly HostSpec? _dstHost;
+    private readonly PortRange? _dstPorts;
+    private readonly int? _icmpType;
+    private readonly SpecialTarget? _specialTarget;
+    private readonly long? _expire;
+    private readonly string? _comment;
+    private readonly string? _rawDstHost;
+    private TextCache _text;
 
     /// <summary>Properties qubesd does not know, kept from firewall.xml in their order so a write loses nothing.</summary>
     public IReadOnlyList<KeyValuePair<string, string>> UnknownProperties { get; init; } = [];
@@ -27,7 +40,7 @@ public sealed record FirewallRule
     /// Raw values kept for a rule read leniently whose value has no typed form (an empty host),
     /// so the rule is shown and written back exactly as read until the user removes it.
     /// </summary>
-    internal string? RawDstHost { get; init; }
+    internal string? RawDstHost { get => _rawDstHost; init { _rawDstHost = value; _text = default; } }
 
     public bool IsValid => Problems.Count == 0;
 
@@ -111,8 +124,24 @@ public sealed record FirewallRule
         }
     }
 
-    /// <summary>The rule in the Admin API / qvm-firewall text form.</summary>
-    public string Text => RuleText.Format(this);
+    /// <summary>The rule in the Admin API / qvm-firewall text form (made once: planning, the plan's text and the write
+    /// under the lock each look at the text of every rule of a 10,000-rule pipeline).</summary>
+    public string Text => _text.Value ??= RuleText.Format(this);
 
     public override string ToString() => Text;
+
+    /// <summary>
+    /// The text once made. Equal to any other, so it takes no part in the record's equality or hash code: two rules
+    /// with the same properties are equal whether or not either text was made yet.
+    /// </summary>
+    private struct TextCache : IEquatable<TextCache>
+    {
+        public string? Value;
+
+        public readonly bool Equals(TextCache other) => true;
+
+        public override readonly bool Equals(object? obj) => obj is TextCache;
+
+        public override readonly int GetHashCode() => 0;
+    }
 }

@@ -34,12 +34,7 @@ public static class FirewallPlanner
         var present = new HashSet<FirewallRule>(preview.AlreadyPresent, ReferenceEqualityComparer.Instance);
         foreach (var insertion in insertions)
         {
-            var isPresent = present.Contains(insertion.Rule);
-            var index = positions.GetValueOrDefault(insertion.Rule, -1);
-            var action = isPresent
-                ? "Keep firewall rule (already present)"
-                : $"Add firewall rule as number {index}";
-            steps.Add(new FirewallChangeStep($"{vmName}: {insertion.Rule.Text}", action, insertion, null));
+            steps.Add(FirewallChangeStep.Insert(vmName, insertion, positions.GetValueOrDefault(insertion.Rule, -1), present.Contains(insertion.Rule)));
         }
         return new FirewallChange(vmName, snapshot, edit, preview, steps);
     }
