@@ -288,8 +288,9 @@ public sealed class PortForwardPlannerTests : IDisposable
         Assert.All(listed, f => Assert.False(f.IsValid));
         Assert.Equal([443, 53], listed.Select(f => f.Port!.Value));
 
-        // an invalid declaration is ignored by the scripts, with a warning
-        var other = PortForwardPlanner.PlanAdd(_root.Backend, Web("personal", 8080), Options());
+        // an invalid declaration is ignored by the scripts, with a warning when its qube's forwards are planned (a plan reads only
+        // the qubes it touches: another qube's declarations are Get-QubePortForward's and Test-QubeFirewall's to show)
+        var other = PortForwardPlanner.PlanAdd(_root.Backend, Web("work", 8080), Options());
         Assert.Contains(other.Warnings, w => w.Contains("qubesfirewall.forward.udp.53", StringComparison.Ordinal) && w.Contains("ignored", StringComparison.Ordinal));
 
         var plan = Remove("work", ForwardProtocol.Tcp, 443);
@@ -309,7 +310,7 @@ public sealed class PortForwardPlannerTests : IDisposable
         var plan = Remove("work", ForwardProtocol.Tcp, 443);
         Assert.Contains(plan.Warnings, w => w.Contains("cannot be resolved now", StringComparison.Ordinal));
         Assert.DoesNotContain("qubesfirewall.forward.tcp.443", _root.Backend.GetInventory().Get("work").Features.Keys);
-        // every key the forward gave, on its old way too, is gone: each plan derives every qube's keys and removes strays
+        // every key the forward gave, on its old way too, is gone: without a chain its parts are looked for by name on every qube
         foreach (var qube in new[] { "sys-net", "sys-firewall", "work" }) Assert.Empty(Keys(qube));
     }
 
