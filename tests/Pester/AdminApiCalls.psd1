@@ -378,5 +378,63 @@
                 '1 admin.vm.property.GetAll work'
             )
         }
+        @{
+            Command = 'Add-QubePortForward work 443 -AllowFrom 192.0.2.0/24 -NoWait'
+            Why = 'as the first Add-QubePortForward (its forward and the link are gone by now): the forward the next row shares its hops with'
+            Calls = @(
+                '1 admin.vm.feature.List default-dvm'
+                '1 admin.vm.feature.List fedora-42-xfce'
+                '1 admin.vm.feature.List sys-firewall'
+                '1 admin.vm.feature.List sys-net'
+                '1 admin.vm.feature.List work'
+                '1 admin.vm.feature.Set+qubesfirewall.forward.tcp.443 work'
+                '1 admin.vm.feature.Set+vm-config.qubesfw.gen sys-firewall'
+                '1 admin.vm.feature.Set+vm-config.qubesfw.gen sys-net'
+                '1 admin.vm.feature.Set+vm-config.qubesfw.gen work'
+                '1 admin.vm.feature.Set+vm-config.qubesfw.hop4.00443.tcp.00e13ed7af sys-firewall'
+                '1 admin.vm.feature.Set+vm-config.qubesfw.hop4.00443.tcp.00e13ed7af sys-net'
+                '1 admin.vm.feature.Set+vm-config.qubesfw.tgt4.00443.tcp.00e13ed7af work'
+                '1 admin.vm.List dom0'
+                '1 admin.vm.property.GetAll default-dvm'
+                '1 admin.vm.property.GetAll sys-firewall'
+                '1 admin.vm.property.GetAll sys-net'
+                '1 admin.vm.property.GetAll work'
+                '1 admin.vm.tag.List sys-firewall'
+                '1 admin.vm.tag.List sys-net'
+                '1 admin.vm.tag.List work'
+            )
+        }
+        @{
+            Command = 'Add-QubePortForward personal 8080 -AllowFrom 192.0.2.0/24 -NoWait'
+            Why = 'a second forward through the same two hops: as the first, plus the values of the hops'' keys (work''s part and gen on each: the part is kept as it is and sealed again with the hop''s new gen, the gen is what a rollback puts back), so 9 Sets: the declaration, personal''s key, and on each hop the new part, work''s part with the new gen, and the gen'
+            Calls = @(
+                '1 admin.vm.feature.Get+vm-config.qubesfw.gen sys-firewall'
+                '1 admin.vm.feature.Get+vm-config.qubesfw.gen sys-net'
+                '1 admin.vm.feature.Get+vm-config.qubesfw.hop4.00443.tcp.00e13ed7af sys-firewall'
+                '1 admin.vm.feature.Get+vm-config.qubesfw.hop4.00443.tcp.00e13ed7af sys-net'
+                '1 admin.vm.feature.List default-dvm'
+                '1 admin.vm.feature.List fedora-42-xfce'
+                '1 admin.vm.feature.List personal'
+                '1 admin.vm.feature.List sys-firewall'
+                '1 admin.vm.feature.List sys-net'
+                '1 admin.vm.feature.Set+qubesfirewall.forward.tcp.8080 personal'
+                '1 admin.vm.feature.Set+vm-config.qubesfw.gen personal'
+                '1 admin.vm.feature.Set+vm-config.qubesfw.gen sys-firewall'
+                '1 admin.vm.feature.Set+vm-config.qubesfw.gen sys-net'
+                '1 admin.vm.feature.Set+vm-config.qubesfw.hop4.00443.tcp.00e13ed7af sys-firewall'
+                '1 admin.vm.feature.Set+vm-config.qubesfw.hop4.00443.tcp.00e13ed7af sys-net'
+                '1 admin.vm.feature.Set+vm-config.qubesfw.hop4.08080.tcp.4a0a339b0c sys-firewall'
+                '1 admin.vm.feature.Set+vm-config.qubesfw.hop4.08080.tcp.4a0a339b0c sys-net'
+                '1 admin.vm.feature.Set+vm-config.qubesfw.tgt4.08080.tcp.4a0a339b0c personal'
+                '1 admin.vm.List dom0'
+                '1 admin.vm.property.GetAll default-dvm'
+                '1 admin.vm.property.GetAll personal'
+                '1 admin.vm.property.GetAll sys-firewall'
+                '1 admin.vm.property.GetAll sys-net'
+                '1 admin.vm.tag.List personal'
+                '1 admin.vm.tag.List sys-firewall'
+                '1 admin.vm.tag.List sys-net'
+            )
+        }
     )
 }
