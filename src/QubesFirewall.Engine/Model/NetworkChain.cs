@@ -102,6 +102,9 @@ public sealed record NetworkChain(PortForward Forward, Qube Target, IReadOnlyLis
         }
         if (checks)
         {
+            // Every qube of the chain is checked, the outermost too, though it costs each one's tags and template features: one
+            // without a netvm can still be a Whonix gateway in Qubes' terms (the tag, or whonix-gw along its template chain) with
+            // a NIC of its own, and a forward through it would reach its clients around Tor.
             foreach (var hop in upstream) CheckWhonix(inventory, hop, isTarget: false);
             foreach (var qube in upstream.Append(target)) QubesRelease.EnsureSupported(inventory, qube);
         }

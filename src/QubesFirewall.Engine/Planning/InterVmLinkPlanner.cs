@@ -295,7 +295,7 @@ public static class InterVmLinkPlanner
         return steps;
     }
 
-    /// <summary>Enable through the agent: the declarations, the derived keys of every qube, then the sources' firewalls (dom0); nothing written into a qube.</summary>
+    /// <summary>Enable through the agent: the declarations, the keys of the network qube and the destinations, then the sources' firewalls (dom0); nothing written into a qube.</summary>
     private static InterVmLinkPlan PlanEnableViaAgent(QubesInventory inventory, IReadOnlyList<InterVmLink> links, List<ResolvedLink> resolved, DeploymentOptions options,
         Func<string, FirewallDocument> readFirewall, List<string> warnings)
     {

@@ -10,8 +10,9 @@ namespace QubesFirewall.Engine.Planning;
 
 /// <summary>
 /// Plans port forwards from the declarations in qube features (the only source of truth): resolves
-/// the chain, checks conflicts and hazards, rebuilds the script of every qube on the way from all
-/// declarations that cross it, and lays out the file writes and runs.
+/// the chain, checks conflicts and hazards, and lays out the feature calls of the qubes on the way: each
+/// one's agent keys are the parts other declarations gave it (read from its own keys) and the change's,
+/// sealed again. A change reads only the qubes it touches; Test-/Sync-QubeFirewall see and repair the rest.
 /// </summary>
 public static class PortForwardPlanner
 {
@@ -99,7 +100,7 @@ public static class PortForwardPlanner
             Target = $"{forward.Text} ({chain.Path})",
             AddressFamilies = NftForwardScript.FamilyText(NftForwardScript.Families(chain)),
         };
-        // the declaration first, then the keys of every qube: a failure half way takes the declaration back too
+        // the declaration first, then the keys of the qubes it touches: a failure half way takes the declaration back too
         var generations = new Dictionary<string, string>(StringComparer.Ordinal);
         var agentSteps = new List<DeploymentStep>();
         if (DeploymentStep.SetFeature(forward.VMName, forward.FeatureName, value, existing?.FeatureValue) is { } declaration) agentSteps.Add(declaration);
@@ -139,8 +140,8 @@ public static class PortForwardPlanner
     /// <summary>
     /// Plans removing the forward of <paramref name="protocol"/>/<paramref name="port"/> declared on
     /// <paramref name="vmName"/> (also a hand-written feature with a non-canonical name or an unreadable value).
-    /// Every qube's agent keys are derived again without it (the qubes on its way lose its parts; a qube left with nothing
-    /// loses its keys and its agent its chains), then the declaration is removed. Refused when a qube on its way lacks the agent.
+    /// The qubes on its way lose its parts (the parts other declarations gave them are kept and sealed again; a qube left with
+    /// nothing loses its keys and its agent its chains), then the declaration is removed. Refused when a qube on its way lacks the agent.
     /// </summary>
     public static PortForwardPlan PlanRemove(QubesInventory inventory, string vmName, ForwardProtocol protocol, int port, DeploymentOptions options,
         Func<string, string, string?> readFile)
