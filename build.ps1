@@ -162,11 +162,26 @@ function Invoke-Tests {
     $failures = @()
     $passed = 0; $failed = 0
 
-    Write-Host '==> xunit (dotnet test)' -ForegroundColor Cyan
-    $testArgs = @('test', (Join-Path $Root 'QubesFirewall.slnx'), '-c', $Configuration, '--no-build', '--nologo', '-v', 'quiet')
-    if ($TestFilter) { $testArgs += @('--filter', $TestFilter) }
-    & dotnet @testArgs 2>&1 | ForEach-Object { "$_" } | Tee-Object -Variable xunitLines | Out-Host
-    $xunitExit = $LASTEXITCODE
+    # The network lab runs after the other two projects, not beside them: its agents answer within a
+    # second on an idle machine, and the cmdlet tests start dozens of pwsh processes that would share its cores.
+    $xunitExit = 0
+    $xunitLines = @()
+    $xunitResults = Join-Path $Out 'xunit-results'
+    Remove-Item -LiteralPath $xunitResults -Recurse -Force -ErrorAction SilentlyContinue
+    $lab = Join-Path $Root 'tests/QubesFirewall.Lab.Tests/QubesFirewall.Lab.Tests.csproj'
+    $runs = @(
+        @{ Name = 'engine and cmdlets'; Target = (Join-Path $Root 'QubesFirewall.slnx'); Filter = 'FullyQualifiedName!~QubesFirewall.Lab.Tests' },
+        @{ Name = 'network lab'; Target = $lab; Filter = $null })
+    foreach ($run in $runs) {
+        Write-Host "==> xunit: $($run.Name) (dotnet test)" -ForegroundColor Cyan
+        $filter = @($run.Filter, $TestFilter | Where-Object { $_ }) | ForEach-Object { "($_)" }
+        $testArgs = @('test', $run.Target, '-c', $Configuration, '--no-build', '--nologo', '-v', 'quiet',
+            '--logger', 'trx;LogFilePrefix=xunit', '--results-directory', $xunitResults)
+        if ($filter) { $testArgs += @('--filter', ($filter -join '&')) }
+        & dotnet @testArgs 2>&1 | ForEach-Object { "$_" } | Tee-Object -Variable runLines | Out-Host
+        if ($LASTEXITCODE -ne 0) { $xunitExit = $LASTEXITCODE }
+        $xunitLines += $runLines
+    }
     foreach ($line in $xunitLines) {
         if ($line -match 'Failed:\s*(\d+),\s*Passed:\s*(\d+)') { $failed += [int]$Matches[1]; $passed += [int]$Matches[2] }
     }
@@ -188,6 +203,15 @@ function Invoke-Tests {
     if ($pesterExit -ne 0) { $failures += "Pester (exit code $pesterExit)" }
 
     Write-Host ''
+    # Each failed xunit test again, with its message, last, where the tail of a CI log shows it.
+    foreach ($trx in Get-ChildItem -LiteralPath $xunitResults -Filter '*.trx' -ErrorAction SilentlyContinue) {
+        $ns = @{ t = 'http://microsoft.com/schemas/VisualStudio/TeamTest/2010' }
+        foreach ($node in Select-Xml -LiteralPath $trx.FullName -XPath "//t:UnitTestResult[@outcome='Failed']" -Namespace $ns) {
+            Write-Host "FAILED $($node.Node.testName)" -ForegroundColor Red
+            $message = Select-Xml -Xml $node.Node -XPath './/t:ErrorInfo/t:Message' -Namespace $ns | Select-Object -First 1
+            if ($message) { Write-Host ($message.Node.InnerText -split "`n" | Select-Object -First 15 | Out-String).TrimEnd() }
+        }
+    }
     Write-Host "Tests: $passed passed, $failed failed"
     if ($failures) { throw "Test run failed: $($failures -join '; ')" }
 }

@@ -224,6 +224,8 @@ public static class ErrorIds
     public const string QubeStateConflict = nameof(QubeStateConflict);
     /// <summary>A step of a plan failed without an error of its own; the message says what was put back.</summary>
     public const string PlanFailed = nameof(PlanFailed);
+    /// <summary>A feature, property or file changed between the plan reading it and the write; what the plan had changed was put back.</summary>
+    public const string PlanOutdated = nameof(PlanOutdated);
     /// <summary>Another deployment holds the lock.</summary>
     public const string DeploymentLocked = nameof(DeploymentLocked);
     /// <summary>The module's block in a hook file was edited by hand.</summary>

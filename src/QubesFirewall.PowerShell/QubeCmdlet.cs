@@ -164,7 +164,8 @@ public abstract class QubeCmdlet : PSCmdlet
         }
         else if (!ShouldProcess(description, ready.Question, MyInvocation.MyCommand.Name))
         {
-            ShowWhatIfDetails(() => apply(ready, new RolloutOptions(), null)); // the plan shown, not made again
+            // the plan shown, not made again; nothing is written, so nothing is read again before writing
+            ShowWhatIfDetails(() => apply(ready, new RolloutOptions { VerifyWrites = false }, null));
             return default;
         }
         if (confirmMore is not null && !confirmMore(ready)) return default;
@@ -178,8 +179,8 @@ public abstract class QubeCmdlet : PSCmdlet
     }
 
     /// <summary><see cref="Deploy{TPlan,TResult}"/> for a <see cref="Plan"/>.</summary>
-    protected PlanResult? Deploy(Plan plan, bool start = false, Func<Plan>? replan = null) =>
-        Deploy(plan, start, replan, (p, options, again) => p.Apply(Backend, options, again), r => r.Failure);
+    protected PlanResult? Deploy(Plan plan, bool start = false, Func<Plan>? replan = null, Func<Plan, bool>? confirmMore = null) =>
+        Deploy(plan, start, replan, (p, options, again) => p.Apply(Backend, options, again), r => r.Failure, confirmMore);
 
     /// <summary>True when the command runs with -WhatIf (given, or through $WhatIfPreference).</summary>
     protected bool WhatIfRequested =>

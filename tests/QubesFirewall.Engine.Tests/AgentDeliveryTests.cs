@@ -54,7 +54,7 @@ public sealed class AgentDeliveryTests : IDisposable
 
         // the same again sets nothing
         var again = PortForwardPlanner.PlanAdd(_root.Backend, Web, Options);
-        Assert.Equal("Reapply", again.Operation);
+        Assert.Equal(PlanOperation.Reapply, again.Operation);
         Assert.Empty(again.Steps);
 
         var remove = PortForwardPlanner.PlanRemove(_root.Backend, "work", ForwardProtocol.Tcp, 443, Options);

@@ -180,7 +180,7 @@ public sealed class InterVmLinkPlannerTests : IDisposable
     {
         SetRules("work", "action=accept specialtarget=dns", "action=drop");
         var plan = InterVmLinkPlanner.PlanEnable(_root.Backend, [Link("work", "personal", 5432)], Options);
-        Assert.Equal("Enable", plan.Operation);
+        Assert.Equal(PlanOperation.Enable, plan.Operation);
         Assert.Equal("sys-firewall", plan.NetVM);
         Assert.Equal("work -> personal tcp/5432 (through sys-firewall)", plan.Target);
         Assert.True(plan.ViaAgent);
@@ -238,7 +238,7 @@ public sealed class InterVmLinkPlannerTests : IDisposable
         Enable(Link("work", "personal", 5432));
         var before = (string.Join("\n", Keys("personal")), string.Join("\n", Keys("sys-firewall")), string.Join("\n", Rules("work")));
         var again = InterVmLinkPlanner.PlanEnable(_root.Backend, [Link("work", "personal", 5432)], Options);
-        Assert.Equal("Reapply", again.Operation);
+        Assert.Equal(PlanOperation.Reapply, again.Operation);
         Assert.Empty(again.Steps);
         Assert.Null(InterVmLinkPlanner.Apply(_root.Backend, again).Failure);
         Assert.Equal(before, (string.Join("\n", Keys("personal")), string.Join("\n", Keys("sys-firewall")), string.Join("\n", Rules("work"))));

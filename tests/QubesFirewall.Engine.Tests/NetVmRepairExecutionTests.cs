@@ -128,12 +128,18 @@ public sealed class NetVmRepairLiveTests : IDisposable
 
     private static string Raw(RecordedCall c) => Encoding.ASCII.GetString(c.Raw);
 
-    /// <summary>The calls of a repair of every client of the sample, parents first (followers set, then reset).</summary>
+    /// <summary>
+    /// The calls of a repair of every client of the sample, parents first (followers set, then reset), each qube's
+    /// properties read again just before its first change (a netvm changed meanwhile stops the repair).
+    /// </summary>
     private static readonly string[] EveryClient =
     [
+        "admin.vm.property.GetAll+ dom0 name sys-firewall\0",
         "admin.vm.property.Set+netvm dom0 name sys-firewall\0sys-net",
+        "admin.vm.property.GetAll+ dom0 name personal\0",
         "admin.vm.property.Set+netvm dom0 name personal\0sys-firewall",
         "admin.vm.property.Reset+netvm dom0 name personal\0",
+        "admin.vm.property.GetAll+ dom0 name work\0",
         "admin.vm.property.Set+netvm dom0 name work\0sys-firewall",
         "admin.vm.property.Reset+netvm dom0 name work\0",
     ];
@@ -187,7 +193,18 @@ public sealed class NetVmRepairLiveTests : IDisposable
         Server.SetPowerState("sys-firewall", PowerState.Halted);
         var results = RunAll(["sys-firewall"], start: true);
         Assert.Equal([NetVmRepairAction.Started, NetVmRepairAction.Reattached, NetVmRepairAction.Reattached], results.Select(r => r.Action));
-        Assert.Equal(QubesFirewall.Tests.Shared.SampleRepairCalls.StartSysFirewallThenReattach, Server.Calls.Select(Raw));
+        Assert.Equal(QubesFirewall.Tests.Shared.SampleRepairCalls.StartSysFirewallThenReattach, Server.Calls.Select(Raw).Where(c => !c.StartsWith("admin.vm.property.GetAll", StringComparison.Ordinal)));
+        // each client's properties read again just before its first change
+        Assert.Equal(
+        [
+            "admin.vm.Start+ dom0 name sys-firewall\0",
+            "admin.vm.property.GetAll+ dom0 name personal\0",
+            "admin.vm.property.Set+netvm dom0 name personal\0sys-firewall",
+            "admin.vm.property.Reset+netvm dom0 name personal\0",
+            "admin.vm.property.GetAll+ dom0 name work\0",
+            "admin.vm.property.Set+netvm dom0 name work\0sys-firewall",
+            "admin.vm.property.Reset+netvm dom0 name work\0",
+        ], Server.Calls.Select(Raw));
         Assert.Equal("start sys-firewall", Server.NetworkEvents[0]);
     }
 

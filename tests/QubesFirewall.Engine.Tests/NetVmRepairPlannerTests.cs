@@ -57,7 +57,7 @@ public sealed class NetVmRepairPlannerTests
         var work = plan.Steps.Single(s => s.VMName == "work");
         Assert.Equal(["admin.vm.property.Set+netvm work 'sys-firewall'", "admin.vm.property.Reset+netvm work"], work.Calls.Select(c => c.AdminApiCall));
         Assert.Equal("work (netvm sys-firewall)", work.Target);
-        Assert.Equal("Re-attach to its network qube: qvm-prefs work netvm sys-firewall; qvm-prefs --default work netvm", work.Operation);
+        Assert.Equal("Re-attach to its network qube: qvm-prefs work netvm sys-firewall; qvm-prefs --default work netvm", work.Description);
     }
 
     [Fact]
@@ -109,7 +109,7 @@ public sealed class NetVmRepairPlannerTests
             "Reattach anon: qvm-prefs anon netvm sys-whonix",
         ], Describe(plan));
         Assert.Equal([null, "sys-net", "sys-firewall", null, "sys-firewall", null], plan.Steps.Select(s => s.DependsOn));
-        Assert.Equal("Start the halted network qube: qvm-start sys-net", plan.Steps[0].Operation);
+        Assert.Equal("Start the halted network qube: qvm-start sys-net", plan.Steps[0].Description);
     }
 
     [Fact]

@@ -53,7 +53,7 @@ public sealed class OfflineRootTests : IDisposable
             {
                 var rule = RuleText.Parse($"action=accept dst4=10.{w + 201}.{i / 250}.{i % 250 + 1} proto=tcp dstports=443");
                 var change = FirewallPlanner.PlanInsert(backend, "work", [new RuleInsertion(rule)], DateTimeOffset.UtcNow);
-                FirewallPlanner.Apply(backend, change);
+                change.Apply(backend);
             }
         })).ToArray();
         await Task.WhenAll(writers);

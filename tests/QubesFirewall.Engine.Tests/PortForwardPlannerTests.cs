@@ -55,7 +55,7 @@ public sealed class PortForwardPlannerTests : IDisposable
     public void Adding_sets_the_declaration_first_then_the_keys_of_every_qube_on_the_way_each_gen_last()
     {
         var plan = PortForwardPlanner.PlanAdd(_root.Backend, Web(target: 8443), Options());
-        Assert.Equal("Add", plan.Operation);
+        Assert.Equal(PlanOperation.Add, plan.Operation);
         Assert.Equal(["sys-net", "sys-firewall"], plan.Hops);
         Assert.Equal("tcp/443 -> work:8443 (sys-net -> sys-firewall -> work)", plan.Target);
         Assert.True(plan.ViaAgent);
@@ -153,7 +153,7 @@ public sealed class PortForwardPlannerTests : IDisposable
         PortForwardPlanner.Apply(_root.Backend, first);
         var files = Snapshot();
         var again = PortForwardPlanner.PlanAdd(_root.Backend, Web(), Options());
-        Assert.Equal("Reapply", again.Operation);
+        Assert.Equal(PlanOperation.Reapply, again.Operation);
         Assert.All(again.Steps, s => Assert.Equal(DeploymentStepKind.RunScript, s.Kind)); // the rules are re-applied, nothing is written
         PortForwardPlanner.Apply(_root.Backend, again);
         Assert.Equal(files, Snapshot());
@@ -169,7 +169,7 @@ public sealed class PortForwardPlannerTests : IDisposable
     {
         Add(Web());
         var plan = Add(Web(allow: ["10.0.0.0/8"]));
-        Assert.Equal("Update", plan.Operation);
+        Assert.Equal(PlanOperation.Update, plan.Operation);
         Assert.Contains("change feature qubesfirewall.forward.tcp.443 = 'target=443 type=external allow=10.0.0.0/8'", plan.Describe());
         var sysNet = Assert.Single(Parts("sys-net"));
         Assert.Contains("10.0.0.0/8", sysNet);
@@ -200,7 +200,7 @@ public sealed class PortForwardPlannerTests : IDisposable
         var udpKey = Keys("sys-net").Single(k => k.Value.Contains(" proto=udp ", StringComparison.Ordinal)).Key;
 
         var plan = Remove("work", ForwardProtocol.Tcp, 443);
-        Assert.Equal("Remove", plan.Operation);
+        Assert.Equal(PlanOperation.Remove, plan.Operation);
         // only feature calls: the keys first, the declaration last
         Assert.All(plan.Steps, s => Assert.True(s.Kind is DeploymentStepKind.SetFeature or DeploymentStepKind.RemoveFeature, s.Description));
         Assert.Equal((DeploymentStepKind.RemoveFeature, "work", "qubesfirewall.forward.tcp.443"), (plan.Steps[^1].Kind, plan.Steps[^1].VMName, plan.Steps[^1].FeatureName));

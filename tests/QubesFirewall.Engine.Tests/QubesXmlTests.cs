@@ -3,6 +3,7 @@ using QubesFirewall.Engine;
 using QubesFirewall.Engine.Formats;
 using QubesFirewall.Engine.Model;
 using QubesFirewall.Engine.Agent;
+using QubesFirewall.Engine.Validation;
 
 namespace QubesFirewall.Engine.Tests;
 
@@ -570,7 +571,7 @@ public sealed class QubesXmlTests : IDisposable
         Assert.Equal(FailureKind.InvalidArgument, e.Kind);
         Assert.Equal("InvalidFeatureName", Assert.Throws<QubesFirewallException>(() => QubesXml.RemoveFeature(path, "work", name)).ErrorId);
         Assert.Equal(before, File.ReadAllBytes(path));
-        Assert.False(QubesXml.IsValidFeatureName(name));
+        Assert.False(QubeFeature.IsValidName(name));
     }
 
     [Theory]
@@ -589,7 +590,7 @@ public sealed class QubesXmlTests : IDisposable
         Assert.Equal("InvalidFeatureValue", e.ErrorId);
         Assert.DoesNotContain("\n", e.Message);
         Assert.Equal(before, File.ReadAllBytes(path));
-        Assert.False(QubesXml.IsValidFeatureValue(value));
+        Assert.False(QubeFeature.IsValidValue(value));
     }
 
     [Fact]
@@ -597,7 +598,7 @@ public sealed class QubesXmlTests : IDisposable
     {
         var path = CopySample();
         const string value = " !\"#$%&'()*+,-./09:;<=>?@AZ[\\]^_`az{|}~";
-        Assert.True(QubesXml.IsValidFeatureValue(value));
+        Assert.True(QubeFeature.IsValidValue(value));
         Assert.True(QubesXml.SetFeature(path, "work", "x", value));
         Assert.Contains("<feature name=\"x\"> !\"#$%&amp;'()*+,-./09:;&lt;=&gt;?@AZ[\\]^_`az{|}~</feature>", File.ReadAllText(path));
         Assert.Equal(value, QubesXml.Load(path).Get("work").Features["x"]);

@@ -51,7 +51,7 @@ public sealed class InterVmLinkLabTests : IDisposable
         Blocked(_lab, "work", _lab.Ip("personal"), 5432); // nothing linked yet
 
         var plan = Enable(_lab, _pf, "work", "personal", 5432);
-        Assert.Equal("Enable", plan.Operation);
+        Assert.Equal(PlanOperation.Enable, plan.Operation);
         Assert.Equal("sys-firewall", plan.NetVM);
 
         var r = Open(_lab, "work", _lab.Ip("personal"), 5432);
@@ -69,7 +69,7 @@ public sealed class InterVmLinkLabTests : IDisposable
         // re-running changes nothing: no file write, no feature, no firewall edit; the scripts leave the same rulesets
         var during = Rulesets(_lab);
         var again = Enable(_lab, _pf, "work", "personal", 5432);
-        Assert.Equal("Reapply", again.Operation);
+        Assert.Equal(PlanOperation.Reapply, again.Operation);
         Assert.DoesNotContain(again.Steps, s => s.Kind is DeploymentStepKind.WriteFile or DeploymentStepKind.SetFeature or DeploymentStepKind.EditFirewall);
         Assert.Equal(during, Rulesets(_lab));
 
@@ -106,7 +106,7 @@ public sealed class InterVmLinkLabTests : IDisposable
         var rules = _pf.Backend.GetFirewall("work").VisibleAt(_pf.Now);
         var index = rules.ToList().FindIndex(x => x.Comment == "qubesfirewall link to personal");
         Assert.True(index >= 0);
-        FirewallPlanner.Apply(_pf.Backend, FirewallPlanner.PlanRemove(_pf.Backend, "work", [(index, rules[index].Text)], _pf.Now));
+        FirewallPlanner.PlanRemove(_pf.Backend, "work", [(index, rules[index].Text)], _pf.Now).Apply(_pf.Backend);
         SyncAgent(_lab, _pf);
         var denied = _lab.Connect("work", _lab.Ip("personal"), 5432, LabProtocol.Tcp, Short);
         Assert.False(denied.Connected, denied.ToString());
@@ -180,7 +180,7 @@ public sealed class InterVmLinkLabTests : IDisposable
         // without the dst6 rule the agent's ip6 qbs chain rejects IPv6, while IPv4 keeps working
         var rules = pf6.Backend.GetFirewall("work").VisibleAt(pf6.Now);
         var index = rules.ToList().FindIndex(x => x.DstHost?.Kind == HostKind.IPv6);
-        FirewallPlanner.Apply(pf6.Backend, FirewallPlanner.PlanRemove(pf6.Backend, "work", [(index, rules[index].Text)], pf6.Now));
+        FirewallPlanner.PlanRemove(pf6.Backend, "work", [(index, rules[index].Text)], pf6.Now).Apply(pf6.Backend);
         SyncAgent(lab6, pf6);
         Blocked(lab6, "work", lab6.Ip6("personal"), 5432);
         Assert.Equal("personal", Open(lab6, "work", lab6.Ip("personal"), 5432).ServerNode);

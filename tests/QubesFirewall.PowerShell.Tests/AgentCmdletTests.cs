@@ -130,4 +130,28 @@ public sealed class AgentCmdletTests : IDisposable
         Assert.Null(Feature("work", AgentScript.VersionFeature));
         Assert.Equal(AgentState.Missing, Assert.Single(Run("Test-QubeFirewallAgent work").Of<QubeFirewallAgent>()).State);
     }
+
+    [Fact]
+    public void Install_and_Uninstall_ask_once_with_their_plan_as_every_other_mutating_cmdlet()
+    {
+        var install = Run("Install-QubeFirewallAgent -VMName work -Verbose -Confirm:$false");
+        install.AssertNoErrors();
+        var asked = Assert.Single(install.Verbose, v => v.StartsWith("Install the QubesFirewall agent", StringComparison.Ordinal));
+        Assert.Contains($"Install the QubesFirewall agent {AgentScript.Version} in work ({AgentScript.AgentPath}, {AgentScript.RcLocalHookPath}):", asked, StringComparison.Ordinal);
+        Assert.Contains($"  1. work: write {AgentScript.AgentPath} (the agent {AgentScript.Version}, mode 0755)", asked, StringComparison.Ordinal);
+        Assert.Contains($"  2. work: write {AgentScript.RcLocalHookPath} (the hook that starts the agent)", asked, StringComparison.Ordinal);
+        Assert.Contains($"  3. work: start the agent ({AgentScript.AgentPath} hook)", asked, StringComparison.Ordinal);
+        Assert.Contains($"  4. work: set feature {AgentScript.VersionFeature} = '{AgentScript.Version}'", asked, StringComparison.Ordinal);
+        Assert.Equal(AgentState.Installed, Assert.Single(install.Of<QubeFirewallAgent>()).State);
+
+        var uninstall = Run("Uninstall-QubeFirewallAgent -VMName work -Verbose -Confirm:$false");
+        uninstall.AssertNoErrors();
+        var question = Assert.Single(uninstall.Verbose, v => v.StartsWith("Uninstall the QubesFirewall agent", StringComparison.Ordinal));
+        Assert.Contains("Uninstall the QubesFirewall agent from work:", question, StringComparison.Ordinal);
+        Assert.Contains("  1. work: stop the agent", question, StringComparison.Ordinal);
+        Assert.Contains($"  2. work: delete {AgentScript.RcLocalHookPath}", question, StringComparison.Ordinal);
+        Assert.Contains($"  3. work: delete {AgentScript.AgentPath}", question, StringComparison.Ordinal);
+        Assert.Contains($"  4. work: remove feature {AgentScript.VersionFeature} (was '{AgentScript.Version}')", question, StringComparison.Ordinal);
+        Assert.Equal(AgentState.Removed, Assert.Single(uninstall.Of<QubeFirewallAgent>()).State);
+    }
 }

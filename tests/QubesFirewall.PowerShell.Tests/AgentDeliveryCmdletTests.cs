@@ -109,6 +109,28 @@ public sealed class AgentDeliveryCmdletTests : IDisposable
     }
 
     [Fact]
+    public void Install_WhatIf_on_the_live_backend_shows_every_write_with_its_content_and_the_record_and_changes_nothing()
+    {
+        Start(withAgent: false);
+        var run = Run("Install-QubeFirewallAgent -VMName work -WhatIf");
+        run.AssertNoErrors();
+        Assert.Empty(run.Of<QubeFirewallAgent>());
+        var shown = run.Information.Where(i => i.StartsWith("What if: would send ", StringComparison.Ordinal)).ToList();
+        // the plan's order: the agent, its hook, the start, the record
+        Assert.Equal(4, shown.Count);
+        Assert.Contains(" -u root work '", shown[0], StringComparison.Ordinal);
+        Assert.Contains(AgentScript.AgentPath, shown[0], StringComparison.Ordinal);
+        Assert.Contains("with standard input:\n" + AgentScript.Text.Split('\n')[0] + "\n", shown[0], StringComparison.Ordinal);
+        Assert.Contains(AgentScript.RcLocalHookPath, shown[1], StringComparison.Ordinal);
+        Assert.EndsWith("with standard input:\n" + AgentScript.HookText(firewallHook: false), shown[1], StringComparison.Ordinal);
+        Assert.EndsWith($"with standard input:\n{AgentScript.AgentPath} hook\n", shown[2], StringComparison.Ordinal);
+        Assert.Equal($"What if: would send admin.vm.feature.Set+{AgentScript.VersionFeature} dom0 name work with payload:\n{AgentScript.Version}", shown[3]);
+        Assert.Equal(0, _server!.CountCalls("admin.vm.feature.Set"));
+        Assert.Null(_qvmRun!.Read("work", AgentScript.AgentPath));
+        Assert.Null(_qvmRun.Read("work", AgentScript.RcLocalHookPath));
+    }
+
+    [Fact]
     public void With_the_agent_a_forward_through_a_disposable_sys_firewall_is_feature_calls_only_without_Force()
     {
         Start(withAgent: true);

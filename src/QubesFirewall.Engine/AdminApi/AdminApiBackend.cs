@@ -171,7 +171,7 @@ public sealed partial class AdminApiBackend : IQubesBackend
             TemplateForDispVMs = props.TryGetValue("template_for_dispvms", out var tfd) && AdminApiReplies.ParseBool(tfd, what),
             DefaultDispVM = cls == QubeClass.RemoteVM ? null : Value("default_dispvm"),
             Features = features,
-            Properties = props.Values.Where(p => !p.IsDefault).ToDictionary(p => p.Name, p => p.Value, StringComparer.Ordinal),
+            Properties = SetExplicitly(props),
             Tags = new LazyList(() => ReadTags(entry.Name)),
             RelativeDirectory = cls switch
             {
@@ -197,7 +197,7 @@ public sealed partial class AdminApiBackend : IQubesBackend
     /// <summary>A feature's value (<c>admin.vm.feature.Get</c>); null when the qube does not have it.</summary>
     public string? GetFeature(string vmName, string name)
     {
-        QubesXml.ValidateFeatureName(name);
+        QubeFeature.ValidateName(name);
         try
         {
             return Client.CallText("admin.vm.feature.Get", QubeName.Validate(vmName), name);
@@ -208,6 +208,34 @@ public sealed partial class AdminApiBackend : IQubesBackend
         }
     }
 
+
+    private static Dictionary<string, string> SetExplicitly(IReadOnlyDictionary<string, QubesdProperty> props) =>
+        props.Values.Where(p => !p.IsDefault).ToDictionary(p => p.Name, p => p.Value, StringComparer.Ordinal);
+
+    /// <summary>
+    /// The executor's check before it first writes features of a qube: one <c>feature.List</c> now (a feature someone
+    /// added or removed since the plan read them shows there), then a <c>feature.Get</c> only where the name is there and
+    /// the kept value cannot be trusted. The module's own features (<c>qubesfirewall.*</c>, <c>vm-config.qubesfw.*</c>)
+    /// are written only by deployments under the deployment lock, each of which renews its stamp; this backend read them
+    /// again when it took the lock if the stamp had changed (<see cref="LockDeployments"/>), so the value it keeps of one
+    /// is the current one unless someone set it by hand with the same name (qvm-features): that is the one change this
+    /// check does not see. Every other feature (<c>ipv6</c>) is read again. So a plan of forwards costs one call per
+    /// qube it writes to, not one per feature it writes.
+    /// </summary>
+    public IReadOnlyDictionary<string, string?> ReadFeaturesNow(string vmName, IReadOnlyCollection<string> names)
+    {
+        var present = ListFeatures(vmName).ToHashSet(StringComparer.Ordinal);
+        _features.TryGetValue(vmName, out var kept);
+        var now = new Dictionary<string, string?>(StringComparer.Ordinal);
+        foreach (var name in names.Distinct(StringComparer.Ordinal))
+            now[name] = !present.Contains(name) ? null
+                : OwnFeatures.IsOwn(name) && kept?.Known(name) is { } value ? value
+                : GetFeature(vmName, name);
+        return now;
+    }
+
+    /// <summary>The executor's check before it first writes properties of a qube: one <c>property.GetAll</c> now.</summary>
+    public IReadOnlyDictionary<string, string> ReadPropertiesNow(string vmName) => SetExplicitly(ReadProperties(global: false, vmName));
 
     private List<string> ReadTags(string vmName) =>
         AdminApiReplies.ParseNames(Client.CallText("admin.vm.tag.List", vmName), QubesdClient.Describe("admin.vm.tag.List", null, vmName)).ToList();
@@ -318,8 +346,8 @@ public sealed partial class AdminApiBackend : IQubesBackend
     public void SetFeature(string vmName, string name, string value)
     {
         QubeName.Validate(vmName);
-        QubesXml.ValidateFeatureName(name);
-        QubesXml.ValidateFeatureValue(name, value);
+        QubeFeature.ValidateName(name);
+        QubeFeature.ValidateValue(name, value);
         try
         {
             Client.Call("admin.vm.feature.Set", vmName, name, Encoding.ASCII.GetBytes(value));
@@ -335,7 +363,7 @@ public sealed partial class AdminApiBackend : IQubesBackend
     public bool RemoveFeature(string vmName, string name)
     {
         QubeName.Validate(vmName);
-        QubesXml.ValidateFeatureName(name);
+        QubeFeature.ValidateName(name);
         try
         {
             Client.Call("admin.vm.feature.Remove", vmName, name);
@@ -563,6 +591,9 @@ public sealed partial class AdminApiBackend : IQubesBackend
             _names.Remove(name);
             if (value is not null) _names.Add(name);
         }
+
+        /// <summary>The value read or written before (null: none known, or known absent); reads nothing.</summary>
+        public string? Known(string name) => _values.GetValueOrDefault(name);
 
         public bool TryGetValue(string key, out string value)
         {

@@ -1,4 +1,5 @@
 using QubesFirewall.Engine.Backends;
+using QubesFirewall.Engine.Deployment;
 using QubesFirewall.Engine.Model;
 using QubesFirewall.Engine.Persistence;
 
@@ -125,11 +126,13 @@ public static class AgentInstaller
         names.Distinct(StringComparer.Ordinal).Where(n => inventory.Find(n) is { } q && !q.Features.ContainsKey(AgentScript.VersionFeature)).ToList();
 
     /// <summary>
-    /// Installs (or updates) the agent of one qube: refuses under R4.3's custom-persist (Qubes skips the /rw hooks there);
-    /// writes the agent and its hook where the qube keeps them (and, for a running disposable, into the disposable too, so it
-    /// starts now); removes the managed blocks earlier versions wrote; starts the agent when the qube runs; records the version.
+    /// The plan that installs (or updates) the agent of one qube: refuses under R4.3's custom-persist (Qubes skips the /rw
+    /// hooks there); writes the agent and its hook where the qube keeps them (and, for a running disposable, into the
+    /// disposable too, so it starts now) where they differ; removes the managed blocks earlier versions wrote; starts the
+    /// agent when the qube runs (a failed start puts everything back: AgentStartFailed); records the version last.
+    /// Reads the files it may write (live: inside the qubes).
     /// </summary>
-    public static QubeFirewallAgent Install(IQubesBackend backend, string vmName)
+    public static Plan PlanInstall(IQubesBackend backend, string vmName)
     {
         var inventory = backend.GetInventory();
         var qube = inventory.Get(Validation.QubeName.Validate(vmName));
@@ -143,14 +146,16 @@ public static class AgentInstaller
         var storage = StorageOf(inventory, qube);
         var hookPath = HookPathFor(qube);
         var hook = AgentScript.HookText(hookPath == AgentScript.FirewallHookPath);
-        var changed = false;
         var targets = new List<string> { storage.Name };
         if (storage.Name != qube.Name && qube.State == PowerState.Running) targets.Add(qube.Name);
-        var migrated = new List<string>();
+        var steps = new List<DeploymentStep>();
+        void Add(DeploymentStep? step) { if (step is not null) steps.Add(step); }
         foreach (var where in targets)
         {
-            changed |= WriteIfDifferent(backend, where, AgentScript.AgentPath, AgentScript.Text);
-            changed |= WriteIfDifferent(backend, where, hookPath, hook);
+            var also = where == qube.Name ? "" : $" for {qube.Name}";
+            Add(DeploymentStep.QubeFile(where, qube.Name, AgentScript.AgentPath, AgentScript.Text, backend.ReadQubeFile(where, AgentScript.AgentPath),
+                $"{where}: write {AgentScript.AgentPath}{also} (the agent {AgentScript.Version}, mode 0755)"));
+            Add(DeploymentStep.QubeFile(where, qube.Name, hookPath, hook, backend.ReadQubeFile(where, hookPath), $"{where}: write {hookPath}{also} (the hook that starts the agent)"));
             foreach (var path in LegacyFiles)
             {
                 var content = backend.ReadQubeFile(where, path);
@@ -159,78 +164,115 @@ public static class AgentInstaller
                 var bindings = ConnectTcpPersistence.Extract(block);
                 if (block is null || block == bindings) continue;
                 var without = bindings.Length > 0 ? ManagedBlock.Upsert(content, bindings) : ManagedBlock.Remove(content) ?? "";
-                backend.WriteQubeFile(where, path, without, ManagedBlock.FileMode);
-                migrated.Add($"{where}:{path}");
-                changed = true;
+                Add(DeploymentStep.QubeFile(where, qube.Name, path, without, content, $"{where}: write {path}: remove the managed block of an earlier version (the other lines unchanged)"));
             }
         }
-        var started = false;
         if (qube.State == PowerState.Running)
+            steps.Add(new DeploymentStep
+            {
+                Kind = DeploymentStepKind.RunScript,
+                VMName = qube.Name,
+                Script = $"{AgentScript.AgentPath} hook\n",
+                ScriptName = "start the QubesFirewall agent",
+                FailureId = ErrorIds.AgentStartFailed,
+                Description = $"{qube.Name}: start the agent ({AgentScript.AgentPath} hook)",
+            });
+        Add(DeploymentStep.SetFeature(qube.Name, AgentScript.VersionFeature, AgentScript.Version, qube.Features.GetValueOrDefault(AgentScript.VersionFeature)));
+        var kept = storage.Name == qube.Name ? "" : $", kept in {storage.Name}";
+        return new Plan
         {
-            var run = backend.RunQubeShellScript(qube.Name, $"{AgentScript.AgentPath} hook\n", "start the QubesFirewall agent");
-            if (run.Executed && !run.Succeeded)
-                throw new QubesFirewallException(ErrorIds.AgentStartFailed, FailureKind.WriteError,
-                    $"The agent was installed in '{storage.Name}' but did not start in '{qube.Name}' (exit {run.ExitCode}): {Shown(run.Output)}", qube.Name);
-            started = run.Executed;
-        }
-        var recorded = qube.Features.GetValueOrDefault(AgentScript.VersionFeature);
-        if (recorded != AgentScript.Version)
-        {
-            backend.SetFeature(qube.Name, AgentScript.VersionFeature, AgentScript.Version);
-            changed = true;
-        }
-        return new QubeFirewallAgent
-        {
-            VMName = qube.Name,
-            StoredIn = storage.Name,
-            HookPath = hookPath,
-            Version = AgentScript.Version,
-            State = changed ? AgentState.Installed : AgentState.Unchanged,
-            Migrated = migrated,
-            Started = started,
-            Message = migrated.Count > 0 ? $"Removed the managed block of earlier versions from {string.Join(", ", migrated)}; the other lines are unchanged." : null,
+            Operation = PlanOperation.Install,
+            Target = qube.Name,
+            Description = $"Install the QubesFirewall agent {AgentScript.Version} in {qube.Name} ({AgentScript.AgentPath}, {hookPath}{kept}):",
+            Purpose = $"install the QubesFirewall agent {AgentScript.Version} in {qube.Name}",
+            Steps = steps,
+            UndoCommand = $"Uninstall-QubeFirewallAgent -VMName {qube.Name}",
         };
     }
 
-    /// <summary>Stops the agent in the running qube, removes its files and the version record. The rules it applied last stay until the qube restarts.</summary>
-    public static QubeFirewallAgent Uninstall(IQubesBackend backend, string vmName)
+    /// <summary>
+    /// The plan that stops the agent in the running qube, deletes its files (a rollback writes them back and starts it again)
+    /// and removes the version record. The rules it applied last stay until the qube restarts.
+    /// </summary>
+    public static Plan PlanUninstall(IQubesBackend backend, string vmName)
     {
         var inventory = backend.GetInventory();
         var qube = inventory.Get(Validation.QubeName.Validate(vmName));
         var storage = StorageOf(inventory, qube);
         var hookPath = HookPathFor(qube);
-        var stopped = false;
+        var steps = new List<DeploymentStep>();
         if (qube.State == PowerState.Running)
-        {
-            var run = backend.RunQubeShellScript(qube.Name,
-                "systemctl stop qubesfw-agent.service 2>/dev/null\npid=$(cat /run/qubesfw/agent.pid 2>/dev/null) && kill -TERM -\"$pid\" 2>/dev/null\nexit 0\n",
-                "stop the QubesFirewall agent");
-            stopped = run.Executed;
-        }
+            steps.Add(new DeploymentStep
+            {
+                Kind = DeploymentStepKind.RunScript,
+                VMName = qube.Name,
+                Script = "systemctl stop qubesfw-agent.service 2>/dev/null\npid=$(cat /run/qubesfw/agent.pid 2>/dev/null) && kill -TERM -\"$pid\" 2>/dev/null\nexit 0\n",
+                ScriptName = "stop the QubesFirewall agent",
+                PreviousScript = $"{AgentScript.AgentPath} hook\n",
+                Description = $"{qube.Name}: stop the agent",
+            });
         foreach (var where in new[] { storage.Name, qube.Name }.Distinct(StringComparer.Ordinal))
         {
             if (where != storage.Name && qube.State != PowerState.Running) continue;
-            backend.DeleteQubeFile(where, hookPath);
-            backend.DeleteQubeFile(where, AgentScript.AgentPath);
+            foreach (var path in new[] { hookPath, AgentScript.AgentPath })
+                if (DeploymentStep.QubeFile(where, qube.Name, path, null, backend.ReadQubeFile(where, path), $"{where}: delete {path}") is { } delete) steps.Add(delete);
         }
-        backend.RemoveFeature(qube.Name, AgentScript.VersionFeature);
+        if (qube.Features.GetValueOrDefault(AgentScript.VersionFeature) is { } recorded)
+            steps.Add(DeploymentStep.RemoveFeature(qube.Name, AgentScript.VersionFeature, recorded));
+        return new Plan
+        {
+            Operation = PlanOperation.Uninstall,
+            Target = qube.Name,
+            Description = $"Uninstall the QubesFirewall agent from {qube.Name}:",
+            Purpose = $"uninstall the QubesFirewall agent from {qube.Name}",
+            Steps = steps,
+            UndoCommand = $"Install-QubeFirewallAgent -VMName {qube.Name}",
+        };
+    }
+
+    /// <summary>What an install deployed (<see cref="PlanInstall"/> applied without failure) did in its qube.</summary>
+    public static QubeFirewallAgent Installed(QubesInventory inventory, PlanResult done)
+    {
+        var qube = inventory.Get(done.Plan.Target);
+        var changed = done.Result.Steps.Where(s => s.Status is DeploymentStepStatus.Applied or DeploymentStepStatus.Recorded && s.Step.Kind != DeploymentStepKind.RunScript).ToList();
+        var migrated = changed.Where(s => s.Step.Kind == DeploymentStepKind.WriteFile && LegacyFiles.Contains(s.Step.Path)).Select(s => $"{s.Step.VMName}:{s.Step.Path}").ToList();
         return new QubeFirewallAgent
         {
             VMName = qube.Name,
-            StoredIn = storage.Name,
-            HookPath = hookPath,
+            StoredIn = StorageOf(inventory, qube).Name,
+            HookPath = HookPathFor(qube),
+            Version = AgentScript.Version,
+            State = changed.Count > 0 ? AgentState.Installed : AgentState.Unchanged,
+            Migrated = migrated,
+            Started = Ran(done),
+            Message = migrated.Count > 0 ? $"Removed the managed block of earlier versions from {string.Join(", ", migrated)}; the other lines are unchanged." : null,
+        };
+    }
+
+    /// <summary>What an uninstall deployed (<see cref="PlanUninstall"/> applied without failure) did in its qube.</summary>
+    public static QubeFirewallAgent Uninstalled(QubesInventory inventory, PlanResult done)
+    {
+        var qube = inventory.Get(done.Plan.Target);
+        return new QubeFirewallAgent
+        {
+            VMName = qube.Name,
+            StoredIn = StorageOf(inventory, qube).Name,
+            HookPath = HookPathFor(qube),
             Version = null,
             State = AgentState.Removed,
-            Started = stopped,
+            Started = Ran(done),
             Message = "The rules the agent applied last stay until the qube restarts; forwards and links through it need the agent again.",
         };
     }
 
-    private static bool WriteIfDifferent(IQubesBackend backend, string vm, string path, string content)
+    private static bool Ran(PlanResult done) => done.Result.Steps.Any(s => s.Step.Kind == DeploymentStepKind.RunScript && s.Command?.Executed == true);
+
+    /// <summary>Installs (or updates) the agent of one qube now (<see cref="PlanInstall"/>, deployed); throws what stopped it.</summary>
+    public static QubeFirewallAgent Install(IQubesBackend backend, string vmName)
     {
-        if (backend.ReadQubeFile(vm, path) == content) return false;
-        backend.WriteQubeFile(vm, path, content, ManagedBlock.FileMode);
-        return true;
+        var done = PlanInstall(backend, vmName).Apply(backend, replan: () => PlanInstall(backend, vmName));
+        if (done.Failure is { } failure) throw failure;
+        return Installed(backend.GetInventory(), done);
     }
 
     // what a qube printed: control characters escaped (the one sanitizer for qube output), bounded

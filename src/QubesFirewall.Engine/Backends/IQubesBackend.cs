@@ -56,6 +56,23 @@ public interface IQubesBackend : IDisposable
     bool RemoveFeature(string vmName, string name);
 
     /// <summary>
+    /// What the executor reads again just before it first writes a feature of the qube: the values <paramref name="names"/>
+    /// have now (null: not set). By default from a new inventory (the offline root reads qubes.xml at each call); the
+    /// live backend lists the qube's features anew and reads values as its own documentation says.
+    /// </summary>
+    IReadOnlyDictionary<string, string?> ReadFeaturesNow(string vmName, IReadOnlyCollection<string> names)
+    {
+        var features = GetInventory().Get(vmName).Features;
+        return names.Distinct(StringComparer.Ordinal).ToDictionary(n => n, n => features.TryGetValue(n, out var value) ? value : null, StringComparer.Ordinal);
+    }
+
+    /// <summary>
+    /// What the executor reads again just before it first writes a property of the qube: the properties set on it now
+    /// (<see cref="Qube.Properties"/>: those not at their default). By default from a new inventory; live one GetAll.
+    /// </summary>
+    IReadOnlyDictionary<string, string> ReadPropertiesNow(string vmName) => GetInventory().Get(vmName).Properties;
+
+    /// <summary>
     /// Reads a file of a qube's persistent storage, e.g. <c>/rw/config/rc.local</c>; null when it
     /// does not exist. Offline: the state folder's copy; live: read through qvm-run.
     /// </summary>

@@ -24,6 +24,8 @@ public sealed record NetVmMove(string VMName, string From, string To, string Rea
 /// </summary>
 public sealed record ConfigurationPlan : IDeploymentPlan
 {
+    public PlanOperation Operation => PlanOperation.Apply;
+
     public IReadOnlyList<DeploymentStep> Steps { get; init; } = [];
 
     public IReadOnlyList<Qube> NotRunning { get; init; } = [];

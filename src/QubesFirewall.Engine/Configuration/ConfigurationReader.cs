@@ -207,7 +207,7 @@ public static class ConfigurationReader
             var other => throw DataLimits.Error(portEntry.Line, $"Port of {where} is {other.Describe()}; use a port, 'N-M' or '{LinkPorts.AllText}'"),
         };
         var link = InterVmLink.Create(from, to, protocol, ports);
-        Formats.QubesXml.ValidateFeatureName(link.FeatureName);
+        QubeFeature.ValidateName(link.FeatureName);
         return link;
     }
 

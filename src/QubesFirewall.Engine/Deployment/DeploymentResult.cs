@@ -51,6 +51,12 @@ public sealed record RolloutOptions
     /// <summary>Read each file just before writing it and stop if it is no longer what the plan read (default).</summary>
     public bool VerifyFiles { get; init; } = true;
 
+    /// <summary>
+    /// Read the features and the properties of a qube again just before the first write to them, and stop if they are no
+    /// longer what the plan read (default). Off for -WhatIf, which writes nothing.
+    /// </summary>
+    public bool VerifyWrites { get; init; } = true;
+
     public Action<DeploymentProgress>? Progress { get; init; }
 }
 
@@ -126,6 +132,8 @@ public sealed record DeploymentResult(IReadOnlyList<DeploymentStepResult> Steps)
         var next = FullyRolledBack ? "Fix the cause and run the command again."
             : removing ? $"Put those places right and run {undoCommand} again."
             : $"Put those places right and run the command again, or {undoCommand} to undo.";
+        // Someone else's change met on the way says so whatever the plan (once everything is put back): run it again.
+        if (FullyRolledBack && Failed?.Error?.ErrorId == ErrorIds.PlanOutdated) rolledBackId = ErrorIds.PlanOutdated;
         return new QubesFirewallException(FullyRolledBack ? rolledBackId : partiallyAppliedId,
             FullyRolledBack ? FailureKind.InvalidOperation : FailureKind.WriteError, Explain(what, next)!, target);
     }

@@ -10,7 +10,7 @@ public enum DeploymentStepKind
     /// <summary>Set a qube feature (the declaration of a forward or binding).</summary>
     SetFeature,
     RemoveFeature,
-    /// <summary>Replace a file of a qube's /rw (a hook file with the managed block).</summary>
+    /// <summary>Replace a file of a qube's /rw (a hook file with the managed block, the agent), or delete it (no content).</summary>
     WriteFile,
     /// <summary>Run a generated script as root in a qube now (from standard input, never written anywhere).</summary>
     RunScript,
@@ -89,8 +89,11 @@ public sealed record DeploymentStep
     /// <summary>Names the script in errors and logs: <c>port forwards of sys-net</c>.</summary>
     public string? ScriptName { get; init; }
 
+    /// <summary>For <see cref="DeploymentStepKind.RunScript"/>: the error id a failed run reports (null: the plan's own).</summary>
+    public string? FailureId { get; init; }
+
     /// <summary>For <see cref="DeploymentStepKind.EditFirewall"/>: the planned rule-list change; a rollback applies its inverse.</summary>
-    public Planning.FirewallChange? Firewall { get; init; }
+    public FirewallChange? Firewall { get; init; }
 
     /// <summary>For <see cref="DeploymentStepKind.SetProperty"/>: the property, its new value (null: reset to default) and its value before (null: it was at its default).</summary>
     public string? PropertyName { get; init; }
@@ -141,6 +144,25 @@ public sealed record DeploymentStep
         Description = $"{vmName}: remove feature {name} (was '{previous}')",
     };
 
+    /// <summary>
+    /// Writes a whole file of <paramref name="storage"/>'s /rw for <paramref name="forQube"/> (null <paramref name="content"/>:
+    /// deletes it); <paramref name="previous"/> is the file as read now (null: none), checked again just before the write and
+    /// written back by a rollback. Null when the file already is so.
+    /// </summary>
+    public static DeploymentStep? QubeFile(string storage, string forQube, string path, string? content, string? previous, string description) =>
+        content == previous ? null : new DeploymentStep
+        {
+            Kind = DeploymentStepKind.WriteFile,
+            VMName = storage,
+            ForQube = forQube,
+            StoredIn = storage,
+            Path = path,
+            Content = content,
+            PreviousContent = previous,
+            Mode = ManagedBlock.FileMode,
+            Description = description,
+        };
+
     /// <summary>Sets a qube property (<paramref name="value"/> null: resets it to its default); <paramref name="previous"/> is its value now (null: at its default), which a rollback restores.</summary>
     public static DeploymentStep SetProperty(string vmName, string name, string? value, string? previous, string description) => new()
     {
@@ -164,7 +186,7 @@ public sealed record DeploymentStep
     /// Changes a qube's rule list as <paramref name="change"/> plans it (qubesd, or the offline root, refuses when the list
     /// changed since it was read); the rules added and removed are the detail lines.
     /// </summary>
-    public static DeploymentStep EditFirewall(Planning.FirewallChange change, string description) => new()
+    public static DeploymentStep EditFirewall(FirewallChange change, string description) => new()
     {
         Kind = DeploymentStepKind.EditFirewall,
         VMName = change.VMName,

@@ -15,6 +15,12 @@ public enum PlanOperation
     Disable,
     Repair,
     Sync,
+    /// <summary>Everything asked for is already declared: the plan deploys what is missing of it, if anything.</summary>
+    Reapply,
+    /// <summary>A configuration file made true.</summary>
+    Apply,
+    Install,
+    Uninstall,
 }
 
 /// <summary>
@@ -24,6 +30,8 @@ public enum PlanOperation
 /// </summary>
 public interface IDeploymentPlan
 {
+    PlanOperation Operation { get; }
+
     IReadOnlyList<DeploymentStep> Steps { get; }
 
     /// <summary>Qubes the change has to reach that are not running, in network order (outermost first).</summary>
@@ -50,7 +58,8 @@ public interface IDeploymentPlan
 /// <summary>
 /// A plan of typed changes (rule lists, features, properties, starts, files, scripts) made by a pure planner, with its
 /// operation, target, warnings and description. Firewall edits, ipv6 changes and netvm repairs are plans of this type;
-/// port forwards, links and bindings have their own records with the same members (<see cref="IDeploymentPlan"/>).
+/// port forwards, links, bindings and configuration files have their own records (what they carry for their results)
+/// with the same members (<see cref="IDeploymentPlan"/>).
 /// </summary>
 public sealed record Plan : IDeploymentPlan
 {

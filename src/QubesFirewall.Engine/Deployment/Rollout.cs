@@ -8,8 +8,10 @@ namespace QubesFirewall.Engine.Deployment;
 /// Deploys a plan's steps in order and keeps the qubes consistent: the first step that fails stops the
 /// rollout, and everything already changed is put back, last first (features to their previous value,
 /// files to their previous content, the previous rules loaded again by running the previous script:
-/// scripts are idempotent transactions). A file is read again just before it is written; if it is not
-/// what the plan read (someone else changed it meanwhile), that step fails and nothing is lost.
+/// scripts are idempotent transactions). What a step writes is read again just before: a file before each write,
+/// a qube's features and properties before the first write to them (<see cref="WriteCheck"/>), a rule list by the
+/// backend before its Set; if it is not what the plan read (someone else changed it meanwhile), that step fails with
+/// PlanOutdated (rules: FirewallChangedSinceRead), nothing of it is written and everything before it is put back.
 /// </summary>
 public static class Rollout
 {
@@ -35,10 +37,11 @@ public static class Rollout
             options.Progress?.Invoke(new DeploymentProgress(step.Hop, hops.IndexOf(step.Hop) + 1, hops.Count, step, back));
 
         var results = steps.Select(s => new DeploymentStepResult(s, DeploymentStepStatus.NotReached, "Not reached: an earlier step failed.")).ToArray();
+        var check = options.VerifyWrites ? new WriteCheck(backend, steps) : null;
         for (var i = 0; i < steps.Count; i++)
         {
             Report(steps[i], back: false);
-            var (result, touched) = ApplyOne(backend, steps[i], options);
+            var (result, touched) = ApplyOne(backend, steps[i], options, check);
             results[i] = result;
             if (result.Status != DeploymentStepStatus.Failed) continue;
 
@@ -62,11 +65,12 @@ public static class Rollout
         return new DeploymentResult(results);
     }
 
-    private static (DeploymentStepResult Result, bool Touched) ApplyOne(IQubesBackend backend, DeploymentStep step, RolloutOptions options)
+    private static (DeploymentStepResult Result, bool Touched) ApplyOne(IQubesBackend backend, DeploymentStep step, RolloutOptions options, WriteCheck? check)
     {
         DeploymentStepResult Done(DeploymentStepStatus status, string message, QubeCommandResult? run = null) => new(step, status, message, run);
         try
         {
+            check?.Before(step); // features and properties read again before the first write to their qube
             switch (step.Kind)
             {
                 case DeploymentStepKind.SetFeature:
@@ -88,11 +92,17 @@ public static class Rollout
                         var current = inQube ? backend.ReadQubeFile(step.VMName, step.Path!) : backend.ReadDom0File(step.Path!);
                         if (current == wanted) return (Done(DeploymentStepStatus.Unchanged, "Already up to date."), false);
                         if (current != step.PreviousContent)
-                            return (Done(DeploymentStepStatus.Failed,
-                                $"{step.Subject} changed since it was read for this plan ({Size(step.PreviousContent)} then, {Size(current)} now: someone else changed it meanwhile); it was left as it is. Run the command again."), false);
+                        {
+                            var outdated = WriteCheck.FileChanged(step, current);
+                            return (Done(DeploymentStepStatus.Failed, outdated.Message) with { Error = outdated }, false);
+                        }
                     }
-                    if (inQube) backend.WriteQubeFile(step.VMName, step.Path!, step.Content!, step.Mode);
-                    else if (wanted is null) backend.DeleteDom0File(step.Path!);
+                    if (wanted is null)
+                    {
+                        if (inQube) backend.DeleteQubeFile(step.VMName, step.Path!);
+                        else backend.DeleteDom0File(step.Path!);
+                    }
+                    else if (inQube) backend.WriteQubeFile(step.VMName, step.Path!, wanted, step.Mode);
                     else backend.WriteDom0File(step.Path!, wanted, step.Mode);
                     return (Done(DeploymentStepStatus.Applied, wanted is null ? $"Removed {step.Subject}." : $"Wrote {step.Subject}.") with { PreviousMode = previousMode }, true);
                 }
@@ -100,14 +110,17 @@ public static class Rollout
                 {
                     var run = backend.RunQubeShellScript(step.VMName, step.Script!, step.ScriptName ?? $"script of {step.VMName}");
                     if (!run.Executed) return (Done(DeploymentStepStatus.Recorded, run.Output.Trim(), run), true);
-                    return run.Succeeded
-                        ? (Done(DeploymentStepStatus.Applied, "Ran as root.", run), true)
-                        : (Done(DeploymentStepStatus.Failed, $"The script ({step.ScriptName ?? "generated"}) failed in '{step.VMName}' (exit code {run.ExitCode.ToString(CultureInfo.InvariantCulture)}): {RuleGrammar.Printable(run.Output.Trim())}", run), true);
+                    if (run.Succeeded) return (Done(DeploymentStepStatus.Applied, "Ran as root.", run), true);
+                    var failed = $"The script ({step.ScriptName ?? "generated"}) failed in '{step.VMName}' (exit code {run.ExitCode.ToString(CultureInfo.InvariantCulture)}): {RuleGrammar.Printable(run.Output.Trim())}";
+                    return (Done(DeploymentStepStatus.Failed, failed, run) with
+                    {
+                        Error = step.FailureId is { } id ? new QubesFirewallException(id, FailureKind.WriteError, failed, step.Hop) : null,
+                    }, true);
                 }
                 case DeploymentStepKind.EditFirewall:
                     // qubesd (or the offline root) refuses the edit when the list changed since the plan read it.
                     if (step.Firewall!.Edit.IsEmpty) return (Done(DeploymentStepStatus.Unchanged, "Already up to date.") with { FirewallOutcome = step.Firewall.Preview }, false);
-                    var outcome = Planning.FirewallPlanner.Apply(backend, step.Firewall);
+                    var outcome = step.Firewall.Apply(backend);
                     return (Done(DeploymentStepStatus.Applied, $"Changed {step.Subject}.") with { FirewallOutcome = outcome }, true);
                 case DeploymentStepKind.SetProperty:
                     if (step.PropertyValue is null) backend.ResetProperty(step.VMName, step.PropertyName!);
@@ -165,7 +178,7 @@ public static class Rollout
                     else backend.WriteDom0File(step.Path!, step.PreviousContent, step.Mode);
                     break;
                 case DeploymentStepKind.EditFirewall:
-                    var inverse = Planning.FirewallPlanner.Inverse(step.Firewall!);
+                    var inverse = step.Firewall!.Inverse();
                     if (!inverse.IsEmpty) backend.ApplyFirewallEdit(step.VMName, inverse, backend.GetFirewall(step.VMName));
                     break;
                 case DeploymentStepKind.SetProperty:
@@ -196,6 +209,4 @@ public static class Rollout
             return ex.Message;
         }
     }
-
-    private static string Size(string? content) => content is null ? "no file" : $"{content.Length.ToString(CultureInfo.InvariantCulture)} characters";
 }

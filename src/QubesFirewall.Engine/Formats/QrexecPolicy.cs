@@ -50,10 +50,6 @@ public static class QrexecPolicy
     /// <summary>Whether a considered file's name is one qrexec accepts (<c>[0-9a-z_.-]</c> only); any other makes it refuse every request.</summary>
     public static bool HasValidName(string fileName) => fileName.Length > 0 && fileName.All(c => c is (>= '0' and <= '9') or (>= 'a' and <= 'z') or '_' or '.' or '-');
 
-    /// <summary>The line that allows a binding.</summary>
-    public static string LineFor(TcpBinding b) =>
-        $"{TcpBinding.Service}\t+{b.Port.ToString(CultureInfo.InvariantCulture)}\t{b.From}\t@default\tallow target={b.To}";
-
     /// <summary>
     /// The whole file for a set of bindings (null when there is none: the file is then removed). Lines sorted by
     /// port, then client, then target: each (client, port) has one target (the planner refuses a second one), so
@@ -73,7 +69,7 @@ public static class QrexecPolicy
         sb.Append("## Each line lets one client reach one TCP port of one qube (qrexec-client-vm @default\n");
         sb.Append("## qubes.ConnectTCP+PORT); nothing here denies: every other request goes on to the next files\n");
         sb.Append("## (90-default.policy denies qubes.ConnectTCP).\n");
-        foreach (var b in list) sb.Append(LineFor(b)).Append('\n');
+        foreach (var b in list) sb.Append(b.PolicyLine).Append('\n');
         return sb.ToString();
     }
 

@@ -4,6 +4,7 @@ using System.Xml.Linq;
 using QubesFirewall.Engine.Io;
 using QubesFirewall.Engine.Model;
 using QubesFirewall.Engine.Validation;
+using static QubesFirewall.Engine.Validation.PrintableAscii;
 
 namespace QubesFirewall.Engine.Formats;
 
@@ -11,32 +12,6 @@ namespace QubesFirewall.Engine.Formats;
 public static partial class QubesXml
 {
     // ---------------------------------------------------------------- writing: features
-
-    [GeneratedRegex(@"\A[a-zA-Z0-9_.-]+\z", RegexOptions.CultureInvariant)]
-    private static partial Regex FeatureNamePattern();
-
-    /// <summary>Feature names as qubesd's admin.vm.feature.Set accepts them: <c>[a-zA-Z0-9_.-]+</c>.</summary>
-    public static bool IsValidFeatureName(string? name) => name is not null && FeatureNamePattern().IsMatch(name);
-
-    /// <summary>Feature values as qubesd accepts them: printable ASCII, 0x20 to 0x7E (the empty value included).</summary>
-    public static bool IsValidFeatureValue(string? value) => value is not null && FirstNonPrintable(value) < 0;
-
-    public static void ValidateFeatureName(string? name)
-    {
-        if (name is null || !FeatureNamePattern().IsMatch(name))
-            throw QubesFirewallException.Invalid(ErrorIds.InvalidFeatureName,
-                $"'{Printable(name)}' is not a valid feature name: qubesd accepts only ASCII letters, digits, '_', '.' and '-' (at least one character).", name);
-    }
-
-    public static void ValidateFeatureValue(string name, string? value)
-    {
-        if (value is null)
-            throw QubesFirewallException.Invalid(ErrorIds.InvalidFeatureValue, $"The value of feature '{Printable(name)}' is missing (use the empty string for an empty value).", name);
-        var bad = FirstNonPrintable(value);
-        if (bad >= 0)
-            throw QubesFirewallException.Invalid(ErrorIds.InvalidFeatureValue,
-                $"The value of feature '{Printable(name)}' contains {Describe(value[bad])} at position {bad}: qubesd accepts only printable ASCII (space to '~'), without newlines, tabs or non-ASCII letters.", value);
-    }
 
     /// <summary>Sets a qube's feature in qubes.xml (added last when new, as qubesd does). Returns whether the file changed.</summary>
     public static bool SetFeature(string qubesXmlPath, string qube, string name, string value) =>
@@ -55,8 +30,8 @@ public static partial class QubesXml
         var list = changes.ToList();
         foreach (var (name, value) in list)
         {
-            ValidateFeatureName(name);
-            if (value is not null) ValidateFeatureValue(name, value);
+            QubeFeature.ValidateName(name);
+            if (value is not null) QubeFeature.ValidateValue(name, value);
         }
         return Modify(qubesXmlPath, qube, (domain, _, _) =>
         {

@@ -7,6 +7,7 @@ using System.Xml;
 using System.Xml.Linq;
 using QubesFirewall.Engine.Model;
 using QubesFirewall.Engine.Validation;
+using static QubesFirewall.Engine.Validation.PrintableAscii;
 
 namespace QubesFirewall.Engine.Formats;
 
@@ -457,35 +458,6 @@ public static partial class QubesXml
 
     private static int? ParseInt(string? s) =>
         s is not null && int.TryParse(s.Trim(), NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture, out var v) ? v : null;
-
-    private static int FirstNonPrintable(string s)
-    {
-        for (var i = 0; i < s.Length; i++)
-            if (s[i] is < '\x20' or > '\x7E') return i;
-        return -1;
-    }
-
-    private static string Describe(char c) => c switch
-    {
-        '\n' => "a newline",
-        '\r' => "a carriage return",
-        '\t' => "a tab",
-        _ => $"the character U+{(int)c:X4}",
-    };
-
-    /// <summary>A value made safe to show in a message: control and non-ASCII characters escaped, long values cut.</summary>
-    internal static string Printable(string? s)
-    {
-        if (s is null) return "";
-        var sb = new StringBuilder();
-        foreach (var c in s.Length > 80 ? s[..80] : s)
-        {
-            if (c is >= '\x20' and <= '\x7E') sb.Append(c);
-            else sb.Append("\\u").Append(((int)c).ToString("X4", CultureInfo.InvariantCulture));
-        }
-        if (s.Length > 80) sb.Append("...");
-        return sb.ToString();
-    }
 
     private static int LineOf(XObject? o) => o is IXmlLineInfo li && li.HasLineInfo() ? li.LineNumber : 0;
 }

@@ -283,7 +283,7 @@ public static class PortForwardFeature
         if (forward.Expire is { } expire) sb.Append(" expire=").Append(expire.ToString(CultureInfo.InvariantCulture));
         if (forward.Comment is { } comment) sb.Append(" comment=").Append(comment);
         var text = sb.ToString();
-        Formats.QubesXml.ValidateFeatureValue(forward.FeatureName, text);
+        QubeFeature.ValidateValue(forward.FeatureName, text);
         return text;
     }
 

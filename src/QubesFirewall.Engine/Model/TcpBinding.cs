@@ -44,6 +44,18 @@ public sealed record TcpBinding
     /// <summary>What the user runs in the client for a listener of the moment (qvm-connect-tcp listens on every address of the client).</summary>
     public string Command => $"qvm-connect-tcp {LocalPort.ToString(CultureInfo.InvariantCulture)}:@default:{Port.ToString(CultureInfo.InvariantCulture)}";
 
+    /// <summary>The line of the module's dom0 qrexec policy file that allows the binding.</summary>
+    public string PolicyLine => $"{Service}\t+{Port.ToString(CultureInfo.InvariantCulture)}\t{From}\t@default\tallow target={To}";
+
+    /// <summary>The names of the systemd units of permanent bindings in the client start with this.</summary>
+    public const string UnitPrefix = "qubesfirewall-tcp-";
+
+    /// <summary>The socket unit that listens on <paramref name="localPort"/> in the client (permanent bindings).</summary>
+    public static string SocketUnitName(int localPort) => UnitPrefix + localPort.ToString(CultureInfo.InvariantCulture) + ".socket";
+
+    /// <summary>The templated service unit its socket starts, one instance per connection.</summary>
+    public static string ServiceUnitName(int localPort) => UnitPrefix + localPort.ToString(CultureInfo.InvariantCulture) + "@.service";
+
     /// <summary>Short form for messages: <c>untrusted -> mytcp-service:444</c>, plus the local port when permanent.</summary>
     public string Text => $"{From} -> {To}:{Port.ToString(CultureInfo.InvariantCulture)}" +
         (Permanent ? $" (listening on 127.0.0.1:{LocalPort.ToString(CultureInfo.InvariantCulture)} in {From})" : "");
@@ -134,7 +146,7 @@ public static class TcpBindingFeature
     public static string FormatValue(TcpBinding binding)
     {
         var text = "localport=" + binding.LocalPort.ToString(CultureInfo.InvariantCulture) + " permanent=" + (binding.Permanent ? "yes" : "no");
-        Formats.QubesXml.ValidateFeatureValue(binding.FeatureName, text);
+        QubeFeature.ValidateValue(binding.FeatureName, text);
         return text;
     }
 
@@ -260,10 +272,10 @@ public sealed class QubeTcpBinding
     public string? Call => Binding?.Call;
 
     /// <summary>The line of the dom0 policy file that allows the binding.</summary>
-    public string? PolicyLine => Binding is null ? null : Formats.QrexecPolicy.LineFor(Binding);
+    public string? PolicyLine => Binding?.PolicyLine;
 
     /// <summary>The systemd socket unit that listens in the client (permanent bindings only).</summary>
-    public string? Unit => Binding is { Permanent: true } b ? Scripts.ConnectTcpUnits.SocketUnitName(b.LocalPort) : null;
+    public string? Unit => Binding is { Permanent: true } b ? TcpBinding.SocketUnitName(b.LocalPort) : null;
 
     /// <summary>The command that listens for the moment, run in the client (the way to use a binding that is not permanent).</summary>
     public string? Command => Binding?.Command;

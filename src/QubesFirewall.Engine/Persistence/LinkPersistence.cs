@@ -1,6 +1,5 @@
 using System.Text;
 using QubesFirewall.Engine.Model;
-using QubesFirewall.Engine.Planning;
 using QubesFirewall.Engine.Scripts;
 
 namespace QubesFirewall.Engine.Persistence;
@@ -15,7 +14,7 @@ namespace QubesFirewall.Engine.Persistence;
 /// # --- end of qubesfirewall inter-qube links ---
 /// </code>
 /// The block may also hold port forwards and qubes.ConnectTCP bindings; each writer replaces only its own part
-/// (<see cref="WithLinks"/> is what the port-forward writer calls on the body it rendered). For a disposable,
+/// (<see cref="ReplacePart"/>). For a disposable,
 /// the file is its disposable template's, and each qube's part runs only in the qube it names.
 /// </summary>
 public static class LinkPersistence
@@ -56,14 +55,6 @@ public static class LinkPersistence
         sb.Append(EndMarker).Append('\n');
         return sb.ToString();
     }
-
-    /// <summary>The section as the declarations in the inventory give it.</summary>
-    public static string Part(QubesInventory inventory, Qube storage, string path) =>
-        Part(inventory, storage, path, LinkLayout.Build(inventory, InterVmLinkPlanner.DeclaredLinks(inventory), null).For);
-
-    /// <summary>For another writer of the managed block: its rendered body with this file's links section kept in it.</summary>
-    public static string WithLinks(QubesInventory inventory, Qube storage, string path, string body) =>
-        ReplacePart(body, Part(inventory, storage, path));
 
     public static string Extract(string? body) => Section.Extract(body);
 

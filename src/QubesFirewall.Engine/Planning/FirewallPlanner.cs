@@ -6,15 +6,6 @@ using QubesFirewall.Engine.Model;
 
 namespace QubesFirewall.Engine.Planning;
 
-/// <summary>
-/// One qube's planned rule-list change: the snapshot it was planned on, the edit, and the list
-/// it would produce. Each step (a rule) is a line of the plan's text.
-/// </summary>
-public sealed record FirewallChange(string VMName, FirewallDocument Snapshot, FirewallEdit Edit, FirewallEditOutcome Preview, IReadOnlyList<FirewallChangeStep> Steps);
-
-/// <summary>One rule added or removed, with the words ShouldProcess shows.</summary>
-public sealed record FirewallChangeStep(string Target, string Action, RuleInsertion? Insertion, RuleRemoval? Removal);
-
 /// <summary>Plans additions and removals on a qube's rule list from one read of it.</summary>
 public static class FirewallPlanner
 {
@@ -72,20 +63,6 @@ public static class FirewallPlanner
         return new FirewallChange(vmName, snapshot, edit, preview, steps);
     }
 
-    /// <summary>
-    /// The edit that undoes <paramref name="change"/> as planned: the rules it added are removed (by their
-    /// number and text in the planned list), the rules it removed go back at their old numbers.
-    /// </summary>
-    public static FirewallEdit Inverse(FirewallChange change)
-    {
-        var kept = new HashSet<FirewallRule>(change.Preview.AlreadyPresent, ReferenceEqualityComparer.Instance);
-        var added = change.Edit.Insertions.Select(i => i.Rule).Where(r => !kept.Contains(r)).ToHashSet(ReferenceEqualityComparer.Instance);
-        var removals = change.Preview.Rules.Select((rule, number) => (rule, number)).Where(x => added.Contains(x.rule))
-            .Select(x => new RuleRemoval(x.number, x.rule.Text)).ToList();
-        var insertions = change.Preview.Removed.OrderBy(r => r.Number).Select(r => new RuleInsertion(RuleText.Parse(r.Text), r.Number)).ToList();
-        return new FirewallEdit(insertions, removals);
-    }
-
     /// <summary>The plan of Add- or Remove-QubeFirewallRule for one qube: one rule-list edit, each rule a line of it.</summary>
     public static Plan AsPlan(FirewallChange change, PlanOperation operation)
     {
@@ -120,7 +97,4 @@ public static class FirewallPlanner
             }],
         };
     }
-
-    public static FirewallEditOutcome Apply(IQubesBackend backend, FirewallChange change) =>
-        change.Edit.IsEmpty ? change.Preview : backend.ApplyFirewallEdit(change.VMName, change.Edit, change.Snapshot);
 }

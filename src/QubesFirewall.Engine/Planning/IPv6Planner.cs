@@ -25,8 +25,11 @@ public sealed record IPv6Change(string VMName, IPv6Setting Setting, string? Curr
     /// <summary>False when the feature already has the wanted value (or is already absent).</summary>
     public bool IsChange => !string.Equals(CurrentValue, NewValue, StringComparison.Ordinal);
 
-    /// <summary>The words ShouldProcess shows.</summary>
-    public string Operation => NewValue switch
+    /// <summary>Set (to on or off) or Remove (inherit): the feature change as a plan operation.</summary>
+    public PlanOperation Operation => NewValue is null ? PlanOperation.Remove : PlanOperation.Set;
+
+    /// <summary>The words the plan shows for the change.</summary>
+    public string Description => NewValue switch
     {
         null => "Remove feature ipv6 (inherit IPv6 from the network qube)",
         "" => "Set feature ipv6 to '' (IPv6 off)",
@@ -44,7 +47,7 @@ public sealed record IPv6Change(string VMName, IPv6Setting Setting, string? Curr
     public DeploymentStep? Step()
     {
         if (!IsChange) return null;
-        var description = $"{VMName}: {Operation}: {Command}";
+        var description = $"{VMName}: {Description}: {Command}";
         return NewValue is null
             ? DeploymentStep.RemoveFeature(VMName, IPv6Planner.Feature, CurrentValue!) with { Description = description }
             : DeploymentStep.SetFeature(VMName, IPv6Planner.Feature, NewValue, CurrentValue)! with { Description = description };

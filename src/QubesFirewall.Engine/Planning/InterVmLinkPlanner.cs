@@ -27,7 +27,7 @@ public sealed record InterVmLinkPlan : IDeploymentPlan
     public TimeSpan AgentWait { get; init; }
 
     /// <summary>Enable, Reapply (everything already declared) or Disable.</summary>
-    public required string Operation { get; init; }
+    public required PlanOperation Operation { get; init; }
 
     public required IReadOnlyList<InterVmLink> Links { get; init; }
 
@@ -44,7 +44,7 @@ public sealed record InterVmLinkPlan : IDeploymentPlan
 
     /// <summary>False on the live backend while qubes of <see cref="NotRunning"/> are halted: there are no steps yet.</summary>
     public bool IsComplete { get; init; } = true;
-    string IDeploymentPlan.Purpose => $"{Operation.ToLowerInvariant()} inter-qube link {Target}";
+    string IDeploymentPlan.Purpose => $"{Operation.ToString().ToLowerInvariant()} inter-qube link {Target}";
 
     public IReadOnlyList<string> Warnings { get; init; } = [];
 
@@ -302,7 +302,7 @@ public static class InterVmLinkPlanner
         var steps = EnableDeclarationSteps(inventory, links, options, warnings);
         var after = inventory;
         foreach (var step in steps) after = AgentDelivery.WithFeature(after, step.VMName, step.FeatureName!, step.FeatureValue);
-        var operation = steps.Count == 0 ? "Reapply" : "Enable";
+        var operation = steps.Count == 0 ? PlanOperation.Reapply : PlanOperation.Enable;
         var generations = new Dictionary<string, string>(StringComparer.Ordinal);
         // only the network qube and the destinations are touched: the parts other declarations gave them are kept from their keys
         var layout = LinkLayout.Build(after, links, warnings);
@@ -378,7 +378,7 @@ public static class InterVmLinkPlanner
             agentSteps.Add(DeploymentStep.RemoveFeature(l.From, l.FeatureName, declarations.First(d => d.From == l.From && d.FeatureName == l.FeatureName).FeatureValue));
         return new InterVmLinkPlan
         {
-            Operation = "Disable",
+            Operation = PlanOperation.Disable,
             Links = removing,
             NetVM = netvmName,
             Steps = agentSteps,
@@ -400,7 +400,7 @@ public static class InterVmLinkPlanner
     {
         (plan, var run) = Rollout.Deploy(backend, plan, options, replan: null);
         var what = $"{plan.Operation} inter-qube link {plan.Target}";
-        var stopped = run.Failure(ErrorIds.InterVmLinkRolledBack, ErrorIds.InterVmLinkPartiallyApplied, what, "Disable-QubeInterVmNetwork", plan.Operation == "Disable", null);
+        var stopped = run.Failure(ErrorIds.InterVmLinkRolledBack, ErrorIds.InterVmLinkPartiallyApplied, what, "Disable-QubeInterVmNetwork", plan.Operation == PlanOperation.Disable, null);
         if (stopped is not null) return new HopResults([], stopped) { Rollout = run };
         var p = plan;
         var (hops, error) = PortForwardPlanner.ConfirmAgents(backend, run, plan.AgentGenerations, plan.AgentWait, q => p.RoleOf(q), plan.Target, plan.Operation, _ => 0, ErrorIds.InterVmLinkAgentFailed, ErrorIds.InterVmLinkAgentUnconfirmed, what);

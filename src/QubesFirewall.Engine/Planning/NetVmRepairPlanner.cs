@@ -71,8 +71,8 @@ public sealed record NetVmRepairStep(
     /// <summary>The words ShouldProcess shows as the target.</summary>
     public string Target => Kind == NetVmRepairStepKind.Start ? VMName : $"{VMName} (netvm {NetVM})";
 
-    /// <summary>The words ShouldProcess shows as the operation: what it does and the exact calls.</summary>
-    public string Operation => Kind switch
+    /// <summary>The words the plan shows for the step: what it does and the exact calls.</summary>
+    public string Description => Kind switch
     {
         NetVmRepairStepKind.Start => "Start the halted network qube: " + string.Join("; ", Calls.Select(c => c.Command)),
         _ => "Re-attach to its network qube: " + string.Join("; ", Calls.Select(c => c.Command)),
@@ -245,7 +245,7 @@ public static class NetVmRepairPlanner
         {
             if (step.Kind == NetVmRepairStepKind.Start)
             {
-                steps.Add(DeploymentStep.StartQube(step.VMName, $"{step.Target}: {step.Operation}"));
+                steps.Add(DeploymentStep.StartQube(step.VMName, $"{step.Target}: {step.Description}"));
                 continue;
             }
             string? before = step.Calls.Any(c => c.Kind == NetVmRepairCallKind.ResetNetVm) ? null : step.NetVM;

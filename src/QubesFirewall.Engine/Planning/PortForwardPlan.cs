@@ -16,7 +16,8 @@ namespace QubesFirewall.Engine.Planning;
 /// </summary>
 public sealed record PortForwardPlan : IDeploymentPlan
 {
-    public required string Operation { get; init; }
+    /// <summary>Add, Update, Reapply (the same forward declared again) or Remove.</summary>
+    public required PlanOperation Operation { get; init; }
 
     /// <summary>The forward added/updated, or the one removed (null when the removed feature could not be read).</summary>
     public PortForward? Forward { get; init; }
@@ -65,10 +66,10 @@ public sealed record PortForwardPlan : IDeploymentPlan
     /// <summary>Via the agent: how long to wait for the agents' confirmation (zero: not asked).</summary>
     public TimeSpan AgentWait { get; init; }
 
-    string IDeploymentPlan.Purpose => $"{Operation.ToLowerInvariant()} port forward {Target}";
+    string IDeploymentPlan.Purpose => $"{Operation.ToString().ToLowerInvariant()} port forward {Target}";
 
     /// <summary>True when the port is open to anyone who reaches the first hop (no -AllowFrom).</summary>
-    public bool OpenToEveryone => Forward?.IsOpenToEveryone == true && Operation != "Remove";
+    public bool OpenToEveryone => Forward?.IsOpenToEveryone == true && Operation != PlanOperation.Remove;
 
     /// <summary>The whole plan for -WhatIf: one line per step, the nft commands indented under run steps.</summary>
     public string Describe()
@@ -120,7 +121,7 @@ public sealed record PortForwardHopResult
     /// <summary>The forward: <c>tcp/443 -> work:443</c>.</summary>
     public required string Forward { get; init; }
 
-    public required string Operation { get; init; }
+    public required PlanOperation Operation { get; init; }
 
     /// <summary>The qube whose /rw holds the file (the disposable template for a disposable).</summary>
     public required string StoredIn { get; init; }

@@ -88,7 +88,7 @@ public static class PortForwardPlanner
         var previous = existing?.Forward;
         // the declaration carries the target's uuid, so a copy (qvm-clone, restore) is recognised and never deployed
         var value = DeclarationOwner.Bind(chain.Target.Uuid, forward.FeatureValue);
-        var operation = existing is null ? "Add" : existing.FeatureValue == value ? "Reapply" : "Update";
+        var operation = existing is null ? PlanOperation.Add : existing.FeatureValue == value ? PlanOperation.Reapply : PlanOperation.Update;
         var basePlan = new PortForwardPlan
         {
             Operation = operation,
@@ -196,7 +196,7 @@ public static class PortForwardPlanner
         foreach (var d in matching) steps.Add(DeploymentStep.RemoveFeature(target.Name, d.FeatureName, d.FeatureValue));
         var plan = new PortForwardPlan
         {
-            Operation = "Remove",
+            Operation = PlanOperation.Remove,
             Forward = removed,
             VMName = target.Name,
             FeatureName = name,
@@ -220,7 +220,7 @@ public static class PortForwardPlanner
         var storage = HookFiles.StorageOf(inventory, qube);
         var path = HookFiles.HookPath(qube);
         // a qube that only keeps inter-qube links has a block too
-        var links = LinkPersistence.Part(inventory, storage, path);
+        var links = LinkPersistence.Part(inventory, storage, path, LinkLayout.Build(inventory, InterVmLinkPlanner.DeclaredLinks(inventory), null).For);
         if (set.IsEmpty && links.Length == 0) return null;
         // The managed block is shared with ConnectTCP bindings and inter-qube links: keep their sections.
         var body = LinkPersistence.ReplacePart(ConnectTcpPersistence.WithBindings(inventory, storage, path, HookFiles.BlockBody(inventory, storage, path, layout.For)), links);
@@ -260,7 +260,7 @@ public static class PortForwardPlanner
     public static HopResults Apply(IQubesBackend backend, PortForwardPlan plan, RolloutOptions? options = null, Func<PortForwardPlan>? replan = null)
     {
         (plan, var run) = Rollout.Deploy(backend, plan, options, replan);
-        var failure = run.Failure(ErrorIds.PortForwardRolledBack, ErrorIds.PortForwardPartiallyApplied, $"{plan.Operation} port forward {plan.Target}", "Remove-QubePortForward", plan.Operation == "Remove", null);
+        var failure = run.Failure(ErrorIds.PortForwardRolledBack, ErrorIds.PortForwardPartiallyApplied, $"{plan.Operation} port forward {plan.Target}", "Remove-QubePortForward", plan.Operation == PlanOperation.Remove, null);
         if (failure is not null) return new HopResults([], failure) { Plan = plan, Rollout = run };
         var p = plan;
         var (hops, error) = ConfirmAgents(backend, run, plan.AgentGenerations, plan.AgentWait, q => RoleOf(p, q), plan.Forward?.Text ?? plan.FeatureName,
@@ -274,7 +274,7 @@ public static class PortForwardPlanner
     /// Unconfirmed is an error without rollback (<paramref name="unconfirmedId"/>); with a zero wait nothing is asked (Sent).
     /// </summary>
     internal static (List<PortForwardHopResult> Hops, QubesFirewallException? Error) ConfirmAgents(IQubesBackend backend, DeploymentResult run,
-        IReadOnlyDictionary<string, string> generations, TimeSpan wait, Func<string, string> roleOf, string subject, string operation,
+        IReadOnlyDictionary<string, string> generations, TimeSpan wait, Func<string, string> roleOf, string subject, PlanOperation operation,
         Func<string, int> counts, string failedId, string unconfirmedId, string what)
     {
         IReadOnlyList<AgentOutcome> outcomes = wait <= TimeSpan.Zero && backend.RunsInQubes

@@ -25,7 +25,8 @@ public sealed record Dom0PolicyReader(Func<string, IReadOnlyList<string>> List, 
 /// </summary>
 public sealed record TcpBindingPlan : IDeploymentPlan
 {
-    public required string Operation { get; init; }
+    /// <summary>Add, Update, Reapply (the same binding declared again) or Remove.</summary>
+    public required PlanOperation Operation { get; init; }
 
     /// <summary>The binding added/updated, or the one removed (null when the removed feature cannot be read).</summary>
     public TcpBinding? Binding { get; init; }
@@ -46,9 +47,9 @@ public sealed record TcpBindingPlan : IDeploymentPlan
     /// <summary>False on the live backend when a permanent binding's client part cannot be planned because that qube is not running.</summary>
     public bool IsComplete { get; init; } = true;
 
-    string IDeploymentPlan.Purpose => $"{Operation.ToLowerInvariant()} the qubes.ConnectTCP binding {Target}";
+    string IDeploymentPlan.Purpose => $"{Operation.ToString().ToLowerInvariant()} the qubes.ConnectTCP binding {Target}";
 
-    string IDeploymentPlan.Question => Operation == "Remove"
+    string IDeploymentPlan.Question => Operation == PlanOperation.Remove
         ? $"Remove qubes.ConnectTCP binding {Target}: its dom0 policy line{(Binding?.Permanent != false ? ", the listener in " + From : "")} and its feature?"
         : $"{Operation} qubes.ConnectTCP binding {Target}?";
 
@@ -81,7 +82,7 @@ public sealed record TcpBindingChangeResult
     /// <summary>The binding: <c>untrusted -> work:444</c>.</summary>
     public required string Binding { get; init; }
 
-    public required string Operation { get; init; }
+    public required PlanOperation Operation { get; init; }
 
     /// <summary>What changes: <c>/rw/config/rc.local of work</c>, <c>dom0's /etc/qubes/policy.d/70-qubesfirewall.policy</c>.</summary>
     public required string Change { get; init; }
@@ -156,7 +157,7 @@ public static class TcpBindingPlanner
         var previous = existing?.Binding;
         // the declaration carries the client's uuid, so a copy (qvm-clone, restore) is recognised and never deployed
         var value = DeclarationOwner.Bind(client.Uuid, binding.FeatureValue);
-        var operation = existing is null ? "Add" : existing.FeatureValue == value ? "Reapply" : "Update";
+        var operation = existing is null ? PlanOperation.Add : existing.FeatureValue == value ? PlanOperation.Reapply : PlanOperation.Update;
         var after = others.Append(binding).ToList();
 
         var before = previous is null ? others : others.Append(previous).ToList();
@@ -249,7 +250,7 @@ public static class TcpBindingPlanner
         foreach (var d in matching) steps.Add(DeploymentStep.RemoveFeature(client.Name, d.FeatureName, d.FeatureValue));
         return new TcpBindingPlan
         {
-            Operation = "Remove",
+            Operation = PlanOperation.Remove,
             Binding = removed,
             From = client.Name,
             To = to,
@@ -292,7 +293,7 @@ public static class TcpBindingPlanner
             Message = r.Message,
         }).ToList();
         var run = rollout.Steps.FirstOrDefault(r => r.Step.Kind == DeploymentStepKind.RunScript)?.Command;
-        var failure = rollout.Failure(ErrorIds.TcpBindingRolledBack, ErrorIds.TcpBindingPartiallyApplied, $"{plan.Operation} qubes.ConnectTCP binding {plan.Target}", "Remove-QubeTcpBinding", plan.Operation == "Remove", changes);
+        var failure = rollout.Failure(ErrorIds.TcpBindingRolledBack, ErrorIds.TcpBindingPartiallyApplied, $"{plan.Operation} qubes.ConnectTCP binding {plan.Target}", "Remove-QubeTcpBinding", plan.Operation == PlanOperation.Remove, changes);
         return new TcpBindingApplyResult(changes, run, failure) { Plan = plan };
     }
 
@@ -330,8 +331,8 @@ public static class TcpBindingPlanner
         }
         var detail = new StringBuilder();
         foreach (var b in mine.OrderBy(b => b.LocalPort))
-            detail.Append(ConnectTcpUnits.SocketUnitName(b.LocalPort)).Append(": ListenStream=127.0.0.1:").Append(b.LocalPort.ToString(CultureInfo.InvariantCulture))
-                  .Append(", Accept=true; ").Append(ConnectTcpUnits.ServiceUnitName(b.LocalPort)).Append(": ").Append(ConnectTcpUnits.QrexecClientVm).Append(" @default ").Append(b.Call).Append('\n');
+            detail.Append(TcpBinding.SocketUnitName(b.LocalPort)).Append(": ListenStream=127.0.0.1:").Append(b.LocalPort.ToString(CultureInfo.InvariantCulture))
+                  .Append(", Accept=true; ").Append(TcpBinding.ServiceUnitName(b.LocalPort)).Append(": ").Append(ConnectTcpUnits.QrexecClientVm).Append(" @default ").Append(b.Call).Append('\n');
         if (mine.Count == 0) detail.Append("(no binding left: stops and removes the module's qubesfirewall-tcp-* units, or its socat listeners)\n");
         var script = ConnectTcpUnits.Render(client.Name, mine);
         var previousScript = ConnectTcpUnits.Render(client.Name, before.Where(b => b.Permanent && b.From == client.Name).ToList());

@@ -23,15 +23,10 @@ namespace QubesFirewall.Engine.Scripts;
 /// </summary>
 public static class ConnectTcpUnits
 {
-    public const string UnitPrefix = "qubesfirewall-tcp-";
     public const string UnitDirectory = "/run/systemd/system";
     public const string FallbackDirectory = "/run/qubesfirewall/connect-tcp";
     public const string QrexecClientVm = "/usr/bin/qrexec-client-vm";
     public const string HeredocDelimiter = "QUBESFW_UNIT";
-
-    public static string SocketUnitName(int localPort) => UnitPrefix + localPort.ToString(CultureInfo.InvariantCulture) + ".socket";
-
-    public static string ServiceUnitName(int localPort) => UnitPrefix + localPort.ToString(CultureInfo.InvariantCulture) + "@.service";
 
     public static string SocketUnit(TcpBinding b)
     {
@@ -99,7 +94,7 @@ public static class ConnectTcpUnits
             sb.Append("#   127.0.0.1:").Append(b.LocalPort.ToString(CultureInfo.InvariantCulture)).Append(" -> ").Append(b.Call)
               .Append(" (@default, which the dom0 policy sends to ").Append(b.To).Append(")\n");
         if (list.Count == 0) sb.Append("#   (none left: this removes the listeners the module started)\n");
-        sb.Append("# With systemd: socket units in ").Append(UnitDirectory).Append(" (").Append(UnitPrefix).Append("PORT.socket and @.service);\n");
+        sb.Append("# With systemd: socket units in ").Append(UnitDirectory).Append(" (").Append(TcpBinding.UnitPrefix).Append("PORT.socket and @.service);\n");
         sb.Append("# without: one socat listener per port (pid files in ").Append(FallbackDirectory).Append(").\n");
         sb.Append("# Running it again changes nothing; listeners of ports no longer bound are stopped.\n");
         sb.Append("(\n");
@@ -118,26 +113,26 @@ public static class ConnectTcpUnits
         sb.Append("        mv -f \"$qfw_dir/.$1.qfw-new\" \"$qfw_dir/$1\" && qfw_changed=\"$qfw_changed$1 \"\n");
         sb.Append("      fi\n");
         sb.Append("    }\n");
-        sb.Append("    for qfw_f in \"$qfw_dir\"/").Append(UnitPrefix).Append("*.socket; do\n");
+        sb.Append("    for qfw_f in \"$qfw_dir\"/").Append(TcpBinding.UnitPrefix).Append("*.socket; do\n");
         sb.Append("      [ -e \"$qfw_f\" ] || continue\n");
-        sb.Append("      qfw_p=${qfw_f##*/").Append(UnitPrefix).Append("}; qfw_p=${qfw_p%.socket}\n");
+        sb.Append("      qfw_p=${qfw_f##*/").Append(TcpBinding.UnitPrefix).Append("}; qfw_p=${qfw_p%.socket}\n");
         sb.Append("      case \"$qfw_want\" in *\" $qfw_p \"*) continue ;; esac\n");
-        sb.Append("      systemctl stop \"").Append(UnitPrefix).Append("$qfw_p.socket\"\n");
-        sb.Append("      rm -f \"$qfw_f\" \"$qfw_dir/").Append(UnitPrefix).Append("$qfw_p@.service\" || qfw_rc=1\n");
+        sb.Append("      systemctl stop \"").Append(TcpBinding.UnitPrefix).Append("$qfw_p.socket\"\n");
+        sb.Append("      rm -f \"$qfw_f\" \"$qfw_dir/").Append(TcpBinding.UnitPrefix).Append("$qfw_p@.service\" || qfw_rc=1\n");
         sb.Append("      qfw_changed=\"$qfw_changed-$qfw_p \"\n");
         sb.Append("    done\n");
         foreach (var b in list)
         {
-            AppendUnit(sb, SocketUnitName(b.LocalPort), SocketUnit(b));
-            AppendUnit(sb, ServiceUnitName(b.LocalPort), ServiceUnit(b));
+            AppendUnit(sb, TcpBinding.SocketUnitName(b.LocalPort), SocketUnit(b));
+            AppendUnit(sb, TcpBinding.ServiceUnitName(b.LocalPort), ServiceUnit(b));
         }
         sb.Append("    if [ \"$qfw_changed\" != ' ' ]; then systemctl daemon-reload || qfw_rc=1; fi\n");
         sb.Append("    for qfw_p in $qfw_want; do\n");
         sb.Append("      case \"$qfw_changed\" in\n");
-        sb.Append("        *\" ").Append(UnitPrefix).Append("$qfw_p.socket \"*|*\" ").Append(UnitPrefix).Append("$qfw_p@.service \"*) qfw_how=restart ;;\n");
+        sb.Append("        *\" ").Append(TcpBinding.UnitPrefix).Append("$qfw_p.socket \"*|*\" ").Append(TcpBinding.UnitPrefix).Append("$qfw_p@.service \"*) qfw_how=restart ;;\n");
         sb.Append("        *) qfw_how=start ;;\n");
         sb.Append("      esac\n");
-        sb.Append("      systemctl \"$qfw_how\" \"").Append(UnitPrefix).Append("$qfw_p.socket\" || qfw_rc=1\n");
+        sb.Append("      systemctl \"$qfw_how\" \"").Append(TcpBinding.UnitPrefix).Append("$qfw_p.socket\" || qfw_rc=1\n");
         sb.Append("    done\n");
         sb.Append("  else\n");
         sb.Append("    qfw_run=").Append(FallbackDirectory).Append('\n');

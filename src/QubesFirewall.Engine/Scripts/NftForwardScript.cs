@@ -112,23 +112,12 @@ public static class NftForwardScript
             var dnat = set.AsHop.OrderBy(h => h.Chain.Forward, ForwardOrder).SelectMany(h => DnatRules(h.Chain, h.Hop, family)).ToList();
             var forward = set.AsHop.OrderBy(h => h.Chain.Forward, ForwardOrder).SelectMany(h => ForwardRules(h.Chain, h.Hop, family)).ToList();
             var input = set.AsTarget.OrderBy(c => c.Forward, ForwardOrder).SelectMany(c => InputRules(c, family)).ToList();
-            sb.Append("table ").Append(table).Append(" {\n");
-            sb.Append("\tchain ").Append(DnatChain).Append(" {\n\t\ttype nat hook prerouting priority dstnat; policy accept;\n\t}\n");
-            sb.Append("\tchain ").Append(ForwardChain).Append(" {\n\t}\n");
-            sb.Append("\tchain ").Append(InputChain).Append(" {\n\t}\n");
-            sb.Append("}\n");
-            foreach (var chain in new[] { DnatChain, ForwardChain, InputChain })
-                sb.Append("flush chain ").Append(table).Append(' ').Append(chain).Append('\n');
-            foreach (var rule in dnat) sb.Append("add rule ").Append(table).Append(' ').Append(DnatChain).Append(' ').Append(rule).Append('\n');
-            foreach (var rule in forward) sb.Append("add rule ").Append(table).Append(' ').Append(ForwardChain).Append(' ').Append(rule).Append('\n');
-            foreach (var rule in input) sb.Append("add rule ").Append(table).Append(' ').Append(InputChain).Append(' ').Append(rule).Append('\n');
-            if (forward.Count > 0)
-                sb.Append("insert rule ").Append(table).Append(" custom-forward jump ").Append(ForwardChain).Append(" comment \"").Append(Marker).Append("\"\n");
-            if (input.Count > 0)
-                sb.Append("insert rule ").Append(table).Append(" custom-input jump ").Append(InputChain).Append(" comment \"").Append(Marker).Append("\"\n");
-            if (dnat.Count == 0) sb.Append("delete chain ").Append(table).Append(' ').Append(DnatChain).Append('\n');
-            if (forward.Count == 0) sb.Append("delete chain ").Append(table).Append(' ').Append(ForwardChain).Append('\n');
-            if (input.Count == 0) sb.Append("delete chain ").Append(table).Append(' ').Append(InputChain).Append('\n');
+            NftOwnedChains.AppendTransaction(sb, table, Marker,
+            [
+                new(DnatChain, dnat, Hook: "type nat hook prerouting priority dstnat; policy accept;"),
+                new(ForwardChain, forward, JumpFrom: "custom-forward"),
+                new(InputChain, input, JumpFrom: "custom-input"),
+            ]);
         }
         return sb.ToString();
     }

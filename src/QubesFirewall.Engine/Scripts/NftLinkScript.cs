@@ -71,20 +71,11 @@ public static class NftLinkScript
             var table = NftForwardScript.Table(family);
             var forward = set.AsNetVM.OrderBy(l => l.Link, LinkOrder).SelectMany(l => ForwardRules(l, family)).ToList();
             var input = set.AsDestination.OrderBy(l => l.Link, LinkOrder).SelectMany(l => InputRules(l, family)).ToList();
-            sb.Append("table ").Append(table).Append(" {\n");
-            sb.Append("\tchain ").Append(ForwardChain).Append(" {\n\t}\n");
-            sb.Append("\tchain ").Append(InputChain).Append(" {\n\t}\n");
-            sb.Append("}\n");
-            sb.Append("flush chain ").Append(table).Append(' ').Append(ForwardChain).Append('\n');
-            sb.Append("flush chain ").Append(table).Append(' ').Append(InputChain).Append('\n');
-            foreach (var rule in forward) sb.Append("add rule ").Append(table).Append(' ').Append(ForwardChain).Append(' ').Append(rule).Append('\n');
-            foreach (var rule in input) sb.Append("add rule ").Append(table).Append(' ').Append(InputChain).Append(' ').Append(rule).Append('\n');
-            if (forward.Count > 0)
-                sb.Append("insert rule ").Append(table).Append(" custom-forward jump ").Append(ForwardChain).Append(" comment \"").Append(Marker).Append("\"\n");
-            if (input.Count > 0)
-                sb.Append("insert rule ").Append(table).Append(" custom-input jump ").Append(InputChain).Append(" comment \"").Append(Marker).Append("\"\n");
-            if (forward.Count == 0) sb.Append("delete chain ").Append(table).Append(' ').Append(ForwardChain).Append('\n');
-            if (input.Count == 0) sb.Append("delete chain ").Append(table).Append(' ').Append(InputChain).Append('\n');
+            NftOwnedChains.AppendTransaction(sb, table, Marker,
+            [
+                new(ForwardChain, forward, JumpFrom: "custom-forward"),
+                new(InputChain, input, JumpFrom: "custom-input"),
+            ]);
         }
         return sb.ToString();
     }

@@ -35,5 +35,31 @@ public static class NftOwnedChains
         sb.Append(")\n");
     }
 
+    /// <summary>
+    /// Appends the transaction over <paramref name="chains"/> of one table: declare them (a base chain with its hook),
+    /// flush them, fill them, jump to each one that has rules from its <see cref="OwnedChain.JumpFrom"/> chain (the jump
+    /// commented <paramref name="marker"/>), delete each one left empty.
+    /// </summary>
+    public static void AppendTransaction(StringBuilder sb, string table, string marker, IReadOnlyList<OwnedChain> chains)
+    {
+        sb.Append("table ").Append(table).Append(" {\n");
+        foreach (var c in chains)
+        {
+            sb.Append("\tchain ").Append(c.Name).Append(" {\n");
+            if (c.Hook is not null) sb.Append("\t\t").Append(c.Hook).Append('\n');
+            sb.Append("\t}\n");
+        }
+        sb.Append("}\n");
+        foreach (var c in chains) sb.Append("flush chain ").Append(table).Append(' ').Append(c.Name).Append('\n');
+        foreach (var c in chains)
+            foreach (var rule in c.Rules) sb.Append("add rule ").Append(table).Append(' ').Append(c.Name).Append(' ').Append(rule).Append('\n');
+        foreach (var c in chains.Where(c => c.JumpFrom is not null && c.Rules.Count > 0))
+            sb.Append("insert rule ").Append(table).Append(' ').Append(c.JumpFrom).Append(" jump ").Append(c.Name).Append(" comment \"").Append(marker).Append("\"\n");
+        foreach (var c in chains.Where(c => c.Rules.Count == 0)) sb.Append("delete chain ").Append(table).Append(' ').Append(c.Name).Append('\n');
+    }
+
     private static string Variable(NftFamily family) => family == NftFamily.Ip ? "qubesfw_ip" : "qubesfw_ip6";
 }
+
+/// <summary>A chain the module owns: its rules, the user chain that jumps to it (null: none), the hook line of a base chain (null: a regular chain).</summary>
+public sealed record OwnedChain(string Name, IReadOnlyList<string> Rules, string? JumpFrom = null, string? Hook = null);

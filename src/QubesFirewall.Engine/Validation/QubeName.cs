@@ -22,13 +22,13 @@ public static partial class QubeName
     {
         if (name is null) return "A qube name is required.";
         if (name.Length == 0) return "A qube name cannot be empty.";
-        if (name.Length > MaxLength) return $"A qube name must be shorter than 32 characters ('{Formats.QubesXml.Printable(name)}' has {name.Length}).";
+        if (name.Length > MaxLength) return $"A qube name must be shorter than 32 characters ('{PrintableAscii.Printable(name)}' has {name.Length}).";
         if (name[0] is (>= '0' and <= '9') or '_' or '.' or '-')
-            return $"A qube name cannot start with a hyphen, underscore, dot or digit: '{Formats.QubesXml.Printable(name)}'.";
+            return $"A qube name cannot start with a hyphen, underscore, dot or digit: '{PrintableAscii.Printable(name)}'.";
         if (name.IndexOfAny(['*', '?', '[']) >= 0)
-            return $"'{Formats.QubesXml.Printable(name)}' is a wildcard, and this parameter takes one qube by its name. To act on several qubes, pipe them in: Get-Qube {Formats.QubesXml.Printable(name)} | ...";
+            return $"'{PrintableAscii.Printable(name)}' is a wildcard, and this parameter takes one qube by its name. To act on several qubes, pipe them in: Get-Qube {PrintableAscii.Printable(name)} | ...";
         if (!Allowed().IsMatch(name))
-            return $"A qube name may contain only ASCII letters, digits, '_', '.' and '-', starting with a letter: '{Formats.QubesXml.Printable(name)}' is not valid.";
+            return $"A qube name may contain only ASCII letters, digits, '_', '.' and '-', starting with a letter: '{PrintableAscii.Printable(name)}' is not valid.";
         if (name == "Domain-0") return "A qube cannot be named 'Domain-0'.";
         if (name is "none" or "default") return $"A qube cannot be named '{name}': the word means 'no qube' or 'the default' in property values.";
         if (name.EndsWith("-dm", StringComparison.Ordinal)) return $"A qube name cannot end with '-dm' (reserved for device-model stubdomains): '{name}'.";

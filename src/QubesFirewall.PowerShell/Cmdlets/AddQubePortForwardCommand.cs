@@ -1,5 +1,6 @@
 using System.Management.Automation;
 using QubesFirewall.Engine;
+using QubesFirewall.Engine.Deployment;
 using QubesFirewall.Engine.Model;
 using QubesFirewall.Engine.Planning;
 
@@ -73,7 +74,7 @@ public sealed class AddQubePortForwardCommand : QubeCmdlet
         // feature calls only: a disposable on the way keeps its own keys, a halted qube gets them too and applies them when it starts
         PortForwardPlan Plan() => PortForwardPlanner.PlanAdd(Backend, forward, DeploymentOptions.For(Backend, Now) with { AgentWait = AgentWait });
         if (!TryEngine(Plan, out var first)) return;
-        var open = first.OpenToEveryone && first.Operation != "Reapply";
+        var open = first.OpenToEveryone && first.Operation != PlanOperation.Reapply;
         if (open && !allowFrom.Given)
         {
             WriteError(ToErrorRecord(PortForwardAllowFrom.Required(forward, first)));

@@ -1,5 +1,6 @@
 using System.Management.Automation;
 using QubesFirewall.Engine.Agent;
+using QubesFirewall.Engine.Deployment;
 
 namespace QubesFirewall.PowerShell.Cmdlets;
 
@@ -22,18 +23,19 @@ public sealed class InstallQubeFirewallAgentCommand : QubeNamesCmdlet
     {
         foreach (var name in VMName)
         {
-            if (!TryEngine(() => Backend.GetInventory(), out var inventory)) continue;
-            if (!TryEngine(() => inventory.Get(Engine.Validation.QubeName.Validate(name)), out var qube)) continue;
-            var storage = AgentInstaller.StorageOf(inventory, qube);
-            var where = storage.Name == qube.Name ? "" : $" (kept in {storage.Name})";
-            if (!ShouldProcess(qube.Name + where, $"Install the QubesFirewall agent {AgentScript.Version} ({AgentScript.AgentPath}, {AgentInstaller.HookPathFor(qube)})")) continue;
-            if (AgentInstaller.DisposableQuestion(inventory, qube) is { } question && !Force &&
-                !ShouldContinue(question + " Install it there?", $"Install the agent in {storage.Name}", ref _yesToAll, ref _noToAll)) continue;
-            if (TryEngine(() => AgentInstaller.Install(Backend, qube.Name), out var result))
+            if (!TryEngine(() => AgentInstaller.PlanInstall(Backend, name), out var plan)) continue;
+            // Asked once more when the plan writes into a disposable's template.
+            bool IntoTemplate(Plan p)
             {
-                if (result.Message is { } m) WriteVerbose($"{result.VMName}: {m}");
-                WriteObject(result);
+                if (Force || !p.Steps.Any(s => s.Kind == DeploymentStepKind.WriteFile && s.VMName != p.Target)) return true;
+                var inventory = Backend.GetInventory();
+                return AgentInstaller.DisposableQuestion(inventory, inventory.Get(p.Target)) is not { } question ||
+                    ShouldContinue(question + " Install it there?", $"Install the agent in {AgentInstaller.StorageOf(inventory, inventory.Get(p.Target)).Name}", ref _yesToAll, ref _noToAll);
             }
+            if (Deploy(plan, replan: () => AgentInstaller.PlanInstall(Backend, name), confirmMore: IntoTemplate) is not { Failure: null } done) continue;
+            var result = AgentInstaller.Installed(Backend.GetInventory(), done);
+            if (result.Message is { } m) WriteVerbose($"{result.VMName}: {m}");
+            WriteObject(result);
         }
     }
 }

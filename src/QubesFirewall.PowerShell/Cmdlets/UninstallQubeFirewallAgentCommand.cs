@@ -12,10 +12,9 @@ public sealed class UninstallQubeFirewallAgentCommand : QubeNamesCmdlet
     {
         foreach (var name in VMName)
         {
-            if (!TryEngine(() => Backend.GetInventory(), out var inventory)) continue;
-            if (!TryEngine(() => inventory.Get(Engine.Validation.QubeName.Validate(name)), out var qube)) continue;
-            if (!ShouldProcess(qube.Name, $"Stop the QubesFirewall agent and remove {AgentScript.AgentPath}, {AgentInstaller.HookPathFor(qube)} and feature {AgentScript.VersionFeature}")) continue;
-            if (TryEngine(() => AgentInstaller.Uninstall(Backend, qube.Name), out var result)) WriteObject(result);
+            if (!TryEngine(() => AgentInstaller.PlanUninstall(Backend, name), out var plan)) continue;
+            if (Deploy(plan, replan: () => AgentInstaller.PlanUninstall(Backend, name)) is { Failure: null } done)
+                WriteObject(AgentInstaller.Uninstalled(Backend.GetInventory(), done));
         }
     }
 }

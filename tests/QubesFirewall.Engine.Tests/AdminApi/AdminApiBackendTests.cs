@@ -223,7 +223,7 @@ public sealed class AdminApiBackendTests : IDisposable
         var now = DateTimeOffset.UtcNow;
         var insertions = Enumerable.Range(1, 20).Select(i => new RuleInsertion(RuleText.Parse($"action=accept dst4=10.99.0.{i} proto=tcp dstports=443"))).ToList();
         var change = FirewallPlanner.PlanInsert(Backend, "work", insertions, now);
-        FirewallPlanner.Apply(Backend, change);
+        change.Apply(Backend);
         Assert.Equal(["admin.vm.firewall.Get", "admin.vm.firewall.Get", "admin.vm.firewall.Set"], Server.Calls.Select(c => c.Method));
         var set = Server.Calls[2];
         var expected = string.Concat(change.Preview.Rules.Select(r => r.Text + "\n"));
@@ -246,7 +246,7 @@ public sealed class AdminApiBackendTests : IDisposable
     {
         var now = DateTimeOffset.UtcNow;
         var existing = Backend.GetFirewall("work").Rules[2];
-        FirewallPlanner.Apply(Backend, FirewallPlanner.PlanInsert(Backend, "work", [new RuleInsertion(existing)], now));
+        FirewallPlanner.PlanInsert(Backend, "work", [new RuleInsertion(existing)], now).Apply(Backend);
         Assert.Equal(0, Server.CountCalls("admin.vm.firewall.Set"));
     }
 
@@ -258,7 +258,7 @@ public sealed class AdminApiBackendTests : IDisposable
         // Another admin adds a rule after this plan was made.
         Server.EditRules("work", rules => { rules.Insert(0, "action=drop dst4=192.0.2.66"); return rules; });
         var before = Server.RuleLines("work");
-        var ex = Assert.Throws<QubesFirewallException>(() => FirewallPlanner.Apply(Backend, change));
+        var ex = Assert.Throws<QubesFirewallException>(() => change.Apply(Backend));
         Assert.Equal("FirewallChangedSinceRead", ex.ErrorId);
         Assert.Contains("192.0.2.66", ex.Message);
         Assert.Contains("Nothing was changed", ex.Message);

@@ -59,7 +59,7 @@ public sealed class ConfigurationPlannerTests : IDisposable
         var result = Rollout.Run(_root.Backend, plan.Steps);
         Assert.True(result.Succeeded);
         Assert.Equal(["action=accept proto=tcp dstports=22-22", "action=accept proto=udp dstports=53-53", "action=drop"], _root.Backend.GetFirewall("work").Rules.Select(r => r.Text));
-        _root.Backend.ApplyFirewallEdit("work", FirewallPlanner.Inverse(step.Firewall!), _root.Backend.GetFirewall("work"));
+        _root.Backend.ApplyFirewallEdit("work", step.Firewall!.Inverse(), _root.Backend.GetFirewall("work"));
         Assert.Equal(["action=accept", "action=accept proto=tcp dstports=22-22", "action=drop"], _root.Backend.GetFirewall("work").Rules.Select(r => r.Text));
     }
 

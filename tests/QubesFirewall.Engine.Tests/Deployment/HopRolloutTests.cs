@@ -7,13 +7,39 @@ using QubesFirewall.Engine.Planning;
 
 namespace QubesFirewall.Engine.Tests.Deployment;
 
+/// <summary>A backend that passes every call to <paramref name="inner"/>; the test backends below change the calls they are about.</summary>
+internal abstract class DelegatingBackend(IQubesBackend inner) : IQubesBackend
+{
+    public virtual string Description => inner.Description;
+    public QubesInventory GetInventory() => inner.GetInventory();
+    public FirewallDocument GetFirewall(string vmName) => inner.GetFirewall(vmName);
+    public FirewallEditOutcome ApplyFirewallEdit(string vmName, FirewallEdit edit, FirewallDocument snapshot) => inner.ApplyFirewallEdit(vmName, edit, snapshot);
+    public IReadOnlyList<QubesDbEntry> SyncFirewall(string vmName) => inner.SyncFirewall(vmName);
+    public virtual void SetFeature(string vmName, string name, string value) => inner.SetFeature(vmName, name, value);
+    public virtual bool RemoveFeature(string vmName, string name) => inner.RemoveFeature(vmName, name);
+    public string? ReadQubeFile(string vmName, string path) => inner.ReadQubeFile(vmName, path);
+    public virtual void WriteQubeFile(string vmName, string path, string content, UnixFileMode mode) => inner.WriteQubeFile(vmName, path, content, mode);
+    public virtual void DeleteQubeFile(string vmName, string path) => inner.DeleteQubeFile(vmName, path);
+    public QubeCommandResult RunQubeScript(string vmName, string path) => inner.RunQubeScript(vmName, path);
+    public virtual QubeCommandResult RunQubeShellScript(string vmName, string script, string description) => inner.RunQubeShellScript(vmName, script, description);
+    public virtual void StartQube(string vmName) => inner.StartQube(vmName);
+    public void SetProperty(string vmName, string name, string value) => inner.SetProperty(vmName, name, value);
+    public void ResetProperty(string vmName, string name) => inner.ResetProperty(vmName, name);
+    public IDisposable? LockDeployments() => inner.LockDeployments();
+    public IReadOnlyList<string> ListDom0Files(string directory) => inner.ListDom0Files(directory);
+    public string? ReadDom0File(string path) => inner.ReadDom0File(path);
+    public void WriteDom0File(string path, string content, UnixFileMode mode) => inner.WriteDom0File(path, content, mode);
+    public bool DeleteDom0File(string path) => inner.DeleteDom0File(path);
+    public void Dispose() => inner.Dispose();
+}
+
 /// <summary>
 /// An offline root whose qubes can be told to fail: a script run in <see cref="FailRunIn"/> exits 1 (as a
 /// broken nft would), a write into <see cref="FailWriteIn"/> throws, a feature of <see cref="FailFeatureIn"/> is refused
 /// (as qubesd refuses one); every call is recorded in order. Not an offline root: each running qube's agent is asked for its
 /// status, and answers that it applied the generation its keys carry (the agent of <see cref="FailAgentIn"/> that it failed).
 /// </summary>
-internal sealed class FaultyBackend(OfflineRoot inner) : IQubesBackend
+internal sealed class FaultyBackend(OfflineRoot root) : DelegatingBackend(root)
 {
     public string? FailRunIn { get; set; }
     public string? FailWriteIn { get; set; }
@@ -25,13 +51,9 @@ internal sealed class FaultyBackend(OfflineRoot inner) : IQubesBackend
 
     public List<string> Calls { get; } = [];
 
-    public string Description => "faulty " + inner.Description;
-    public QubesInventory GetInventory() => inner.GetInventory();
-    public FirewallDocument GetFirewall(string vmName) => inner.GetFirewall(vmName);
-    public FirewallEditOutcome ApplyFirewallEdit(string vmName, FirewallEdit edit, FirewallDocument snapshot) => inner.ApplyFirewallEdit(vmName, edit, snapshot);
-    public IReadOnlyList<QubesDbEntry> SyncFirewall(string vmName) => inner.SyncFirewall(vmName);
+    public override string Description => "faulty " + base.Description;
 
-    public void SetFeature(string vmName, string name, string value)
+    public override void SetFeature(string vmName, string name, string value)
     {
         Calls.Add($"set-feature {vmName} {name}={value}");
         if (vmName == FailFeatureIn)
@@ -39,45 +61,41 @@ internal sealed class FaultyBackend(OfflineRoot inner) : IQubesBackend
             FailFeatureIn = null;
             throw new QubesFirewallException("QubesdRefused", FailureKind.InvalidOperation, $"qubesd refused the feature {name} of '{vmName}'.", vmName);
         }
-        inner.SetFeature(vmName, name, value);
+        base.SetFeature(vmName, name, value);
     }
 
-    public bool RemoveFeature(string vmName, string name)
+    public override bool RemoveFeature(string vmName, string name)
     {
         Calls.Add($"remove-feature {vmName} {name}");
-        return inner.RemoveFeature(vmName, name);
+        return base.RemoveFeature(vmName, name);
     }
 
     // what the agent of a running qube writes to its status file: the generation its keys carry, applied (or failed)
     private string AgentStatus(string vmName)
     {
         // the gen key reads "for=<qube> gen=<hash> keys=<n>"
-        var sealedBy = inner.GetInventory().Get(vmName).Features.GetValueOrDefault(Agent.AgentFeatures.GenFeature);
+        var sealedBy = GetInventory().Get(vmName).Features.GetValueOrDefault(Agent.AgentFeatures.GenFeature);
         var gen = sealedBy is null ? "none" : System.Text.RegularExpressions.Regex.Match(sealedBy, " gen=([0-9a-f]{16})").Groups[1].Value;
         return vmName == FailAgentIn
             ? $"state=failed gen={gen} applied=none version={Agent.AgentScript.Version} msg=nft: Error: Could not process rule\n"
             : $"state=applied gen={gen} applied={gen} version={Agent.AgentScript.Version} msg=\n";
     }
 
-    public string? ReadQubeFile(string vmName, string path) => inner.ReadQubeFile(vmName, path);
-
-    public void WriteQubeFile(string vmName, string path, string content, UnixFileMode mode)
+    public override void WriteQubeFile(string vmName, string path, string content, UnixFileMode mode)
     {
         Calls.Add($"write {vmName} {path}");
         if (vmName == FailWriteIn)
             throw new QubesFirewallException("QubeCommandFailed", FailureKind.InvalidOperation, $"Cannot write {path} in '{vmName}': disk full.", vmName);
-        inner.WriteQubeFile(vmName, path, content, mode);
+        base.WriteQubeFile(vmName, path, content, mode);
     }
 
-    public void DeleteQubeFile(string vmName, string path)
+    public override void DeleteQubeFile(string vmName, string path)
     {
         Calls.Add($"delete {vmName} {path}");
-        inner.DeleteQubeFile(vmName, path);
+        base.DeleteQubeFile(vmName, path);
     }
 
-    public QubeCommandResult RunQubeScript(string vmName, string path) => inner.RunQubeScript(vmName, path);
-
-    public QubeCommandResult RunQubeShellScript(string vmName, string script, string description)
+    public override QubeCommandResult RunQubeShellScript(string vmName, string script, string description)
     {
         Calls.Add($"run {vmName} {description}");
         if (script == Agent.AgentDelivery.StatusCommand) return new QubeCommandResult(vmName, "(standard input)", 0, AgentStatus(vmName), Executed: true);
@@ -86,24 +104,15 @@ internal sealed class FaultyBackend(OfflineRoot inner) : IQubesBackend
             FailRunIn = null;
             return new QubeCommandResult(vmName, "(standard input)", 1, "Error: Could not process rule: No such file or directory", Executed: true);
         }
-        var recorded = inner.RunQubeShellScript(vmName, script, description);
+        var recorded = base.RunQubeShellScript(vmName, script, description);
         return recorded with { Executed = true, Output = "" }; // as if it ran: the live backend's statuses
     }
 
-    public void StartQube(string vmName)
+    public override void StartQube(string vmName)
     {
         Calls.Add($"start {vmName}");
-        inner.StartQube(vmName);
+        base.StartQube(vmName);
     }
-
-    public void SetProperty(string vmName, string name, string value) => inner.SetProperty(vmName, name, value);
-    public void ResetProperty(string vmName, string name) => inner.ResetProperty(vmName, name);
-    public IDisposable? LockDeployments() => inner.LockDeployments();
-    public IReadOnlyList<string> ListDom0Files(string directory) => inner.ListDom0Files(directory);
-    public string? ReadDom0File(string path) => inner.ReadDom0File(path);
-    public void WriteDom0File(string path, string content, UnixFileMode mode) => inner.WriteDom0File(path, content, mode);
-    public bool DeleteDom0File(string path) => inner.DeleteDom0File(path);
-    public void Dispose() => inner.Dispose();
 }
 
 /// <summary>
@@ -185,7 +194,7 @@ public sealed class HopRolloutTests : IDisposable
         // An update (another source network) whose last hop's agent, sys-net's, fails to load it.
         _backend.FailAgentIn = "sys-net";
         var plan = PortForwardPlanner.PlanAdd(_backend, Web("10.9.0.0/16"), Options);
-        Assert.Equal("Update", plan.Operation);
+        Assert.Equal(PlanOperation.Update, plan.Operation);
         var result = PortForwardPlanner.Apply(_backend, plan);
 
         Assert.Equal("PortForwardAgentFailed", result.Failure!.ErrorId);
@@ -312,21 +321,16 @@ public sealed class HopRolloutTests : IDisposable
 }
 
 /// <summary>A backend whose writes into one qube (files and features) fail once a rollback has begun (after the first failed run or refused feature).</summary>
-internal sealed class FailingRollbackBackend(FaultyBackend inner, string qube) : IQubesBackend
+internal sealed class FailingRollbackBackend(FaultyBackend faulty, string qube) : DelegatingBackend(faulty)
 {
     private bool _rollingBack;
 
-    public string Description => inner.Description;
-    public QubesInventory GetInventory() => inner.GetInventory();
-    public FirewallDocument GetFirewall(string vmName) => inner.GetFirewall(vmName);
-    public FirewallEditOutcome ApplyFirewallEdit(string vmName, FirewallEdit edit, FirewallDocument snapshot) => inner.ApplyFirewallEdit(vmName, edit, snapshot);
-    public IReadOnlyList<QubesDbEntry> SyncFirewall(string vmName) => inner.SyncFirewall(vmName);
-    public void SetFeature(string vmName, string name, string value)
+    public override void SetFeature(string vmName, string name, string value)
     {
         if (_rollingBack && vmName == qube) throw new IOException($"Read-only file system (qubes.xml, feature {name} of {vmName})");
         try
         {
-            inner.SetFeature(vmName, name, value);
+            base.SetFeature(vmName, name, value);
         }
         catch (QubesFirewallException)
         {
@@ -335,42 +339,29 @@ internal sealed class FailingRollbackBackend(FaultyBackend inner, string qube) :
         }
     }
 
-    public bool RemoveFeature(string vmName, string name)
+    public override bool RemoveFeature(string vmName, string name)
     {
         if (_rollingBack && vmName == qube) throw new IOException($"Read-only file system (qubes.xml, feature {name} of {vmName})");
-        return inner.RemoveFeature(vmName, name);
+        return base.RemoveFeature(vmName, name);
     }
 
-    public string? ReadQubeFile(string vmName, string path) => inner.ReadQubeFile(vmName, path);
-
-    public void WriteQubeFile(string vmName, string path, string content, UnixFileMode mode)
+    public override void WriteQubeFile(string vmName, string path, string content, UnixFileMode mode)
     {
         if (_rollingBack && vmName == qube) throw new IOException($"No space left on device ({vmName}:{path})");
-        inner.WriteQubeFile(vmName, path, content, mode);
+        base.WriteQubeFile(vmName, path, content, mode);
     }
 
-    public void DeleteQubeFile(string vmName, string path)
+    public override void DeleteQubeFile(string vmName, string path)
     {
         if (_rollingBack && vmName == qube) throw new IOException($"Read-only file system ({vmName}:{path})");
-        inner.DeleteQubeFile(vmName, path);
+        base.DeleteQubeFile(vmName, path);
     }
 
-    public QubeCommandResult RunQubeScript(string vmName, string path) => inner.RunQubeScript(vmName, path);
-
-    public QubeCommandResult RunQubeShellScript(string vmName, string script, string description)
+    public override QubeCommandResult RunQubeShellScript(string vmName, string script, string description)
     {
-        var result = inner.RunQubeShellScript(vmName, script, description);
+        var result = base.RunQubeShellScript(vmName, script, description);
         if (!result.Succeeded) _rollingBack = true;
         return result;
     }
 
-    public void StartQube(string vmName) => inner.StartQube(vmName);
-    public void SetProperty(string vmName, string name, string value) => inner.SetProperty(vmName, name, value);
-    public void ResetProperty(string vmName, string name) => inner.ResetProperty(vmName, name);
-    public IDisposable? LockDeployments() => inner.LockDeployments();
-    public IReadOnlyList<string> ListDom0Files(string directory) => inner.ListDom0Files(directory);
-    public string? ReadDom0File(string path) => inner.ReadDom0File(path);
-    public void WriteDom0File(string path, string content, UnixFileMode mode) => inner.WriteDom0File(path, content, mode);
-    public bool DeleteDom0File(string path) => inner.DeleteDom0File(path);
-    public void Dispose() => inner.Dispose();
 }

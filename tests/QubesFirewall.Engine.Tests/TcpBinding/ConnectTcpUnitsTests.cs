@@ -20,7 +20,7 @@ public sealed class ConnectTcpUnitsTests
         Assert.Contains(UnitFile.Single(unit, "Socket", "Accept"), new[] { "true", "yes", "1", "on" });
         Assert.Single(unit, e => e.Section == "Socket" && e.Key.StartsWith("Listen", StringComparison.Ordinal));
         Assert.Contains("mytcp-service", UnitFile.Single(unit, "Unit", "Description"));
-        Assert.Equal("qubesfirewall-tcp-10444.socket", ConnectTcpUnits.SocketUnitName(10444));
+        Assert.Equal("qubesfirewall-tcp-10444.socket", Model.TcpBinding.SocketUnitName(10444));
     }
 
     [Fact]
@@ -33,7 +33,7 @@ public sealed class ConnectTcpUnitsTests
         Assert.Equal("socket", UnitFile.Single(unit, "Service", "StandardOutput"));
         Assert.Contains("%i", UnitFile.Single(unit, "Unit", "Description"));
         // a socket with Accept=true needs a template service of the same name, with "@"
-        Assert.Equal(ConnectTcpUnits.SocketUnitName(10444)[..^".socket".Length] + "@.service", ConnectTcpUnits.ServiceUnitName(10444));
+        Assert.Equal(Model.TcpBinding.SocketUnitName(10444)[..^".socket".Length] + "@.service", Model.TcpBinding.ServiceUnitName(10444));
     }
 
     [Fact]

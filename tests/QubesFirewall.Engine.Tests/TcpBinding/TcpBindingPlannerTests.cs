@@ -48,7 +48,7 @@ public sealed class TcpBindingPlannerTests : IDisposable
     public void Adding_declares_then_installs_the_listener_then_allows_it_last()
     {
         var plan = TcpBindingPlanner.PlanAdd(Backend, Main, Offline);
-        Assert.Equal("Add", plan.Operation);
+        Assert.Equal(PlanOperation.Add, plan.Operation);
         Assert.Equal([DeploymentStepKind.SetFeature, DeploymentStepKind.WriteFile, DeploymentStepKind.RunScript, DeploymentStepKind.WriteDom0File], plan.Steps.Select(s => s.Kind));
         Assert.Equal(["untrusted", "untrusted", "untrusted", "dom0"], plan.Steps.Select(s => s.VMName));
         Assert.Contains("qubes.ConnectTCP +444 untrusted @default allow target=work", plan.Describe());
@@ -78,7 +78,7 @@ public sealed class TcpBindingPlannerTests : IDisposable
         Add(Main);
         var before = (Policy, Backend.ReadQubeFile("untrusted", RcLocal), File.ReadAllText(Backend.QubesXmlPath));
         var again = TcpBindingPlanner.PlanAdd(Backend, Main, Offline);
-        Assert.Equal("Reapply", again.Operation);
+        Assert.Equal(PlanOperation.Reapply, again.Operation);
         Assert.Equal([DeploymentStepKind.RunScript], again.Steps.Select(s => s.Kind));
         Assert.Null(TcpBindingPlanner.Apply(Backend, again).Failure);
         Assert.Equal(before, (Policy, Backend.ReadQubeFile("untrusted", RcLocal), File.ReadAllText(Backend.QubesXmlPath)));
@@ -90,7 +90,7 @@ public sealed class TcpBindingPlannerTests : IDisposable
         Add(Main);
         var policy = Policy;
         var plan = Add(Main with { LocalPort = 20444 });
-        Assert.Equal("Update", plan.Operation);
+        Assert.Equal(PlanOperation.Update, plan.Operation);
         Assert.Equal([DeploymentStepKind.SetFeature, DeploymentStepKind.WriteFile, DeploymentStepKind.RunScript], plan.Steps.Select(s => s.Kind));
         Assert.Equal(policy, Policy);
         Assert.Contains("ListenStream=127.0.0.1:20444", Backend.ReadQubeFile("untrusted", RcLocal));

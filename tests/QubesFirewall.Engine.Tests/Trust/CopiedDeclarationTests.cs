@@ -1,3 +1,4 @@
+using QubesFirewall.Engine.Deployment;
 using QubesFirewall.Engine.Formats;
 using QubesFirewall.Engine.Model;
 using QubesFirewall.Engine.Persistence;
@@ -89,7 +90,7 @@ public sealed class CopiedDeclarationTests : IDisposable
         _root.Backend.SetFeature("work-clone", PortForwardFeature.NameFor(ForwardProtocol.Tcp, 8443),
             DeclarationOwner.Bind(Guid.NewGuid().ToString("D"), "target=8443 type=internal allow=10.137.0.10/32"));
         var plan = PortForwardPlanner.PlanAdd(_root.Backend, PortForward.Create("work-clone", ForwardProtocol.Tcp, 8443, type: ForwardType.Internal, allowFrom: ["10.137.0.10"]), Options);
-        Assert.Equal("Update", plan.Operation);
+        Assert.Equal(PlanOperation.Update, plan.Operation);
         Assert.Null(PortForwardPlanner.Apply(_root.Backend, plan).Failure);
         var d = Assert.Single(PortForwardDeclaration.Read(Inventory.Get("work-clone")));
         Assert.Equal(DeclarationOwnership.Bound, d.Ownership);
@@ -154,7 +155,7 @@ public sealed class CopiedDeclarationTests : IDisposable
         var findings = FirewallAudit.Audit(new AuditContext(Inventory, _root.Backend.GetFirewall, _root.Now, _root.Backend.ReadQubeFile), Inventory.Get("work"));
         Assert.Contains(findings, f => f.Check == DeclarationOwnershipCheck.Legacy);
         var plan = PortForwardPlanner.PlanAdd(_root.Backend, Web, Options);
-        Assert.Equal("Update", plan.Operation);
+        Assert.Equal(PlanOperation.Update, plan.Operation);
         Assert.Null(PortForwardPlanner.Apply(_root.Backend, plan).Failure);
         Assert.Equal(DeclarationOwnership.Bound, Assert.Single(PortForwardDeclaration.Read(Inventory.Get("work"))).Ownership);
     }
