@@ -99,7 +99,7 @@
         }
         @{
             Command = 'Set-QubeIPv6 work $true'
-            Why = 'every qube''s properties (whose addresses the change gives or takes: the qube and the clients downstream) and feature names (ipv6 along the chain, and the declarations of the links and forwards an IPv6 change affects, planned again in the same plan); then the Set'
+            Why = 'every qube''s properties (whose addresses the change gives or takes: the qube and the clients downstream) and feature names (ipv6 along the chain, and the declarations of the links and forwards an IPv6 change affects, planned again in the same plan); then the Set; work''s feature names listed again just before the Set (a change made meanwhile stops it: PlanOutdated)'
             Calls = @(
                 '1 admin.vm.feature.List anon-whonix'
                 '1 admin.vm.feature.List debian-13-xfce'
@@ -116,7 +116,7 @@
                 '1 admin.vm.feature.List whonix-gateway-18'
                 '1 admin.vm.feature.List whonix-workstation-18'
                 '1 admin.vm.feature.List whonix-workstation-18-dvm'
-                '1 admin.vm.feature.List work'
+                '2 admin.vm.feature.List work'
                 '1 admin.vm.feature.Set+ipv6 work'
                 '1 admin.vm.List dom0'
                 '1 admin.vm.property.GetAll anon-whonix'
@@ -278,13 +278,13 @@
         }
         @{
             Command = 'Add-QubePortForward work 8443 -AllowFrom 192.0.2.0/24 -NoWait'
-            Why = 'through the agent (the sample root records qubesfirewall.agent on every qube on the way: its name answers, its value is not read): the list; only the qubes the change touches, work and its two hops (feature names: work''s declarations, each hop''s keys, whose parts of other declarations a change keeps and seals again with the new gen; properties), none other; the Whonix and release facts of the three: their tags, and the feature names along their template chains (whonix-gw, qubes-agent-version: absent, so the names answer; default-dvm''s properties for its template, fedora-42-xfce only glanced at); then 7 Sets: the declaration on work, the vm-config features of the two hops and of the target, and each of the three qubes'' generation. -NoWait: no question to the agents'
+            Why = 'through the agent (the sample root records qubesfirewall.agent on every qube on the way: its name answers, its value is not read): the list; only the qubes the change touches, work and its two hops (feature names: work''s declarations, each hop''s keys, whose parts of other declarations a change keeps and seals again with the new gen; properties), none other; the Whonix and release facts of the three: their tags, and the feature names along their template chains (whonix-gw, qubes-agent-version: absent, so the names answer; default-dvm''s properties for its template, fedora-42-xfce only glanced at); then 7 Sets: the declaration on work, the vm-config features of the two hops and of the target, and each of the three qubes'' generation. -NoWait: no question to the agents; the feature names of each qube written to listed again just before its first Set (a change made meanwhile stops it: PlanOutdated)'
             Calls = @(
                 '1 admin.vm.feature.List default-dvm'
                 '1 admin.vm.feature.List fedora-42-xfce'
-                '1 admin.vm.feature.List sys-firewall'
-                '1 admin.vm.feature.List sys-net'
-                '1 admin.vm.feature.List work'
+                '2 admin.vm.feature.List sys-firewall'
+                '2 admin.vm.feature.List sys-net'
+                '2 admin.vm.feature.List work'
                 '1 admin.vm.feature.Set+qubesfirewall.forward.tcp.8443 work'
                 '1 admin.vm.feature.Set+vm-config.qubesfw.gen sys-firewall'
                 '1 admin.vm.feature.Set+vm-config.qubesfw.gen sys-net'
@@ -304,7 +304,7 @@
         }
         @{
             Command = 'Remove-QubePortForward work 8443 -Confirm:$false -NoWait'
-            Why = 'as Add through the agent, the qubes on the forward''s way only and without the enforcement facts (nothing is opened): the values of the 7 features Add set are read (the keys other declarations gave a hop would be kept), then those 7 removed'
+            Why = 'as Add through the agent, the qubes on the forward''s way only and without the enforcement facts (nothing is opened): the values of the 7 features Add set are read (the keys other declarations gave a hop would be kept), then those 7 removed; the feature names of each qube written to listed again just before its first Set (a change made meanwhile stops it: PlanOutdated)'
             Calls = @(
                 '1 admin.vm.feature.Get+qubesfirewall.forward.tcp.8443 work'
                 '1 admin.vm.feature.Get+vm-config.qubesfw.gen sys-firewall'
@@ -313,9 +313,9 @@
                 '1 admin.vm.feature.Get+vm-config.qubesfw.hop4.08443.tcp.00e13ed7af sys-firewall'
                 '1 admin.vm.feature.Get+vm-config.qubesfw.hop4.08443.tcp.00e13ed7af sys-net'
                 '1 admin.vm.feature.Get+vm-config.qubesfw.tgt4.08443.tcp.00e13ed7af work'
-                '1 admin.vm.feature.List sys-firewall'
-                '1 admin.vm.feature.List sys-net'
-                '1 admin.vm.feature.List work'
+                '2 admin.vm.feature.List sys-firewall'
+                '2 admin.vm.feature.List sys-net'
+                '2 admin.vm.feature.List work'
                 '1 admin.vm.feature.Remove+qubesfirewall.forward.tcp.8443 work'
                 '1 admin.vm.feature.Remove+vm-config.qubesfw.gen sys-firewall'
                 '1 admin.vm.feature.Remove+vm-config.qubesfw.gen sys-net'
@@ -331,13 +331,13 @@
         }
         @{
             Command = 'Enable-QubeInterVmNetwork -From work -To personal -Protocol Tcp -Port 5432 -NoWait'
-            Why = 'through the agent: only work (its declarations), the network qube sys-firewall and personal (their keys), with sys-firewall''s Whonix facts (tags, its template chain) and the release facts of the three; plus work''s Qubes firewall rule (Get to plan, Get again just before the Set, refused if it changed, then the Set); 5 Sets: the declaration on work, the vm-config features of sys-firewall (forwarding) and personal (input accept), and their generations'
+            Why = 'through the agent: only work (its declarations), the network qube sys-firewall and personal (their keys), with sys-firewall''s Whonix facts (tags, its template chain) and the release facts of the three; plus work''s Qubes firewall rule (Get to plan, Get again just before the Set, refused if it changed, then the Set); 5 Sets: the declaration on work, the vm-config features of sys-firewall (forwarding) and personal (input accept), and their generations; the feature names of each qube written to listed again just before its first Set (a change made meanwhile stops it: PlanOutdated)'
             Calls = @(
                 '1 admin.vm.feature.List default-dvm'
                 '1 admin.vm.feature.List fedora-42-xfce'
-                '1 admin.vm.feature.List personal'
-                '1 admin.vm.feature.List sys-firewall'
-                '1 admin.vm.feature.List work'
+                '2 admin.vm.feature.List personal'
+                '2 admin.vm.feature.List sys-firewall'
+                '2 admin.vm.feature.List work'
                 '1 admin.vm.feature.Set+qubesfirewall.link.personal.tcp.5432 work'
                 '1 admin.vm.feature.Set+vm-config.qubesfw.gen personal'
                 '1 admin.vm.feature.Set+vm-config.qubesfw.gen sys-firewall'
@@ -355,16 +355,16 @@
         }
         @{
             Command = 'Disable-QubeInterVmNetwork -From work -To personal -Protocol Tcp -Port 5432 -Confirm:$false -NoWait'
-            Why = 'as Enable without tags and templates: the values of the 5 features Enable set are read, work''s rule removed (read, then Set), and those 5 features removed'
+            Why = 'as Enable without tags and templates: the values of the 5 features Enable set are read, work''s rule removed (read, then Set), and those 5 features removed; the feature names of each qube written to listed again just before its first Set (a change made meanwhile stops it: PlanOutdated)'
             Calls = @(
                 '1 admin.vm.feature.Get+qubesfirewall.link.personal.tcp.5432 work'
                 '1 admin.vm.feature.Get+vm-config.qubesfw.gen personal'
                 '1 admin.vm.feature.Get+vm-config.qubesfw.gen sys-firewall'
                 '1 admin.vm.feature.Get+vm-config.qubesfw.ldst4.a611261f7336 personal'
                 '1 admin.vm.feature.Get+vm-config.qubesfw.lnet4.a611261f7336 sys-firewall'
-                '1 admin.vm.feature.List personal'
-                '1 admin.vm.feature.List sys-firewall'
-                '1 admin.vm.feature.List work'
+                '2 admin.vm.feature.List personal'
+                '2 admin.vm.feature.List sys-firewall'
+                '2 admin.vm.feature.List work'
                 '1 admin.vm.feature.Remove+qubesfirewall.link.personal.tcp.5432 work'
                 '1 admin.vm.feature.Remove+vm-config.qubesfw.gen personal'
                 '1 admin.vm.feature.Remove+vm-config.qubesfw.gen sys-firewall'
@@ -384,9 +384,9 @@
             Calls = @(
                 '1 admin.vm.feature.List default-dvm'
                 '1 admin.vm.feature.List fedora-42-xfce'
-                '1 admin.vm.feature.List sys-firewall'
-                '1 admin.vm.feature.List sys-net'
-                '1 admin.vm.feature.List work'
+                '2 admin.vm.feature.List sys-firewall'
+                '2 admin.vm.feature.List sys-net'
+                '2 admin.vm.feature.List work'
                 '1 admin.vm.feature.Set+qubesfirewall.forward.tcp.443 work'
                 '1 admin.vm.feature.Set+vm-config.qubesfw.gen sys-firewall'
                 '1 admin.vm.feature.Set+vm-config.qubesfw.gen sys-net'
@@ -406,7 +406,7 @@
         }
         @{
             Command = 'Add-QubePortForward personal 8080 -AllowFrom 192.0.2.0/24 -NoWait'
-            Why = 'a second forward through the same two hops: as the first, plus the values of the hops'' keys (work''s part and gen on each: the part is kept as it is and sealed again with the hop''s new gen, the gen is what a rollback puts back), so 9 Sets: the declaration, personal''s key, and on each hop the new part, work''s part with the new gen, and the gen'
+            Why = 'a second forward through the same two hops: as the first, plus the values of the hops'' keys (work''s part and gen on each: the part is kept as it is and sealed again with the hop''s new gen, the gen is what a rollback puts back), so 9 Sets: the declaration, personal''s key, and on each hop the new part, work''s part with the new gen, and the gen; the feature names of each qube written to listed again just before its first Set (a change made meanwhile stops it: PlanOutdated)'
             Calls = @(
                 '1 admin.vm.feature.Get+vm-config.qubesfw.gen sys-firewall'
                 '1 admin.vm.feature.Get+vm-config.qubesfw.gen sys-net'
@@ -414,9 +414,9 @@
                 '1 admin.vm.feature.Get+vm-config.qubesfw.hop4.00443.tcp.00e13ed7af sys-net'
                 '1 admin.vm.feature.List default-dvm'
                 '1 admin.vm.feature.List fedora-42-xfce'
-                '1 admin.vm.feature.List personal'
-                '1 admin.vm.feature.List sys-firewall'
-                '1 admin.vm.feature.List sys-net'
+                '2 admin.vm.feature.List personal'
+                '2 admin.vm.feature.List sys-firewall'
+                '2 admin.vm.feature.List sys-net'
                 '1 admin.vm.feature.Set+qubesfirewall.forward.tcp.8080 personal'
                 '1 admin.vm.feature.Set+vm-config.qubesfw.gen personal'
                 '1 admin.vm.feature.Set+vm-config.qubesfw.gen sys-firewall'

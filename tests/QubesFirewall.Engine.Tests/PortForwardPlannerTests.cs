@@ -281,7 +281,7 @@ public sealed class PortForwardPlannerTests : IDisposable
         AssertKeysMatchDeclarations();
         // and again: nothing to send
         var again = PortForwardPlanner.PlanAdd(_root.Backend, personal, Options());
-        Assert.Equal("Reapply", again.Operation);
+        Assert.Equal(PlanOperation.Reapply, again.Operation);
         Assert.Empty(again.Steps);
 
         // removing the first keeps the second's part, sealed again

@@ -91,7 +91,8 @@ public sealed class AgentDeliveryCmdletTests : IDisposable
         // no call for a qube the forward does not reach: the list, then work, its two hops and the templates of their facts
         Assert.DoesNotContain(_server.Calls, c => c.Destination.StartsWith("extra-", StringComparison.Ordinal));
         Assert.Equal(["default-dvm", "dom0", "fedora-42-xfce", "sys-firewall", "sys-net", "work"], _server.Calls.Select(c => c.Destination).Distinct().Order(StringComparer.Ordinal));
-        Assert.Equal(20, _server.Calls.Count);
+        // 1 List, 5 feature.List and 4 property.GetAll to plan, 3 tag.List, 3 feature.List again just before each qube's first Set, 7 Sets
+        Assert.Equal(23, _server.Calls.Count);
     }
 
     [Fact]
