@@ -372,6 +372,28 @@ public sealed class PortForwardPlannerTests : IDisposable
     }
 
     [Fact]
+    public void Replacing_or_removing_a_forward_after_its_target_moved_takes_its_parts_off_the_former_hop_too()
+    {
+        Add(Web(allow: ["0.0.0.0/1"]));
+        _root.Backend.SetProperty("work", "netvm", "sys-net"); // qvm-prefs: sys-firewall is no longer on the way
+        Assert.NotEmpty(Parts("sys-firewall"));
+
+        // narrowing the sources: the former hop must not keep the wider ones (they would apply again once work is back behind it)
+        var plan = Add(Web(allow: ["192.168.1.0/24"]));
+        Assert.Equal(["sys-net"], plan.Hops);
+        Assert.Empty(Keys("sys-firewall"));
+        Assert.EndsWith(" src=192.168.1.0/24 vm=work", Assert.Single(Parts("sys-net")));
+
+        // back behind sys-firewall, applied again there; then moved off it once more and removed: every part named for it goes
+        _root.Backend.SetProperty("work", "netvm", "sys-firewall");
+        Add(Web(allow: ["192.168.1.0/24"]));
+        Assert.NotEmpty(Parts("sys-firewall"));
+        _root.Backend.SetProperty("work", "netvm", "sys-net");
+        Remove("work", ForwardProtocol.Tcp, 443);
+        foreach (var qube in new[] { "sys-net", "sys-firewall", "work" }) Assert.Empty(Keys(qube));
+    }
+
+    [Fact]
     public void A_failure_half_way_puts_everything_back_feature_included_and_says_so()
     {
         // qubesd refuses sys-firewall's keys half way

@@ -369,10 +369,11 @@ public static class InterVmLinkPlanner
             .Where(r => r is not null).Select(r => r!).ToList();
         var agentSteps = new List<DeploymentStep>(FirewallSteps(resolved, readFirewall, options.Now, adding: false, kept));
         var generations = new Dictionary<string, string>(StringComparer.Ordinal);
-        // the network qube and destination of each link; a link whose qubes cannot be resolved: its parts are looked for by name everywhere
+        // the network qube and destination of each link, and every qube that carries a part of one, found by the parts' names (a
+        // netvm changed since may have left one on a former network qube: it would pass the traffic again, undeclared)
         bool Owned(string f) => removing.Any(l => AgentFeatures.IsPartOfLink(f, l));
         var touched = agentQubes.ToHashSet(StringComparer.Ordinal);
-        if (resolved.Count < removing.Count) touched.UnionWith(inventory.NamesWithFeature(Owned, skipAdminVm: true));
+        touched.UnionWith(inventory.NamesWithFeature(Owned, skipAdminVm: true));
         agentSteps.AddRange(AgentDelivery.ScopedKeySteps(inventory, touched, Owned, _ => [], generations));
         foreach (var l in removing)
             agentSteps.Add(DeploymentStep.RemoveFeature(l.From, l.FeatureName, declarations.First(d => d.From == l.From && d.FeatureName == l.FeatureName).FeatureValue));

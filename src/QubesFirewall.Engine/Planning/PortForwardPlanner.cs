@@ -72,10 +72,11 @@ public static class PortForwardPlanner
         var reach = chain.HopNames.Append(chain.Target.Name).ToList();
         if (existing?.Forward is { } replaced && TryResolve(inventory, replaced, out var replacedChain, out _))
             reach.AddRange(replacedChain!.HopNames.Append(replacedChain.Target.Name));
-        // the qubes whose keys the change rewrites: the chain and, when it replaces a declaration, every qube upstream of the target
-        // (the hops that one crossed, whatever its type or whether it can be read: its parts are found by their names)
+        // the qubes whose keys the change rewrites: the chain and, when it replaces a declaration, every qube that carries a part of
+        // it, found by the parts' names on every qube (a qvm-prefs change since may have moved its way: a part left on a former hop
+        // with the old sources would forward them again, undeclared, once the target is back behind it)
         var touched = reach.ToHashSet(StringComparer.Ordinal);
-        if (existing is not null) touched.UnionWith(inventory.UpstreamOf(chain.Target.Name).Select(q => q.Name));
+        if (existing is not null) touched.UnionWith(inventory.NamesWithFeature(f => AgentFeatures.IsPartOfForward(f, forward.VMName, forward.Protocol, forward.Port), skipAdminVm: true));
         // nothing is written into qubes per change: without the agent in every qube it reaches, the change is refused
         AgentDelivery.RequireAgent(inventory, reach, forward.Text);
         if (forward.Type == ForwardType.External && chain.Hops.Count > 2)
@@ -186,10 +187,11 @@ public static class PortForwardPlanner
         // nothing is written into qubes per change: a forward whose qubes lack the agent is refused (a declaration that cannot be
         // resolved any more is only removed, with the keys every qube derives without it)
         if (chain is not null) AgentDelivery.RequireAgent(inventory, order.Select(q => q.Name), text);
-        // the keys first (the rules go), the declaration last; only the qubes it crossed are touched
+        // the keys first (the rules go), the declaration last: on the qubes it crosses and every qube that carries a part of it, found
+        // by the parts' names (a qvm-prefs change since may have moved its way: a part left on a former hop would forward the port
+        // again, with no declaration, once the target is back behind it)
         var touched = order.Select(q => q.Name).ToHashSet(StringComparer.Ordinal);
-        // no chain (the target lost its network, the declaration cannot be read): its parts may be on any qube, found by their names
-        if (chain is null) touched.UnionWith(inventory.NamesWithFeature(f => AgentFeatures.IsPartOfForward(f, target.Name, protocol, port), skipAdminVm: true));
+        touched.UnionWith(inventory.NamesWithFeature(f => AgentFeatures.IsPartOfForward(f, target.Name, protocol, port), skipAdminVm: true));
         var generations = new Dictionary<string, string>(StringComparer.Ordinal);
         var counts = new Dictionary<string, int>(StringComparer.Ordinal);
         var steps = AgentDelivery.ScopedKeySteps(inventory, touched, f => AgentFeatures.IsPartOfForward(f, target.Name, protocol, port), _ => [], generations, counts);
