@@ -43,6 +43,24 @@ Describe 'Add-QubePortForward' {
             Should -Throw -ErrorId 'PortAlreadyForwarded,QubesFirewall.PowerShell.Cmdlets.AddQubePortForwardCommand'
     }
 
+    It 'keeps the part another forward gave a shared hop, and refuses a hop key outside the agent''s grammar by name, changing nothing' {
+        Add-QubePortForward work 443 -AllowFrom 192.168.1.0/24 -WarningAction SilentlyContinue
+        $key = (Get-Qube sys-net).Features.Keys | Where-Object { $_ -like 'vm-config.qubesfw.hop4.*' }
+        $first = (Get-Qube sys-net).Features[$key]
+        Add-QubePortForward personal 8080 -AllowFrom 10.0.0.0/8 -WarningAction SilentlyContinue
+        $gen = (Get-Qube sys-net).Features['vm-config.qubesfw.gen'] -replace '^for=sys-net gen=([0-9a-f]{16}) keys=2$', '$1'
+        $gen | Should -Match '^[0-9a-f]{16}$'
+        (Get-Qube sys-net).Features[$key] | Should -BeExactly ($first -replace ' gen=[0-9a-f]{16} ', " gen=$gen ")
+
+        Set-TestFeature sys-net $key ($first -replace ' src=192\.168\.1\.0/24 ', ' src=192.168.1.0/24;reboot ')
+        $before = Get-Content (Join-Path $env:QUBESFW_ROOT 'qubes.xml') -Raw
+        $err = $null
+        Add-QubePortForward personal 8443 -AllowFrom 10.0.0.0/8 -ErrorVariable err -ErrorAction SilentlyContinue -WarningAction SilentlyContinue
+        $err[0].FullyQualifiedErrorId | Should -Be 'InvalidAgentKey,QubesFirewall.PowerShell.Cmdlets.AddQubePortForwardCommand'
+        "$($err[0])" | Should -Match ([regex]::Escape("qvm-features --unset sys-net $key"))
+        Get-Content (Join-Path $env:QUBESFW_ROOT 'qubes.xml') -Raw | Should -BeExactly $before
+    }
+
     It 'prints the whole plan with -WhatIf and writes nothing' {
         $before = Get-ChildItem $env:QUBESFW_ROOT -Recurse -File | Get-FileHash | ForEach-Object Hash
         $null = Add-QubePortForward work 8443 -TargetPort 443 -AllowFrom 203.0.113.0/24 -WhatIf -WarningAction SilentlyContinue

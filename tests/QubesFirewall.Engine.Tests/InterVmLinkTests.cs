@@ -451,6 +451,35 @@ public sealed class InterVmLinkPlannerTests : IDisposable
     }
 
     [Fact]
+    public void Enabling_and_disabling_a_link_keeps_the_forward_part_a_shared_qube_carries()
+    {
+        using var root = new TempRoot();
+        var options = DeploymentOptions.For(root.Backend, root.Now);
+        Assert.Null(PortForwardPlanner.Apply(root.Backend, PortForwardPlanner.PlanAdd(root.Backend, PortForward.Create("untrusted", ForwardProtocol.Tcp, 8080, type: ForwardType.Internal, allowFrom: ["10.137.0.11/32"]), options)).Failure);
+        string Part(string qube, string kind) => Assert.Single(root.Backend.GetInventory().Get(qube).Features, f => f.Key.StartsWith("vm-config.qubesfw." + kind, StringComparison.Ordinal)).Value;
+        var forwardPart = Part("sys-firewall", "hop4.");
+        void AssertAsDeclared()
+        {
+            var inventory = root.Backend.GetInventory();
+            Assert.Empty(Agent.AgentFeatures.Changes(inventory, Agent.AgentFeatures.DeriveAll(inventory)));
+        }
+
+        // the link's plan reads sys-firewall's keys: the forward's part stays, with the qube's new gen
+        Assert.Null(InterVmLinkPlanner.Apply(root.Backend, InterVmLinkPlanner.PlanEnable(root.Backend, [Link("work", "personal", 5432)], options)).Failure);
+        Assert.NotEqual(forwardPart, Part("sys-firewall", "hop4."));
+        Assert.Equal(Strip(forwardPart), Strip(Part("sys-firewall", "hop4.")));
+        Assert.EndsWith(" from=work vm=personal", Part("sys-firewall", "lnet4."));
+        AssertAsDeclared();
+
+        Assert.Null(InterVmLinkPlanner.Apply(root.Backend, InterVmLinkPlanner.PlanDisable(root.Backend, [Link("work", "personal", 5432)], options)).Failure);
+        Assert.DoesNotContain(root.Backend.GetInventory().Get("sys-firewall").Features.Keys, k => k.StartsWith("vm-config.qubesfw.lnet", StringComparison.Ordinal));
+        Assert.Equal(forwardPart, Part("sys-firewall", "hop4.")); // the set it had before the link, gen included
+        AssertAsDeclared();
+
+        static string Strip(string value) => System.Text.RegularExpressions.Regex.Replace(value, " gen=[0-9a-f]{16} ", " ");
+    }
+
+    [Fact]
     public void Dotted_destination_names_round_trip_through_the_feature()
     {
         using var root = new TempRoot(QubesXmlBuilder.Standard().Qube("db.prod", 20, "sys-firewall", template: "fedora-42").Build());

@@ -260,6 +260,63 @@ public sealed class PortForwardPlannerTests : IDisposable
     }
 
     [Fact]
+    public void A_forward_through_a_shared_hop_keeps_the_part_another_forward_gave_it_with_the_hops_new_gen()
+    {
+        Add(Web());
+        var (key, value) = Assert.Single(Keys("sys-net"), k => k.Key != AgentFeatures.GenFeature);
+        var oldGen = Gen(Keys("sys-net")[AgentFeatures.GenFeature]);
+        Assert.Contains($"gen={oldGen} ", value);
+
+        // the second forward's plan reads sys-net's keys (no other qube's declarations), keeps work's part and seals both again
+        var personal = PortForward.Create("personal", ForwardProtocol.Tcp, 8080, allowFrom: ["10.0.0.0/8"]);
+        var plan = Add(personal);
+        var keys = Keys("sys-net");
+        var newGen = Gen(keys[AgentFeatures.GenFeature]);
+        Assert.NotEqual(oldGen, newGen);
+        Assert.Equal($"for=sys-net gen={newGen} keys=2", keys[AgentFeatures.GenFeature]);
+        Assert.Equal(value.Replace($"gen={oldGen} ", $"gen={newGen} ", StringComparison.Ordinal), keys[key]);
+        Assert.EndsWith(" vm=personal", Assert.Single(keys, k => k.Key.Contains(".08080.tcp.", StringComparison.Ordinal)).Value);
+        Assert.Equal(2, plan.ForwardCounts["sys-net"]);
+        // the same set, byte for byte, as deriving every declaration of the root gives
+        AssertKeysMatchDeclarations();
+        // and again: nothing to send
+        var again = PortForwardPlanner.PlanAdd(_root.Backend, personal, Options());
+        Assert.Equal(PlanOperation.Reapply, again.Operation);
+        Assert.Empty(again.Steps);
+
+        // removing the first keeps the second's part, sealed again
+        Remove("work", ForwardProtocol.Tcp, 443);
+        Assert.DoesNotContain(key, Keys("sys-net").Keys);
+        Assert.EndsWith(" vm=personal", Assert.Single(Parts("sys-net")));
+        AssertKeysMatchDeclarations();
+    }
+
+    [Fact]
+    public void A_hop_key_outside_the_agents_grammar_is_refused_by_name_and_nothing_is_written()
+    {
+        Add(Web());
+        var key = Keys("sys-net").Keys.Single(k => k != AgentFeatures.GenFeature);
+        _root.Backend.SetFeature("sys-net", key, Keys("sys-net")[key].Replace(" src=192.168.1.0/24 ", " src=192.168.1.0/24;reboot ", StringComparison.Ordinal));
+        var before = new[] { "sys-net", "sys-firewall", "personal", "work" }.ToDictionary(q => q, q => _root.Backend.GetInventory().Get(q).Features.OrderBy(f => f.Key, StringComparer.Ordinal).ToList());
+
+        var ex = Assert.Throws<QubesFirewallException>(() =>
+            PortForwardPlanner.PlanAdd(_root.Backend, PortForward.Create("personal", ForwardProtocol.Tcp, 8080, allowFrom: ["10.0.0.0/8"]), Options()));
+        Assert.Equal("InvalidAgentKey", ex.ErrorId);
+        Assert.Contains($"The agent key {key} of 'sys-net' is not in the agent's grammar (src= must be any or addresses of the family)", ex.Message);
+        Assert.Contains("Nothing was changed.", ex.Message);
+        Assert.Contains($"qvm-features --unset sys-net {key}", ex.Message);
+        foreach (var (qube, features) in before)
+            Assert.Equal(features, _root.Backend.GetInventory().Get(qube).Features.OrderBy(f => f.Key, StringComparer.Ordinal).ToList());
+
+        // a key naming another qube (qvm-clone copies features) is no other declaration's part: it goes with the change
+        _root.Backend.SetFeature("sys-net", key, Keys("sys-firewall")[Keys("sys-firewall").Keys.Single(k => k != AgentFeatures.GenFeature)]);
+        Add(PortForward.Create("personal", ForwardProtocol.Tcp, 8080, allowFrom: ["10.0.0.0/8"]));
+        Assert.DoesNotContain(Keys("sys-net").Values, v => v.StartsWith("for=sys-firewall ", StringComparison.Ordinal));
+    }
+
+    private static string Gen(string value) => System.Text.RegularExpressions.Regex.Match(value, " gen=([0-9a-f]{16})").Groups[1].Value;
+
+    [Fact]
     public void A_long_external_chain_warns_about_vpn_routing()
     {
         var plan = PortForwardPlanner.PlanAdd(_root.Backend, Web("vpn-app"), Options());
@@ -288,8 +345,9 @@ public sealed class PortForwardPlannerTests : IDisposable
         Assert.All(listed, f => Assert.False(f.IsValid));
         Assert.Equal([443, 53], listed.Select(f => f.Port!.Value));
 
-        // an invalid declaration is ignored by the scripts, with a warning
-        var other = PortForwardPlanner.PlanAdd(_root.Backend, Web("personal", 8080), Options());
+        // an invalid declaration is ignored by the scripts, with a warning when its qube's forwards are planned (a plan reads only
+        // the qubes it touches: another qube's declarations are Get-QubePortForward's and Test-QubeFirewall's to show)
+        var other = PortForwardPlanner.PlanAdd(_root.Backend, Web("work", 8080), Options());
         Assert.Contains(other.Warnings, w => w.Contains("qubesfirewall.forward.udp.53", StringComparison.Ordinal) && w.Contains("ignored", StringComparison.Ordinal));
 
         var plan = Remove("work", ForwardProtocol.Tcp, 443);
@@ -309,7 +367,29 @@ public sealed class PortForwardPlannerTests : IDisposable
         var plan = Remove("work", ForwardProtocol.Tcp, 443);
         Assert.Contains(plan.Warnings, w => w.Contains("cannot be resolved now", StringComparison.Ordinal));
         Assert.DoesNotContain("qubesfirewall.forward.tcp.443", _root.Backend.GetInventory().Get("work").Features.Keys);
-        // every key the forward gave, on its old way too, is gone: each plan derives every qube's keys and removes strays
+        // every key the forward gave, on its old way too, is gone: without a chain its parts are looked for by name on every qube
+        foreach (var qube in new[] { "sys-net", "sys-firewall", "work" }) Assert.Empty(Keys(qube));
+    }
+
+    [Fact]
+    public void Replacing_or_removing_a_forward_after_its_target_moved_takes_its_parts_off_the_former_hop_too()
+    {
+        Add(Web(allow: ["0.0.0.0/1"]));
+        _root.Backend.SetProperty("work", "netvm", "sys-net"); // qvm-prefs: sys-firewall is no longer on the way
+        Assert.NotEmpty(Parts("sys-firewall"));
+
+        // narrowing the sources: the former hop must not keep the wider ones (they would apply again once work is back behind it)
+        var plan = Add(Web(allow: ["192.168.1.0/24"]));
+        Assert.Equal(["sys-net"], plan.Hops);
+        Assert.Empty(Keys("sys-firewall"));
+        Assert.EndsWith(" src=192.168.1.0/24 vm=work", Assert.Single(Parts("sys-net")));
+
+        // back behind sys-firewall, applied again there; then moved off it once more and removed: every part named for it goes
+        _root.Backend.SetProperty("work", "netvm", "sys-firewall");
+        Add(Web(allow: ["192.168.1.0/24"]));
+        Assert.NotEmpty(Parts("sys-firewall"));
+        _root.Backend.SetProperty("work", "netvm", "sys-net");
+        Remove("work", ForwardProtocol.Tcp, 443);
         foreach (var qube in new[] { "sys-net", "sys-firewall", "work" }) Assert.Empty(Keys(qube));
     }
 

@@ -74,6 +74,28 @@ public sealed class AgentDeliveryCmdletTests : IDisposable
     }
 
     [Fact]
+    public void On_a_dom0_of_100_qubes_a_forward_reads_only_the_qubes_on_its_way()
+    {
+        // 83 plain AppVMs more (default netvm, no features): 100 qubes
+        var xml = Path.Combine(_root.Path, "qubes.xml");
+        var extra = string.Concat(Enumerable.Range(1, 83).Select(i =>
+            $"    <domain id=\"domain-{200 + i}\" class=\"AppVM\">\n      <properties>\n        <property name=\"label\">red</property>\n" +
+            $"        <property name=\"name\">extra-{i:D4}</property>\n        <property name=\"qid\">{200 + i}</property>\n" +
+            "        <property name=\"template\">fedora-42-xfce</property>\n      </properties>\n      <features/>\n      <tags/>\n    </domain>\n"));
+        File.WriteAllText(xml, File.ReadAllText(xml).Replace("  </domains>", extra + "  </domains>", StringComparison.Ordinal));
+        Start(withAgent: true);
+        Assert.Equal(100, Run("(Get-Qube).Count").Of<int>().Single());
+        _server!.ClearCalls();
+
+        Run("Add-QubePortForward work 8443 -AllowFrom 192.0.2.0/24 -NoWait -WarningAction SilentlyContinue").AssertNoErrors();
+        // no call for a qube the forward does not reach: the list, then work, its two hops and the templates of their facts
+        Assert.DoesNotContain(_server.Calls, c => c.Destination.StartsWith("extra-", StringComparison.Ordinal));
+        Assert.Equal(["default-dvm", "dom0", "fedora-42-xfce", "sys-firewall", "sys-net", "work"], _server.Calls.Select(c => c.Destination).Distinct().Order(StringComparer.Ordinal));
+        // 1 List, 5 feature.List and 4 property.GetAll to plan, 3 tag.List, 3 feature.List again just before each qube's first Set, 7 Sets
+        Assert.Equal(23, _server.Calls.Count);
+    }
+
+    [Fact]
     public void WhatIf_shows_each_status_read_once_and_sends_nothing()
     {
         Start(withAgent: true);

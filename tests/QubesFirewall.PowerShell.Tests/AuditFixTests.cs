@@ -70,6 +70,8 @@ public sealed class AuditFixTests : IDisposable
         {
             var script = PortForwardPlanner.Export(backend.GetInventory(), "sys-net")!;
             backend.WriteQubeFile("sys-net", script.Path, QubesFirewall.Engine.Persistence.ManagedBlock.Upsert("#!/bin/sh\n", script.Script), QubesFirewall.Engine.Persistence.ManagedBlock.FileMode);
+            // a stray key on a qube no forward or link reaches (a change rewrites only the qubes on its way): Sync-QubeFirewall's to repair
+            backend.SetFeature("untrusted", "vm-config.qubesfw.tgt4.08080.tcp.0123456789", "for=untrusted gen=0123456789abcdef proto=tcp port=8080 to=8080 dst=10.137.0.12 src=any vm=untrusted");
         }
         File.WriteAllText(_root.FirewallXml("sys-whonix"), """
             <firewall version="2"><rules>
@@ -96,7 +98,8 @@ public sealed class AuditFixTests : IDisposable
         // Each kind was met and fixed.
         var checks = seen.Select(k => k.Split(' ')[1]).ToHashSet();
         var expected = new[] { AuditChecks.DeadRule, AuditChecks.ZeroPrefix, AuditChecks.IPv6Rule, AuditChecks.QubeManagerShape,
-            AuditChecks.IPv6WithoutUplink, AuditChecks.InvalidRule, InterVmLinkAuditCheck.LinkIncomplete, ForwardAuditChecks.UndeclaredPart };
+            AuditChecks.IPv6WithoutUplink, AuditChecks.InvalidRule, InterVmLinkAuditCheck.LinkIncomplete, ForwardAuditChecks.UndeclaredPart,
+            QubesFirewall.Engine.Agent.AgentAuditCheck.AgentKeysStale };
         Assert.True(expected.All(checks.Contains), "fixed: " + string.Join(" | ", seen));
     }
 

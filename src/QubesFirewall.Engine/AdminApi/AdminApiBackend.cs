@@ -604,7 +604,8 @@ public sealed partial class AdminApiBackend : IQubesBackend
         }
 
         public string this[string key] => TryGetValue(key, out var value) ? value : throw new KeyNotFoundException($"'{vmName}' has no feature '{key}'.");
-        public bool ContainsKey(string key) => TryGetValue(key, out _);
+        /// <summary>Whether the qube has the feature, from the names alone (one List; no value is read).</summary>
+        public bool ContainsKey(string key) => _values.TryGetValue(key, out var known) ? known is not null : Names.Contains(key, StringComparer.Ordinal);
         /// <summary>The names alone (one List): a caller after some features by name reads only their values.</summary>
         public IEnumerable<string> Keys => Names.Where(n => !_values.TryGetValue(n, out var known) || known is not null);
         public IEnumerable<string> Values => Pairs().Select(p => p.Value);

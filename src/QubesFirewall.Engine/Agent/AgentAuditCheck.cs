@@ -41,8 +41,8 @@ public sealed class AgentAuditCheck : IAuditCheck
             yield return new AuditFinding(AuditSeverity.Error, qube.Name, AgentKeysStale, null,
                 $"The agent keys of '{qube.Name}' are not what its forwards and links derive: {string.Join("; ", parts)}. An address changed by qvm-prefs or the ipv6 feature, " +
                 "a declaration or key edited by hand, or an interrupted change leaves them so; its agent enforces the old set. " +
-                "Run any Add-QubePortForward or Remove-QubePortForward again: each change derives the keys of every qube and removes strays.",
-                null);
+                "A forward or link change rewrites only the qubes on its way; Sync-QubeFirewall derives every declaration again and brings this qube's keys to it.",
+                $"Sync-QubeFirewall -VMName {Planning.FixCommand.Name(qube.Name)}");
         }
         if ((carries || !desired.IsEmpty) && agent != AgentScript.Version)
             yield return new AuditFinding(AuditSeverity.Warning, qube.Name, AgentMissing, null,

@@ -94,7 +94,7 @@ public static class AgentDelivery
         }
 
         public string this[string key] => TryGetValue(key, out var v) ? v : throw new KeyNotFoundException(key);
-        public bool ContainsKey(string key) => TryGetValue(key, out _);
+        public bool ContainsKey(string key) => key == name ? value is not null : under.ContainsKey(key);
         public IEnumerable<string> Keys => under.Keys.Where(k => k != name).Concat(value is null ? [] : [name]);
         public IEnumerable<string> Values => this.Select(p => p.Value);
         public int Count => Keys.Count();
@@ -104,23 +104,68 @@ public static class AgentDelivery
     }
 
     /// <summary>
-    /// The feature steps that bring every qube's agent keys to what <paramref name="after"/> derives (keys of
-    /// <paramref name="current"/> compared), qube by qube in the order of <see cref="AgentFeatures.Changes(Qube, QubeAgentKeys)"/>;
-    /// <paramref name="generations"/> gets, for each qube whose keys change, the generation its agent must report ("none" for an emptied set).
+    /// Sync-QubeFirewall's repair of one qube's agent keys, the drift a forward or link change leaves where it does not reach
+    /// (<see cref="ScopedKeySteps"/>): every declaration derived again (each qube's feature names are read), and the qube's keys
+    /// brought to what they give it, strays and copies removed, <c>gen</c> last. No steps for a qube that carries no keys and
+    /// records no agent (nothing in it could apply them: Test-QubeFirewall says AgentMissing).
     /// </summary>
-    public static List<DeploymentStep> KeySteps(QubesInventory current, QubesInventory after, IDictionary<string, string> generations, ICollection<string> warnings)
+    public static Plan RepairPlan(QubesInventory inventory, Qube qube)
     {
-        var keys = AgentFeatures.DeriveAll(after, warnings);
         var steps = new List<DeploymentStep>();
-        foreach (var change in AgentFeatures.Changes(current, keys))
+        var warnings = new List<string>();
+        if (qube.Features.Keys.Any(AgentFeatures.IsAgentFeature) || qube.Features.ContainsKey(AgentScript.VersionFeature))
         {
-            generations[change.VMName] = keys.TryGetValue(change.VMName, out var k) && k.Generation is { } g ? g : "none";
-            // a gen already right (only a data key was repaired by hand) needs no call: the key's own change wakes the agent
-            if ((change.IsRemove ? DeploymentStep.RemoveFeature(change.VMName, change.Feature, change.Previous!)
-                    : DeploymentStep.SetFeature(change.VMName, change.Feature, change.Value!, change.Previous)) is { } step)
-                steps.Add(step);
+            var keys = AgentFeatures.DeriveAll(inventory, warnings).GetValueOrDefault(qube.Name) ?? QubeAgentKeys.Empty(qube.Name);
+            steps.AddRange(Steps(AgentFeatures.Changes(qube, keys), keys, new Dictionary<string, string>(StringComparer.Ordinal)));
+        }
+        return new Plan
+        {
+            Operation = PlanOperation.Sync,
+            Target = $"{qube.Name} (its QubesFirewall agent keys)",
+            Purpose = $"bring the agent keys of {qube.Name} to what every forward and link declares",
+            Description = steps.Count == 0 ? $"The agent keys of {qube.Name} are what the declarations derive: nothing to change." : $"Sync the agent keys of {qube.Name}:",
+            Steps = steps,
+            Warnings = warnings.Distinct().ToList(),
+        };
+    }
+
+    /// <summary>
+    /// The feature steps of a forward or link change, scoped to the qubes it touches (<paramref name="qubes"/>, in inventory order;
+    /// no other qube is read). A qube's set is the parts of its own keys that <paramref name="owned"/> does not claim (those other
+    /// declarations gave it: each part is complete on its own and names its declaring qube, so it is kept as it is, read with the
+    /// agent's grammar, <see cref="AgentFeatures.ReadPart"/>; a copy naming another qube goes), plus <paramref name="parts"/> (what the changed declaration gives the
+    /// qube now), sealed again: new and changed data keys, the change's own keys it no longer gives removed, <c>gen</c> last.
+    /// Keys on qubes the change does not touch (strays, parts left stale by a <c>qvm-prefs</c> change) are Test-QubeFirewall's
+    /// (<c>AgentKeysStale</c>) and Sync-QubeFirewall's to repair, which derive every declaration again.
+    /// <paramref name="generations"/> gets the generation each changed qube's agent must report; <paramref name="forwardCounts"/>
+    /// how many forwards each touched qube carries after.
+    /// </summary>
+    public static List<DeploymentStep> ScopedKeySteps(QubesInventory inventory, IReadOnlyCollection<string> qubes, Func<string, bool> owned,
+        Func<Qube, IEnumerable<(string Name, List<string> Fields)>> parts, IDictionary<string, string> generations, IDictionary<string, int>? forwardCounts = null)
+    {
+        var steps = new List<DeploymentStep>();
+        foreach (var name in inventory.Names.Where(qubes.Contains))
+        {
+            var qube = inventory.Get(name);
+            var kept = Qube.FeaturesNamed(qube.Features, f => AgentFeatures.IsAgentFeature(f) && f != AgentFeatures.GenFeature && !owned(f))
+                .Select(f => AgentFeatures.ReadPart(name, f.Key, f.Value)).OfType<AgentPart>().Select(p => (p.Name, p.Fields)).ToList();
+            var keys = AgentFeatures.Seal(name, kept.Concat(parts(qube).Select(p => (p.Name, (IReadOnlyList<string>)p.Fields))));
+            if (forwardCounts is not null)
+                forwardCounts[name] = keys.Data.Select(k => AgentFeatures.ForwardIdOf(k.Feature[AgentFeatures.VmConfigPrefix.Length..])).OfType<string>().Distinct(StringComparer.Ordinal).Count();
+            steps.AddRange(Steps(AgentFeatures.Changes(qube, keys), keys, generations));
         }
         return steps;
+    }
+
+    private static IEnumerable<DeploymentStep> Steps(IEnumerable<AgentFeatureChange> changes, QubeAgentKeys keys, IDictionary<string, string> generations)
+    {
+        foreach (var change in changes)
+        {
+            generations[change.VMName] = keys.Generation ?? "none";
+            if ((change.IsRemove ? DeploymentStep.RemoveFeature(change.VMName, change.Feature, change.Previous!)
+                    : DeploymentStep.SetFeature(change.VMName, change.Feature, change.Value!, change.Previous)) is { } step)
+                yield return step;
+        }
     }
 
     /// <summary>

@@ -93,7 +93,10 @@ public static partial class AgentFeatures
     }
 
     /// <summary>The keys of one qube from what crosses it: the forwards it is a hop or the target of, the links it passes or receives.</summary>
-    public static QubeAgentKeys Derive(QubeForwards forwards, QubeLinks links)
+    public static QubeAgentKeys Derive(QubeForwards forwards, QubeLinks links) => Seal(forwards.Qube.Name, Parts(forwards, links));
+
+    /// <summary>The rule parts (key name after <c>vm-config.</c>, fields after <c>for=</c> and <c>gen=</c>) of what crosses one qube, unsealed.</summary>
+    public static List<(string Name, List<string> Fields)> Parts(QubeForwards forwards, QubeLinks links)
     {
         var qube = forwards.Qube;
         if (links.Qube.Name != qube.Name) throw new ArgumentException("forwards and links of different qubes", nameof(links));
@@ -151,8 +154,15 @@ public static partial class AgentFeatures
                 }
             }
         }
-        return Seal(qube.Name, parts);
+        return parts;
     }
+
+    /// <summary>
+    /// The keys of one qube from its parts (those kept from its keys as they are, <see cref="ReadPart"/>, and those derived now):
+    /// sorted, sealed with the hash of the whole set, every limit checked; the same set as <see cref="Derive"/> gives for the same parts.
+    /// </summary>
+    public static QubeAgentKeys Seal(string vmName, IEnumerable<(string Name, IReadOnlyList<string> Fields)> parts) =>
+        Seal(vmName, parts.Select(p => (p.Name, p.Fields.ToList())).ToList());
 
     /// <summary>
     /// The name (after <c>vm-config.</c>) of a link's part in the keys of the qube carrying it: <paramref name="kind"/> <c>lnet</c> for

@@ -121,9 +121,9 @@ public static class AgentInstaller
             : output.TrimEnd() == "state=none" ? "no status: the agent has not run since the qube started" : "not an agent status: " + Shown(output);
     }
 
-    /// <summary>The qubes without the agent (the current version), among <paramref name="names"/>; what forward and link cmdlets name in QubeFirewallAgentMissing.</summary>
+    /// <summary>The qubes that record no agent (the feature's name is enough: its value, the version, is not read), among <paramref name="names"/>; what forward and link cmdlets name in QubeFirewallAgentMissing.</summary>
     public static IReadOnlyList<string> Missing(QubesInventory inventory, IEnumerable<string> names) =>
-        names.Distinct(StringComparer.Ordinal).Where(n => inventory.Find(n) is { } q && q.Features.GetValueOrDefault(AgentScript.VersionFeature) is null).ToList();
+        names.Distinct(StringComparer.Ordinal).Where(n => inventory.Find(n) is { } q && !q.Features.ContainsKey(AgentScript.VersionFeature)).ToList();
 
     /// <summary>
     /// The plan that installs (or updates) the agent of one qube: refuses under R4.3's custom-persist (Qubes skips the /rw

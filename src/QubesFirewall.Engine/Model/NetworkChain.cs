@@ -102,6 +102,9 @@ public sealed record NetworkChain(PortForward Forward, Qube Target, IReadOnlyLis
         }
         if (checks)
         {
+            // Every qube of the chain is checked, the outermost too, though it costs each one's tags and template features: one
+            // without a netvm can still be a Whonix gateway in Qubes' terms (the tag, or whonix-gw along its template chain) with
+            // a NIC of its own, and a forward through it would reach its clients around Tor.
             foreach (var hop in upstream) CheckWhonix(inventory, hop, isTarget: false);
             foreach (var qube in upstream.Append(target)) QubesRelease.EnsureSupported(inventory, qube);
         }
@@ -189,7 +192,7 @@ public static class QubesRelease
             if (!q.Features.TryGetValue("qubes-agent-version", out var version)) continue;
             if (TryParse(version, out var major, out var minor) && (major < 4 || (major == 4 && minor < 2)))
                 throw new QubesFirewallException(ErrorIds.QubesReleaseNotSupported, FailureKind.NotImplemented,
-                    $"'{qube.Name}' runs the Qubes {major}.{minor} agent ({(q == qube ? "its" : $"template {q.Name}'s")} qubes-agent-version feature is '{version}'). " +
+                    $"'{qube.Name}' runs the Qubes {major}.{minor} agent ({(q.Name == qube.Name ? "its" : $"template {q.Name}'s")} qubes-agent-version feature is '{version}'). " +
                     "Port forwarding is generated for Qubes R4.2 and later, where qubes build their firewall with nftables; R4.0 and R4.1 use iptables and are end of life. " +
                     "Upgrade the system (or the template) to R4.2 or later. Nothing was changed.", qube.Name);
             return;

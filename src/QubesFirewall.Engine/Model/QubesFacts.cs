@@ -20,12 +20,25 @@ public static class QubesFacts
     /// The qube, its template, that template's template... (a disposable's template is its disposable
     /// template, an AppVM with a template of its own); each qube once, so a loop in a hand-edited root ends.
     /// core-admin <c>qubes/features.py</c> lines 169-175 walk the same chain (<c>subject = getattr(subject, attr)</c>).
+    /// Names and features only: a qube of a class without a template (a TemplateVM, a StandaloneVM) ends the chain and is
+    /// only glanced at (<see cref="QubesInventory.Glance"/>: its features, not its properties, which it would not use).
     /// </summary>
-    public static IEnumerable<Qube> TemplateChain(QubesInventory inventory, Qube qube)
+    public static IEnumerable<(string Name, IReadOnlyDictionary<string, string> Features)> TemplateChain(QubesInventory inventory, Qube qube)
     {
-        var seen = new HashSet<string>(StringComparer.Ordinal);
-        for (Qube? q = qube; q is not null && seen.Add(q.Name); q = q.Template is { } t ? inventory.Find(t) : null)
-            yield return q;
+        var seen = new HashSet<string>(StringComparer.Ordinal) { qube.Name };
+        yield return (qube.Name, qube.Features);
+        for (var next = qube.Template; next is not null && seen.Add(next);)
+        {
+            if (inventory.Glance(next) is not { } glance) yield break;
+            if (glance.Class is not (QubeClass.AppVM or QubeClass.DispVM))
+            {
+                yield return (next, glance.Features);
+                yield break;
+            }
+            var q = inventory.Get(next);
+            yield return (q.Name, q.Features);
+            next = q.Template;
+        }
     }
 
     /// <summary>

@@ -270,7 +270,7 @@ public static class InterVmLinkPlanner
     /// <summary>The declaration features Enable sets: none for a link in force and bound to its qube; a legacy (no uuid) or copied one is adopted.</summary>
     private static List<DeploymentStep> EnableDeclarationSteps(QubesInventory inventory, IReadOnlyList<InterVmLink> links, DeploymentOptions options, List<string> warnings)
     {
-        var declarations = InterVmLinkDeclaration.ReadAll(inventory);
+        var declarations = SourceDeclarations(inventory, links);
         // in force and bound to its qube: nothing to set; a legacy (no uuid) or copied one is adopted (written again with the uuid)
         var existing = new HashSet<string>(declarations.Where(d => d.Link is not null && (d.Ownership == DeclarationOwnership.Bound || inventory.Get(d.From).Uuid is null)).Select(d => d.From + "\0" + d.FeatureName), StringComparer.Ordinal);
         foreach (var d in declarations.Where(d => d.Link is null && !links.Any(l => l.From == d.From && l.FeatureName == d.FeatureName))) warnings.Add($"{d.Problem} The feature of {d.From} is ignored.");
@@ -295,7 +295,7 @@ public static class InterVmLinkPlanner
         return steps;
     }
 
-    /// <summary>Enable through the agent: the declarations, the derived keys of every qube, then the sources' firewalls (dom0); nothing written into a qube.</summary>
+    /// <summary>Enable through the agent: the declarations, the keys of the network qube and the destinations, then the sources' firewalls (dom0); nothing written into a qube.</summary>
     private static InterVmLinkPlan PlanEnableViaAgent(QubesInventory inventory, IReadOnlyList<InterVmLink> links, List<ResolvedLink> resolved, DeploymentOptions options,
         Func<string, FirewallDocument> readFirewall, List<string> warnings)
     {
@@ -304,7 +304,11 @@ public static class InterVmLinkPlanner
         foreach (var step in steps) after = AgentDelivery.WithFeature(after, step.VMName, step.FeatureName!, step.FeatureValue);
         var operation = steps.Count == 0 ? PlanOperation.Reapply : PlanOperation.Enable;
         var generations = new Dictionary<string, string>(StringComparer.Ordinal);
-        steps.AddRange(AgentDelivery.KeySteps(inventory, after, generations, warnings));
+        // only the network qube and the destinations are touched: the parts other declarations gave them are kept from their keys
+        var layout = LinkLayout.Build(after, links, warnings);
+        var touched = resolved.Select(r => r.NetVM.Name).Concat(resolved.Select(r => r.To.Name)).ToHashSet(StringComparer.Ordinal);
+        steps.AddRange(AgentDelivery.ScopedKeySteps(inventory, touched, f => links.Any(l => AgentFeatures.IsPartOfLink(f, l)),
+            q => AgentFeatures.Parts(new QubeForwards(q, [], []), layout.For(q)), generations));
         steps.AddRange(FirewallSteps(resolved, readFirewall, options.Now, adding: true, keep: []));
         return new InterVmLinkPlan
         {
@@ -333,7 +337,7 @@ public static class InterVmLinkPlanner
     {
         if (links.Count == 0) throw QubesFirewallException.Invalid(ErrorIds.NoLink, "No link was given.");
         var warnings = new List<string>();
-        var declarations = InterVmLinkDeclaration.ReadAll(inventory);
+        var declarations = SourceDeclarations(inventory, links);
         bool IsDeclared(InterVmLink l) => declarations.Any(d => d.From == l.From && d.FeatureName == l.FeatureName);
         var missing = links.Where(l => !IsDeclared(l)).ToList();
         var removing = links.Where(IsDeclared).ToList();
@@ -357,16 +361,20 @@ public static class InterVmLinkPlanner
         var netvmName = resolved.FirstOrDefault()?.NetVM.Name ?? inventory.Find(removing[0].From)?.NetVM ?? "";
         var agentQubes = resolved.Select(r => r.NetVM.Name).Concat(resolved.Select(r => r.To.Name)).ToList();
         if (resolved.Count > 0) AgentDelivery.RequireAgent(inventory, agentQubes, TargetText(removing, netvmName));
-        // outside in: the sources' firewalls, the keys of every qube, the declarations last
+        // outside in: the sources' firewalls, the keys of the qubes the links joined, the declarations last
         var gone = new HashSet<string>(removing.Select(l => l.From + "\0" + l.FeatureName), StringComparer.Ordinal);
-        var kept = DeclaredLinks(inventory).Where(l => !gone.Contains(l.From + "\0" + l.FeatureName))
+        // the links that stay, of the same sources (a rule they need in a source's list stays)
+        var kept = declarations.Where(d => d.Link is not null).Select(d => d.Link!).Where(l => !gone.Contains(l.From + "\0" + l.FeatureName))
             .Select(l => { try { return Resolve(inventory, l, checks: false); } catch (QubesFirewallException) { return null; } })
             .Where(r => r is not null).Select(r => r!).ToList();
         var agentSteps = new List<DeploymentStep>(FirewallSteps(resolved, readFirewall, options.Now, adding: false, kept));
-        var without = inventory;
-        foreach (var l in removing) without = AgentDelivery.WithFeature(without, l.From, l.FeatureName, null);
         var generations = new Dictionary<string, string>(StringComparer.Ordinal);
-        agentSteps.AddRange(AgentDelivery.KeySteps(inventory, without, generations, warnings));
+        // the network qube and destination of each link, and every qube that carries a part of one, found by the parts' names (a
+        // netvm changed since may have left one on a former network qube: it would pass the traffic again, undeclared)
+        bool Owned(string f) => removing.Any(l => AgentFeatures.IsPartOfLink(f, l));
+        var touched = agentQubes.ToHashSet(StringComparer.Ordinal);
+        touched.UnionWith(inventory.NamesWithFeature(Owned, skipAdminVm: true));
+        agentSteps.AddRange(AgentDelivery.ScopedKeySteps(inventory, touched, Owned, _ => [], generations));
         foreach (var l in removing)
             agentSteps.Add(DeploymentStep.RemoveFeature(l.From, l.FeatureName, declarations.First(d => d.From == l.From && d.FeatureName == l.FeatureName).FeatureValue));
         return new InterVmLinkPlan
@@ -382,6 +390,11 @@ public static class InterVmLinkPlanner
             AgentWait = options.AgentWait,
         };
     }
+
+    /// <summary>The link declarations of the sources of <paramref name="links"/> (the only qubes a link's declaration can be on).</summary>
+    private static List<InterVmLinkDeclaration> SourceDeclarations(QubesInventory inventory, IReadOnlyList<InterVmLink> links) =>
+        links.Select(l => l.From).Distinct(StringComparer.Ordinal).Where(n => inventory.Find(n) is not null)
+            .SelectMany(n => InterVmLinkDeclaration.Read(inventory.Get(n))).ToList();
 
     /// <summary>Deploys the plan; the first failing step stops it and everything already changed is put back. Reported per qube.</summary>
     public static HopResults Apply(IQubesBackend backend, InterVmLinkPlan plan, RolloutOptions? options = null)

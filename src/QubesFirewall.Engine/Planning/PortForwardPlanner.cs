@@ -10,8 +10,9 @@ namespace QubesFirewall.Engine.Planning;
 
 /// <summary>
 /// Plans port forwards from the declarations in qube features (the only source of truth): resolves
-/// the chain, checks conflicts and hazards, rebuilds the script of every qube on the way from all
-/// declarations that cross it, and lays out the file writes and runs.
+/// the chain, checks conflicts and hazards, and lays out the feature calls of the qubes on the way: each
+/// one's agent keys are the parts other declarations gave it (read from its own keys) and the change's,
+/// sealed again. A change reads only the qubes it touches; Test-/Sync-QubeFirewall see and repair the rest.
 /// </summary>
 public static class PortForwardPlanner
 {
@@ -35,33 +36,47 @@ public static class PortForwardPlanner
         // Power states are checked below, for every qube the change reaches, not only the hops.
         var chain = NetworkChain.Resolve(inventory, forward);
         CheckAddressFamilies(inventory, chain, warnings);
-        var declarations = PortForwardDeclaration.ReadAll(inventory, networkedOnly: true);
-        var existing = declarations.FirstOrDefault(d => d.VMName == forward.VMName && d.FeatureName == forward.FeatureName);
-        var others = new List<PortForward>();
-        foreach (var d in declarations)
-        {
-            if (ReferenceEquals(d, existing)) continue;
-            if (d.Forward is null) { warnings.Add(IgnoredWarning(d)); continue; }
-            others.Add(d.Forward);
-        }
+        // Only the qubes the change touches are read (the target and each hop; no other qube's features): the target's own
+        // declarations, and on each hop the parts other declarations gave it, from its own keys (each names its declaring qube).
+        var own = PortForwardDeclaration.Read(chain.Target).ToList();
+        var existing = own.FirstOrDefault(d => d.FeatureName == forward.FeatureName);
+        foreach (var d in own)
+            if (!ReferenceEquals(d, existing) && d.Forward is null) warnings.Add(IgnoredWarning(d));
 
-        // one port per protocol per hop: two forwards of tcp/443 through sys-net cannot both get it
-        foreach (var other in others.Where(o => o.Protocol == forward.Protocol && o.Port == forward.Port))
+        // one port per protocol per hop: two forwards of tcp/443 through sys-net cannot both get it (read from the hops' key names;
+        // a value only where a name matches, to see whose it is)
+        var strays = new HashSet<string>(StringComparer.Ordinal);
+        var taken = new List<(string Hop, string Key, AgentPart Part)>();
+        foreach (var hop in chain.Hops)
         {
-            if (!TryResolve(inventory, other, out var otherChain, out _)) continue;
-            var shared = otherChain!.HopNames.Intersect(chain.HopNames, StringComparer.Ordinal).ToList();
-            if (shared.Count == 0) continue;
+            foreach (var key in AgentFeatures.PartsOfPort(hop.Qube, forward.Protocol, forward.Port).Where(k => !AgentFeatures.IsPartOfForward(k, forward.VMName, forward.Protocol, forward.Port)))
+            {
+                // a part whose declaration is gone (or no longer crosses this hop), or a copy naming another qube, is a stray of this hop: removed with this change
+                if (AgentFeatures.ReadPart(hop.Name, key, hop.Qube.Features[key]) is { } part && DeclaredThrough(inventory, part.Field("vm")!, forward.Protocol, forward.Port, hop.Name))
+                    taken.Add((hop.Name, key, part));
+                else strays.Add(key);
+            }
+        }
+        if (taken.Count > 0)
+        {
+            var owner = taken[0].Part.Field("vm")!;
+            var through = taken.Where(t => t.Part.Field("vm") == owner).Select(t => t.Hop).Distinct(StringComparer.Ordinal).ToList();
+            var expired = taken[0].Part.Field("exp") is { } exp && long.Parse(exp, CultureInfo.InvariantCulture) <= options.Now.ToUnixTimeSeconds();
             throw new QubesFirewallException(ErrorIds.PortAlreadyForwarded, FailureKind.ResourceExists,
-                $"{forward.ProtocolText}/{forward.Port.ToString(CultureInfo.InvariantCulture)} is already forwarded to '{other.VMName}' through {string.Join(", ", shared)}, so {forward.Text} cannot be declared " +
-                $"({otherChain.Path}{(other.IsExpiredAt(options.Now) ? ", expired" : "")}; feature {other.FeatureName} of {other.VMName}). A network qube can pass one port to one qube only. " +
-                $"Remove that forward first (Remove-QubePortForward -VMName {other.VMName} -Port {other.Port.ToString(CultureInfo.InvariantCulture)} -Protocol {other.Protocol}), " +
+                $"{forward.ProtocolText}/{forward.Port.ToString(CultureInfo.InvariantCulture)} is already forwarded to '{owner}' through {string.Join(", ", through)}, so {forward.Text} cannot be declared " +
+                $"({taken[0].Hop} carries it in {taken[0].Key}{(expired ? ", expired" : "")}; feature {PortForwardFeature.NameFor(forward.Protocol, forward.Port)} of {owner}). A network qube can pass one port to one qube only. " +
+                $"Remove that forward first (Remove-QubePortForward -VMName {owner} -Port {forward.Port.ToString(CultureInfo.InvariantCulture)} -Protocol {forward.Protocol}), " +
                 "or open another port and translate it with -TargetPort. Nothing was changed.", forward);
         }
 
-        WarnStoredConflicts(inventory, others, warnings);
         var reach = chain.HopNames.Append(chain.Target.Name).ToList();
         if (existing?.Forward is { } replaced && TryResolve(inventory, replaced, out var replacedChain, out _))
             reach.AddRange(replacedChain!.HopNames.Append(replacedChain.Target.Name));
+        // the qubes whose keys the change rewrites: the chain and, when it replaces a declaration, every qube that carries a part of
+        // it, found by the parts' names on every qube (a qvm-prefs change since may have moved its way: a part left on a former hop
+        // with the old sources would forward them again, undeclared, once the target is back behind it)
+        var touched = reach.ToHashSet(StringComparer.Ordinal);
+        if (existing is not null) touched.UnionWith(inventory.NamesWithFeature(f => AgentFeatures.IsPartOfForward(f, forward.VMName, forward.Protocol, forward.Port), skipAdminVm: true));
         // nothing is written into qubes per change: without the agent in every qube it reaches, the change is refused
         AgentDelivery.RequireAgent(inventory, reach, forward.Text);
         if (forward.Type == ForwardType.External && chain.Hops.Count > 2)
@@ -71,7 +86,6 @@ public static class PortForwardPlanner
         if (forward.Type == ForwardType.Internal && forward.Interface is null && readFirewall is not null)
             CheckSourceFirewalls(inventory, chain, readFirewall, options.Now, warnings);
 
-        var after = others.Append(forward).ToList();
         var previous = existing?.Forward;
         // the declaration carries the target's uuid, so a copy (qvm-clone, restore) is recognised and never deployed
         var value = DeclarationOwner.Bind(chain.Target.Uuid, forward.FeatureValue);
@@ -87,45 +101,37 @@ public static class PortForwardPlanner
             Target = $"{forward.Text} ({chain.Path})",
             AddressFamilies = NftForwardScript.FamilyText(NftForwardScript.Families(chain)),
         };
-        // the declaration first, then the keys of every qube: a failure half way takes the declaration back too
+        // the declaration first, then the keys of the qubes it touches: a failure half way takes the declaration back too
         var generations = new Dictionary<string, string>(StringComparer.Ordinal);
         var agentSteps = new List<DeploymentStep>();
         if (DeploymentStep.SetFeature(forward.VMName, forward.FeatureName, value, existing?.FeatureValue) is { } declaration) agentSteps.Add(declaration);
-        agentSteps.AddRange(AgentDelivery.KeySteps(inventory, AgentDelivery.WithFeature(inventory, forward.VMName, forward.FeatureName, value), generations, warnings));
-        return WithAgentSteps(basePlan, inventory, agentSteps, generations, options, warnings, after);
+        var counts = new Dictionary<string, int>(StringComparer.Ordinal);
+        agentSteps.AddRange(AgentDelivery.ScopedKeySteps(inventory, touched, f => strays.Contains(f) || AgentFeatures.IsPartOfForward(f, forward.VMName, forward.Protocol, forward.Port),
+            q => AgentFeatures.Parts(ForwardsOf(q, chain), new QubeLinks(q, [], [])), generations, counts));
+        return WithAgentSteps(basePlan, agentSteps, generations, options, warnings, counts);
     }
 
+    /// <summary>Whether <paramref name="owner"/> declares a forward of <paramref name="protocol"/>/<paramref name="port"/> whose chain crosses <paramref name="hop"/> (read only when a hop's key names it).</summary>
+    private static bool DeclaredThrough(QubesInventory inventory, string owner, ForwardProtocol protocol, int port, string hop) =>
+        inventory.Find(owner) is { } other && PortForwardDeclaration.Read(other).Any(d => d.Forward is { } f && f.Protocol == protocol && f.Port == port
+            && TryResolve(inventory, f, out var c, out _, structuralOnly: true) && c!.HopNames.Contains(hop, StringComparer.Ordinal));
+
     /// <summary>The plan with its feature steps, the generation each changed qube's agent must report, and how many forwards each carries after.</summary>
-    private static PortForwardPlan WithAgentSteps(PortForwardPlan plan, QubesInventory inventory, List<DeploymentStep> steps, Dictionary<string, string> generations,
-        DeploymentOptions options, List<string> warnings, IReadOnlyList<PortForward> forwardsAfter) => plan with
+    private static PortForwardPlan WithAgentSteps(PortForwardPlan plan, List<DeploymentStep> steps, Dictionary<string, string> generations,
+        DeploymentOptions options, List<string> warnings, IReadOnlyDictionary<string, int> forwardCounts) => plan with
     {
         Steps = steps,
         ViaAgent = true,
         AgentGenerations = generations,
         AgentWait = options.AgentWait,
         Warnings = warnings.Distinct().ToList(),
-        ForwardCounts = generations.Keys.ToDictionary(q => q, q => ForwardLayout.Build(inventory, forwardsAfter, []).For(inventory.Get(q)).Count, StringComparer.Ordinal),
+        ForwardCounts = generations.Keys.ToDictionary(q => q, q => forwardCounts.GetValueOrDefault(q), StringComparer.Ordinal),
     };
 
-    /// <summary>
-    /// Conflicts already among the stored declarations (two forwards of one port through one network qube, e.g.
-    /// declarations written by hand or before they carried their qube's uuid): named in a warning, since this plan
-    /// does not create them and must not be refused for them (copies never count: they are not in <paramref name="stored"/>).
-    /// </summary>
-    private static void WarnStoredConflicts(QubesInventory inventory, IReadOnlyList<PortForward> stored, List<string> warnings)
-    {
-        var taken = new Dictionary<(string Hop, ForwardProtocol Protocol, int Port), PortForward>();
-        foreach (var f in stored)
-        {
-            if (!TryResolve(inventory, f, out var c, out _)) continue;
-            foreach (var hop in c!.HopNames)
-            {
-                if (!taken.TryAdd((hop, f.Protocol, f.Port), f) && taken[(hop, f.Protocol, f.Port)] is { } first)
-                    warnings.Add($"{f.ProtocolText}/{f.Port.ToString(CultureInfo.InvariantCulture)} is declared for both '{first.VMName}' ({first.FeatureName}) and '{f.VMName}' ({f.FeatureName}) through {hop}: " +
-                        $"a network qube passes a port to one qube only. Remove one of them (Remove-QubePortForward -VMName {f.VMName} -Port {f.Port.ToString(CultureInfo.InvariantCulture)} -Protocol {f.Protocol}).");
-            }
-        }
-    }
+    /// <summary>What one forward gives a qube of its chain: the hop it is there, or its target.</summary>
+    private static QubeForwards ForwardsOf(Qube qube, NetworkChain? chain) => chain is null
+        ? new QubeForwards(qube, [], [])
+        : new QubeForwards(qube, chain.Hops.Where(h => h.Name == qube.Name).Select(h => (chain, h)).ToList(), chain.Target.Name == qube.Name ? [chain] : []);
 
     // ------------------------------------------------------------------ remove
 
@@ -135,8 +141,8 @@ public static class PortForwardPlanner
     /// <summary>
     /// Plans removing the forward of <paramref name="protocol"/>/<paramref name="port"/> declared on
     /// <paramref name="vmName"/> (also a hand-written feature with a non-canonical name or an unreadable value).
-    /// Every qube's agent keys are derived again without it (the qubes on its way lose its parts; a qube left with nothing
-    /// loses its keys and its agent its chains), then the declaration is removed. Refused when a qube on its way lacks the agent.
+    /// The qubes on its way lose its parts (the parts other declarations gave them are kept and sealed again; a qube left with
+    /// nothing loses its keys and its agent its chains), then the declaration is removed. Refused when a qube on its way lacks the agent.
     /// </summary>
     public static PortForwardPlan PlanRemove(QubesInventory inventory, string vmName, ForwardProtocol protocol, int port, DeploymentOptions options,
         Func<string, string, string?> readFile)
@@ -144,22 +150,17 @@ public static class PortForwardPlanner
         var warnings = new List<string>();
         var target = inventory.Get(Validation.QubeName.Validate(vmName));
         PortForward.ValidatePort(port);
-        var declarations = PortForwardDeclaration.ReadAll(inventory, networkedOnly: true);
         // the target's own features, even if it has no network any more
-        var matching = PortForwardDeclaration.Read(target)
+        var own = PortForwardDeclaration.Read(target).ToList();
+        var matching = own
             .Where(d => PortForwardFeature.TryParseName(d.FeatureName, out var p, out var n, lenient: true) && p == protocol && n == port).ToList();
         var name = PortForwardFeature.NameFor(protocol, port);
         if (matching.Count == 0)
             throw new QubesFirewallException(ErrorIds.PortForwardNotFound, FailureKind.ObjectNotFound,
                 $"'{target.Name}' has no port forward {(protocol == ForwardProtocol.Tcp ? "tcp" : "udp")}/{port.ToString(CultureInfo.InvariantCulture)} (no feature {name}). Get-QubePortForward lists the declared ones.", name);
         var removed = matching.Select(d => d.Forward).FirstOrDefault(f => f is not null);
-        var others = new List<PortForward>();
-        foreach (var d in declarations)
-        {
-            if (d.VMName == target.Name && matching.Any(m => m.FeatureName == d.FeatureName)) continue;
-            if (d.Forward is null) { warnings.Add(IgnoredWarning(d)); continue; }
-            others.Add(d.Forward);
-        }
+        foreach (var d in own)
+            if (d.Forward is null && !matching.Contains(d)) warnings.Add(IgnoredWarning(d));
 
         var order = new List<Qube>();
         var hops = new List<string>();
@@ -177,8 +178,8 @@ public static class PortForwardPlanner
             warnings.Add(removed is null && matching[0].Ownership == DeclarationOwnership.Copied
                 ? $"The declaration {matching[0].FeatureName} of {target.Name} was copied from another qube and never deployed: only the feature is removed."
                 : removed is null
-                ? $"The declaration {matching[0].FeatureName} of {target.Name} cannot be read, so the network qubes it crossed are unknown: only the feature is removed (and any agent key no declaration gives any more)."
-                : $"The network chain of {removed.Text} cannot be resolved now ({why}); only its declaration is removed, and with it every agent key it gave.");
+                ? $"The declaration {matching[0].FeatureName} of {target.Name} cannot be read, so the network qubes it crossed are unknown: only the feature is removed, with the keys named for it wherever they are."
+                : $"The network chain of {removed.Text} cannot be resolved now ({why}); only its declaration is removed, with the keys named for it wherever they are.");
             order.Add(target);
         }
 
@@ -186,11 +187,14 @@ public static class PortForwardPlanner
         // nothing is written into qubes per change: a forward whose qubes lack the agent is refused (a declaration that cannot be
         // resolved any more is only removed, with the keys every qube derives without it)
         if (chain is not null) AgentDelivery.RequireAgent(inventory, order.Select(q => q.Name), text);
-        // the keys first (the rules go), the declaration last
-        var withoutIt = inventory;
-        foreach (var d in matching) withoutIt = AgentDelivery.WithFeature(withoutIt, target.Name, d.FeatureName, null);
+        // the keys first (the rules go), the declaration last: on the qubes it crosses and every qube that carries a part of it, found
+        // by the parts' names (a qvm-prefs change since may have moved its way: a part left on a former hop would forward the port
+        // again, with no declaration, once the target is back behind it)
+        var touched = order.Select(q => q.Name).ToHashSet(StringComparer.Ordinal);
+        touched.UnionWith(inventory.NamesWithFeature(f => AgentFeatures.IsPartOfForward(f, target.Name, protocol, port), skipAdminVm: true));
         var generations = new Dictionary<string, string>(StringComparer.Ordinal);
-        var steps = AgentDelivery.KeySteps(inventory, withoutIt, generations, warnings);
+        var counts = new Dictionary<string, int>(StringComparer.Ordinal);
+        var steps = AgentDelivery.ScopedKeySteps(inventory, touched, f => AgentFeatures.IsPartOfForward(f, target.Name, protocol, port), _ => [], generations, counts);
         foreach (var d in matching) steps.Add(DeploymentStep.RemoveFeature(target.Name, d.FeatureName, d.FeatureValue));
         var plan = new PortForwardPlan
         {
@@ -201,7 +205,7 @@ public static class PortForwardPlanner
             Hops = hops,
             Target = $"{text} ({string.Join(" -> ", hops.Append(target.Name))})",
         };
-        return WithAgentSteps(plan, inventory, steps, generations, options, warnings, others);
+        return WithAgentSteps(plan, steps, generations, options, warnings, counts);
     }
 
     // ------------------------------------------------------------------ export / list

@@ -5,7 +5,8 @@ namespace QubesFirewall.PowerShell.Cmdlets;
 
 /// <summary>
 /// Makes the qube's network qube enforce its current rules: writes the QubesDB entries qubesd
-/// would write on a reload (offline: into the state folder).
+/// would write on a reload (offline: into the state folder); and brings the qube's own QubesFirewall
+/// agent keys to what every forward and link declares.
 /// </summary>
 [Cmdlet(VerbsData.Sync, "QubeFirewall", SupportsShouldProcess = true)]
 [OutputType(typeof(QubesDbEntry))]
@@ -25,6 +26,8 @@ public sealed class SyncQubeFirewallCommand : QubeNamesCmdlet
             WriteVerbose(who.Message);
             if (Deploy(Engine.Planning.FirewallPlanner.SyncPlan(inventory!, qube)) is { Failure: null } done && PassThru)
                 WriteObject(done.Result.Steps.Single().Entries, enumerateCollection: true);
+            // and its agent keys, where a forward or link change does not reach (a change rewrites only the qubes on its way)
+            if (TryEngine(() => Engine.Agent.AgentDelivery.RepairPlan(Backend.GetInventory(), Backend.GetInventory().Get(qube.Name)), out var keys)) Deploy(keys);
         }
     }
 }

@@ -49,11 +49,14 @@ public sealed class CopiedDeclarationTests : IDisposable
         Assert.Null(copy.Forward);
         Assert.Contains("was copied from another qube", copy.Problem);
 
-        // the next unrelated forward derives sys-net's keys again: one part for tcp/443, to work
+        // the next unrelated forward seals sys-net's keys again: one part for tcp/443, to work
         AddForward(PortForward.Create("personal", ForwardProtocol.Tcp, 8080, allowFrom: ["192.168.1.0/24"]));
         var sysNet = Inventory.Get("sys-net").Features.Where(f => Agent.AgentFeatures.IsAgentFeature(f.Key)).Select(f => f.Value).ToList();
         Assert.EndsWith(" vm=work", Assert.Single(sysNet, v => v.Contains(" proto=tcp port=443 ", StringComparison.Ordinal)));
         Assert.DoesNotContain(sysNet, v => v.Contains("work-clone", StringComparison.Ordinal));
+        // work-clone is not on its way: the keys qvm-clone copied (for=work, which its agent refuses) go with Sync-QubeFirewall's repair
+        Assert.Contains(Inventory.Get("work-clone").Features, f => Agent.AgentFeatures.IsAgentFeature(f.Key) && f.Value.StartsWith("for=work ", StringComparison.Ordinal));
+        Assert.Null(Agent.AgentDelivery.RepairPlan(Inventory, Inventory.Get("work-clone")).Apply(_root.Backend).Failure);
         Assert.DoesNotContain(Inventory.Get("work-clone").Features, f => Agent.AgentFeatures.IsAgentFeature(f.Key));
 
         var listed = PortForwardPlanner.List(Inventory, _root.Now, n => n == "work-clone");
