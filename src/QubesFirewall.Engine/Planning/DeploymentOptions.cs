@@ -20,6 +20,9 @@ public sealed record DeploymentOptions
     /// </summary>
     public TimeSpan AgentWait { get; init; } = TimeSpan.FromSeconds(5);
 
+    /// <summary>These options, or with no wait for the agents (-NoWait).</summary>
+    public DeploymentOptions WaitingForAgents(bool wait) => wait ? this : this with { AgentWait = TimeSpan.Zero };
+
     public static DeploymentOptions For(IQubesBackend backend, DateTimeOffset now) =>
         new() { Now = now, RequireRunning = backend.RunsInQubes };
 

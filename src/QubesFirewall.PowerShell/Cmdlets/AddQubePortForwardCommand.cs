@@ -64,15 +64,13 @@ public sealed class AddQubePortForwardCommand : QubeCmdlet
     [Parameter]
     public SwitchParameter NoWait { get; set; }
 
-    private TimeSpan AgentWait => NoWait ? TimeSpan.Zero : TimeSpan.FromSeconds(5);
-
     protected override void ProcessRecord()
     {
         if (!TryEngine(() => PortForwardAllowFrom.Read(AllowFrom), out var allowFrom)) return;
         if (!TryEngine(() => PortForward.Create(VMName, Protocol, Port, TargetPort, Type, allowFrom.Sources, Interface,
                 ExpireArgument.ToUnixTime(Expire, Now), Comment), out var forward)) return;
         // feature calls only: a disposable on the way keeps its own keys, a halted qube gets them too and applies them when it starts
-        PortForwardPlan Plan() => PortForwardPlanner.PlanAdd(Backend, forward, DeploymentOptions.For(Backend, Now) with { AgentWait = AgentWait });
+        PortForwardPlan Plan() => PortForwardPlanner.PlanAdd(Backend, forward, DeploymentOptions.For(Backend, Now).WaitingForAgents(!NoWait));
         if (!TryEngine(Plan, out var first)) return;
         var open = first.OpenToEveryone && first.Operation != PlanOperation.Reapply;
         if (open && !allowFrom.Given)

@@ -44,9 +44,6 @@ public abstract class InterVmLinkCmdlet : QubeCmdlet
     [Parameter]
     public SwitchParameter NoWait { get; set; }
 
-    /// <summary>How long to wait for the agents' confirmation (zero with -NoWait).</summary>
-    protected TimeSpan AgentWait => NoWait ? TimeSpan.Zero : TimeSpan.FromSeconds(5);
-
     /// <summary>
     /// Plans the links the parameters name with <paramref name="planner"/> and deploys the plan through
     /// <see cref="QubeCmdlet.Deploy{TPlan,TResult}"/>. Returns the plan and one result per qube, or null when nothing was deployed.

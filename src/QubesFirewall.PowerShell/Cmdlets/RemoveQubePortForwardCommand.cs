@@ -34,11 +34,9 @@ public sealed class RemoveQubePortForwardCommand : QubeCmdlet
     [Parameter]
     public SwitchParameter NoWait { get; set; }
 
-    private TimeSpan AgentWait => NoWait ? TimeSpan.Zero : TimeSpan.FromSeconds(5);
-
     protected override void ProcessRecord()
     {
-        PortForwardPlan Plan() => PortForwardPlanner.PlanRemove(Backend, VMName, Protocol, Port, DeploymentOptions.For(Backend, Now) with { AgentWait = AgentWait });
+        PortForwardPlan Plan() => PortForwardPlanner.PlanRemove(Backend, VMName, Protocol, Port, DeploymentOptions.For(Backend, Now).WaitingForAgents(!NoWait));
         // feature calls only: a halted qube on the way gets its keys too and applies them when it starts (Pending)
         if (TryEngine(Plan, out var first)) DeployPortForward(first, start: false, Plan, PassThru);
     }
