@@ -251,20 +251,9 @@ public sealed record DeploymentStep
         if (content is null || content == current) return null;
         var what = ManagedBlock.Extract(content) is null ? "remove the managed block" : current is null ? "create it (#!/bin/sh, mode 0755) with the managed block"
             : ManagedBlock.Extract(current) is null ? "add the managed block (mode 0755)" : replaceWords;
-        return new DeploymentStep
-        {
-            Kind = DeploymentStepKind.WriteFile,
-            VMName = storage,
-            ForQube = forQube,
-            StoredIn = storage,
-            Path = path,
-            Content = content,
-            PreviousContent = current,
-            Mode = ManagedBlock.FileMode,
-            Description = storage == forQube
-                ? $"{forQube}: write {path}: {what} ({role})"
-                : $"{storage}: write {path} for {forQube} (a disposable of {storage}): {what} ({role})",
-        };
+        return QubeFile(storage, forQube, path, content, current, storage == forQube
+            ? $"{forQube}: write {path}: {what} ({role})"
+            : $"{storage}: write {path} for {forQube} (a disposable of {storage}): {what} ({role})");
     }
 
     /// <summary>The numbered step list of a plan for -WhatIf, details indented.</summary>
