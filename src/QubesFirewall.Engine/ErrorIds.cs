@@ -104,7 +104,7 @@ public static class ErrorIds
     public const string InvalidAllowFrom = nameof(InvalidAllowFrom);
     /// <summary>More -AllowFrom sources than a forward takes.</summary>
     public const string TooManySources = nameof(TooManySources);
-    /// <summary>No -AllowFrom, and no -Force to open the port to everyone.</summary>
+    /// <summary>No -AllowFrom: a forward names the networks it is open to, or -AllowFrom Any for everyone.</summary>
     public const string AllowFromRequired = nameof(AllowFromRequired);
     /// <summary>Not an interface name.</summary>
     public const string InvalidInterface = nameof(InvalidInterface);
@@ -132,6 +132,8 @@ public static class ErrorIds
     public const string PortForwardAgentFailed = nameof(PortForwardAgentFailed);
     /// <summary>The features are set, but an agent did not confirm in time.</summary>
     public const string PortForwardAgentUnconfirmed = nameof(PortForwardAgentUnconfirmed);
+    /// <summary>-NoWait and -TimeoutSeconds together: no agent is asked, so there is nothing to wait for.</summary>
+    public const string NoWaitWithTimeout = nameof(NoWaitWithTimeout);
 
     // Inter-qube links
     /// <summary>A link port outside 1-65535.</summary>

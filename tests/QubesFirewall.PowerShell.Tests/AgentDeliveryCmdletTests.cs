@@ -179,6 +179,34 @@ public sealed class AgentDeliveryCmdletTests : IDisposable
         Assert.All(_qvmRun.Calls.TakeLast(wait.QvmRun), c => Assert.Equal(AgentDelivery.StatusCommand, System.Text.Encoding.UTF8.GetString(c.Stdin)));
     }
 
+    [Fact]
+    public void TimeoutSeconds_sets_how_long_the_agents_are_waited_for_and_is_refused_with_NoWait()
+    {
+        Start(withAgent: true); // no agent answers: the wait runs to its end
+        var run = Run("""
+            $watch = [System.Diagnostics.Stopwatch]::StartNew()
+            Add-QubePortForward work 443 -AllowFrom 192.168.1.0/24 -TimeoutSeconds 1 -PassThru
+            $watch.Elapsed.TotalSeconds
+            """);
+        var error = Assert.Single(run.Errors);
+        Assert.StartsWith("PortForwardAgentUnconfirmed,", error.FullyQualifiedErrorId, StringComparison.Ordinal);
+        Assert.All(run.Of<PortForwardHopResult>(), h => Assert.Equal(PortForwardHopStatus.Unconfirmed, h.Status));
+        // waited its second, and gave up well before the default 5 s
+        var seconds = run.Of<double>().Single();
+        Assert.InRange(seconds, 1.0, 4.5);
+
+        _server!.ClearCalls();
+        var qvmBefore = _qvmRun!.Calls.Count;
+        var both = Run("Remove-QubePortForward work 443 -NoWait -TimeoutSeconds 3 -Confirm:$false");
+        var refused = Assert.Single(both.Errors);
+        Assert.StartsWith("NoWaitWithTimeout,", refused.FullyQualifiedErrorId, StringComparison.Ordinal);
+        Assert.Contains("-NoWait", refused.Exception.Message, StringComparison.Ordinal);
+        Assert.Empty(_server.Calls); // refused before anything is read
+        Assert.Equal(qvmBefore, _qvmRun.Calls.Count);
+        using var offline = new OfflineRoot(_root.Path);
+        Assert.Contains("qubesfirewall.forward.tcp.443", offline.GetInventory().Get("work").Features.Keys); // the forward is still there
+    }
+
     private void AgentsAnswer() => _qvmRun!.AgentsAnswer(Path.Combine(_root.Path, "qubes.xml"), AgentScript.Version);
 
     // what reads: admin.vm.List, *.Get, *.GetAll, *.List, admin.vm.CurrentState...; everything else changes something

@@ -18,10 +18,13 @@ public sealed record DeploymentOptions
     /// Delivery through the agent: how long to wait for each running qube's agent to confirm the new generation
     /// (its status read with bounded qvm-run reads); zero skips the poll (-NoWait).
     /// </summary>
-    public TimeSpan AgentWait { get; init; } = TimeSpan.FromSeconds(5);
+    public TimeSpan AgentWait { get; init; } = DefaultAgentWait;
 
-    /// <summary>These options, or with no wait for the agents (-NoWait).</summary>
-    public DeploymentOptions WaitingForAgents(bool wait) => wait ? this : this with { AgentWait = TimeSpan.Zero };
+    /// <summary>How long a change waits for the agents unless told otherwise (-TimeoutSeconds).</summary>
+    public static readonly TimeSpan DefaultAgentWait = TimeSpan.FromSeconds(5);
+
+    /// <summary>These options, waiting <paramref name="wait"/> for the agents (zero: not asking them, -NoWait).</summary>
+    public DeploymentOptions WaitingForAgents(TimeSpan wait) => this with { AgentWait = wait };
 
     public static DeploymentOptions For(IQubesBackend backend, DateTimeOffset now) =>
         new() { Now = now, RequireRunning = backend.RunsInQubes };

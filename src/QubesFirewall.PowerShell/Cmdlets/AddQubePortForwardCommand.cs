@@ -12,7 +12,7 @@ namespace QubesFirewall.PowerShell.Cmdlets;
 /// </summary>
 [Cmdlet(VerbsCommon.Add, "QubePortForward", SupportsShouldProcess = true)]
 [OutputType(typeof(PortForwardHopResult))]
-public sealed class AddQubePortForwardCommand : QubeCmdlet
+public sealed class AddQubePortForwardCommand : AgentChangeCmdlet
 {
     [Parameter(Mandatory = true, Position = 0, ValueFromPipelineByPropertyName = true)]
     [Alias("Name")]
@@ -60,17 +60,13 @@ public sealed class AddQubePortForwardCommand : QubeCmdlet
     [Parameter]
     public SwitchParameter PassThru { get; set; }
 
-    /// <summary>Through the agent: set the features and return, without asking the qubes' agents whether they applied them.</summary>
-    [Parameter]
-    public SwitchParameter NoWait { get; set; }
-
     protected override void ProcessRecord()
     {
         if (!TryEngine(() => PortForwardAllowFrom.Read(AllowFrom), out var allowFrom)) return;
         if (!TryEngine(() => PortForward.Create(VMName, Protocol, Port, TargetPort, Type, allowFrom.Sources, Interface,
                 ExpireArgument.ToUnixTime(Expire, Now), Comment), out var forward)) return;
         // feature calls only: a disposable on the way keeps its own keys, a halted qube gets them too and applies them when it starts
-        PortForwardPlan Plan() => PortForwardPlanner.PlanAdd(Backend, forward, DeploymentOptions.For(Backend, Now).WaitingForAgents(!NoWait));
+        PortForwardPlan Plan() => PortForwardPlanner.PlanAdd(Backend, forward, ChangeOptions());
         if (!TryEngine(Plan, out var first)) return;
         var open = first.OpenToEveryone && first.Operation != PlanOperation.Reapply;
         if (open && !allowFrom.Given)

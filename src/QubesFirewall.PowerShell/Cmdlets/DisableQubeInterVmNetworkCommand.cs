@@ -15,7 +15,7 @@ public sealed class DisableQubeInterVmNetworkCommand : InterVmLinkCmdlet
 {
     protected override void ProcessRecord()
     {
-        if (PlanAndDeploy(links => InterVmLinkPlanner.PlanDisable(Backend, links, DeploymentOptions.For(Backend, Now).WaitingForAgents(!NoWait))) is { } done && PassThru)
+        if (PlanAndDeploy(links => InterVmLinkPlanner.PlanDisable(Backend, links, ChangeOptions())) is { } done && PassThru)
             WriteObject(done.Hops, enumerateCollection: true);
     }
 }

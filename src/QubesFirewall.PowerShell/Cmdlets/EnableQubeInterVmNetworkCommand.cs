@@ -15,7 +15,7 @@ public sealed class EnableQubeInterVmNetworkCommand : InterVmLinkCmdlet
 {
     protected override void ProcessRecord()
     {
-        if (PlanAndDeploy(links => InterVmLinkPlanner.PlanEnable(Backend, links, DeploymentOptions.For(Backend, Now).WaitingForAgents(!NoWait))) is { } done && PassThru)
+        if (PlanAndDeploy(links => InterVmLinkPlanner.PlanEnable(Backend, links, ChangeOptions())) is { } done && PassThru)
             LinkOutput.Write(this, Backend, done.Plan.Links, Now);
     }
 }

@@ -9,7 +9,7 @@ namespace QubesFirewall.PowerShell.Cmdlets;
 /// way a plan is made (feature calls and the source's firewall edit; halted qubes apply their keys when they start),
 /// shown (-WhatIf) and deployed.
 /// </summary>
-public abstract class InterVmLinkCmdlet : QubeCmdlet
+public abstract class InterVmLinkCmdlet : AgentChangeCmdlet
 {
     /// <summary>The source qube (binds from Get-Qube's Name).</summary>
     [Parameter(Mandatory = true, Position = 0, ValueFromPipelineByPropertyName = true)]
@@ -39,10 +39,6 @@ public abstract class InterVmLinkCmdlet : QubeCmdlet
 
     [Parameter]
     public SwitchParameter PassThru { get; set; }
-
-    /// <summary>Through the agent: set the features and return, without asking the qubes' agents whether they applied them.</summary>
-    [Parameter]
-    public SwitchParameter NoWait { get; set; }
 
     /// <summary>
     /// Plans the links the parameters name with <paramref name="planner"/> and deploys the plan through

@@ -10,7 +10,7 @@ namespace QubesFirewall.PowerShell.Cmdlets;
 /// </summary>
 [Cmdlet(VerbsCommon.Remove, "QubePortForward", SupportsShouldProcess = true, ConfirmImpact = ConfirmImpact.High)]
 [OutputType(typeof(PortForwardHopResult))]
-public sealed class RemoveQubePortForwardCommand : QubeCmdlet
+public sealed class RemoveQubePortForwardCommand : AgentChangeCmdlet
 {
     [Parameter(Mandatory = true, Position = 0, ValueFromPipelineByPropertyName = true)]
     [Alias("Name")]
@@ -30,13 +30,9 @@ public sealed class RemoveQubePortForwardCommand : QubeCmdlet
     [Parameter]
     public SwitchParameter PassThru { get; set; }
 
-    /// <summary>Through the agent: set the features and return, without asking the qubes' agents whether they applied them.</summary>
-    [Parameter]
-    public SwitchParameter NoWait { get; set; }
-
     protected override void ProcessRecord()
     {
-        PortForwardPlan Plan() => PortForwardPlanner.PlanRemove(Backend, VMName, Protocol, Port, DeploymentOptions.For(Backend, Now).WaitingForAgents(!NoWait));
+        PortForwardPlan Plan() => PortForwardPlanner.PlanRemove(Backend, VMName, Protocol, Port, ChangeOptions());
         // feature calls only: a halted qube on the way gets its keys too and applies them when it starts (Pending)
         if (TryEngine(Plan, out var first)) DeployPortForward(first, start: false, Plan, PassThru);
     }
