@@ -9,9 +9,9 @@ Describe 'Test-QubeFirewall (<Backend>)' -ForEach @(@{ Backend = 'offline' }, @{
     BeforeEach { $null = Use-TestBackend $Backend }
     AfterEach { Reset-TestBackend }
 
-    It 'audits every qube with a network qube, in qubes.xml order' {
+    It 'audits every qube with a network qube, and sys-net for its agent keys, in qubes.xml order' {
         $findings = Test-QubeFirewall -Severity Info
-        $findings.VMName | Select-Object -Unique | Should -Be @('anon-whonix', 'default-dvm', 'personal', 'sys-firewall', 'sys-whonix', 'untrusted', 'whonix-workstation-18-dvm', 'work')
+        $findings.VMName | Select-Object -Unique | Should -Be @('anon-whonix', 'default-dvm', 'personal', 'sys-firewall', 'sys-net', 'sys-whonix', 'untrusted', 'whonix-workstation-18-dvm', 'work')
         ($findings | Where-Object Severity -eq Error) | Should -BeNullOrEmpty
         $personal = $findings | Where-Object VMName -eq personal
         $personal | ForEach-Object { "$($_.Severity) $($_.Check) $($_.Number)" } | Should -Be @('Info EnforcedIn ', 'Warning HostName 3', 'Info QubeManagerShape 4')
@@ -60,9 +60,9 @@ Describe 'Test-QubeFirewall (<Backend>)' -ForEach @(@{ Backend = 'offline' }, @{
     }
 
     It 'returns warnings and errors by default, everything with -Severity Info' {
-        # The sample: one warning (personal's host name) among ten findings, nine of them Info.
+        # The sample: one warning (personal's host name) among eleven findings, ten of them Info.
         @(Test-QubeFirewall).ForEach({ "$($_.VMName) $($_.Severity) $($_.Check)" }) | Should -Be @('personal Warning HostName')
-        @(Test-QubeFirewall -Severity Info).Count | Should -Be 10
+        @(Test-QubeFirewall -Severity Info).Count | Should -Be 11
         @(Test-QubeFirewall -Severity Error) | Should -BeNullOrEmpty
     }
 

@@ -337,6 +337,20 @@ public sealed class FirewallAuditTests
     }
 
     [Fact]
+    public void By_default_also_the_qubes_without_a_network_qube_that_have_a_feature_of_the_module()
+    {
+        // sys-net, the outermost hop, carries agent keys; vault a declaration it cannot use; sys-usb only a feature of Qubes'
+        var inventory = Inventory("sys-firewall", null,
+            new Q("fedora", 1, Class: "TemplateVM", Features: F(("qubesfirewall.agent", "0.1.0"))),
+            new Q("sys-net", 2, NetVm: "", Provides: true, Template: "fedora", Features: F(("vm-config.qubesfw.gen", "for=sys-net gen=0123456789abcdef keys=0"))),
+            new Q("sys-usb", 3, NetVm: "", Template: "fedora", Features: F(("service.qubes-firewall", ""))),
+            new Q("sys-firewall", 4, NetVm: "sys-net", Provides: true, Template: "fedora"),
+            new Q("vault", 5, NetVm: "", Template: "fedora", Features: F(("qubesfirewall.forward.tcp.80", "target=80 type=external allow=any"))),
+            new Q("work", 6, Template: "fedora"));
+        Assert.Equal(["fedora", "sys-net", "sys-firewall", "vault", "work"], FirewallAudit.DefaultTargets(inventory).Select(q => q.Name));
+    }
+
+    [Fact]
     public void Dom0_has_nothing_to_audit()
     {
         var inventory = QubesXml.Parse(File.ReadAllText(Path.Combine(QubesXmlTests.SampleRoot, "qubes.xml")));

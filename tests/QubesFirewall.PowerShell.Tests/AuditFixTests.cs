@@ -104,6 +104,29 @@ public sealed class AuditFixTests : IDisposable
     }
 
     [Fact]
+    public void A_netvm_changed_under_a_forward_is_found_on_every_former_hop_sys_net_included_and_each_fix_runs_without_error()
+    {
+        Run("Add-QubePortForward -VMName work -Port 443 -AllowFrom 192.168.1.0/24").AssertNoErrors();
+        // qvm-prefs work netvm sys-net: sys-firewall is off the way now, and sys-net, which has no netvm itself, must forward to work
+        using (var backend = new QubesFirewall.Engine.Backends.OfflineRoot(_root.Path)) backend.SetProperty("work", "netvm", "sys-net");
+
+        var stale = Run("Test-QubeFirewall").Of<AuditFinding>().Where(f => f.Check == QubesFirewall.Engine.Agent.AgentAuditCheck.AgentKeysStale).ToList();
+        Assert.Equal(["sys-firewall", "sys-net"], stale.Select(f => f.VMName).Order(StringComparer.Ordinal));
+        foreach (var finding in stale)
+        {
+            // sys-net has no netvm, so it has no firewall to sync: its fix syncs its keys and reports no error
+            var run = PowerShellHost.Run("& ([scriptblock]::Create($fix))", _root.Path, new Dictionary<string, object?> { ["fix"] = finding.Fix });
+            run.AssertNoErrors();
+        }
+        Assert.DoesNotContain(Run("Test-QubeFirewall").Of<AuditFinding>(), f => f.Check == QubesFirewall.Engine.Agent.AgentAuditCheck.AgentKeysStale);
+        var workIp = Run("(Get-Qube work).IP").Output.Single().ToString();
+        var features = Run("Get-Qube sys-net").Of<QubesFirewall.Engine.Model.Qube>().Single().Features;
+        var part = features.Keys.Single(k => k.StartsWith("vm-config.qubesfw.hop4.00443.", StringComparison.Ordinal));
+        Assert.Contains($" nat={workIp} ", features[part], StringComparison.Ordinal); // sys-net now sends the port straight to work
+        Assert.DoesNotContain(Run("Get-Qube sys-firewall").Of<QubesFirewall.Engine.Model.Qube>().Single().Features.Keys, k => k.StartsWith("vm-config.qubesfw.hop", StringComparison.Ordinal));
+    }
+
+    [Fact]
     public void Hostile_values_of_an_offline_root_give_fixes_that_only_run_module_cmdlets()
     {
         // Comments qubesd accepts (';' is one of its characters) and values only an edited file holds.

@@ -39,6 +39,7 @@ public abstract class FirewallAuditCmdletTests : IDisposable
             ("personal", AuditSeverity.Warning, AuditChecks.HostName, 3),
             ("personal", AuditSeverity.Info, AuditChecks.QubeManagerShape, 4),
             ("sys-firewall", AuditSeverity.Info, AuditChecks.EnforcedIn, null),
+            ("sys-net", AuditSeverity.Info, AuditChecks.NoNetVM, null), // no netvm, but it records the agent: its keys are audited
             ("sys-whonix", AuditSeverity.Info, AuditChecks.EnforcedIn, null),
             ("untrusted", AuditSeverity.Info, AuditChecks.EnforcedIn, null),
             ("whonix-workstation-18-dvm", AuditSeverity.Info, AuditChecks.NotEnforced, null),
@@ -190,6 +191,6 @@ public sealed class LiveFirewallAuditCmdletTests : FirewallAuditCmdletTests
         Server.ClearCalls();
         Run("Test-QubeFirewall -Severity Info").AssertNoErrors();
         Assert.All(Server.Calls, c => Assert.Matches(@"\.(List|Get|GetAll)$", c.Method));
-        Assert.Equal(8, Server.CountCalls("admin.vm.firewall.Get"));
+        Assert.Equal(9, Server.CountCalls("admin.vm.firewall.Get")); // the 8 qubes with a netvm, and sys-net for its agent keys
     }
 }

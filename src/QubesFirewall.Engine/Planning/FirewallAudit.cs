@@ -144,9 +144,12 @@ public static partial class FirewallAudit
     /// </summary>
     static partial void AddExtensionChecks(List<IAuditCheck> checks);
 
-    /// <summary>The qubes audited when none are named: every qube with a network qube, in qubes.xml order.</summary>
+    /// <summary>
+    /// The qubes audited when none are named, in qubes.xml order: every qube with a network qube, and every other one that has
+    /// a feature of the module's (sys-net, the outermost hop of every forward, has no netvm but carries agent keys that can go stale).
+    /// </summary>
     public static IReadOnlyList<Qube> DefaultTargets(QubesInventory inventory) =>
-        inventory.Qubes.Where(q => q.NetVM is not null).ToList();
+        inventory.Qubes.Where(q => q.NetVM is not null || (q.Class != QubeClass.AdminVM && q.Features.Keys.Any(OwnFeatures.IsOwn))).ToList();
 
     /// <summary>Audits the qubes in the order given; <paramref name="checks"/> defaults to <see cref="DefaultChecks"/>.</summary>
     public static IReadOnlyList<AuditFinding> Run(AuditContext context, IEnumerable<Qube> qubes, IEnumerable<IAuditCheck>? checks = null)

@@ -24,7 +24,10 @@ public sealed class SyncQubeFirewallCommand : QubeNamesCmdlet
             // Says who enforces the rules, as Test-QubeFirewall does (a Whonix gateway receives the entries and ignores them).
             var who = Engine.Planning.Enforcement.Of(inventory!, qube);
             WriteVerbose(who.Message);
-            if (Deploy(Engine.Planning.FirewallPlanner.SyncPlan(inventory!, qube)) is { Failure: null } done && PassThru)
+            // No netvm: nobody enforces its rules (NoNetVM). A network qube such as sys-net records the agent, though: its keys are
+            // then what there is to sync, and only they are.
+            var keysOnly = qube.NetVM is null && Engine.Agent.AgentDelivery.AllHaveAgent(inventory!, [qube.Name]);
+            if (!keysOnly && Deploy(Engine.Planning.FirewallPlanner.SyncPlan(inventory!, qube)) is { Failure: null } done && PassThru)
                 WriteObject(done.Result.Steps.Single().Entries, enumerateCollection: true);
             // and its agent keys, where a forward or link change does not reach (a change rewrites only the qubes on its way)
             if (TryEngine(() => Engine.Agent.AgentDelivery.RepairPlan(Backend.GetInventory(), Backend.GetInventory().Get(qube.Name)), out var keys)) Deploy(keys);
