@@ -170,6 +170,37 @@
             )
         }
         @{
+            Command = 'Test-QubeFirewall work -Deep'
+            Why = 'the same: the reads -Deep adds are inside qubes (work''s agent status, the hook files on its way), one qvm-run each on dom0 (one that fails lists the qubes again, to say whether its qube runs; an agent that answers adds its qube''s generation feature); here, without qvm-run, each read fails before any call and is a finding'
+            Calls = @(
+                '1 admin.vm.feature.Get+ipv6 work'
+                '1 admin.vm.feature.Get+qubesfirewall.agent work'
+                '1 admin.vm.feature.List anon-whonix'
+                '1 admin.vm.feature.List debian-13-xfce'
+                '1 admin.vm.feature.List default-dvm'
+                '1 admin.vm.feature.List default-mgmt-dvm'
+                '1 admin.vm.feature.List fedora-42-xfce'
+                '1 admin.vm.feature.List personal'
+                '1 admin.vm.feature.List sys-firewall'
+                '1 admin.vm.feature.List sys-net'
+                '1 admin.vm.feature.List sys-usb'
+                '1 admin.vm.feature.List sys-whonix'
+                '1 admin.vm.feature.List untrusted'
+                '1 admin.vm.feature.List vault'
+                '1 admin.vm.feature.List whonix-gateway-18'
+                '1 admin.vm.feature.List whonix-workstation-18'
+                '1 admin.vm.feature.List whonix-workstation-18-dvm'
+                '1 admin.vm.feature.List work'
+                '1 admin.vm.firewall.Get work'
+                '1 admin.vm.List dom0'
+                '1 admin.vm.property.GetAll default-dvm'
+                '1 admin.vm.property.GetAll sys-firewall'
+                '1 admin.vm.property.GetAll sys-net'
+                '1 admin.vm.property.GetAll work'
+                '1 admin.vm.tag.List sys-firewall'
+            )
+        }
+        @{
             Command = 'Get-QubePortForward'
             Why = 'every qube''s feature names, dom0''s included (a declaration is a feature); properties and values only of the qubes that have one (none on the sample root)'
             Calls = @(

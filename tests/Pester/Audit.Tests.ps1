@@ -74,9 +74,29 @@ Describe 'Test-QubeFirewall (<Backend>)' -ForEach @(@{ Backend = 'offline' }, @{
         Test-QubeFirewall personal | Out-String -Width 400 | Should -Not -Match 'Fix:'
     }
 
+    It 'asks no agent without -Deep; with -Deep, each qube that records the agent, a halted one said to be skipped' {
+        @(Test-QubeFirewall -Severity Info | Where-Object Check -like 'Agent*') | Should -BeNullOrEmpty
+        $agents = @(Test-QubeFirewall -Severity Info -Deep | Where-Object Check -like 'Agent*')
+        # the sample's qubes with a network qube that record the agent; untrusted is halted
+        $agents.VMName | Should -Be @('personal', 'sys-firewall', 'untrusted', 'work')
+        $untrusted = $agents | Where-Object VMName -eq untrusted
+        "$($untrusted.Severity) $($untrusted.Check)" | Should -Be 'Info AgentStatusNotRead'
+        if ($Backend -eq 'offline') {
+            $agents.ForEach({ "$($_.Severity) $($_.Check)" }) | Select-Object -Unique | Should -Be 'Info AgentStatusNotRead'
+            $agents.Message | Should -Match 'the offline root runs no qube'
+        }
+        else {
+            # the running ones are asked, here where no qvm-run exists: each read fails, and says so
+            $asked = $agents | Where-Object VMName -ne untrusted
+            $asked.ForEach({ "$($_.Severity) $($_.Check)" }) | Should -Be @('Warning AgentNoStatus', 'Warning AgentNoStatus', 'Warning AgentNoStatus')
+            $untrusted.Message | Should -Match "'untrusted' is not running"
+        }
+    }
+
     It 'changes nothing' {
         $before = Get-ChildItem $script:root -Recurse -File | Where-Object Name -notlike '*.lock' | Where-Object Name -notlike '*.log' | Get-FileHash | ForEach-Object Hash
         Test-QubeFirewall | Out-Null
+        Test-QubeFirewall -Deep | Out-Null
         Get-ChildItem $script:root -Recurse -File | Where-Object Name -notlike '*.lock' | Where-Object Name -notlike '*.log' | Get-FileHash | ForEach-Object Hash | Should -Be $before
     }
 }

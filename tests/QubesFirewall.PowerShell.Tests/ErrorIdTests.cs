@@ -139,6 +139,24 @@ public sealed partial class ErrorIdTests
         Assert.True(problems.Count == 0, string.Join(Environment.NewLine, problems.Distinct()));
     }
 
+    /// <summary>
+    /// Every check id Test-QubeFirewall's findings carry (the string constants of <see cref="Engine.Planning.AuditChecks"/>,
+    /// <see cref="Engine.Planning.ForwardAuditChecks"/> and of each audit check's class) is named on its page.
+    /// </summary>
+    [Fact]
+    public void Every_audit_check_id_is_named_on_the_Test_QubeFirewall_page()
+    {
+        var holders = typeof(ErrorIds).Assembly.GetTypes().Where(t => typeof(Engine.Planning.IAuditCheck).IsAssignableFrom(t) && !t.IsInterface)
+            .Append(typeof(Engine.Planning.AuditChecks)).Append(typeof(Engine.Planning.ForwardAuditChecks));
+        var ids = holders.SelectMany(t => t.GetFields(BindingFlags.Public | BindingFlags.Static).Where(f => f is { IsLiteral: true } && f.FieldType == typeof(string)))
+            .Select(f => (string)f.GetRawConstantValue()!).Distinct().ToList();
+        Assert.Contains(Engine.Agent.AgentStatusCheck.AgentBehind, ids);
+        Assert.Contains(Engine.Planning.AuditChecks.DeadRule, ids);
+        var page = File.ReadAllText(Path.Combine(DocsDirectory, "Test-QubeFirewall.md"));
+        var missing = ids.Where(id => !page.Contains($"`{id}`", StringComparison.Ordinal)).ToList();
+        Assert.True(missing.Count == 0, "check ids Test-QubeFirewall.md does not name: " + string.Join(", ", missing));
+    }
+
     private static HashSet<string> KnownNames()
     {
         // PowerShell's own names the pages use.

@@ -106,7 +106,7 @@ public sealed class QubeTrustCmdletTests : IDisposable
     public void Test_QubeFirewall_reports_the_file_it_could_not_judge()
     {
         SysNetAnswers300MB();
-        var run = Run("Test-QubeFirewall -VMName sys-net");
+        var run = Run("Test-QubeFirewall -VMName sys-net -Deep"); // -Deep: the hook files are read in the qubes only when asked
         var finding = Assert.Single(run.Of<AuditFinding>(), f => f.Check == AuditChecks.CheckFailed);
         _output.WriteLine($"{finding.Severity} {finding.Check}: {finding.Message} Fix: {finding.Fix}");
         Assert.Equal(AuditSeverity.Error, finding.Severity);
@@ -121,7 +121,7 @@ public sealed class QubeTrustCmdletTests : IDisposable
         // The cmdlets in a pwsh of their own, so the peak resident set (VmHWM) is theirs alone.
         var script = $"Import-Module '{Repo.StagedManifest}'; " +
                      "Add-QubePortForward work 443 -AllowFrom 192.168.1.0/24 -ErrorVariable +e -ErrorAction SilentlyContinue; " +
-                     "$null = Test-QubeFirewall -VMName sys-net; " +
+                     "$null = Test-QubeFirewall -VMName sys-net -Deep; " +
                      "'errors: ' + (($e | ForEach-Object FullyQualifiedErrorId) -join ','); " +
                      "(Get-Content /proc/self/status | Where-Object { $_ -like 'VmHWM:*' })";
         var info = new ProcessStartInfo(DotnetHost(), ["pwsh", "-NoProfile", "-NonInteractive", "-Command", script])
@@ -161,7 +161,7 @@ public sealed class QubeTrustCmdletTests : IDisposable
         // a block an earlier version left, with a line the qube forged: the audit names it without its escapes taking effect
         _qvmRun.Put("sys-net", FwScript, "#!/bin/sh\n# >>> qubesfirewall managed block: do not edit >>>\n" +
             "add rule ip qubes qubesfw-dnat tcp dport 443 dnat to 10.137.0.3 comment \"tcp/443 to work\"\n# <<< qubesfirewall <<<\n# \u001b]0;pwned\u0007\u001b[2J\u009broot@dom0:~# \n", Mode0755);
-        var run = Run("Test-QubeFirewall -VMName work");
+        var run = Run("Test-QubeFirewall -VMName work -Deep");
         var finding = Assert.Single(run.Of<AuditFinding>(), f => f.Check == ForwardAuditChecks.UndeclaredPart);
         Assert.Equal("Install-QubeFirewallAgent -VMName sys-net", finding.Fix);
         Assert.DoesNotContain(finding.Message, IsControl);

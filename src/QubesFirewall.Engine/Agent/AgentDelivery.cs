@@ -40,7 +40,54 @@ public sealed partial record AgentStatus(string State, string Generation, string
         var m = Line().Match(text);
         return m.Success ? new AgentStatus(m.Groups[1].Value, m.Groups[2].Value, m.Groups[3].Value, m.Groups[4].Value, m.Groups[5].Value) : null;
     }
+
+    /// <summary>Whether the agent reports that it could not apply its keys (its message says why).</summary>
+    public bool IsFailure => State is "failed" or "partial" or "refused";
+
+    /// <summary>The line as the agent wrote it (every field already in the grammar).</summary>
+    public override string ToString() => $"state={State} gen={Generation} applied={Applied} version={Version} msg={Message}";
+
+    /// <summary>
+    /// The one read of an agent's status: one bounded qvm-run of <see cref="AgentDelivery.StatusCommand"/> in the running qube
+    /// (the backend's bounded reader), its answer held to the agent's grammar (<see cref="Parse"/>), anything else shown escaped.
+    /// Nothing is sent offline or to a qube that is not running. Throws what the read throws (a qube that answers too much, qvm-run failing).
+    /// </summary>
+    public static AgentStatusReading Read(IQubesBackend backend, Qube qube)
+    {
+        if (!backend.RunsInQubes) return new(AgentStatusReadingKind.NotRead, null, "the offline root runs no qube: no agent status to read");
+        if (qube.State != PowerState.Running) return new(AgentStatusReadingKind.NotRead, null, $"'{qube.Name}' is not running: its agent applies its keys when it starts");
+        var read = backend.RunQubeShellScript(qube.Name, AgentDelivery.StatusCommand, "read the QubesFirewall agent status");
+        if (!read.Executed) return new(AgentStatusReadingKind.NotRead, null, $"the status of {qube.Name} was not read (nothing was sent)");
+        var output = read.Output;
+        if (Parse(output) is { } status) return new(AgentStatusReadingKind.Status, status, status.ToString());
+        return output.TrimEnd() == "state=none"
+            ? new(AgentStatusReadingKind.NoStatus, null, "no status: the agent has not run since the qube started")
+            : new(AgentStatusReadingKind.NotAStatus, null, "not an agent status: " + Shown(output.TrimEnd('\n')));
+    }
+
+    // what a qube printed: control characters escaped (the one sanitizer for qube output), bounded
+    private static string Shown(string output)
+    {
+        var text = Trust.QubeText.Escape(output.Length > 400 ? output[..400] : output);
+        return text.Length == 0 ? "(no output)" : text;
+    }
 }
+
+/// <summary>What one read of an agent's status gave.</summary>
+public enum AgentStatusReadingKind
+{
+    /// <summary>A status line of the agent's grammar.</summary>
+    Status,
+    /// <summary>The qube has no status file: its agent has not run since the qube started.</summary>
+    NoStatus,
+    /// <summary>The qube answered something outside the grammar (shown escaped).</summary>
+    NotAStatus,
+    /// <summary>Nothing was asked: offline, a qube that is not running, or -WhatIf.</summary>
+    NotRead,
+}
+
+/// <summary>One read of an agent's status (<see cref="AgentStatus.Read"/>): the status when there is one, and a text to show either way (sanitized).</summary>
+public sealed record AgentStatusReading(AgentStatusReadingKind Kind, AgentStatus? Status, string Text);
 
 /// <summary>
 /// Delivery through the agent (invariant 3): a change is the declaration feature plus the derived <c>vm-config.qubesfw.*</c>
@@ -190,28 +237,26 @@ public static class AgentDelivery
             foreach (var vm in waiting.ToList())
             {
                 var gen = generations[vm];
-                string? text;
+                AgentStatusReading reading;
                 try
                 {
-                    var read = backend.RunQubeShellScript(vm, StatusCommand, "read the QubesFirewall agent status");
-                    if (!read.Executed)
-                    {
-                        // -WhatIf: the read was shown, not made; asking again would only show it again
-                        outcomes[vm] = new(vm, gen, AgentOutcomeKind.Unconfirmed, $"the status of {vm} was not read (nothing was sent).");
-                        waiting.Remove(vm);
-                        continue;
-                    }
-                    text = read.Output;
+                    reading = AgentStatus.Read(backend, inventory.Get(vm));
                 }
                 catch (QubesFirewallException ex)
                 {
                     last[vm] = ex.Message;
                     continue;
                 }
-                var status = AgentStatus.Parse(text);
-                if (status is null)
+                if (reading.Kind == AgentStatusReadingKind.NotRead)
                 {
-                    last[vm] = text.TrimEnd() == "state=none" ? "the agent has written no status (is it running?)" : "its status is not in the agent's grammar: " + Trust.QubeText.Escape(text.Length > 200 ? text[..200] : text);
+                    // -WhatIf: the read was shown, not made; asking again would only show it again
+                    outcomes[vm] = new(vm, gen, AgentOutcomeKind.Unconfirmed, reading.Text + ".");
+                    waiting.Remove(vm);
+                    continue;
+                }
+                if (reading.Status is not { } status)
+                {
+                    last[vm] = reading.Text;
                     continue;
                 }
                 last[vm] = $"state={status.State} gen={status.Generation}: {status.Message}";
@@ -221,7 +266,7 @@ public static class AgentDelivery
                     outcomes[vm] = new(vm, gen, AgentOutcomeKind.Applied, null);
                     waiting.Remove(vm);
                 }
-                else if (status.State is "failed" or "partial" or "refused")
+                else if (status.IsFailure)
                 {
                     outcomes[vm] = new(vm, gen, AgentOutcomeKind.Failed, $"the agent of {vm} reports {status.State}: {status.Message}");
                     waiting.Remove(vm);

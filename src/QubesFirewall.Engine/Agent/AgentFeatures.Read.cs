@@ -29,6 +29,17 @@ public static partial class AgentFeatures
 
     private static readonly HashSet<string> FieldNames = new(StringComparer.Ordinal) { "for", "gen", "keys", "proto", "port", "to", "in", "nat", "dst", "src", "exp", "vm", "ports", "from" };
 
+    [GeneratedRegex(@"\Afor=[A-Za-z][A-Za-z0-9_.-]{0,30} gen=([0-9a-f]{16}) keys=[0-9]{1,5}\z", RegexOptions.CultureInvariant)]
+    private static partial Regex GenValue();
+
+    /// <summary>
+    /// The generation dom0 gave a qube's agent: the hash in its <c>vm-config.qubesfw.gen</c> feature, <c>none</c> when it carries
+    /// none (an empty set: the agent reports <c>applied=none</c>), null when that feature is not in the grammar (<see cref="AgentAuditCheck.AgentKeysStale"/>'s finding).
+    /// </summary>
+    public static string? GenerationOf(Qube qube) =>
+        qube.Features.GetValueOrDefault(GenFeature) is not { } value ? "none"
+        : GenValue().Match(value) is { Success: true } m ? m.Groups[1].Value : null;
+
     /// <summary>The forward id (<c>&lt;port5&gt;.&lt;proto&gt;.&lt;h10&gt;</c>) in the name of a forward's part, null for any other name.</summary>
     internal static string? ForwardIdOf(string name) =>
         ForwardKeyName().Match(name) is { Success: true } m ? $"{m.Groups[3].Value}.{m.Groups[4].Value}.{m.Groups[5].Value}" : null;

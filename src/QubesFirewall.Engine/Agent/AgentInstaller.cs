@@ -112,14 +112,8 @@ public static class AgentInstaller
     /// -Deep: the agent's status line read from the running qube (one bounded qvm-run read; the line must match the agent's
     /// grammar, anything else is shown escaped). Null offline or for a halted qube.
     /// </summary>
-    public static string? ReadStatus(IQubesBackend backend, Qube qube)
-    {
-        if (!backend.RunsInQubes || qube.State != PowerState.Running) return null;
-        var output = backend.RunQubeShellScript(qube.Name, AgentDelivery.StatusCommand, "read the QubesFirewall agent status").Output;
-        return AgentStatus.Parse(output) is { } status
-            ? $"state={status.State} gen={status.Generation} applied={status.Applied} version={status.Version} msg={status.Message}"
-            : output.TrimEnd() == "state=none" ? "no status: the agent has not run since the qube started" : "not an agent status: " + Shown(output);
-    }
+    public static string? ReadStatus(IQubesBackend backend, Qube qube) =>
+        AgentStatus.Read(backend, qube) is { Kind: not AgentStatusReadingKind.NotRead } reading ? reading.Text : null;
 
     /// <summary>The qubes that record no agent (the feature's name is enough: its value, the version, is not read), among <paramref name="names"/>; what forward and link cmdlets name in QubeFirewallAgentMissing.</summary>
     public static IReadOnlyList<string> Missing(QubesInventory inventory, IEnumerable<string> names) =>
@@ -273,12 +267,5 @@ public static class AgentInstaller
         var done = PlanInstall(backend, vmName).Apply(backend, replan: () => PlanInstall(backend, vmName));
         if (done.Failure is { } failure) throw failure;
         return Installed(backend.GetInventory(), done);
-    }
-
-    // what a qube printed: control characters escaped (the one sanitizer for qube output), bounded
-    private static string Shown(string output)
-    {
-        var text = Trust.QubeText.Escape(output.Length > 400 ? output[..400] : output);
-        return text.Length == 0 ? "(no output)" : text;
     }
 }

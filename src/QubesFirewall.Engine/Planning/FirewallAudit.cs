@@ -1,4 +1,6 @@
 using System.Globalization;
+using QubesFirewall.Engine.Agent;
+using QubesFirewall.Engine.Backends;
 using QubesFirewall.Engine.Formats;
 using QubesFirewall.Engine.Model;
 
@@ -64,28 +66,46 @@ public interface IAuditCheck
 
 /// <summary>
 /// What the audit reads: the inventory, each qube's stored rules (read once each, on first use), the
-/// time, and for checks that look inside qubes a reader of their /rw files. Reading through the
-/// backend is the caller's business; the audit itself only calls these.
+/// time: dom0 facts only. A deep audit (<see cref="Deep"/>, Test-QubeFirewall -Deep) also has readers that look
+/// inside qubes: their /rw hook files (blocks earlier versions left) and their agents' status. Reading through
+/// the backend is the caller's business; the audit itself only calls these, and only when deep.
 /// </summary>
 public sealed class AuditContext
 {
     private readonly Func<string, FirewallDocument> _readFirewall;
     private readonly Dictionary<string, FirewallDocument> _firewalls = new(StringComparer.Ordinal);
 
-    public AuditContext(QubesInventory inventory, Func<string, FirewallDocument> readFirewall, DateTimeOffset now, Func<string, string, string?>? readQubeFile = null)
+    public AuditContext(QubesInventory inventory, Func<string, FirewallDocument> readFirewall, DateTimeOffset now, Func<string, string, string?>? readQubeFile = null,
+        Func<Qube, AgentStatusReading>? readAgentStatus = null, bool? deep = null)
     {
         Inventory = inventory;
         _readFirewall = readFirewall;
         Now = now;
-        ReadQubeFile = readQubeFile;
+        Deep = deep ?? (readQubeFile is not null || readAgentStatus is not null);
+        ReadQubeFile = Deep ? readQubeFile : null;
+        ReadAgentStatus = Deep ? readAgentStatus : null;
     }
+
+    /// <summary>
+    /// The context Test-QubeFirewall audits with: dom0 facts from <paramref name="backend"/> (its inventory and rule lists);
+    /// when <paramref name="deep"/>, also the qubes' hook files and their agents' status (live: one qvm-run each). Not deep,
+    /// nothing is read from any qube.
+    /// </summary>
+    public static AuditContext Of(IQubesBackend backend, DateTimeOffset now, bool deep) =>
+        new(backend.GetInventory(), backend.GetFirewall, now, backend.ReadQubeFile, q => AgentStatus.Read(backend, q), deep);
 
     public QubesInventory Inventory { get; }
 
     public DateTimeOffset Now { get; }
 
-    /// <summary>Reads a file of a qube's persistent storage (qube, path) → content or null; null when the caller offers none.</summary>
+    /// <summary>Whether the checks that read inside qubes run (Test-QubeFirewall -Deep); without it the audit reads dom0 facts only.</summary>
+    public bool Deep { get; }
+
+    /// <summary>Reads a file of a qube's persistent storage (qube, path) → content or null; null when not <see cref="Deep"/>.</summary>
     public Func<string, string, string?>? ReadQubeFile { get; }
+
+    /// <summary>Reads a qube's agent status (<see cref="AgentStatus.Read"/>); null when not <see cref="Deep"/>.</summary>
+    public Func<Qube, AgentStatusReading>? ReadAgentStatus { get; }
 
     /// <summary>A qube's stored rule list (expired rules included); throws what the reader throws.</summary>
     public FirewallDocument Firewall(string vmName)

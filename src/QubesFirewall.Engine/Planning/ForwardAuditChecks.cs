@@ -40,6 +40,7 @@ public static partial class ForwardAuditChecks
         private static readonly ConditionalWeakTable<AuditContext, Data> Cache = new();
         private readonly AuditContext _context;
         private readonly Dictionary<string, (string Where, HashSet<string> Lines, bool Links)> _stored = new(StringComparer.Ordinal);
+        private readonly Dictionary<(string Qube, string Path), QubesFirewallException> _unreadable = [];
 
         private Data(AuditContext context)
         {
@@ -76,7 +77,19 @@ public static partial class ForwardAuditChecks
             var path = HookFiles.HookPath(qube);
             var where = storage.Name == qube.Name ? $"{qube.Name}:{path}" : $"{storage.Name}:{path} (kept there for the disposable {qube.Name})";
             // the inter-qube links' section has guarded parts and qubesfw-link-* rules of its own: not forwards
-            var block = ManagedBlock.Extract(_context.ReadQubeFile!(storage.Name, path));
+            // a file that could not be read is not asked for again (a halted qube stays halted for the audit)
+            if (_unreadable.TryGetValue((storage.Name, path), out var failed)) throw failed;
+            string? content;
+            try
+            {
+                content = _context.ReadQubeFile!(storage.Name, path);
+            }
+            catch (QubesFirewallException ex)
+            {
+                _unreadable[(storage.Name, path)] = ex;
+                throw;
+            }
+            var block = ManagedBlock.Extract(content);
             var body = LinkPersistence.Without(block);
             var result = (where, RuleLines(SectionFor(body, qube.Name)), LinkPersistence.Extract(block).Length > 0);
             _stored[qube.Name] = result;
@@ -144,7 +157,7 @@ public sealed class ForwardCustomPersistCheck : IAuditCheck
 }
 
 /// <summary>
-/// Leftovers of the hook files earlier versions wrote: forward rules for the qube in the managed block of a hook file on its way
+/// Test-QubeFirewall -Deep: leftovers of the hook files earlier versions wrote (read in the qubes): forward rules for the qube in the managed block of a hook file on its way
 /// (or its own), and an inter-qube links section in its own. Forwards and links now reach qubes only as agent keys, so such a
 /// block loads old rules again at the qube's next start, beside the agent's. The fix, Install-QubeFirewallAgent, removes the
 /// block (the user's own lines stay byte for byte). Whether the agent keys match the declarations is <see cref="Agent.AgentAuditCheck"/>'s.
@@ -155,7 +168,7 @@ public sealed class ForwardPartsCheck : IAuditCheck
 
     public IEnumerable<AuditFinding> Run(AuditContext context, Qube qube)
     {
-        if (context.ReadQubeFile is null) yield break;
+        if (!context.Deep || context.ReadQubeFile is null) yield break; // -Deep only: reads the hook files in the qubes
         var data = ForwardAuditChecks.Data.Of(context);
         var inventory = context.Inventory;
         var declared = data.ForwardsOf(qube).ToList();

@@ -9,6 +9,7 @@ public static partial class FirewallAudit
     {
         checks.Add(new InterVmLinkAuditCheck());
         checks.Add(new Agent.AgentAuditCheck());
+        checks.Add(new Agent.AgentStatusCheck());
     }
 }
 

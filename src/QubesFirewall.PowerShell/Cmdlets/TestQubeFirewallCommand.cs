@@ -8,7 +8,9 @@ namespace QubesFirewall.PowerShell.Cmdlets;
 /// <summary>
 /// Audits qubes' firewalls: what will not work as the user thinks (rules after a catch-all, rules
 /// nobody enforces, host names, /0 networks, expiry, rules qubesd refuses, lists the Qube Manager
-/// cannot show), as findings with a severity, a message and a fix. Reads only.
+/// cannot show), as findings with a severity, a message and a fix. Reads only, and only dom0 facts (the inventory,
+/// rule lists, features) unless -Deep, which also reads inside the running qubes: their agents' status and the
+/// hook files earlier versions wrote.
 /// </summary>
 [Cmdlet(VerbsDiagnostic.Test, "QubeFirewall")]
 [OutputType(typeof(AuditFinding))]
@@ -29,8 +31,12 @@ public sealed class TestQubeFirewallCommand : QubeCmdlet
     [Parameter]
     public AuditSeverity Severity { get; set; } = AuditSeverity.Warning;
 
-    // Checks that look inside qubes (port forwards, links) read through the backend; nothing is read unless one asks.
-    private AuditContext Context => _context ??= new AuditContext(Backend.GetInventory(), Backend.GetFirewall, Now, Backend.ReadQubeFile);
+    /// <summary>Also reads inside the running qubes (one bounded qvm-run read each): each agent's status, and the hook files for blocks of earlier versions.</summary>
+    [Parameter]
+    public SwitchParameter Deep { get; set; }
+
+    // dom0 facts only; the checks that look inside qubes read through the backend, and only with -Deep
+    private AuditContext Context => _context ??= AuditContext.Of(Backend, Now, Deep);
 
     protected override void ProcessRecord()
     {

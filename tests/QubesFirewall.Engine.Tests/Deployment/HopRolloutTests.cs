@@ -17,7 +17,7 @@ internal abstract class DelegatingBackend(IQubesBackend inner) : IQubesBackend
     public IReadOnlyList<QubesDbEntry> SyncFirewall(string vmName) => inner.SyncFirewall(vmName);
     public virtual void SetFeature(string vmName, string name, string value) => inner.SetFeature(vmName, name, value);
     public virtual bool RemoveFeature(string vmName, string name) => inner.RemoveFeature(vmName, name);
-    public string? ReadQubeFile(string vmName, string path) => inner.ReadQubeFile(vmName, path);
+    public virtual string? ReadQubeFile(string vmName, string path) => inner.ReadQubeFile(vmName, path);
     public virtual void WriteQubeFile(string vmName, string path, string content, UnixFileMode mode) => inner.WriteQubeFile(vmName, path, content, mode);
     public virtual void DeleteQubeFile(string vmName, string path) => inner.DeleteQubeFile(vmName, path);
     public QubeCommandResult RunQubeScript(string vmName, string path) => inner.RunQubeScript(vmName, path);
