@@ -77,8 +77,8 @@ Describe 'Test-QubeFirewall (<Backend>)' -ForEach @(@{ Backend = 'offline' }, @{
     It 'asks no agent without -Deep; with -Deep, each qube that records the agent, a halted one said to be skipped' {
         @(Test-QubeFirewall -Severity Info | Where-Object Check -like 'Agent*') | Should -BeNullOrEmpty
         $agents = @(Test-QubeFirewall -Severity Info -Deep | Where-Object Check -like 'Agent*')
-        # the sample's qubes with a network qube that record the agent; untrusted is halted
-        $agents.VMName | Should -Be @('personal', 'sys-firewall', 'untrusted', 'work')
+        # the sample's qubes that record the agent (sys-net too, though it has no network qube); untrusted is halted
+        $agents.VMName | Should -Be @('personal', 'sys-firewall', 'sys-net', 'untrusted', 'work')
         $untrusted = $agents | Where-Object VMName -eq untrusted
         "$($untrusted.Severity) $($untrusted.Check)" | Should -Be 'Info AgentStatusNotRead'
         if ($Backend -eq 'offline') {
@@ -88,7 +88,7 @@ Describe 'Test-QubeFirewall (<Backend>)' -ForEach @(@{ Backend = 'offline' }, @{
         else {
             # the running ones are asked, here where no qvm-run exists: each read fails, and says so
             $asked = $agents | Where-Object VMName -ne untrusted
-            $asked.ForEach({ "$($_.Severity) $($_.Check)" }) | Should -Be @('Warning AgentNoStatus', 'Warning AgentNoStatus', 'Warning AgentNoStatus')
+            $asked.ForEach({ "$($_.Severity) $($_.Check)" }) | Should -Be @('Warning AgentNoStatus', 'Warning AgentNoStatus', 'Warning AgentNoStatus', 'Warning AgentNoStatus')
             $untrusted.Message | Should -Match "'untrusted' is not running"
         }
     }

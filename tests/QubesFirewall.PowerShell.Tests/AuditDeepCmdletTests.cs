@@ -112,10 +112,10 @@ public sealed class AuditDeepCmdletTests : IDisposable
         Assert.Equal(("work", "Install-QubeFirewallAgent -VMName sys-net"), (leftover.VMName, leftover.Fix));
         Assert.StartsWith("sys-net:/rw/config/qubes-firewall-user-script holds port forward rules for tcp/443 to 'work'", leftover.Message);
 
-        // every qube with a network qube: the running ones that record the agent are asked once each
+        // every qube with a network qube or a feature of the module (sys-net): the running ones that record the agent are asked once each
         before = _qvmRun.Calls.Count;
         Count("Test-QubeFirewall -Severity Info -Deep").Run.AssertNoErrors();
-        Assert.Equal(["personal", "sys-firewall", "work"], StatusReads(before).Order(StringComparer.Ordinal));
+        Assert.Equal(["personal", "sys-firewall", "sys-net", "work"], StatusReads(before).Order(StringComparer.Ordinal));
         Count("Test-QubeFirewall work -Severity Info -Deep").Run.AssertNoErrors();
     }
 }
