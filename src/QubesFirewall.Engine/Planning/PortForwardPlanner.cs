@@ -19,15 +19,75 @@ public static class PortForwardPlanner
     // ------------------------------------------------------------------ add
 
     /// <summary>Plans adding (or updating) a forward; reads the inventory and the hook files of the qubes on the way.</summary>
-    public static PortForwardPlan PlanAdd(IQubesBackend backend, PortForward forward, DeploymentOptions options)
+    public static PortForwardPlan PlanAdd(IQubesBackend backend, PortForward forward, DeploymentOptions options) => PlanAdd(backend, [forward], options);
+
+    /// <summary>Plans adding (or updating) several forwards as one change (a pipeline of Add-QubePortForward): <see cref="PlanAdd(QubesInventory, IReadOnlyList{PortForward}, DeploymentOptions, Func{string, string, string?}, Func{string, IReadOnlyList{FirewallRule}}?)"/>.</summary>
+    public static PortForwardPlan PlanAdd(IQubesBackend backend, IReadOnlyList<PortForward> forwards, DeploymentOptions options)
     {
         var inventory = backend.GetInventory();
-        return PlanAdd(inventory, forward, options, backend.ReadQubeFile, vm => backend.GetFirewall(vm).Rules);
+        return PlanAdd(inventory, forwards, options, backend.ReadQubeFile, vm => backend.GetFirewall(vm).Rules);
     }
 
     /// <summary>The pure planner: inventory, request, file reader (qube, path -> content or null), firewall reader (for internal forwards' sources; may be null).</summary>
     public static PortForwardPlan PlanAdd(QubesInventory inventory, PortForward forward, DeploymentOptions options,
+        Func<string, string, string?> readFile, Func<string, IReadOnlyList<FirewallRule>>? readFirewall = null) =>
+        PlanAdd(inventory, [forward], options, readFile, readFirewall);
+
+    /// <summary>
+    /// Plans adding (or updating) forwards as one change: each is checked as a single Add checks it (<see cref="Check"/>, against
+    /// the system and the forwards before it), its declaration set, and the keys of every qube they touch written once, with one
+    /// new generation per qube (each data key carries its qube's generation, so a change per forward would write every key of
+    /// a hop again per forward). A forward given again (same qube, protocol and port) replaces the earlier one, as an Add of a
+    /// declared forward updates it. One forward gives the plan of that forward.
+    /// </summary>
+    public static PortForwardPlan PlanAdd(QubesInventory inventory, IReadOnlyList<PortForward> forwards, DeploymentOptions options,
         Func<string, string, string?> readFile, Func<string, IReadOnlyList<FirewallRule>>? readFirewall = null)
+    {
+        if (forwards.Count == 0) throw new ArgumentException("No port forward was given.", nameof(forwards));
+        var admitted = new List<AdmittedForward>();
+        foreach (var forward in forwards)
+        {
+            admitted.RemoveAll(a => a.Plan.VMName == forward.VMName && a.Plan.FeatureName == forward.FeatureName);
+            admitted.Add(Admit(inventory, forward, options, readFirewall, admitted.Select(a => a.Plan).ToList()));
+        }
+        var warnings = admitted.SelectMany(a => a.Plan.Warnings).ToList();
+        // the declarations first, then the keys of the qubes they touch: a failure half way takes the declarations back too
+        var agentSteps = admitted.Select(a => a.Declaration).OfType<DeploymentStep>().ToList();
+        var touched = admitted.SelectMany(a => a.Touched).ToHashSet(StringComparer.Ordinal);
+        var strays = admitted.SelectMany(a => a.Strays).ToHashSet(StringComparer.Ordinal);
+        var ids = admitted.Select(a => AgentFeatures.ForwardId(a.Plan.VMName, a.Plan.Forward!.Protocol, a.Plan.Forward.Port)).ToHashSet(StringComparer.Ordinal);
+        var chains = admitted.Select(a => a.Chain).ToList();
+        var generations = new Dictionary<string, string>(StringComparer.Ordinal);
+        var counts = new Dictionary<string, int>(StringComparer.Ordinal);
+        agentSteps.AddRange(AgentDelivery.ScopedKeySteps(inventory, touched, f => strays.Contains(f) || AgentFeatures.IsPartOfForwards(f, ids),
+            q => AgentFeatures.Parts(ForwardsOf(q, chains), new QubeLinks(q, [], [])), generations, counts));
+        var basePlan = admitted.Count == 1 ? admitted[0].Plan : new PortForwardPlan
+        {
+            Operation = admitted.All(a => a.Plan.Operation == PlanOperation.Reapply) ? PlanOperation.Reapply : PlanOperation.Add,
+            VMName = admitted[0].Plan.VMName,
+            FeatureName = admitted[0].Plan.FeatureName,
+            Hops = admitted.SelectMany(a => a.Plan.Hops).Distinct(StringComparer.Ordinal).ToList(),
+            Target = PortForwardPlan.Several(admitted.Select(a => a.Plan).ToList()),
+            Members = admitted.Select(a => a.Plan).ToList(),
+        };
+        return WithAgentSteps(basePlan, agentSteps, generations, options, warnings, counts);
+    }
+
+    /// <summary>
+    /// The checks a forward of an Add passes, against the system and <paramref name="earlier"/> (the forwards before it in the
+    /// same change, as <see cref="Check"/> gave them): the plan of that forward alone, without steps (its operation, chain and
+    /// warnings). Throws what a single Add refuses, and <c>PortAlreadyForwarded</c> when an earlier forward of the change takes
+    /// its port through one of its network qubes.
+    /// </summary>
+    public static PortForwardPlan Check(QubesInventory inventory, PortForward forward, DeploymentOptions options, IReadOnlyList<PortForwardPlan> earlier,
+        Func<string, IReadOnlyList<FirewallRule>>? readFirewall = null) =>
+        Admit(inventory, forward, options, readFirewall, earlier).Plan;
+
+    /// <summary>One forward of an Add, checked: its plan without steps, its chain, the qubes whose keys it rewrites, the stray keys it removes, its declaration step.</summary>
+    private sealed record AdmittedForward(PortForwardPlan Plan, NetworkChain Chain, IReadOnlySet<string> Touched, IReadOnlySet<string> Strays, DeploymentStep? Declaration);
+
+    private static AdmittedForward Admit(QubesInventory inventory, PortForward forward, DeploymentOptions options,
+        Func<string, IReadOnlyList<FirewallRule>>? readFirewall, IReadOnlyList<PortForwardPlan> earlier)
     {
         var warnings = new List<string>();
         if (forward.Expire is { } expire && expire <= options.Now.ToUnixTimeSeconds())
@@ -68,6 +128,16 @@ public static class PortForwardPlanner
                 $"Remove that forward first (Remove-QubePortForward -VMName {owner} -Port {forward.Port.ToString(CultureInfo.InvariantCulture)} -Protocol {forward.Protocol}), " +
                 "or open another port and translate it with -TargetPort. Nothing was changed.", forward);
         }
+        // the same within one change: an earlier forward of it that takes this port through one of this one's network qubes
+        foreach (var other in earlier)
+        {
+            if (other.Forward is not { } f || f.Protocol != forward.Protocol || f.Port != forward.Port || other.VMName == forward.VMName) continue;
+            var shared = other.Hops.Intersect(chain.HopNames, StringComparer.Ordinal).ToList();
+            if (shared.Count == 0) continue;
+            throw new QubesFirewallException(ErrorIds.PortAlreadyForwarded, FailureKind.ResourceExists,
+                $"{forward.ProtocolText}/{forward.Port.ToString(CultureInfo.InvariantCulture)} is forwarded to '{f.VMName}' through {string.Join(", ", shared)} by {f.Text}, given earlier in the same change, " +
+                $"so {forward.Text} cannot be declared with it. A network qube can pass one port to one qube only: give one of them, or open another port and translate it with -TargetPort.", forward);
+        }
 
         var reach = chain.HopNames.Append(chain.Target.Name).ToList();
         if (existing?.Forward is { } replaced && TryResolve(inventory, replaced, out var replacedChain, out _))
@@ -86,29 +156,22 @@ public static class PortForwardPlanner
         if (forward.Type == ForwardType.Internal && forward.Interface is null && readFirewall is not null)
             CheckSourceFirewalls(inventory, chain, readFirewall, options.Now, warnings);
 
-        var previous = existing?.Forward;
         // the declaration carries the target's uuid, so a copy (qvm-clone, restore) is recognised and never deployed
         var value = DeclarationOwner.Bind(chain.Target.Uuid, forward.FeatureValue);
         var operation = existing is null ? PlanOperation.Add : existing.FeatureValue == value ? PlanOperation.Reapply : PlanOperation.Update;
-        var basePlan = new PortForwardPlan
+        var plan = new PortForwardPlan
         {
             Operation = operation,
             Forward = forward,
-            Previous = previous,
+            Previous = existing?.Forward,
             VMName = forward.VMName,
             FeatureName = forward.FeatureName,
             Hops = chain.HopNames.ToList(),
             Target = $"{forward.Text} ({chain.Path})",
             AddressFamilies = NftForwardScript.FamilyText(NftForwardScript.Families(chain)),
+            Warnings = warnings,
         };
-        // the declaration first, then the keys of the qubes it touches: a failure half way takes the declaration back too
-        var generations = new Dictionary<string, string>(StringComparer.Ordinal);
-        var agentSteps = new List<DeploymentStep>();
-        if (DeploymentStep.SetFeature(forward.VMName, forward.FeatureName, value, existing?.FeatureValue) is { } declaration) agentSteps.Add(declaration);
-        var counts = new Dictionary<string, int>(StringComparer.Ordinal);
-        agentSteps.AddRange(AgentDelivery.ScopedKeySteps(inventory, touched, f => strays.Contains(f) || AgentFeatures.IsPartOfForward(f, forward.VMName, forward.Protocol, forward.Port),
-            q => AgentFeatures.Parts(ForwardsOf(q, chain), new QubeLinks(q, [], [])), generations, counts));
-        return WithAgentSteps(basePlan, agentSteps, generations, options, warnings, counts);
+        return new AdmittedForward(plan, chain, touched, strays, DeploymentStep.SetFeature(forward.VMName, forward.FeatureName, value, existing?.FeatureValue));
     }
 
     /// <summary>Whether <paramref name="owner"/> declares a forward of <paramref name="protocol"/>/<paramref name="port"/> whose chain crosses <paramref name="hop"/> (read only when a hop's key names it).</summary>
@@ -128,10 +191,9 @@ public static class PortForwardPlanner
         ForwardCounts = generations.Keys.ToDictionary(q => q, q => forwardCounts.GetValueOrDefault(q), StringComparer.Ordinal),
     };
 
-    /// <summary>What one forward gives a qube of its chain: the hop it is there, or its target.</summary>
-    private static QubeForwards ForwardsOf(Qube qube, NetworkChain? chain) => chain is null
-        ? new QubeForwards(qube, [], [])
-        : new QubeForwards(qube, chain.Hops.Where(h => h.Name == qube.Name).Select(h => (chain, h)).ToList(), chain.Target.Name == qube.Name ? [chain] : []);
+    /// <summary>What the forwards of a change give a qube of their chains: the hop it is there, or their target.</summary>
+    private static QubeForwards ForwardsOf(Qube qube, IReadOnlyList<NetworkChain> chains) =>
+        new(qube, chains.SelectMany(c => c.Hops.Where(h => h.Name == qube.Name).Select(h => (c, h))).ToList(), chains.Where(c => c.Target.Name == qube.Name).ToList());
 
     // ------------------------------------------------------------------ remove
 
@@ -265,7 +327,7 @@ public static class PortForwardPlanner
         var failure = run.Failure(ErrorIds.PortForwardRolledBack, ErrorIds.PortForwardPartiallyApplied, $"{plan.Operation} port forward {plan.Target}", "Remove-QubePortForward", plan.Operation == PlanOperation.Remove, null);
         if (failure is not null) return new HopResults([], failure) { Plan = plan, Rollout = run };
         var p = plan;
-        var (hops, error) = ConfirmAgents(backend, run, plan.AgentGenerations, plan.AgentWait, q => RoleOf(p, q), plan.Forward?.Text ?? plan.FeatureName,
+        var (hops, error) = ConfirmAgents(backend, run, plan.AgentGenerations, plan.AgentWait, q => RoleOf(p, q), plan.Subject,
             plan.Operation, q => p.ForwardCounts.GetValueOrDefault(q), ErrorIds.PortForwardAgentFailed, ErrorIds.PortForwardAgentUnconfirmed, $"{plan.Operation} port forward {plan.Target}");
         return new HopResults(hops, error) { Plan = plan, Rollout = run };
     }
@@ -321,6 +383,9 @@ public static class PortForwardPlanner
 
     private static string RoleOf(PortForwardPlan plan, string qube)
     {
+        // several forwards: what the qube is to each that reaches it (target of one, hop of another), once each
+        if (plan.Members.Count > 1)
+            return string.Join(", ", plan.Members.Select(m => RoleOf(m, qube)).Where(r => r != "previous hop").Distinct(StringComparer.Ordinal).DefaultIfEmpty("previous hop"));
         if (qube == plan.VMName) return "target";
         var i = plan.Hops.ToList().IndexOf(qube);
         return i >= 0 ? $"hop {(i + 1).ToString(CultureInfo.InvariantCulture)} of {plan.Hops.Count.ToString(CultureInfo.InvariantCulture)}" : "previous hop";
