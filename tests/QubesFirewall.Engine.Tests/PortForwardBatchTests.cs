@@ -94,6 +94,35 @@ public sealed class PortForwardBatchTests : IDisposable
     }
 
     [Fact]
+    public void Removing_forwards_as_one_change_writes_each_qubes_keys_once_then_the_declarations_and_ends_as_single_removes_do()
+    {
+        var other = PortForward.Create("personal", ForwardProtocol.Tcp, 8080, allowFrom: ["192.0.2.0/24"]);
+        foreach (var root in new[] { _root, _oneByOne })
+        {
+            var options = DeploymentOptions.For(root.Backend, root.Now);
+            Assert.Null(PortForwardPlanner.Apply(root.Backend, PortForwardPlanner.PlanAdd(root.Backend, Forwards(10).Append(other).ToList(), options)).Failure);
+        }
+        var gone = Enumerable.Range(20001, 6).Select(p => ("work", ForwardProtocol.Tcp, p)).ToList();
+        var plan = PortForwardPlanner.PlanRemove(_root.Backend, gone.Append(gone[0]).ToList(), Options); // one named twice: removed once
+        Assert.Equal(PlanOperation.Remove, plan.Operation);
+        Assert.Equal(6, plan.Members.Count);
+        Assert.Equal(plan.Steps.Count, plan.Steps.Select(s => (s.VMName, s.FeatureName)).Distinct().Count());
+        // work: its 6 parts removed, its 4 others and gen again; each hop: 6 removed, 5 again (personal's too) and gen; then the 6 declarations
+        Assert.Equal(6 + 4 + 1 + 2 * (6 + 5 + 1) + 6, plan.Steps.Count);
+        Assert.All(plan.Steps.TakeLast(6), s => Assert.Equal((DeploymentStepKind.RemoveFeature, "work"), (s.Kind, s.VMName)));
+        Assert.All(plan.Steps.TakeLast(6), s => Assert.StartsWith("qubesfirewall.forward.tcp.2000", s.FeatureName, StringComparison.Ordinal));
+        Assert.Equal(3, plan.Steps.Count(s => s.FeatureName == AgentFeatures.GenFeature));
+        Assert.Null(PortForwardPlanner.Apply(_root.Backend, plan).Failure);
+        AssertKeysMatchDeclarations(_root);
+
+        foreach (var (vm, protocol, port) in gone)
+            Assert.Null(PortForwardPlanner.Apply(_oneByOne.Backend, PortForwardPlanner.PlanRemove(_oneByOne.Backend, vm, protocol, port, DeploymentOptions.For(_oneByOne.Backend, _oneByOne.Now))).Failure);
+        foreach (var qube in OnTheWay.Append("personal"))
+            Assert.Equal(Features(_oneByOne, qube).OrderBy(f => f.Key), Features(_root, qube).OrderBy(f => f.Key));
+        Assert.Equal("PortForwardNotFound", Assert.Throws<QubesFirewallException>(() => PortForwardPlanner.CheckRemove(_root.Backend.GetInventory(), "work", ForwardProtocol.Tcp, 20001)).ErrorId);
+    }
+
+    [Fact]
     public void A_failure_at_the_last_step_puts_the_whole_change_back()
     {
         var before = OnTheWay.ToDictionary(q => q, q => Features(_root, q));

@@ -135,4 +135,21 @@ public sealed class PortForwardPipelineCmdletTests : IDisposable
         Assert.DoesNotContain("allow=", Features("work")["qubesfirewall.forward.tcp.20013"]);
         Assert.Contains("allow=192.0.2.0/24", Features("work")["qubesfirewall.forward.tcp.20014"]);
     }
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void Forwards_piped_into_Remove_are_one_change_and_a_forward_not_declared_errors_alone(bool live)
+    {
+        Open(live);
+        Run(Ten + "$records | Add-QubePortForward -NoWait").AssertNoErrors();
+        _server?.ClearCalls();
+        var run = Run("@(Get-QubePortForward work) + [pscustomobject]@{ VMName = 'work'; Port = 20099 } | Remove-QubePortForward -NoWait -Confirm:$false -PassThru -Verbose");
+        Assert.Equal("PortForwardNotFound", Assert.Single(run.Errors).FullyQualifiedErrorId.Split(',')[0]);
+        Assert.Equal(OnTheWay, run.Of<PortForwardHopResult>().Select(h => h.VMName)); // one result per qube, not ten
+        Assert.Single(run.Verbose, v => v.StartsWith("Remove 10 port forwards, as one change:", StringComparison.Ordinal));
+        Assert.All(OnTheWay, q => Assert.Empty(Features(q)));
+        // live: each key removed once, gen included, then the ten declarations
+        if (live) Assert.Equal(3 * 11 + 10, _server!.Calls.Count(c => c.Method == "admin.vm.feature.Remove"));
+    }
 }

@@ -198,7 +198,11 @@ public static class PortForwardPlanner
     // ------------------------------------------------------------------ remove
 
     public static PortForwardPlan PlanRemove(IQubesBackend backend, string vmName, ForwardProtocol protocol, int port, DeploymentOptions options) =>
-        PlanRemove(backend.GetInventory(), vmName, protocol, port, options, backend.ReadQubeFile);
+        PlanRemove(backend, [(vmName, protocol, port)], options);
+
+    /// <summary>Plans removing several forwards as one change (a pipeline of Remove-QubePortForward).</summary>
+    public static PortForwardPlan PlanRemove(IQubesBackend backend, IReadOnlyList<(string VMName, ForwardProtocol Protocol, int Port)> forwards, DeploymentOptions options) =>
+        PlanRemove(backend.GetInventory(), forwards, options, backend.ReadQubeFile);
 
     /// <summary>
     /// Plans removing the forward of <paramref name="protocol"/>/<paramref name="port"/> declared on
@@ -207,7 +211,46 @@ public static class PortForwardPlanner
     /// nothing loses its keys and its agent its chains), then the declaration is removed. Refused when a qube on its way lacks the agent.
     /// </summary>
     public static PortForwardPlan PlanRemove(QubesInventory inventory, string vmName, ForwardProtocol protocol, int port, DeploymentOptions options,
+        Func<string, string, string?> readFile) =>
+        PlanRemove(inventory, [(vmName, protocol, port)], options, readFile);
+
+    /// <summary>
+    /// Plans removing forwards as one change: each is checked as a single Remove checks it (<see cref="CheckRemove"/>), the keys
+    /// of every qube they cross written once, with one new generation (or removed), then the declarations removed. A forward
+    /// named twice is removed once. One forward gives the plan of that forward.
+    /// </summary>
+    public static PortForwardPlan PlanRemove(QubesInventory inventory, IReadOnlyList<(string VMName, ForwardProtocol Protocol, int Port)> forwards, DeploymentOptions options,
         Func<string, string, string?> readFile)
+    {
+        if (forwards.Count == 0) throw new ArgumentException("No port forward was given.", nameof(forwards));
+        var removals = forwards.Distinct().Select(f => AdmitRemoval(inventory, f.VMName, f.Protocol, f.Port)).DistinctBy(r => r.Id).ToList();
+        // the keys first (the rules go), the declarations last: on the qubes they cross and every qube that carries a part of one
+        var touched = removals.SelectMany(r => r.Touched).ToHashSet(StringComparer.Ordinal);
+        var ids = removals.Select(r => r.Id).ToHashSet(StringComparer.Ordinal);
+        var generations = new Dictionary<string, string>(StringComparer.Ordinal);
+        var counts = new Dictionary<string, int>(StringComparer.Ordinal);
+        var steps = AgentDelivery.ScopedKeySteps(inventory, touched, f => AgentFeatures.IsPartOfForwards(f, ids), _ => [], generations, counts);
+        steps.AddRange(removals.SelectMany(r => r.Declarations));
+        var basePlan = removals.Count == 1 ? removals[0].Plan : new PortForwardPlan
+        {
+            Operation = PlanOperation.Remove,
+            VMName = removals[0].Plan.VMName,
+            FeatureName = removals[0].Plan.FeatureName,
+            Hops = removals.SelectMany(r => r.Plan.Hops).Distinct(StringComparer.Ordinal).ToList(),
+            Target = PortForwardPlan.Several(removals.Select(r => r.Plan).ToList()),
+            Members = removals.Select(r => r.Plan).ToList(),
+        };
+        return WithAgentSteps(basePlan, steps, generations, options, removals.SelectMany(r => r.Plan.Warnings).ToList(), counts);
+    }
+
+    /// <summary>The checks a forward of a Remove passes (it is declared; the agent in the qubes on its way): the plan of that forward alone, without steps.</summary>
+    public static PortForwardPlan CheckRemove(QubesInventory inventory, string vmName, ForwardProtocol protocol, int port) =>
+        AdmitRemoval(inventory, vmName, protocol, port).Plan;
+
+    /// <summary>One forward of a Remove, checked: its plan without steps, the id its keys carry, the qubes whose keys lose its parts, the declarations removed.</summary>
+    private sealed record AdmittedRemoval(PortForwardPlan Plan, string Id, IReadOnlySet<string> Touched, IReadOnlyList<DeploymentStep> Declarations);
+
+    private static AdmittedRemoval AdmitRemoval(QubesInventory inventory, string vmName, ForwardProtocol protocol, int port)
     {
         var warnings = new List<string>();
         var target = inventory.Get(Validation.QubeName.Validate(vmName));
@@ -249,15 +292,10 @@ public static class PortForwardPlanner
         // nothing is written into qubes per change: a forward whose qubes lack the agent is refused (a declaration that cannot be
         // resolved any more is only removed, with the keys every qube derives without it)
         if (chain is not null) AgentDelivery.RequireAgent(inventory, order.Select(q => q.Name), text);
-        // the keys first (the rules go), the declaration last: on the qubes it crosses and every qube that carries a part of it, found
-        // by the parts' names (a qvm-prefs change since may have moved its way: a part left on a former hop would forward the port
-        // again, with no declaration, once the target is back behind it)
+        // on the qubes it crosses and every qube that carries a part of it, found by the parts' names (a qvm-prefs change since may
+        // have moved its way: a part left on a former hop would forward the port again, with no declaration, once the target is back behind it)
         var touched = order.Select(q => q.Name).ToHashSet(StringComparer.Ordinal);
         touched.UnionWith(inventory.NamesWithFeature(f => AgentFeatures.IsPartOfForward(f, target.Name, protocol, port), skipAdminVm: true));
-        var generations = new Dictionary<string, string>(StringComparer.Ordinal);
-        var counts = new Dictionary<string, int>(StringComparer.Ordinal);
-        var steps = AgentDelivery.ScopedKeySteps(inventory, touched, f => AgentFeatures.IsPartOfForward(f, target.Name, protocol, port), _ => [], generations, counts);
-        foreach (var d in matching) steps.Add(DeploymentStep.RemoveFeature(target.Name, d.FeatureName, d.FeatureValue));
         var plan = new PortForwardPlan
         {
             Operation = PlanOperation.Remove,
@@ -266,8 +304,10 @@ public static class PortForwardPlanner
             FeatureName = name,
             Hops = hops,
             Target = $"{text} ({string.Join(" -> ", hops.Append(target.Name))})",
+            Warnings = warnings,
         };
-        return WithAgentSteps(plan, steps, generations, options, warnings, counts);
+        return new AdmittedRemoval(plan, AgentFeatures.ForwardId(target.Name, protocol, port), touched,
+            matching.Select(d => DeploymentStep.RemoveFeature(target.Name, d.FeatureName, d.FeatureValue)).ToList());
     }
 
     // ------------------------------------------------------------------ export / list
