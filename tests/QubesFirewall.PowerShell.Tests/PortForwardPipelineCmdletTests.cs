@@ -152,4 +152,33 @@ public sealed class PortForwardPipelineCmdletTests : IDisposable
         // live: each key removed once, gen included, then the ten declarations
         if (live) Assert.Equal(3 * 11 + 10, _server!.Calls.Count(c => c.Method == "admin.vm.feature.Remove"));
     }
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void Links_piped_into_Enable_and_Disable_are_one_change_and_a_bad_record_errors_alone(bool live)
+    {
+        Open(live);
+        // vault has no network qube: refused alone; work and untrusted, both behind sys-firewall, to personal's 5432: one change
+        var run = Run("'work', 'vault', 'untrusted' | ForEach-Object { [pscustomobject]@{ From = $_; To = 'personal'; Port = 5432 } } | " +
+            "Enable-QubeInterVmNetwork -NoWait -PassThru -Verbose");
+        Assert.Equal("NoNetVM", Assert.Single(run.Errors).FullyQualifiedErrorId.Split(',')[0]);
+        Assert.Equal(["untrusted", "work"], run.Of<QubeInterVmLink>().Select(l => l.From).Order());
+        var plan = Assert.Single(run.Verbose, v => v.StartsWith("Enable inter-qube link ", StringComparison.Ordinal));
+        Assert.Contains("work -> personal tcp/5432, untrusted -> personal tcp/5432 (through sys-firewall):", plan);
+        if (live)
+        {
+            // sys-firewall's and personal's keys once each, for both links
+            Assert.Equal(["personal", "sys-firewall"], _server!.Calls.Where(c => c.Method == "admin.vm.feature.Set" && c.Argument == AgentFeatures.GenFeature).Select(c => c.Destination).Order());
+            Assert.Equal(["untrusted", "work"], _server.Calls.Where(c => c.Method == "admin.vm.firewall.Set").Select(c => c.Destination).Order());
+            _server.ClearCalls();
+        }
+
+        var off = Run("Get-QubeInterVmNetwork | Disable-QubeInterVmNetwork -NoWait -Confirm:$false -PassThru -Verbose");
+        off.AssertNoErrors();
+        Assert.Single(off.Verbose, v => v.StartsWith("Disable inter-qube link ", StringComparison.Ordinal));
+        Assert.Equal(["personal", "sys-firewall"], off.Of<PortForwardHopResult>().Select(h => h.VMName).Order()); // one result per qube, not one per link
+        Assert.Empty(Run("Get-QubeInterVmNetwork").Of<QubeInterVmLink>());
+        if (live) Assert.Equal(["personal", "sys-firewall"], _server!.Calls.Where(c => c.Method == "admin.vm.feature.Remove" && c.Argument == AgentFeatures.GenFeature).Select(c => c.Destination).Order());
+    }
 }
