@@ -86,7 +86,8 @@ public sealed class AddQubePortForwardCommand : QubeCmdlet
         }
         // checked as a single Add checks it, and against the forwards before it (one port per hop); feature calls only: a disposable on
         // the way keeps its own keys, a halted qube gets them too and applies them when it starts
-        if (!TryEngine(() => PortForwardPlanner.Check(Backend.GetInventory(), forward, Options, _checked, vm => Backend.GetFirewall(vm).Rules), out var plan)) return;
+        // (the source firewalls of an internal forward are read once, by the plan at the end, whose warnings are the ones shown)
+        if (!TryEngine(() => PortForwardPlanner.Check(Backend.GetInventory(), forward, Options, _checked), out var plan)) return;
         var open = plan.OpenToEveryone && plan.Operation != PlanOperation.Reapply;
         if (open && !allowFrom.Given)
         {
