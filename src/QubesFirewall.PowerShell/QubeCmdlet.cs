@@ -135,7 +135,7 @@ public abstract class QubeCmdlet : PSCmdlet
         Func<PortForwardPlan, bool>? confirmMore = null, Func<PortForwardPlan, string>? describe = null)
     {
         if (Deploy(plan, start, replan, (p, options, again) => PortForwardPlanner.Apply(Backend, p, options, again), r => r.Failure, confirmMore, describe,
-                p => $"{p.Operation} port forward {p.Forward?.Text ?? p.FeatureName}") is not { } result) return;
+                p => p.Members.Count > 1 ? $"{p.Operation} {p.Subject}" : $"{p.Operation} port forward {p.Subject}") is not { } result) return;
         if (passThru) WriteObject(result.Hops, enumerateCollection: true);
         if (result.Failure is null) WriteVerbose($"{result.Plan!.Operation}: {result.Plan.Target}: done ({result.Hops.Count} qubes).");
     }

@@ -324,6 +324,45 @@ public sealed class AgentLabTests : IDisposable
     }
 
     [Fact]
+    public void Forwards_piped_into_one_Add_are_one_change_the_agents_apply_each_hop_once_and_every_forward_carries_traffic()
+    {
+        using var web = _lab.StartServer("work", 8080);
+        using var db = _lab.StartServer("personal", 5432);
+        foreach (var qube in AgentQubes) _pf.Backend.SetFeature(qube, AgentScript.VersionFeature, AgentScript.Version);
+        StartAgents();
+        foreach (var qube in AgentQubes) _agents.WaitApplied(qube, null);
+        var before = Rulesets();
+
+        // three forwards to two qubes, as Add-QubePortForward plans a pipeline: one plan, one generation per qube
+        var forwards = new[]
+        {
+            PortForward.Create("work", ForwardProtocol.Tcp, 8443, 8080, allowFrom: [Outside + "/32"]),
+            PortForward.Create("work", ForwardProtocol.Tcp, 8444, 8080, allowFrom: [Outside + "/32"]),
+            PortForward.Create("personal", ForwardProtocol.Tcp, 15432, 5432, allowFrom: [Outside + "/32"]),
+        };
+        var plan = PortForwardPlanner.PlanAdd(_pf.Backend, forwards, DeploymentOptions.For(_pf.Backend, _pf.Now));
+        Assert.Equal(3, plan.Members.Count);
+        Assert.Equal(["personal", "sys-firewall", "sys-net", "work"], plan.AgentGenerations.Keys.Order());
+        Assert.Equal(4, plan.Steps.Count(s => s.FeatureName == AgentFeatures.GenFeature));
+        Assert.Null(PortForwardPlanner.Apply(_pf.Backend, plan).Failure);
+        Mirror(plan.Steps);
+        foreach (var (qube, gen) in plan.AgentGenerations) _agents.WaitApplied(qube, gen);
+        Assert.Equal("work", Open("outside", SysNetLan, 8443).ServerNode);
+        Assert.Equal("work", Open("outside", SysNetLan, 8444).ServerNode);
+        Assert.Equal("personal", Open("outside", SysNetLan, 15432).ServerNode);
+        Blocked("outside2", SysNetLan, 8444);
+
+        // removed as one change too: every ruleset as before
+        var remove = PortForwardPlanner.PlanRemove(_pf.Backend, forwards.Select(f => (f.VMName, f.Protocol, f.Port)).ToList(), DeploymentOptions.For(_pf.Backend, _pf.Now));
+        Assert.Null(PortForwardPlanner.Apply(_pf.Backend, remove).Failure);
+        Mirror(remove.Steps);
+        foreach (var (qube, gen) in remove.AgentGenerations) _agents.WaitApplied(qube, gen == "none" ? null : gen);
+        Blocked("outside", SysNetLan, 8443);
+        Blocked("outside", SysNetLan, 15432);
+        Assert.Equal(before, Rulesets());
+    }
+
+    [Fact]
     public void A_change_made_while_the_agent_starts_is_not_lost_the_watch_is_registered_before_the_first_read()
     {
         // The watch stand-in takes 0.4 s to register. A change 0.15 s after the start falls between a first read made at once and

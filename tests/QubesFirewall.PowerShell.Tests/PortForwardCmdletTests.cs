@@ -209,7 +209,11 @@ public sealed class PortForwardCmdletTests : IDisposable
 
         var run = Run("Get-QubePortForward work | Remove-QubePortForward -Confirm:$false -PassThru -Verbose");
         run.AssertNoErrors();
-        Assert.Equal(2, run.Verbose.Count(v => v.StartsWith("Remove port forward", StringComparison.Ordinal)));
+        // the two forwards of the pipeline are one change: one plan that names both
+        Assert.DoesNotContain(run.Verbose, v => v.StartsWith("Remove port forward", StringComparison.Ordinal));
+        var plan = Assert.Single(run.Verbose, v => v.StartsWith("Remove 2 port forwards, as one change:", StringComparison.Ordinal));
+        Assert.Contains("    Remove port forward tcp/443 -> work:443 (sys-net -> sys-firewall -> work)", plan);
+        Assert.Contains("    Remove port forward tcp/22 -> work:22 (sys-net -> sys-firewall -> work)", plan);
         var left = Assert.Single(Run("Get-QubePortForward").Of<QubePortForward>());
         Assert.Equal(("personal", ForwardProtocol.Udp), (left.VMName, left.Protocol!.Value));
         Assert.Equal("", Keys("work"));

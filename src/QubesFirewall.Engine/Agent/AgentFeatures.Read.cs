@@ -46,8 +46,15 @@ public static partial class AgentFeatures
 
     /// <summary>Whether the data key <paramref name="feature"/> is a part of the forward <paramref name="protocol"/>/<paramref name="port"/> declared on <paramref name="vmName"/> (any family, any split).</summary>
     public static bool IsPartOfForward(string feature, string vmName, ForwardProtocol protocol, int port) =>
-        feature.StartsWith(VmConfigPrefix, StringComparison.Ordinal)
-        && ForwardIdOf(feature[VmConfigPrefix.Length..]) == $"{port.ToString("D5", CultureInfo.InvariantCulture)}.{(protocol == ForwardProtocol.Tcp ? "tcp" : "udp")}.{Hash(vmName, 10)}";
+        feature.StartsWith(VmConfigPrefix, StringComparison.Ordinal) && ForwardIdOf(feature[VmConfigPrefix.Length..]) == ForwardId(vmName, protocol, port);
+
+    /// <summary>Whether the data key <paramref name="feature"/> is a part of one of the forwards <paramref name="ids"/> (<see cref="ForwardId"/>).</summary>
+    public static bool IsPartOfForwards(string feature, IReadOnlySet<string> ids) =>
+        feature.StartsWith(VmConfigPrefix, StringComparison.Ordinal) && ForwardIdOf(feature[VmConfigPrefix.Length..]) is { } id && ids.Contains(id);
+
+    /// <summary>What the key names of the forward <paramref name="protocol"/>/<paramref name="port"/> declared on <paramref name="vmName"/> carry: <c>08443.tcp.00e13ed7af</c>.</summary>
+    public static string ForwardId(string vmName, ForwardProtocol protocol, int port) =>
+        $"{port.ToString("D5", CultureInfo.InvariantCulture)}.{(protocol == ForwardProtocol.Tcp ? "tcp" : "udp")}.{Hash(vmName, 10)}";
 
     /// <summary>The names of a qube's hop parts of <paramref name="protocol"/>/<paramref name="port"/>, whatever qube they forward to (feature names only: no value is read).</summary>
     public static IEnumerable<string> PartsOfPort(Qube qube, ForwardProtocol protocol, int port)

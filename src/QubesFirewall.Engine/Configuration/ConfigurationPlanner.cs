@@ -204,9 +204,10 @@ public static class ConfigurationPlanner
         }
 
         // ---- what comes
-        foreach (var f in forwardsIn.DistinctBy(f => f.VMName + "\0" + f.FeatureName))
+        // the forwards that come as one change, as a pipeline of Add-QubePortForward: each qube's keys written once
+        if (forwardsIn.DistinctBy(f => f.VMName + "\0" + f.FeatureName).ToList() is { Count: > 0 } adding)
         {
-            var plan = PortForwardPlanner.PlanAdd(sim.Inventory, f, options, sim.ReadFile, vm => sim.ReadFirewall(vm).Rules);
+            var plan = PortForwardPlanner.PlanAdd(sim.Inventory, adding, options, sim.ReadFile, vm => sim.ReadFirewall(vm).Rules);
             Take(plan, plan.Warnings);
         }
         foreach (var link in linksIn.DistinctBy(l => l.From + "\0" + l.FeatureName))

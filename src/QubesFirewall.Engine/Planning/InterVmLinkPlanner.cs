@@ -31,7 +31,7 @@ public sealed record InterVmLinkPlan : IDeploymentPlan
 
     public required IReadOnlyList<InterVmLink> Links { get; init; }
 
-    /// <summary>The shared network qube.</summary>
+    /// <summary>The shared network qube (several, comma-separated, for links of a pipeline behind different ones).</summary>
     public required string NetVM { get; init; }
 
     public IReadOnlyList<DeploymentStep> Steps { get; init; } = [];
@@ -63,7 +63,7 @@ public sealed record InterVmLinkPlan : IDeploymentPlan
 
     /// <summary>Each qube's part in the plan, for the results: source, destination, network qube.</summary>
     public string RoleOf(string qube) =>
-        string.Join(" and ", Links.SelectMany(l => new[] { (l.From, "source"), (l.To, "destination") }).Append((NetVM, "network qube"))
+        string.Join(" and ", Links.SelectMany(l => new[] { (l.From, "source"), (l.To, "destination") }).Concat(NetVM.Split(", ").Select(n => (n, "network qube")))
             .Where(r => r.Item1 == qube).Select(r => r.Item2).Distinct());
 }
 
@@ -257,15 +257,26 @@ public static class InterVmLinkPlanner
     public static InterVmLinkPlan PlanEnable(QubesInventory inventory, IReadOnlyList<InterVmLink> links, DeploymentOptions options,
         Func<string, string, string?> readFile, Func<string, FirewallDocument> readFirewall)
     {
+        var resolved = CheckEnable(inventory, links);
+        return PlanEnableViaAgent(inventory, links, resolved, options, readFirewall, []);
+    }
+
+    /// <summary>
+    /// What Enable checks of links before planning them (a pipeline checks each record's as it comes): each resolves (both
+    /// qubes behind the same network qube, no Whonix gateway...), and the network qubes and destinations have the agent.
+    /// </summary>
+    public static List<ResolvedLink> CheckEnable(QubesInventory inventory, IReadOnlyList<InterVmLink> links)
+    {
         if (links.Count == 0) throw QubesFirewallException.Invalid(ErrorIds.NoLink, "No link was given.");
-        var warnings = new List<string>();
         var resolved = links.Select(l => Resolve(inventory, l)).ToList();
-        var netvm = resolved[0].NetVM;
         var agentQubes = resolved.Select(r => r.NetVM.Name).Concat(resolved.Select(r => r.To.Name)).ToList();
         // nothing is written into qubes per change: without the agent in the network qube and the destinations, refused
-        AgentDelivery.RequireAgent(inventory, agentQubes, TargetText(links, netvm.Name));
-        return PlanEnableViaAgent(inventory, links, resolved, options, readFirewall, warnings);
+        AgentDelivery.RequireAgent(inventory, agentQubes, TargetText(links, NetVmsOf(resolved)));
+        return resolved;
     }
+
+    /// <summary>The network qubes of resolved links, comma-separated (one for the links of one command).</summary>
+    private static string NetVmsOf(IEnumerable<ResolvedLink> resolved) => string.Join(", ", resolved.Select(r => r.NetVM.Name).Distinct(StringComparer.Ordinal));
 
     /// <summary>The declaration features Enable sets: none for a link in force and bound to its qube; a legacy (no uuid) or copied one is adopted.</summary>
     private static List<DeploymentStep> EnableDeclarationSteps(QubesInventory inventory, IReadOnlyList<InterVmLink> links, DeploymentOptions options, List<string> warnings)
@@ -314,10 +325,10 @@ public static class InterVmLinkPlanner
         {
             Operation = operation,
             Links = links,
-            NetVM = resolved[0].NetVM.Name,
+            NetVM = NetVmsOf(resolved),
             Steps = steps,
             Warnings = warnings.Distinct().ToList(),
-            Target = TargetText(links, resolved[0].NetVM.Name),
+            Target = TargetText(links, NetVmsOf(resolved)),
             ViaAgent = true,
             AgentGenerations = generations,
             AgentWait = options.AgentWait,
@@ -335,32 +346,9 @@ public static class InterVmLinkPlanner
     public static InterVmLinkPlan PlanDisable(QubesInventory inventory, IReadOnlyList<InterVmLink> links, DeploymentOptions options,
         Func<string, string, string?> readFile, Func<string, FirewallDocument> readFirewall)
     {
-        if (links.Count == 0) throw QubesFirewallException.Invalid(ErrorIds.NoLink, "No link was given.");
         var warnings = new List<string>();
-        var declarations = SourceDeclarations(inventory, links);
-        bool IsDeclared(InterVmLink l) => declarations.Any(d => d.From == l.From && d.FeatureName == l.FeatureName);
-        var missing = links.Where(l => !IsDeclared(l)).ToList();
-        var removing = links.Where(IsDeclared).ToList();
-        if (removing.Count == 0)
-            throw new QubesFirewallException(ErrorIds.LinkNotFound, FailureKind.ObjectNotFound,
-                $"There is no link {string.Join(", ", missing.Select(l => $"{l.Text} (feature {l.FeatureName} of {l.From})"))}. Get-QubeInterVmNetwork lists the declared ones.", links[0].FeatureName);
-        foreach (var l in missing) warnings.Add($"There is no link {l.Text} (no feature {l.FeatureName} of {l.From}); nothing is done for it.");
-
-        var resolved = new List<ResolvedLink>();
-        foreach (var l in removing)
-        {
-            try
-            {
-                resolved.Add(Resolve(inventory, l, checks: false));
-            }
-            catch (QubesFirewallException ex)
-            {
-                warnings.Add($"The qubes of {l.Text} cannot be resolved now ({ex.Message}); only its declaration is removed. Check the scripts and firewall of the qubes it joined.");
-            }
-        }
-        var netvmName = resolved.FirstOrDefault()?.NetVM.Name ?? inventory.Find(removing[0].From)?.NetVM ?? "";
+        var (declarations, removing, resolved, netvmName) = AdmitDisable(inventory, links, warnings);
         var agentQubes = resolved.Select(r => r.NetVM.Name).Concat(resolved.Select(r => r.To.Name)).ToList();
-        if (resolved.Count > 0) AgentDelivery.RequireAgent(inventory, agentQubes, TargetText(removing, netvmName));
         // outside in: the sources' firewalls, the keys of the qubes the links joined, the declarations last
         var gone = new HashSet<string>(removing.Select(l => l.From + "\0" + l.FeatureName), StringComparer.Ordinal);
         // the links that stay, of the same sources (a rule they need in a source's list stays)
@@ -389,6 +377,43 @@ public static class InterVmLinkPlanner
             AgentGenerations = generations,
             AgentWait = options.AgentWait,
         };
+    }
+
+    /// <summary>
+    /// What Disable checks of links before planning them (a pipeline checks each record's as it comes): at least one is
+    /// declared (<c>LinkNotFound</c>), and the qubes of those that resolve have the agent.
+    /// </summary>
+    public static void CheckDisable(QubesInventory inventory, IReadOnlyList<InterVmLink> links) => AdmitDisable(inventory, links, []);
+
+    private static (List<InterVmLinkDeclaration> Declarations, List<InterVmLink> Removing, List<ResolvedLink> Resolved, string NetVM) AdmitDisable(
+        QubesInventory inventory, IReadOnlyList<InterVmLink> links, List<string> warnings)
+    {
+        if (links.Count == 0) throw QubesFirewallException.Invalid(ErrorIds.NoLink, "No link was given.");
+        var declarations = SourceDeclarations(inventory, links);
+        bool IsDeclared(InterVmLink l) => declarations.Any(d => d.From == l.From && d.FeatureName == l.FeatureName);
+        var missing = links.Where(l => !IsDeclared(l)).ToList();
+        var removing = links.Where(IsDeclared).ToList();
+        if (removing.Count == 0)
+            throw new QubesFirewallException(ErrorIds.LinkNotFound, FailureKind.ObjectNotFound,
+                $"There is no link {string.Join(", ", missing.Select(l => $"{l.Text} (feature {l.FeatureName} of {l.From})"))}. Get-QubeInterVmNetwork lists the declared ones.", links[0].FeatureName);
+        foreach (var l in missing) warnings.Add($"There is no link {l.Text} (no feature {l.FeatureName} of {l.From}); nothing is done for it.");
+
+        var resolved = new List<ResolvedLink>();
+        foreach (var l in removing)
+        {
+            try
+            {
+                resolved.Add(Resolve(inventory, l, checks: false));
+            }
+            catch (QubesFirewallException ex)
+            {
+                warnings.Add($"The qubes of {l.Text} cannot be resolved now ({ex.Message}); only its declaration is removed. Check the scripts and firewall of the qubes it joined.");
+            }
+        }
+        var netvmName = resolved.Count > 0 ? NetVmsOf(resolved) : inventory.Find(removing[0].From)?.NetVM ?? "";
+        if (resolved.Count > 0)
+            AgentDelivery.RequireAgent(inventory, resolved.Select(r => r.NetVM.Name).Concat(resolved.Select(r => r.To.Name)), TargetText(removing, netvmName));
+        return (declarations, removing, resolved, netvmName);
     }
 
     /// <summary>The link declarations of the sources of <paramref name="links"/> (the only qubes a link's declaration can be on).</summary>

@@ -1,3 +1,4 @@
+using System.Globalization;
 using System.Text;
 using QubesFirewall.Engine.Backends;
 using QubesFirewall.Engine.Deployment;
@@ -66,7 +67,21 @@ public sealed record PortForwardPlan : IDeploymentPlan
     /// <summary>Via the agent: how long to wait for the agents' confirmation (zero: not asked).</summary>
     public TimeSpan AgentWait { get; init; }
 
-    string IDeploymentPlan.Purpose => $"{Operation.ToString().ToLowerInvariant()} port forward {Target}";
+    /// <summary>
+    /// A change of several forwards (a pipeline of Add-QubePortForward): each one's plan without steps (its operation, chain and
+    /// warnings), in the order given; the steps, generations and counts are the change's. Empty for a change of one forward.
+    /// </summary>
+    public IReadOnlyList<PortForwardPlan> Members { get; init; } = [];
+
+    /// <summary>The forward the change is about (<c>tcp/443 -> work:443</c>), or <c>10 port forwards</c>.</summary>
+    public string Subject => Members.Count > 1 ? $"{Members.Count.ToString(CultureInfo.InvariantCulture)} port forwards" : Forward?.Text ?? FeatureName;
+
+    /// <summary>The target of a change of several forwards: their count, and the first three.</summary>
+    public static string Several(IReadOnlyList<PortForwardPlan> members) =>
+        $"{members.Count.ToString(CultureInfo.InvariantCulture)} port forwards ({string.Join(", ", members.Take(3).Select(m => m.Forward?.Text ?? m.FeatureName))}" +
+        (members.Count > 3 ? $" and {(members.Count - 3).ToString(CultureInfo.InvariantCulture)} more)" : ")");
+
+    string IDeploymentPlan.Purpose => Members.Count > 1 ? $"{Operation.ToString().ToLowerInvariant()} {Target}" : $"{Operation.ToString().ToLowerInvariant()} port forward {Target}";
 
     /// <summary>True when the port is open to anyone who reaches the first hop (no -AllowFrom).</summary>
     public bool OpenToEveryone => Forward?.IsOpenToEveryone == true && Operation != PlanOperation.Remove;
@@ -75,7 +90,12 @@ public sealed record PortForwardPlan : IDeploymentPlan
     public string Describe()
     {
         var sb = new StringBuilder();
-        sb.Append(Operation).Append(" port forward ").Append(Target).Append(':');
+        if (Members.Count > 1)
+        {
+            sb.Append(Operation).Append(' ').Append(Members.Count.ToString(CultureInfo.InvariantCulture)).Append(" port forwards, as one change:");
+            foreach (var m in Members) sb.AppendLine().Append("    ").Append(m.Operation).Append(" port forward ").Append(m.Target);
+        }
+        else sb.Append(Operation).Append(" port forward ").Append(Target).Append(':');
         if (!IsComplete) sb.Append(" first start ").Append(string.Join(", ", NotRunning.Select(q => q.Name))).Append(" (-Start); the steps are planned once they run");
         DeploymentStep.AppendList(sb, Steps);
         return sb.ToString();

@@ -19,15 +19,75 @@ public static class PortForwardPlanner
     // ------------------------------------------------------------------ add
 
     /// <summary>Plans adding (or updating) a forward; reads the inventory and the hook files of the qubes on the way.</summary>
-    public static PortForwardPlan PlanAdd(IQubesBackend backend, PortForward forward, DeploymentOptions options)
+    public static PortForwardPlan PlanAdd(IQubesBackend backend, PortForward forward, DeploymentOptions options) => PlanAdd(backend, [forward], options);
+
+    /// <summary>Plans adding (or updating) several forwards as one change (a pipeline of Add-QubePortForward): <see cref="PlanAdd(QubesInventory, IReadOnlyList{PortForward}, DeploymentOptions, Func{string, string, string?}, Func{string, IReadOnlyList{FirewallRule}}?)"/>.</summary>
+    public static PortForwardPlan PlanAdd(IQubesBackend backend, IReadOnlyList<PortForward> forwards, DeploymentOptions options)
     {
         var inventory = backend.GetInventory();
-        return PlanAdd(inventory, forward, options, backend.ReadQubeFile, vm => backend.GetFirewall(vm).Rules);
+        return PlanAdd(inventory, forwards, options, backend.ReadQubeFile, vm => backend.GetFirewall(vm).Rules);
     }
 
     /// <summary>The pure planner: inventory, request, file reader (qube, path -> content or null), firewall reader (for internal forwards' sources; may be null).</summary>
     public static PortForwardPlan PlanAdd(QubesInventory inventory, PortForward forward, DeploymentOptions options,
+        Func<string, string, string?> readFile, Func<string, IReadOnlyList<FirewallRule>>? readFirewall = null) =>
+        PlanAdd(inventory, [forward], options, readFile, readFirewall);
+
+    /// <summary>
+    /// Plans adding (or updating) forwards as one change: each is checked as a single Add checks it (<see cref="Check"/>, against
+    /// the system and the forwards before it), its declaration set, and the keys of every qube they touch written once, with one
+    /// new generation per qube (each data key carries its qube's generation, so a change per forward would write every key of
+    /// a hop again per forward). A forward given again (same qube, protocol and port) replaces the earlier one, as an Add of a
+    /// declared forward updates it. One forward gives the plan of that forward.
+    /// </summary>
+    public static PortForwardPlan PlanAdd(QubesInventory inventory, IReadOnlyList<PortForward> forwards, DeploymentOptions options,
         Func<string, string, string?> readFile, Func<string, IReadOnlyList<FirewallRule>>? readFirewall = null)
+    {
+        if (forwards.Count == 0) throw new ArgumentException("No port forward was given.", nameof(forwards));
+        var admitted = new List<AdmittedForward>();
+        foreach (var forward in forwards)
+        {
+            admitted.RemoveAll(a => a.Plan.VMName == forward.VMName && a.Plan.FeatureName == forward.FeatureName);
+            admitted.Add(Admit(inventory, forward, options, readFirewall, admitted.Select(a => a.Plan).ToList()));
+        }
+        var warnings = admitted.SelectMany(a => a.Plan.Warnings).ToList();
+        // the declarations first, then the keys of the qubes they touch: a failure half way takes the declarations back too
+        var agentSteps = admitted.Select(a => a.Declaration).OfType<DeploymentStep>().ToList();
+        var touched = admitted.SelectMany(a => a.Touched).ToHashSet(StringComparer.Ordinal);
+        var strays = admitted.SelectMany(a => a.Strays).ToHashSet(StringComparer.Ordinal);
+        var ids = admitted.Select(a => AgentFeatures.ForwardId(a.Plan.VMName, a.Plan.Forward!.Protocol, a.Plan.Forward.Port)).ToHashSet(StringComparer.Ordinal);
+        var chains = admitted.Select(a => a.Chain).ToList();
+        var generations = new Dictionary<string, string>(StringComparer.Ordinal);
+        var counts = new Dictionary<string, int>(StringComparer.Ordinal);
+        agentSteps.AddRange(AgentDelivery.ScopedKeySteps(inventory, touched, f => strays.Contains(f) || AgentFeatures.IsPartOfForwards(f, ids),
+            q => AgentFeatures.Parts(ForwardsOf(q, chains), new QubeLinks(q, [], [])), generations, counts));
+        var basePlan = admitted.Count == 1 ? admitted[0].Plan : new PortForwardPlan
+        {
+            Operation = admitted.All(a => a.Plan.Operation == PlanOperation.Reapply) ? PlanOperation.Reapply : PlanOperation.Add,
+            VMName = admitted[0].Plan.VMName,
+            FeatureName = admitted[0].Plan.FeatureName,
+            Hops = admitted.SelectMany(a => a.Plan.Hops).Distinct(StringComparer.Ordinal).ToList(),
+            Target = PortForwardPlan.Several(admitted.Select(a => a.Plan).ToList()),
+            Members = admitted.Select(a => a.Plan).ToList(),
+        };
+        return WithAgentSteps(basePlan, agentSteps, generations, options, warnings, counts);
+    }
+
+    /// <summary>
+    /// The checks a forward of an Add passes, against the system and <paramref name="earlier"/> (the forwards before it in the
+    /// same change, as <see cref="Check"/> gave them): the plan of that forward alone, without steps (its operation, chain and
+    /// warnings). Throws what a single Add refuses, and <c>PortAlreadyForwarded</c> when an earlier forward of the change takes
+    /// its port through one of its network qubes.
+    /// </summary>
+    public static PortForwardPlan Check(QubesInventory inventory, PortForward forward, DeploymentOptions options, IReadOnlyList<PortForwardPlan> earlier,
+        Func<string, IReadOnlyList<FirewallRule>>? readFirewall = null) =>
+        Admit(inventory, forward, options, readFirewall, earlier).Plan;
+
+    /// <summary>One forward of an Add, checked: its plan without steps, its chain, the qubes whose keys it rewrites, the stray keys it removes, its declaration step.</summary>
+    private sealed record AdmittedForward(PortForwardPlan Plan, NetworkChain Chain, IReadOnlySet<string> Touched, IReadOnlySet<string> Strays, DeploymentStep? Declaration);
+
+    private static AdmittedForward Admit(QubesInventory inventory, PortForward forward, DeploymentOptions options,
+        Func<string, IReadOnlyList<FirewallRule>>? readFirewall, IReadOnlyList<PortForwardPlan> earlier)
     {
         var warnings = new List<string>();
         if (forward.Expire is { } expire && expire <= options.Now.ToUnixTimeSeconds())
@@ -68,6 +128,16 @@ public static class PortForwardPlanner
                 $"Remove that forward first (Remove-QubePortForward -VMName {owner} -Port {forward.Port.ToString(CultureInfo.InvariantCulture)} -Protocol {forward.Protocol}), " +
                 "or open another port and translate it with -TargetPort. Nothing was changed.", forward);
         }
+        // the same within one change: an earlier forward of it that takes this port through one of this one's network qubes
+        foreach (var other in earlier)
+        {
+            if (other.Forward is not { } f || f.Protocol != forward.Protocol || f.Port != forward.Port || other.VMName == forward.VMName) continue;
+            var shared = other.Hops.Intersect(chain.HopNames, StringComparer.Ordinal).ToList();
+            if (shared.Count == 0) continue;
+            throw new QubesFirewallException(ErrorIds.PortAlreadyForwarded, FailureKind.ResourceExists,
+                $"{forward.ProtocolText}/{forward.Port.ToString(CultureInfo.InvariantCulture)} is forwarded to '{f.VMName}' through {string.Join(", ", shared)} by {f.Text}, given earlier in the same change, " +
+                $"so {forward.Text} cannot be declared with it. A network qube can pass one port to one qube only: give one of them, or open another port and translate it with -TargetPort.", forward);
+        }
 
         var reach = chain.HopNames.Append(chain.Target.Name).ToList();
         if (existing?.Forward is { } replaced && TryResolve(inventory, replaced, out var replacedChain, out _))
@@ -86,29 +156,22 @@ public static class PortForwardPlanner
         if (forward.Type == ForwardType.Internal && forward.Interface is null && readFirewall is not null)
             CheckSourceFirewalls(inventory, chain, readFirewall, options.Now, warnings);
 
-        var previous = existing?.Forward;
         // the declaration carries the target's uuid, so a copy (qvm-clone, restore) is recognised and never deployed
         var value = DeclarationOwner.Bind(chain.Target.Uuid, forward.FeatureValue);
         var operation = existing is null ? PlanOperation.Add : existing.FeatureValue == value ? PlanOperation.Reapply : PlanOperation.Update;
-        var basePlan = new PortForwardPlan
+        var plan = new PortForwardPlan
         {
             Operation = operation,
             Forward = forward,
-            Previous = previous,
+            Previous = existing?.Forward,
             VMName = forward.VMName,
             FeatureName = forward.FeatureName,
             Hops = chain.HopNames.ToList(),
             Target = $"{forward.Text} ({chain.Path})",
             AddressFamilies = NftForwardScript.FamilyText(NftForwardScript.Families(chain)),
+            Warnings = warnings,
         };
-        // the declaration first, then the keys of the qubes it touches: a failure half way takes the declaration back too
-        var generations = new Dictionary<string, string>(StringComparer.Ordinal);
-        var agentSteps = new List<DeploymentStep>();
-        if (DeploymentStep.SetFeature(forward.VMName, forward.FeatureName, value, existing?.FeatureValue) is { } declaration) agentSteps.Add(declaration);
-        var counts = new Dictionary<string, int>(StringComparer.Ordinal);
-        agentSteps.AddRange(AgentDelivery.ScopedKeySteps(inventory, touched, f => strays.Contains(f) || AgentFeatures.IsPartOfForward(f, forward.VMName, forward.Protocol, forward.Port),
-            q => AgentFeatures.Parts(ForwardsOf(q, chain), new QubeLinks(q, [], [])), generations, counts));
-        return WithAgentSteps(basePlan, agentSteps, generations, options, warnings, counts);
+        return new AdmittedForward(plan, chain, touched, strays, DeploymentStep.SetFeature(forward.VMName, forward.FeatureName, value, existing?.FeatureValue));
     }
 
     /// <summary>Whether <paramref name="owner"/> declares a forward of <paramref name="protocol"/>/<paramref name="port"/> whose chain crosses <paramref name="hop"/> (read only when a hop's key names it).</summary>
@@ -128,15 +191,18 @@ public static class PortForwardPlanner
         ForwardCounts = generations.Keys.ToDictionary(q => q, q => forwardCounts.GetValueOrDefault(q), StringComparer.Ordinal),
     };
 
-    /// <summary>What one forward gives a qube of its chain: the hop it is there, or its target.</summary>
-    private static QubeForwards ForwardsOf(Qube qube, NetworkChain? chain) => chain is null
-        ? new QubeForwards(qube, [], [])
-        : new QubeForwards(qube, chain.Hops.Where(h => h.Name == qube.Name).Select(h => (chain, h)).ToList(), chain.Target.Name == qube.Name ? [chain] : []);
+    /// <summary>What the forwards of a change give a qube of their chains: the hop it is there, or their target.</summary>
+    private static QubeForwards ForwardsOf(Qube qube, IReadOnlyList<NetworkChain> chains) =>
+        new(qube, chains.SelectMany(c => c.Hops.Where(h => h.Name == qube.Name).Select(h => (c, h))).ToList(), chains.Where(c => c.Target.Name == qube.Name).ToList());
 
     // ------------------------------------------------------------------ remove
 
     public static PortForwardPlan PlanRemove(IQubesBackend backend, string vmName, ForwardProtocol protocol, int port, DeploymentOptions options) =>
-        PlanRemove(backend.GetInventory(), vmName, protocol, port, options, backend.ReadQubeFile);
+        PlanRemove(backend, [(vmName, protocol, port)], options);
+
+    /// <summary>Plans removing several forwards as one change (a pipeline of Remove-QubePortForward).</summary>
+    public static PortForwardPlan PlanRemove(IQubesBackend backend, IReadOnlyList<(string VMName, ForwardProtocol Protocol, int Port)> forwards, DeploymentOptions options) =>
+        PlanRemove(backend.GetInventory(), forwards, options, backend.ReadQubeFile);
 
     /// <summary>
     /// Plans removing the forward of <paramref name="protocol"/>/<paramref name="port"/> declared on
@@ -145,7 +211,46 @@ public static class PortForwardPlanner
     /// nothing loses its keys and its agent its chains), then the declaration is removed. Refused when a qube on its way lacks the agent.
     /// </summary>
     public static PortForwardPlan PlanRemove(QubesInventory inventory, string vmName, ForwardProtocol protocol, int port, DeploymentOptions options,
+        Func<string, string, string?> readFile) =>
+        PlanRemove(inventory, [(vmName, protocol, port)], options, readFile);
+
+    /// <summary>
+    /// Plans removing forwards as one change: each is checked as a single Remove checks it (<see cref="CheckRemove"/>), the keys
+    /// of every qube they cross written once, with one new generation (or removed), then the declarations removed. A forward
+    /// named twice is removed once. One forward gives the plan of that forward.
+    /// </summary>
+    public static PortForwardPlan PlanRemove(QubesInventory inventory, IReadOnlyList<(string VMName, ForwardProtocol Protocol, int Port)> forwards, DeploymentOptions options,
         Func<string, string, string?> readFile)
+    {
+        if (forwards.Count == 0) throw new ArgumentException("No port forward was given.", nameof(forwards));
+        var removals = forwards.Distinct().Select(f => AdmitRemoval(inventory, f.VMName, f.Protocol, f.Port)).DistinctBy(r => r.Id).ToList();
+        // the keys first (the rules go), the declarations last: on the qubes they cross and every qube that carries a part of one
+        var touched = removals.SelectMany(r => r.Touched).ToHashSet(StringComparer.Ordinal);
+        var ids = removals.Select(r => r.Id).ToHashSet(StringComparer.Ordinal);
+        var generations = new Dictionary<string, string>(StringComparer.Ordinal);
+        var counts = new Dictionary<string, int>(StringComparer.Ordinal);
+        var steps = AgentDelivery.ScopedKeySteps(inventory, touched, f => AgentFeatures.IsPartOfForwards(f, ids), _ => [], generations, counts);
+        steps.AddRange(removals.SelectMany(r => r.Declarations));
+        var basePlan = removals.Count == 1 ? removals[0].Plan : new PortForwardPlan
+        {
+            Operation = PlanOperation.Remove,
+            VMName = removals[0].Plan.VMName,
+            FeatureName = removals[0].Plan.FeatureName,
+            Hops = removals.SelectMany(r => r.Plan.Hops).Distinct(StringComparer.Ordinal).ToList(),
+            Target = PortForwardPlan.Several(removals.Select(r => r.Plan).ToList()),
+            Members = removals.Select(r => r.Plan).ToList(),
+        };
+        return WithAgentSteps(basePlan, steps, generations, options, removals.SelectMany(r => r.Plan.Warnings).ToList(), counts);
+    }
+
+    /// <summary>The checks a forward of a Remove passes (it is declared; the agent in the qubes on its way): the plan of that forward alone, without steps.</summary>
+    public static PortForwardPlan CheckRemove(QubesInventory inventory, string vmName, ForwardProtocol protocol, int port) =>
+        AdmitRemoval(inventory, vmName, protocol, port).Plan;
+
+    /// <summary>One forward of a Remove, checked: its plan without steps, the id its keys carry, the qubes whose keys lose its parts, the declarations removed.</summary>
+    private sealed record AdmittedRemoval(PortForwardPlan Plan, string Id, IReadOnlySet<string> Touched, IReadOnlyList<DeploymentStep> Declarations);
+
+    private static AdmittedRemoval AdmitRemoval(QubesInventory inventory, string vmName, ForwardProtocol protocol, int port)
     {
         var warnings = new List<string>();
         var target = inventory.Get(Validation.QubeName.Validate(vmName));
@@ -187,15 +292,10 @@ public static class PortForwardPlanner
         // nothing is written into qubes per change: a forward whose qubes lack the agent is refused (a declaration that cannot be
         // resolved any more is only removed, with the keys every qube derives without it)
         if (chain is not null) AgentDelivery.RequireAgent(inventory, order.Select(q => q.Name), text);
-        // the keys first (the rules go), the declaration last: on the qubes it crosses and every qube that carries a part of it, found
-        // by the parts' names (a qvm-prefs change since may have moved its way: a part left on a former hop would forward the port
-        // again, with no declaration, once the target is back behind it)
+        // on the qubes it crosses and every qube that carries a part of it, found by the parts' names (a qvm-prefs change since may
+        // have moved its way: a part left on a former hop would forward the port again, with no declaration, once the target is back behind it)
         var touched = order.Select(q => q.Name).ToHashSet(StringComparer.Ordinal);
         touched.UnionWith(inventory.NamesWithFeature(f => AgentFeatures.IsPartOfForward(f, target.Name, protocol, port), skipAdminVm: true));
-        var generations = new Dictionary<string, string>(StringComparer.Ordinal);
-        var counts = new Dictionary<string, int>(StringComparer.Ordinal);
-        var steps = AgentDelivery.ScopedKeySteps(inventory, touched, f => AgentFeatures.IsPartOfForward(f, target.Name, protocol, port), _ => [], generations, counts);
-        foreach (var d in matching) steps.Add(DeploymentStep.RemoveFeature(target.Name, d.FeatureName, d.FeatureValue));
         var plan = new PortForwardPlan
         {
             Operation = PlanOperation.Remove,
@@ -204,8 +304,10 @@ public static class PortForwardPlanner
             FeatureName = name,
             Hops = hops,
             Target = $"{text} ({string.Join(" -> ", hops.Append(target.Name))})",
+            Warnings = warnings,
         };
-        return WithAgentSteps(plan, steps, generations, options, warnings, counts);
+        return new AdmittedRemoval(plan, AgentFeatures.ForwardId(target.Name, protocol, port), touched,
+            matching.Select(d => DeploymentStep.RemoveFeature(target.Name, d.FeatureName, d.FeatureValue)).ToList());
     }
 
     // ------------------------------------------------------------------ export / list
@@ -265,7 +367,7 @@ public static class PortForwardPlanner
         var failure = run.Failure(ErrorIds.PortForwardRolledBack, ErrorIds.PortForwardPartiallyApplied, $"{plan.Operation} port forward {plan.Target}", "Remove-QubePortForward", plan.Operation == PlanOperation.Remove, null);
         if (failure is not null) return new HopResults([], failure) { Plan = plan, Rollout = run };
         var p = plan;
-        var (hops, error) = ConfirmAgents(backend, run, plan.AgentGenerations, plan.AgentWait, q => RoleOf(p, q), plan.Forward?.Text ?? plan.FeatureName,
+        var (hops, error) = ConfirmAgents(backend, run, plan.AgentGenerations, plan.AgentWait, q => RoleOf(p, q), plan.Subject,
             plan.Operation, q => p.ForwardCounts.GetValueOrDefault(q), ErrorIds.PortForwardAgentFailed, ErrorIds.PortForwardAgentUnconfirmed, $"{plan.Operation} port forward {plan.Target}");
         return new HopResults(hops, error) { Plan = plan, Rollout = run };
     }
@@ -321,6 +423,9 @@ public static class PortForwardPlanner
 
     private static string RoleOf(PortForwardPlan plan, string qube)
     {
+        // several forwards: what the qube is to each that reaches it (target of one, hop of another), once each
+        if (plan.Members.Count > 1)
+            return string.Join(", ", plan.Members.Select(m => RoleOf(m, qube)).Where(r => r != "previous hop").Distinct(StringComparer.Ordinal).DefaultIfEmpty("previous hop"));
         if (qube == plan.VMName) return "target";
         var i = plan.Hops.ToList().IndexOf(qube);
         return i >= 0 ? $"hop {(i + 1).ToString(CultureInfo.InvariantCulture)} of {plan.Hops.Count.ToString(CultureInfo.InvariantCulture)}" : "previous hop";

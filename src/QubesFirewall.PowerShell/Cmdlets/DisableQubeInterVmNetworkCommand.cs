@@ -13,9 +13,10 @@ namespace QubesFirewall.PowerShell.Cmdlets;
 [OutputType(typeof(PortForwardHopResult))]
 public sealed class DisableQubeInterVmNetworkCommand : InterVmLinkCmdlet
 {
-    protected override void ProcessRecord()
-    {
-        if (PlanAndDeploy(links => InterVmLinkPlanner.PlanDisable(Backend, links, ChangeOptions())) is { } done && PassThru)
-            WriteObject(done.Hops, enumerateCollection: true);
-    }
+    protected override void Check(QubesInventory inventory, IReadOnlyList<InterVmLink> links) => InterVmLinkPlanner.CheckDisable(inventory, links);
+
+    protected override InterVmLinkPlan Plan(IReadOnlyList<InterVmLink> links) =>
+        InterVmLinkPlanner.PlanDisable(Backend, links, ChangeOptions());
+
+    protected override void WriteResult(InterVmLinkPlan plan, IReadOnlyList<PortForwardHopResult> hops) => WriteObject(hops, enumerateCollection: true);
 }

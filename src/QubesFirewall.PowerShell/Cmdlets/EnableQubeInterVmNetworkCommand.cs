@@ -7,17 +7,18 @@ namespace QubesFirewall.PowerShell.Cmdlets;
 /// <summary>
 /// Lets one qube open connections to another behind the same network qube: declares the links (features
 /// qubesfirewall.link.* of the source) and plans their three parts — the network qube's forward accept, the
-/// destination's input accept, the source's own Qubes firewall rule. One ShouldProcess per source qube.
+/// destination's input accept, the source's own Qubes firewall rule. One ShouldProcess for the links of a pipeline.
 /// </summary>
 [Cmdlet(VerbsLifecycle.Enable, "QubeInterVmNetwork", SupportsShouldProcess = true)]
 [OutputType(typeof(QubeInterVmLink))]
 public sealed class EnableQubeInterVmNetworkCommand : InterVmLinkCmdlet
 {
-    protected override void ProcessRecord()
-    {
-        if (PlanAndDeploy(links => InterVmLinkPlanner.PlanEnable(Backend, links, ChangeOptions())) is { } done && PassThru)
-            LinkOutput.Write(this, Backend, done.Plan.Links, Now);
-    }
+    protected override void Check(QubesInventory inventory, IReadOnlyList<InterVmLink> links) => InterVmLinkPlanner.CheckEnable(inventory, links);
+
+    protected override InterVmLinkPlan Plan(IReadOnlyList<InterVmLink> links) =>
+        InterVmLinkPlanner.PlanEnable(Backend, links, ChangeOptions());
+
+    protected override void WriteResult(InterVmLinkPlan plan, IReadOnlyList<PortForwardHopResult> hops) => LinkOutput.Write(this, Backend, plan.Links, Now);
 }
 
 /// <summary>The objects Enable -PassThru writes.</summary>

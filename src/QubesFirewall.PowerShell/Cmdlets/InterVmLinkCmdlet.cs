@@ -7,7 +7,7 @@ namespace QubesFirewall.PowerShell.Cmdlets;
 /// <summary>
 /// What Enable- and Disable-QubeInterVmNetwork share: the parameters that name a set of links, and the
 /// way a plan is made (feature calls and the source's firewall edit; halted qubes apply their keys when they start),
-/// shown (-WhatIf) and deployed.
+/// shown (-WhatIf) and deployed. The links of one pipeline are one change.
 /// </summary>
 public abstract class InterVmLinkCmdlet : AgentChangeCmdlet
 {
@@ -40,19 +40,49 @@ public abstract class InterVmLinkCmdlet : AgentChangeCmdlet
     [Parameter]
     public SwitchParameter PassThru { get; set; }
 
-    /// <summary>
-    /// Plans the links the parameters name with <paramref name="planner"/> and deploys the plan through
-    /// <see cref="QubeCmdlet.Deploy{TPlan,TResult}"/>. Returns the plan and one result per qube, or null when nothing was deployed.
-    /// </summary>
-    protected (InterVmLinkPlan Plan, IReadOnlyList<PortForwardHopResult> Hops)? PlanAndDeploy(Func<IReadOnlyList<InterVmLink>, InterVmLinkPlan> planner)
+    // the links of the pipeline, checked record by record as they come (each record's error at once); one change at its end
+    private readonly List<InterVmLink> _links = [];
+
+    /// <summary>What the cmdlet checks of a record's links before they join the change (throws what it refuses).</summary>
+    protected abstract void Check(QubesInventory inventory, IReadOnlyList<InterVmLink> links);
+
+    /// <summary>Plans the links of the pipeline as one change.</summary>
+    protected abstract InterVmLinkPlan Plan(IReadOnlyList<InterVmLink> links);
+
+    /// <summary>What -PassThru writes once the change is deployed.</summary>
+    protected abstract void WriteResult(InterVmLinkPlan plan, IReadOnlyList<PortForwardHopResult> hops);
+
+    protected override void ProcessRecord()
     {
-        if (!TryEngine(() => InterVmLink.Expand(From, To, Protocol, Read(Port), Bidirectional), out var links)) return null;
-        InterVmLinkPlan Plan() => planner(links);
-        if (!TryEngine(Plan, out var first)) return null;
+        if (!TryEngine(() => InterVmLink.Expand(From, To, Protocol, Read(Port), Bidirectional), out var links)) return;
+        if (!TryEngine(() => Check(Backend.GetInventory(), links))) return;
+        // the same link named again in the pipeline is one link
+        foreach (var link in links)
+        {
+            _links.RemoveAll(l => l.From == link.From && l.FeatureName == link.FeatureName);
+            _links.Add(link);
+        }
+    }
+
+    /// <summary>
+    /// The links of the pipeline, planned as one change and deployed through <see cref="QubeCmdlet.Deploy{TPlan,TResult}"/>:
+    /// one ShouldProcess, one rollback, each qube's keys written once; -PassThru writes what <see cref="WriteResult"/> does.
+    /// </summary>
+    protected override void EndProcessing()
+    {
+        if (_links.Count > 0) PlanAndDeploy();
+        base.EndProcessing();
+    }
+
+    private void PlanAndDeploy()
+    {
+        var links = _links.ToList();
+        InterVmLinkPlan Again() => Plan(links);
+        if (!TryEngine(Again, out var first)) return;
         InterVmLinkPlan deployed = first;
-        if (Deploy(first, start: false, Plan, (plan, options, _) => InterVmLinkPlanner.Apply(Backend, deployed = plan, options), r => r.Failure) is not { } result) return null;
+        if (Deploy(first, start: false, Again, (plan, options, _) => InterVmLinkPlanner.Apply(Backend, deployed = plan, options), r => r.Failure) is not { } result) return;
         if (result.Failure is null) WriteVerbose($"{deployed.Operation}: {deployed.Target}: done ({deployed.Steps.Count} steps).");
-        return (deployed, result.Hops);
+        if (PassThru) WriteResult(deployed, result.Hops);
     }
 
     private static IReadOnlyList<LinkPorts> Read(object[]? values) =>

@@ -6,7 +6,8 @@ namespace QubesFirewall.PowerShell.Cmdlets;
 
 /// <summary>
 /// Removes a declared port forward: rebuilds the script of every qube on its way without it (closing the
-/// outermost hop first) and removes the feature last. Never "all": VMName and Port are mandatory.
+/// outermost hop first) and removes the feature last. Never "all": VMName and Port are mandatory. The forwards of one
+/// pipeline are one change: one ShouldProcess, one rollback, each qube's keys written once.
 /// </summary>
 [Cmdlet(VerbsCommon.Remove, "QubePortForward", SupportsShouldProcess = true, ConfirmImpact = ConfirmImpact.High)]
 [OutputType(typeof(PortForwardHopResult))]
@@ -30,10 +31,25 @@ public sealed class RemoveQubePortForwardCommand : AgentChangeCmdlet
     [Parameter]
     public SwitchParameter PassThru { get; set; }
 
+    // the forwards of the pipeline, checked one by one as they come (each record's error at once); removed as one change at its end
+    private readonly List<(string VMName, ForwardProtocol Protocol, int Port)> _accepted = [];
+
     protected override void ProcessRecord()
     {
-        PortForwardPlan Plan() => PortForwardPlanner.PlanRemove(Backend, VMName, Protocol, Port, ChangeOptions());
         // feature calls only: a halted qube on the way gets its keys too and applies them when it starts (Pending)
-        if (TryEngine(Plan, out var first)) DeployPortForward(first, start: false, Plan, PassThru);
+        if (!TryEngine(() => PortForwardPlanner.CheckRemove(Backend.GetInventory(), VMName, Protocol, Port), out var plan)) return;
+        var forward = (plan.VMName, Protocol, Port);
+        if (!_accepted.Contains(forward)) _accepted.Add(forward);
+    }
+
+    /// <summary>The forwards of the pipeline as one change: one plan (each qube's keys written once), one ShouldProcess, one rollback.</summary>
+    protected override void EndProcessing()
+    {
+        if (_accepted.Count > 0)
+        {
+            PortForwardPlan Plan() => PortForwardPlanner.PlanRemove(Backend, _accepted, ChangeOptions());
+            if (TryEngine(Plan, out var first)) DeployPortForward(first, start: false, Plan, PassThru);
+        }
+        base.EndProcessing();
     }
 }

@@ -39,6 +39,20 @@ public sealed class ConfigurationPlannerTests : IDisposable
     }
 
     [Fact]
+    public void The_forwards_a_file_adds_are_one_change_that_writes_each_qubes_keys_once()
+    {
+        foreach (var qube in new[] { "sys-net", "sys-firewall", "work" }) _root.Backend.SetFeature(qube, Agent.AgentScript.VersionFeature, Agent.AgentScript.Version);
+        var plan = Plan("'work' = @{ Forwards = @(" + string.Join(", ", Enumerable.Range(20001, 3).Select(p => $"@{{ Protocol = 'tcp'; Port = {p}; AllowFrom = '192.0.2.0/24' }}")) + ") }");
+        Assert.Equal(plan.Steps.Count, plan.Steps.Select(s => (s.VMName, s.FeatureName)).Distinct().Count());
+        // 3 declarations, then on work, sys-firewall and sys-net 3 parts and gen each (as three changes: 7 + 10 + 13 Sets)
+        Assert.Equal(3 + 3 * 4, plan.Steps.Count);
+        Assert.Equal(["sys-firewall", "sys-net", "work"], plan.Steps.Where(s => s.FeatureName == Agent.AgentFeatures.GenFeature).Select(s => s.VMName).Order());
+        Assert.True(Rollout.Run(_root.Backend, plan.Steps).Succeeded);
+        var inventory = _root.Backend.GetInventory();
+        Assert.Empty(Agent.AgentFeatures.Changes(inventory, Agent.AgentFeatures.DeriveAll(inventory)));
+    }
+
+    [Fact]
     public void Refusals_come_before_any_step()
     {
         Assert.Equal("QubeNotFound", Assert.Throws<QubesFirewallException>(() => Plan("'nope' = @{ NetVM = 'sys-net' }")).ErrorId);
