@@ -26,6 +26,22 @@ public sealed class EmptyAsNullAttribute : ArgumentTransformationAttribute
         new("The value is only white space. Give a value, or leave the parameter out (an empty string also means 'not given').");
 }
 
+/// <summary>
+/// A port, 1-65535, on an optional parameter that <see cref="EmptyAsNullAttribute"/> may have made null (an empty CSV cell:
+/// not given). ValidateRange refuses such a null ("argument is null"), so the cell would fail a whole Import-Csv pipeline.
+/// </summary>
+[AttributeUsage(AttributeTargets.Property | AttributeTargets.Field)]
+public sealed class ValidateOptionalPortAttribute : ValidateArgumentsAttribute
+{
+    protected override void Validate(object? arguments, EngineIntrinsics engineIntrinsics)
+    {
+        var value = arguments is PSObject pso ? pso.BaseObject : arguments;
+        if (value is null) return;
+        if (value is not int port || port < 1 || port > 65535)
+            throw new ValidationMetadataException($"The port {value} is not between 1 and 65535.");
+    }
+}
+
 /// <summary>Reads -Expire: a DateTime/DateTimeOffset, a TimeSpan from now, Unix seconds, or "+SECONDS".</summary>
 public static class ExpireArgument
 {

@@ -181,4 +181,26 @@ public sealed class PortForwardPipelineCmdletTests : IDisposable
         Assert.Empty(Run("Get-QubeInterVmNetwork").Of<QubeInterVmLink>());
         if (live) Assert.Equal(["personal", "sys-firewall"], _server!.Calls.Where(c => c.Method == "admin.vm.feature.Remove" && c.Argument == AgentFeatures.GenFeature).Select(c => c.Destination).Order());
     }
+    [Fact]
+    public void An_empty_TargetPort_cell_of_a_CSV_means_not_given_and_a_port_outside_1_65535_is_refused_by_the_binder()
+    {
+        // Import-Csv gives every column: a row without a target port has '' there
+        var csv = Path.Combine(Path.GetTempPath(), "qfw-forwards-" + Guid.NewGuid().ToString("N")[..8] + ".csv");
+        File.WriteAllText(csv, "VMName,Port,TargetPort,AllowFrom\nwork,8443,,192.0.2.0/24\nwork,8080,80,192.0.2.0/24\n");
+        try
+        {
+            Run($"Import-Csv '{csv}' | Add-QubePortForward -NoWait").AssertNoErrors();
+            var features = Features("work");
+            Assert.Contains("target=8443 ", features["qubesfirewall.forward.tcp.8443"], StringComparison.Ordinal);
+            Assert.Contains("target=80 ", features["qubesfirewall.forward.tcp.8080"], StringComparison.Ordinal);
+        }
+        finally { File.Delete(csv); }
+        foreach (var bad in new[] { "0", "65536" })
+        {
+            var run = Run($"Add-QubePortForward work 9000 -TargetPort {bad} -AllowFrom 192.0.2.0/24 -NoWait");
+            Assert.StartsWith("ParameterArgumentValidationError,", Assert.Single(run.Errors).FullyQualifiedErrorId, StringComparison.Ordinal);
+        }
+        Assert.DoesNotContain("qubesfirewall.forward.tcp.9000", Features("work").Keys);
+    }
 }
+

@@ -69,6 +69,17 @@ public abstract class TcpBindingCmdletTests : IDisposable
     }
 
     [Fact]
+    public void An_empty_LocalPort_cell_means_the_same_port_and_a_port_outside_1_65535_is_refused()
+    {
+        // as Import-Csv gives a row without a local port
+        var run = Run("[pscustomobject]@{ From = 'work'; To = 'personal'; Port = 22; LocalPort = '' } | Add-QubeTcpBinding -PassThru");
+        run.AssertNoErrors();
+        Assert.Equal(22, Assert.Single(run.Of<QubeTcpBinding>()).LocalPort);
+        var refused = Run("Add-QubeTcpBinding -From work -To personal -Port 23 -LocalPort 65536");
+        Assert.StartsWith("ParameterArgumentValidationError,", Assert.Single(refused.Errors).FullyQualifiedErrorId, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public void Get_lists_and_filters_and_pipes_into_Remove()
     {
         Run("Add-QubeTcpBinding work personal 22 -Permanent; Add-QubeTcpBinding personal work 5432; Add-QubeTcpBinding work vault 8200").AssertNoErrors();

@@ -29,7 +29,7 @@ public sealed class AddQubePortForwardCommand : AgentChangeCmdlet
 
     [Parameter(ValueFromPipelineByPropertyName = true)]
     [EmptyAsNull]
-    [ValidateRange(1, 65535)]
+    [ValidateOptionalPort]
     public int? TargetPort { get; set; }
 
     [Parameter(ValueFromPipelineByPropertyName = true)]

@@ -34,7 +34,7 @@ public sealed class AddQubeTcpBindingCommand : QubeCmdlet
     /// <summary>The port the client listens on (127.0.0.1); default: Port.</summary>
     [Parameter(ValueFromPipelineByPropertyName = true)]
     [EmptyAsNull]
-    [ValidateRange(1, 65535)]
+    [ValidateOptionalPort]
     public int? LocalPort { get; set; }
 
     /// <summary>Listen in the client from boot on (socket unit from its rc.local managed block).</summary>
