@@ -35,8 +35,13 @@ public sealed record FirewallEdit(IReadOnlyList<RuleInsertion> Insertions, IRead
     /// insertions in order; a rule whose exact text is already in the list is skipped, so running
     /// the same Add twice changes nothing. Several insertions at one position keep their order.
     /// </summary>
-    public FirewallEditOutcome ApplyTo(IReadOnlyList<FirewallRule> visibleRules)
+    public FirewallEditOutcome ApplyTo(IReadOnlyList<FirewallRule> visibleRules) => ApplyTo(visibleRules, out _);
+
+    /// <summary>As <see cref="ApplyTo(IReadOnlyList{FirewallRule})"/>, with the index each insertion has in the result (-1 when
+    /// it was skipped), so a planner need not look up 10,000 inserted rules in the result again.</summary>
+    internal FirewallEditOutcome ApplyTo(IReadOnlyList<FirewallRule> visibleRules, out int[] insertedAt)
     {
+        insertedAt = new int[Insertions.Count];
         var rules = new List<FirewallRule>(visibleRules.Count + Insertions.Count); // no regrowth for 10,000 insertions
         rules.AddRange(visibleRules);
         var removed = new List<RuleRemoval>();
@@ -63,10 +68,11 @@ public sealed record FirewallEdit(IReadOnlyList<RuleInsertion> Insertions, IRead
             // Each rule goes in just before the final catch-all, which so stays the final one: the new rules end up there in
             // their order. Put in at once: one at a time, each insertion moved the catch-all (a 10,000-rule Add: 10,000 moves).
             var added = new List<FirewallRule>(Insertions.Count);
-            foreach (var insertion in Insertions)
+            for (var i = 0; i < Insertions.Count; i++)
             {
-                if (texts.Add(insertion.Rule.Text)) added.Add(insertion.Rule);
-                else skipped.Add(insertion.Rule);
+                var rule = Insertions[i].Rule;
+                if (texts.Add(rule.Text)) { insertedAt[i] = finalCatchAll + added.Count; added.Add(rule); }
+                else { insertedAt[i] = -1; skipped.Add(rule); }
             }
             rules.InsertRange(finalCatchAll, added);
         }
@@ -92,6 +98,10 @@ public sealed record FirewallEdit(IReadOnlyList<RuleInsertion> Insertions, IRead
                 }
                 rules.Insert(index, insertion.Rule);
             }
+            // Later insertions moved the earlier ones: where each ended up, from the result.
+            var positions = new Dictionary<FirewallRule, int>(rules.Count, ReferenceEqualityComparer.Instance);
+            for (var i = 0; i < rules.Count; i++) positions[rules[i]] = i;
+            for (var i = 0; i < Insertions.Count; i++) insertedAt[i] = positions.GetValueOrDefault(Insertions[i].Rule, -1);
         }
         if (rules.Count == 0 && visibleRules.Count > 0)
             throw new QubesFirewallException(ErrorIds.EmptyRuleList, FailureKind.InvalidOperation,

@@ -129,8 +129,9 @@ public static class RuleText
             if ((seen & slot) != 0) throw Bad(line, $"'{(slot == 4 ? "dsthost" : key.ToString())}' is given twice");
             seen |= slot;
             // qvm-firewall turns expire=+SECONDS into a time before qubesd sees it; allow that '+'.
-            foreach (var c in slot == 64 && value.Length > 0 && value[0] == '+' ? value[1..] : value)
-                if (!RuleGrammar.IsSafeValueChar(c)) throw Bad(line, $"character {RuleGrammar.Describe(c)} in {RuleGrammar.Printable(key.ToString())} is not allowed");
+            var checkedValue = slot == 64 && value.Length > 0 && value[0] == '+' ? value[1..] : value;
+            if (RuleGrammar.IndexOfUnsafeValueChar(checkedValue) is >= 0 and var unsafeAt)
+                throw Bad(line, $"character {RuleGrammar.Describe(checkedValue[unsafeAt])} in {RuleGrammar.Printable(key.ToString())} is not allowed");
             switch (slot)
             {
                 case 1:
