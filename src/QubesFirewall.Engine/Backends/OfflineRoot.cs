@@ -55,11 +55,16 @@ public sealed partial class OfflineRoot : IQubesBackend
         ? throw new QubesFirewallException(ErrorIds.NoFirewall, FailureKind.InvalidOperation, $"'{qube.Name}' is dom0, which has no Qubes firewall (it has no network qube).", qube.Name)
         : Path.Combine(QubeDirectory(qube), "firewall.xml");
 
-    public FirewallDocument GetFirewall(string vmName) => FirewallXml.Load(FirewallPath(GetQube(vmName)));
+    // A qube's firewall.xml is found from qubes.xml alone: without the power state of every qube of the root, which
+    // GetQube reads (a file per qube) and the path does not depend on.
+    private string FirewallPath(string vmName) => FirewallPath(QubesXml.Load(QubesXmlPath).Find(QubeName.Validate(vmName))
+        ?? throw QubesInventory.NotFound(vmName, Description));
+
+    public FirewallDocument GetFirewall(string vmName) => FirewallXml.Load(FirewallPath(vmName));
 
     public FirewallEditOutcome ApplyFirewallEdit(string vmName, FirewallEdit edit, FirewallDocument snapshot)
     {
-        var path = FirewallPath(GetQube(vmName));
+        var path = FirewallPath(vmName);
         using var _ = FileLock.Acquire(FileLock.PathFor(path));
         var now = _clock();
         var current = FirewallXml.Load(path);

@@ -16,6 +16,15 @@ public sealed record RuleRemoval(int Number, string Text);
 /// </summary>
 public sealed record FirewallEdit(IReadOnlyList<RuleInsertion> Insertions, IReadOnlyList<RuleRemoval> Removals)
 {
+    private readonly IReadOnlyList<RuleInsertion> _insertions = Insertions;
+    private readonly IReadOnlyList<RuleRemoval> _removals = Removals;
+    private LastApplication _last;
+
+    // Setting either (a copy made with `with`) forgets the last application.
+    public IReadOnlyList<RuleInsertion> Insertions { get => _insertions; init { _insertions = value; _last = default; } }
+
+    public IReadOnlyList<RuleRemoval> Removals { get => _removals; init { _removals = value; _last = default; } }
+
     public static FirewallEdit Insert(IEnumerable<RuleInsertion> insertions) => new(insertions.ToList(), []);
 
     public static FirewallEdit Remove(IEnumerable<RuleRemoval> removals) => new([], removals.ToList());
@@ -40,6 +49,28 @@ public sealed record FirewallEdit(IReadOnlyList<RuleInsertion> Insertions, IRead
     /// <summary>As <see cref="ApplyTo(IReadOnlyList{FirewallRule})"/>, with the index each insertion has in the result (-1 when
     /// it was skipped), so a planner need not look up 10,000 inserted rules in the result again.</summary>
     internal FirewallEditOutcome ApplyTo(IReadOnlyList<FirewallRule> visibleRules, out int[] insertedAt)
+    {
+        // The edit is applied when planned and again to the list read under the write's lock, mostly the same list: then the
+        // outcome is the same (the rules in it equal, not the same objects), without the 10,000 texts of an Add hashed again.
+        if (_last.Applied is { } last && SameRules(last.Input, visibleRules))
+        {
+            insertedAt = last.InsertedAt;
+            return last.Outcome;
+        }
+        var outcome = Apply(visibleRules, out insertedAt);
+        _last.Applied = new Application(visibleRules.ToArray(), outcome, insertedAt);
+        return outcome;
+    }
+
+    private static bool SameRules(FirewallRule[] before, IReadOnlyList<FirewallRule> now)
+    {
+        if (before.Length != now.Count) return false;
+        for (var i = 0; i < before.Length; i++)
+            if (!before[i].Equals(now[i])) return false;
+        return true;
+    }
+
+    private FirewallEditOutcome Apply(IReadOnlyList<FirewallRule> visibleRules, out int[] insertedAt)
     {
         insertedAt = new int[Insertions.Count];
         var rules = new List<FirewallRule>(visibleRules.Count + Insertions.Count); // no regrowth for 10,000 insertions
@@ -107,6 +138,21 @@ public sealed record FirewallEdit(IReadOnlyList<RuleInsertion> Insertions, IRead
             throw new QubesFirewallException(ErrorIds.EmptyRuleList, FailureKind.InvalidOperation,
                 "This would remove every rule of the qube. qubesd's Admin API cannot set an empty list (and a qube without rules has all its traffic dropped); keep at least a final catch-all such as 'action=drop'. Nothing was changed.", this);
         return new FirewallEditOutcome(rules, removed, skipped);
+    }
+
+    private sealed record Application(FirewallRule[] Input, FirewallEditOutcome Outcome, int[] InsertedAt);
+
+    /// <summary>The last list the edit was applied to (a copy) and what came of it. Equal to any other, so it takes no part in
+    /// the record's equality or hash code.</summary>
+    private struct LastApplication : IEquatable<LastApplication>
+    {
+        public Application? Applied;
+
+        public readonly bool Equals(LastApplication other) => true;
+
+        public override readonly bool Equals(object? obj) => obj is LastApplication;
+
+        public override readonly int GetHashCode() => 0;
     }
 }
 
