@@ -83,15 +83,7 @@ public static class RuleText
         ArgumentNullException.ThrowIfNull(line);
         // One pass over the line without splitting it: a pipeline of 10,000 lines parses each once, and
         // the allocations (words, a set of keys) were most of the time.
-        var optionsEnd = line.Length;
         string? comment = null;
-        var commentAt = FindCommentKey(line);
-        if (commentAt >= 0)
-        {
-            optionsEnd = commentAt;
-            comment = line[(commentAt + "comment=".Length)..];
-            if (comment.Length == 0) comment = null;
-        }
 
         RuleAction? action = null;
         RuleProtocol? proto = null;
@@ -102,13 +94,20 @@ public static class RuleText
         long? expire = null;
         var seen = 0; // one bit per option slot (dsthost, dst4 and dst6 share one)
 
-        var options = line.AsSpan(0, optionsEnd);
+        var options = line.AsSpan();
         var position = 0;
         while (position < options.Length)
         {
             if (options[position] is ' ' or '\t') { position++; continue; }
-            var end = position;
-            while (end < options.Length && options[end] is not (' ' or '\t')) end++;
+            // The first word starting with comment= takes the rest of the line (qubesd's rule: comment last).
+            if (options[position..].StartsWith("comment="))
+            {
+                comment = line[(position + "comment=".Length)..];
+                if (comment.Length == 0) comment = null;
+                break;
+            }
+            var length = options[position..].IndexOfAny(' ', '\t');
+            var end = length < 0 ? options.Length : position + length;
             var word = options[position..end];
             position = end;
             var eq = word.IndexOf('=');
@@ -143,7 +142,7 @@ public static class RuleText
                         ?? throw Bad(line, $"proto must be tcp, udp or icmp, not '{value}'");
                     break;
                 case 4:
-                    if (!HostSpec.TryParse(value.ToString(), out var parsed, out var hostError)) throw Bad(line, $"{key}: {hostError}");
+                    if (!HostSpec.TryParse(value, null, out var parsed, out var hostError)) throw Bad(line, $"{key}: {hostError}");
                     if (key is "dst4" && parsed!.Kind != HostKind.IPv4) throw Bad(line, "dst4 takes an IPv4 address or network");
                     if (key is "dst6" && parsed!.Kind != HostKind.IPv6) throw Bad(line, "dst6 takes an IPv6 address or network");
                     host = parsed;
@@ -208,17 +207,6 @@ public static class RuleText
     }
 
     // "comment=" at the start of a word: it takes the rest of the line, spaces included.
-    private static int FindCommentKey(string line)
-    {
-        var i = 0;
-        while ((i = line.IndexOf("comment=", i, StringComparison.Ordinal)) >= 0)
-        {
-            if (i == 0 || line[i - 1] is ' ' or '\t') return i;
-            i++;
-        }
-        return -1;
-    }
-
     private static QubesFirewallException Bad(string line, string why) =>
         QubesFirewallException.Invalid(ErrorIds.InvalidRuleText, $"Invalid rule '{RuleGrammar.Printable(line)}': {why}.", line);
 }
