@@ -89,8 +89,9 @@ public sealed record FirewallEdit(IReadOnlyList<RuleInsertion> Insertions, IRead
             removed.Add(removal);
         }
 
-        var texts = new HashSet<string>(rules.Count + Insertions.Count, StringComparer.Ordinal);
-        foreach (var rule in rules) texts.Add(rule.Text);
+        // The rules by their text, without making the texts (RuleText.SameTextComparer).
+        var texts = new HashSet<FirewallRule>(rules.Count + Insertions.Count, RuleText.SameTextComparer.Instance);
+        foreach (var rule in rules) texts.Add(rule);
         var skipped = new List<FirewallRule>();
         var offsets = new Dictionary<int, int>();
         var finalCatchAll = FinalCatchAllIndex(rules);
@@ -102,7 +103,7 @@ public sealed record FirewallEdit(IReadOnlyList<RuleInsertion> Insertions, IRead
             for (var i = 0; i < Insertions.Count; i++)
             {
                 var rule = Insertions[i].Rule;
-                if (texts.Add(rule.Text)) { insertedAt[i] = finalCatchAll + added.Count; added.Add(rule); }
+                if (texts.Add(rule)) { insertedAt[i] = finalCatchAll + added.Count; added.Add(rule); }
                 else { insertedAt[i] = -1; skipped.Add(rule); }
             }
             rules.InsertRange(finalCatchAll, added);
@@ -111,7 +112,7 @@ public sealed record FirewallEdit(IReadOnlyList<RuleInsertion> Insertions, IRead
         {
             foreach (var insertion in Insertions)
             {
-                if (!texts.Add(insertion.Rule.Text)) { skipped.Add(insertion.Rule); continue; }
+                if (!texts.Add(insertion.Rule)) { skipped.Add(insertion.Rule); continue; }
                 int index;
                 if (insertion.Position is { } position)
                 {

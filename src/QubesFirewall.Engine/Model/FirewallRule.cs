@@ -133,6 +133,9 @@ public sealed record FirewallRule
     /// under the lock each look at the text of every rule of a 10,000-rule pipeline).</summary>
     public string Text => _derived.Text ??= RuleText.Format(this);
 
+    /// <summary>The text when it was made already, else null (and not made).</summary>
+    internal string? TextIfMade => _derived.Text;
+
     public override string ToString() => Text;
 
     /// <summary>
