@@ -124,10 +124,22 @@ public sealed partial class OfflineRoot : IQubesBackend
     {
         var file = Path.Combine(StatePath, vmName, "power-state");
         if (!File.Exists(file)) return PowerState.Halted;
-        return Enum.TryParse<PowerState>(File.ReadAllText(file).Trim(), ignoreCase: true, out var state) ? state : PowerState.Unknown;
+        return Enum.TryParse<PowerState>(ReadShortText(file).Trim(), ignoreCase: true, out var state) ? state : PowerState.Unknown;
     }
 
     public void Dispose() { }
+
+    // A small ASCII file (a power state) read into the stack, without File.ReadAllText's reader and buffers (every command
+    // reads the power state of each qube of the root); anything longer or not ASCII (a byte order mark) is read by it.
+    private static string ReadShortText(string file)
+    {
+        Span<byte> bytes = stackalloc byte[64];
+        int length;
+        using (var handle = File.OpenHandle(file, FileMode.Open, FileAccess.Read, FileShare.Read))
+            length = RandomAccess.Read(handle, bytes, 0);
+        if (length == bytes.Length || !Ascii.IsValid(bytes[..length])) return File.ReadAllText(file);
+        return Encoding.ASCII.GetString(bytes[..length]);
+    }
 
     /// <summary>Where the state folder keeps a qube's copy of a /rw path.</summary>
     public string QubeFilePath(string vmName, string path)
