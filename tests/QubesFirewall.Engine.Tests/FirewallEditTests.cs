@@ -85,6 +85,25 @@ public class FirewallEditTests
         Assert.Equal("RuleMismatch", ex.ErrorId);
         Assert.Equal("RuleNumberOutOfRange", Assert.Throws<QubesFirewallException>(() => FirewallEdit.Remove([new(3, "action=drop")]).ApplyTo(Work)).ErrorId);
     }
+
+    [Fact]
+    public void An_edit_applied_again_follows_the_list_it_is_applied_to()
+    {
+        var edit = FirewallEdit.Insert([new(RuleText.Parse("action=accept dsthost=example.com"))]);
+        var first = edit.ApplyTo(Work);
+        Assert.Equal(["action=accept specialtarget=dns", "action=accept proto=icmp", "action=accept dsthost=example.com", "action=drop"], first.Rules.Select(r => r.Text));
+        // An equal list read again (other objects) gives the same outcome.
+        Assert.Same(first, edit.ApplyTo(Rules("action=accept specialtarget=dns", "action=accept proto=icmp", "action=drop")));
+        // Another list gives its own.
+        var changed = edit.ApplyTo(Rules("action=accept dsthost=example.com", "action=drop"));
+        Assert.Equal(["action=accept dsthost=example.com", "action=drop"], changed.Rules.Select(r => r.Text));
+        Assert.Single(changed.AlreadyPresent);
+        var longer = edit.ApplyTo(Rules("action=accept specialtarget=dns", "action=accept proto=icmp", "action=drop expire=1900000000", "action=drop"));
+        Assert.Equal(["action=accept specialtarget=dns", "action=accept proto=icmp", "action=drop expire=1900000000", "action=accept dsthost=example.com", "action=drop"], longer.Rules.Select(r => r.Text));
+        // A copy with other insertions does not keep the outcome of the edit it was copied from.
+        var other = edit with { Insertions = [new(RuleText.Parse("action=accept dsthost=example.org"))] };
+        Assert.Contains("action=accept dsthost=example.org", other.ApplyTo(Work).Rules.Select(r => r.Text));
+    }
 }
 
 public class FirewallEditEmptyListTests

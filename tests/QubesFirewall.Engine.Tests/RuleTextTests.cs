@@ -93,4 +93,55 @@ public class RuleTextTests
         Assert.Null(rule);
         Assert.StartsWith("Invalid rule", error);
     }
+    [Fact]
+    public void A_copy_of_a_validated_rule_is_validated_again()
+    {
+        var rule = RuleText.Parse("action=accept proto=tcp dstports=443 comment=intranet");
+        rule.Validate();
+        // Each copy changes what the check looks at; the passed check of the rule it was copied from must not carry over.
+        Assert.Equal(ErrorIds.InvalidComment, Assert.Throws<QubesFirewallException>(() => (rule with { Comment = "a<b" }).Validate()).ErrorId);
+        Assert.Equal(ErrorIds.PortsNeedTcpOrUdp, Assert.Throws<QubesFirewallException>(() => (rule with { Protocol = null }).Validate()).ErrorId);
+        Assert.Equal(ErrorIds.InvalidDstPorts, Assert.Throws<QubesFirewallException>(() => (rule with { DstPorts = new PortRange(9, 8) }).Validate()).ErrorId);
+        Assert.Equal(ErrorIds.InvalidExpire, Assert.Throws<QubesFirewallException>(() => (rule with { Expire = -1 }).Validate()).ErrorId);
+        Assert.Equal(ErrorIds.InvalidFirewallRule, Assert.Throws<QubesFirewallException>(() => (rule with { Problems = ["read from an old file"] }).Validate()).ErrorId);
+        Assert.Equal(ErrorIds.InvalidFirewallXml, Assert.Throws<QubesFirewallException>(() => (rule with { UnknownProperties = [new("a b", "x")] }).Validate()).ErrorId);
+        var icmp = RuleText.Parse("action=accept proto=icmp");
+        icmp.Validate();
+        Assert.Equal(ErrorIds.InvalidIcmpType, Assert.Throws<QubesFirewallException>(() => (icmp with { IcmpType = 300 }).Validate()).ErrorId);
+        // And a valid copy still passes.
+        (rule with { Comment = "other" }).Validate();
+    }
+
+    [Fact]
+    public void Rules_are_the_same_by_text_whether_or_not_their_texts_were_made()
+    {
+        string[] lines =
+        [
+            "action=accept dst4=10.1.2.0/24 proto=tcp dstports=443 comment=intranet",
+            "proto=tcp dstports=443-443 action=accept dsthost=10.1.2.0/24 comment=intranet",
+            "action=accept dst4=10.1.2.0/24 proto=tcp dstports=443 comment=intranet2",
+            "action=accept dst4=10.1.2.0/24 proto=udp dstports=443",
+            "action=drop expire=1900000000",
+            "action=drop expire=1900000001",
+            "action=accept dsthost=example.com comment=" + new string('x', 600),
+            "action=accept dsthost=example.com comment=" + new string('x', 601),
+            "action=accept proto=icmp icmptype=8",
+            "action=accept specialtarget=dns",
+        ];
+        var comparer = RuleText.SameTextComparer.Instance;
+        foreach (var a in lines)
+        {
+            foreach (var b in lines)
+            {
+                var (x, y) = (RuleText.Parse(a), RuleText.Parse(b));
+                var same = RuleText.Parse(a).Text == RuleText.Parse(b).Text;
+                Assert.Equal(same, comparer.Equals(x, y));
+                if (same) Assert.Equal(comparer.GetHashCode(x), comparer.GetHashCode(y));
+                _ = x.Text; // one text made, the other not
+                Assert.Equal(same, comparer.Equals(x, y));
+                Assert.Equal(same, comparer.Equals(y, x));
+                if (same) Assert.Equal(comparer.GetHashCode(x), comparer.GetHashCode(y));
+            }
+        }
+    }
 }

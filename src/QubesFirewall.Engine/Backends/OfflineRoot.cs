@@ -55,11 +55,16 @@ public sealed partial class OfflineRoot : IQubesBackend
         ? throw new QubesFirewallException(ErrorIds.NoFirewall, FailureKind.InvalidOperation, $"'{qube.Name}' is dom0, which has no Qubes firewall (it has no network qube).", qube.Name)
         : Path.Combine(QubeDirectory(qube), "firewall.xml");
 
-    public FirewallDocument GetFirewall(string vmName) => FirewallXml.Load(FirewallPath(GetQube(vmName)));
+    // A qube's firewall.xml is found from qubes.xml alone: without the power state of every qube of the root, which
+    // GetQube reads (a file per qube) and the path does not depend on.
+    private string FirewallPath(string vmName) => FirewallPath(QubesXml.Load(QubesXmlPath).Find(QubeName.Validate(vmName))
+        ?? throw QubesInventory.NotFound(vmName, Description));
+
+    public FirewallDocument GetFirewall(string vmName) => FirewallXml.Load(FirewallPath(vmName));
 
     public FirewallEditOutcome ApplyFirewallEdit(string vmName, FirewallEdit edit, FirewallDocument snapshot)
     {
-        var path = FirewallPath(GetQube(vmName));
+        var path = FirewallPath(vmName);
         using var _ = FileLock.Acquire(FileLock.PathFor(path));
         var now = _clock();
         var current = FirewallXml.Load(path);
@@ -119,10 +124,22 @@ public sealed partial class OfflineRoot : IQubesBackend
     {
         var file = Path.Combine(StatePath, vmName, "power-state");
         if (!File.Exists(file)) return PowerState.Halted;
-        return Enum.TryParse<PowerState>(File.ReadAllText(file).Trim(), ignoreCase: true, out var state) ? state : PowerState.Unknown;
+        return Enum.TryParse<PowerState>(ReadShortText(file).Trim(), ignoreCase: true, out var state) ? state : PowerState.Unknown;
     }
 
     public void Dispose() { }
+
+    // A small ASCII file (a power state) read into the stack, without File.ReadAllText's reader and buffers (every command
+    // reads the power state of each qube of the root); anything longer or not ASCII (a byte order mark) is read by it.
+    private static string ReadShortText(string file)
+    {
+        Span<byte> bytes = stackalloc byte[64];
+        int length;
+        using (var handle = File.OpenHandle(file, FileMode.Open, FileAccess.Read, FileShare.Read))
+            length = RandomAccess.Read(handle, bytes, 0);
+        if (length == bytes.Length || !Ascii.IsValid(bytes[..length])) return File.ReadAllText(file);
+        return Encoding.ASCII.GetString(bytes[..length]);
+    }
 
     /// <summary>Where the state folder keeps a qube's copy of a /rw path.</summary>
     public string QubeFilePath(string vmName, string path)

@@ -7,17 +7,17 @@ namespace QubesFirewall.Engine.Model;
 /// </summary>
 public sealed record FirewallRule
 {
-    // Each property the text shows forgets the text made before when it is set, so a copy made with `with` never
-    // keeps the text of the rule it was copied from.
-    public required RuleAction Action { get => _action; init { _action = value; _text = default; } }
-    public RuleProtocol? Protocol { get => _protocol; init { _protocol = value; _text = default; } }
-    public HostSpec? DstHost { get => _dstHost; init { _dstHost = value; _text = default; } }
-    public PortRange? DstPorts { get => _dstPorts; init { _dstPorts = value; _text = default; } }
-    public int? IcmpType { get => _icmpType; init { _icmpType = value; _text = default; } }
-    public SpecialTarget? SpecialTarget { get => _specialTarget; init { _specialTarget = value; _text = default; } }
+    // Each property forgets what was derived from the properties before (the text, a passed validation) when it is set,
+    // so a copy made with `with` never keeps the text or the validation of the rule it was copied from.
+    public required RuleAction Action { get => _action; init { _action = value; _derived = default; } }
+    public RuleProtocol? Protocol { get => _protocol; init { _protocol = value; _derived = default; } }
+    public HostSpec? DstHost { get => _dstHost; init { _dstHost = value; _derived = default; } }
+    public PortRange? DstPorts { get => _dstPorts; init { _dstPorts = value; _derived = default; } }
+    public int? IcmpType { get => _icmpType; init { _icmpType = value; _derived = default; } }
+    public SpecialTarget? SpecialTarget { get => _specialTarget; init { _specialTarget = value; _derived = default; } }
     /// <summary>Unix time at which the rule stops applying; null for none.</summary>
-    public long? Expire { get => _expire; init { _expire = value; _text = default; } }
-    public string? Comment { get => _comment; init { _comment = value; _text = default; } }
+    public long? Expire { get => _expire; init { _expire = value; _derived = default; } }
+    public string? Comment { get => _comment; init { _comment = value; _derived = default; } }
 
     private readonly RuleAction _action;
     private readonly RuleProtocol? _protocol;
@@ -28,19 +28,21 @@ public sealed record FirewallRule
     private readonly long? _expire;
     private readonly string? _comment;
     private readonly string? _rawDstHost;
-    private TextCache _text;
+    private readonly IReadOnlyList<KeyValuePair<string, string>> _unknown = [];
+    private readonly IReadOnlyList<string> _problems = [];
+    private Derived _derived;
 
     /// <summary>Properties qubesd does not know, kept from firewall.xml in their order so a write loses nothing.</summary>
-    public IReadOnlyList<KeyValuePair<string, string>> UnknownProperties { get; init; } = [];
+    public IReadOnlyList<KeyValuePair<string, string>> UnknownProperties { get => _unknown; init { _unknown = value; _derived = default; } }
 
     /// <summary>Why this rule (read from a file) would be refused by today's qubesd; empty when valid.</summary>
-    public IReadOnlyList<string> Problems { get; init; } = [];
+    public IReadOnlyList<string> Problems { get => _problems; init { _problems = value; _derived = default; } }
 
     /// <summary>
     /// Raw values kept for a rule read leniently whose value has no typed form (an empty host),
     /// so the rule is shown and written back exactly as read until the user removes it.
     /// </summary>
-    internal string? RawDstHost { get => _rawDstHost; init { _rawDstHost = value; _text = default; } }
+    internal string? RawDstHost { get => _rawDstHost; init { _rawDstHost = value; _derived = default; } }
 
     public bool IsValid => Problems.Count == 0;
 
@@ -93,9 +95,11 @@ public sealed record FirewallRule
         return rule;
     }
 
-    /// <summary>Throws the first reason qubesd would refuse this rule.</summary>
+    /// <summary>Throws the first reason qubesd would refuse this rule. Checked once: a rule's properties never change, and a
+    /// piped rule was validated when it was made, again when planned and again when written (a 10,000-rule Add: 30,000 checks).</summary>
     public void Validate()
     {
+        if (_derived.Valid) return;
         if (Problems.Count > 0)
             throw QubesFirewallException.Invalid(ErrorIds.InvalidFirewallRule, $"Invalid firewall rule '{RuleText.Format(this)}': {Problems[0]}", this);
         if (DstPorts is { } ports)
@@ -122,25 +126,31 @@ public sealed record FirewallRule
             if (value.Any(ch => ch is < ' ' or > '~' or '<' or '>' or '&'))
                 throw QubesFirewallException.Invalid(ErrorIds.InvalidFirewallXml, $"Unknown property '{name}' has a value that cannot be written.", this);
         }
+        _derived.Valid = true;
     }
 
     /// <summary>The rule in the Admin API / qvm-firewall text form (made once: planning, the plan's text and the write
     /// under the lock each look at the text of every rule of a 10,000-rule pipeline).</summary>
-    public string Text => _text.Value ??= RuleText.Format(this);
+    public string Text => _derived.Text ??= RuleText.Format(this);
+
+    /// <summary>The text when it was made already, else null (and not made).</summary>
+    internal string? TextIfMade => _derived.Text;
 
     public override string ToString() => Text;
 
     /// <summary>
-    /// The text once made. Equal to any other, so it takes no part in the record's equality or hash code: two rules
-    /// with the same properties are equal whether or not either text was made yet.
+    /// What is derived from the properties: the text once made, and whether <see cref="Validate"/> passed. Equal to any
+    /// other, so it takes no part in the record's equality or hash code: two rules with the same properties are equal
+    /// whether or not either text was made or either rule checked yet.
     /// </summary>
-    private struct TextCache : IEquatable<TextCache>
+    private struct Derived : IEquatable<Derived>
     {
-        public string? Value;
+        public string? Text;
+        public bool Valid;
 
-        public readonly bool Equals(TextCache other) => true;
+        public readonly bool Equals(Derived other) => true;
 
-        public override readonly bool Equals(object? obj) => obj is TextCache;
+        public override readonly bool Equals(object? obj) => obj is Derived;
 
         public override readonly int GetHashCode() => 0;
     }

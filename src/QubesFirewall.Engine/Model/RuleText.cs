@@ -1,5 +1,5 @@
+using System.Buffers;
 using System.Globalization;
-using System.Text;
 
 namespace QubesFirewall.Engine.Model;
 
@@ -15,36 +15,147 @@ public static class RuleText
     /// </summary>
     public static string Format(FirewallRule rule)
     {
-        var sb = Builder();
-        sb.Append("action=").Append(ActionText(rule.Action));
-        if (rule.Expire is { } expire) sb.Append(CultureInfo.InvariantCulture, $" expire={expire}");
-        AppendMatch(sb, rule);
-        if (rule.Comment is { Length: > 0 } comment) sb.Append(" comment=").Append(comment);
-        return sb.ToString();
+        var text = new TextWriter(stackalloc char[TextWriter.StackSize]);
+        try
+        {
+            Write(ref text, rule);
+            return new string(text.Written);
+        }
+        finally
+        {
+            text.Dispose();
+        }
     }
 
     /// <summary>The value qubesd writes into QubesDB for a rule: matching properties only, no expire or comment.</summary>
     public static string FormatForQubesDb(FirewallRule rule)
     {
-        var sb = Builder();
-        sb.Append("action=").Append(ActionText(rule.Action));
-        AppendMatch(sb, rule);
-        return sb.ToString();
+        var text = new TextWriter(stackalloc char[TextWriter.StackSize]);
+        try
+        {
+            text.Append("action="); text.Append(ActionText(rule.Action));
+            WriteMatch(ref text, rule);
+            return new string(text.Written);
+        }
+        finally
+        {
+            text.Dispose();
+        }
     }
 
-    // One builder per thread, emptied for each rule: a 10,000-rule list formats 10,000 lines.
-    [ThreadStatic] private static StringBuilder? t_builder;
-
-    private static StringBuilder Builder() => (t_builder ??= new StringBuilder(128)).Clear();
-
-    private static void AppendMatch(StringBuilder sb, FirewallRule rule)
+    // The text of Format, written into a buffer.
+    private static void Write(ref TextWriter text, FirewallRule rule)
     {
-        if (rule.DstHost is { } host) sb.Append(' ').Append(host.TextKey).Append('=').Append(host.Value);
-        else if (rule.RawDstHost is { } raw) sb.Append(" dsthost=").Append(raw);
-        if (rule.Protocol is { } proto) sb.Append(" proto=").Append(ProtocolText(proto));
-        if (rule.SpecialTarget is not null) sb.Append(" specialtarget=dns");
-        if (rule.DstPorts is { } ports) sb.Append(CultureInfo.InvariantCulture, $" dstports={ports.First}-{ports.Last}");
-        if (rule.IcmpType is { } icmp) sb.Append(CultureInfo.InvariantCulture, $" icmptype={icmp}");
+        text.Append("action="); text.Append(ActionText(rule.Action));
+        if (rule.Expire is { } expire) { text.Append(" expire="); text.Append(expire); }
+        WriteMatch(ref text, rule);
+        if (rule.Comment is { Length: > 0 } comment) { text.Append(" comment="); text.Append(comment); }
+    }
+
+    private static void WriteMatch(ref TextWriter text, FirewallRule rule)
+    {
+        if (rule.DstHost is { } host) { text.Append(" "); text.Append(host.TextKey); text.Append("="); text.Append(host.Value); }
+        else if (rule.RawDstHost is { } raw) { text.Append(" dsthost="); text.Append(raw); }
+        if (rule.Protocol is { } proto) { text.Append(" proto="); text.Append(ProtocolText(proto)); }
+        if (rule.SpecialTarget is not null) { text.Append(" specialtarget=dns"); }
+        if (rule.DstPorts is { } ports) { text.Append(" dstports="); text.Append(ports.First); text.Append("-"); text.Append(ports.Last); }
+        if (rule.IcmpType is { } icmp) { text.Append(" icmptype="); text.Append(icmp); }
+    }
+
+    /// <summary>
+    /// Rules are the same for this comparer when their texts (<see cref="Format"/>) are, compared without making the text of
+    /// a rule that has none yet: an Add of 10,000 new rules checks each against the list and the others without 10,000
+    /// new strings kept to its end.
+    /// </summary>
+    internal sealed class SameTextComparer : IEqualityComparer<FirewallRule>
+    {
+        public static readonly SameTextComparer Instance = new();
+
+        public bool Equals(FirewallRule? x, FirewallRule? y)
+        {
+            if (ReferenceEquals(x, y)) return true;
+            if (x is null || y is null) return false;
+            if (x.TextIfMade is { } a && y.TextIfMade is { } b) return string.Equals(a, b, StringComparison.Ordinal);
+            var left = new TextWriter(stackalloc char[TextWriter.StackSize]);
+            var right = new TextWriter(stackalloc char[TextWriter.StackSize]);
+            try
+            {
+                return TextOf(ref left, x).SequenceEqual(TextOf(ref right, y));
+            }
+            finally
+            {
+                left.Dispose();
+                right.Dispose();
+            }
+        }
+
+        public int GetHashCode(FirewallRule rule)
+        {
+            var text = new TextWriter(stackalloc char[TextWriter.StackSize]);
+            try
+            {
+                return string.GetHashCode(TextOf(ref text, rule), StringComparison.Ordinal);
+            }
+            finally
+            {
+                text.Dispose();
+            }
+        }
+
+        private static ReadOnlySpan<char> TextOf(ref TextWriter text, FirewallRule rule)
+        {
+            if (rule.TextIfMade is { } made) return made;
+            Write(ref text, rule);
+            return text.Written;
+        }
+    }
+
+    /// <summary>Characters appended into a stack buffer, then into one rented from the shared pool when it is full.</summary>
+    private ref struct TextWriter
+    {
+        public const int StackSize = 256;
+
+        private Span<char> _chars;
+        private char[]? _rented;
+        private int _length;
+
+        public TextWriter(Span<char> initial)
+        {
+            _chars = initial;
+            _rented = null;
+            _length = 0;
+        }
+
+        public readonly ReadOnlySpan<char> Written => _chars[.._length];
+
+        public void Append(ReadOnlySpan<char> text)
+        {
+            if (text.Length > _chars.Length - _length) Grow(text.Length);
+            text.CopyTo(_chars[_length..]);
+            _length += text.Length;
+        }
+
+        public void Append(long number)
+        {
+            int written;
+            while (!number.TryFormat(_chars[_length..], out written, default, CultureInfo.InvariantCulture)) Grow(20);
+            _length += written;
+        }
+
+        private void Grow(int more)
+        {
+            var larger = ArrayPool<char>.Shared.Rent(Math.Max(_chars.Length * 2, _length + more));
+            _chars[.._length].CopyTo(larger);
+            if (_rented is not null) ArrayPool<char>.Shared.Return(_rented);
+            _rented = larger;
+            _chars = larger;
+        }
+
+        public void Dispose()
+        {
+            if (_rented is not null) ArrayPool<char>.Shared.Return(_rented);
+            _rented = null;
+        }
     }
 
     /// <summary>The action keyword as stored and typed (accept, drop), or null for anything else.</summary>
@@ -83,15 +194,7 @@ public static class RuleText
         ArgumentNullException.ThrowIfNull(line);
         // One pass over the line without splitting it: a pipeline of 10,000 lines parses each once, and
         // the allocations (words, a set of keys) were most of the time.
-        var optionsEnd = line.Length;
         string? comment = null;
-        var commentAt = FindCommentKey(line);
-        if (commentAt >= 0)
-        {
-            optionsEnd = commentAt;
-            comment = line[(commentAt + "comment=".Length)..];
-            if (comment.Length == 0) comment = null;
-        }
 
         RuleAction? action = null;
         RuleProtocol? proto = null;
@@ -102,13 +205,20 @@ public static class RuleText
         long? expire = null;
         var seen = 0; // one bit per option slot (dsthost, dst4 and dst6 share one)
 
-        var options = line.AsSpan(0, optionsEnd);
+        var options = line.AsSpan();
         var position = 0;
         while (position < options.Length)
         {
             if (options[position] is ' ' or '\t') { position++; continue; }
-            var end = position;
-            while (end < options.Length && options[end] is not (' ' or '\t')) end++;
+            // The first word starting with comment= takes the rest of the line (qubesd's rule: comment last).
+            if (options[position..].StartsWith("comment="))
+            {
+                comment = line[(position + "comment=".Length)..];
+                if (comment.Length == 0) comment = null;
+                break;
+            }
+            var length = options[position..].IndexOfAny(' ', '\t');
+            var end = length < 0 ? options.Length : position + length;
             var word = options[position..end];
             position = end;
             var eq = word.IndexOf('=');
@@ -129,8 +239,9 @@ public static class RuleText
             if ((seen & slot) != 0) throw Bad(line, $"'{(slot == 4 ? "dsthost" : key.ToString())}' is given twice");
             seen |= slot;
             // qvm-firewall turns expire=+SECONDS into a time before qubesd sees it; allow that '+'.
-            foreach (var c in slot == 64 && value.Length > 0 && value[0] == '+' ? value[1..] : value)
-                if (!RuleGrammar.IsSafeValueChar(c)) throw Bad(line, $"character {RuleGrammar.Describe(c)} in {RuleGrammar.Printable(key.ToString())} is not allowed");
+            var checkedValue = slot == 64 && value.Length > 0 && value[0] == '+' ? value[1..] : value;
+            if (RuleGrammar.IndexOfUnsafeValueChar(checkedValue) is >= 0 and var unsafeAt)
+                throw Bad(line, $"character {RuleGrammar.Describe(checkedValue[unsafeAt])} in {RuleGrammar.Printable(key.ToString())} is not allowed");
             switch (slot)
             {
                 case 1:
@@ -142,7 +253,7 @@ public static class RuleText
                         ?? throw Bad(line, $"proto must be tcp, udp or icmp, not '{value}'");
                     break;
                 case 4:
-                    if (!HostSpec.TryParse(value.ToString(), out var parsed, out var hostError)) throw Bad(line, $"{key}: {hostError}");
+                    if (!HostSpec.TryParse(value, null, out var parsed, out var hostError)) throw Bad(line, $"{key}: {hostError}");
                     if (key is "dst4" && parsed!.Kind != HostKind.IPv4) throw Bad(line, "dst4 takes an IPv4 address or network");
                     if (key is "dst6" && parsed!.Kind != HostKind.IPv6) throw Bad(line, "dst6 takes an IPv6 address or network");
                     host = parsed;
@@ -207,17 +318,6 @@ public static class RuleText
     }
 
     // "comment=" at the start of a word: it takes the rest of the line, spaces included.
-    private static int FindCommentKey(string line)
-    {
-        var i = 0;
-        while ((i = line.IndexOf("comment=", i, StringComparison.Ordinal)) >= 0)
-        {
-            if (i == 0 || line[i - 1] is ' ' or '\t') return i;
-            i++;
-        }
-        return -1;
-    }
-
     private static QubesFirewallException Bad(string line, string why) =>
         QubesFirewallException.Invalid(ErrorIds.InvalidRuleText, $"Invalid rule '{RuleGrammar.Printable(line)}': {why}.", line);
 }

@@ -30,38 +30,42 @@ public sealed record HostSpec(string Value, HostKind Kind, int PrefixLength)
         TryParse(value, out var host, out var error) ? host! : throw QubesFirewallException.Invalid(ErrorIds.InvalidDstHost, $"Invalid destination host '{Printable(value)}': {error}.", value);
 
     /// <summary>qubesd's DstHost grammar, stricter where qubesd would accept something that can never work.</summary>
-    public static bool TryParse(string? value, out HostSpec? host, out string error)
+    public static bool TryParse(string? value, out HostSpec? host, out string error) => TryParse(value.AsSpan(), value, out host, out error);
+
+    /// <summary>As <see cref="TryParse(string?, out HostSpec?, out string)"/>, on a part of a rule line: a string is made only
+    /// for the value kept (<paramref name="text"/>, the same characters as a string, when the caller has one).</summary>
+    internal static bool TryParse(ReadOnlySpan<char> value, string? text, out HostSpec? host, out string error)
     {
         host = null;
         error = "";
-        if (string.IsNullOrEmpty(value)) { error = "the host is empty"; return false; }
+        if (value.IsEmpty) { error = "the host is empty"; return false; }
         var slash = value.IndexOf('/');
-        if (slash >= 0 && value.IndexOf('/', slash + 1) >= 0) { error = "more than one '/'"; return false; }
+        if (slash >= 0 && value[(slash + 1)..].IndexOf('/') >= 0) { error = "more than one '/'"; return false; }
         if (slash < 0)
         {
-            if (TryIPv6(value)) { host = new HostSpec(value + "/128", HostKind.IPv6, 128); return true; }
-            if (TryIPv4(value)) { host = new HostSpec(value + "/32", HostKind.IPv4, 32); return true; }
-            if (!value.AsSpan().ContainsAnyExcept(HostNameChars))
+            if (TryIPv6(value)) { host = new HostSpec(string.Concat(value, "/128"), HostKind.IPv6, 128); return true; }
+            if (TryIPv4(value)) { host = new HostSpec(string.Concat(value, "/32"), HostKind.IPv4, 32); return true; }
+            if (!value.ContainsAnyExcept(HostNameChars))
             {
                 // qubesd would accept "1.2.3.999" as a host name; it can never resolve, and a failed
                 // lookup makes the firewall qube reject all of the client's traffic.
-                if (!value.AsSpan().ContainsAnyInRange('a', 'z')) { error = "not a valid IPv4 address, and a host name needs a letter"; return false; }
+                if (!value.ContainsAnyInRange('a', 'z')) { error = "not a valid IPv4 address, and a host name needs a letter"; return false; }
                 if (value.Length > 253) { error = "a host name has at most 253 characters"; return false; }
-                host = new HostSpec(value, HostKind.Name, 0);
+                host = new HostSpec(text ?? value.ToString(), HostKind.Name, 0);
                 return true;
             }
-            error = value.AsSpan().ContainsAnyInRange('A', 'Z')
+            error = value.ContainsAnyInRange('A', 'Z')
                 ? "host names are lower case (letters a-z, digits, '-', '.', '_')"
                 : "not an IPv4 or IPv6 address, and not a host name of a-z, 0-9, '-', '.', '_'";
             return false;
         }
-        var address = value.AsSpan(0, slash);
-        var prefixText = value.AsSpan(slash + 1);
+        var address = value[..slash];
+        var prefixText = value[(slash + 1)..];
         if (prefixText.Length == 0 || prefixText.Length > 3 || prefixText.ContainsAnyExceptInRange('0', '9')) { error = "bad prefix length"; return false; }
         var prefix = int.Parse(prefixText, CultureInfo.InvariantCulture);
-        // The value as given when its prefix is already written without leading zeros (no new string).
+        // The value as given when its prefix is already written without leading zeros (no new string when there is one).
         var normal = prefixText.Length == 1 || prefixText[0] != '0'
-            ? value
+            ? text ?? value.ToString()
             : string.Concat(address, "/", prefix.ToString(CultureInfo.InvariantCulture));
         if (TryIPv6(address))
         {

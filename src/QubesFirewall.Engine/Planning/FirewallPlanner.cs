@@ -27,14 +27,13 @@ public static class FirewallPlanner
     {
         var visible = snapshot.VisibleAt(now);
         var edit = FirewallEdit.Insert(insertions);
-        var preview = edit.ApplyTo(visible);
+        var preview = edit.ApplyTo(visible, out var insertedAt);
         var steps = new List<FirewallChangeStep>(insertions.Count);
-        var positions = new Dictionary<FirewallRule, int>(preview.Rules.Count, ReferenceEqualityComparer.Instance);
-        for (var i = 0; i < preview.Rules.Count; i++) positions[preview.Rules[i]] = i;
         var present = new HashSet<FirewallRule>(preview.AlreadyPresent, ReferenceEqualityComparer.Instance);
-        foreach (var insertion in insertions)
+        for (var i = 0; i < insertions.Count; i++)
         {
-            steps.Add(FirewallChangeStep.Insert(vmName, insertion, positions.GetValueOrDefault(insertion.Rule, -1), present.Contains(insertion.Rule)));
+            var insertion = insertions[i];
+            steps.Add(FirewallChangeStep.Insert(vmName, insertion, insertedAt[i], present.Contains(insertion.Rule)));
         }
         return new FirewallChange(vmName, snapshot, edit, preview, steps);
     }
