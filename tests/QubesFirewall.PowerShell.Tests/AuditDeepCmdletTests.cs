@@ -15,46 +15,25 @@ namespace QubesFirewall.PowerShell.Tests;
 [System.Runtime.Versioning.UnsupportedOSPlatform("windows")]
 public sealed class AuditDeepCmdletTests : IDisposable
 {
-    private static readonly string OriginalPath = System.Environment.GetEnvironmentVariable("PATH") ?? "/usr/bin:/bin";
     private readonly ITestOutputHelper _output;
-    private readonly SampleRootCopy _root = new();
-    private readonly string _dir = Path.Combine(Path.GetTempPath(), "qfw-deep-" + Guid.NewGuid().ToString("N")[..10]);
-    private readonly FakeQubesd _server;
-    private readonly StandInQvmRun _qvmRun;
+    private readonly LiveSampleSystem _live = new();
 
-    public AuditDeepCmdletTests(ITestOutputHelper output)
-    {
-        _output = output;
-        Directory.CreateDirectory(_dir);
-        _server = new FakeQubesd(_root.Path, Path.Combine(_dir, "qubesd.sock"));
-        _qvmRun = new StandInQvmRun(Path.Combine(_dir, "qvm-run"), powerStates: Path.Combine(_root.Path, "qubesfirewall-state"));
-        _qvmRun.AgentsAnswer(Path.Combine(_root.Path, "qubes.xml"), AgentScript.Version);
-    }
+    public AuditDeepCmdletTests(ITestOutputHelper output) => _output = output;
 
-    public void Dispose()
-    {
-        _server.Dispose();
-        try { Directory.Delete(_dir, recursive: true); } catch (IOException) { }
-        _root.Dispose();
-    }
+    public void Dispose() => _live.Dispose();
 
-    private PsRun Run(string script) => PowerShellHost.Run(script, environment: new Dictionary<string, string>
-    {
-        ["QUBESFW_ROOT"] = "",
-        ["QUBESFW_QUBESD_SOCKET"] = _server.SocketPath,
-        ["PATH"] = _qvmRun.BinFolder + ":" + OriginalPath,
-    });
+    private PsRun Run(string script) => _live.Run(script);
 
     private (int Calls, int QvmRun, PsRun Run) Count(string command)
     {
-        _server.ClearCalls();
-        var before = _qvmRun.Calls.Count;
+        _live.Server.ClearCalls();
+        var before = _live.QvmRun.Calls.Count;
         var run = Run(command);
-        var calls = _server.Calls;
-        var qvm = _qvmRun.Calls.Count - before;
+        var calls = _live.Server.Calls;
+        var qvm = _live.QvmRun.Calls.Count - before;
         _output.WriteLine($"{command}: {calls.Count} Admin API calls, {qvm} qvm-run processes, {run.Errors.Count} errors, {run.Of<AuditFinding>().Count()} findings");
         _output.WriteLine("  " + string.Join(", ", calls.GroupBy(c => c.Method).Select(g => $"{g.Key} x{g.Count()}")));
-        foreach (var c in _qvmRun.Calls.Skip(before)) _output.WriteLine("  qvm-run " + string.Join(' ', c.Args.TakeLast(2)));
+        foreach (var c in _live.QvmRun.Calls.Skip(before)) _output.WriteLine("  qvm-run " + string.Join(' ', c.Args.TakeLast(2)));
         return (calls.Count, qvm, run);
     }
 
@@ -67,13 +46,13 @@ public sealed class AuditDeepCmdletTests : IDisposable
     private void ForwardWithAFailedAgentAndALeftover()
     {
         Run("Add-QubePortForward work 443 -AllowFrom 192.168.1.0/24").AssertNoErrors();
-        _qvmRun.AgentsAnswer(Path.Combine(_root.Path, "qubes.xml"), AgentScript.Version, failIn: "sys-net");
-        _qvmRun.Put("sys-net", FwScript, "#!/bin/sh\n# >>> qubesfirewall managed block: do not edit >>>\n" +
+        _live.AgentsAnswer(failIn: "sys-net");
+        _live.QvmRun.Put("sys-net", FwScript, "#!/bin/sh\n# >>> qubesfirewall managed block: do not edit >>>\n" +
             "add rule ip qubes qubesfw-dnat tcp dport 443 dnat to 10.138.10.201 comment \"tcp/443 to work\"\n# <<< qubesfirewall <<<\n", (UnixFileMode)0b111_101_101);
     }
 
     private List<string> StatusReads(int from) =>
-        _qvmRun.Calls.Skip(from).Where(c => System.Text.Encoding.UTF8.GetString(c.Stdin) == AgentDelivery.StatusCommand).Select(c => c.Args[^2]).ToList();
+        _live.QvmRun.Calls.Skip(from).Where(c => System.Text.Encoding.UTF8.GetString(c.Stdin) == AgentDelivery.StatusCommand).Select(c => c.Args[^2]).ToList();
 
     [Fact]
     public void Without_Deep_the_audit_runs_no_qvm_run_and_makes_only_reading_calls()
@@ -84,7 +63,7 @@ public sealed class AuditDeepCmdletTests : IDisposable
             var (_, qvm, run) = Count(command);
             run.AssertNoErrors();
             Assert.Equal(0, qvm);
-            Assert.All(_server.Calls, c => Assert.True(IsRead(c.Method), c.Method));
+            Assert.All(_live.Server.Calls, c => Assert.True(IsRead(c.Method), c.Method));
             // what only a look inside the qubes finds is not reported, and nothing says the audit could not look
             Assert.DoesNotContain(run.Of<AuditFinding>(), f => f.Check is ForwardAuditChecks.UndeclaredPart or AuditChecks.CheckFailed
                 or AgentStatusCheck.AgentFailed or AgentStatusCheck.AgentBehind or AgentStatusCheck.AgentNoStatus or AgentStatusCheck.AgentStatusNotRead);
@@ -95,10 +74,10 @@ public sealed class AuditDeepCmdletTests : IDisposable
     public void Deep_reads_each_running_agents_status_once_and_reports_the_failed_agent_and_the_leftover()
     {
         ForwardWithAFailedAgentAndALeftover();
-        var before = _qvmRun.Calls.Count;
+        var before = _live.QvmRun.Calls.Count;
         var (_, _, run) = Count("Test-QubeFirewall sys-net, work, untrusted -Severity Info -Deep");
         run.AssertNoErrors();
-        Assert.All(_server.Calls, c => Assert.True(IsRead(c.Method), c.Method));
+        Assert.All(_live.Server.Calls, c => Assert.True(IsRead(c.Method), c.Method));
         // one status read per running qube that records the agent; untrusted is halted: not asked, and said so
         Assert.Equal(["sys-net", "work"], StatusReads(before).Order(StringComparer.Ordinal));
         var findings = run.Of<AuditFinding>().ToList();
@@ -113,7 +92,7 @@ public sealed class AuditDeepCmdletTests : IDisposable
         Assert.StartsWith("sys-net:/rw/config/qubes-firewall-user-script holds port forward rules for tcp/443 to 'work'", leftover.Message);
 
         // every qube with a network qube or a feature of the module (sys-net): the running ones that record the agent are asked once each
-        before = _qvmRun.Calls.Count;
+        before = _live.QvmRun.Calls.Count;
         Count("Test-QubeFirewall -Severity Info -Deep").Run.AssertNoErrors();
         Assert.Equal(["personal", "sys-firewall", "sys-net", "work"], StatusReads(before).Order(StringComparer.Ordinal));
         Count("Test-QubeFirewall work -Severity Info -Deep").Run.AssertNoErrors();

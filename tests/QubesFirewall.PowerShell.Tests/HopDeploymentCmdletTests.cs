@@ -20,58 +20,36 @@ public sealed class LiveHopDeploymentCmdletTests : IDisposable
 {
     private const string FwScript = "/rw/config/qubes-firewall-user-script";
     private const string UserLines = "#!/bin/sh\n# the user's own line\necho mine\n";
-    private static readonly string OriginalPath = Environment.GetEnvironmentVariable("PATH") ?? "/usr/bin:/bin";
+    private readonly LiveSampleSystem _live = new();
 
-    private readonly SampleRootCopy _root = new();
-    private readonly string _dir = Path.Combine(Path.GetTempPath(), "qfw-hops-" + Guid.NewGuid().ToString("N")[..10]);
-    private readonly FakeQubesd _server;
-    private readonly StandInQvmRun _qvmRun;
+    public LiveHopDeploymentCmdletTests() => _live.QvmRun.FakeNft();
 
-    public LiveHopDeploymentCmdletTests()
-    {
-        Directory.CreateDirectory(_dir);
-        _server = new FakeQubesd(_root.Path, Path.Combine(_dir, "qubesd.sock"));
-        _qvmRun = new StandInQvmRun(Path.Combine(_dir, "qvm-run"), powerStates: Path.Combine(_root.Path, "qubesfirewall-state"));
-        _qvmRun.FakeNft();
-        _qvmRun.AgentsAnswer(Path.Combine(_root.Path, "qubes.xml"), Engine.Agent.AgentScript.Version); // the running qubes' agents confirm
-    }
+    public void Dispose() => _live.Dispose();
 
-    public void Dispose()
-    {
-        _server.Dispose();
-        try { Directory.Delete(_dir, recursive: true); } catch (IOException) { }
-        _root.Dispose();
-    }
-
-    private PsRun Run(string script) => PowerShellHost.Run(script, environment: new Dictionary<string, string>
-    {
-        ["QUBESFW_ROOT"] = "",
-        ["QUBESFW_QUBESD_SOCKET"] = _server.SocketPath,
-        ["PATH"] = _qvmRun.BinFolder + ":" + OriginalPath,
-    });
+    private PsRun Run(string script) => _live.Run(script);
 
     private static string Fqid(string id, string cmdlet) => $"{id},QubesFirewall.PowerShell.Cmdlets.{cmdlet}Command";
 
     private Dictionary<string, string> Keys(string qube)
     {
-        using var root = new Engine.Backends.OfflineRoot(_root.Path);
+        using var root = new Engine.Backends.OfflineRoot(_live.Root.Path);
         return root.GetInventory().Get(qube).Features.Where(f => Engine.Agent.AgentFeatures.IsAgentFeature(f.Key)).ToDictionary(f => f.Key, f => f.Value);
     }
 
-    private IEnumerable<string> Started => _server.Calls.Where(c => c.Method == "admin.vm.Start").Select(c => c.Destination);
+    private IEnumerable<string> Started => _live.Server.Calls.Where(c => c.Method == "admin.vm.Start").Select(c => c.Destination);
 
     /// <summary>The qubes whose files the stand-in qvm-run wrote (each write is a fixed command ending in the target path).</summary>
-    private IEnumerable<string> Writes => _qvmRun.Calls.Where(c => c.Args[^1].Contains("mktemp", StringComparison.Ordinal)).Select(c => c.Args[7]);
+    private IEnumerable<string> Writes => _live.QvmRun.Calls.Where(c => c.Args[^1].Contains("mktemp", StringComparison.Ordinal)).Select(c => c.Args[7]);
 
     [Fact]
     public void A_halted_qube_on_the_way_gets_its_keys_and_is_Pending_and_nothing_is_started()
     {
-        _server.SetPowerState("sys-firewall", PowerState.Halted);
+        _live.Server.SetPowerState("sys-firewall", PowerState.Halted);
         var run = Run("Add-QubePortForward work 443 -AllowFrom 192.168.1.0/24 -PassThru");
         run.AssertNoErrors();
         Assert.Equal([("sys-firewall", PortForwardHopStatus.Pending), ("sys-net", PortForwardHopStatus.Applied), ("work", PortForwardHopStatus.Applied)],
             run.Of<PortForwardHopResult>().Select(h => (h.VMName, h.Status)));
-        Assert.Equal(7, _server.CountCalls("admin.vm.feature.Set"));
+        Assert.Equal(7, _live.Server.CountCalls("admin.vm.feature.Set"));
         Assert.NotEmpty(Keys("sys-firewall"));
         Assert.Empty(Started);
         Assert.Empty(Writes);
@@ -83,8 +61,8 @@ public sealed class LiveHopDeploymentCmdletTests : IDisposable
     [Fact]
     public void An_agent_that_fails_puts_every_feature_back_the_declaration_with_them()
     {
-        _qvmRun.Put("sys-net", FwScript, UserLines, Engine.Persistence.ManagedBlock.FileMode);
-        _qvmRun.AgentsAnswer(Path.Combine(_root.Path, "qubes.xml"), Engine.Agent.AgentScript.Version, failIn: "sys-net");
+        _live.QvmRun.Put("sys-net", FwScript, UserLines, Engine.Persistence.ManagedBlock.FileMode);
+        _live.AgentsAnswer(failIn: "sys-net");
         var run = Run("Add-QubePortForward work 443 -AllowFrom 192.168.1.0/24 -PassThru");
 
         var error = Assert.Single(run.Errors);
@@ -97,10 +75,10 @@ public sealed class LiveHopDeploymentCmdletTests : IDisposable
             hops.Select(h => (h.VMName, h.Status)));
 
         // The features set, then removed again; nothing was ever written into a qube.
-        Assert.Equal(7, _server.CountCalls("admin.vm.feature.Set"));
-        Assert.Equal(7, _server.CountCalls("admin.vm.feature.Remove"));
+        Assert.Equal(7, _live.Server.CountCalls("admin.vm.feature.Set"));
+        Assert.Equal(7, _live.Server.CountCalls("admin.vm.feature.Remove"));
         foreach (var q in new[] { "sys-net", "sys-firewall", "work" }) Assert.Empty(Keys(q));
-        Assert.Equal(UserLines, _qvmRun.Read("sys-net", FwScript));
+        Assert.Equal(UserLines, _live.QvmRun.Read("sys-net", FwScript));
         Assert.Empty(Writes);
         var list = Run("Get-QubePortForward");
         list.AssertNoErrors();
@@ -124,7 +102,7 @@ public sealed class LiveHopDeploymentCmdletTests : IDisposable
     public void Remove_through_a_halted_hop_is_Pending_there_and_starts_nothing()
     {
         Run("Add-QubePortForward work 443 -AllowFrom 192.168.1.0/24").AssertNoErrors();
-        _server.SetPowerState("sys-net", PowerState.Halted);
+        _live.Server.SetPowerState("sys-net", PowerState.Halted);
 
         var run = Run("Remove-QubePortForward work 443 -Confirm:$false -PassThru");
         run.AssertNoErrors();
@@ -141,7 +119,7 @@ public sealed class LiveHopDeploymentCmdletTests : IDisposable
         var run = Run("Add-QubePortForward work 443 -AllowFrom 192.168.1.0/24 -WhatIf");
         Assert.Empty(run.Errors);
         Assert.Empty(run.Warnings);
-        Assert.Equal(0, _server.CountCalls("admin.vm.feature.Set"));
+        Assert.Equal(0, _live.Server.CountCalls("admin.vm.feature.Set"));
         Assert.Empty(Started);
         Assert.Empty(Writes);
     }
