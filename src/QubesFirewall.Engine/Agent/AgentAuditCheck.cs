@@ -134,7 +134,7 @@ public sealed class AgentStatusCheck : IAuditCheck
         if (expected is not null && (status.State != "applied" || status.Applied != expected))
             yield return new AuditFinding(AuditSeverity.Error, name, AgentBehind, null,
                 $"The QubesFirewall agent of '{name}' applied generation {status.Applied}, but dom0 gives it {expected} (its vm-config.qubesfw.gen); the agent says {status.State}{(status.Message.Length == 0 ? "" : ": " + status.Message)}. " +
-                "It enforces an older set of forwards and links. " + how,
+                "It enforces an older set of forwards and links (right after a change it may still be loading the new one: if a second audit a moment later still says so, it is stuck). " + how,
                 fix);
     }
 }
