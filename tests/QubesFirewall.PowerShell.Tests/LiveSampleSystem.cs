@@ -10,14 +10,14 @@ namespace QubesFirewall.PowerShell.Tests;
 [System.Runtime.Versioning.UnsupportedOSPlatform("windows")]
 public sealed class LiveSampleSystem : IDisposable
 {
-    private static readonly string OriginalPath = Environment.GetEnvironmentVariable("PATH") ?? "/usr/bin:/bin";
-    private readonly string _dir = Path.Combine(Path.GetTempPath(), "qfw-live-" + Guid.NewGuid().ToString("N")[..10]);
+    private static readonly string OriginalPath = System.Environment.GetEnvironmentVariable("PATH") ?? "/usr/bin:/bin";
+    private readonly string _folder = Path.Combine(Path.GetTempPath(), "qfw-live-" + Guid.NewGuid().ToString("N")[..10]); // the socket, the stand-in executables
 
     public LiveSampleSystem()
     {
-        Directory.CreateDirectory(_dir);
-        Server = new FakeQubesd(Root.Path, Path.Combine(_dir, "qubesd.sock"));
-        QvmRun = new StandInQvmRun(Path.Combine(_dir, "qvm-run"), powerStates: Path.Combine(Root.Path, "qubesfirewall-state"));
+        Directory.CreateDirectory(_folder);
+        Server = new FakeQubesd(Root.Path, Path.Combine(_folder, "qubesd.sock"));
+        QvmRun = new StandInQvmRun(Path.Combine(_folder, "qvm-run"), powerStates: Path.Combine(Root.Path, "qubesfirewall-state"));
         AgentsAnswer();
     }
 
@@ -31,18 +31,21 @@ public sealed class LiveSampleSystem : IDisposable
     public void AgentsAnswer(string? failIn = null) =>
         QvmRun.AgentsAnswer(Path.Combine(Root.Path, "qubes.xml"), Engine.Agent.AgentScript.Version, failIn: failIn);
 
-    /// <summary>Runs <paramref name="script"/> in a runspace whose cmdlets reach this system only.</summary>
-    public PsRun Run(string script) => PowerShellHost.Run(script, environment: new Dictionary<string, string>
+    /// <summary>The environment in which the cmdlets reach this system only (a runspace's, or a child pwsh's).</summary>
+    public Dictionary<string, string> Environment => new()
     {
         ["QUBESFW_ROOT"] = "",
         ["QUBESFW_QUBESD_SOCKET"] = Server.SocketPath,
         ["PATH"] = QvmRun.BinFolder + ":" + OriginalPath,
-    });
+    };
+
+    /// <summary>Runs <paramref name="script"/> in a runspace whose cmdlets reach this system only.</summary>
+    public PsRun Run(string script) => PowerShellHost.Run(script, environment: Environment);
 
     public void Dispose()
     {
         Server.Dispose();
-        try { Directory.Delete(_dir, recursive: true); } catch (IOException) { }
+        try { Directory.Delete(_folder, recursive: true); } catch (IOException) { }
         Root.Dispose();
     }
 }

@@ -18,40 +18,21 @@ public sealed class QubeTrustCmdletTests : IDisposable
 {
     private const string FwScript = "/rw/config/qubes-firewall-user-script";
     private const UnixFileMode Mode0755 = (UnixFileMode)0b111_101_101;
-    private static readonly string OriginalPath = System.Environment.GetEnvironmentVariable("PATH") ?? "/usr/bin:/bin";
-
     private readonly ITestOutputHelper _output;
-    private readonly SampleRootCopy _root = new();
-    private readonly string _dir = Path.Combine(Path.GetTempPath(), "qfw-trust-" + Guid.NewGuid().ToString("N")[..10]);
-    private readonly FakeQubesd _server;
-    private readonly StandInQvmRun _qvmRun;
+    private readonly LiveSampleSystem _live = new();
 
     public QubeTrustCmdletTests(ITestOutputHelper output)
     {
         _output = output;
-        Directory.CreateDirectory(_dir);
-        _server = new FakeQubesd(_root.Path, Path.Combine(_dir, "qubesd.sock"));
-        _qvmRun = new StandInQvmRun(Path.Combine(_dir, "qvm-run"), powerStates: Path.Combine(_root.Path, "qubesfirewall-state"));
-        _server.SetPowerState("default-dvm", PowerState.Running);
+        _live.Server.SetPowerState("default-dvm", PowerState.Running);
         Nft(escapes: false);
-        _qvmRun.AgentsAnswer(Path.Combine(_root.Path, "qubes.xml"), Engine.Agent.AgentScript.Version); // the running qubes' agents confirm
     }
 
-    public void Dispose()
-    {
-        _server.Dispose();
-        try { Directory.Delete(_dir, recursive: true); } catch (IOException) { }
-        _root.Dispose();
-    }
+    public void Dispose() => _live.Dispose();
 
-    private Dictionary<string, string> Environment => new()
-    {
-        ["QUBESFW_ROOT"] = "",
-        ["QUBESFW_QUBESD_SOCKET"] = _server.SocketPath,
-        ["PATH"] = _qvmRun.BinFolder + ":" + OriginalPath,
-    };
+    private Dictionary<string, string> Environment => _live.Environment;
 
-    private PsRun Run(string script) => PowerShellHost.Run(script, environment: Environment);
+    private PsRun Run(string script) => _live.Run(script);
 
     private static string Fqid(string id, string cmdlet) => $"{id},QubesFirewall.PowerShell.Cmdlets.{cmdlet}Command";
 
@@ -59,16 +40,15 @@ public sealed class QubeTrustCmdletTests : IDisposable
 
     /// <summary>
     /// A stand-in nft: <c>nft -f -</c> logs the transaction (and with <paramref name="escapes"/> answers with terminal
-    /// escapes); it fails every time in a qube named in the file <c>nft-broken</c> (ip6 qubes gone: new and previous scripts alike).
+    /// escapes).
     /// </summary>
     private void Nft(bool escapes)
     {
-        var shim = Path.Combine(_qvmRun.Shims, "nft");
+        var shim = Path.Combine(_live.QvmRun.Shims, "nft");
         File.WriteAllText(shim, $$"""
             #!/bin/bash
             if [ "$1" = -f ]; then
-              if grep -qx "$QFW_STANDIN_VM" '{{_dir}}/nft-broken' 2>/dev/null; then cat > /dev/null; echo 'Error: No such file or directory; did you mean table ip6 qubes?' >&2; exit 1; fi
-              { echo "=== $QFW_STANDIN_VM"; cat; } >> '{{_qvmRun.NftLog}}'
+              { echo "=== $QFW_STANDIN_VM"; cat; } >> '{{_live.QvmRun.NftLog}}'
               {{(escapes ? "printf '\\033]0;owned\\007\\033[2J\\302\\233root@dom0:~# '" : "")}}
               exit 0
             fi
@@ -80,13 +60,13 @@ public sealed class QubeTrustCmdletTests : IDisposable
     /// <summary>sys-net answers a read of its hook file with 300 MB.</summary>
     private void SysNetAnswers300MB()
     {
-        _qvmRun.Put("sys-net", FwScript, "#!/bin/sh\n", Mode0755);
-        var shim = Path.Combine(_qvmRun.Shims, "cat");
+        _live.QvmRun.Put("sys-net", FwScript, "#!/bin/sh\n", Mode0755);
+        var shim = Path.Combine(_live.QvmRun.Shims, "cat");
         File.WriteAllText(shim, "#!/bin/sh\nif [ \"$QFW_STANDIN_VM\" = sys-net ]; then exec head -c 300000000 /dev/zero; fi\nexec /bin/cat \"$@\"\n");
         File.SetUnixFileMode(shim, Mode0755);
     }
 
-    private IEnumerable<string> Writes => _qvmRun.Calls.Where(c => c.Args[^1].Contains("mktemp", StringComparison.Ordinal)).Select(c => c.Args[7]);
+    private IEnumerable<string> Writes => _live.QvmRun.Calls.Where(c => c.Args[^1].Contains("mktemp", StringComparison.Ordinal)).Select(c => c.Args[7]);
 
     [Fact]
     public void A_status_read_that_sys_net_answers_with_300_MB_is_cut_named_and_never_used()
@@ -98,7 +78,7 @@ public sealed class QubeTrustCmdletTests : IDisposable
         Assert.Equal(Fqid("PortForwardAgentUnconfirmed", "AddQubePortForward"), error.FullyQualifiedErrorId);
         Assert.Contains("'sys-net' answered more than 64 KiB on its output when asked to run read the QubesFirewall agent status; qvm-run was stopped", error.ToString());
         Assert.Equal(PortForwardHopStatus.Unconfirmed, run.Of<PortForwardHopResult>().Single(h => h.VMName == "sys-net").Status);
-        Assert.Equal(7, _server.CountCalls("admin.vm.feature.Set")); // the features are set; only the answer is not trusted
+        Assert.Equal(7, _live.Server.CountCalls("admin.vm.feature.Set")); // the features are set; only the answer is not trusted
         Assert.Empty(Writes);
     }
 
@@ -159,7 +139,7 @@ public sealed class QubeTrustCmdletTests : IDisposable
     public void The_audit_shows_the_qubes_own_lines_escaped()
     {
         // a block an earlier version left, with a line the qube forged: the audit names it without its escapes taking effect
-        _qvmRun.Put("sys-net", FwScript, "#!/bin/sh\n# >>> qubesfirewall managed block: do not edit >>>\n" +
+        _live.QvmRun.Put("sys-net", FwScript, "#!/bin/sh\n# >>> qubesfirewall managed block: do not edit >>>\n" +
             "add rule ip qubes qubesfw-dnat tcp dport 443 dnat to 10.137.0.3 comment \"tcp/443 to work\"\n# <<< qubesfirewall <<<\n# \u001b]0;pwned\u0007\u001b[2J\u009broot@dom0:~# \n", Mode0755);
         var run = Run("Test-QubeFirewall -VMName work -Deep");
         var finding = Assert.Single(run.Of<AuditFinding>(), f => f.Check == ForwardAuditChecks.UndeclaredPart);
@@ -172,7 +152,7 @@ public sealed class QubeTrustCmdletTests : IDisposable
     public void PassThru_results_carry_an_agent_status_out_of_grammar_escaped()
     {
         // every agent answers with terminal escapes: no status of the grammar, so no confirmation, and the answer shown escaped
-        var shim = Path.Combine(_qvmRun.Shims, "cat");
+        var shim = Path.Combine(_live.QvmRun.Shims, "cat");
         File.WriteAllText(shim, "#!/bin/bash\nif [ \"$1\" = /run/qubesfw/status ]; then printf '\\033]0;owned\\007\\033[2J\\302\\233root@dom0:~# '; exit 0; fi\nexec /bin/cat \"$@\"\n");
         File.SetUnixFileMode(shim, Mode0755);
         var run = Run("Add-QubePortForward work 443 -AllowFrom 192.168.1.0/24 -PassThru");
@@ -190,7 +170,7 @@ public sealed class QubeTrustCmdletTests : IDisposable
     public void A_Remove_whose_agent_fails_is_an_error_and_puts_every_feature_back()
     {
         Run("Add-QubePortForward work 443 -AllowFrom 192.168.1.0/24").AssertNoErrors();
-        _qvmRun.AgentsAnswer(Path.Combine(_root.Path, "qubes.xml"), Engine.Agent.AgentScript.Version, failIn: "sys-net");
+        _live.QvmRun.AgentsAnswer(Path.Combine(_live.Root.Path, "qubes.xml"), Engine.Agent.AgentScript.Version, failIn: "sys-net");
         var run = Run("Remove-QubePortForward work 443 -Confirm:$false -PassThru; $?");
         var error = Assert.Single(run.Errors);
         _output.WriteLine(error.ToString());
