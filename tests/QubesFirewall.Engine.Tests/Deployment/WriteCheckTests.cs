@@ -30,6 +30,10 @@ public sealed class WriteCheckTests : IDisposable
     private static PortForward Web => PortForward.Create("work", ForwardProtocol.Tcp, 443, 8443, allowFrom: ["192.168.1.0/24"]);
 
     // The last qube the plan writes to that is not the first one: the steps before it are written, then the check stops it.
+    /// <summary>A plan of the given steps, as a cmdlet's planner would make it.</summary>
+    private static Plan SetPlan(string target, string purpose, params DeploymentStep[] steps) =>
+        new() { Operation = PlanOperation.Set, Target = target, Description = "test", Purpose = purpose, Steps = steps };
+
     private static DeploymentStep LateStep(IDeploymentPlan plan) => plan.Steps.Last(s => s.VMName != plan.Steps[0].VMName);
 
     private static Dictionary<string, string> Own(IQubesBackend backend, string qube) =>
@@ -74,18 +78,9 @@ public sealed class WriteCheckTests : IDisposable
         var inventory = _root.Backend.GetInventory();
         var label = inventory.Get("personal").Properties.GetValueOrDefault("label");
         Assert.NotEqual("green", label);
-        var plan = new Plan
-        {
-            Operation = PlanOperation.Set,
-            Target = "work, personal",
-            Description = "test",
-            Purpose = "set a feature and a label",
-            Steps =
-            [
-                DeploymentStep.SetFeature("work", "qubesfirewall.test", "1", null)!,
-                DeploymentStep.SetProperty("personal", "label", "purple", label, "personal: label purple"),
-            ],
-        };
+        var plan = SetPlan("work, personal", "set a feature and a label",
+            DeploymentStep.SetFeature("work", "qubesfirewall.test", "1", null)!,
+            DeploymentStep.SetProperty("personal", "label", "purple", label, "personal: label purple"));
         new OfflineRoot(_root.Path).SetProperty("personal", "label", "green");
 
         var applied = plan.Apply(_root.Backend);
@@ -100,18 +95,9 @@ public sealed class WriteCheckTests : IDisposable
     [Fact]
     public void Offline_a_plan_on_current_values_is_not_stopped_and_later_steps_on_the_same_name_are_planned_on_the_earlier_ones()
     {
-        var plan = new Plan
-        {
-            Operation = PlanOperation.Set,
-            Target = "work",
-            Description = "test",
-            Purpose = "set a feature twice",
-            Steps =
-            [
-                DeploymentStep.SetFeature("work", "qubesfirewall.test", "1", null)!,
-                DeploymentStep.SetFeature("work", "qubesfirewall.test", "2", "1")!,
-            ],
-        };
+        var plan = SetPlan("work", "set a feature twice",
+            DeploymentStep.SetFeature("work", "qubesfirewall.test", "1", null)!,
+            DeploymentStep.SetFeature("work", "qubesfirewall.test", "2", "1")!);
         var applied = plan.Apply(_root.Backend);
         Assert.Null(applied.Failure);
         Assert.Equal("2", _root.Backend.GetInventory().Get("work").Features["qubesfirewall.test"]);
@@ -171,14 +157,8 @@ public sealed class WriteCheckTests : IDisposable
     {
         using var live = new LiveQubesd();
         var backend = live.Backend;
-        var plan = new Plan
-        {
-            Operation = PlanOperation.Set,
-            Target = "work",
-            Description = "test",
-            Purpose = "set the netvm of work",
-            Steps = [DeploymentStep.SetProperty("work", "netvm", "sys-net", backend.GetInventory().Get("work").Properties.GetValueOrDefault("netvm"), "work: netvm sys-net")],
-        };
+        var plan = SetPlan("work", "set the netvm of work",
+            DeploymentStep.SetProperty("work", "netvm", "sys-net", backend.GetInventory().Get("work").Properties.GetValueOrDefault("netvm"), "work: netvm sys-net"));
         new QubesdClient(live.Server.SocketPath).Call("admin.vm.property.Set", "work", "netvm", []); // qvm-prefs work netvm ''
         live.Server.ClearCalls();
         var applied = plan.Apply(backend);
